@@ -1,0 +1,3 @@
+from kd_edge.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""Checkpoints that later stages can use on their own, saved atomically, loaded safely.
+
+A checkpoint is a plain dict of tensors and primitives, so ``torch.load`` can read
+it with ``weights_only=True`` (no pickled code runs). It holds the model's
+registry name and constructor arguments, the data's metadata (classes, input
+shape, normalisation), the metrics and config that produced it, and versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kd_edge import __version__
+from kd_edge.errors import CheckpointError
+from kd_edge.io import atomic_write
+from kd_edge.models import ModelSpec
+
+FORMAT = "kd-edge-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    spec: ModelSpec
+    state_dict: dict
+    data: dict  # dataset, classes, input_shape, layout, mean, std
+    metrics: dict
+    config: dict
+    kd_edge_version: str
+
+    def build_model(self) -> nn.Module:
+        model = self.spec.build()
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{str(self.path)!r}: weights do not fit model {self.spec.name!r} ({exc})") from exc
+        return model
+
+
+def save_checkpoint(path, model: nn.Module, spec: ModelSpec, data: dict, metrics: dict, config: dict) -> Path:
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kd_edge_version": __version__,
+        "torch_version": torch.__version__,
+        "model": spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "data": data,
+        "metrics": metrics,
+        "config": config,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+
+
+def load_checkpoint(path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass the teacher.pt or student.pt of a run folder")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot load checkpoint {str(path)!r}: it is truncated, corrupt, or holds objects that are "
+            f"unsafe to load ({reason}). Re-create it with `kd-edge teacher` or `kd-edge distill`."
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a kd-edge checkpoint (a plain state_dict has no model name or metadata); re-create it with kd-edge")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{str(path)!r} was written by a newer kd-edge ({payload.get('kd_edge_version')}); upgrade kd-edge")
+    try:
+        return Checkpoint(
+            path=path,
+            spec=ModelSpec(**payload["model"]),
+            state_dict=payload["state_dict"],
+            data=payload["data"],
+            metrics=payload.get("metrics", {}),
+            config=payload.get("config", {}),
+            kd_edge_version=payload.get("kd_edge_version", "unknown"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{str(path)!r} lacks a required field ({exc}); re-create it with kd-edge") from exc
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

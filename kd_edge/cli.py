@@ -1,0 +1,234 @@
+"""The ``kd-edge`` command line. Each command parses options, builds a config, calls one function, renders the result.
+
+Heavy libraries (torch, torchvision, onnx) are imported inside the commands, so
+``kd-edge --help`` is instant and works without the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kd_edge.errors import KdEdgeError, MissingDependencyError
+
+app = typer.Typer(
+    help="Distil image classifiers into small students for drone-class CPUs, export them and prove how they run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# --- options shared by several commands ----------------------------------------------------------
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="mnist-5k (built in), mnist, fashion-mnist, cifar10, folder:PATH or npz:PATH.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (default: $KD_EDGE_DATA).")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Resize folder: images to this side length.")]
+NormalizationOpt = Annotated[Optional[str], typer.Option(help="'dataset' (train-split mean/std) or 'half' (0.5/0.5, the reference script's).")]
+AugmentOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="Shift training images by up to 2 px. Disables cached soft labels.")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Training epochs (default: the preset's).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Training batch size (default: the preset's).")]
+LrOpt = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the preset's).")]
+OptimizerOpt = Annotated[Optional[str], typer.Option(help="adamw, adam or sgd (default: the preset's).")]
+ScheduleOpt = Annotated[Optional[str], typer.Option(help="onecycle, cosine or constant (default: the preset's).")]
+WeightDecayOpt = Annotated[Optional[float], typer.Option(help="Weight decay (default: the preset's).")]
+PresetOpt = Annotated[str, typer.Option(help="Recipe to start from: 'default' (kd-edge's) or 'reference' (the reference script's, exactly).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, metrics.json and config.json.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed for initialisation and shuffling.")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")]
+
+
+def user_errors(command):
+    """Turn a KdEdgeError into a one-paragraph message and exit code 1, and Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KdEdgeError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted. Checkpoints already written in the run folder are complete and kept.", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def require_training_extra() -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"this command trains models and needs torch and torchvision ({exc}); install them with: pip install 'kd-edge[train]'") from exc
+
+
+@app.command()
+@user_errors
+def teacher(
+    dataset: DatasetOpt = "mnist-5k",
+    epochs: EpochsOpt = None,
+    out: OutOpt = Path("runs/teacher"),
+    model: Annotated[Optional[str], typer.Option(help="Teacher architecture (see `kd-edge models`).")] = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    optimizer: OptimizerOpt = None,
+    schedule: ScheduleOpt = None,
+    weight_decay: WeightDecayOpt = None,
+    preset: PresetOpt = "default",
+    data_dir: DataDirOpt = None,
+    image_size: ImageSizeOpt = None,
+    normalization: NormalizationOpt = None,
+    augment: AugmentOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+    force: ForceOpt = False,
+):
+    """Train a teacher with cross-entropy: writes OUT/teacher.pt, metrics.json and config.json."""
+    from kd_edge import config as cfg
+
+    require_training_extra()
+    recipe = cfg.get_preset(preset)
+    config = cfg.TeacherConfig(
+        data=cfg.DataConfig(dataset, optional_str(data_dir), image_size, normalization or recipe.normalization, augment),
+        teacher=cfg.override(recipe.teacher, model=model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay),
+        run=cfg.RunConfig(str(out), seed, device, threads, force),
+    )
+    from kd_edge.distill import train_teacher
+
+    metrics = train_teacher(config, progress=make_progress())
+    print_summary(metrics, out)
+
+
+@app.command()
+@user_errors
+def distill(
+    dataset: DatasetOpt = "mnist-5k",
+    epochs: EpochsOpt = None,
+    out: OutOpt = Path("runs/distill"),
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="A teacher.pt to distil from; without it a teacher is trained first.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Teacher architecture when training one.")] = None,
+    student_model: Annotated[Optional[str], typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
+    teacher_epochs: Annotated[Optional[int], typer.Option(help="Teacher epochs (default: --epochs if given, else the preset's).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", "-T", help="Softmax temperature T of the soft labels.")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Weight of the hard-label CE term; 1 trains the student alone.")] = None,
+    kd_loss: Annotated[Optional[str], typer.Option(help="Soft-label term: 'kl' (T^2 * KL) or 'mse' (logit matching).")] = None,
+    min_teacher_accuracy: Annotated[Optional[float], typer.Option(help="Stop unless the teacher reaches this validation accuracy (0-1).")] = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    optimizer: OptimizerOpt = None,
+    schedule: ScheduleOpt = None,
+    weight_decay: WeightDecayOpt = None,
+    preset: PresetOpt = "default",
+    data_dir: DataDirOpt = None,
+    image_size: ImageSizeOpt = None,
+    normalization: NormalizationOpt = None,
+    augment: AugmentOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+    force: ForceOpt = False,
+):
+    """Distil a student from a frozen teacher: writes OUT/student.pt (+ teacher.pt when it trains one), metrics.json, config.json.
+
+    The loss is alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).
+    The teacher's soft labels are computed once and reused every epoch unless --augment is on.
+    """
+    from kd_edge import config as cfg
+
+    require_training_extra()
+    recipe = cfg.get_preset(preset)
+    shared = dict(batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay)
+    config = cfg.DistillConfig(
+        data=cfg.DataConfig(dataset, optional_str(data_dir), image_size, normalization or recipe.normalization, augment),
+        teacher=cfg.override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
+        student=cfg.override(recipe.student, model=student_model, epochs=epochs, **shared),
+        kd=cfg.override(recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy),
+        run=cfg.RunConfig(str(out), seed, device, threads, force),
+        teacher_path=optional_str(teacher),
+    )
+    from kd_edge.distill import distill as run_distill
+
+    metrics = run_distill(config, progress=make_progress())
+    print_summary(metrics, out)
+
+
+@app.command()
+@user_errors
+def models(
+    dataset: DatasetOpt = "mnist-5k",
+    data_dir: DataDirOpt = None,
+    image_size: ImageSizeOpt = None,
+):
+    """List the registered models with their parameters and MACs at the dataset's input size."""
+    require_training_extra()
+    from rich.table import Table
+
+    from kd_edge.data import load_dataset
+    from kd_edge.models import count_macs, count_parameters, create_model, describe_model, list_models
+
+    data = load_dataset(dataset, optional_str(data_dir), image_size)
+    channels, size, _ = data.input_shape
+    table = Table(title=f"models at input {data.input_shape} ({data.name})")
+    for column in ("model", "parameters", "MACs", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "MACs") else "left")
+    for name in list_models():
+        net = create_model(name, data.num_classes, channels, size)
+        table.add_row(name, f"{count_parameters(net):,}", f"{count_macs(net, data.input_shape):,}", describe_model(name))
+    console().print(table)
+
+
+@app.command()
+def datasets():
+    """List the dataset names that --dataset accepts."""
+    from kd_edge.data import list_datasets
+
+    for name, description in list_datasets().items():
+        typer.echo(f"{name:16} {description}")
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+def make_progress():
+    from kd_edge.progress import RichProgress
+
+    return RichProgress()
+
+
+def optional_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def print_summary(metrics: dict, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"kd-edge results in {out}")
+    for column in ("stage", "model", "parameters", "MACs", "val acc", "test acc", "time (s)"):
+        table.add_column(column, justify="left" if column in ("stage", "model") else "right")
+    for stage in ("teacher", "student"):
+        info = metrics.get(stage)
+        if info:
+            seconds = metrics["wall_time_s"].get(stage, 0.0)
+            table.add_row(stage, info["model"], f"{info['parameters']:,}", f"{info['macs']:,}", f"{info['val_accuracy']:.2%}", f"{info['test_accuracy']:.2%}", f"{seconds:.1f}")
+    console().print(table)
+    console().print(f"total wall time {metrics['wall_time_s']['total']:.1f}s; metrics in {out / 'metrics.json'}")
+
+
+def main() -> None:
+    app(prog_name="kd-edge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

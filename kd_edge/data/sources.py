@@ -1,0 +1,278 @@
+"""Readers for each dataset source. Each returns an ImageDataset of uint8 arrays.
+
+The IDX, CIFAR-binary and npz readers are a few lines of numpy each: that keeps
+this module torch-free and reads `.gz` files without unpacking them to disk.
+torchvision is used only to download, and to read CIFAR-10's pickled python
+version (it checks the files' MD5 before unpickling them).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.data import ImageDataset, Split, carve_validation, channel_stats, stratified_split
+from kd_edge.errors import DatasetError
+
+BUILTIN_MNIST_5K = Path(__file__).with_name("mnist-5k.npz")
+OFFLINE_ENV_VAR = "KD_EDGE_OFFLINE"
+DEFAULT_DOWNLOAD_ROOT = Path("~/.cache/kd-edge").expanduser()
+
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# Sub-folders of a data root where each dataset's IDX files may sit:
+# our own name, torchvision's layout, and Debian's package layout.
+IDX_SUBFOLDERS = {
+    "mnist": ["mnist", "MNIST/raw"],
+    "fashion-mnist": ["fashion-mnist", "FashionMNIST/raw"],
+}
+SYSTEM_ROOTS = {"fashion-mnist": [Path("/usr/share/datasets")]}
+TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def make_dataset(name, classes, train: Split, test: Split, val: Split | None = None, mean=None, std=None) -> ImageDataset:
+    """Assemble a dataset, carving validation from train when there is none."""
+    if val is None:
+        train, val = carve_validation(train)
+    if mean is None:
+        mean, std = channel_stats(train.images)
+    return ImageDataset(name=name, classes=tuple(classes), train=train, val=val, test=test, mean=mean, std=std)
+
+
+def split_pool(name, classes, images: np.ndarray, labels: np.ndarray) -> ImageDataset:
+    """Split one labelled pool 80/10/10 into train/val/test, stratified by class."""
+    pool = Split(images, labels)
+    rest, test_idx = stratified_split(labels, 0.1)
+    rest_split = pool.subset(rest)
+    train_idx, val_idx = stratified_split(rest_split.labels, 1 / 9)
+    return make_dataset(name, classes, rest_split.subset(train_idx), pool.subset(test_idx), rest_split.subset(val_idx))
+
+
+def as_nchw(images: np.ndarray) -> np.ndarray:
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise DatasetError(f"expected uint8 images of shape (N, H, W) or (N, C, H, W), got {images.dtype} {images.shape}")
+    return np.ascontiguousarray(images)
+
+
+# --- npz (the built-in dataset is one) -------------------------------------------------
+
+
+def load_npz_dataset(path: Path, name: str | None = None, classes=None) -> ImageDataset:
+    if not path.is_file():
+        raise DatasetError(f"npz dataset {str(path)!r} does not exist; give the path of an .npz file with `images` and `labels`")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {str(path)!r} as an .npz archive ({exc}); is it a complete numpy .npz file?") from exc
+    missing = {"images", "labels"} - arrays.keys()
+    if missing:
+        raise DatasetError(f"{str(path)!r} lacks the arrays {sorted(missing)}; it must hold `images` (uint8) and `labels` (integers)")
+    labels = arrays["labels"]
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{str(path)!r}: labels must be integers, got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if classes is None:
+        classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(c) for c in range(int(labels.max()) + 1)]
+    return split_pool(name or f"npz:{path}", classes, as_nchw(arrays["images"]), labels)
+
+
+def load_builtin_mnist_5k() -> ImageDataset:
+    return load_npz_dataset(BUILTIN_MNIST_5K, name="mnist-5k", classes=DIGITS)
+
+
+# --- IDX (MNIST, Fashion-MNIST) -----------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) of unsigned bytes into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"cannot read {str(path)!r} ({exc}); the file is damaged: download it again") from exc
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DatasetError(f"{str(path)!r} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise DatasetError(f"{str(path)!r} is truncated: header says {dims}, file has {len(raw) - offset} bytes of data")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def find_idx_folder(name: str, roots: list[Path]) -> Path | None:
+    """The first folder that holds all four IDX files of `name`, plain or gzipped."""
+    for root in roots + SYSTEM_ROOTS.get(name, []) + [DEFAULT_DOWNLOAD_ROOT]:
+        for folder in [root, *(root / sub for sub in IDX_SUBFOLDERS[name])]:
+            if all(idx_file(folder, base) for base in IDX_FILES.values()):
+                return folder
+    return None
+
+
+def idx_file(folder: Path, base: str) -> Path | None:
+    for candidate in (folder / base, folder / f"{base}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_idx_dataset(name: str, roots: list[Path], download: bool) -> ImageDataset:
+    folder = find_idx_folder(name, roots)
+    if folder is None and download and not os.environ.get(OFFLINE_ENV_VAR):
+        folder = download_with_torchvision(name, roots[0] if roots else DEFAULT_DOWNLOAD_ROOT)
+    if folder is None:
+        raise missing_idx_error(name, roots)
+    arrays = {key: read_idx(idx_file(folder, base)) for key, base in IDX_FILES.items()}
+    classes = FASHION_CLASSES if name == "fashion-mnist" else DIGITS
+    train = Split(as_nchw(arrays["train_images"]), arrays["train_labels"].astype(np.int64))
+    test = Split(as_nchw(arrays["test_images"]), arrays["test_labels"].astype(np.int64))
+    return make_dataset(name, classes, train, test)
+
+
+def download_with_torchvision(name: str, root: Path) -> Path | None:
+    """Let torchvision fetch the raw files; None when offline or torchvision is missing."""
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        return None
+    dataset_class = getattr(tvd, TORCHVISION_CLASS[name])
+    try:
+        for train in (True, False):
+            dataset_class(root=str(root), train=train, download=True)
+    except Exception:  # no network: torchvision raises URLError, RuntimeError or OSError
+        return None
+    return find_idx_folder(name, [root])
+
+
+def missing_idx_error(name: str, roots: list[Path]) -> DatasetError:
+    searched = [str(r) for r in roots] or ["(none given)"]
+    files = ", ".join(f"{base}[.gz]" for base in IDX_FILES.values())
+    hint = " On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs them." if name == "fashion-mnist" else ""
+    return DatasetError(
+        f"the {name} files were not found and could not be downloaded. Put {files} into a folder "
+        f"and pass it with --data-dir (or set $KD_EDGE_DATA); the files may also sit in its "
+        f"sub-folder {' or '.join(IDX_SUBFOLDERS[name])}. Searched: {', '.join(searched)}.{hint}"
+    )
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------
+
+CIFAR_BIN_RECORD = 1 + 3 * 32 * 32
+
+
+def read_cifar_bin(paths: list[Path]) -> Split:
+    records = np.concatenate([np.fromfile(p, dtype=np.uint8) for p in paths])
+    if len(records) % CIFAR_BIN_RECORD:
+        raise DatasetError(f"CIFAR-10 binary files in {str(paths[0].parent)!r} are truncated; download them again")
+    records = records.reshape(-1, CIFAR_BIN_RECORD)
+    return Split(np.ascontiguousarray(records[:, 1:].reshape(-1, 3, 32, 32)), records[:, 0].astype(np.int64))
+
+
+def load_cifar10(roots: list[Path], download: bool) -> ImageDataset:
+    for root in roots + [DEFAULT_DOWNLOAD_ROOT]:
+        binary = root / "cifar-10-batches-bin"
+        if (binary / "test_batch.bin").is_file():
+            train = read_cifar_bin([binary / f"data_batch_{i}.bin" for i in range(1, 6)])
+            return make_dataset("cifar10", CIFAR10_CLASSES, train, read_cifar_bin([binary / "test_batch.bin"]))
+        if (root / "cifar-10-batches-py").is_dir() or (download and not os.environ.get(OFFLINE_ENV_VAR)):
+            dataset = load_cifar10_torchvision(root, download)
+            if dataset is not None:
+                return dataset
+    searched = ", ".join(str(r) for r in roots) or "(none given)"
+    raise DatasetError(
+        "CIFAR-10 was not found and could not be downloaded. Unpack cifar-10-python.tar.gz "
+        "(folder cifar-10-batches-py) or cifar-10-binary.tar.gz (folder cifar-10-batches-bin) "
+        f"into a folder and pass it with --data-dir or $KD_EDGE_DATA. Searched: {searched}."
+    )
+
+
+def load_cifar10_torchvision(root: Path, download: bool) -> ImageDataset | None:
+    try:
+        from torchvision.datasets import CIFAR10
+
+        splits = [CIFAR10(root=str(root), train=train, download=download) for train in (True, False)]
+    except ImportError:
+        return None
+    except Exception:  # missing, corrupt (MD5 mismatch) or offline
+        return None
+    train, test = (Split(np.ascontiguousarray(s.data.transpose(0, 3, 1, 2)), np.asarray(s.targets, dtype=np.int64)) for s in splits)
+    return make_dataset("cifar10", CIFAR10_CLASSES, train, test)
+
+
+# --- ImageFolder ----------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def load_image_folder(root: Path, image_size: int | None) -> ImageDataset:
+    """An ImageFolder tree: root/train/<class>/*.png plus root/val/ and/or root/test/.
+
+    When there is no test/ folder, val/ is the reported split and a validation
+    split for model selection is carved from train/ instead.
+    """
+    if not (root / "train").is_dir():
+        raise DatasetError(f"folder dataset {str(root)!r} needs a train/ sub-folder with one folder of images per class")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{str(root / 'train')!r} has no class sub-folders; put each class's images in train/<class>/")
+    files = {split: list_images(root / split, classes) for split in ("train", "val", "test") if (root / split).is_dir()}
+    if "val" not in files and "test" not in files:
+        raise DatasetError(f"folder dataset {str(root)!r} needs a val/ or test/ sub-folder next to train/")
+    first = open_image(files["train"][0][0])
+    size = (image_size, image_size) if image_size else first.size
+    mode = "L" if first.mode in ("1", "L", "I;16", "I") else "RGB"
+    splits = {split: read_images(items, size, mode) for split, items in files.items()}
+    name = f"folder:{root}"
+    if "test" in splits:
+        return make_dataset(name, classes, splits["train"], splits["test"], splits.get("val"))
+    return make_dataset(name, classes, splits["train"], splits["val"])
+
+
+def list_images(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    items = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sub.name not in classes:
+            raise DatasetError(f"{str(sub)!r} is a class that train/ does not have; train/ has {classes}")
+        label = classes.index(sub.name)
+        items += [(f, label) for f in sorted(sub.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise DatasetError(f"{str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return items
+
+
+def open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(f"cannot read image {str(path)!r} ({exc}); remove or replace it") from exc
+    return image
+
+
+def read_images(items: list[tuple[Path, int]], size: tuple[int, int], mode: str) -> Split:
+    arrays = []
+    for path, _ in items:
+        image = open_image(path).convert(mode)
+        if image.size != size:
+            image = image.resize(size)
+        arrays.append(np.asarray(image, dtype=np.uint8))
+    images = np.stack(arrays)
+    images = images[:, None] if mode == "L" else images.transpose(0, 3, 1, 2)
+    return Split(np.ascontiguousarray(images), np.array([label for _, label in items], dtype=np.int64))

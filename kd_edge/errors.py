@@ -1,0 +1,41 @@
+"""Errors a user can fix. Each message says what went wrong and what to do about it.
+
+All derive from KdEdgeError (a ValueError), which the CLI turns into a one-paragraph
+message and a non-zero exit code instead of a traceback.
+"""
+
+
+class KdEdgeError(ValueError):
+    """Base class for every error kd-edge reports to a user."""
+
+
+class DatasetError(KdEdgeError):
+    """Unknown dataset, missing files, or data that does not fit the model."""
+
+
+class ModelError(KdEdgeError):
+    """Unknown model name or bad constructor arguments."""
+
+
+class CheckpointError(KdEdgeError):
+    """A checkpoint that is missing, corrupt, unsafe or incompatible."""
+
+
+class ConfigError(KdEdgeError):
+    """An option value that is out of range or inconsistent with another."""
+
+
+class OutputError(KdEdgeError):
+    """An output folder that cannot be written, or would overwrite results."""
+
+
+class TrainingDivergedError(KdEdgeError):
+    """The loss became NaN or infinite."""
+
+
+class TeacherTooWeakError(KdEdgeError):
+    """The teacher is no better than chance, or below the accuracy the user asked for."""
+
+
+class MissingDependencyError(KdEdgeError):
+    """An optional dependency (the `train` extra) is not installed."""

@@ -1,0 +1,206 @@
+"""Model registry: ``create_model(name, num_classes, in_channels, image_size, **kwargs)``.
+
+Every model takes (N, C, H, W) float input normalised with the dataset's mean/std
+and returns (N, num_classes) logits. A model is rebuilt from its name and
+constructor arguments, which is what checkpoints store (see ``ModelSpec``).
+
+    >>> list_models()
+    ['cnn', 'cnn-base', 'cnn-small', 'cnn-tiny', 'mobilenet-v3-small', 'resnet18', 'seed-student', 'seed-teacher']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from kd_edge.errors import ModelError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(name: str, description: str):
+    """Decorator that registers a model factory under ``name``."""
+
+    def decorator(factory):
+        if name in _MODELS:
+            raise ModelError(f"model {name!r} is registered twice")
+        _MODELS[name] = factory
+        _DESCRIPTIONS[name] = description
+        return factory
+
+    return decorator
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def describe_model(name: str) -> str:
+    return _DESCRIPTIONS[name]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: its registry name and constructor arguments."""
+
+    name: str
+    num_classes: int
+    in_channels: int = 1
+    image_size: int = 28
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        return create_model(self.name, self.num_classes, self.in_channels, self.image_size, **self.kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, **kwargs) -> nn.Module:
+    if name not in _MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    try:
+        return _MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"bad arguments for model {name!r}: {exc}") from exc
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+# --- the reference script's two CNNs ---------------------------------------------------------
+
+
+class SeedCNN(nn.Module):
+    """The reference workflow's CNN: two 3x3 conv + ReLU + 2x2 max-pool blocks, then two linear layers."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, widths: tuple[int, int], hidden: int):
+        super().__init__()
+        if image_size % 4:
+            raise ModelError(f"the seed CNNs need an image size divisible by 4, got {image_size}")
+        self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], kernel_size=3, padding=1)
+        self.fc1 = nn.Linear(widths[1] * (image_size // 4) ** 2, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+@register_model("seed-teacher", "reference script's teacher: conv 32-64, fc 128")
+def seed_teacher(num_classes, in_channels, image_size):
+    return SeedCNN(num_classes, in_channels, image_size, widths=(32, 64), hidden=128)
+
+
+@register_model("seed-student", "reference script's student: conv 16-32, fc 64")
+def seed_student(num_classes, in_channels, image_size):
+    return SeedCNN(num_classes, in_channels, image_size, widths=(16, 32), hidden=64)
+
+
+# --- a configurable small CNN family ---------------------------------------------------------
+
+
+def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    # No conv bias: BatchNorm's shift replaces it, and export folds BN into the conv.
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Stages of ``depth`` conv-BN-ReLU layers, each stage ending in a 2x2 max-pool, then an MLP head.
+
+    ``widths`` sets the channels of each stage (and so the number of stages).
+    """
+
+    def __init__(self, num_classes, in_channels, image_size, widths=(16, 32), depth=1, hidden=64):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if not widths or depth < 1:
+            raise ModelError("cnn needs at least one stage (widths) and depth >= 1")
+        if image_size % 2 ** len(widths):
+            raise ModelError(f"cnn with {len(widths)} stages needs an image size divisible by {2 ** len(widths)}, got {image_size}")
+        layers, channels = [], in_channels
+        for width in widths:
+            for _ in range(depth):
+                layers += conv_bn_relu(channels, width)
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        side = image_size // 2 ** len(widths)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@register_model("cnn", "small CNN, configurable: widths=(16, 32), depth=1, hidden=64")
+def cnn(num_classes, in_channels, image_size, widths=(16, 32), depth=1, hidden=64):
+    return SmallCNN(num_classes, in_channels, image_size, widths, depth, hidden)
+
+
+@register_model("cnn-tiny", "cnn widths 8-16, hidden 32")
+def cnn_tiny(num_classes, in_channels, image_size):
+    return SmallCNN(num_classes, in_channels, image_size, widths=(8, 16), hidden=32)
+
+
+@register_model("cnn-small", "cnn widths 16-32, hidden 64 (seed-student's size, with BatchNorm)")
+def cnn_small(num_classes, in_channels, image_size):
+    return SmallCNN(num_classes, in_channels, image_size, widths=(16, 32), hidden=64)
+
+
+@register_model("cnn-base", "cnn widths 32-64, hidden 128 (seed-teacher's size, with BatchNorm)")
+def cnn_base(num_classes, in_channels, image_size):
+    return SmallCNN(num_classes, in_channels, image_size, widths=(32, 64), hidden=128)
+
+
+# --- torchvision models adapted to small inputs ----------------------------------------------
+# Built with weights=None: nothing is downloaded. Their ImageNet stems downsample 4x
+# (mobilenet) or 4x (resnet) at once, which leaves a 28x28 digit as a 7x7 blur, so
+# below 64 pixels the stem keeps full resolution instead.
+
+
+@register_model("mobilenet-v3-small", "torchvision MobileNetV3-Small, stem adapted to small inputs")
+def mobilenet_v3_small(num_classes, in_channels, image_size):
+    from torchvision.models import mobilenet_v3_small as build
+
+    model = build(weights=None, num_classes=num_classes)
+    stem = model.features[0][0]
+    stride = 1 if image_size < 64 else 2
+    model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, stride=stride, padding=1, bias=False)
+    return model
+
+
+@register_model("resnet18", "torchvision ResNet-18, CIFAR-style stem for small inputs")
+def resnet18(num_classes, in_channels, image_size):
+    from torchvision.models import resnet18 as build
+
+    model = build(weights=None, num_classes=num_classes)
+    if image_size < 64:
+        model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    else:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    return model

@@ -1,0 +1,82 @@
+"""Training progress: a live rich bar on a terminal, one line per epoch everywhere.
+
+Training functions take any object with these three methods, so a library user can
+pass ``SilentProgress()`` (the default) or their own logger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    stage: str  # "teacher" or "student"
+    epoch: int
+    epochs: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float
+    images_per_second: float
+    seconds: float
+    terms: dict  # mean of each named loss term, e.g. {"ce": ..., "kd": ...}
+
+
+class SilentProgress:
+    def start(self, stage: str, epochs: int, steps_per_epoch: int) -> None:
+        pass
+
+    def step(self, loss: float, images_per_second: float) -> None:
+        pass
+
+    def epoch_done(self, log: EpochLog) -> None:
+        pass
+
+
+class RichProgress(SilentProgress):
+    """A bar per stage with loss and images/s; a summary line at the end of every epoch."""
+
+    def __init__(self, console=None):
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True)
+        self.bar = None
+        self.task = None
+
+    def start(self, stage, epochs, steps_per_epoch):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.close()
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:,.0f} img/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(stage, total=epochs * steps_per_epoch, loss=float("nan"), ips=0.0)
+
+    def step(self, loss, images_per_second):
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, loss=loss, ips=images_per_second)
+
+    def epoch_done(self, log):
+        terms = "  ".join(f"{name} {value:.4f}" for name, value in log.terms.items())
+        self.console.print(
+            f"{log.stage} epoch {log.epoch}/{log.epochs}  loss {log.loss:.4f}  {terms}  "
+            f"train acc {log.train_accuracy:.2%}  val acc {log.val_accuracy:.2%}  "
+            f"{log.images_per_second:,.0f} img/s  {log.seconds:.1f}s",
+            soft_wrap=True,
+        )
+        if log.epoch == log.epochs:
+            self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

@@ -1,0 +1,224 @@
+"""The training engine shared by every stage: data on the device, one fit loop, evaluation.
+
+Data stays in memory as uint8 tensors; each batch is gathered by index and
+normalised on the fly, so there are no per-sample PIL transforms and no workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd_edge.config import TrainConfig
+from kd_edge.data import ImageDataset, Split
+from kd_edge.errors import ConfigError, TrainingDivergedError
+from kd_edge.progress import EpochLog, SilentProgress
+
+EVAL_BATCH_SIZE = 1000
+MAX_SHIFT = 2  # pixels, for --augment
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def normalization(dataset: ImageDataset, kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a model sees its input through: the dataset's own, or 0.5/0.5."""
+    if kind == "half":
+        channels = dataset.input_shape[0]
+        return (0.5,) * channels, (0.5,) * channels
+    return dataset.mean, dataset.std
+
+
+class Normalizer:
+    """``(pixel / 255 - mean) / std`` on a uint8 batch, as the exported model's metadata describes it."""
+
+    def __init__(self, mean, std, device):
+        self.scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1))
+        self.shift = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) / torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() * self.scale - self.shift
+
+
+class DeviceSplit:
+    """A split held on the device as uint8, served as shuffled batches of indices."""
+
+    def __init__(self, split: Split, device: torch.device):
+        self.images = torch.from_numpy(split.images).to(device)
+        self.labels = torch.from_numpy(split.labels).to(device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Yield (indices, uint8 images, labels); shuffled when a generator is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.images.device) if generator is not None else torch.arange(n, device=self.images.device)
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            yield index, self.images[index], self.labels[index]
+
+
+def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels, filling with zeros."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(images.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: DeviceSplit, normalize: Normalizer) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    outputs = [model(normalize(images)) for _, images, _ in data.batches(EVAL_BATCH_SIZE)]
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def accuracy(model: nn.Module, data: DeviceSplit, normalize: Normalizer) -> float:
+    return (predict_logits(model, data, normalize).argmax(1) == data.labels).float().mean().item()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    """A per-step learning-rate schedule, or None for a constant rate."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+# A step function maps (model, indices, uint8 images, labels) to named loss terms;
+# "loss" is what is minimised, "logits" the model's output, the rest is logged.
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict]
+
+
+@dataclass
+class FitResult:
+    best_val_accuracy: float
+    best_epoch: int
+    history: list[EpochLog]
+    seconds: float
+
+
+def check_finite(terms: dict, stage: str, epoch: int, step: int, last_saved: str | None) -> None:
+    bad = [name for name, value in terms.items() if name != "logits" and not math.isfinite(value.item())]
+    if not bad:
+        return
+    values = ", ".join(f"{name}={terms[name].item():.4g}" for name in terms if name != "logits")
+    kept = f"The last good checkpoint is kept at {last_saved}." if last_saved else "No checkpoint had been saved yet, so nothing was overwritten."
+    raise TrainingDivergedError(
+        f"{stage} training diverged at epoch {epoch}, step {step}: the {' and '.join(bad)} term became "
+        f"non-finite ({values}). {kept} Lower --lr, use --optimizer adamw, or lower --temperature, then run again."
+    )
+
+
+def fit(
+    model: nn.Module,
+    train: DeviceSplit,
+    val: DeviceSplit,
+    normalize: Normalizer,
+    config: TrainConfig,
+    step_fn: StepFn,
+    *,
+    stage: str,
+    seed: int,
+    augment: bool = False,
+    save_best: Callable[[nn.Module, dict], str] | None = None,
+    progress=None,
+) -> FitResult:
+    """Train ``model`` for ``config.epochs`` and leave it holding its best-on-validation weights.
+
+    After every epoch that improves validation accuracy, ``save_best(model, info)``
+    writes a checkpoint, so a crash or divergence keeps the last good one.
+    """
+    progress = progress or SilentProgress()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
+    best = FitResult(best_val_accuracy=-1.0, best_epoch=0, history=[], seconds=0.0)
+    best_state, last_saved = None, None
+    started = time.perf_counter()
+    progress.start(stage, config.epochs, steps_per_epoch)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        sums, correct, seen = {}, 0, 0
+        for step, (index, images, labels) in enumerate(train.batches(config.batch_size, generator), start=1):
+            if augment:
+                images = random_shift(images, generator)
+            terms = step_fn(model, index, images, labels)
+            check_finite(terms, stage, epoch, step, last_saved)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            seen += len(labels)
+            correct += (terms["logits"].argmax(1) == labels).sum().item()
+            for name, value in terms.items():
+                if name != "logits":
+                    sums[name] = sums.get(name, 0.0) + value.item() * len(labels)
+            progress.step(terms["loss"].item(), seen / (time.perf_counter() - epoch_start))
+        seconds = time.perf_counter() - epoch_start
+        val_accuracy = accuracy(model, val, normalize)
+        means = {name: total / seen for name, total in sums.items()}
+        log = EpochLog(stage, epoch, config.epochs, means.pop("loss"), correct / seen, val_accuracy, seen / seconds, seconds, means)
+        best.history.append(log)
+        if val_accuracy > best.best_val_accuracy:
+            best.best_val_accuracy, best.best_epoch = val_accuracy, epoch
+            best_state = copy.deepcopy(model.state_dict())
+            if save_best is not None:
+                last_saved = save_best(model, {"epoch": epoch, "val_accuracy": val_accuracy})
+        progress.epoch_done(log)
+    model.load_state_dict(best_state)
+    best.seconds = time.perf_counter() - started
+    return best
+
+
+def cross_entropy_step(normalize: Normalizer) -> StepFn:
+    """The step function of plain supervised training."""
+
+    def step(model, index, images, labels) -> dict:
+        logits = model(normalize(images))
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+    return step
+
+
+def chance_threshold(labels: np.ndarray) -> tuple[float, float]:
+    """(chance accuracy, the accuracy a guesser exceeds only 0.1 % of the time).
+
+    Chance is always predicting the most frequent class; the threshold adds three
+    binomial standard deviations for a split of this size.
+    """
+    chance = np.bincount(labels).max() / len(labels)
+    return float(chance), float(chance + 3 * math.sqrt(chance * (1 - chance) / len(labels)))
