@@ -49,7 +49,7 @@ def save_checkpoint(path, model: nn.Module, spec: ModelSpec, data: dict, metrics
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kd_edge_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "model": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "data": data,
@@ -68,10 +68,9 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"cannot load checkpoint {str(path)!r}: it is truncated, corrupt, or holds objects that are "
-            f"unsafe to load ({reason}). Re-create it with `kd-edge teacher` or `kd-edge distill`."
+            f"unsafe to load ({load_failure_reason(exc)}). Re-create it with `kd-edge teacher` or `kd-edge distill`."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a kd-edge checkpoint (a plain state_dict has no model name or metadata); re-create it with kd-edge")
@@ -89,6 +88,15 @@ def load_checkpoint(path) -> Checkpoint:
         )
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{str(path)!r} lacks a required field ({exc}); re-create it with kd-edge") from exc
+
+
+def load_failure_reason(exc: Exception) -> str:
+    """The informative line of torch's long load errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error" in line:
+            return line
+    return lines[0] if lines else type(exc).__name__
 
 
 def file_sha256(path) -> str:

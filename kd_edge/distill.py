@@ -50,7 +50,7 @@ class Run:
             raise OutputError(f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out or pass --force to replace them")
         self.config = config
         self.started = time.perf_counter()
-        self.metrics = {"kd_edge_version": __version__, "torch_version": torch.__version__, "python_version": platform.python_version(), "wall_time_s": {}}
+        self.metrics = {"kd_edge_version": __version__, "torch_version": str(torch.__version__), "python_version": platform.python_version(), "wall_time_s": {}}
         atomic_write_json(self.dir / CONFIG_FILE, config)
 
     def record(self, section: str, values: dict, seconds: float | None = None) -> None:
@@ -129,6 +129,7 @@ def train_teacher(config: TeacherConfig, progress=None) -> dict:
         seed=config.run.seed, augment=config.data.augment, extra_metrics={"source": "trained"}, progress=progress,
     )
     run.record("teacher", info, time.perf_counter() - started)
+    check_teacher(info["val_accuracy"], dataset, min_accuracy=0.0)
     return run.metrics
 
 

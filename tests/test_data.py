@@ -1,0 +1,156 @@
+"""Dataset loaders on the built-in data and on small IDX, npz, CIFAR and ImageFolder data made here."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from kd_edge.data import load_dataset, stratified_split
+from kd_edge.errors import DatasetError
+from tests.conftest import easy_images
+
+
+def test_builtin_mnist_5k_split():
+    ds = load_dataset("mnist-5k")
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (4000, 500, 500)
+    assert ds.input_shape == (1, 28, 28) and ds.classes == tuple("0123456789")
+    for split, per_class in ((ds.train, 400), (ds.val, 50), (ds.test, 50)):
+        assert np.bincount(split.labels).tolist() == [per_class] * 10
+    # fixed: the same on every load
+    again = load_dataset("mnist-5k")
+    assert np.array_equal(ds.test.images, again.test.images)
+    # disjoint: no test image also sits in train
+    train_keys = {img.tobytes() for img in ds.train.images}
+    assert not any(img.tobytes() in train_keys for img in ds.test.images)
+    assert 0.05 < ds.mean[0] < 0.3 and 0.2 < ds.std[0] < 0.5
+
+
+def test_stratified_split_holds_out_each_class():
+    labels = np.repeat(np.arange(4), [100, 50, 20, 10])
+    keep, held = stratified_split(labels, 0.1)
+    assert np.bincount(labels[held]).tolist() == [10, 5, 2, 1]
+    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(labels)
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_idx_folder(folder, gz, n_train=200, n_test=50):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 255, (n_train, 28, 28)))
+    write_idx(folder / f"train-labels-idx1-ubyte{suffix}", np.arange(n_train) % 10)
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 255, (n_test, 28, 28)))
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", np.arange(n_test) % 10)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("layout", ["", "FashionMNIST/raw", "fashion-mnist"])
+def test_idx_loader_finds_files_in_each_layout(tmp_path, gz, layout):
+    make_idx_folder(tmp_path / layout if layout else tmp_path / "data", gz)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path if layout else tmp_path / "data")
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (180, 20, 50)
+    assert ds.classes[0] == "T-shirt/top" and ds.input_shape == (1, 28, 28)
+
+
+def test_idx_loader_reads_env_var(tmp_path, monkeypatch):
+    make_idx_folder(tmp_path / "MNIST" / "raw", gz=True)
+    monkeypatch.setenv("KD_EDGE_DATA", str(tmp_path))
+    assert len(load_dataset("mnist").test) == 50
+
+
+def test_missing_idx_says_which_files_where(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        load_dataset("mnist", data_dir=tmp_path)
+    message = str(info.value)
+    assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert "--data-dir" in message and str(tmp_path) in message
+
+
+def test_truncated_idx_is_reported(tmp_path):
+    make_idx_folder(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="truncated"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_npz_dataset(easy_npz):
+    ds = load_dataset(f"npz:{easy_npz}")
+    assert ds.classes == ("a", "b", "c") and ds.input_shape == (1, 16, 16)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 180
+    assert np.bincount(ds.test.labels).tolist() == [6, 6, 6]
+
+
+def test_npz_with_bad_labels_lists_offending_indices(tmp_path):
+    images, labels = easy_images(20)
+    labels[[3, 7]] = -1
+    np.savez(tmp_path / "bad.npz", images=images, labels=labels, classes=np.array(["a", "b", "c"]))
+    with pytest.raises(DatasetError, match="outside 0..2"):
+        load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+
+
+def test_npz_missing_arrays(tmp_path):
+    np.savez(tmp_path / "x.npz", pixels=np.zeros((3, 4, 4), np.uint8))
+    with pytest.raises(DatasetError, match="lacks the arrays"):
+        load_dataset(f"npz:{tmp_path / 'x.npz'}")
+
+
+def test_cifar10_binary_version(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}.bin", 20) for i in range(1, 6)] + [("test_batch.bin", 10)]:
+        records = np.concatenate([np.arange(n, dtype=np.uint8)[:, None] % 10, rng.integers(0, 255, (n, 3072), dtype=np.uint8)], axis=1)
+        records.tofile(folder / name)
+    ds = load_dataset("cifar10", data_dir=tmp_path)
+    assert ds.input_shape == (3, 32, 32) and len(ds.test) == 10 and len(ds.train) + len(ds.val) == 100
+    assert len(ds.mean) == 3 and ds.classes[0] == "airplane"
+
+
+def test_cifar10_missing_says_what_to_unpack(tmp_path):
+    with pytest.raises(DatasetError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def make_image_folder(root, splits=("train", "val"), size=12, mode="L"):
+    from PIL import Image
+
+    for split in splits:
+        for label, cls in enumerate(["cat", "dog"]):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(10):
+                pixels = np.full((size, size), 40 + 150 * label + i, np.uint8)
+                Image.fromarray(pixels).convert(mode).save(root / split / cls / f"{i}.png")
+
+
+def test_image_folder_grayscale_resized(tmp_path):
+    make_image_folder(tmp_path)
+    ds = load_dataset(f"folder:{tmp_path}", image_size=16)
+    assert ds.classes == ("cat", "dog") and ds.input_shape == (1, 16, 16)
+    # no test/: val/ is what is reported, validation is carved from train/
+    assert len(ds.test) == 20 and len(ds.train) + len(ds.val) == 20
+
+
+def test_image_folder_rgb_with_test(tmp_path):
+    make_image_folder(tmp_path, splits=("train", "val", "test"), mode="RGB")
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.input_shape == (3, 12, 12) and len(ds.val) == 20 and len(ds.test) == 20
+
+
+def test_image_folder_without_train(tmp_path):
+    with pytest.raises(DatasetError, match="train/"):
+        load_dataset(f"folder:{tmp_path}")
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(DatasetError, match="unknown dataset 'imagenet'.*mnist-5k.*fashion-mnist"):
+        load_dataset("imagenet")

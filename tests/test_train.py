@@ -1,0 +1,113 @@
+"""The training engine: soft labels computed once, a frozen teacher, divergence handling, augmentation."""
+
+import pytest
+import torch
+
+from kd_edge import distill as distill_module
+from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig
+from kd_edge.data import load_dataset
+from kd_edge.errors import TrainingDivergedError
+from kd_edge.train import DeviceSplit, Normalizer, chance_threshold, cross_entropy_step, fit, random_shift
+
+TINY = dict(epochs=2, batch_size=32)
+
+
+@pytest.fixture
+def teacher_path(tmp_path, easy_npz):
+    from kd_edge.config import TeacherConfig
+    from kd_edge.distill import train_teacher
+
+    config = TeacherConfig(DataConfig(f"npz:{easy_npz}"), TrainConfig("cnn-small", **TINY), RunConfig(str(tmp_path / "t")))
+    train_teacher(config)
+    return tmp_path / "t" / "teacher.pt"
+
+
+def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment):
+    """Run distill and return (teacher forward calls during distillation, teacher weights before, after)."""
+    calls, snapshots = [], {}
+    original = distill_module.load_teacher
+
+    def load_and_watch(*args):
+        teacher, stage, info = original(*args)
+        snapshots["before"] = {k: v.clone() for k, v in teacher.state_dict().items()}
+        snapshots["model"] = teacher
+        teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+        return teacher, stage, info
+
+    monkeypatch.setattr(distill_module, "load_teacher", load_and_watch)
+    config = DistillConfig(
+        data=DataConfig(f"npz:{easy_npz}", augment=augment),
+        teacher=TrainConfig("cnn-small"),
+        student=TrainConfig("cnn-tiny", **TINY),
+        kd=KDConfig(),
+        run=RunConfig(str(tmp_path / f"s-{augment}")),
+        teacher_path=str(teacher_path),
+    )
+    metrics = distill_module.distill(config)
+    after = snapshots["model"].state_dict()
+    unchanged = all(torch.equal(snapshots["before"][k], after[k]) for k in after)
+    return calls, unchanged, metrics
+
+
+def test_soft_labels_are_computed_once(tmp_path, easy_npz, teacher_path, monkeypatch):
+    calls, unchanged, metrics = distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment=False)
+    n_train = metrics["data"]["train"]
+    assert sum(calls) == n_train and len(calls) == 1  # one pass over the train split, not one per epoch
+    assert metrics["soft_labels"]["cached"] is True
+    assert unchanged
+
+
+def test_augmentation_asks_the_teacher_every_step(tmp_path, easy_npz, teacher_path, monkeypatch):
+    calls, unchanged, metrics = distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment=True)
+    assert sum(calls) == TINY["epochs"] * metrics["data"]["train"]
+    assert metrics["soft_labels"]["cached"] is False
+    assert unchanged  # frozen: eval mode and no gradient, even when it runs every step
+
+
+def test_divergence_keeps_the_last_good_checkpoint(easy_npz, tmp_path):
+    dataset = load_dataset(f"npz:{easy_npz}")
+    device = torch.device("cpu")
+    normalize = Normalizer(dataset.mean, dataset.std, device)
+    train, val = DeviceSplit(dataset.train, device), DeviceSplit(dataset.val, device)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
+    steps_per_epoch = -(-len(train) // 32)
+    plain = cross_entropy_step(normalize)
+    seen = []
+
+    def poisoned_in_epoch_two(model, index, images, labels):
+        seen.append(1)
+        terms = plain(model, index, images, labels)
+        if len(seen) == steps_per_epoch + 2:
+            terms["kd"] = torch.tensor(float("nan"))
+        return terms
+
+    saved = []
+    save = lambda net, info: saved.append(info) or str(tmp_path / "last-good.pt")  # noqa: E731
+    with pytest.raises(TrainingDivergedError) as info:
+        fit(model, train, val, normalize, TrainConfig("x", epochs=3, batch_size=32), poisoned_in_epoch_two, stage="student", seed=0, save_best=save)
+    message = str(info.value)
+    assert "epoch 2, step 2" in message and "the kd term" in message and "last-good.pt" in message
+    assert [s["epoch"] for s in saved] == [1]
+
+
+def test_random_shift_moves_content_within_bounds():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(64, 1, 8, 8, dtype=torch.uint8)
+    images[:, :, 3, 3] = 255
+    shifted = random_shift(images, generator, max_shift=2)
+    positions = (shifted[:, 0] == 255).nonzero()[:, 1:]
+    assert len(positions) == 64  # the bright pixel survives in every image
+    assert ((positions >= 1) & (positions <= 5)).all()
+    assert len({tuple(p.tolist()) for p in positions}) > 5  # and moves to different places
+
+
+def test_chance_threshold():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20).numpy()
+    chance, threshold = chance_threshold(labels)
+    assert chance == 0.5 and threshold == pytest.approx(0.5 + 3 * (0.25 / 100) ** 0.5)
+
+
+def test_normalizer_matches_the_metadata_formula():
+    normalize = Normalizer((0.2, 0.4), (0.5, 0.25), torch.device("cpu"))
+    pixels = torch.tensor([[[[0]], [[255]]]], dtype=torch.uint8)
+    assert torch.allclose(normalize(pixels).flatten(), torch.tensor([(0 - 0.2) / 0.5, (1 - 0.4) / 0.25]))
