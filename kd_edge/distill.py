@@ -61,151 +61,179 @@ class Run:
         atomic_write_json(self.dir / METRICS_FILE, self.metrics)
 
 
-class Stage:
-    """What one network needs during training: data on the device and its own normalisation."""
+class DeviceData:
+    """The dataset's three splits on the device, shared by teacher and student."""
 
-    def __init__(self, dataset: ImageDataset, mean, std, device):
+    def __init__(self, dataset: ImageDataset, device):
         self.dataset = dataset
         self.device = device
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.normalize = Normalizer(mean, std, device)
         self.train, self.val, self.test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
-
-    def data_metadata(self) -> dict:
-        return {**self.dataset.metadata(), "mean": list(self.mean), "std": list(self.std)}
 
     def spec(self, model_name: str) -> ModelSpec:
         channels, size, _ = self.dataset.input_shape
         return ModelSpec(model_name, self.dataset.num_classes, channels, size)
 
 
-def setup(run_config, data_config):
+class InputView:
+    """How one network sees the data: its normalisation, recorded in its checkpoint."""
+
+    def __init__(self, data: DeviceData, mean, std):
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.normalize = Normalizer(mean, std, data.device)
+        self.metadata = {**data.dataset.metadata(), "mean": list(self.mean), "std": list(self.std)}
+
+
+def setup(run_config, data_config) -> tuple[DeviceData, float]:
     torch.manual_seed(run_config.seed)
     if run_config.threads:
         torch.set_num_threads(run_config.threads)
     device = resolve_device(run_config.device)
     started = time.perf_counter()
     dataset = load_dataset(data_config.dataset, data_config.data_dir, data_config.image_size)
-    return device, dataset, time.perf_counter() - started
+    return DeviceData(dataset, device), time.perf_counter() - started
 
 
-def train_network(stage: Stage, config: TrainConfig, step_fn, *, name: str, run: Run, seed: int, augment: bool, extra_metrics: dict, progress):
+def record_data(run: "Run", data: DeviceData, seconds: float) -> None:
+    sizes = {name: len(getattr(data, name)) for name in ("train", "val", "test")}
+    run.record("data", {"dataset": data.dataset.name, **sizes, "input_shape": list(data.dataset.input_shape)}, seconds)
+
+
+def train_network(data: DeviceData, view: InputView, config: TrainConfig, step_fn, *, name: str, run: Run, seed: int, augment: bool, extra_metrics: dict, progress):
     """Build, fit, test and save ``RUN_DIR/<name>.pt``; returns (model, its metrics)."""
-    spec = stage.spec(config.model)
-    model = spec.build().to(stage.device)
+    spec = data.spec(config.model)
+    model = spec.build().to(data.device)
     path = run.dir / f"{name}.pt"
-    info = {"model": config.model, "parameters": count_parameters(model), "macs": count_macs(model, stage.dataset.input_shape)}
+    info = {"model": config.model, "parameters": count_parameters(model), "macs": count_macs(model, data.dataset.input_shape)}
 
     def save_best(net, progress_info):
-        save_checkpoint(path, net, spec, stage.data_metadata(), {**info, **progress_info, "complete": False}, run.config)
+        save_checkpoint(path, net, spec, view.metadata, {**info, **progress_info, "complete": False}, run.config)
         return str(path)
 
-    result = fit(model, stage.train, stage.val, stage.normalize, config, step_fn, stage=name, seed=seed, augment=augment, save_best=save_best, progress=progress)
+    result = fit(model, data.train, data.val, view.normalize, config, step_fn, stage=name, seed=seed, augment=augment, save_best=save_best, progress=progress)
     info.update(
         epochs=config.epochs,
         best_epoch=result.best_epoch,
         val_accuracy=result.best_val_accuracy,
-        test_accuracy=accuracy(model, stage.test, stage.normalize),
+        test_accuracy=accuracy(model, data.test, view.normalize),
         train_seconds=round(result.seconds, 3),
         images_per_second=round(sum(log.images_per_second for log in result.history) / len(result.history), 1),
         history=[{"epoch": log.epoch, "loss": log.loss, **log.terms, "train_accuracy": log.train_accuracy, "val_accuracy": log.val_accuracy} for log in result.history],
         **extra_metrics,
     )
-    save_checkpoint(path, model, spec, stage.data_metadata(), {**info, "complete": True}, run.config)
+    save_checkpoint(path, model, spec, view.metadata, {**info, "complete": True}, run.config)
     info["checkpoint"] = str(path)
     info["sha256"] = file_sha256(path)
     return model, info
 
 
+def fit_teacher(data: DeviceData, view: InputView, config: TrainConfig, run: Run, run_config, augment: bool, progress):
+    return train_network(
+        data, view, config, cross_entropy_step(view.normalize), name="teacher", run=run,
+        seed=run_config.seed, augment=augment, extra_metrics={"source": "trained"}, progress=progress,
+    )
+
+
 def train_teacher(config: TeacherConfig, progress=None) -> dict:
     """Train a teacher with cross-entropy; writes teacher.pt, metrics.json and config.json."""
     run = Run(config.run.out, [TEACHER_FILE], config.run.force, config.to_dict())
-    device, dataset, load_seconds = setup(config.run, config.data)
-    run.record("data", {"dataset": dataset.name, "train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}, load_seconds)
-    stage = Stage(dataset, *normalization(dataset, config.data.normalization), device)
+    data, load_seconds = setup(config.run, config.data)
+    record_data(run, data, load_seconds)
+    view = InputView(data, *normalization(data.dataset, config.data.normalization))
     started = time.perf_counter()
-    _, info = train_network(
-        stage, config.teacher, cross_entropy_step(stage.normalize), name="teacher", run=run,
-        seed=config.run.seed, augment=config.data.augment, extra_metrics={"source": "trained"}, progress=progress,
-    )
+    _, info = fit_teacher(data, view, config.teacher, run, config.run, config.data.augment, progress)
     run.record("teacher", info, time.perf_counter() - started)
-    check_teacher(info["val_accuracy"], dataset, min_accuracy=0.0)
+    check_teacher(info["val_accuracy"], data.dataset, min_accuracy=0.0)
     return run.metrics
 
 
 def distill(config: DistillConfig, progress=None) -> dict:
-    """Distil a student from a frozen teacher; trains the teacher first unless ``config.teacher_path`` is set."""
-    artifacts = [STUDENT_FILE] if config.teacher_path else [TEACHER_FILE, STUDENT_FILE]
-    teacher_checkpoint = load_checkpoint(config.teacher_path) if config.teacher_path else None
-    run = Run(config.run.out, artifacts, config.run.force, config.to_dict())
-    device, dataset, load_seconds = setup(config.run, config.data)
-    run.record("data", {"dataset": dataset.name, "train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}, load_seconds)
+    """Distil a student from a frozen teacher; trains the teacher first unless ``config.teacher_path`` is set.
 
-    started = time.perf_counter()
-    if teacher_checkpoint is not None:
-        teacher, teacher_stage, info = load_teacher(teacher_checkpoint, dataset, device)
-    else:
-        teacher_stage = Stage(dataset, *normalization(dataset, config.data.normalization), device)
-        teacher, info = train_network(
-            teacher_stage, config.teacher, cross_entropy_step(teacher_stage.normalize), name="teacher", run=run,
-            seed=config.run.seed, augment=config.data.augment, extra_metrics={"source": "trained"}, progress=progress,
-        )
-    run.record("teacher", info, time.perf_counter() - started)
-    check_teacher(info["val_accuracy"], dataset, config.kd.min_teacher_accuracy)
+    With ``alpha = 1`` the student learns from the labels alone and no teacher is used.
+    """
+    needs_teacher = config.kd.alpha < 1.0
+    trains_teacher = needs_teacher and config.teacher_path is None
+    teacher_checkpoint = load_checkpoint(config.teacher_path) if needs_teacher and config.teacher_path else None
+    run = Run(config.run.out, [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE], config.run.force, config.to_dict())
+    data, load_seconds = setup(config.run, config.data)
+    record_data(run, data, load_seconds)
+    student_view = InputView(data, *normalization(data.dataset, config.data.normalization))
 
-    teacher.eval()
-    teacher.requires_grad_(False)
-    student_stage = Stage(dataset, *normalization(dataset, config.data.normalization), device)
-    started = time.perf_counter()
-    # With augmentation every epoch sees new images, so the teacher must see them too.
-    soft_labels = None if config.data.augment else predict_logits(teacher, teacher_stage.train, teacher_stage.normalize)
-    run.record("soft_labels", {"cached": soft_labels is not None}, time.perf_counter() - started)
+    teacher_logits = None
+    if needs_teacher:
+        started = time.perf_counter()
+        if teacher_checkpoint is not None:
+            teacher, teacher_view, info = load_teacher(teacher_checkpoint, data)
+        else:
+            teacher_view = student_view
+            teacher, info = fit_teacher(data, teacher_view, config.teacher, run, config.run, config.data.augment, progress)
+        run.record("teacher", info, time.perf_counter() - started)
+        check_teacher(info["val_accuracy"], data.dataset, config.kd.min_teacher_accuracy)
+        teacher_logits = soft_label_source(teacher, teacher_view, data, config.data.augment, run)
 
     def kd_step(model, index, images, labels):
-        if soft_labels is not None:
-            teacher_logits = soft_labels[index]
-        else:
-            with torch.no_grad():
-                teacher_logits = teacher(teacher_stage.normalize(images))
-        logits = model(student_stage.normalize(images))
-        terms = distillation_loss(logits, teacher_logits, labels, config.kd.temperature, config.kd.alpha, config.kd.kd_loss)
+        logits = model(student_view.normalize(images))
+        target = teacher_logits(index, images) if teacher_logits else None
+        terms = distillation_loss(logits, target, labels, config.kd.temperature, config.kd.alpha, config.kd.kd_loss)
         return {**terms, "logits": logits}
 
     started = time.perf_counter()
-    kd_info = {"temperature": config.kd.temperature, "alpha": config.kd.alpha, "kd_loss": config.kd.kd_loss, "teacher_sha256": info.get("sha256")}
+    kd_info = {"temperature": config.kd.temperature, "alpha": config.kd.alpha, "kd_loss": config.kd.kd_loss, "teacher_sha256": run.metrics.get("teacher", {}).get("sha256")}
     _, student_info = train_network(
-        student_stage, config.student, kd_step, name="student", run=run,
+        data, student_view, config.student, kd_step, name="student", run=run,
         seed=config.run.seed + 1, augment=config.data.augment, extra_metrics={"distillation": kd_info}, progress=progress,
     )
     run.record("student", student_info, time.perf_counter() - started)
     return run.metrics
 
 
-def load_teacher(checkpoint: Checkpoint, dataset: ImageDataset, device):
+def soft_label_source(teacher, view: InputView, data: DeviceData, augment: bool, run: Run):
+    """A function (indices, uint8 images) -> teacher logits for the frozen teacher.
+
+    Without augmentation a training image is the same every epoch, so the teacher's
+    logits are computed once for the whole train split and looked up by index.
+    """
+    teacher.eval()
+    teacher.requires_grad_(False)
+    started = time.perf_counter()
+    if augment:
+        run.record("soft_labels", {"cached": False}, 0.0)
+
+        @torch.no_grad()
+        def live(index, images):
+            return teacher(view.normalize(images))
+
+        return live
+    cached = predict_logits(teacher, data.train, view.normalize)
+    run.record("soft_labels", {"cached": True, "shape": list(cached.shape)}, time.perf_counter() - started)
+    return lambda index, images: cached[index]
+
+
+def load_teacher(checkpoint: Checkpoint, data: DeviceData):
     """Load a frozen teacher, refusing one trained for other classes or another input shape."""
-    data = checkpoint.data
-    if list(data.get("classes", [])) != list(dataset.classes):
+    dataset, meta = data.dataset, checkpoint.data
+    if list(meta.get("classes", [])) != list(dataset.classes):
         raise CheckpointError(
-            f"teacher {str(checkpoint.path)!r} was trained on {data.get('dataset')!r} with classes {data.get('classes')}, "
+            f"teacher {str(checkpoint.path)!r} was trained on {meta.get('dataset')!r} with classes {meta.get('classes')}, "
             f"but {dataset.name!r} has classes {list(dataset.classes)}; train a teacher on this dataset (omit --teacher)"
         )
-    if list(data.get("input_shape", [])) != list(dataset.input_shape):
+    if list(meta.get("input_shape", [])) != list(dataset.input_shape):
         raise CheckpointError(
-            f"teacher {str(checkpoint.path)!r} expects input {data.get('input_shape')} but {dataset.name!r} gives "
+            f"teacher {str(checkpoint.path)!r} expects input {meta.get('input_shape')} but {dataset.name!r} gives "
             f"{list(dataset.input_shape)}; use --image-size to match, or train a teacher on this dataset"
         )
-    teacher = checkpoint.build_model().to(device)
-    stage = Stage(dataset, data["mean"], data["std"], device)
+    teacher = checkpoint.build_model().to(data.device)
+    view = InputView(data, meta["mean"], meta["std"])
     info = {
         "model": checkpoint.spec.name,
         "source": str(checkpoint.path),
         "sha256": file_sha256(checkpoint.path),
         "parameters": count_parameters(teacher),
         "macs": count_macs(teacher, dataset.input_shape),
-        "val_accuracy": accuracy(teacher, stage.val, stage.normalize),
-        "test_accuracy": accuracy(teacher, stage.test, stage.normalize),
+        "val_accuracy": accuracy(teacher, data.val, view.normalize),
+        "test_accuracy": accuracy(teacher, data.test, view.normalize),
     }
-    return teacher, stage, info
+    return teacher, view, info
 
 
 def check_teacher(val_accuracy: float, dataset: ImageDataset, min_accuracy: float) -> None:

@@ -186,3 +186,12 @@ def test_teacher_below_user_threshold(tmp_path):
     out = tmp_path / "run"
     fails("distill", "--dataset", f"npz:{tmp_path / 'noisy.npz'}", *FAST, "--min-teacher-accuracy", "0.95", "--out", out, match="below --min-teacher-accuracy 95.0%")
     assert not (out / "student.pt").exists()
+
+
+def test_alpha_one_trains_the_student_alone(tmp_path, easy_npz):
+    out = tmp_path / "alone"
+    ok("distill", "--dataset", f"npz:{easy_npz}", *FAST, "--alpha", "1", "--out", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "teacher" not in metrics and metrics["student"]["test_accuracy"] >= 0.9
+    assert metrics["student"]["distillation"]["alpha"] == 1.0
+    assert not (out / "teacher.pt").exists()

@@ -112,7 +112,7 @@ def read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
         raise DatasetError(f"{str(path)!r} is truncated: header says {dims}, file has {len(raw) - offset} bytes of data")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims).copy()  # writable, as torch wants
 
 
 def find_idx_folder(name: str, roots: list[Path]) -> Path | None:

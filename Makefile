@@ -1,0 +1,28 @@
+# Two entry points, each self-contained on a fresh clone:
+#   make demo   creates .venv, installs kd-edge with training extras, distils a student on the built-in MNIST-5k
+#   make test   creates .venv, installs kd-edge with training and test extras, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.14.1 / torchvision 0.29.1 are the releases these machines hold locally; elsewhere
+# pip picks any release that satisfies pyproject.toml's lower bounds.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test venv clean
+
+$(BIN)/kd-edge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH) || $(BIN)/pip install --quiet torch torchvision
+	$(BIN)/pip install --quiet -e '.[train,test]'
+	touch $@
+
+venv: $(BIN)/kd-edge
+
+demo: venv
+	$(BIN)/kd-edge distill --dataset mnist-5k --out runs/demo --force
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
