@@ -32,6 +32,7 @@ from kd_edge.train import (
     normalization,
     predict_logits,
     resolve_device,
+    to_channels_last,
 )
 
 TEACHER_FILE = "teacher.pt"
@@ -101,7 +102,7 @@ def record_data(run: "Run", data: DeviceData, seconds: float) -> None:
 def train_network(data: DeviceData, view: InputView, config: TrainConfig, step_fn, *, name: str, run: Run, seed: int, augment: bool, extra_metrics: dict, progress):
     """Build, fit, test and save ``RUN_DIR/<name>.pt``; returns (model, its metrics)."""
     spec = data.spec(config.model)
-    model = spec.build().to(data.device)
+    model = to_channels_last(spec.build().to(data.device))
     path = run.dir / f"{name}.pt"
     info = {"model": config.model, "parameters": count_parameters(model), "macs": count_macs(model, data.dataset.input_shape)}
 
@@ -222,7 +223,7 @@ def load_teacher(checkpoint: Checkpoint, data: DeviceData):
             f"teacher {str(checkpoint.path)!r} expects input {meta.get('input_shape')} but {dataset.name!r} gives "
             f"{list(dataset.input_shape)}; use --image-size to match, or train a teacher on this dataset"
         )
-    teacher = checkpoint.build_model().to(data.device)
+    teacher = to_channels_last(checkpoint.build_model().to(data.device))
     view = InputView(data, meta["mean"], meta["std"])
     info = {
         "model": checkpoint.spec.name,

@@ -1,0 +1,149 @@
+"""kd-edge against the reference script, side by side, on the full Fashion-MNIST.
+
+Runs each variant as its own process, one after the other in one session, times
+the whole process from the outside, reads the test accuracies, and writes a
+Markdown table and the raw JSON to benchmarks/results/.
+
+    .venv/bin/python benchmarks/core_benchmark.py                 # all variants (~20 min on 2 cores)
+    .venv/bin/python benchmarks/core_benchmark.py --only a,c,d    # some of them
+
+Data: --data-dir (default ../shared/datasets, holding fashion-mnist/*.gz), or
+Debian's /usr/share/datasets. The reference script reads torchvision's layout,
+so the IDX files are unpacked once into benchmarks/work/data/FashionMNIST/raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+RESULTS = HERE / "results"
+IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+# Long recipe: as many epochs as fit in the reference script's wall time.
+LONG = ["--teacher-epochs", "8", "--epochs", "20"]
+
+VARIANTS = {
+    "a": ("reference script, loss fixed", None),
+    "b": ("kd-edge --preset reference", ["--preset", "reference"]),
+    "c": ("kd-edge defaults", []),
+    "d": ("kd-edge defaults, student alone (--alpha 1)", ["--alpha", "1"]),
+    "e": (f"kd-edge defaults, {' '.join(LONG)}", LONG),
+    "f": (f"kd-edge defaults, {' '.join(LONG)}, student alone (--alpha 1)", LONG + ["--alpha", "1"]),
+}
+
+
+def find_fashion(data_dir: Path) -> Path:
+    for folder in (data_dir / "fashion-mnist", data_dir, Path("/usr/share/datasets/fashion-mnist")):
+        if all((folder / f"{name}.gz").is_file() or (folder / name).is_file() for name in IDX_NAMES):
+            return folder
+    sys.exit(f"Fashion-MNIST not found under {data_dir}; pass --data-dir or apt-get install dataset-fashion-mnist")
+
+
+def unpack_for_torchvision(source: Path) -> Path:
+    raw = WORK / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in IDX_NAMES:
+        if not (raw / name).is_file():
+            packed = source / f"{name}.gz"
+            if packed.is_file():
+                with gzip.open(packed) as src, open(raw / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copy(source / name, raw / name)
+    return WORK / "data"
+
+
+def run_timed(command: list[str], log: Path) -> float:
+    started = time.perf_counter()
+    with open(log, "w") as handle:
+        completed = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed (exit {completed.returncode}); see {log}")
+    return seconds
+
+
+def run_reference(torchvision_root: Path) -> dict:
+    log = WORK / "a.log"
+    seconds = run_timed([sys.executable, str(HERE / "reference_fixed.py"), "--root", str(torchvision_root)], log)
+    result = json.loads(log.read_text().strip().splitlines()[-1])
+    return {
+        "process_seconds": seconds,
+        "teacher_test_accuracy": result["teacher_test_accuracy"],
+        "student_test_accuracy": result["student_test_accuracy"],
+        "teacher_seconds": result["teacher_seconds"],
+        "student_seconds": result["student_seconds"],
+        "other_seconds": result["script_seconds"] - result["teacher_seconds"] - result["student_seconds"],
+    }
+
+
+def run_kd_edge(key: str, extra: list[str], data_dir: Path) -> dict:
+    out = WORK / key
+    command = [str(Path(sys.executable).with_name("kd-edge")), "distill", "--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out), "--force", *extra]
+    seconds = run_timed(command, WORK / f"{key}.log")
+    metrics = json.loads((out / "metrics.json").read_text())
+    walls = metrics["wall_time_s"]
+    teacher = metrics.get("teacher", {})
+    return {
+        "process_seconds": seconds,
+        "teacher_test_accuracy": teacher.get("test_accuracy"),
+        "student_test_accuracy": metrics["student"]["test_accuracy"],
+        "teacher_seconds": walls.get("teacher", 0.0),
+        "student_seconds": walls.get("student", 0.0),
+        "soft_label_seconds": walls.get("soft_labels", 0.0),
+        "other_seconds": seconds - walls.get("teacher", 0.0) - walls.get("student", 0.0) - walls.get("soft_labels", 0.0),
+        "command": "kd-edge " + " ".join(command[1:]),
+    }
+
+
+def percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def markdown(results: dict) -> str:
+    reference = results.get("a")
+    lines = [
+        "| variant | teacher test acc | student test acc | teacher s | soft labels s | student s | other s | whole run s | vs reference wall time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, row in results.items():
+        ratio = f"{row['process_seconds'] / reference['process_seconds']:.2f}x" if reference else "n/a"
+        lines.append(
+            f"| ({key}) {VARIANTS[key][0]} | {percent(row['teacher_test_accuracy'])} | {percent(row['student_test_accuracy'])} | "
+            f"{row['teacher_seconds']:.1f} | {row.get('soft_label_seconds', 0.0):.1f} | {row['student_seconds']:.1f} | "
+            f"{row['other_seconds']:.1f} | {row['process_seconds']:.1f} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant keys: " + ", ".join(f"{k}={v[0]}" for k, v in VARIANTS.items()))
+    args = parser.parse_args()
+
+    source = find_fashion(args.data_dir.resolve())
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for key in args.only.split(","):
+        label, extra = VARIANTS[key]
+        print(f"running ({key}) {label} ...", flush=True)
+        results[key] = run_reference(unpack_for_torchvision(source)) if extra is None else run_kd_edge(key, extra, source)
+        print(json.dumps(results[key]), flush=True)
+    (RESULTS / "core.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "core.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Where a training step's time goes: torch.profiler over kd-edge's training steps on Fashion-MNIST-sized batches.
+
+    .venv/bin/python benchmarks/profile_training.py [--model cnn-base] [--steps 40] [--batch-size 256]
+
+Prints the operators that take the most CPU time, for the forward+backward+update
+step in the default (channels-last) and plain NCHW memory formats, and for the
+forward pass alone as used when computing soft labels.
+"""
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from kd_edge.models import create_model
+from kd_edge.train import to_channels_last
+
+
+def train_steps(model, images, labels, steps, channels_last):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        batch = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+        loss = F.cross_entropy(model(batch), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def forward_steps(model, images, steps, channels_last):
+    model.eval()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(images.contiguous(memory_format=torch.channels_last) if channels_last else images)
+
+
+def report(title, fn, rows):
+    fn()  # warm-up: oneDNN builds its kernels on the first call
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(f"\n## {title}: {total / 1e6:.2f} s of CPU time\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="cnn-base")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rows", type=int, default=12)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, 1, 28, 28)
+    labels = torch.randint(0, 10, (args.batch_size,))
+    for channels_last in (True, False):
+        layout = "channels-last" if channels_last else "NCHW"
+        model = create_model(args.model)
+        if channels_last:
+            model = to_channels_last(model)
+        report(f"{args.model} train step x{args.steps}, {layout}", lambda: train_steps(model, images, labels, args.steps, channels_last), args.rows)
+        report(f"{args.model} forward x{args.steps}, {layout}", lambda: forward_steps(model, images, args.steps, channels_last), args.rows)
+
+
+if __name__ == "__main__":
+    main()
