@@ -39,6 +39,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkp
 SeedOpt = Annotated[int, typer.Option(help="Random seed for initialisation and shuffling.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")]
+PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto (bf16 where the hardware has it natively, else fp32), fp32 or bf16 (autocast; weights stay fp32).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")]
 
 
@@ -60,11 +61,11 @@ def user_errors(command):
 
 
 def require_training_extra() -> None:
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(f"this command trains models and needs torch and torchvision ({exc}); install them with: pip install 'kd-edge[train]'") from exc
+    import importlib.util
+
+    missing = [name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingDependencyError(f"this command trains models and needs {' and '.join(missing)}; install them with: pip install 'kd-edge[train]'")
 
 
 @app.command()
@@ -87,6 +88,7 @@ def teacher(
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = None,
     force: ForceOpt = False,
 ):
     """Train a teacher with cross-entropy: writes OUT/teacher.pt, metrics.json and config.json."""
@@ -97,7 +99,7 @@ def teacher(
     config = cfg.TeacherConfig(
         data=cfg.DataConfig(dataset, optional_str(data_dir), image_size, normalization or recipe.normalization, augment),
         teacher=cfg.override(recipe.teacher, model=model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay),
-        run=cfg.RunConfig(str(out), seed, device, threads, force),
+        run=cfg.RunConfig(str(out), seed, device, threads, force, precision or recipe.precision),
     )
     from kd_edge.distill import train_teacher
 
@@ -132,6 +134,7 @@ def distill(
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = None,
     force: ForceOpt = False,
 ):
     """Distil a student from a frozen teacher: writes OUT/student.pt (+ teacher.pt when it trains one), metrics.json, config.json.
@@ -149,7 +152,7 @@ def distill(
         teacher=cfg.override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
         student=cfg.override(recipe.student, model=student_model, epochs=epochs, **shared),
         kd=cfg.override(recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy),
-        run=cfg.RunConfig(str(out), seed, device, threads, force),
+        run=cfg.RunConfig(str(out), seed, device, threads, force, precision or recipe.precision),
         teacher_path=optional_str(teacher),
     )
     from kd_edge.distill import distill as run_distill

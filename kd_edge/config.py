@@ -16,6 +16,7 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 NORMALIZATIONS = ("dataset", "half")
 KD_LOSS_NAMES = ("kl", "mse")
 DEVICES = ("cpu", "cuda", "auto")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def check(condition: bool, message: str) -> None:
@@ -89,9 +90,11 @@ class RunConfig:
     device: str = "cpu"
     threads: int | None = None
     force: bool = False
+    precision: str = "auto"
 
     def __post_init__(self):
         check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         check(self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
 
 
@@ -126,6 +129,7 @@ class Preset:
     student: TrainConfig
     kd: KDConfig
     normalization: str = "dataset"
+    precision: str = "auto"
     description: str = ""
 
 
@@ -141,6 +145,7 @@ PRESETS = {
         student=TrainConfig("seed-student", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
         kd=KDConfig(temperature=4.0, alpha=0.5),
         normalization="half",
+        precision="fp32",
         description="the reference script's recipe: seed CNNs, Adam lr 0.01, 5 epochs, batch 128, T=4, alpha=0.5",
     ),
 }

@@ -32,6 +32,7 @@ from kd_edge.train import (
     normalization,
     predict_logits,
     resolve_device,
+    resolve_precision,
     to_channels_last,
 )
 
@@ -65,9 +66,10 @@ class Run:
 class DeviceData:
     """The dataset's three splits on the device, shared by teacher and student."""
 
-    def __init__(self, dataset: ImageDataset, device):
+    def __init__(self, dataset: ImageDataset, device, precision: str):
         self.dataset = dataset
         self.device = device
+        self.precision = precision
         self.train, self.val, self.test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
 
     def spec(self, model_name: str) -> ModelSpec:
@@ -91,12 +93,12 @@ def setup(run_config, data_config) -> tuple[DeviceData, float]:
     device = resolve_device(run_config.device)
     started = time.perf_counter()
     dataset = load_dataset(data_config.dataset, data_config.data_dir, data_config.image_size)
-    return DeviceData(dataset, device), time.perf_counter() - started
+    return DeviceData(dataset, device, resolve_precision(run_config.precision, device)), time.perf_counter() - started
 
 
 def record_data(run: "Run", data: DeviceData, seconds: float) -> None:
     sizes = {name: len(getattr(data, name)) for name in ("train", "val", "test")}
-    run.record("data", {"dataset": data.dataset.name, **sizes, "input_shape": list(data.dataset.input_shape)}, seconds)
+    run.record("data", {"dataset": data.dataset.name, **sizes, "input_shape": list(data.dataset.input_shape), "device": str(data.device), "precision": data.precision}, seconds)
 
 
 def train_network(data: DeviceData, view: InputView, config: TrainConfig, step_fn, *, name: str, run: Run, seed: int, augment: bool, extra_metrics: dict, progress):
@@ -110,7 +112,10 @@ def train_network(data: DeviceData, view: InputView, config: TrainConfig, step_f
         save_checkpoint(path, net, spec, view.metadata, {**info, **progress_info, "complete": False}, run.config)
         return str(path)
 
-    result = fit(model, data.train, data.val, view.normalize, config, step_fn, stage=name, seed=seed, augment=augment, save_best=save_best, progress=progress)
+    result = fit(
+        model, data.train, data.val, view.normalize, config, step_fn,
+        stage=name, seed=seed, augment=augment, precision=data.precision, save_best=save_best, progress=progress,
+    )
     info.update(
         epochs=config.epochs,
         best_epoch=result.best_epoch,
@@ -202,10 +207,10 @@ def soft_label_source(teacher, view: InputView, data: DeviceData, augment: bool,
 
         @torch.no_grad()
         def live(index, images):
-            return teacher(view.normalize(images))
+            return teacher(view.normalize(images)).float()
 
         return live
-    cached = predict_logits(teacher, data.train, view.normalize)
+    cached = predict_logits(teacher, data.train, view.normalize, data.precision)
     run.record("soft_labels", {"cached": True, "shape": list(cached.shape)}, time.perf_counter() - started)
     return lambda index, images: cached[index]
 

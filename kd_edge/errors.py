@@ -39,3 +39,15 @@ class TeacherTooWeakError(KdEdgeError):
 
 class MissingDependencyError(KdEdgeError):
     """An optional dependency (the `train` extra) is not installed."""
+
+
+class ExportParityError(KdEdgeError):
+    """The exported ONNX model does not compute what the PyTorch model computes."""
+
+
+class ModelFileError(KdEdgeError):
+    """A file that is not a loadable ONNX model, or fails the ONNX checker."""
+
+
+class QuantizationError(KdEdgeError):
+    """No INT8 model meets the accuracy budget, or calibration data does not fit."""

@@ -34,6 +34,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX, ARM BF16)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = {flag for line in handle if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` trains in bfloat16 where the hardware supports it natively, else in float32.
+
+    Only the forward and backward passes run in bfloat16 (``torch.autocast``): weights,
+    optimiser state and checkpoints stay float32, and accuracy is measured in float32.
+    """
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def normalization(dataset: ImageDataset, kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The (mean, std) a model sees its input through: the dataset's own, or 0.5/0.5."""
     if kind == "half":
@@ -75,10 +102,16 @@ class DeviceSplit:
         return len(self.labels)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield (indices, uint8 images, labels); shuffled when a generator is given."""
+        """Yield (indices, uint8 images, labels).
+
+        With a generator (training) the order is shuffled and the last, smaller
+        batch is dropped: every step then has the same shape, so oneDNN does not
+        build kernels for an odd shape each epoch. Without one, every sample is served.
+        """
         n = len(self)
         order = torch.randperm(n, generator=generator).to(self.images.device) if generator is not None else torch.arange(n, device=self.images.device)
-        for start in range(0, n, batch_size):
+        end = max(n - n % batch_size, batch_size) if generator is not None else n
+        for start in range(0, end, batch_size):
             index = order[start : start + batch_size]
             yield index, self.images[index], self.labels[index]
 
@@ -96,10 +129,11 @@ def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: in
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: DeviceSplit, normalize: Normalizer) -> torch.Tensor:
+def predict_logits(model: nn.Module, data: DeviceSplit, normalize: Normalizer, precision: str = "fp32") -> torch.Tensor:
     was_training = model.training
     model.eval()
-    outputs = [model(normalize(images)) for _, images, _ in data.batches(EVAL_BATCH_SIZE)]
+    with autocast(data.images.device, precision):
+        outputs = [model(normalize(images)).float() for _, images, _ in data.batches(EVAL_BATCH_SIZE)]
     model.train(was_training)
     return torch.cat(outputs)
 
@@ -162,6 +196,7 @@ def fit(
     stage: str,
     seed: int,
     augment: bool = False,
+    precision: str = "fp32",
     save_best: Callable[[nn.Module, dict], str] | None = None,
     progress=None,
 ) -> FitResult:
@@ -173,7 +208,7 @@ def fit(
     progress = progress or SilentProgress()
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = max(len(train) // config.batch_size, 1)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
     best = FitResult(best_val_accuracy=-1.0, best_epoch=0, history=[], seconds=0.0)
     best_state, last_saved = None, None
@@ -186,7 +221,8 @@ def fit(
         for step, (index, images, labels) in enumerate(train.batches(config.batch_size, generator), start=1):
             if augment:
                 images = random_shift(images, generator)
-            terms = step_fn(model, index, images, labels)
+            with autocast(images.device, precision):
+                terms = step_fn(model, index, images, labels)
             check_finite(terms, stage, epoch, step, last_saved)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()

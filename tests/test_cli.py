@@ -13,7 +13,7 @@ from kd_edge.cli import app
 from tests.conftest import easy_images
 
 runner = CliRunner()
-FAST = ["--epochs", "1", "--batch-size", "32"]
+FAST = ["--epochs", "2", "--batch-size", "32"]
 
 
 def invoke(*args):
@@ -47,7 +47,7 @@ def test_teacher_writes_checkpoint_metrics_and_config(teacher_run):
     assert 0.9 <= metrics["teacher"]["test_accuracy"] <= 1.0
     assert metrics["wall_time_s"]["teacher"] > 0 and metrics["teacher"]["parameters"] > 0
     config = json.loads((teacher_run / "config.json").read_text())
-    assert config["stage"] == "teacher" and config["teacher"]["epochs"] == 1
+    assert config["stage"] == "teacher" and config["teacher"]["epochs"] == 2
     assert (teacher_run / "teacher.pt").is_file()
 
 
@@ -74,14 +74,16 @@ def test_distill_trains_the_teacher_first(tmp_path, easy_npz):
     assert (out / "teacher.pt").is_file() and (out / "student.pt").is_file()
 
 
-def test_reference_preset_is_the_reference_recipe(tmp_path, easy_npz):
+def test_reference_preset_is_the_reference_recipe(tmp_path):
+    images, labels = easy_images(200)  # enough for a few batches of 128
+    np.savez(tmp_path / "easy.npz", images=images, labels=labels)
     out = tmp_path / "ref"
-    ok("distill", "--dataset", f"npz:{easy_npz}", "--preset", "reference", "--epochs", "1", "--out", out)
+    ok("distill", "--dataset", f"npz:{tmp_path / 'easy.npz'}", "--preset", "reference", "--epochs", "2", "--out", out)
     config = json.loads((out / "config.json").read_text())
     for network, model in (("teacher", "seed-teacher"), ("student", "seed-student")):
-        assert config[network] == {"model": model, "epochs": 1, "batch_size": 128, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "schedule": "constant"}
+        assert config[network] == {"model": model, "epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "schedule": "constant"}
     assert config["kd"]["temperature"] == 4.0 and config["kd"]["alpha"] == 0.5
-    assert config["data"]["normalization"] == "half"
+    assert config["data"]["normalization"] == "half" and config["run"]["precision"] == "fp32"
     from kd_edge.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "student.pt").data["mean"] == [0.5]

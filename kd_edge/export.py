@@ -1,0 +1,182 @@
+"""Export a checkpoint to ONNX, check it, and prove it computes what PyTorch computes.
+
+    result = export_onnx(ExportConfig(source="runs/demo"))   # a run folder means its student
+
+Exporter: torch.onnx's TorchScript exporter (``dynamo=False``). It needs no extra
+package (the dynamo exporter needs onnxscript), honours ``dynamic_axes`` for the
+batch dimension, writes IR version 8 at opset 17, which ONNX Runtime 1.14 and
+later load (ARM boards often carry older runtimes than the host), and exports
+fake-quantised modules as QuantizeLinear/DequantizeLinear pairs for QAT.
+The exporter used is recorded in the model's metadata.
+
+Parity: ONNX Runtime against PyTorch on real validation images (never test), at
+batch 1 and at a larger batch. A mismatch raises ExportParityError.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kd_edge import __version__
+from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from kd_edge.errors import CheckpointError, ExportParityError, OutputError
+from kd_edge.io import ensure_writable_dir
+
+DEFAULT_OPSET = 17
+EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# Float32 logits of ~10 in magnitude, summed over ~1,500 products in another order
+# by ONNX Runtime (and with BatchNorm folded into the conv), differ by ~1e-6 to 1e-5.
+# 1e-4 leaves headroom for that and still fails on any real error (a missing
+# normalisation or a wrong layer changes logits by 0.1 or more).
+PARITY_ATOL = 1e-4
+PARITY_BATCH = 256
+PARITY_SINGLES = 16
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    source: str
+    out_dir: str = "exports"
+    opset: int = DEFAULT_OPSET
+    int8: bool = False
+    data_dir: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    samples: int
+    max_abs_diff: float
+    max_abs_diff_batch1: float
+    top1_agreement: float
+    atol: float
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    parity: ParityReport
+    metadata: dict
+    quantized: object = None  # a QuantizeResult when --int8 was asked for
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file, or a run folder's student.pt."""
+    source = Path(source)
+    if source.is_dir():
+        student = source / "student.pt"
+        if not student.is_file():
+            raise CheckpointError(f"run folder {str(source)!r} has no student.pt; pass the checkpoint file to export instead")
+        return student
+    return source
+
+
+def export_onnx(config: ExportConfig) -> ExportResult:
+    checkpoint_path = resolve_checkpoint(config.source)
+    checkpoint = load_checkpoint(checkpoint_path)
+    out_dir = ensure_writable_dir(config.out_dir)
+    path = out_dir / f"{checkpoint_path.stem}.onnx"
+    if path.exists() and not config.force:
+        raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
+    model = checkpoint.build_model().eval()
+    metadata = onnx_metadata(checkpoint, config.opset)
+    images = parity_images(checkpoint, config.data_dir)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
+        draft = Path(scratch) / path.name
+        write_onnx(model, checkpoint.data["input_shape"], draft, config.opset, metadata)
+        parity = check_parity(model, draft, images, checkpoint.data)
+        draft.replace(path)
+    quantized = None
+    if config.int8:
+        from kd_edge.quantize import QuantizeConfig, quantize
+
+        quantized = quantize(QuantizeConfig(model=str(path), data_dir=config.data_dir, force=config.force))
+    return ExportResult(path=path, parity=parity, metadata=metadata, quantized=quantized)
+
+
+def write_onnx(model: torch.nn.Module, input_shape, path: Path, opset: int, metadata: dict) -> None:
+    import onnx
+
+    example = torch.zeros(1, *input_shape)
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=False, opset_version=opset,
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
+    )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = f"kd-edge {__version__}: {metadata['kd_edge.model']} trained on {metadata['kd_edge.dataset']}"
+    onnx.save(proto, str(path))
+
+
+def onnx_metadata(checkpoint: Checkpoint, opset: int) -> dict[str, str]:
+    """What a board needs to preprocess input and trust the model, as ``kd_edge.*`` strings."""
+    data = checkpoint.data
+    return {
+        "kd_edge.classes": json.dumps(list(data["classes"])),
+        "kd_edge.input_shape": json.dumps(list(data["input_shape"])),
+        "kd_edge.layout": data.get("layout", "NCHW"),
+        "kd_edge.mean": json.dumps(list(data["mean"])),
+        "kd_edge.std": json.dumps(list(data["std"])),
+        "kd_edge.dataset": str(data.get("dataset")),
+        "kd_edge.model": checkpoint.spec.name,
+        "kd_edge.test_accuracy": json.dumps(checkpoint.metrics.get("test_accuracy")),
+        "kd_edge.source_sha256": file_sha256(checkpoint.path),
+        "kd_edge.version": __version__,
+        "kd_edge.torch_version": str(torch.__version__),
+        "kd_edge.opset": str(opset),
+        "kd_edge.exporter": EXPORTER,
+    }
+
+
+def parity_images(checkpoint: Checkpoint, data_dir: str | None) -> np.ndarray:
+    """Up to PARITY_BATCH validation images of the checkpoint's dataset, uint8 NCHW, all classes represented."""
+    from kd_edge.data import load_dataset
+
+    data_dir = data_dir or checkpoint.config.get("data", {}).get("data_dir")
+    image_size = checkpoint.config.get("data", {}).get("image_size")
+    dataset = load_dataset(checkpoint.data["dataset"], data_dir, image_size, download=False)
+    if list(dataset.input_shape) != list(checkpoint.data["input_shape"]):
+        raise CheckpointError(f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects {checkpoint.data['input_shape']}")
+    order = np.concatenate([np.flatnonzero(dataset.val.labels == c)[: PARITY_BATCH // dataset.num_classes + 1] for c in range(dataset.num_classes)])
+    return dataset.val.images[np.sort(order)[:PARITY_BATCH]]
+
+
+def normalize(images: np.ndarray, mean, std) -> np.ndarray:
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, data: dict, atol: float = PARITY_ATOL) -> ParityReport:
+    import onnxruntime as ort
+
+    inputs = normalize(images, data["mean"], data["std"])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batched = session.run(None, {INPUT_NAME: inputs})[0]
+    singles = np.concatenate([session.run(None, {INPUT_NAME: inputs[i : i + 1]})[0] for i in range(min(PARITY_SINGLES, len(inputs)))])
+    diff = float(np.abs(batched - expected).max())
+    diff_single = float(np.abs(singles - expected[: len(singles)]).max())
+    agreement = float((batched.argmax(1) == expected.argmax(1)).mean())
+    report = ParityReport(len(inputs), diff, diff_single, agreement, atol)
+    if max(diff, diff_single) > atol or agreement < 1.0 or (singles.argmax(1) != expected[: len(singles)].argmax(1)).any():
+        raise ExportParityError(
+            f"the ONNX model does not compute what the PyTorch model computes on {len(inputs)} validation images: "
+            f"max |difference| {diff:.3g} (batch {len(inputs)}) and {diff_single:.3g} (batch 1) against a tolerance "
+            f"of {atol:g}, top-1 agreement {agreement:.2%}. The model uses an operation that does not export faithfully; "
+            "nothing was written. Report the model and torch version."
+        )
+    return report
