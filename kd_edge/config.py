@@ -136,7 +136,7 @@ class Preset:
 PRESETS = {
     "default": Preset(
         teacher=TrainConfig("cnn-base", epochs=2, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
-        student=TrainConfig("cnn-small", epochs=4, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
+        student=TrainConfig("cnn-small", epochs=3, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
         kd=KDConfig(temperature=4.0, alpha=0.5),
         description="kd-edge's recipe: BatchNorm CNNs, AdamW with a one-cycle schedule, cached soft labels",
     ),

@@ -25,6 +25,7 @@ from kd_edge.models import ModelSpec, count_macs, count_parameters
 from kd_edge.train import (
     DeviceSplit,
     Normalizer,
+    keep_freed_memory,
     accuracy,
     chance_threshold,
     cross_entropy_step,
@@ -91,6 +92,7 @@ def setup(run_config, data_config) -> tuple[DeviceData, float]:
     if run_config.threads:
         torch.set_num_threads(run_config.threads)
     device = resolve_device(run_config.device)
+    keep_freed_memory()
     started = time.perf_counter()
     dataset = load_dataset(data_config.dataset, data_config.data_dir, data_config.image_size)
     return DeviceData(dataset, device, resolve_precision(run_config.precision, device)), time.perf_counter() - started
