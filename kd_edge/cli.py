@@ -163,6 +163,77 @@ def distill(
 
 @app.command()
 @user_errors
+def export(
+    source: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or a run folder (its student.pt is exported).")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Write ONNX (the only format for now; kept for the documented command line).")] = True,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <stem>.onnx (and <stem>.int8.onnx).")] = Path("exports"),
+    int8: Annotated[bool, typer.Option("--int8", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset; 17 loads in ONNX Runtime 1.14 and later.")] = 17,
+    data_dir: DataDirOpt = None,
+    force: ForceOpt = False,
+):
+    """Export to ONNX with a dynamic batch axis, check it, and verify it against PyTorch on validation images."""
+    require_training_extra()
+    from kd_edge.export import ExportConfig, export_onnx
+
+    result = export_onnx(ExportConfig(str(source), str(out), opset, int8, optional_str(data_dir), force))
+    parity = result.parity
+    console().print(
+        f"wrote {result.path} ({result.path.stat().st_size:,} bytes, opset {opset}); parity on {parity.samples} validation images: "
+        f"max |diff| {parity.max_abs_diff:.2e} (batch 1: {parity.max_abs_diff_batch1:.2e}, tolerance {parity.atol:g}), "
+        f"top-1 agreement {parity.top1_agreement:.0%}"
+    )
+    if result.quantized is not None:
+        print_quantize_result(result.quantized)
+
+
+@app.command()
+@user_errors
+def quantize(
+    model: Annotated[Path, typer.Argument(help="An FP32 ONNX model written by `kd-edge export`.")],
+    calibration: Annotated[Optional[str], typer.Option(help="Dataset for calibration (its validation split) and evaluation (its test split); default: the model's own.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output path (default: MODEL with .int8.onnx).")] = None,
+    calibration_size: Annotated[int, typer.Option(help="Validation images used for calibration, stratified by class.")] = 500,
+    method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")] = True,
+    quant_format: Annotated[str, typer.Option("--format", help="qdq (QuantizeLinear/DequantizeLinear pairs) or qoperator (QLinearConv...).")] = "qdq",
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic quantization (weights only, activations at run time) instead of static.")] = False,
+    max_accuracy_drop: Annotated[float, typer.Option(help="Largest test-accuracy drop allowed, in percentage points; nodes are kept in FP32 until it fits.")] = 0.5,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Node names to keep in FP32 from the start (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="Threads for the FP32-versus-INT8 latency comparison.")] = 2,
+    data_dir: DataDirOpt = None,
+    force: ForceOpt = False,
+):
+    """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget; compares latency."""
+    from kd_edge.quantize import QuantizeConfig, quantize as run_quantize
+
+    config = QuantizeConfig(
+        str(model), optional_str(out), calibration, optional_str(data_dir), calibration_size, method, per_channel, quant_format,
+        "dynamic" if dynamic else "static", max_accuracy_drop, tuple(exclude or ()), threads, force,
+    )
+    print_quantize_result(run_quantize(config))
+
+
+def print_quantize_result(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"INT8 model {result.path}")
+    for column in ("model", "size (bytes)", "test acc", "batch 1 (ms)", "batch 64 (ms)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, size, acc in (("fp32", result.sizes["fp32_bytes"], result.fp32_accuracy), ("int8", result.sizes["int8_bytes"], result.int8_accuracy)):
+        latency = result.latency_ms[name]
+        table.add_row(name, f"{size:,}", f"{acc:.2%}", f"{latency['batch1']:.4f}", f"{latency['batch64']:.4f}")
+    out = console()
+    out.print(table)
+    kept = ", ".join(result.excluded_nodes) or "none"
+    out.print(f"accuracy drop {result.accuracy_drop_points:.2f} points; nodes kept in FP32: {kept}; calibration: {result.calibration['size']} validation images ({result.calibration['method']})")
+    slower = [f"batch {b}" for b in ("1", "64") if result.latency_ms["int8"][f"batch{b}"] > result.latency_ms["fp32"][f"batch{b}"]]
+    if slower:
+        out.print(f"[bold yellow]warning:[/] the INT8 model is slower than FP32 at {' and '.join(slower)} with {result.latency_ms['int8']['threads']} threads on this machine")
+
+
+@app.command()
+@user_errors
 def models(
     dataset: DatasetOpt = "mnist-5k",
     data_dir: DataDirOpt = None,

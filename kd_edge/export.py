@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
         write_onnx(model, checkpoint.data["input_shape"], draft, config.opset, metadata)
-        parity = check_parity(model, draft, images, checkpoint.data)
+        parity = check_parity(model, draft, images)
         draft.replace(path)
     quantized = None
     if config.int8:
@@ -106,10 +107,13 @@ def write_onnx(model: torch.nn.Module, input_shape, path: Path, opset: int, meta
 
     example = torch.zeros(1, *input_shape)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    torch.onnx.export(
-        model, (example,), str(path), dynamo=False, opset_version=opset,
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo; the choice is deliberate (module docstring).
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
+        )
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
@@ -153,26 +157,22 @@ def parity_images(checkpoint: Checkpoint, data_dir: str | None) -> np.ndarray:
     return dataset.val.images[np.sort(order)[:PARITY_BATCH]]
 
 
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-    mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, atol: float = PARITY_ATOL) -> ParityReport:
+    """ONNX Runtime (through the runtime's own preprocessing) against PyTorch, batched and at batch 1."""
+    from kd_edge.runtime import OnnxModel
 
-
-def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, data: dict, atol: float = PARITY_ATOL) -> ParityReport:
-    import onnxruntime as ort
-
-    inputs = normalize(images, data["mean"], data["std"])
+    onnx_model = OnnxModel(path)
+    inputs = onnx_model.preprocess(images)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    batched = session.run(None, {INPUT_NAME: inputs})[0]
-    singles = np.concatenate([session.run(None, {INPUT_NAME: inputs[i : i + 1]})[0] for i in range(min(PARITY_SINGLES, len(inputs)))])
+    batched = onnx_model.logits(inputs)
+    singles = np.concatenate([onnx_model.logits(inputs[i : i + 1]) for i in range(min(PARITY_SINGLES, len(inputs)))])
     diff = float(np.abs(batched - expected).max())
     diff_single = float(np.abs(singles - expected[: len(singles)]).max())
     agreement = float((batched.argmax(1) == expected.argmax(1)).mean())
+    singles_agree = bool((singles.argmax(1) == expected[: len(singles)].argmax(1)).all())
     report = ParityReport(len(inputs), diff, diff_single, agreement, atol)
-    if max(diff, diff_single) > atol or agreement < 1.0 or (singles.argmax(1) != expected[: len(singles)].argmax(1)).any():
+    if max(diff, diff_single) > atol or agreement < 1.0 or not singles_agree:
         raise ExportParityError(
             f"the ONNX model does not compute what the PyTorch model computes on {len(inputs)} validation images: "
             f"max |difference| {diff:.3g} (batch {len(inputs)}) and {diff_single:.3g} (batch 1) against a tolerance "

@@ -30,3 +30,16 @@ def easy_npz(tmp_path):
     path = tmp_path / "easy.npz"
     np.savez(path, images=images[:, 0], labels=labels, classes=np.array(["a", "b", "c"]))
     return path
+
+
+@pytest.fixture
+def student_checkpoint(tmp_path, easy_npz):
+    """A trained cnn-tiny student on the easy dataset (a few seconds)."""
+    from kd_edge.config import DataConfig, RunConfig, TeacherConfig, TrainConfig
+    from kd_edge.distill import train_teacher
+
+    config = TeacherConfig(DataConfig(f"npz:{easy_npz}"), TrainConfig("cnn-tiny", epochs=3, batch_size=32), RunConfig(str(tmp_path / "run")))
+    train_teacher(config)
+    path = tmp_path / "run" / "student.pt"
+    (tmp_path / "run" / "teacher.pt").rename(path)
+    return path

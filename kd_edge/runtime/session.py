@@ -1,0 +1,83 @@
+"""Load an exported model with its kd-edge metadata, preprocess raw images, infer, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.errors import DatasetError, ModelFileError
+
+EVAL_BATCH_SIZE = 256
+
+
+def session_options(threads: int | None):
+    """Explicit, reproducible settings: sequential execution, ``threads`` intra-op threads, all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def open_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model {str(path)!r} does not exist; export one with `kd-edge export RUN_DIR --onnx`")
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, InvalidGraph...
+        raise ModelFileError(f"cannot load {str(path)!r} as an ONNX model ({str(exc).strip().splitlines()[0]}); is it a complete .onnx file?") from exc
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The model's ``metadata_props`` as a dict of strings."""
+    return dict(open_session(path, threads=1).get_modelmeta().custom_metadata_map)
+
+
+class OnnxModel:
+    """An ONNX classifier plus the preprocessing its kd-edge metadata describes."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.session = open_session(path, threads)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        missing = [key for key in ("kd_edge.input_shape", "kd_edge.mean", "kd_edge.std") if key not in self.metadata]
+        if missing:
+            raise ModelFileError(f"{str(self.path)!r} lacks the metadata {missing}; export it with `kd-edge export` so that it describes its input")
+        self.input_shape = tuple(json.loads(self.metadata["kd_edge.input_shape"]))
+        self.classes = json.loads(self.metadata.get("kd_edge.classes", "[]"))
+        self.mean = np.asarray(json.loads(self.metadata["kd_edge.mean"]), dtype=np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(json.loads(self.metadata["kd_edge.std"]), dtype=np.float32).reshape(1, -1, 1, 1)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        if images.ndim == 3 and self.input_shape[0] == 1:
+            images = images[:, None]
+        if images.dtype != np.uint8 or images.shape[1:] != self.input_shape:
+            raise DatasetError(
+                f"{str(self.path)!r} takes uint8 images of shape (N, {', '.join(map(str, self.input_shape))}), "
+                f"got {images.dtype} {images.shape}; resize the data or use a model trained for it"
+            )
+        return images
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """``(pixel / 255 - mean) / std`` as float32 NCHW, exactly as in training."""
+        images = self.check_images(images)
+        return (images.astype(np.float32) * np.float32(1 / 255) - self.mean) / self.std
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: inputs})[0]
+
+    def predict(self, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+        return np.concatenate([self.logits(self.preprocess(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)])
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        return float((self.predict(images) == labels).mean())

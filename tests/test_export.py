@@ -1,0 +1,110 @@
+"""ONNX export: checker, dynamic batch, metadata, parity against PyTorch, and refusals."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kd_edge import models as registry
+from kd_edge.checkpoint import load_checkpoint, save_checkpoint
+from kd_edge.cli import app
+from kd_edge.errors import ExportParityError, OutputError
+from kd_edge.export import ExportConfig, export_onnx
+from kd_edge.models import ModelSpec, list_models
+from kd_edge.runtime import OnnxModel, read_onnx_metadata
+from tests.conftest import easy_images
+
+
+def checkpoint_for(tmp_path, dataset_path, name, channels=1, size=16):
+    torch.manual_seed(0)
+    spec = ModelSpec(name, num_classes=3, in_channels=channels, image_size=size)
+    model = spec.build().eval()
+    data = {"dataset": f"npz:{dataset_path}", "classes": ["a", "b", "c"], "input_shape": [channels, size, size], "layout": "NCHW", "mean": [0.2] * channels, "std": [0.3] * channels}
+    return save_checkpoint(tmp_path / f"{name}.pt", model, spec, data, {"test_accuracy": 0.9}, {})
+
+
+@pytest.fixture
+def rgb_npz(tmp_path):
+    images, labels = easy_images(20, channels=3, size=32)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name):
+    path = checkpoint_for(tmp_path, rgb_npz, name, channels=3, size=32)
+    result = export_onnx(ExportConfig(str(path), str(tmp_path / "out")))
+    assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_diff <= result.parity.atol
+    onnx.checker.check_model(onnx.load(str(result.path)), full_check=True)
+
+
+def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
+    result = export_onnx(ExportConfig(str(student_checkpoint), str(tmp_path / "out")))
+    model = OnnxModel(result.path)
+    torch_model = load_checkpoint(student_checkpoint).build_model().eval()
+    images = np.random.default_rng(0).integers(0, 255, (8, 1, 16, 16), dtype=np.uint8)
+    for batch in (1, 3, 8):
+        inputs = model.preprocess(images[:batch])
+        expected = torch_model(torch.from_numpy(inputs)).detach().numpy()
+        got = model.logits(inputs)
+        assert got.shape == (batch, 3) and np.abs(got - expected).max() < 1e-4
+
+
+def test_metadata_round_trip(tmp_path, student_checkpoint):
+    checkpoint = load_checkpoint(student_checkpoint)
+    result = export_onnx(ExportConfig(str(student_checkpoint.parent), str(tmp_path / "out"), opset=17))
+    meta = read_onnx_metadata(result.path)
+    assert json.loads(meta["kd_edge.classes"]) == checkpoint.data["classes"]
+    assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and meta["kd_edge.layout"] == "NCHW"
+    assert json.loads(meta["kd_edge.mean"]) == checkpoint.data["mean"] and json.loads(meta["kd_edge.std"]) == checkpoint.data["std"]
+    assert meta["kd_edge.opset"] == "17" and "dynamo=False" in meta["kd_edge.exporter"]
+    assert json.loads(meta["kd_edge.test_accuracy"]) == checkpoint.metrics["test_accuracy"]
+    assert len(meta["kd_edge.source_sha256"]) == 64 and meta["kd_edge.torch_version"] and meta["kd_edge.version"]
+    proto = onnx.load(str(result.path))
+    assert proto.opset_import[0].version == 17 and proto.ir_version <= 8
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+class TracedBatchTrap(torch.nn.Module):
+    """Doubles its logits at batch 1 only: tracing from a batch-1 example bakes the doubling in."""
+
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels * image_size * image_size, num_classes)
+
+    def forward(self, x):
+        logits = self.fc(x.flatten(1))
+        return logits * 2 if x.shape[0] == 1 else logits
+
+
+def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monkeypatch):
+    monkeypatch.setitem(registry._MODELS, "trap", TracedBatchTrap)
+    path = checkpoint_for(tmp_path, easy_npz, "trap")
+    with pytest.raises(ExportParityError, match="does not compute what the PyTorch model computes"):
+        export_onnx(ExportConfig(str(path), str(tmp_path / "out")))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_existing_output_needs_force(tmp_path, student_checkpoint):
+    out = tmp_path / "out"
+    first = export_onnx(ExportConfig(str(student_checkpoint), str(out)))
+    before = first.path.read_bytes()
+    with pytest.raises(OutputError, match="--force"):
+        export_onnx(ExportConfig(str(student_checkpoint), str(out)))
+    assert first.path.read_bytes() == before
+    export_onnx(ExportConfig(str(student_checkpoint), str(out), force=True))
+
+
+def test_cli_export_of_a_run_folder(tmp_path, student_checkpoint):
+    result = CliRunner().invoke(app, ["export", str(student_checkpoint.parent), "--onnx", "--out", str(tmp_path / "exp")])
+    assert result.exit_code == 0, result.output
+    assert "parity on" in result.output and (tmp_path / "exp" / "student.onnx").is_file()
+
+
+def test_cli_export_of_a_folder_without_student(tmp_path):
+    result = CliRunner().invoke(app, ["export", str(tmp_path), "--onnx"])
+    assert result.exit_code == 1 and "no student.pt" in result.output
