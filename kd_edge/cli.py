@@ -200,6 +200,7 @@ def quantize(
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic quantization (weights only, activations at run time) instead of static.")] = False,
     max_accuracy_drop: Annotated[float, typer.Option(help="Largest test-accuracy drop allowed, in percentage points; nodes are kept in FP32 until it fits.")] = 0.5,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Node names to keep in FP32 from the start (repeatable).")] = None,
+    optimize_latency: Annotated[bool, typer.Option("--optimize-latency/--no-optimize-latency", help="Keep in FP32 the nodes whose INT8 version is measured to be slower.")] = True,
     threads: Annotated[int, typer.Option(help="Threads for the FP32-versus-INT8 latency comparison.")] = 2,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
@@ -209,7 +210,7 @@ def quantize(
 
     config = QuantizeConfig(
         str(model), optional_str(out), calibration, optional_str(data_dir), calibration_size, method, per_channel, quant_format,
-        "dynamic" if dynamic else "static", max_accuracy_drop, tuple(exclude or ()), threads, force,
+        "dynamic" if dynamic else "static", max_accuracy_drop, tuple(exclude or ()), optimize_latency, threads, force,
     )
     print_quantize_result(run_quantize(config))
 
@@ -226,6 +227,8 @@ def print_quantize_result(result) -> None:
     out = console()
     out.print(table)
     kept = ", ".join(result.excluded_nodes) or "none"
+    if result.disabled_optimizers:
+        kept += f" (runs with ONNX Runtime's {', '.join(result.disabled_optimizers)} disabled, recorded in the model)"
     out.print(f"accuracy drop {result.accuracy_drop_points:.2f} points; nodes kept in FP32: {kept}; calibration: {result.calibration['size']} validation images ({result.calibration['method']})")
     slower = [f"batch {b}" for b in ("1", "64") if result.latency_ms["int8"][f"batch{b}"] > result.latency_ms["fp32"][f"batch{b}"]]
     if slower:

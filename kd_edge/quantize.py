@@ -24,7 +24,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationError
 from kd_edge.io import ensure_writable_dir
-from kd_edge.runtime.session import OnnxModel, read_onnx_metadata
+from kd_edge.runtime.session import DISABLED_OPTIMIZERS_KEY, OnnxModel
 
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
@@ -48,6 +48,7 @@ class QuantizeConfig:
     mode: str = "static"
     max_accuracy_drop: float = 0.5
     exclude: tuple[str, ...] = ()
+    optimize_latency: bool = True
     latency_threads: int = 2
     force: bool = False
 
@@ -68,6 +69,8 @@ class QuantizeResult:
     int8_accuracy: float
     excluded_nodes: list[str]
     calibration: dict
+    disabled_optimizers: list[str] = field(default_factory=list)
+    latency_search: list[dict] = field(default_factory=list)  # every configuration timed, with its INT8/FP32 ratios
     latency_ms: dict = field(default_factory=dict)  # {"fp32": {"batch1": .., "batch64": ..}, "int8": {...}}
     sizes: dict = field(default_factory=dict)
 
@@ -104,17 +107,71 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
             quantize_file(prepared, candidate, config, fp32, calib_images, excluded)
             return OnnxModel(candidate)
 
-        excluded = list(config.exclude)
+        excluded, disabled, search = list(config.exclude), [], []
+        if config.optimize_latency:
+            excluded, disabled, search = search_latency(build, source, prepared, dataset.val.images, excluded, config.latency_threads)
         int8_test = build(excluded).accuracy(dataset.test.images, dataset.test.labels)
         if 100 * (fp32_test - int8_test) > config.max_accuracy_drop:
             excluded, int8_test = fit_budget(build, prepared, dataset, fp32, fp32_test, excluded, config.max_accuracy_drop)
         build(excluded)
-        write_metadata(candidate, fp32.metadata, config, calib_info, excluded, fp32_test, int8_test)
+        write_metadata(candidate, fp32.metadata, config, calib_info, excluded, disabled, fp32_test, int8_test)
         candidate.replace(out)
 
-    result = QuantizeResult(out, fp32_test, int8_test, excluded, calib_info, sizes={"fp32_bytes": source.stat().st_size, "int8_bytes": out.stat().st_size})
+    result = QuantizeResult(
+        out, fp32_test, int8_test, excluded, calib_info, disabled, search,
+        sizes={"fp32_bytes": source.stat().st_size, "int8_bytes": out.stat().st_size},
+    )
     result.latency_ms = compare_latency(source, out, dataset.val.images, config.latency_threads)
     return result
+
+
+# ONNX Runtime moves QuantizeLinear nodes up through MaxPool (QDQ propagation). After an
+# FP32 convolution that turns a fast FP32 max-pool into a slow INT8 one on an NCHW tensor,
+# so the latency search also times each candidate with this optimiser disabled.
+QDQ_PROPAGATION = "QDQPropagationTransformer"
+SPEEDUP_TO_ACCEPT = 0.95  # a change must cut latency by 5 %, beyond timing noise
+
+
+def search_latency(build, fp32_path: Path, prepared: Path, images: np.ndarray, excluded: list[str], threads: int):
+    """Keep in FP32 the nodes whose INT8 version costs more than it saves, measured, not guessed.
+
+    Each candidate (a set of FP32 nodes, with or without QDQ propagation) is timed
+    against the FP32 model in alternating rounds at batch 1 and 64; its score is the
+    geometric mean of the two INT8/FP32 latency ratios. Greedily adds the node whose
+    exclusion lowers the score most, while that gains at least 5 %.
+    """
+    search = []
+
+    def score(nodes: list[str]) -> tuple[float, list[str]]:
+        model_path = build(nodes).path
+        best = None
+        for disabled in ([], [QDQ_PROPAGATION]):
+            ratios = latency_ratios(fp32_path, model_path, disabled, images, threads)
+            value = float(np.sqrt(ratios["batch1"] * ratios["batch64"]))
+            search.append({"fp32_nodes": list(nodes), "disabled_optimizers": disabled, **ratios, "score": value})
+            if best is None or value < best[0]:
+                best = (value, disabled)
+        return best
+
+    current, disabled = score(excluded)
+    candidates = [name for name in quantizable_nodes(prepared) if name not in excluded]
+    while candidates:
+        trials = {name: score(excluded + [name]) for name in candidates}
+        name = min(trials, key=lambda n: trials[n][0])
+        if trials[name][0] > current * SPEEDUP_TO_ACCEPT:
+            break
+        excluded, (current, disabled) = excluded + [name], trials[name]
+        candidates.remove(name)
+    return excluded, disabled, search
+
+
+def latency_ratios(fp32_path: Path, int8_path: Path, disabled: list[str], images: np.ndarray, threads: int) -> dict:
+    from kd_edge.runtime.bench import interleaved_latency_ms
+
+    models = {"fp32": OnnxModel(fp32_path, threads), "int8": OnnxModel(int8_path, threads, disabled)}
+    batch1 = interleaved_latency_ms(models, images[:1], runs=500)
+    batch64 = interleaved_latency_ms(models, images[:64], runs=50)
+    return {"batch1": batch1["int8"] / batch1["fp32"], "batch64": batch64["int8"] / batch64["fp32"]}
 
 
 def check_onnx(path: Path) -> None:
@@ -234,7 +291,7 @@ def fit_budget(build, prepared: Path, dataset, fp32: OnnxModel, fp32_test: float
     )
 
 
-def write_metadata(path: Path, base: dict, config: QuantizeConfig, calibration: dict, excluded: list[str], fp32_acc: float, int8_acc: float) -> None:
+def write_metadata(path: Path, base: dict, config: QuantizeConfig, calibration: dict, excluded: list[str], disabled: list[str], fp32_acc: float, int8_acc: float) -> None:
     import onnx
 
     proto = onnx.load(str(path))
@@ -245,6 +302,7 @@ def write_metadata(path: Path, base: dict, config: QuantizeConfig, calibration: 
         ),
         "kd_edge.calibration": json.dumps(calibration),
         "kd_edge.fp32_test_accuracy": json.dumps(fp32_acc),
+        DISABLED_OPTIMIZERS_KEY: json.dumps(disabled),
         "kd_edge.test_accuracy": json.dumps(int8_acc),
     }
     del proto.metadata_props[:]

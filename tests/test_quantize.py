@@ -20,7 +20,7 @@ def fp32_model(tmp_path, student_checkpoint):
 
 
 def quick(model, **changes):
-    return QuantizeConfig(model=str(model), calibration_size=60, **changes)
+    return QuantizeConfig(model=str(model), calibration_size=60, **{"optimize_latency": False, **changes})
 
 
 def test_static_int8_within_budget(fp32_model):
@@ -34,6 +34,17 @@ def test_static_int8_within_budget(fp32_model):
     assert result.sizes["int8_bytes"] < result.sizes["fp32_bytes"]
     for name in ("fp32", "int8"):
         assert result.latency_ms[name]["batch1"] > 0 and result.latency_ms[name]["batch64"] > 0
+
+
+def test_latency_search_is_measured_and_recorded(fp32_model):
+    result = quantize(quick(fp32_model, optimize_latency=True))
+    tried = result.latency_search
+    assert tried and all(entry["batch1"] > 0 and entry["batch64"] > 0 for entry in tried)
+    assert {tuple(entry["disabled_optimizers"]) for entry in tried} == {(), ("QDQPropagationTransformer",)}
+    chosen = [e for e in tried if e["fp32_nodes"] == result.excluded_nodes and e["disabled_optimizers"] == result.disabled_optimizers]
+    assert chosen and chosen[0]["score"] == min(e["score"] for e in tried if e["fp32_nodes"] == result.excluded_nodes)
+    assert json.loads(read_onnx_metadata(result.path)["kd_edge.ort_disabled_optimizers"]) == result.disabled_optimizers
+    assert OnnxModel(result.path).disabled_optimizers == result.disabled_optimizers
 
 
 def test_calibration_is_recorded_in_the_model(fp32_model):
@@ -106,7 +117,7 @@ def test_existing_output_is_not_replaced(fp32_model):
 
 
 def test_cli_quantize_reports_both_models(fp32_model):
-    result = CliRunner().invoke(app, ["quantize", str(fp32_model), "--calibration-size", "60", "--method", "percentile"])
+    result = CliRunner().invoke(app, ["quantize", str(fp32_model), "--calibration-size", "60", "--method", "percentile", "--no-optimize-latency"])
     assert result.exit_code == 0, result.output
     assert "fp32" in result.output and "int8" in result.output and "accuracy drop" in result.output
 

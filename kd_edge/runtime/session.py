@@ -25,14 +25,19 @@ def session_options(threads: int | None):
     return options
 
 
-def open_session(path: str | Path, threads: int | None = None):
+# A model may name ONNX Runtime graph optimisers that make it slower (kd-edge's quantizer
+# measures this); the runtime then disables them when it opens the model.
+DISABLED_OPTIMIZERS_KEY = "kd_edge.ort_disabled_optimizers"
+
+
+def open_session(path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None):
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model {str(path)!r} does not exist; export one with `kd-edge export RUN_DIR --onnx`")
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or None)
     except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, InvalidGraph...
         raise ModelFileError(f"cannot load {str(path)!r} as an ONNX model ({str(exc).strip().splitlines()[0]}); is it a complete .onnx file?") from exc
 
@@ -45,10 +50,14 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 class OnnxModel:
     """An ONNX classifier plus the preprocessing its kd-edge metadata describes."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None):
         self.path = Path(path)
-        self.session = open_session(path, threads)
+        self.session = open_session(path, threads, disabled_optimizers)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        hinted = json.loads(self.metadata.get(DISABLED_OPTIMIZERS_KEY, "[]"))
+        if disabled_optimizers is None and hinted:
+            self.session = open_session(path, threads, hinted)
+        self.disabled_optimizers = disabled_optimizers if disabled_optimizers is not None else hinted
         missing = [key for key in ("kd_edge.input_shape", "kd_edge.mean", "kd_edge.std") if key not in self.metadata]
         if missing:
             raise ModelFileError(f"{str(self.path)!r} lacks the metadata {missing}; export it with `kd-edge export` so that it describes its input")
