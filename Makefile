@@ -19,7 +19,7 @@ $(BIN)/kd-edge: pyproject.toml
 venv: $(BIN)/kd-edge
 
 demo: venv
-	$(BIN)/kd-edge distill --dataset mnist-5k --out runs/demo --force
+	$(BIN)/kd-edge distill --dataset mnist-5k --teacher-epochs 10 --epochs 15 --out runs/demo --force
 
 test: venv
 	$(BIN)/python -m pytest -q

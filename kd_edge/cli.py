@@ -215,6 +215,34 @@ def quantize(
     print_quantize_result(run_quantize(config))
 
 
+@app.command()
+@user_errors
+def qat(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder of `kd-edge distill` (student.pt, and teacher.pt for the soft labels).")],
+    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Fine-tuning epochs with fake quantization.")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 5e-4,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for student.qat.onnx.")] = Path("exports"),
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
+):
+    """Quantization-aware training: fine-tune the distilled student with fake INT8 quantization, export QDQ ONNX."""
+    require_training_extra()
+    from kd_edge.qat import QATConfig, quantization_aware_training
+
+    config = QATConfig(str(run_dir), str(out), epochs, lr, data_dir=optional_str(data_dir), seed=seed, force=force)
+    result = quantization_aware_training(config, progress=make_progress())
+    fp32, int8 = result.latency_ms["fp32"], result.latency_ms["int8"]
+    console().print(
+        f"wrote {result.path}: test accuracy FP32 {result.fp32_test_accuracy:.2%}, after QAT {result.qat_test_accuracy:.2%} "
+        f"(ONNX Runtime {result.onnx_test_accuracy:.2%}, top-1 agreement {result.top1_agreement:.1%}); "
+        f"latency batch 1 {fp32['batch1'] * 1e3:.1f} us FP32 / {int8['batch1'] * 1e3:.1f} us INT8, "
+        f"batch 64 {fp32['batch64']:.3f} / {int8['batch64']:.3f} ms; layers kept in FP32: {', '.join(result.fp32_layers) or 'none'}"
+    )
+    if int8["batch1"] > fp32["batch1"]:
+        console().print("[bold yellow]warning:[/] the QAT model is slower than FP32 at batch 1 on this machine")
+
+
 def print_quantize_result(result) -> None:
     from rich.table import Table
 

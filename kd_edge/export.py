@@ -117,10 +117,19 @@ def write_onnx(model: torch.nn.Module, input_shape, path: Path, opset: int, meta
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    proto.doc_string = f"kd-edge {__version__}: {metadata['kd_edge.model']} trained on {metadata['kd_edge.dataset']}"
+    onnx.save(proto, str(path))
+    set_metadata(path, metadata)
+
+
+def set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` with ``metadata``."""
+    import onnx
+
+    proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = f"kd-edge {__version__}: {metadata['kd_edge.model']} trained on {metadata['kd_edge.dataset']}"
     onnx.save(proto, str(path))
 
 
@@ -157,8 +166,12 @@ def parity_images(checkpoint: Checkpoint, data_dir: str | None) -> np.ndarray:
     return dataset.val.images[np.sort(order)[:PARITY_BATCH]]
 
 
-def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, atol: float = PARITY_ATOL) -> ParityReport:
-    """ONNX Runtime (through the runtime's own preprocessing) against PyTorch, batched and at batch 1."""
+def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, atol: float = PARITY_ATOL, min_agreement: float = 1.0) -> ParityReport:
+    """ONNX Runtime (through the runtime's own preprocessing) against PyTorch, batched and at batch 1.
+
+    Passes when every logit is within ``atol`` and at least ``min_agreement`` of the
+    images (all of them, by default) get the same top-1 class.
+    """
     from kd_edge.runtime import OnnxModel
 
     onnx_model = OnnxModel(path)
@@ -170,9 +183,9 @@ def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, atol: f
     diff = float(np.abs(batched - expected).max())
     diff_single = float(np.abs(singles - expected[: len(singles)]).max())
     agreement = float((batched.argmax(1) == expected.argmax(1)).mean())
-    singles_agree = bool((singles.argmax(1) == expected[: len(singles)].argmax(1)).all())
+    single_agreement = float((singles.argmax(1) == expected[: len(singles)].argmax(1)).mean())
     report = ParityReport(len(inputs), diff, diff_single, agreement, atol)
-    if max(diff, diff_single) > atol or agreement < 1.0 or not singles_agree:
+    if max(diff, diff_single) > atol or min(agreement, single_agreement) < min_agreement:
         raise ExportParityError(
             f"the ONNX model does not compute what the PyTorch model computes on {len(inputs)} validation images: "
             f"max |difference| {diff:.3g} (batch {len(inputs)}) and {diff_single:.3g} (batch 1) against a tolerance "

@@ -292,23 +292,17 @@ def fit_budget(build, prepared: Path, dataset, fp32: OnnxModel, fp32_test: float
 
 
 def write_metadata(path: Path, base: dict, config: QuantizeConfig, calibration: dict, excluded: list[str], disabled: list[str], fp32_acc: float, int8_acc: float) -> None:
-    import onnx
+    from kd_edge.export import set_metadata
 
-    proto = onnx.load(str(path))
-    metadata = {
+    quantization = {"mode": config.mode, "format": config.format, "per_channel": config.per_channel, "activation_type": "int8", "weight_type": "int8", "excluded_nodes": excluded}
+    set_metadata(path, {
         **base,
-        "kd_edge.quantization": json.dumps(
-            {"mode": config.mode, "format": config.format, "per_channel": config.per_channel, "activation_type": "int8", "weight_type": "int8", "excluded_nodes": excluded}
-        ),
+        "kd_edge.quantization": json.dumps(quantization),
         "kd_edge.calibration": json.dumps(calibration),
         "kd_edge.fp32_test_accuracy": json.dumps(fp32_acc),
-        DISABLED_OPTIMIZERS_KEY: json.dumps(disabled),
         "kd_edge.test_accuracy": json.dumps(int8_acc),
-    }
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
+        DISABLED_OPTIMIZERS_KEY: json.dumps(disabled),
+    })
 
 
 def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int, runs: int = 500) -> dict:
