@@ -38,6 +38,7 @@ VARIANTS = {
     "d": ("kd-edge defaults, student alone (--alpha 1)", ["--alpha", "1"]),
     "e": (f"kd-edge defaults, {' '.join(LONG)}", LONG),
     "f": (f"kd-edge defaults, {' '.join(LONG)}, student alone (--alpha 1)", LONG + ["--alpha", "1"]),
+    "g": (f"kd-edge defaults, {' '.join(LONG)}, --student-model cnn-tiny", LONG + ["--student-model", "cnn-tiny"]),
 }
 
 
@@ -134,12 +135,15 @@ def main():
     source = find_fashion(args.data_dir.resolve())
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = {}
+    # --only reruns some variants and keeps the others' earlier results.
+    previous = RESULTS / "core.json"
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
     for key in args.only.split(","):
         label, extra = VARIANTS[key]
         print(f"running ({key}) {label} ...", flush=True)
         results[key] = run_reference(unpack_for_torchvision(source)) if extra is None else run_kd_edge(key, extra, source)
         print(json.dumps(results[key]), flush=True)
+    results = {key: results[key] for key in VARIANTS if key in results}
     (RESULTS / "core.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "core.md").write_text(markdown(results))
     print(markdown(results))
