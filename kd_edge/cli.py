@@ -60,12 +60,13 @@ def user_errors(command):
     return wrapper
 
 
-def require_training_extra() -> None:
+def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "onnx")) -> None:
+    """The host-side commands need the `train` extra; the runtime (bench) does not."""
     import importlib.util
 
-    missing = [name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is None]
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
-        raise MissingDependencyError(f"this command trains models and needs {' and '.join(missing)}; install them with: pip install 'kd-edge[train]'")
+        raise MissingDependencyError(f"this command needs {' and '.join(missing)}, which the base install leaves out; install them with: pip install 'kd-edge[train]'")
 
 
 @app.command()
@@ -206,6 +207,7 @@ def quantize(
     force: ForceOpt = False,
 ):
     """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget; compares latency."""
+    require_training_extra(("onnx",))
     from kd_edge.quantize import QuantizeConfig, quantize as run_quantize
 
     config = QuantizeConfig(

@@ -231,7 +231,9 @@ def preprocess_model(source: Path, target: Path) -> Path:
 class ImageReader(CalibrationDataReader):
     """ONNX Runtime's calibration reader over preprocessed images, in batches."""
 
-    def __init__(self, model: OnnxModel, images: np.ndarray, batch_size: int = 64):
+    def __init__(self, model: OnnxModel, images: np.ndarray, max_batch: int = 64):
+        # All batches the same size: the entropy and percentile calibrators stack them.
+        batch_size = max(size for size in range(1, max_batch + 1) if len(images) % size == 0)
         self.batches = [{model.input_name: model.preprocess(images[i : i + batch_size])} for i in range(0, len(images), batch_size)]
         self.position = 0
 

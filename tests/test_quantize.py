@@ -20,7 +20,7 @@ def fp32_model(tmp_path, student_checkpoint):
 
 
 def quick(model, **changes):
-    return QuantizeConfig(model=str(model), calibration_size=60, **{"optimize_latency": False, **changes})
+    return QuantizeConfig(model=str(model), **{"calibration_size": 60, "optimize_latency": False, **changes})
 
 
 def test_static_int8_within_budget(fp32_model):
@@ -56,6 +56,16 @@ def test_calibration_is_recorded_in_the_model(fp32_model):
     assert len(calibration["indices_sha256"]) == 64
     assert json.loads(meta["kd_edge.quantization"])["format"] == "qdq"
     assert json.loads(meta["kd_edge.test_accuracy"]) == pytest.approx(result.int8_accuracy)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_with_uneven_sample_count(fp32_model, tmp_path, method):
+    from tests.conftest import easy_images
+
+    images, labels = easy_images(250)  # a validation split of 75: not a multiple of the batch
+    np.savez(tmp_path / "more.npz", images=images, labels=labels)
+    result = quantize(quick(fp32_model, method=method, calibration=f"npz:{tmp_path / 'more.npz'}", calibration_size=75, out=str(tmp_path / f"{method}.onnx")))
+    assert result.calibration["size"] == 75 and result.int8_accuracy > 0.9
 
 
 def test_qoperator_and_dynamic_formats(fp32_model, tmp_path):
