@@ -13,7 +13,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 $(BIN)/kd-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH) || $(BIN)/pip install --quiet torch torchvision
-	$(BIN)/pip install --quiet -e '.[train,test]'
+	$(BIN)/pip install --quiet -e '.[train,test,plot]'
 	touch $@
 
 venv: $(BIN)/kd-edge

@@ -267,6 +267,90 @@ def print_quantize_result(result) -> None:
 
 @app.command()
 @user_errors
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="One or more ONNX models, compared side by side.")],
+    threads: Annotated[list[int], typer.Option("--threads", "-t", help="ONNX Runtime intra-op threads (repeatable).")] = [2],  # noqa: B006 - typer needs a literal
+    batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", help="Batch sizes (repeatable).")] = [1],  # noqa: B006
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing, in each process.")] = 20,
+    runs: Annotated[int, typer.Option(help="Timed runs per model and setting, spread over the rounds.")] = 300,
+    duration: Annotated[Optional[float], typer.Option(help="Seconds per model and setting instead of --runs.")] = None,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; each round measures every model once, in a fresh process.")] = 3,
+    cores: Annotated[Optional[str], typer.Option(help="Pin to these cores, e.g. 0,1 (sched_setaffinity).")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="Memory cap, e.g. 512M (cgroup memory limit, else RLIMIT_AS).")] = None,
+    cpu_quota: Annotated[Optional[float], typer.Option(help="CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu.max / cfs_quota_us where writable).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Labelled data for accuracy: its test split.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled data for accuracy: an .npz with images (and labels).")] = None,
+    data_dir: DataDirOpt = None,
+    profile: Annotated[str, typer.Option(help="Device profile (see `kd-edge profiles`): enforces its cores and RAM, projects its latency.")] = "host",
+    rate: Annotated[Optional[float], typer.Option(help="Drone loop: frames per second; reports deadline misses and jitter.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write the results as a Markdown table.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: accuracy against latency, and latency distributions (needs matplotlib).")] = None,
+):
+    """Benchmark ONNX models under an emulated drone target: latency, throughput, accuracy, memory. Needs no torch."""
+    from kd_edge.runtime.emulate import parse_cores, parse_memory
+    from kd_edge.runtime.harness import BenchConfig, markdown_table, plot as draw, run_benchmark
+
+    config = BenchConfig(
+        tuple(str(m) for m in models), tuple(threads), tuple(batch_size), warmup, runs, duration, rounds,
+        parse_cores(cores), parse_memory(memory), cpu_quota, dataset, optional_str(data), optional_str(data_dir), profile, rate,
+    )
+    report = run_benchmark(config)
+    out = console()
+    for warning in report["warnings"]:
+        out.print(f"[bold yellow]warning:[/] {warning}")
+    print_bench_table(report)
+    if json_path:
+        from kd_edge.io import atomic_write_json
+
+        atomic_write_json(json_path, report)
+    if markdown:
+        from kd_edge.io import atomic_write
+
+        text = markdown_table(report)
+        atomic_write(markdown, lambda handle: handle.write(text.encode()))
+    if plot and not draw(report, plot):
+        out.print("[bold yellow]warning:[/] no plot written: matplotlib is not installed (pip install matplotlib)")
+
+
+def print_bench_table(report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"kd-edge bench ({report['environment']['profile']['name']}; data: {report['data']})")
+    for column in ("model", "thr", "batch", "p50 ms", "p99 ms", "img/s", "accuracy", "size", "RSS MB", "stable", "projected p50 ms"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in report["results"]:
+        projected = r["emulation"]["projection"].get("projected_p50_ms")
+        table.add_row(
+            Path(r["model"]).name, str(r["threads"]), str(r["batch_size"]), f"{r['latency_ms']['p50']:.4f}", f"{r['latency_ms']['p99']:.4f}",
+            f"{r['throughput_ips']:,.0f}", "n/a" if r["accuracy"] is None else f"{r['accuracy']:.2%}", f"{r['size_bytes']:,}",
+            f"{r['peak_rss_mb']:.0f}", "yes" if r["stable"] else "[bold red]NO[/]", "n/a" if projected is None else f"{projected:.4f}",
+        )
+    out = console()
+    out.print(table)
+    for r in report["results"]:
+        for name, item in r["emulation"].items():
+            if name != "projection" and item.get("requested") is not None and not item.get("enforced"):
+                out.print(f"[bold yellow]not enforced:[/] {name} for {Path(r['model']).name}: {item.get('reason')}")
+        if "drone_loop" in r:
+            loop = r["drone_loop"]
+            out.print(f"drone loop {Path(r['model']).name} at {loop['rate_hz']:g} Hz: {loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms")
+    if any("projected_p50_ms" in r["emulation"]["projection"] for r in report["results"]):
+        out.print("projected latencies are estimates scaled by measured host and published board FLOPS, not measurements (see the JSON's emulation.projection.method)")
+
+
+@app.command()
+def profiles():
+    """List the device profiles that `kd-edge bench --profile` accepts."""
+    from kd_edge.runtime.profiles import PROFILES
+
+    for profile in PROFILES.values():
+        peak = "measured" if profile.peak_gflops_per_core is None else f"{profile.peak_gflops_per_core} GFLOPS/core"
+        typer.echo(f"{profile.name:16} {profile.description}; {peak}")
+
+
+@app.command()
+@user_errors
 def models(
     dataset: DatasetOpt = "mnist-5k",
     data_dir: DataDirOpt = None,
@@ -305,7 +389,8 @@ def datasets():
 def console():
     from rich.console import Console
 
-    return Console()
+    out = Console()
+    return out if out.is_terminal else Console(width=160)  # logs and pipes: wide enough for the tables
 
 
 def make_progress():

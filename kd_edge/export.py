@@ -28,6 +28,7 @@ from kd_edge import __version__
 from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.errors import CheckpointError, ExportParityError, OutputError
 from kd_edge.io import ensure_writable_dir
+from kd_edge.models import count_parameters
 
 DEFAULT_OPSET = 17
 EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
@@ -144,6 +145,7 @@ def onnx_metadata(checkpoint: Checkpoint, opset: int) -> dict[str, str]:
         "kd_edge.std": json.dumps(list(data["std"])),
         "kd_edge.dataset": str(data.get("dataset")),
         "kd_edge.model": checkpoint.spec.name,
+        "kd_edge.parameters": str(count_parameters(checkpoint.build_model())),
         "kd_edge.test_accuracy": json.dumps(checkpoint.metrics.get("test_accuracy")),
         "kd_edge.source_sha256": file_sha256(checkpoint.path),
         "kd_edge.version": __version__,

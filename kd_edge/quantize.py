@@ -169,8 +169,8 @@ def latency_ratios(fp32_path: Path, int8_path: Path, disabled: list[str], images
     from kd_edge.runtime.bench import interleaved_latency_ms
 
     models = {"fp32": OnnxModel(fp32_path, threads), "int8": OnnxModel(int8_path, threads, disabled)}
-    batch1 = interleaved_latency_ms(models, images[:1], runs=500)
-    batch64 = interleaved_latency_ms(models, images[:64], runs=50)
+    batch1 = interleaved_latency_ms(models, images[:1], runs=2000)
+    batch64 = interleaved_latency_ms(models, images[:64], runs=200)
     return {"batch1": batch1["int8"] / batch1["fp32"], "batch64": batch64["int8"] / batch64["fp32"]}
 
 

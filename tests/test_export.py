@@ -63,6 +63,7 @@ def test_metadata_round_trip(tmp_path, student_checkpoint):
     assert json.loads(meta["kd_edge.mean"]) == checkpoint.data["mean"] and json.loads(meta["kd_edge.std"]) == checkpoint.data["std"]
     assert meta["kd_edge.opset"] == "17" and "dynamo=False" in meta["kd_edge.exporter"]
     assert json.loads(meta["kd_edge.test_accuracy"]) == checkpoint.metrics["test_accuracy"]
+    assert int(meta["kd_edge.parameters"]) == sum(p.numel() for p in checkpoint.build_model().parameters())
     assert len(meta["kd_edge.source_sha256"]) == 64 and meta["kd_edge.torch_version"] and meta["kd_edge.version"]
     proto = onnx.load(str(result.path))
     assert proto.opset_import[0].version == 17 and proto.ir_version <= 8
