@@ -226,20 +226,21 @@ def qat(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for student.qat.onnx.")] = Path("exports"),
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
+    optimize_latency: Annotated[bool, typer.Option("--optimize-latency/--no-optimize-latency", help="Keep in FP32 the nodes whose INT8 version is measured to be slower.")] = True,
     force: ForceOpt = False,
 ):
     """Quantization-aware training: fine-tune the distilled student with fake INT8 quantization, export QDQ ONNX."""
     require_training_extra()
     from kd_edge.qat import QATConfig, quantization_aware_training
 
-    config = QATConfig(str(run_dir), str(out), epochs, lr, data_dir=optional_str(data_dir), seed=seed, force=force)
+    config = QATConfig(str(run_dir), str(out), epochs, lr, data_dir=optional_str(data_dir), seed=seed, optimize_latency=optimize_latency, force=force)
     result = quantization_aware_training(config, progress=make_progress())
     fp32, int8 = result.latency_ms["fp32"], result.latency_ms["int8"]
     console().print(
         f"wrote {result.path}: test accuracy FP32 {result.fp32_test_accuracy:.2%}, after QAT {result.qat_test_accuracy:.2%} "
         f"(ONNX Runtime {result.onnx_test_accuracy:.2%}, top-1 agreement {result.top1_agreement:.1%}); "
         f"latency batch 1 {fp32['batch1'] * 1e3:.1f} us FP32 / {int8['batch1'] * 1e3:.1f} us INT8, "
-        f"batch 64 {fp32['batch64']:.3f} / {int8['batch64']:.3f} ms; layers kept in FP32: {', '.join(result.fp32_layers) or 'none'}"
+        f"batch 64 {fp32['batch64']:.3f} / {int8['batch64']:.3f} ms; nodes kept in FP32: {', '.join(result.fp32_layers) or 'none'}"
     )
     if int8["batch1"] > fp32["batch1"]:
         console().print("[bold yellow]warning:[/] the QAT model is slower than FP32 at batch 1 on this machine")

@@ -197,3 +197,12 @@ def test_alpha_one_trains_the_student_alone(tmp_path, easy_npz):
     assert "teacher" not in metrics and metrics["student"]["test_accuracy"] >= 0.9
     assert metrics["student"]["distillation"]["alpha"] == 1.0
     assert not (out / "teacher.pt").exists()
+
+
+def test_training_commands_say_what_to_install_without_torch(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "torchvision") else real(name, *a))
+    for command in ("teacher", "distill"):
+        fails(command, "--out", tmp_path / command, match="pip install 'kd-edge[train]'")

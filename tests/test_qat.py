@@ -4,6 +4,7 @@ import json
 
 import onnx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
@@ -21,22 +22,35 @@ def distilled_run(tmp_path, easy_npz):
 
 
 def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_run):
-    result = quantization_aware_training(QATConfig(str(distilled_run), str(tmp_path / "exports"), epochs=1, batch_size=32))
+    config = QATConfig(str(distilled_run), str(tmp_path / "exports"), epochs=1, batch_size=32, optimize_latency=False)
+    result = quantization_aware_training(config)
     ops = [node.op_type for node in onnx.load(str(result.path)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert result.top1_agreement >= 0.99
     assert abs(result.onnx_test_accuracy - result.qat_test_accuracy) <= 0.05
-    assert result.fp32_layers == ["features.0"]  # the 1-channel first conv stays FP32
     meta = read_onnx_metadata(result.path)
-    assert json.loads(meta["kd_edge.quantization"])["mode"] == "qat"
-    assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16]
-    assert json.loads(meta["kd_edge.ort_disabled_optimizers"]) == result.disabled_optimizers
+    assert json.loads(meta["kd_edge.quantization"])["mode"] == "qat" and json.loads(meta["kd_edge.quantization"])["qat_epochs"] == 1
+    assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and "kd_edge.calibration" in meta
     with pytest.raises(OutputError, match="--force"):
-        quantization_aware_training(QATConfig(str(distilled_run), str(tmp_path / "exports"), epochs=1, batch_size=32))
+        quantization_aware_training(config)
+
+
+def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
+    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.qat import prepare_for_qat, with_learnt_weights
+
+    model, folded = prepare_for_qat(load_checkpoint(distilled_run / "student.pt").build_model(), (1, 16, 16))
+    model(torch.randn(8, 1, 16, 16))  # one training-mode pass sets the observers
+    deployable = with_learnt_weights(model.eval(), folded)
+    conv = deployable.get_submodule("features.4")  # the second conv: quantized (the 1-channel first one stays FP32)
+    weight = conv.weight.detach().flatten(1)
+    scale = weight.abs().max(1).values / 127
+    steps = weight / scale[:, None]
+    assert torch.allclose(steps, steps.round(), atol=1e-3)  # every weight is an integer number of steps
 
 
 def test_cli_qat(tmp_path, distilled_run):
-    result = CliRunner().invoke(app, ["qat", str(distilled_run), "--epochs", "1", "--out", str(tmp_path / "q")])
+    result = CliRunner().invoke(app, ["qat", str(distilled_run), "--epochs", "1", "--out", str(tmp_path / "q"), "--no-optimize-latency"])
     assert result.exit_code == 0, result.output
     assert "after QAT" in result.output and (tmp_path / "q" / "student.qat.onnx").is_file()
 

@@ -41,8 +41,9 @@ def test_latency_search_is_measured_and_recorded(fp32_model):
     tried = result.latency_search
     assert tried and all(entry["batch1"] > 0 and entry["batch64"] > 0 for entry in tried)
     assert {tuple(entry["disabled_optimizers"]) for entry in tried} == {(), ("QDQPropagationTransformer",)}
-    chosen = [e for e in tried if e["fp32_nodes"] == result.excluded_nodes and e["disabled_optimizers"] == result.disabled_optimizers]
-    assert chosen and chosen[0]["score"] == min(e["score"] for e in tried if e["fp32_nodes"] == result.excluded_nodes)
+    same_nodes = [e for e in tried if e["fp32_nodes"] == result.excluded_nodes]
+    last_pair = same_nodes[-2:]  # the latest measurement of the chosen nodes, in both modes
+    assert min(last_pair, key=lambda e: e["score"])["disabled_optimizers"] == result.disabled_optimizers
     assert json.loads(read_onnx_metadata(result.path)["kd_edge.ort_disabled_optimizers"]) == result.disabled_optimizers
     assert OnnxModel(result.path).disabled_optimizers == result.disabled_optimizers
 
