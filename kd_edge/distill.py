@@ -25,11 +25,11 @@ from kd_edge.models import ModelSpec, count_macs, count_parameters
 from kd_edge.train import (
     DeviceSplit,
     Normalizer,
-    keep_freed_memory,
     accuracy,
     chance_threshold,
     cross_entropy_step,
     fit,
+    keep_freed_memory,
     normalization,
     predict_logits,
     resolve_device,
@@ -143,8 +143,8 @@ def fit_teacher(data: DeviceData, view: InputView, config: TrainConfig, run: Run
 
 def train_teacher(config: TeacherConfig, progress=None) -> dict:
     """Train a teacher with cross-entropy; writes teacher.pt, metrics.json and config.json."""
+    data, load_seconds = setup(config.run, config.data)  # bad data fails before the run folder is touched
     run = Run(config.run.out, [TEACHER_FILE], config.run.force, config.to_dict())
-    data, load_seconds = setup(config.run, config.data)
     record_data(run, data, load_seconds)
     view = InputView(data, *normalization(data.dataset, config.data.normalization))
     started = time.perf_counter()
@@ -162,8 +162,8 @@ def distill(config: DistillConfig, progress=None) -> dict:
     needs_teacher = config.kd.alpha < 1.0
     trains_teacher = needs_teacher and config.teacher_path is None
     teacher_checkpoint = load_checkpoint(config.teacher_path) if needs_teacher and config.teacher_path else None
-    run = Run(config.run.out, [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE], config.run.force, config.to_dict())
     data, load_seconds = setup(config.run, config.data)
+    run = Run(config.run.out, [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE], config.run.force, config.to_dict())
     record_data(run, data, load_seconds)
     student_view = InputView(data, *normalization(data.dataset, config.data.normalization))
 

@@ -122,7 +122,8 @@ def test_models_lists_parameters_and_macs():
 
 
 def test_unknown_dataset(tmp_path):
-    fails("distill", "--dataset", "imagenet", "--out", tmp_path, match="unknown dataset 'imagenet'")
+    fails("distill", "--dataset", "imagenet", "--out", tmp_path / "run", match="unknown dataset 'imagenet'")
+    assert not (tmp_path / "run").exists()  # bad input leaves nothing behind
 
 
 def test_unknown_model(tmp_path, easy_npz):
