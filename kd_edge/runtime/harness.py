@@ -163,11 +163,27 @@ def drone_loop(model: OnnxModel, images: np.ndarray, rate: float, seconds: float
     }
 
 
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def host_gflops_per_core() -> float:
-    """Float32 matrix-multiply throughput of one core of this machine (runs in a pinned child)."""
+    """Float32 matrix-multiply throughput of one core of this machine (runs in a pinned child).
+
+    The child's BLAS must start single-threaded: pinning only the calling thread would
+    leave BLAS worker threads, created when numpy is imported, on the other cores.
+    """
     context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(calibration_kernel)
+    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
+    try:
+        with context.Pool(1) as pool:
+            return pool.apply(calibration_kernel)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def calibration_kernel() -> float:
