@@ -4,7 +4,8 @@
 
 For each run folder of benchmarks/work (written by core_benchmark.py) it exports the
 student to ONNX, quantizes it with each calibration method, fine-tunes it with QAT,
-then times every form side by side in alternating rounds, in one process:
+then times every form with kd-edge bench's harness (each measurement alone in a
+fresh process, the forms alternating over 5 rounds):
 PyTorch eager FP32, ONNX Runtime FP32, INT8 static (minmax, entropy, percentile),
 INT8 after QAT, and an empty ONNX Runtime call (an Identity model) as the floor.
 Writes benchmarks/results/quantize.{md,json}.
@@ -87,13 +88,16 @@ def torch_latency_ms(checkpoint: Path, images: np.ndarray, normalize, threads: i
 def measure(run: str, forms: dict[str, Path], threads: int, data_dir: Path) -> list[dict]:
     from kd_edge.data import load_dataset
     from kd_edge.runtime import OnnxModel
-    from kd_edge.runtime.bench import interleaved_latency_ms
+    from kd_edge.runtime.harness import BenchConfig, run_benchmark
 
     dataset = load_dataset("fashion-mnist", data_dir)
     models = {name: OnnxModel(path, threads) for name, path in forms.items()}
     models["empty ONNX Runtime call"] = OnnxModel(empty_model(WORK / "exports" / "empty.onnx"), threads)
-    batch1 = interleaved_latency_ms(models, dataset.val.images[:1], runs=5000, rounds=10)
-    batch64 = interleaved_latency_ms(models, dataset.val.images[:64], runs=500, rounds=10)
+    # kd-edge bench's harness: each measurement alone in a fresh process, models alternating over 5 rounds.
+    config = BenchConfig(tuple(str(m.path) for m in models.values()), threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=2500, rounds=5)
+    p50 = {(r["model"], r["batch_size"]): r["latency_ms"]["p50"] for r in run_benchmark(config, images=dataset.val.images[:64])["results"]}
+    batch1 = {name: p50[str(model.path), 1] for name, model in models.items()}
+    batch64 = {name: p50[str(model.path), 64] for name, model in models.items()}
     fp32 = models["ONNX FP32"]
     rows = [{
         "run": run, "form": "PyTorch eager FP32", "size_bytes": (WORK / run / "student.pt").stat().st_size,

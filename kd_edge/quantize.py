@@ -314,11 +314,15 @@ def write_metadata(path: Path, base: dict, config: QuantizeConfig, calibration: 
     })
 
 
-def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int, runs: int = 500) -> dict:
-    """Median batch-1 and batch-64 latency (ms) of both models, measured side by side."""
-    from kd_edge.runtime.bench import interleaved_latency_ms
+def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int) -> dict:
+    """Median batch-1 and batch-64 latency (ms) of both models, measured by `kd-edge bench`'s harness:
+    each measurement in a fresh process, the two models alternating over three rounds."""
+    from kd_edge.runtime.harness import BenchConfig, run_benchmark
 
-    models = {"fp32": OnnxModel(fp32, threads), "int8": OnnxModel(int8, threads)}
-    batch1 = interleaved_latency_ms(models, images[:1], runs)
-    batch64 = interleaved_latency_ms(models, images[:64], runs // 10)
-    return {name: {"batch1": batch1[name], "batch64": batch64[name], "threads": threads} for name in models}
+    config = BenchConfig((str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=600, rounds=3)
+    report = run_benchmark(config, images=images[:64])
+    latency = {"fp32": {"threads": threads}, "int8": {"threads": threads}}
+    for result in report["results"]:
+        name = "fp32" if result["model"] == str(fp32) else "int8"
+        latency[name][f"batch{result['batch_size']}"] = result["latency_ms"]["p50"]
+    return latency

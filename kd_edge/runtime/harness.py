@@ -216,12 +216,18 @@ def benchmark_data(config: BenchConfig, input_shape) -> tuple[np.ndarray, np.nda
     return images, None, "random uint8 images (no labels: accuracy is null)"
 
 
-def run_benchmark(config: BenchConfig, on_result=None) -> dict:
-    """Measure every model at every (threads, batch size), in interleaved rounds; returns the report."""
+def run_benchmark(config: BenchConfig, on_result=None, images: np.ndarray | None = None) -> dict:
+    """Measure every model at every (threads, batch size), in interleaved rounds; returns the report.
+
+    ``images`` (unlabelled) replaces the config's data, for callers that hold their own.
+    """
     profile = get_profile(config.profile)
     probes = {path: OnnxModel(path, threads=1) for path in config.models}  # fails early on a bad model
     shapes = {probe.input_shape for probe in probes.values()}
-    images, labels, data_source = benchmark_data(config, next(iter(shapes)))
+    if images is None:
+        images, labels, data_source = benchmark_data(config, next(iter(shapes)))
+    else:
+        labels, data_source = None, "images given by the caller"
     for path, probe in probes.items():
         probe.check_images(images[:1])
     warnings = thread_warnings(config, profile)
