@@ -135,9 +135,11 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     train, val, test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
     normalize = Normalizer(student.data["mean"], student.data["std"], device)
     kd = student.config.get("kd", {"temperature": 4.0, "alpha": 1.0, "kd_loss": "kl"})
-    soft_labels = teacher_soft_labels(run_dir / "teacher.pt", train) if kd["alpha"] < 1.0 else None
+    # The teacher the student learnt from: trained into the run folder, or given with --teacher.
+    teacher_path = run_dir / "teacher.pt" if (run_dir / "teacher.pt").is_file() else Path(student.config.get("teacher_path") or run_dir / "teacher.pt")
+    soft_labels = teacher_soft_labels(teacher_path, train) if kd["alpha"] < 1.0 else None
     if kd["alpha"] < 1.0 and soft_labels is None:
-        raise CheckpointError(f"{str(run_dir)!r} has no teacher.pt; QAT keeps the teacher's soft labels in the loss. Pass a run folder of `kd-edge distill`.")
+        raise CheckpointError(f"the teacher of {str(run_dir)!r} ({str(teacher_path)!r}) is missing; QAT keeps the teacher's soft labels in the loss. Pass a run folder of `kd-edge distill` whose teacher still exists.")
 
     fp32_model = student.build_model().eval()
     fp32_accuracy = accuracy(fp32_model, test, normalize)

@@ -58,3 +58,12 @@ def test_cli_qat(tmp_path, distilled_run):
 def test_cli_qat_without_a_run(tmp_path):
     result = CliRunner().invoke(app, ["qat", str(tmp_path)])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_qat_finds_a_teacher_given_with_dash_dash_teacher(tmp_path, easy_npz, distilled_run):
+    out = tmp_path / "second"
+    result = CliRunner().invoke(app, ["distill", "--dataset", f"npz:{easy_npz}", "--epochs", "2", "--batch-size", "32", "--student-model", "cnn-tiny", "--teacher", str(distilled_run / "teacher.pt"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not (out / "teacher.pt").exists()
+    qat = quantization_aware_training(QATConfig(str(out), str(tmp_path / "q"), epochs=1, batch_size=32, optimize_latency=False))
+    assert qat.path.is_file()
