@@ -12,11 +12,17 @@ from kd_edge.errors import DatasetError, ModelFileError
 EVAL_BATCH_SIZE = 256
 
 
-def session_options(threads: int | None):
-    """Explicit, reproducible settings: sequential execution, ``threads`` intra-op threads, all graph optimisations."""
+def session_options(threads: int | None, spinning: bool = True):
+    """Explicit, reproducible settings: sequential execution, ``threads`` intra-op threads, all graph optimisations.
+
+    ``spinning=False`` makes idle pool threads sleep instead of spinning, so that
+    sessions timed side by side in one process do not take each other's cycles.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
@@ -30,14 +36,14 @@ def session_options(threads: int | None):
 DISABLED_OPTIMIZERS_KEY = "kd_edge.ort_disabled_optimizers"
 
 
-def open_session(path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None):
+def open_session(path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None, spinning: bool = True):
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model {str(path)!r} does not exist; export one with `kd-edge export RUN_DIR --onnx`")
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or None)
+        return ort.InferenceSession(str(path), session_options(threads, spinning), providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or None)
     except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, InvalidGraph...
         raise ModelFileError(f"cannot load {str(path)!r} as an ONNX model ({str(exc).strip().splitlines()[0]}); is it a complete .onnx file?") from exc
 
@@ -50,13 +56,13 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 class OnnxModel:
     """An ONNX classifier plus the preprocessing its kd-edge metadata describes."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None, spinning: bool = True):
         self.path = Path(path)
-        self.session = open_session(path, threads, disabled_optimizers)
+        self.session = open_session(path, threads, disabled_optimizers, spinning)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         hinted = json.loads(self.metadata.get(DISABLED_OPTIMIZERS_KEY, "[]"))
         if disabled_optimizers is None and hinted:
-            self.session = open_session(path, threads, hinted)
+            self.session = open_session(path, threads, hinted, spinning)
         self.disabled_optimizers = disabled_optimizers if disabled_optimizers is not None else hinted
         missing = [key for key in ("kd_edge.input_shape", "kd_edge.mean", "kd_edge.std") if key not in self.metadata]
         if missing:
