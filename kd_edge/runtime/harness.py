@@ -107,9 +107,12 @@ def run_job(job: Job) -> dict:
         result["peak_rss_mb"] = peak_rss_mb()
         return result
     except MemoryError:
-        return {"error": f"out of memory under the {job.constraints.memory_bytes:,}-byte cap while running {job.model} at batch {job.batch_size}"}
+        return {"error": f"out of memory under the {job.constraints.memory_bytes or 0:,}-byte memory cap while running {job.model} at batch {job.batch_size}; raise --memory or lower --batch-size"}
     except KdEdgeError as exc:
         return {"error": str(exc)}
+    except Exception as exc:  # onnxruntime's own errors (a failed allocation under a cap, a bad input): report, do not crash the child
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return {"error": f"{job.model} at batch {job.batch_size} failed in ONNX Runtime: {first_line}"}
 
 
 def peak_rss_mb() -> float:
