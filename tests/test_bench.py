@@ -185,3 +185,22 @@ def test_bench_never_imports_torch(tmp_path, tiny, half_right):
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert "torch imported: False" in completed.stdout
+
+
+def test_memory_cap_falls_back_to_rlimit_without_cgroups():
+    # In a child interpreter: RLIMIT_AS would also bind the test process.
+    code = (
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from kd_edge.runtime import emulate\n"
+        "emulate.CGROUP_ROOT = Path('/nonexistent-cgroups')\n"
+        "report = emulate.cap_memory(100 << 20)\n"
+        "print(report['enforced'], report['mechanism'].startswith('RLIMIT_AS'))\n"
+        "small = np.ones(50 << 20, np.uint8)\n"
+        "try:\n"
+        "    np.ones(300 << 20, np.uint8)\n"
+        "except MemoryError:\n"
+        "    print('MemoryError')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.stdout.split() == ["True", "True", "MemoryError"], completed.stdout + completed.stderr
