@@ -173,7 +173,7 @@ def search_latency(build, fp32_path: Path, prepared: Path, images: np.ndarray, e
 
 
 def latency_ratios(fp32_path: Path, int8_path: Path, disabled: list[str], images: np.ndarray, threads: int) -> dict:
-    from kd_edge.runtime.bench import interleaved_latency_ms
+    from kd_edge.runtime.harness import interleaved_latency_ms
 
     # Spinning off: two sessions in one process, each idle while the other is timed.
     models = {"fp32": OnnxModel(fp32_path, threads, spinning=False), "int8": OnnxModel(int8_path, threads, disabled, spinning=False)}
