@@ -290,7 +290,8 @@ def bench(
 ):
     """Benchmark ONNX models under an emulated drone target: latency, throughput, accuracy, memory. Needs no torch."""
     from kd_edge.runtime.emulate import parse_cores, parse_memory
-    from kd_edge.runtime.harness import BenchConfig, markdown_table, plot as draw, run_benchmark
+    from kd_edge.runtime.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.report import markdown_table, plot as draw
 
     config = BenchConfig(
         tuple(str(m) for m in models), tuple(threads), tuple(batch_size), warmup, runs, duration, rounds,
