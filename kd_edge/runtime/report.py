@@ -103,9 +103,13 @@ def plot(report: dict, path: Path) -> bool:
     if any(r["accuracy"] is not None for r in results):
         left.legend(fontsize=7)
     labels = [f"{Path(r['model']).stem}\nt{r['threads']} b{r['batch_size']}" for r in results]
-    right.boxplot([[r["latency_ms"][q] for q in ("min", "p50", "p90", "p99", "max")] for r in results], whis=(0, 100))
-    right.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
-    right.set_ylabel("latency (ms): min, p50, p90, p99, max")
+    positions = range(len(results))
+    right.vlines(positions, [r["latency_ms"]["min"] for r in results], [r["latency_ms"]["max"] for r in results], color="grey", label="min to max")
+    for quantile, marker in (("p50", "o"), ("p90", "^"), ("p99", "s")):
+        right.scatter(positions, [r["latency_ms"][quantile] for r in results], marker=marker, label=quantile, zorder=3)
+    right.set_xticks(list(positions), labels, fontsize=7)
+    right.set_ylabel("latency (ms)")
+    right.legend(fontsize=7)
     right.set_yscale("log")
     right.set_title("latency distribution")
     figure.tight_layout()
