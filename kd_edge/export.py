@@ -88,8 +88,8 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     if path.exists() and not config.force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     model = checkpoint.build_model().eval()
-    metadata = onnx_metadata(checkpoint, config.opset)
-    images = parity_images(checkpoint, config.data_dir)
+    metadata = onnx_metadata(checkpoint, model, config.opset)
+    images = parity_images(checkpoint_dataset(checkpoint, config.data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
         write_onnx(model, checkpoint.data["input_shape"], draft, config.opset, metadata)
@@ -134,7 +134,7 @@ def set_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(checkpoint: Checkpoint, opset: int) -> dict[str, str]:
+def onnx_metadata(checkpoint: Checkpoint, model: torch.nn.Module, opset: int) -> dict[str, str]:
     """What a board needs to preprocess input and trust the model, as ``kd_edge.*`` strings."""
     data = checkpoint.data
     return {
@@ -145,7 +145,7 @@ def onnx_metadata(checkpoint: Checkpoint, opset: int) -> dict[str, str]:
         "kd_edge.std": json.dumps(list(data["std"])),
         "kd_edge.dataset": str(data.get("dataset")),
         "kd_edge.model": checkpoint.spec.name,
-        "kd_edge.parameters": str(count_parameters(checkpoint.build_model())),
+        "kd_edge.parameters": str(count_parameters(model)),
         "kd_edge.test_accuracy": json.dumps(checkpoint.metrics.get("test_accuracy")),
         "kd_edge.source_sha256": file_sha256(checkpoint.path),
         "kd_edge.version": __version__,
@@ -155,15 +155,19 @@ def onnx_metadata(checkpoint: Checkpoint, opset: int) -> dict[str, str]:
     }
 
 
-def parity_images(checkpoint: Checkpoint, data_dir: str | None) -> np.ndarray:
-    """Up to PARITY_BATCH validation images of the checkpoint's dataset, uint8 NCHW, all classes represented."""
+def checkpoint_dataset(checkpoint: Checkpoint, data_dir: str | None):
+    """The dataset a checkpoint was trained on, read from ``data_dir`` or from the folder its run used."""
     from kd_edge.data import load_dataset
 
-    data_dir = data_dir or checkpoint.config.get("data", {}).get("data_dir")
-    image_size = checkpoint.config.get("data", {}).get("image_size")
-    dataset = load_dataset(checkpoint.data["dataset"], data_dir, image_size, download=False)
+    data_config = checkpoint.config.get("data", {})
+    dataset = load_dataset(checkpoint.data["dataset"], data_dir or data_config.get("data_dir"), data_config.get("image_size"), download=False)
     if list(dataset.input_shape) != list(checkpoint.data["input_shape"]):
         raise CheckpointError(f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects {checkpoint.data['input_shape']}")
+    return dataset
+
+
+def parity_images(dataset) -> np.ndarray:
+    """Up to PARITY_BATCH validation images, uint8 NCHW, all classes represented."""
     order = np.concatenate([np.flatnonzero(dataset.val.labels == c)[: PARITY_BATCH // dataset.num_classes + 1] for c in range(dataset.num_classes)])
     return dataset.val.images[np.sort(order)[:PARITY_BATCH]]
 

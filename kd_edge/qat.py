@@ -33,9 +33,8 @@ from torch.ao.quantization import disable_observer
 
 from kd_edge.checkpoint import load_checkpoint
 from kd_edge.config import TrainConfig
-from kd_edge.data import load_dataset
 from kd_edge.errors import CheckpointError, OutputError
-from kd_edge.export import check_parity, onnx_metadata, parity_images, set_metadata, write_onnx
+from kd_edge.export import check_parity, checkpoint_dataset, onnx_metadata, parity_images, set_metadata, write_onnx
 from kd_edge.io import ensure_writable_dir
 from kd_edge.losses import distillation_loss
 from kd_edge.quantize import QuantizeConfig, quantize
@@ -128,9 +127,8 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    data_config = student.config.get("data", {})
-    data_dir = config.data_dir or data_config.get("data_dir")
-    dataset = load_dataset(student.data["dataset"], data_dir, data_config.get("image_size"), download=False)
+    data_dir = config.data_dir or student.config.get("data", {}).get("data_dir")
+    dataset = checkpoint_dataset(student, data_dir)
     device = torch.device("cpu")
     train, val, test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
     normalize = Normalizer(student.data["mean"], student.data["std"], device)
@@ -158,9 +156,9 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as scratch:
         learnt = Path(scratch) / "student.qat-fp32.onnx"
-        write_onnx(with_learnt_weights(model, folded), dataset.input_shape, learnt, config.opset, onnx_metadata(student, config.opset))
+        write_onnx(with_learnt_weights(model, folded), dataset.input_shape, learnt, config.opset, onnx_metadata(student, fp32_model, config.opset))
         quantized = quantize(QuantizeConfig(model=str(learnt), out=str(Path(scratch) / path.name), data_dir=data_dir, optimize_latency=config.optimize_latency, latency_threads=config.latency_threads, force=True))
-        parity = check_parity(model, quantized.path, parity_images(student, data_dir), atol=float("inf"), min_agreement=QAT_MIN_AGREEMENT)
+        parity = check_parity(model, quantized.path, parity_images(dataset), atol=float("inf"), min_agreement=QAT_MIN_AGREEMENT)
         metadata = OnnxModel(quantized.path).metadata
         quantization = {**json.loads(metadata["kd_edge.quantization"]), "mode": "qat", "qat_epochs": config.epochs}
         set_metadata(quantized.path, {**metadata, "kd_edge.quantization": json.dumps(quantization), "kd_edge.fp32_test_accuracy": json.dumps(fp32_accuracy)})

@@ -58,12 +58,9 @@ def keep_freed_memory() -> None:
 
 def cpu_has_native_bf16() -> bool:
     """True where the CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX, ARM BF16)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = {flag for line in handle if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[1].split()}
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    from kd_edge.runtime.report import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

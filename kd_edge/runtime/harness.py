@@ -233,7 +233,7 @@ def benchmark_data(config: BenchConfig, input_shape) -> tuple[np.ndarray, np.nda
     return images, None, "random uint8 images (no labels: accuracy is null)"
 
 
-def run_benchmark(config: BenchConfig, on_result=None, images: np.ndarray | None = None) -> dict:
+def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> dict:
     """Measure every model at every (threads, batch size), in interleaved rounds; returns the report.
 
     ``images`` (unlabelled) replaces the config's data, for callers that hold their own.
@@ -249,22 +249,22 @@ def run_benchmark(config: BenchConfig, on_result=None, images: np.ndarray | None
         probe.check_images(images[:1])
     warnings = thread_warnings(config, profile)
     context = multiprocessing.get_context("spawn")
+    cores = config.cores or profile_cores(profile)
+    memory = config.memory_bytes or (profile.ram_mb and profile.ram_mb << 20)
     samples: dict[tuple, list[dict]] = {}
     settings = [(model, threads, batch) for threads in config.threads for batch in config.batch_sizes for model in config.models]
     for round_index in range(config.rounds):
         for model, threads, batch in settings:
-            constraints = Constraints(threads, config.cores or profile_cores(profile), config.memory_bytes or profile_memory(profile, config), config.cpu_quota)
-            job = Job(model, threads, batch, constraints, config.warmup, max(config.runs // config.rounds, 1), config.duration and config.duration / config.rounds,
-                      images, labels, config.rate if round_index == 0 else None, round_index == 0)
+            first = round_index == 0  # accuracy and the drone loop are measured once
+            job = Job(model, threads, batch, Constraints(threads, cores, memory, config.cpu_quota), config.warmup, max(config.runs // config.rounds, 1),
+                      config.duration and config.duration / config.rounds, images, labels, config.rate if first else None, first)
             result = run_in_child(context, job)
             if "error" in result:
                 raise KdEdgeError(result["error"])
             samples.setdefault((model, threads, batch), []).append(result)
-            if on_result:
-                on_result(model, threads, batch, round_index)
     calibration = host_gflops_per_core()
     results = [summarize(key, rounds, probes[key[0]], profile, calibration) for key, rounds in samples.items()]
-    return {"results": results, "environment": environment(config, profile, calibration), "data": data_source, "warnings": warnings, "config": config_dict(config)}
+    return {"results": results, "environment": environment(config, profile, calibration), "data": data_source, "warnings": warnings, "config": asdict(config)}
 
 
 def run_in_child(context, job: Job) -> dict:
@@ -295,10 +295,6 @@ def profile_cores(profile: DeviceProfile) -> tuple[int, ...] | None:
         return None
     available = sorted(os.sched_getaffinity(0))
     return tuple(available[: profile.cores]) if len(available) >= profile.cores else tuple(available)
-
-
-def profile_memory(profile: DeviceProfile, config: BenchConfig) -> int | None:
-    return None if profile.ram_mb is None else profile.ram_mb * (1 << 20)
 
 
 def thread_warnings(config: BenchConfig, profile: DeviceProfile) -> list[str]:
@@ -370,5 +366,3 @@ def parameter_count(model: OnnxModel) -> int | None:
     return int(value) if value else None
 
 
-def config_dict(config: BenchConfig) -> dict:
-    return {key: value for key, value in asdict(config).items()}
