@@ -89,7 +89,8 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     model = checkpoint.build_model().eval()
     metadata = onnx_metadata(checkpoint, model, config.opset)
-    images = parity_images(checkpoint_dataset(checkpoint, config.data_dir))
+    data_dir = config.data_dir or checkpoint.config.get("data", {}).get("data_dir")  # the folder its run read
+    images = parity_images(checkpoint_dataset(checkpoint, data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
         write_onnx(model, checkpoint.data["input_shape"], draft, config.opset, metadata)
@@ -99,7 +100,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     if config.int8:
         from kd_edge.quantize import QuantizeConfig, quantize
 
-        quantized = quantize(QuantizeConfig(model=str(path), data_dir=config.data_dir, force=config.force))
+        quantized = quantize(QuantizeConfig(model=str(path), data_dir=data_dir, force=config.force))
     return ExportResult(path=path, parity=parity, metadata=metadata, quantized=quantized)
 
 
