@@ -2,8 +2,9 @@
 
 A checkpoint is a plain dict of tensors and primitives, so ``torch.load`` can read
 it with ``weights_only=True`` (no pickled code runs). It holds the model's
-registry name and constructor arguments, the data's metadata (classes, input
-shape, normalisation), the metrics and config that produced it, and versions.
+registry name and constructor arguments, its model card (classes, input shape,
+normalisation, data reference: the schema the ONNX export carries too), the
+metrics and config that produced it, and versions.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from kd_edge import __version__
 from kd_edge.errors import CheckpointError
 from kd_edge.io import atomic_write
 from kd_edge.models import ModelSpec
+from kd_edge.runtime.card import ModelCard
 
 FORMAT = "kd-edge-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a model card replaces version 1's "data" dict
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Checkpoint:
     path: Path
     spec: ModelSpec
     state_dict: dict
-    data: dict  # dataset, classes, input_shape, layout, mean, std
+    card: ModelCard
     metrics: dict
     config: dict
     kd_edge_version: str
@@ -44,7 +46,7 @@ class Checkpoint:
         return model
 
 
-def save_checkpoint(path, model: nn.Module, spec: ModelSpec, data: dict, metrics: dict, config: dict) -> Path:
+def save_checkpoint(path, model: nn.Module, spec: ModelSpec, card: ModelCard, metrics: dict, config: dict) -> Path:
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -52,7 +54,7 @@ def save_checkpoint(path, model: nn.Module, spec: ModelSpec, data: dict, metrics
         "torch_version": str(torch.__version__),
         "model": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "data": data,
+        "card": card.to_dict(),
         "metrics": metrics,
         "config": config,
     }
@@ -81,13 +83,20 @@ def load_checkpoint(path) -> Checkpoint:
             path=path,
             spec=ModelSpec(**payload["model"]),
             state_dict=payload["state_dict"],
-            data=payload["data"],
+            card=ModelCard.from_dict(payload["card"] if "card" in payload else card_of_version_1(payload), f"checkpoint {str(path)!r}"),
             metrics=payload.get("metrics", {}),
             config=payload.get("config", {}),
             kd_edge_version=payload.get("kd_edge_version", "unknown"),
         )
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{str(path)!r} lacks a required field ({exc}); re-create it with kd-edge") from exc
+
+
+def card_of_version_1(payload: dict) -> dict:
+    """Version 1 kept the preprocessing in a "data" dict and the data folder in the run's config."""
+    data, data_config = dict(payload["data"]), payload.get("config", {}).get("data", {})
+    ref = {"dataset": data.pop("dataset"), "data_dir": data_config.get("data_dir"), "image_size": data_config.get("image_size")}
+    return {**data, "data": ref, "model": payload["model"]["name"], "test_accuracy": payload.get("metrics", {}).get("test_accuracy")}
 
 
 def load_failure_reason(exc: Exception) -> str:

@@ -41,6 +41,8 @@ DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")]
 PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto (bf16 where the hardware has it natively, else fp32), fp32 or bf16 (autocast; weights stay fp32).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")]
+OptimizeLatencyOpt = Annotated[bool, typer.Option("--optimize-latency/--no-optimize-latency", help="Keep in FP32 the nodes whose INT8 version is measured to be slower.")]
+CompareLatencyOpt = Annotated[bool, typer.Option("--compare-latency/--no-compare-latency", help="Time FP32 against INT8 at the end (a fresh process per measurement).")]
 
 
 def user_errors(command):
@@ -98,12 +100,13 @@ def teacher(
     require_training_extra()
     recipe = cfg.get_preset(preset)
     config = cfg.TeacherConfig(
-        data=cfg.DataConfig(dataset, optional_str(data_dir), image_size, normalization or recipe.normalization, augment),
+        data=cfg.DataConfig(dataset=dataset, data_dir=optional_str(data_dir), image_size=image_size, normalization=normalization or recipe.normalization, augment=augment),
         teacher=cfg.override(recipe.teacher, model=model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay),
-        run=cfg.RunConfig(str(out), seed, device, threads, force, precision or recipe.precision),
+        run=run_config(out, seed, device, threads, force, precision or recipe.precision),
     )
     from kd_edge.distill import train_teacher
 
+    prepare_training_process()
     metrics = train_teacher(config, progress=make_progress())
     print_summary(metrics, out)
 
@@ -149,16 +152,17 @@ def distill(
     recipe = cfg.get_preset(preset)
     shared = dict(batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay)
     config = cfg.DistillConfig(
-        data=cfg.DataConfig(dataset, optional_str(data_dir), image_size, normalization or recipe.normalization, augment),
+        data=cfg.DataConfig(dataset=dataset, data_dir=optional_str(data_dir), image_size=image_size, normalization=normalization or recipe.normalization, augment=augment),
         teacher=cfg.override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
         student=cfg.override(recipe.student, model=student_model, epochs=epochs, **shared),
         kd=cfg.override(recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy),
-        run=cfg.RunConfig(str(out), seed, device, threads, force, precision or recipe.precision),
+        run=run_config(out, seed, device, threads, force, precision or recipe.precision),
         teacher_path=optional_str(teacher),
     )
-    from kd_edge.distill import distill as run_distill
+    from kd_edge.distill import distill as distill_student
 
-    metrics = run_distill(config, progress=make_progress())
+    prepare_training_process()
+    metrics = distill_student(config, progress=make_progress())
     print_summary(metrics, out)
 
 
@@ -170,6 +174,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <stem>.onnx (and <stem>.int8.onnx).")] = Path("exports"),
     int8: Annotated[bool, typer.Option("--int8", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset; 17 loads in ONNX Runtime 1.14 and later.")] = 17,
+    optimize_latency: OptimizeLatencyOpt = True,
+    compare_latency: CompareLatencyOpt = True,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
 ):
@@ -177,15 +183,19 @@ def export(
     require_training_extra()
     from kd_edge.export import ExportConfig, export_onnx
 
-    result = export_onnx(ExportConfig(str(source), str(out), opset, int8, optional_str(data_dir), force))
+    result = export_onnx(ExportConfig(source=str(source), out_dir=str(out), opset=opset, data_dir=optional_str(data_dir), force=force))
     parity = result.parity
     console().print(
         f"wrote {result.path} ({result.path.stat().st_size:,} bytes, opset {opset}); parity on {parity.samples} validation images: "
         f"max |diff| {parity.max_abs_diff:.2e} (batch 1: {parity.max_abs_diff_batch1:.2e}, tolerance {parity.atol:g}), "
         f"top-1 agreement {parity.top1_agreement:.0%}"
     )
-    if result.quantized is not None:
-        print_quantize_result(result.quantized)
+    if int8:
+        from kd_edge.quantize import QuantizeConfig, quantize as quantize_model
+
+        # Calibrates on the data the export verified with (the run's own folder, unless --data-dir).
+        config = QuantizeConfig(model=str(result.path), data_dir=result.data_dir, optimize_latency=optimize_latency, compare_latency=compare_latency, force=force)
+        print_quantize_result(quantize_model(config))
 
 
 @app.command()
@@ -201,20 +211,22 @@ def quantize(
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic quantization (weights only, activations at run time) instead of static.")] = False,
     max_accuracy_drop: Annotated[float, typer.Option(help="Largest test-accuracy drop allowed, in percentage points; nodes are kept in FP32 until it fits.")] = 0.5,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Node names to keep in FP32 from the start (repeatable).")] = None,
-    optimize_latency: Annotated[bool, typer.Option("--optimize-latency/--no-optimize-latency", help="Keep in FP32 the nodes whose INT8 version is measured to be slower.")] = True,
+    optimize_latency: OptimizeLatencyOpt = True,
+    compare_latency: CompareLatencyOpt = True,
     threads: Annotated[int, typer.Option(help="Threads for the FP32-versus-INT8 latency comparison.")] = 2,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
 ):
     """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget; compares latency."""
     require_training_extra(("onnx",))
-    from kd_edge.quantize import QuantizeConfig, quantize as run_quantize
+    from kd_edge.quantize import QuantizeConfig, quantize as quantize_model
 
     config = QuantizeConfig(
-        str(model), optional_str(out), calibration, optional_str(data_dir), calibration_size, method, per_channel, quant_format,
-        "dynamic" if dynamic else "static", max_accuracy_drop, tuple(exclude or ()), optimize_latency, threads, force,
+        model=str(model), out=optional_str(out), calibration=calibration, data_dir=optional_str(data_dir), calibration_size=calibration_size,
+        method=method, per_channel=per_channel, format=quant_format, mode="dynamic" if dynamic else "static", max_accuracy_drop=max_accuracy_drop,
+        exclude=tuple(exclude or ()), optimize_latency=optimize_latency, compare_latency=compare_latency, latency_threads=threads, force=force,
     )
-    print_quantize_result(run_quantize(config))
+    print_quantize_result(quantize_model(config))
 
 
 @app.command()
@@ -226,44 +238,53 @@ def qat(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for student.qat.onnx.")] = Path("exports"),
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
-    optimize_latency: Annotated[bool, typer.Option("--optimize-latency/--no-optimize-latency", help="Keep in FP32 the nodes whose INT8 version is measured to be slower.")] = True,
+    optimize_latency: OptimizeLatencyOpt = True,
+    compare_latency: CompareLatencyOpt = True,
     force: ForceOpt = False,
 ):
     """Quantization-aware training: fine-tune the distilled student with fake INT8 quantization, export QDQ ONNX."""
     require_training_extra()
     from kd_edge.qat import QATConfig, quantization_aware_training
 
-    config = QATConfig(str(run_dir), str(out), epochs, lr, data_dir=optional_str(data_dir), seed=seed, optimize_latency=optimize_latency, force=force)
+    config = QATConfig(
+        run_dir=str(run_dir), out_dir=str(out), epochs=epochs, lr=lr, data_dir=optional_str(data_dir), seed=seed,
+        optimize_latency=optimize_latency, compare_latency=compare_latency, force=force,
+    )
     result = quantization_aware_training(config, progress=make_progress())
-    fp32, int8 = result.latency_ms["fp32"], result.latency_ms["int8"]
     console().print(
         f"wrote {result.path}: test accuracy FP32 {result.fp32_test_accuracy:.2%}, after QAT {result.qat_test_accuracy:.2%} "
         f"(ONNX Runtime {result.onnx_test_accuracy:.2%}, top-1 agreement {result.top1_agreement:.1%}); "
-        f"latency batch 1 {fp32['batch1'] * 1e3:.1f} us FP32 / {int8['batch1'] * 1e3:.1f} us INT8, "
-        f"batch 64 {fp32['batch64']:.3f} / {int8['batch64']:.3f} ms; nodes kept in FP32: {', '.join(result.fp32_layers) or 'none'}"
+        f"nodes kept in FP32: {', '.join(result.fp32_layers) or 'none'}"
     )
-    if int8["batch1"] > fp32["batch1"]:
-        console().print("[bold yellow]warning:[/] the QAT model is slower than FP32 at batch 1 on this machine")
+    if result.latency is not None:
+        print_latency_comparison(result.latency, "QAT")
 
 
 def print_quantize_result(result) -> None:
     from rich.table import Table
 
     table = Table(title=f"INT8 model {result.path}")
-    for column in ("model", "size (bytes)", "test acc", "batch 1 (ms)", "batch 64 (ms)"):
+    columns = ["model", "size (bytes)", "test acc"] + ([f"batch {b} (ms)" for b in result.latency.fp32_ms] if result.latency else [])
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, size, acc in (("fp32", result.sizes["fp32_bytes"], result.fp32_accuracy), ("int8", result.sizes["int8_bytes"], result.int8_accuracy)):
-        latency = result.latency_ms[name]
-        table.add_row(name, f"{size:,}", f"{acc:.2%}", f"{latency['batch1']:.4f}", f"{latency['batch64']:.4f}")
+    for name, size, acc in (("fp32", result.fp32_bytes, result.fp32_accuracy), ("int8", result.int8_bytes, result.int8_accuracy)):
+        latency = [] if result.latency is None else [f"{ms:.4f}" for ms in getattr(result.latency, f"{name}_ms").values()]
+        table.add_row(name, f"{size:,}", f"{acc:.2%}", *latency)
     out = console()
     out.print(table)
     kept = ", ".join(result.excluded_nodes) or "none"
     if result.disabled_optimizers:
         kept += f" (runs with ONNX Runtime's {', '.join(result.disabled_optimizers)} disabled, recorded in the model)"
     out.print(f"accuracy drop {result.accuracy_drop_points:.2f} points; nodes kept in FP32: {kept}; calibration: {result.calibration['size']} validation images ({result.calibration['method']})")
-    slower = [f"batch {b}" for b in ("1", "64") if result.latency_ms["int8"][f"batch{b}"] > result.latency_ms["fp32"][f"batch{b}"]]
+    if result.latency is not None:
+        print_latency_comparison(result.latency, "INT8")
+
+
+def print_latency_comparison(latency, name: str) -> None:
+    slower = latency.slower_batches()
     if slower:
-        out.print(f"[bold yellow]warning:[/] the INT8 model is slower than FP32 at {' and '.join(slower)} with {result.latency_ms['int8']['threads']} threads on this machine")
+        batches = " and ".join(f"batch {b}" for b in slower)
+        console().print(f"[bold yellow]warning:[/] the {name} model is slower than FP32 at {batches} with {latency.threads} threads on this machine")
 
 
 @app.command()
@@ -294,18 +315,19 @@ def bench(
     from kd_edge.runtime.report import markdown_table, plot as draw
 
     config = BenchConfig(
-        tuple(str(m) for m in models), tuple(threads), tuple(batch_size), warmup, runs, duration, rounds,
-        parse_cores(cores), parse_memory(memory), cpu_quota, dataset, optional_str(data), optional_str(data_dir), profile, rate,
+        models=tuple(str(m) for m in models), threads=tuple(threads), batch_sizes=tuple(batch_size), warmup=warmup, runs=runs,
+        duration=duration, rounds=rounds, cores=parse_cores(cores), memory_bytes=parse_memory(memory), cpu_quota=cpu_quota,
+        dataset=dataset, data=optional_str(data), data_dir=optional_str(data_dir), profile=profile, rate=rate,
     )
     report = run_benchmark(config)
     out = console()
-    for warning in report["warnings"]:
+    for warning in report.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}")
     print_bench_table(report)
     if json_path:
         from kd_edge.io import atomic_write_json
 
-        atomic_write_json(json_path, report)
+        atomic_write_json(json_path, report.to_dict())
     if markdown:
         from kd_edge.io import atomic_write
 
@@ -315,29 +337,29 @@ def bench(
         out.print("[bold yellow]warning:[/] no plot written: matplotlib is not installed (pip install matplotlib)")
 
 
-def print_bench_table(report: dict) -> None:
+def print_bench_table(report) -> None:
     from rich.table import Table
 
-    table = Table(title=f"kd-edge bench ({report['environment']['profile']['name']}; data: {report['data']})")
+    table = Table(title=f"kd-edge bench ({report.environment['profile']['name']}; data: {report.data})")
     for column in ("model", "thr", "batch", "p50 ms", "p99 ms", "img/s", "accuracy", "size", "RSS MB", "stable", "projected p50 ms"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for r in report["results"]:
-        projected = r["emulation"]["projection"].get("projected_p50_ms")
+    for r in report.results:
+        projected = r.projected_p50_ms
         table.add_row(
-            Path(r["model"]).name, str(r["threads"]), str(r["batch_size"]), f"{r['latency_ms']['p50']:.4f}", f"{r['latency_ms']['p99']:.4f}",
-            f"{r['throughput_ips']:,.0f}", "n/a" if r["accuracy"] is None else f"{r['accuracy']:.2%}", f"{r['size_bytes']:,}",
-            f"{r['peak_rss_mb']:.0f}", "yes" if r["stable"] else "[bold red]NO[/]", "n/a" if projected is None else f"{projected:.4f}",
+            Path(r.model).name, str(r.threads), str(r.batch_size), f"{r.latency_ms.p50:.4f}", f"{r.latency_ms.p99:.4f}",
+            f"{r.throughput_ips:,.0f}", "n/a" if r.accuracy is None else f"{r.accuracy:.2%}", f"{r.size_bytes:,}",
+            f"{r.peak_rss_mb:.0f}", "yes" if r.stable else "[bold red]NO[/]", "n/a" if projected is None else f"{projected:.4f}",
         )
     out = console()
     out.print(table)
-    for r in report["results"]:
-        for name, item in r["emulation"].items():
+    for r in report.results:
+        for name, item in r.emulation.items():
             if name != "projection" and item.get("requested") is not None and not item.get("enforced"):
-                out.print(f"[bold yellow]not enforced:[/] {name} for {Path(r['model']).name}: {item.get('reason')}")
-        if "drone_loop" in r:
-            loop = r["drone_loop"]
-            out.print(f"drone loop {Path(r['model']).name} at {loop['rate_hz']:g} Hz: {loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms")
-    if any("projected_p50_ms" in r["emulation"]["projection"] for r in report["results"]):
+                out.print(f"[bold yellow]not enforced:[/] {name} for {Path(r.model).name}: {item.get('reason')}")
+        if r.drone_loop is not None:
+            loop = r.drone_loop
+            out.print(f"drone loop {Path(r.model).name} at {loop['rate_hz']:g} Hz: {loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms")
+    if any(r.projected_p50_ms is not None for r in report.results):
         out.print("projected latencies are estimates scaled by measured host and published board FLOPS, not measurements (see the JSON's emulation.projection.method)")
 
 
@@ -399,6 +421,19 @@ def make_progress():
     from kd_edge.progress import RichProgress
 
     return RichProgress()
+
+
+def run_config(out: Path, seed: int, device: str, threads: int | None, force: bool, precision: str):
+    from kd_edge.config import RunConfig
+
+    return RunConfig(out=str(out), seed=seed, device=device, threads=threads, force=force, precision=precision)
+
+
+def prepare_training_process() -> None:
+    """Process-wide settings for a training command (never set by the library itself)."""
+    from kd_edge.train import keep_freed_memory
+
+    keep_freed_memory()
 
 
 def optional_str(path: Path | None) -> str | None:

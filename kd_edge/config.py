@@ -24,7 +24,7 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Which data, and how it is prepared.
 
@@ -44,7 +44,7 @@ class DataConfig:
         check(self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How one network is trained: architecture, optimiser, schedule."""
 
@@ -65,7 +65,7 @@ class TrainConfig:
         check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KDConfig:
     """The distillation loss: ``alpha * CE + (1 - alpha) * T^2 * KL``; ``alpha = 1`` is the student alone."""
 
@@ -81,7 +81,7 @@ class KDConfig:
         check(0.0 <= self.min_teacher_accuracy <= 1.0, f"--min-teacher-accuracy is a fraction in [0, 1], got {self.min_teacher_accuracy}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Where results go and how the run executes."""
 
@@ -98,7 +98,7 @@ class RunConfig:
         check(self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeacherConfig:
     data: DataConfig
     teacher: TrainConfig
@@ -108,7 +108,7 @@ class TeacherConfig:
         return {"stage": "teacher", **asdict(self)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillConfig:
     """Offline distillation: a frozen teacher (trained first unless ``teacher_path`` is given) and a student."""
 
@@ -123,7 +123,7 @@ class DistillConfig:
         return {"stage": "distill", **asdict(self)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     teacher: TrainConfig
     student: TrainConfig
@@ -135,14 +135,14 @@ class Preset:
 
 PRESETS = {
     "default": Preset(
-        teacher=TrainConfig("cnn-base", epochs=2, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
-        student=TrainConfig("cnn-small", epochs=3, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
+        teacher=TrainConfig(model="cnn-base", epochs=2, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
+        student=TrainConfig(model="cnn-small", epochs=3, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
         kd=KDConfig(temperature=4.0, alpha=0.5),
         description="kd-edge's recipe: BatchNorm CNNs, AdamW with a one-cycle schedule, cached soft labels",
     ),
     "reference": Preset(
-        teacher=TrainConfig("seed-teacher", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
-        student=TrainConfig("seed-student", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
+        teacher=TrainConfig(model="seed-teacher", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
+        student=TrainConfig(model="seed-student", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
         kd=KDConfig(temperature=4.0, alpha=0.5),
         normalization="half",
         precision="fp32",

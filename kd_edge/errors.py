@@ -49,5 +49,9 @@ class ModelFileError(KdEdgeError):
     """A file that is not a loadable ONNX model, or fails the ONNX checker."""
 
 
+class ModelCardError(ModelFileError):
+    """A model card (ONNX metadata, model.json) with a missing or malformed key."""
+
+
 class QuantizationError(KdEdgeError):
     """No INT8 model meets the accuracy budget, or calibration data does not fit."""

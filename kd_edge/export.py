@@ -15,10 +15,9 @@ batch 1 and at a larger batch. A mismatch raises ExportParityError.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.errors import CheckpointError, ExportParityError, OutputError
 from kd_edge.io import ensure_writable_dir
 from kd_edge.models import count_parameters
+from kd_edge.runtime.card import ModelCard, write_card
 
 DEFAULT_OPSET = 17
 EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
@@ -42,12 +42,13 @@ PARITY_BATCH = 256
 PARITY_SINGLES = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExportConfig:
+    """Options of ``kd-edge export``. ``data_dir`` overrides the folder the checkpoint's run read its data from."""
+
     source: str
     out_dir: str = "exports"
     opset: int = DEFAULT_OPSET
-    int8: bool = False
     data_dir: str | None = None
     force: bool = False
 
@@ -61,12 +62,12 @@ class ParityReport:
     atol: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExportResult:
     path: Path
     parity: ParityReport
-    metadata: dict
-    quantized: object = None  # a QuantizeResult when --int8 was asked for
+    card: ModelCard
+    data_dir: str | None  # the folder the data was read from: later stages (quantize) read the same
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
@@ -88,26 +89,22 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     if path.exists() and not config.force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     model = checkpoint.build_model().eval()
-    metadata = onnx_metadata(checkpoint, model, config.opset)
-    data_dir = config.data_dir or checkpoint.config.get("data", {}).get("data_dir")  # the folder its run read
-    images = parity_images(checkpoint_dataset(checkpoint, data_dir))
+    card = export_card(checkpoint, model, config.opset)
+    images = parity_images(checkpoint_dataset(checkpoint, config.data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
-        write_onnx(model, checkpoint.data["input_shape"], draft, config.opset, metadata)
+        write_onnx(model, card, draft, config.opset)
         parity = check_parity(model, draft, images)
         draft.replace(path)
-    quantized = None
-    if config.int8:
-        from kd_edge.quantize import QuantizeConfig, quantize
-
-        quantized = quantize(QuantizeConfig(model=str(path), data_dir=data_dir, force=config.force))
-    return ExportResult(path=path, parity=parity, metadata=metadata, quantized=quantized)
+    data_dir = config.data_dir or (card.data.data_dir if card.data else None)
+    return ExportResult(path=path, parity=parity, card=card, data_dir=data_dir)
 
 
-def write_onnx(model: torch.nn.Module, input_shape, path: Path, opset: int, metadata: dict) -> None:
+def write_onnx(model: torch.nn.Module, card: ModelCard, path: Path, opset: int) -> None:
+    """Export ``model``, check the graph, and write ``card`` into its metadata."""
     import onnx
 
-    example = torch.zeros(1, *input_shape)
+    example = torch.zeros(1, *card.input_shape)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo; the choice is deliberate (module docstring).
@@ -119,51 +116,33 @@ def write_onnx(model: torch.nn.Module, input_shape, path: Path, opset: int, meta
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-    proto.doc_string = f"kd-edge {__version__}: {metadata['kd_edge.model']} trained on {metadata['kd_edge.dataset']}"
+    proto.doc_string = f"kd-edge {__version__}: {card.model} trained on {card.data.dataset if card.data else 'unknown data'}"
     onnx.save(proto, str(path))
-    set_metadata(path, metadata)
+    write_card(path, card)
 
 
-def set_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """Replace the model's ``metadata_props`` with ``metadata``."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
-
-
-def onnx_metadata(checkpoint: Checkpoint, model: torch.nn.Module, opset: int) -> dict[str, str]:
-    """What a board needs to preprocess input and trust the model, as ``kd_edge.*`` strings."""
-    data = checkpoint.data
-    return {
-        "kd_edge.classes": json.dumps(list(data["classes"])),
-        "kd_edge.input_shape": json.dumps(list(data["input_shape"])),
-        "kd_edge.layout": data.get("layout", "NCHW"),
-        "kd_edge.mean": json.dumps(list(data["mean"])),
-        "kd_edge.std": json.dumps(list(data["std"])),
-        "kd_edge.dataset": str(data.get("dataset")),
-        "kd_edge.model": checkpoint.spec.name,
-        "kd_edge.parameters": str(count_parameters(model)),
-        "kd_edge.test_accuracy": json.dumps(checkpoint.metrics.get("test_accuracy")),
-        "kd_edge.source_sha256": file_sha256(checkpoint.path),
-        "kd_edge.version": __version__,
-        "kd_edge.torch_version": str(torch.__version__),
-        "kd_edge.opset": str(opset),
-        "kd_edge.exporter": EXPORTER,
-    }
+def export_card(checkpoint: Checkpoint, model: torch.nn.Module, opset: int) -> ModelCard:
+    """The checkpoint's card, plus what the export adds: provenance and versions."""
+    versions = {"kd_edge": __version__, "torch": str(torch.__version__), "opset": opset, "exporter": EXPORTER}
+    return replace(
+        checkpoint.card,
+        model=checkpoint.spec.name,
+        parameters=count_parameters(model),
+        test_accuracy=checkpoint.card.test_accuracy if checkpoint.card.test_accuracy is not None else checkpoint.metrics.get("test_accuracy"),
+        source_sha256=file_sha256(checkpoint.path),
+        versions=versions,
+    )
 
 
 def checkpoint_dataset(checkpoint: Checkpoint, data_dir: str | None):
-    """The dataset a checkpoint was trained on, read from ``data_dir`` or from the folder its run used."""
-    from kd_edge.data import load_dataset
+    """The dataset a checkpoint was trained on, from its card's data reference (``data_dir`` overrides the folder)."""
+    from kd_edge.data import load_data
 
-    data_config = checkpoint.config.get("data", {})
-    dataset = load_dataset(checkpoint.data["dataset"], data_dir or data_config.get("data_dir"), data_config.get("image_size"), download=False)
-    if list(dataset.input_shape) != list(checkpoint.data["input_shape"]):
-        raise CheckpointError(f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects {checkpoint.data['input_shape']}")
+    if checkpoint.card.data is None:
+        raise CheckpointError(f"{str(checkpoint.path)!r} does not record its dataset; re-create it with `kd-edge distill`")
+    dataset = load_data(checkpoint.card.data, data_dir)
+    if tuple(dataset.input_shape) != tuple(checkpoint.card.input_shape):
+        raise CheckpointError(f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects {list(checkpoint.card.input_shape)}")
     return dataset
 
 

@@ -21,23 +21,22 @@
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-
 from torch.ao.quantization import disable_observer
 
 from kd_edge.checkpoint import load_checkpoint
 from kd_edge.config import TrainConfig
 from kd_edge.errors import CheckpointError, OutputError
-from kd_edge.export import check_parity, checkpoint_dataset, onnx_metadata, parity_images, set_metadata, write_onnx
+from kd_edge.export import check_parity, checkpoint_dataset, export_card, parity_images, write_onnx
 from kd_edge.io import ensure_writable_dir
 from kd_edge.losses import distillation_loss
-from kd_edge.quantize import QuantizeConfig, quantize
+from kd_edge.quantize import LatencyComparison, QuantizeConfig, quantize
+from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.train import DeviceSplit, Normalizer, accuracy, fit, predict_logits
 
@@ -47,7 +46,7 @@ from kd_edge.train import DeviceSplit, Normalizer, accuracy, fit, predict_logits
 QAT_MIN_AGREEMENT = 0.99
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QATConfig:
     run_dir: str
     out_dir: str = "exports"
@@ -58,11 +57,12 @@ class QATConfig:
     opset: int = 17
     seed: int = 0
     optimize_latency: bool = True
+    compare_latency: bool = True
     latency_threads: int = 2
     force: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QATResult:
     path: Path
     fp32_test_accuracy: float
@@ -71,7 +71,7 @@ class QATResult:
     top1_agreement: float
     fp32_layers: list[str]  # ONNX nodes the quantizer kept in FP32
     disabled_optimizers: list[str]
-    latency_ms: dict  # {"fp32": {"batch1": .., "batch64": ..}, "int8": {...}}
+    latency: LatencyComparison | None
     seconds: float
 
 
@@ -126,12 +126,11 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     if path.exists() and not config.force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    data_dir = config.data_dir or student.config.get("data", {}).get("data_dir")
-    dataset = checkpoint_dataset(student, data_dir)
+    dataset = checkpoint_dataset(student, config.data_dir)
+    data_dir = config.data_dir or student.card.data.data_dir
     device = torch.device("cpu")
     train, val, test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
-    normalize = Normalizer(student.data["mean"], student.data["std"], device)
+    normalize = Normalizer(student.card.mean, student.card.std, device)
     kd = student.config.get("kd", {"temperature": 4.0, "alpha": 1.0, "kd_loss": "kl"})
     # The teacher the student learnt from: trained into the run folder, or given with --teacher.
     teacher_path = run_dir / "teacher.pt" if (run_dir / "teacher.pt").is_file() else Path(student.config.get("teacher_path") or run_dir / "teacher.pt")
@@ -148,7 +147,7 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
         teacher_logits = soft_labels[index] if soft_labels is not None else None
         return {**distillation_loss(logits, teacher_logits, labels, kd["temperature"], kd["alpha"], kd["kd_loss"]), "logits": logits}
 
-    recipe = TrainConfig(student.spec.name, epochs=config.epochs, batch_size=config.batch_size, optimizer="adamw", lr=config.lr, weight_decay=0.0, schedule="cosine")
+    recipe = TrainConfig(model=student.spec.name, epochs=config.epochs, batch_size=config.batch_size, optimizer="adamw", lr=config.lr, weight_decay=0.0, schedule="cosine")
     fit(model, train, val, normalize, recipe, step, stage="qat", seed=config.seed + 2, progress=progress)
     model.eval()
     model.apply(disable_observer)  # freeze the learnt ranges
@@ -156,16 +155,19 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as scratch:
         learnt = Path(scratch) / "student.qat-fp32.onnx"
-        write_onnx(with_learnt_weights(model, folded), dataset.input_shape, learnt, config.opset, onnx_metadata(student, fp32_model, config.opset))
-        quantized = quantize(QuantizeConfig(model=str(learnt), out=str(Path(scratch) / path.name), data_dir=data_dir, optimize_latency=config.optimize_latency, latency_threads=config.latency_threads, force=True))
+        write_onnx(with_learnt_weights(model, folded), export_card(student, fp32_model, config.opset), learnt, config.opset)
+        quantized = quantize(QuantizeConfig(
+            model=str(learnt), out=str(Path(scratch) / path.name), data_dir=data_dir, optimize_latency=config.optimize_latency,
+            compare_latency=config.compare_latency, latency_threads=config.latency_threads, force=True,
+        ))
         parity = check_parity(model, quantized.path, parity_images(dataset), atol=float("inf"), min_agreement=QAT_MIN_AGREEMENT)
-        metadata = OnnxModel(quantized.path).metadata
-        quantization = {**json.loads(metadata["kd_edge.quantization"]), "mode": "qat", "qat_epochs": config.epochs}
-        set_metadata(quantized.path, {**metadata, "kd_edge.quantization": json.dumps(quantization), "kd_edge.fp32_test_accuracy": json.dumps(fp32_accuracy)})
+        card = OnnxModel(quantized.path).card
+        write_card(quantized.path, replace(card, quantization={**card.quantization, "mode": "qat", "qat_epochs": config.epochs}, fp32_test_accuracy=fp32_accuracy))
         quantized.path.replace(path)
     return QATResult(
-        path, fp32_accuracy, qat_accuracy, quantized.int8_accuracy, parity.top1_agreement,
-        quantized.excluded_nodes, quantized.disabled_optimizers, quantized.latency_ms, time.perf_counter() - started,
+        path=path, fp32_test_accuracy=fp32_accuracy, qat_test_accuracy=qat_accuracy, onnx_test_accuracy=quantized.int8_accuracy,
+        top1_agreement=parity.top1_agreement, fp32_layers=quantized.excluded_nodes, disabled_optimizers=quantized.disabled_optimizers,
+        latency=quantized.latency, seconds=time.perf_counter() - started,
     )
 
 
@@ -174,4 +176,4 @@ def teacher_soft_labels(path: Path, train: DeviceSplit):
         return None
     teacher = load_checkpoint(path)
     model = teacher.build_model().eval()
-    return predict_logits(model, train, Normalizer(teacher.data["mean"], teacher.data["std"], train.images.device))
+    return predict_logits(model, train, Normalizer(teacher.card.mean, teacher.card.std, train.images.device))

@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationError
 from kd_edge.io import ensure_writable_dir
-from kd_edge.runtime.session import DISABLED_OPTIMIZERS_KEY, OnnxModel
+from kd_edge.runtime.card import write_card
+from kd_edge.runtime.session import OnnxModel
 
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
@@ -33,9 +33,13 @@ QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 MIN_CALIBRATION_PER_CLASS = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuantizeConfig:
-    """Options of ``kd-edge quantize``; ``max_accuracy_drop`` is in percentage points."""
+    """Options of ``kd-edge quantize``; ``max_accuracy_drop`` is in percentage points.
+
+    ``calibration`` names the dataset (default: the one in the model's card);
+    ``compare_latency`` times FP32 against INT8 at the end (a dozen benchmark processes).
+    """
 
     model: str
     out: str | None = None
@@ -49,6 +53,7 @@ class QuantizeConfig:
     max_accuracy_drop: float = 0.5
     exclude: tuple[str, ...] = ()
     optimize_latency: bool = True
+    compare_latency: bool = True
     latency_threads: int = 2
     force: bool = False
 
@@ -60,9 +65,24 @@ class QuantizeConfig:
             raise ConfigError(f"--calibration-size must be positive, got {self.calibration_size}")
         if self.max_accuracy_drop < 0:
             raise ConfigError(f"--max-accuracy-drop is in points and cannot be negative, got {self.max_accuracy_drop}")
+        if self.latency_threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.latency_threads}")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class LatencyComparison:
+    """Median latency (ms) of the FP32 and INT8 models per batch size, from `kd-edge bench`'s harness."""
+
+    threads: int
+    fp32_ms: dict[int, float]
+    int8_ms: dict[int, float]
+
+    def slower_batches(self) -> list[int]:
+        """Batch sizes at which the INT8 model is slower than FP32."""
+        return [batch for batch in self.fp32_ms if self.int8_ms[batch] > self.fp32_ms[batch]]
+
+
+@dataclass(frozen=True, kw_only=True)
 class QuantizeResult:
     path: Path
     fp32_accuracy: float
@@ -71,8 +91,9 @@ class QuantizeResult:
     calibration: dict
     disabled_optimizers: list[str] = field(default_factory=list)
     latency_search: list[dict] = field(default_factory=list)  # every configuration timed, with its INT8/FP32 ratios
-    latency_ms: dict = field(default_factory=dict)  # {"fp32": {"batch1": .., "batch64": ..}, "int8": {...}}
-    sizes: dict = field(default_factory=dict)
+    latency: LatencyComparison | None = None  # None when compare_latency is off
+    fp32_bytes: int
+    int8_bytes: int
 
     @property
     def accuracy_drop_points(self) -> float:
@@ -114,15 +135,16 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         if 100 * (fp32_test - int8_test) > config.max_accuracy_drop:
             excluded, int8_test = fit_budget(build, prepared, dataset, fp32, fp32_test, excluded, config.max_accuracy_drop)
         build(excluded)
-        write_metadata(candidate, fp32.metadata, config, calib_info, excluded, disabled, fp32_test, int8_test)
+        quantization = {"mode": config.mode, "format": config.format, "per_channel": config.per_channel, "activation_type": "int8", "weight_type": "int8", "excluded_nodes": excluded}
+        card = replace(fp32.card, quantization=quantization, calibration=calib_info, fp32_test_accuracy=fp32_test, test_accuracy=int8_test, ort_disabled_optimizers=disabled)
+        write_card(candidate, card)
         candidate.replace(out)
 
-    result = QuantizeResult(
-        out, fp32_test, int8_test, excluded, calib_info, disabled, search,
-        sizes={"fp32_bytes": source.stat().st_size, "int8_bytes": out.stat().st_size},
+    latency = compare_latency(source, out, dataset.val.images, config.latency_threads) if config.compare_latency else None
+    return QuantizeResult(
+        path=out, fp32_accuracy=fp32_test, int8_accuracy=int8_test, excluded_nodes=excluded, calibration=calib_info,
+        disabled_optimizers=disabled, latency_search=search, latency=latency, fp32_bytes=source.stat().st_size, int8_bytes=out.stat().st_size,
     )
-    result.latency_ms = compare_latency(source, out, dataset.val.images, config.latency_threads)
-    return result
 
 
 # ONNX Runtime moves QuantizeLinear nodes up through MaxPool (QDQ propagation). After an
@@ -192,12 +214,15 @@ def check_onnx(path: Path) -> None:
 
 
 def calibration_dataset(config: QuantizeConfig, model: OnnxModel):
-    from kd_edge.data import load_dataset
+    """``--calibration NAME``, or the dataset the model's card names (at the image size it was trained at)."""
+    from kd_edge.data import load_data, load_dataset
 
-    name = config.calibration or model.metadata.get("kd_edge.dataset")
-    if not name:
+    if config.calibration:
+        dataset = load_dataset(config.calibration, config.data_dir, download=False)
+    elif model.card.data is not None:
+        dataset = load_data(model.card.data, config.data_dir)
+    else:
         raise ConfigError(f"{str(model.path)!r} does not name its dataset; pass --calibration NAME")
-    dataset = load_dataset(name, config.data_dir, download=False)
     if tuple(dataset.input_shape) != tuple(model.input_shape):
         raise DatasetError(
             f"calibration data {dataset.name!r} has input {list(dataset.input_shape)} but {str(model.path)!r} "
@@ -301,29 +326,15 @@ def fit_budget(build, prepared: Path, dataset, fp32: OnnxModel, fp32_test: float
     )
 
 
-def write_metadata(path: Path, base: dict, config: QuantizeConfig, calibration: dict, excluded: list[str], disabled: list[str], fp32_acc: float, int8_acc: float) -> None:
-    from kd_edge.export import set_metadata
-
-    quantization = {"mode": config.mode, "format": config.format, "per_channel": config.per_channel, "activation_type": "int8", "weight_type": "int8", "excluded_nodes": excluded}
-    set_metadata(path, {
-        **base,
-        "kd_edge.quantization": json.dumps(quantization),
-        "kd_edge.calibration": json.dumps(calibration),
-        "kd_edge.fp32_test_accuracy": json.dumps(fp32_acc),
-        "kd_edge.test_accuracy": json.dumps(int8_acc),
-        DISABLED_OPTIMIZERS_KEY: json.dumps(disabled),
-    })
-
-
-def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int) -> dict:
-    """Median batch-1 and batch-64 latency (ms) of both models, measured by `kd-edge bench`'s harness:
+def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int) -> LatencyComparison:
+    """Median batch-1 and batch-64 latency of both models, measured by `kd-edge bench`'s harness:
     each measurement in a fresh process, the two models alternating over three rounds."""
     from kd_edge.runtime.harness import BenchConfig, run_benchmark
 
-    config = BenchConfig((str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=600, rounds=3)
+    config = BenchConfig(models=(str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=600, rounds=3)
     report = run_benchmark(config, images=images[:64])
-    latency = {"fp32": {"threads": threads}, "int8": {"threads": threads}}
-    for result in report["results"]:
-        name = "fp32" if result["model"] == str(fp32) else "int8"
-        latency[name][f"batch{result['batch_size']}"] = result["latency_ms"]["p50"]
-    return latency
+    return LatencyComparison(
+        threads=threads,
+        fp32_ms={batch: report.p50_ms(str(fp32), batch) for batch in (1, 64)},
+        int8_ms={batch: report.p50_ms(str(int8), batch) for batch in (1, 64)},
+    )

@@ -6,6 +6,7 @@ normalised on the fly, so there are no per-sample PIL transforms and no workers.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_edge.config import TrainConfig
-from kd_edge.data import ImageDataset, Split
+from kd_edge.data.dataset import ImageDataset, Split
 from kd_edge.errors import ConfigError, TrainingDivergedError
 from kd_edge.progress import EpochLog, SilentProgress
+from kd_edge.runtime.host import has_native_bf16
 
 EVAL_BATCH_SIZE = 256  # fits in cache: 2-3x the throughput of batch 1000 on CPU
 MAX_SHIFT = 2  # pixels, for --augment
@@ -35,7 +37,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def keep_freed_memory() -> None:
-    """Stop glibc from returning each step's activations to the OS only to fault them in again.
+    """Process-wide: stop glibc from returning each step's activations to the OS only to fault them in again.
 
     By default glibc serves blocks over its (adaptive) mmap threshold with fresh
     mmaps and trims the heap top on free; a training step allocates and frees
@@ -56,13 +58,6 @@ def keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX, ARM BF16)."""
-    from kd_edge.runtime.report import cpu_flags
-
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
     """``auto`` trains in bfloat16 where the hardware supports it natively, else in float32.
 
@@ -73,7 +68,42 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "bf16" if has_native_bf16() else "fp32"
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` intra-op threads (None: leave torch's choice), then restore."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None):
+    """Run the block with torch's global RNG seeded to ``seed``, then put the caller's RNG state back.
+
+    Library calls stay free of process-wide side effects, and every random draw of a
+    stage (initial weights, dropout) depends on its own seed alone.
+    """
+    cuda = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_seeded(spec, seed: int) -> nn.Module:
+    """Build ``spec``'s model with weights drawn from ``seed`` alone.
+
+    Runs that differ only in their loss (distilled or alone, another temperature)
+    therefore start from identical weights at the same seed: comparisons are paired.
+    """
+    with seeded(seed):
+        return spec.build()
 
 
 def autocast(device: torch.device, precision: str):
@@ -148,17 +178,17 @@ def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: in
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: DeviceSplit, normalize: Normalizer, precision: str = "fp32") -> torch.Tensor:
+def predict_logits(model: nn.Module, split: DeviceSplit, normalize: Normalizer, precision: str = "fp32") -> torch.Tensor:
     was_training = model.training
     model.eval()
-    with autocast(data.images.device, precision):
-        outputs = [model(normalize(images)).float() for _, images, _ in data.batches(EVAL_BATCH_SIZE)]
+    with autocast(split.images.device, precision):
+        outputs = [model(normalize(images)).float() for _, images, _ in split.batches(EVAL_BATCH_SIZE)]
     model.train(was_training)
     return torch.cat(outputs)
 
 
-def accuracy(model: nn.Module, data: DeviceSplit, normalize: Normalizer) -> float:
-    return (predict_logits(model, data, normalize).argmax(1) == data.labels).float().mean().item()
+def accuracy(model: nn.Module, split: DeviceSplit, normalize: Normalizer) -> float:
+    return (predict_logits(model, split, normalize).argmax(1) == split.labels).float().mean().item()
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -222,52 +252,79 @@ def fit(
     """Train ``model`` for ``config.epochs`` and leave it holding its best-on-validation weights.
 
     After every epoch that improves validation accuracy, ``save_best(model, info)``
-    writes a checkpoint, so a crash or divergence keeps the last good one.
+    writes a checkpoint, so a crash or divergence keeps the last good one. Data order,
+    augmentation and dropout draw from ``seed`` alone.
     """
     progress = progress or SilentProgress()
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(model, config)
-    steps_per_epoch = max(len(train) // config.batch_size, 1)
-    scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
-    best = FitResult(best_val_accuracy=-1.0, best_epoch=0, history=[], seconds=0.0)
-    best_state, last_saved = None, None
     started = time.perf_counter()
-    progress.start(stage, config.epochs, steps_per_epoch)
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        sums, correct, seen = {}, 0, 0
-        for step, (index, images, labels) in enumerate(train.batches(config.batch_size, generator), start=1):
-            if augment:
-                images = random_shift(images, generator)
-            with autocast(images.device, precision):
-                terms = step_fn(model, index, images, labels)
-            check_finite(terms, stage, epoch, step, last_saved)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            seen += len(labels)
-            correct += (terms["logits"].argmax(1) == labels).sum().item()
-            for name, value in terms.items():
-                if name != "logits":
-                    sums[name] = sums.get(name, 0.0) + value.item() * len(labels)
-            progress.step(terms["loss"].item(), seen / (time.perf_counter() - epoch_start))
-        seconds = time.perf_counter() - epoch_start
-        val_accuracy = accuracy(model, val, normalize)
-        means = {name: total / seen for name, total in sums.items()}
-        log = EpochLog(stage, epoch, config.epochs, means.pop("loss"), correct / seen, val_accuracy, seen / seconds, seconds, means)
-        best.history.append(log)
-        if val_accuracy > best.best_val_accuracy:
-            best.best_val_accuracy, best.best_epoch = val_accuracy, epoch
-            best_state = copy.deepcopy(model.state_dict())
-            if save_best is not None:
-                last_saved = save_best(model, {"epoch": epoch, "val_accuracy": val_accuracy})
-        progress.epoch_done(log)
+    with seeded(seed, train.images.device):
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = make_optimizer(model, config)
+        steps_per_epoch = max(len(train) // config.batch_size, 1)
+        scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
+        best = FitResult(best_val_accuracy=-1.0, best_epoch=0, history=[], seconds=0.0)
+        best_state, last_saved = None, None
+        progress.start(stage, config.epochs, steps_per_epoch)
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            step = OptimizerStep(model, optimizer, scheduler, step_fn, precision, stage, epoch, last_saved)
+            means, train_accuracy, seen = train_epoch(step, train, config.batch_size, generator, augment, progress)
+            seconds = time.perf_counter() - epoch_start
+            val_accuracy = accuracy(model, val, normalize)
+            log = EpochLog(stage, epoch, config.epochs, means.pop("loss"), train_accuracy, val_accuracy, seen / seconds, seconds, means)
+            best.history.append(log)
+            if val_accuracy > best.best_val_accuracy:
+                best.best_val_accuracy, best.best_epoch = val_accuracy, epoch
+                best_state = copy.deepcopy(model.state_dict())
+                if save_best is not None:
+                    last_saved = save_best(model, {"epoch": epoch, "val_accuracy": val_accuracy})
+            progress.epoch_done(log)
     model.load_state_dict(best_state)
     best.seconds = time.perf_counter() - started
     return best
+
+
+@dataclass
+class OptimizerStep:
+    """One optimiser step of one epoch: forward through ``step_fn``, check, backward, update."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    step_fn: StepFn
+    precision: str
+    stage: str
+    epoch: int
+    last_saved: str | None
+
+    def __call__(self, number: int, index, images, labels) -> dict:
+        with autocast(images.device, self.precision):
+            terms = self.step_fn(self.model, index, images, labels)
+        check_finite(terms, self.stage, self.epoch, number, self.last_saved)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return terms
+
+
+def train_epoch(step: OptimizerStep, train: DeviceSplit, batch_size: int, generator, augment: bool, progress) -> tuple[dict, float, int]:
+    """One pass over the shuffled train split; returns (mean of each loss term, train accuracy, images seen)."""
+    step.model.train()
+    started = time.perf_counter()
+    sums, correct, seen = {}, 0, 0
+    for number, (index, images, labels) in enumerate(train.batches(batch_size, generator), start=1):
+        if augment:
+            images = random_shift(images, generator)
+        terms = step(number, index, images, labels)
+        seen += len(labels)
+        correct += (terms["logits"].argmax(1) == labels).sum().item()
+        for name, value in terms.items():
+            if name != "logits":
+                sums[name] = sums.get(name, 0.0) + value.item() * len(labels)
+        progress.step(terms["loss"].item(), seen / (time.perf_counter() - started))
+    return {name: total / seen for name, total in sums.items()}, correct / seen, seen
 
 
 def cross_entropy_step(normalize: Normalizer) -> StepFn:

@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny datasets the tests make themselves, and no network access."""
+"""Shared fixtures: tiny datasets the tests make themselves, trained once per session, and no network access."""
+
+import shutil
 
 import numpy as np
 import pytest
@@ -23,23 +25,53 @@ def easy_images(n_per_class: int, num_classes: int = 3, size: int = 16, channels
     return images[order], labels[order].astype(np.int64)
 
 
-@pytest.fixture
-def easy_npz(tmp_path):
-    """An npz dataset of 3 easy classes, 16x16 grayscale, 60 images per class."""
+@pytest.fixture(scope="session")
+def easy_npz(tmp_path_factory):
+    """An npz dataset of 3 easy classes, 16x16 grayscale, 60 images per class (read-only: shared by all tests)."""
     images, labels = easy_images(60)
-    path = tmp_path / "easy.npz"
+    path = tmp_path_factory.mktemp("data") / "easy.npz"
     np.savez(path, images=images[:, 0], labels=labels, classes=np.array(["a", "b", "c"]))
     return path
 
 
-@pytest.fixture
-def student_checkpoint(tmp_path, easy_npz):
-    """A trained cnn-tiny student on the easy dataset (a few seconds)."""
+def train_teacher_run(out, easy_npz, model: str, epochs: int):
     from kd_edge.config import DataConfig, RunConfig, TeacherConfig, TrainConfig
     from kd_edge.distill import train_teacher
 
-    config = TeacherConfig(DataConfig(f"npz:{easy_npz}"), TrainConfig("cnn-tiny", epochs=3, batch_size=32), RunConfig(str(tmp_path / "run")))
+    config = TeacherConfig(
+        data=DataConfig(dataset=f"npz:{easy_npz}"),
+        teacher=TrainConfig(model=model, epochs=epochs, batch_size=32),
+        run=RunConfig(out=str(out)),
+    )
     train_teacher(config)
-    path = tmp_path / "run" / "student.pt"
-    (tmp_path / "run" / "teacher.pt").rename(path)
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory, easy_npz):
+    """A run folder with a cnn-small teacher.pt on the easy dataset (shared: copy it before changing it)."""
+    return train_teacher_run(tmp_path_factory.mktemp("teacher") / "run", easy_npz, "cnn-small", epochs=2)
+
+
+@pytest.fixture(scope="session")
+def student_checkpoint(tmp_path_factory, easy_npz):
+    """A trained cnn-tiny checkpoint, named student.pt, in a run folder of its own (shared, read-only)."""
+    run = train_teacher_run(tmp_path_factory.mktemp("student") / "run", easy_npz, "cnn-tiny", epochs=3)
+    path = run / "student.pt"
+    (run / "teacher.pt").rename(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def exported_student(tmp_path_factory, student_checkpoint):
+    from kd_edge.export import ExportConfig, export_onnx
+
+    return export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path_factory.mktemp("exported")))).path
+
+
+@pytest.fixture
+def fp32_model(tmp_path, exported_student):
+    """The exported student copied into this test's folder, so that outputs beside it do not collide."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    return shutil.copy(exported_student, folder / exported_student.name)

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
-from kd_edge.runtime import OnnxModel
+from kd_edge.runtime import ModelCard, OnnxModel
 from kd_edge.runtime import emulate
 
 runner = CliRunner()
@@ -33,8 +33,8 @@ def write_tiny_model(path, side=8, classes=3):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"kd_edge.input_shape": f"[1, {side}, {side}]", "kd_edge.mean": "[0.5]", "kd_edge.std": "[0.25]", "kd_edge.classes": '["a", "b", "c"]', "kd_edge.parameters": str(side * side * classes + classes)}
-    for key, value in meta.items():
+    card = ModelCard(classes=("a", "b", "c"), input_shape=(1, side, side), mean=(0.5,), std=(0.25,), parameters=side * side * classes + classes)
+    for key, value in card.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))

@@ -8,15 +8,16 @@ import torch
 from kd_edge.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.errors import CheckpointError
 from kd_edge.models import ModelSpec
+from kd_edge.runtime.card import DataRef, ModelCard
 
-DATA = {"dataset": "toy", "classes": ["a", "b", "c"], "input_shape": [1, 16, 16], "layout": "NCHW", "mean": [0.2], "std": [0.3]}
+CARD = ModelCard(classes=("a", "b", "c"), input_shape=(1, 16, 16), mean=(0.2,), std=(0.3,), data=DataRef(dataset="toy"), model="cnn")
 
 
 def saved(tmp_path, name="model.pt", seed=0):
     torch.manual_seed(seed)
     spec = ModelSpec("cnn", num_classes=3, in_channels=1, image_size=16, kwargs={"widths": (4, 8), "hidden": 8})
     model = spec.build()
-    path = save_checkpoint(tmp_path / name, model, spec, DATA, {"test_accuracy": 0.5}, {"stage": "teacher"})
+    path = save_checkpoint(tmp_path / name, model, spec, CARD, {"test_accuracy": 0.5}, {"stage": "teacher"})
     return path, model
 
 
@@ -24,7 +25,7 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     path, model = saved(tmp_path)
     ckpt = load_checkpoint(path)
     assert ckpt.spec.name == "cnn" and ckpt.spec.kwargs == {"widths": (4, 8), "hidden": 8}
-    assert ckpt.data == DATA and ckpt.metrics == {"test_accuracy": 0.5} and ckpt.kd_edge_version
+    assert ckpt.card == CARD and ckpt.metrics == {"test_accuracy": 0.5} and ckpt.kd_edge_version
     rebuilt = ckpt.build_model().eval()
     x = torch.randn(2, 1, 16, 16)
     assert torch.equal(rebuilt(x), model.eval()(x))

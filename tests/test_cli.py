@@ -1,6 +1,7 @@
 """Each command through typer's CliRunner, on a tiny dataset, including the bad inputs users make."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -35,20 +36,15 @@ def fails(*args, match: str):
     return result
 
 
-@pytest.fixture
-def teacher_run(tmp_path, easy_npz):
+def test_teacher_writes_checkpoint_metrics_and_config(tmp_path, easy_npz):
     out = tmp_path / "teacher"
     ok("teacher", "--dataset", f"npz:{easy_npz}", *FAST, "--out", out)
-    return out
-
-
-def test_teacher_writes_checkpoint_metrics_and_config(teacher_run):
-    metrics = json.loads((teacher_run / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
     assert 0.9 <= metrics["teacher"]["test_accuracy"] <= 1.0
     assert metrics["wall_time_s"]["teacher"] > 0 and metrics["teacher"]["parameters"] > 0
-    config = json.loads((teacher_run / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text())
     assert config["stage"] == "teacher" and config["teacher"]["epochs"] == 2
-    assert (teacher_run / "teacher.pt").is_file()
+    assert (out / "teacher.pt").is_file()
 
 
 def test_distill_from_a_given_teacher(tmp_path, easy_npz, teacher_run):
@@ -86,7 +82,7 @@ def test_reference_preset_is_the_reference_recipe(tmp_path):
     assert config["data"]["normalization"] == "half" and config["run"]["precision"] == "fp32"
     from kd_edge.checkpoint import load_checkpoint
 
-    assert load_checkpoint(out / "student.pt").data["mean"] == [0.5]
+    assert load_checkpoint(out / "student.pt").card.mean == (0.5,)
 
 
 def test_same_seed_same_result(tmp_path, easy_npz):
@@ -161,10 +157,12 @@ def test_unwritable_output_folder(tmp_path, easy_npz):
 
 
 def test_existing_results_are_not_overwritten(tmp_path, easy_npz, teacher_run):
-    before = (teacher_run / "teacher.pt").read_bytes(), (teacher_run / "metrics.json").read_bytes()
-    fails("teacher", "--dataset", f"npz:{easy_npz}", *FAST, "--out", teacher_run, match="--force")
-    assert ((teacher_run / "teacher.pt").read_bytes(), (teacher_run / "metrics.json").read_bytes()) == before
-    ok("teacher", "--dataset", f"npz:{easy_npz}", *FAST, "--out", teacher_run, "--force", "--seed", "3")
+    run = shutil.copytree(teacher_run, tmp_path / "run")
+    before = (run / "teacher.pt").read_bytes(), (run / "metrics.json").read_bytes()
+    fails("teacher", "--dataset", f"npz:{easy_npz}", *FAST, "--out", run, match="--force")
+    assert ((run / "teacher.pt").read_bytes(), (run / "metrics.json").read_bytes()) == before
+    ok("teacher", "--dataset", f"npz:{easy_npz}", *FAST, "--out", run, "--force", "--seed", "3")
+    assert (run / "teacher.pt").read_bytes() != before[0]
 
 
 def test_diverging_loss_stops_and_names_the_term(tmp_path, easy_npz):

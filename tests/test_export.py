@@ -14,7 +14,7 @@ from kd_edge.cli import app
 from kd_edge.errors import ExportParityError, OutputError
 from kd_edge.export import ExportConfig, export_onnx
 from kd_edge.models import ModelSpec, list_models
-from kd_edge.runtime import OnnxModel, read_onnx_metadata
+from kd_edge.runtime import DataRef, ModelCard, OnnxModel, read_card, read_onnx_metadata
 from tests.conftest import easy_images
 
 
@@ -22,8 +22,8 @@ def checkpoint_for(tmp_path, dataset_path, name, channels=1, size=16):
     torch.manual_seed(0)
     spec = ModelSpec(name, num_classes=3, in_channels=channels, image_size=size)
     model = spec.build().eval()
-    data = {"dataset": f"npz:{dataset_path}", "classes": ["a", "b", "c"], "input_shape": [channels, size, size], "layout": "NCHW", "mean": [0.2] * channels, "std": [0.3] * channels}
-    return save_checkpoint(tmp_path / f"{name}.pt", model, spec, data, {"test_accuracy": 0.9}, {})
+    card = ModelCard(classes=("a", "b", "c"), input_shape=(channels, size, size), mean=(0.2,) * channels, std=(0.3,) * channels, data=DataRef(dataset=f"npz:{dataset_path}"))
+    return save_checkpoint(tmp_path / f"{name}.pt", model, spec, card, {"test_accuracy": 0.9}, {})
 
 
 @pytest.fixture
@@ -37,13 +37,13 @@ def rgb_npz(tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name):
     path = checkpoint_for(tmp_path, rgb_npz, name, channels=3, size=32)
-    result = export_onnx(ExportConfig(str(path), str(tmp_path / "out")))
+    result = export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "out")))
     assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_diff <= result.parity.atol
     onnx.checker.check_model(onnx.load(str(result.path)), full_check=True)
 
 
 def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
-    result = export_onnx(ExportConfig(str(student_checkpoint), str(tmp_path / "out")))
+    result = export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path / "out")))
     model = OnnxModel(result.path)
     torch_model = load_checkpoint(student_checkpoint).build_model().eval()
     images = np.random.default_rng(0).integers(0, 255, (8, 1, 16, 16), dtype=np.uint8)
@@ -56,15 +56,18 @@ def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
 
 def test_metadata_round_trip(tmp_path, student_checkpoint):
     checkpoint = load_checkpoint(student_checkpoint)
-    result = export_onnx(ExportConfig(str(student_checkpoint.parent), str(tmp_path / "out"), opset=17))
+    result = export_onnx(ExportConfig(source=str(student_checkpoint.parent), out_dir=str(tmp_path / "out"), opset=17))
     meta = read_onnx_metadata(result.path)
-    assert json.loads(meta["kd_edge.classes"]) == checkpoint.data["classes"]
+    # The contract other tools read (DESIGN.md), as plain JSON strings:
+    assert json.loads(meta["kd_edge.classes"]) == list(checkpoint.card.classes) == ["a", "b", "c"]
     assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and meta["kd_edge.layout"] == "NCHW"
-    assert json.loads(meta["kd_edge.mean"]) == checkpoint.data["mean"] and json.loads(meta["kd_edge.std"]) == checkpoint.data["std"]
-    assert meta["kd_edge.opset"] == "17" and "dynamo=False" in meta["kd_edge.exporter"]
-    assert json.loads(meta["kd_edge.test_accuracy"]) == checkpoint.metrics["test_accuracy"]
-    assert int(meta["kd_edge.parameters"]) == sum(p.numel() for p in checkpoint.build_model().parameters())
-    assert len(meta["kd_edge.source_sha256"]) == 64 and meta["kd_edge.torch_version"] and meta["kd_edge.version"]
+    assert json.loads(meta["kd_edge.mean"]) == list(checkpoint.card.mean) and json.loads(meta["kd_edge.std"]) == list(checkpoint.card.std)
+    card = read_card(result.path)
+    assert card == result.card
+    assert card.versions["opset"] == 17 and "dynamo=False" in card.versions["exporter"] and card.versions["torch"] and card.versions["kd_edge"]
+    assert card.test_accuracy == checkpoint.metrics["test_accuracy"]
+    assert card.parameters == sum(p.numel() for p in checkpoint.build_model().parameters())
+    assert len(card.source_sha256) == 64 and card.data.dataset.startswith("npz:") and card.model == "cnn-tiny"
     proto = onnx.load(str(result.path))
     assert proto.opset_import[0].version == 17 and proto.ir_version <= 8
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -86,18 +89,18 @@ def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monke
     monkeypatch.setitem(registry._MODELS, "trap", TracedBatchTrap)
     path = checkpoint_for(tmp_path, easy_npz, "trap")
     with pytest.raises(ExportParityError, match="does not compute what the PyTorch model computes"):
-        export_onnx(ExportConfig(str(path), str(tmp_path / "out")))
+        export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "out")))
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_existing_output_needs_force(tmp_path, student_checkpoint):
     out = tmp_path / "out"
-    first = export_onnx(ExportConfig(str(student_checkpoint), str(out)))
+    first = export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(out)))
     before = first.path.read_bytes()
     with pytest.raises(OutputError, match="--force"):
-        export_onnx(ExportConfig(str(student_checkpoint), str(out)))
+        export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(out)))
     assert first.path.read_bytes() == before
-    export_onnx(ExportConfig(str(student_checkpoint), str(out), force=True))
+    export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(out), force=True))
 
 
 def test_cli_export_of_a_run_folder(tmp_path, student_checkpoint):

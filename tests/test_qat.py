@@ -13,16 +13,16 @@ from kd_edge.qat import QATConfig, quantization_aware_training
 from kd_edge.runtime import read_onnx_metadata
 
 
-@pytest.fixture
-def distilled_run(tmp_path, easy_npz):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def distilled_run(tmp_path_factory, easy_npz):
+    out = tmp_path_factory.mktemp("qat") / "run"
     result = CliRunner().invoke(app, ["distill", "--dataset", f"npz:{easy_npz}", "--epochs", "3", "--batch-size", "32", "--student-model", "cnn-tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_run):
-    config = QATConfig(str(distilled_run), str(tmp_path / "exports"), epochs=1, batch_size=32, optimize_latency=False)
+    config = QATConfig(run_dir=str(distilled_run), out_dir=str(tmp_path / "exports"), epochs=1, batch_size=32, optimize_latency=False, compare_latency=False)
     result = quantization_aware_training(config)
     ops = [node.op_type for node in onnx.load(str(result.path)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -50,7 +50,7 @@ def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
 
 
 def test_cli_qat(tmp_path, distilled_run):
-    result = CliRunner().invoke(app, ["qat", str(distilled_run), "--epochs", "1", "--out", str(tmp_path / "q"), "--no-optimize-latency"])
+    result = CliRunner().invoke(app, ["qat", str(distilled_run), "--epochs", "1", "--out", str(tmp_path / "q"), "--no-optimize-latency", "--no-compare-latency"])
     assert result.exit_code == 0, result.output
     assert "after QAT" in result.output and (tmp_path / "q" / "student.qat.onnx").is_file()
 
@@ -65,5 +65,5 @@ def test_qat_finds_a_teacher_given_with_dash_dash_teacher(tmp_path, easy_npz, di
     result = CliRunner().invoke(app, ["distill", "--dataset", f"npz:{easy_npz}", "--epochs", "2", "--batch-size", "32", "--student-model", "cnn-tiny", "--teacher", str(distilled_run / "teacher.pt"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert not (out / "teacher.pt").exists()
-    qat = quantization_aware_training(QATConfig(str(out), str(tmp_path / "q"), epochs=1, batch_size=32, optimize_latency=False))
+    qat = quantization_aware_training(QATConfig(run_dir=str(out), out_dir=str(tmp_path / "q"), epochs=1, batch_size=32, optimize_latency=False, compare_latency=False))
     assert qat.path.is_file()

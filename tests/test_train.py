@@ -13,13 +13,8 @@ TINY = dict(epochs=2, batch_size=32)
 
 
 @pytest.fixture
-def teacher_path(tmp_path, easy_npz):
-    from kd_edge.config import TeacherConfig
-    from kd_edge.distill import train_teacher
-
-    config = TeacherConfig(DataConfig(f"npz:{easy_npz}"), TrainConfig("cnn-small", **TINY), RunConfig(str(tmp_path / "t")))
-    train_teacher(config)
-    return tmp_path / "t" / "teacher.pt"
+def teacher_path(teacher_run):
+    return teacher_run / "teacher.pt"
 
 
 def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment):
@@ -36,11 +31,11 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
 
     monkeypatch.setattr(distill_module, "load_teacher", load_and_watch)
     config = DistillConfig(
-        data=DataConfig(f"npz:{easy_npz}", augment=augment),
-        teacher=TrainConfig("cnn-small"),
-        student=TrainConfig("cnn-tiny", **TINY),
+        data=DataConfig(dataset=f"npz:{easy_npz}", augment=augment),
+        teacher=TrainConfig(model="cnn-small"),
+        student=TrainConfig(model="cnn-tiny", **TINY),
         kd=KDConfig(),
-        run=RunConfig(str(tmp_path / f"s-{augment}")),
+        run=RunConfig(out=str(tmp_path / f"s-{augment}")),
         teacher_path=str(teacher_path),
     )
     metrics = distill_module.distill(config)
@@ -85,7 +80,7 @@ def test_divergence_keeps_the_last_good_checkpoint(easy_npz, tmp_path):
     saved = []
     save = lambda net, info: saved.append(info) or str(tmp_path / "last-good.pt")  # noqa: E731
     with pytest.raises(TrainingDivergedError) as info:
-        fit(model, train, val, normalize, TrainConfig("x", epochs=3, batch_size=32), poisoned_in_epoch_two, stage="student", seed=0, save_best=save)
+        fit(model, train, val, normalize, TrainConfig(model="x", epochs=3, batch_size=32), poisoned_in_epoch_two, stage="student", seed=0, save_best=save)
     message = str(info.value)
     assert "epoch 2, step 2" in message and "the kd term" in message and "last-good.pt" in message
     assert [s["epoch"] for s in saved] == [1]

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data import ImageDataset, Split, carve_validation, channel_stats, stratified_split
+from kd_edge.data.dataset import (
+    ImageDataset,
+    Split,
+    carve_validation,
+    channel_stats,
+    stratified_split,
+)
 from kd_edge.errors import DatasetError
 
 BUILTIN_MNIST_5K = Path(__file__).with_name("mnist-5k.npz")

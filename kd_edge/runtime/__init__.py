@@ -6,6 +6,7 @@
 ``import kd_edge.runtime`` never imports torch (a test checks it).
 """
 
-from kd_edge.runtime.session import OnnxModel, read_onnx_metadata
+from kd_edge.runtime.card import DataRef, ModelCard
+from kd_edge.runtime.session import OnnxModel, read_card, read_onnx_metadata
 
-__all__ = ["OnnxModel", "read_onnx_metadata"]
+__all__ = ["DataRef", "ModelCard", "OnnxModel", "read_card", "read_onnx_metadata"]

@@ -23,28 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd_edge.errors import ConfigError
+from kd_edge.runtime.host import CGROUP_ROOT, own_cgroup, own_cgroup_or_root, proc_status_kb
 
 CFS_PERIOD_US = 100_000
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Constraints:
+    """What one benchmark process is held to (validated by ``BenchConfig``)."""
+
     threads: int = 2
     cores: tuple[int, ...] | None = None
     memory_bytes: int | None = None
     cpu_quota: float | None = None  # in CPUs: 0.5 = half of one core's time
-
-    def __post_init__(self):
-        if self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
-        if self.cpu_quota is not None and self.cpu_quota <= 0:
-            raise ConfigError(f"--cpu-quota is a number of CPUs and must be positive, got {self.cpu_quota}")
-        if self.cores is not None:
-            allowed = os.sched_getaffinity(0)
-            outside = sorted(set(self.cores) - allowed)
-            if outside:
-                raise ConfigError(f"--cores {','.join(map(str, self.cores))}: cores {outside} are not available to this process (it may use {sorted(allowed)})")
 
 
 def parse_memory(text: str | None) -> int | None:
@@ -96,7 +87,7 @@ def cap_memory(limit: int | None) -> dict:
         except OSError as exc:
             errors.append(f"{write.__name__}: {exc.strerror or exc}")
     # Address space already mapped (libraries, the runtime) does not count against the board's RAM.
-    ceiling = virtual_memory_bytes() + limit
+    ceiling = (proc_status_kb("VmSize") or 0) * 1024 + limit
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
     return {
         "requested": limit, "enforced": True, "mechanism": f"RLIMIT_AS at current address space + {limit} bytes",
@@ -104,11 +95,6 @@ def cap_memory(limit: int | None) -> dict:
     }
 
 
-def virtual_memory_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def cgroup_v2_memory(limit: int) -> str:
@@ -140,13 +126,6 @@ def limit_cpu(quota: float | None) -> dict:
     return {"requested": quota, "enforced": False, "reason": "no writable cgroup CPU controller (" + "; ".join(errors) + ")"}
 
 
-def own_cgroup(controller: str | None) -> str:
-    """The process's cgroup path for a v1 controller, or the v2 path when controller is None."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if (controller is None and controllers == "") or (controller and controller in controllers.split(",")):
-            return path.lstrip("/")
-    raise OSError(2, f"no {controller or 'v2'} cgroup in /proc/self/cgroup")
 
 
 def enter_child_cgroup(parent: Path) -> Path:
@@ -184,8 +163,8 @@ def release_cgroups(pid: int) -> None:
 
     The child was in the caller's cgroups, so its groups are children of the caller's.
     """
-    parents = [CGROUP_ROOT / "cpu" / own_cgroup_safe("cpu"), CGROUP_ROOT / "memory" / own_cgroup_safe("memory")]
-    parents += [CGROUP_ROOT / own_cgroup_safe(None), CGROUP_ROOT / "unified" / own_cgroup_safe(None)]
+    parents = [CGROUP_ROOT / "cpu" / own_cgroup_or_root("cpu"), CGROUP_ROOT / "memory" / own_cgroup_or_root("memory")]
+    parents += [CGROUP_ROOT / own_cgroup_or_root(None), CGROUP_ROOT / "unified" / own_cgroup_or_root(None)]
     for parent in parents:
         try:
             (parent / f"kd-edge-{pid}").rmdir()
@@ -195,7 +174,7 @@ def release_cgroups(pid: int) -> None:
 
 def throttling() -> dict | None:
     """CFS throttling counters of the process's cgroup (v1 or v2), or None where unreadable."""
-    for path in (CGROUP_ROOT / "cpu" / own_cgroup_safe("cpu") / "cpu.stat", CGROUP_ROOT / own_cgroup_safe(None) / "cpu.stat"):
+    for path in (CGROUP_ROOT / "cpu" / own_cgroup_or_root("cpu") / "cpu.stat", CGROUP_ROOT / own_cgroup_or_root(None) / "cpu.stat"):
         try:
             stats = dict(line.split() for line in path.read_text().splitlines())
         except (OSError, ValueError):
@@ -204,12 +183,5 @@ def throttling() -> dict | None:
     return None
 
 
-def own_cgroup_safe(controller: str | None) -> str:
-    try:
-        return own_cgroup(controller)
-    except OSError:
-        return "."
 
 
-def thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.errors import ConfigError, KdEdgeError
-from kd_edge.runtime.emulate import Constraints, apply_constraints, release_cgroups, thread_count, throttling
+from kd_edge.runtime.emulate import Constraints, apply_constraints, release_cgroups, throttling
+from kd_edge.runtime.host import proc_status_kb, thread_count
 from kd_edge.runtime.profiles import DeviceProfile, get_profile
 from kd_edge.runtime.report import environment
 from kd_edge.runtime.session import OnnxModel
@@ -31,8 +32,10 @@ UNSTABLE_CV = 0.10
 CALIBRATION_SIZE = 256  # side of the float32 matrices of the host calibration kernel
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchConfig:
+    """Options of ``kd-edge bench``; validated here, before any process starts."""
+
     models: tuple[str, ...]
     threads: tuple[int, ...] = (2,)
     batch_sizes: tuple[int, ...] = (1,)
@@ -42,7 +45,7 @@ class BenchConfig:
     rounds: int = 3
     cores: tuple[int, ...] | None = None
     memory_bytes: int | None = None
-    cpu_quota: float | None = None
+    cpu_quota: float | None = None  # in CPUs: 0.5 = half of one core's time
     dataset: str | None = None
     data: str | None = None
     data_dir: str | None = None
@@ -50,20 +53,109 @@ class BenchConfig:
     rate: float | None = None
 
     def __post_init__(self):
-        if not self.models:
-            raise ConfigError("give at least one MODEL.onnx to benchmark")
-        if self.dataset and self.data:
-            raise ConfigError("give --dataset or --data, not both")
-        if min(self.batch_sizes) < 1 or self.runs < 1 or self.rounds < 1 or self.warmup < 0:
-            raise ConfigError("--batch-size, --runs and --rounds must be at least 1, --warmup at least 0")
-        if self.rate is not None and self.rate <= 0:
-            raise ConfigError(f"--rate is in frames per second and must be positive, got {self.rate}")
+        check(bool(self.models), "give at least one MODEL.onnx to benchmark")
+        check(not (self.dataset and self.data), "give --dataset or --data, not both")
+        check(bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}")
+        check(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, f"--batch-size must be at least 1, got {list(self.batch_sizes)}")
+        check(self.runs >= 1 and self.rounds >= 1 and self.warmup >= 0, "--runs and --rounds must be at least 1, --warmup at least 0")
+        check(self.duration is None or self.duration > 0, f"--duration is in seconds and must be positive, got {self.duration}")
+        check(self.rate is None or self.rate > 0, f"--rate is in frames per second and must be positive, got {self.rate}")
+        check(self.cpu_quota is None or self.cpu_quota > 0, f"--cpu-quota is a number of CPUs and must be positive, got {self.cpu_quota}")
+        check(self.memory_bytes is None or self.memory_bytes > 0, f"--memory must be positive, got {self.memory_bytes}")
+        if self.cores is not None:
+            allowed = os.sched_getaffinity(0)
+            outside = sorted(set(self.cores) - allowed)
+            check(not outside, f"--cores {','.join(map(str, self.cores))}: cores {outside} are not available to this process (it may use {sorted(allowed)})")
         get_profile(self.profile)
 
 
-@dataclass
-class Job:
-    """One child process: one model, one setting, one round."""
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Percentiles and moments of one result's per-call latencies, in milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples_ms: np.ndarray) -> Latency:
+        p50, p90, p99 = (float(np.percentile(samples_ms, q)) for q in (50, 90, 99))
+        return cls(p50, p90, p99, float(samples_ms.mean()), float(samples_ms.std()), float(samples_ms.min()), float(samples_ms.max()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchResult:
+    """One model at one (threads, batch size): what ``kd-edge bench`` measured, and how."""
+
+    model: str
+    threads: int
+    batch_size: int
+    latency_ms: Latency
+    runs: int
+    rounds: int
+    throughput_ips: float
+    startup_ms: float
+    first_inference_ms: float
+    accuracy: float | None
+    size_bytes: int
+    parameters: int | None
+    peak_rss_mb: float
+    threads_seen: int
+    stable: bool
+    coefficient_of_variation: float
+    throttled: bool
+    emulation: dict  # per constraint: requested, enforced, mechanism, read_back; plus the projection
+    ort_disabled_optimizers: list[str]
+    drone_loop: dict | None = None
+
+    @property
+    def projected_p50_ms(self) -> float | None:
+        return self.emulation["projection"].get("projected_p50_ms")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.drone_loop is None:
+            del data["drone_loop"]
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchReport:
+    results: list[BenchResult]
+    environment: dict
+    data: str  # where the images (and accuracy) came from
+    warnings: list[str]
+    config: BenchConfig
+
+    def p50_ms(self, model: str, batch_size: int, threads: int | None = None) -> float:
+        for result in self.results:
+            if result.model == model and result.batch_size == batch_size and threads in (None, result.threads):
+                return result.latency_ms.p50
+        raise KeyError((model, batch_size, threads))
+
+    def to_dict(self) -> dict:
+        """The JSON form of ``kd-edge bench --json`` (schema in DESIGN.md)."""
+        return {
+            "results": [r.to_dict() for r in self.results],
+            "environment": self.environment,
+            "data": self.data,
+            "warnings": self.warnings,
+            "config": asdict(self.config),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """What one child process measures: one model, one setting, one round."""
 
     model: str
     threads: int
@@ -78,8 +170,24 @@ class Job:
     measure_accuracy: bool
 
 
-def run_job(job: Job) -> dict:
-    """Runs in the child: constrain, load, time. Returns plain data, or {'error': ...}."""
+@dataclass(frozen=True, kw_only=True)
+class Reading:
+    """What one child process reports back."""
+
+    latencies_s: np.ndarray
+    startup_s: float
+    first_inference_s: float
+    threads_seen: int
+    emulation: dict
+    throttling: dict | None
+    disabled_optimizers: list[str]
+    peak_rss_mb: float
+    accuracy: float | None = None
+    drone_loop: dict | None = None
+
+
+def measure(job: Measurement) -> Reading | str:
+    """Runs in the child: constrain, load, time. Returns a Reading, or an error message."""
     try:
         emulation = apply_constraints(job.constraints)
         started = time.perf_counter()
@@ -91,37 +199,27 @@ def run_job(job: Job) -> dict:
         model.logits(inputs)
         first = time.perf_counter() - started
         latencies = time_latencies(model, inputs, job.warmup, job.runs, job.duration)
-        result = {
-            "latencies_s": latencies.tolist(),
-            "startup_s": startup,
-            "first_inference_s": first,
-            "threads_seen": thread_count(),
-            "emulation": emulation,
-            "throttling": throttling(),
-            "disabled_optimizers": model.disabled_optimizers,
-        }
-        if job.measure_accuracy and job.labels is not None:
-            result["accuracy"] = model.accuracy(job.images, job.labels)
-        if job.rate:
-            result["drone_loop"] = drone_loop(model, job.images, job.rate, job.duration or 3.0)
-        result["peak_rss_mb"] = peak_rss_mb()
-        return result
+        peak_rss = peak_rss_mb()  # before the accuracy pass, whose batches are not this row's batch size
+        accuracy = model.accuracy(job.images, job.labels) if job.measure_accuracy and job.labels is not None else None
+        loop = drone_loop(model, job.images, job.rate, job.duration or 3.0) if job.rate else None
+        return Reading(
+            latencies_s=latencies, startup_s=startup, first_inference_s=first, threads_seen=thread_count(), emulation=emulation,
+            throttling=throttling(), disabled_optimizers=model.disabled_optimizers, peak_rss_mb=peak_rss, accuracy=accuracy, drone_loop=loop,
+        )
     except MemoryError:
-        return {"error": f"out of memory under the {job.constraints.memory_bytes or 0:,}-byte memory cap while running {job.model} at batch {job.batch_size}; raise --memory or lower --batch-size"}
+        return f"out of memory under the {job.constraints.memory_bytes or 0:,}-byte memory cap while running {job.model} at batch {job.batch_size}; raise --memory or lower --batch-size"
     except KdEdgeError as exc:
-        return {"error": str(exc)}
+        return str(exc)
     except Exception as exc:  # onnxruntime's own errors (a failed allocation under a cap, a bad input): report, do not crash the child
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return {"error": f"{job.model} at batch {job.batch_size} failed in ONNX Runtime: {first_line}"}
+        return f"{job.model} at batch {job.batch_size} failed in ONNX Runtime: {first_line}"
 
 
 def peak_rss_mb() -> float:
     """This process's resident-memory high-water mark. (getrusage's ru_maxrss would carry over
     the parent's peak across the spawn's exec; VmHWM belongs to the new address space.)"""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    high_water = proc_status_kb("VmHWM")
+    return (high_water if high_water is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
 def time_latencies(model: OnnxModel, inputs: np.ndarray, warmup: int, runs: int, duration: float | None) -> np.ndarray:
@@ -233,8 +331,8 @@ def benchmark_data(config: BenchConfig, input_shape) -> tuple[np.ndarray, np.nda
     return images, None, "random uint8 images (no labels: accuracy is null)"
 
 
-def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> dict:
-    """Measure every model at every (threads, batch size), in interleaved rounds; returns the report.
+def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> BenchReport:
+    """Measure every model at every (threads, batch size), in interleaved rounds.
 
     ``images`` (unlabelled) replaces the config's data, for callers that hold their own.
     """
@@ -251,41 +349,45 @@ def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> dict
     context = multiprocessing.get_context("spawn")
     cores = config.cores or profile_cores(profile)
     memory = config.memory_bytes or (profile.ram_mb and profile.ram_mb << 20)
-    samples: dict[tuple, list[dict]] = {}
+    readings: dict[tuple, list[Reading]] = {}
     settings = [(model, threads, batch) for threads in config.threads for batch in config.batch_sizes for model in config.models]
     for round_index in range(config.rounds):
         for model, threads, batch in settings:
             first = round_index == 0  # accuracy and the drone loop are measured once
-            job = Job(model, threads, batch, Constraints(threads, cores, memory, config.cpu_quota), config.warmup, max(config.runs // config.rounds, 1),
-                      config.duration and config.duration / config.rounds, images, labels, config.rate if first else None, first)
-            result = run_in_child(context, job)
-            if "error" in result:
-                raise KdEdgeError(result["error"])
-            samples.setdefault((model, threads, batch), []).append(result)
+            job = Measurement(
+                model=model, threads=threads, batch_size=batch,
+                constraints=Constraints(threads=threads, cores=cores, memory_bytes=memory, cpu_quota=config.cpu_quota),
+                warmup=config.warmup, runs=max(config.runs // config.rounds, 1), duration=config.duration and config.duration / config.rounds,
+                images=images, labels=labels, rate=config.rate if first else None, measure_accuracy=first,
+            )
+            reading = measure_in_child(context, job)
+            if isinstance(reading, str):
+                raise KdEdgeError(reading)
+            readings.setdefault((model, threads, batch), []).append(reading)
     calibration = host_gflops_per_core()
-    results = [summarize(key, rounds, probes[key[0]], profile, calibration) for key, rounds in samples.items()]
-    return {"results": results, "environment": environment(config, profile, calibration), "data": data_source, "warnings": warnings, "config": asdict(config)}
+    results = [summarize(key, rounds, probes[key[0]], profile, calibration) for key, rounds in readings.items()]
+    return BenchReport(results=results, environment=environment(config, profile, calibration), data=data_source, warnings=warnings, config=config)
 
 
-def run_in_child(context, job: Job) -> dict:
+def measure_in_child(context, job: Measurement) -> Reading | str:
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=child_main, args=(job, sender), daemon=True)
     process.start()
     sender.close()
     try:
-        result = receiver.recv()
+        reading = receiver.recv()
     except EOFError:  # the child died before answering: OOM-killed under a cgroup memory cap, or a runtime crash
-        result = None
+        reading = None
     process.join()
     release_cgroups(process.pid)
-    if result is None:
+    if reading is None:
         cap = f" under the {job.constraints.memory_bytes:,}-byte memory cap" if job.constraints.memory_bytes else ""
-        return {"error": f"the benchmark process for {job.model} at batch {job.batch_size} died{cap} (exit code {process.exitcode}); raise --memory or lower --batch-size"}
-    return result
+        return f"the benchmark process for {job.model} at batch {job.batch_size} died{cap} (exit code {process.exitcode}); raise --memory or lower --batch-size"
+    return reading
 
 
-def child_main(job: Job, sender) -> None:
-    sender.send(run_job(job))
+def child_main(job: Measurement, sender) -> None:
+    sender.send(measure(job))
     sender.close()
 
 
@@ -308,41 +410,36 @@ def thread_warnings(config: BenchConfig, profile: DeviceProfile) -> list[str]:
     return warnings
 
 
-def summarize(key: tuple, rounds: list[dict], probe: OnnxModel, profile: DeviceProfile, host_gflops: float) -> dict:
+def summarize(key: tuple, rounds: list[Reading], probe: OnnxModel, profile: DeviceProfile, host_gflops: float) -> BenchResult:
     model, threads, batch = key
-    latencies = np.concatenate([r["latencies_s"] for r in rounds]) * 1e3
-    mean = float(latencies.mean())
+    latencies = np.concatenate([r.latencies_s for r in rounds]) * 1e3
+    latency = Latency.of(latencies)
     median = float(np.median(latencies))
     cv = float(1.4826 * np.median(np.abs(latencies - median)) / median) if median else 0.0
-    throttled = any((r["throttling"] or {}).get("nr_throttled", 0) > 0 for r in rounds)
+    throttled = any((r.throttling or {}).get("nr_throttled", 0) > 0 for r in rounds)
     first = rounds[0]
-    result = {
-        "model": model,
-        "threads": threads,
-        "batch_size": batch,
-        "latency_ms": {
-            "p50": float(np.percentile(latencies, 50)), "p90": float(np.percentile(latencies, 90)), "p99": float(np.percentile(latencies, 99)),
-            "mean": mean, "std": float(latencies.std()), "min": float(latencies.min()), "max": float(latencies.max()),
-        },
-        "runs": int(len(latencies)),
-        "rounds": len(rounds),
-        "throughput_ips": batch * 1e3 / mean,
-        "startup_ms": 1e3 * float(np.median([r["startup_s"] for r in rounds])),
-        "first_inference_ms": 1e3 * float(np.median([r["first_inference_s"] for r in rounds])),
-        "accuracy": first.get("accuracy"),
-        "size_bytes": Path(model).stat().st_size,
-        "parameters": parameter_count(probe),
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
-        "threads_seen": first["threads_seen"],
-        "stable": cv <= UNSTABLE_CV and not throttled,
-        "coefficient_of_variation": cv,
-        "throttled": throttled,
-        "emulation": {**first["emulation"], "projection": projection(float(np.percentile(latencies, 50)), profile, host_gflops)},
-        "ort_disabled_optimizers": first["disabled_optimizers"],
-    }
-    if "drone_loop" in first:
-        result["drone_loop"] = first["drone_loop"]
-    return result
+    return BenchResult(
+        model=model,
+        threads=threads,
+        batch_size=batch,
+        latency_ms=latency,
+        runs=int(len(latencies)),
+        rounds=len(rounds),
+        throughput_ips=batch * 1e3 / latency.mean,
+        startup_ms=1e3 * float(np.median([r.startup_s for r in rounds])),
+        first_inference_ms=1e3 * float(np.median([r.first_inference_s for r in rounds])),
+        accuracy=first.accuracy,
+        size_bytes=Path(model).stat().st_size,
+        parameters=probe.card.parameters,
+        peak_rss_mb=max(r.peak_rss_mb for r in rounds),
+        threads_seen=first.threads_seen,
+        stable=cv <= UNSTABLE_CV and not throttled,
+        coefficient_of_variation=cv,
+        throttled=throttled,
+        emulation={**first.emulation, "projection": projection(latency.p50, profile, host_gflops)},
+        ort_disabled_optimizers=first.disabled_optimizers,
+        drone_loop=first.drone_loop,
+    )
 
 
 def projection(p50_ms: float, profile: DeviceProfile, host_gflops: float) -> dict:
@@ -359,10 +456,3 @@ def projection(p50_ms: float, profile: DeviceProfile, host_gflops: float) -> dic
             "reaches the same fraction of peak on both and that per-call overhead scales alike; verify on the board."
         ),
     }
-
-
-def parameter_count(model: OnnxModel) -> int | None:
-    value = model.metadata.get("kd_edge.parameters")
-    return int(value) if value else None
-
-

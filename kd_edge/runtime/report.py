@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kd_edge.runtime import host
 from kd_edge.runtime.profiles import DeviceProfile
 from kd_edge.runtime.session import session_options
 
 if TYPE_CHECKING:
-    from kd_edge.runtime.harness import BenchConfig
+    from kd_edge.runtime.harness import BenchConfig, BenchReport
 
 
 def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float) -> dict:
@@ -21,18 +21,7 @@ def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float)
 
     options = session_options(config.threads[0])
     return {
-        "cpu_model": cpu_field("model name") or platform.processor(),
-        "isa_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm", "bf16", "sve"}),
-        "machine": platform.machine(),
-        "cores_online": os.cpu_count(),
-        "affinity": sorted(os.sched_getaffinity(0)),
-        "governor": read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "cgroup_limits": {
-            "cpu.max": read_text("/sys/fs/cgroup/cpu.max"),
-            "cpu.cfs_quota_us": read_text("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-            "memory.max": read_text("/sys/fs/cgroup/memory.max"),
-            "memory.limit_in_bytes": read_text("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-        },
+        **host.describe(),
         "onnxruntime_version": ort.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
@@ -46,43 +35,24 @@ def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float)
     }
 
 
-def cpu_flags() -> set[str]:
-    text = read_text("/proc/cpuinfo") or ""
-    return {flag for line in text.splitlines() if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[1].split()}
-
-
-def cpu_field(name: str) -> str | None:
-    for line in (read_text("/proc/cpuinfo") or "").splitlines():
-        if line.startswith(name):
-            return line.split(":", 1)[1].strip()
-    return None
-
-
-def read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def markdown_table(report: dict) -> str:
+def markdown_table(report: BenchReport) -> str:
     lines = [
         "| model | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | accuracy | size bytes | peak RSS MB | stable | projected p50 ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in report["results"]:
-        lat = r["latency_ms"]
-        accuracy = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %"
-        projected = r["emulation"]["projection"].get("projected_p50_ms")
+    for r in report.results:
+        lat = r.latency_ms
+        accuracy = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.2f} %"
+        projected = r.projected_p50_ms
         lines.append(
-            f"| {Path(r['model']).name} | {r['threads']} | {r['batch_size']} | {lat['p50']:.4f} | {lat['p90']:.4f} | {lat['p99']:.4f} | {lat['mean']:.4f} | "
-            f"{r['throughput_ips']:,.0f} | {accuracy} | {r['size_bytes']:,} | {r['peak_rss_mb']:.0f} | {'yes' if r['stable'] else 'NO'} | "
+            f"| {Path(r.model).name} | {r.threads} | {r.batch_size} | {lat.p50:.4f} | {lat.p90:.4f} | {lat.p99:.4f} | {lat.mean:.4f} | "
+            f"{r.throughput_ips:,.0f} | {accuracy} | {r.size_bytes:,} | {r.peak_rss_mb:.0f} | {'yes' if r.stable else 'NO'} | "
             f"{'n/a' if projected is None else f'{projected:.4f}'} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, path: Path) -> bool:
+def plot(report: BenchReport, path: Path) -> bool:
     """Accuracy against p50 latency, and the latency distributions; False when matplotlib is missing."""
     try:
         import matplotlib
@@ -91,22 +61,22 @@ def plot(report: dict, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    results = report["results"]
+    results = report.results
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     for r in results:
-        label = f"{Path(r['model']).stem} t{r['threads']} b{r['batch_size']}"
-        if r["accuracy"] is not None:
-            left.scatter(r["latency_ms"]["p50"], 100 * r["accuracy"], label=label)
+        label = f"{Path(r.model).stem} t{r.threads} b{r.batch_size}"
+        if r.accuracy is not None:
+            left.scatter(r.latency_ms.p50, 100 * r.accuracy, label=label)
     left.set_xlabel("p50 latency (ms)")
     left.set_ylabel("test accuracy (%)")
     left.set_title("accuracy against latency")
-    if any(r["accuracy"] is not None for r in results):
+    if any(r.accuracy is not None for r in results):
         left.legend(fontsize=7)
-    labels = [f"{Path(r['model']).stem}\nt{r['threads']} b{r['batch_size']}" for r in results]
+    labels = [f"{Path(r.model).stem}\nt{r.threads} b{r.batch_size}" for r in results]
     positions = range(len(results))
-    right.vlines(positions, [r["latency_ms"]["min"] for r in results], [r["latency_ms"]["max"] for r in results], color="grey", label="min to max")
+    right.vlines(positions, [r.latency_ms.min for r in results], [r.latency_ms.max for r in results], color="grey", label="min to max")
     for quantile, marker in (("p50", "o"), ("p90", "^"), ("p99", "s")):
-        right.scatter(positions, [r["latency_ms"][quantile] for r in results], marker=marker, label=quantile, zorder=3)
+        right.scatter(positions, [getattr(r.latency_ms, quantile) for r in results], marker=marker, label=quantile, zorder=3)
     right.set_xticks(list(positions), labels, fontsize=7)
     right.set_ylabel("latency (ms)")
     right.legend(fontsize=7)

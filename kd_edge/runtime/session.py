@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from kd_edge.errors import DatasetError, ModelFileError
+from kd_edge.errors import DatasetError, ModelCardError, ModelFileError
+from kd_edge.runtime.card import ModelCard
 
 EVAL_BATCH_SIZE = 256
 
@@ -31,11 +31,6 @@ def session_options(threads: int | None, spinning: bool = True):
     return options
 
 
-# A model may name ONNX Runtime graph optimisers that make it slower (kd-edge's quantizer
-# measures this); the runtime then disables them when it opens the model.
-DISABLED_OPTIMIZERS_KEY = "kd_edge.ort_disabled_optimizers"
-
-
 def open_session(path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None, spinning: bool = True):
     import onnxruntime as ort
 
@@ -53,6 +48,11 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return dict(open_session(path, threads=1).get_modelmeta().custom_metadata_map)
 
 
+def read_card(path: str | Path) -> ModelCard:
+    """The model card an exported model carries; a ``ModelCardError`` names any bad key."""
+    return ModelCard.from_metadata(read_onnx_metadata(path), repr(str(path)))
+
+
 class OnnxModel:
     """An ONNX classifier plus the preprocessing its kd-edge metadata describes."""
 
@@ -60,18 +60,21 @@ class OnnxModel:
         self.path = Path(path)
         self.session = open_session(path, threads, disabled_optimizers, spinning)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        hinted = json.loads(self.metadata.get(DISABLED_OPTIMIZERS_KEY, "[]"))
+        self.card = ModelCard.from_metadata(self.metadata, repr(str(self.path)))
+        # A model may name ONNX Runtime optimisers that make it slower (kd-edge's quantizer measures this).
+        hinted = list(self.card.ort_disabled_optimizers)
         if disabled_optimizers is None and hinted:
             self.session = open_session(path, threads, hinted, spinning)
         self.disabled_optimizers = disabled_optimizers if disabled_optimizers is not None else hinted
-        missing = [key for key in ("kd_edge.input_shape", "kd_edge.mean", "kd_edge.std") if key not in self.metadata]
-        if missing:
-            raise ModelFileError(f"{str(self.path)!r} lacks the metadata {missing}; export it with `kd-edge export` so that it describes its input")
-        self.input_shape = tuple(json.loads(self.metadata["kd_edge.input_shape"]))
-        self.classes = json.loads(self.metadata.get("kd_edge.classes", "[]"))
-        self.mean = np.asarray(json.loads(self.metadata["kd_edge.mean"]), dtype=np.float32).reshape(1, -1, 1, 1)
-        self.std = np.asarray(json.loads(self.metadata["kd_edge.std"]), dtype=np.float32).reshape(1, -1, 1, 1)
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = self.card.input_shape
+        self.classes = list(self.card.classes)
+        self.mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(self.card.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        fixed = [(i, d) for i, d in enumerate(graph_input.shape[1:]) if isinstance(d, int)]
+        if len(graph_input.shape) != 4 or any(self.input_shape[i] != d for i, d in fixed):
+            raise ModelCardError(f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} disagrees with the graph's input {graph_input.shape}")
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         if images.ndim == 3 and self.input_shape[0] == 1:

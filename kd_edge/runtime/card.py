@@ -1,0 +1,229 @@
+"""The model card: what a model says about itself, in one schema for every stage.
+
+A card travels three ways, always through this module:
+
+* in a checkpoint (``ModelCard.to_dict``), written by training;
+* in an ONNX model's ``metadata_props`` as ``kd_edge.*`` strings (``to_metadata``,
+  ``write_card``), so that a board needs nothing but the .onnx file;
+* as a bundle's ``model.json`` (``to_dict`` again).
+
+Reading validates every key: a card with a missing or malformed key is a
+``ModelCardError`` that names the key. Keys this version does not know are kept
+out of the card but never rejected, so that a newer kd-edge's models still load.
+
+Needs only the standard library (and ``onnx`` inside ``write_card``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from kd_edge.errors import ModelCardError
+
+PREFIX = "kd_edge."
+REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
+PLAIN_STRINGS = ("layout", "model", "source_sha256")  # stored as they are; every other value as JSON
+LAYOUTS = ("NCHW",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataRef:
+    """Where a model's data comes from: enough to load the same splits again.
+
+    ``dataset`` is a name ``kd_edge.data.load_dataset`` accepts; ``data_dir`` the
+    folder it was read from (None for the built-in data); ``image_size`` the side
+    ``folder:`` images were resized to.
+    """
+
+    dataset: str
+    data_dir: str | None = None
+    image_size: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCard:
+    """Preprocessing (classes, input shape, layout, mean, std), provenance and figures of one model.
+
+    The input is ``(pixel / 255 - mean) / std`` per channel, NCHW, float32.
+    """
+
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    layout: str = "NCHW"
+    data: DataRef | None = None
+    model: str | None = None  # registry name
+    parameters: int | None = None
+    macs: int | None = None
+    test_accuracy: float | None = None  # of this model (INT8 for a quantized one)
+    fp32_test_accuracy: float | None = None  # of the FP32 model it was quantized from
+    quantization: dict | None = None  # mode, format, per_channel, types, nodes kept in FP32
+    calibration: dict | None = None  # dataset, split, size, method, hash of the sample's indices
+    source_sha256: str | None = None  # of the checkpoint it was exported from
+    versions: dict = field(default_factory=dict)  # kd_edge, torch, onnx opset, exporter
+    ort_disabled_optimizers: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        normalised = {name: check(name, getattr(self, name)) for name in FIELD_CHECKS}
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+        channels = self.input_shape[0]
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) != channels:
+                raise ModelCardError(f"{PREFIX}{name} has {len(getattr(self, name))} values but the input has {channels} channel(s)")
+        if min(self.std) <= 0:
+            raise ModelCardError(f"{PREFIX}std must be positive, got {list(self.std)}")
+
+    def to_dict(self) -> dict:
+        """The card as JSON-ready data (model.json, checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model card") -> ModelCard:
+        if not isinstance(data, dict):
+            raise ModelCardError(f"{source}: a model card must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        missing = [name for name in REQUIRED if name not in data]
+        if missing:
+            raise ModelCardError(f"{source}: the model card lacks {', '.join(PREFIX + m for m in missing)}; export the model with `kd-edge export`")
+        try:
+            return cls(**{name: value for name, value in data.items() if name in known})
+        except ModelCardError as exc:
+            raise ModelCardError(f"{source}: {exc}") from None
+
+    def to_metadata(self) -> dict[str, str]:
+        """The card as ONNX ``metadata_props``: ``kd_edge.<field>`` -> string."""
+        out = {}
+        for name, value in self.to_dict().items():
+            if value is None or value == {} or value == []:
+                continue
+            out[PREFIX + name] = value if name in PLAIN_STRINGS else json.dumps(value)
+        return out
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> ModelCard:
+        values = {}
+        for item in fields(cls):
+            key = PREFIX + item.name
+            if key not in metadata:
+                continue
+            if item.name in PLAIN_STRINGS:
+                values[item.name] = metadata[key]
+                continue
+            try:
+                values[item.name] = json.loads(metadata[key])
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise ModelCardError(f"{source}: metadata {key} is not valid JSON ({exc}): {metadata[key][:80]!r}") from None
+        return cls.from_dict(values, source)
+
+
+# --- validation, one function per kind of field -----------------------------------------------------
+
+
+def fail(name: str, expected: str, value) -> ModelCardError:
+    return ModelCardError(f"{PREFIX}{name} must be {expected}, got {value!r:.80}")
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_classes(name, value):
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) for c in value):
+        raise fail(name, "a non-empty list of class names", value)
+    return tuple(value)
+
+
+def check_shape(name, value):
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
+        raise fail(name, "[channels, height, width] of positive integers", value)
+    return tuple(value)
+
+
+def check_numbers(name, value):
+    if not isinstance(value, (list, tuple)) or not value or not all(is_number(v) for v in value):
+        raise fail(name, "a list of finite numbers, one per channel", value)
+    return tuple(float(v) for v in value)
+
+
+def check_layout(name, value):
+    if value not in LAYOUTS:
+        raise fail(name, f"one of {LAYOUTS}", value)
+    return value
+
+
+def check_data(name, value):
+    if value is None or isinstance(value, DataRef):
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("dataset"), str):
+        raise fail(name, 'an object with a "dataset" name', value)
+    image_size = value.get("image_size")
+    if image_size is not None and not (isinstance(image_size, int) and image_size > 0):
+        raise fail(name, "an object whose image_size is a positive integer or null", value)
+    return DataRef(dataset=value["dataset"], data_dir=value.get("data_dir"), image_size=image_size)
+
+
+def optional(check_value, expected: str):
+    def checked(name, value):
+        if value is None:
+            return None
+        if not check_value(value):
+            raise fail(name, expected, value)
+        return value
+
+    return checked
+
+
+def check_names(name, value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise fail(name, "a list of names", value)
+    return tuple(value)
+
+
+def check_versions(name, value):
+    if not isinstance(value, dict):
+        raise fail(name, "an object", value)
+    return dict(value)
+
+
+FIELD_CHECKS = {
+    "classes": check_classes,
+    "input_shape": check_shape,
+    "mean": check_numbers,
+    "std": check_numbers,
+    "layout": check_layout,
+    "data": check_data,
+    "model": optional(lambda v: isinstance(v, str), "a model name"),
+    "parameters": optional(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),
+    "macs": optional(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),
+    "test_accuracy": optional(lambda v: is_number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "fp32_test_accuracy": optional(lambda v: is_number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "quantization": optional(lambda v: isinstance(v, dict), "an object"),
+    "calibration": optional(lambda v: isinstance(v, dict), "an object"),
+    "source_sha256": optional(lambda v: isinstance(v, str), "a hex digest"),
+    "versions": check_versions,
+    "ort_disabled_optimizers": check_names,
+}
+
+
+def check(name: str, value):
+    return FIELD_CHECKS[name](name, value)
+
+
+def write_card(path: str | Path, card: ModelCard) -> None:
+    """Replace the ``kd_edge.*`` metadata of the ONNX model at ``path`` with ``card``, atomically."""
+    import onnx
+
+    from kd_edge.io import atomic_write
+
+    proto = onnx.load(str(path))
+    others = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    for key, value in [*others, *card.to_metadata().items()]:
+        proto.metadata_props.add(key=key, value=value)
+    data = proto.SerializeToString()
+    atomic_write(path, lambda handle: handle.write(data))
