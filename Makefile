@@ -1,6 +1,6 @@
 # Two entry points, each self-contained on a fresh clone:
 #   make demo   creates .venv, installs kd-edge with training extras, distils a student on the built-in MNIST-5k
-#   make test   creates .venv, installs kd-edge with training and test extras, runs the test suite
+#   make test   creates .venv, installs kd-edge with training and test extras, lints (ruff), runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # pip picks any release that satisfies pyproject.toml's lower bounds.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 $(BIN)/kd-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ venv: $(BIN)/kd-edge
 demo: venv
 	$(BIN)/kd-edge distill --dataset mnist-5k --teacher-epochs 10 --epochs 15 --out runs/demo --force
 
-test: venv
+# Lint first: a style fault fails in seconds, before the suite's minutes.
+test: venv lint
 	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check kd_edge tests benchmarks
+	$(BIN)/ruff format --check kd_edge tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -37,8 +37,8 @@ VARIANTS = {
     "c": ("kd-edge defaults", []),
     "d": ("kd-edge defaults, student alone (--alpha 1)", ["--alpha", "1"]),
     "e": (f"kd-edge defaults, {' '.join(LONG)}", LONG),
-    "f": (f"kd-edge defaults, {' '.join(LONG)}, student alone (--alpha 1)", LONG + ["--alpha", "1"]),
-    "g": (f"kd-edge defaults, {' '.join(LONG)}, --student-model cnn-tiny", LONG + ["--student-model", "cnn-tiny"]),
+    "f": (f"kd-edge defaults, {' '.join(LONG)}, student alone (--alpha 1)", [*LONG, "--alpha", "1"]),
+    "g": (f"kd-edge defaults, {' '.join(LONG)}, --student-model cnn-tiny", [*LONG, "--student-model", "cnn-tiny"]),
 }
 
 
@@ -89,7 +89,18 @@ def run_reference(torchvision_root: Path) -> dict:
 
 def run_kd_edge(key: str, extra: list[str], data_dir: Path) -> dict:
     out = WORK / key
-    command = [str(Path(sys.executable).with_name("kd-edge")), "distill", "--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out), "--force", *extra]
+    command = [
+        str(Path(sys.executable).with_name("kd-edge")),
+        "distill",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--force",
+        *extra,
+    ]
     seconds = run_timed(command, WORK / f"{key}.log")
     metrics = json.loads((out / "metrics.json").read_text())
     walls = metrics["wall_time_s"]
@@ -101,7 +112,10 @@ def run_kd_edge(key: str, extra: list[str], data_dir: Path) -> dict:
         "teacher_seconds": walls.get("teacher", 0.0),
         "student_seconds": walls.get("student", 0.0),
         "soft_label_seconds": walls.get("soft_labels", 0.0),
-        "other_seconds": seconds - walls.get("teacher", 0.0) - walls.get("student", 0.0) - walls.get("soft_labels", 0.0),
+        "other_seconds": seconds
+        - walls.get("teacher", 0.0)
+        - walls.get("student", 0.0)
+        - walls.get("soft_labels", 0.0),
         "command": "kd-edge " + " ".join(command[1:]),
     }
 
@@ -113,13 +127,15 @@ def percent(value) -> str:
 def markdown(results: dict) -> str:
     reference = results.get("a")
     lines = [
-        "| variant | teacher test acc | student test acc | teacher s | soft labels s | student s | other s | whole run s | vs reference wall time |",
+        "| variant | teacher test acc | student test acc | teacher s | soft labels s | student s | other s | whole "
+        "run s | vs reference wall time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, row in results.items():
         ratio = f"{row['process_seconds'] / reference['process_seconds']:.2f}x" if reference else "n/a"
         lines.append(
-            f"| ({key}) {VARIANTS[key][0]} | {percent(row['teacher_test_accuracy'])} | {percent(row['student_test_accuracy'])} | "
+            f"| ({key}) {VARIANTS[key][0]} | {percent(row['teacher_test_accuracy'])} | "
+            f"{percent(row['student_test_accuracy'])} | "
             f"{row['teacher_seconds']:.1f} | {row.get('soft_label_seconds', 0.0):.1f} | {row['student_seconds']:.1f} | "
             f"{row['other_seconds']:.1f} | {row['process_seconds']:.1f} | {ratio} |"
         )
@@ -129,7 +145,11 @@ def markdown(results: dict) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
-    parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant keys: " + ", ".join(f"{k}={v[0]}" for k, v in VARIANTS.items()))
+    parser.add_argument(
+        "--only",
+        default=",".join(VARIANTS),
+        help="comma-separated variant keys: " + ", ".join(f"{k}={v[0]}" for k, v in VARIANTS.items()),
+    )
     args = parser.parse_args()
 
     source = find_fashion(args.data_dir.resolve())
@@ -141,7 +161,9 @@ def main():
     for key in args.only.split(","):
         label, extra = VARIANTS[key]
         print(f"running ({key}) {label} ...", flush=True)
-        results[key] = run_reference(unpack_for_torchvision(source)) if extra is None else run_kd_edge(key, extra, source)
+        results[key] = (
+            run_reference(unpack_for_torchvision(source)) if extra is None else run_kd_edge(key, extra, source)
+        )
         print(json.dumps(results[key]), flush=True)
     results = {key: results[key] for key in VARIANTS if key in results}
     (RESULTS / "core.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -60,8 +60,20 @@ def main():
         model = create_model(args.model)
         if channels_last:
             model = to_channels_last(model)
-        report(f"{args.model} train step x{args.steps}, {setting}", lambda: train_steps(model, images, labels, args.steps, channels_last, bf16), args.rows)
-        report(f"{args.model} forward x{args.steps}, {setting}", lambda: forward_steps(model, images, args.steps, channels_last, bf16), args.rows)
+        report(
+            f"{args.model} train step x{args.steps}, {setting}",
+            lambda model=model, channels_last=channels_last, bf16=bf16: train_steps(
+                model, images, labels, args.steps, channels_last, bf16
+            ),
+            args.rows,
+        )
+        report(
+            f"{args.model} forward x{args.steps}, {setting}",
+            lambda model=model, channels_last=channels_last, bf16=bf16: forward_steps(
+                model, images, args.steps, channels_last, bf16
+            ),
+            args.rows,
+        )
 
 
 if __name__ == "__main__":

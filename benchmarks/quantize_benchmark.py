@@ -54,13 +54,17 @@ def empty_model(path: Path) -> Path:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["logits"])], "empty",
+        [helper.make_node("Identity", ["input"], ["logits"])],
+        "empty",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, 28, 28])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    for key, value in {"kd_edge.input_shape": "[1, 28, 28]", "kd_edge.mean": "[0.0]", "kd_edge.std": "[1.0]"}.items():
+    from kd_edge.runtime import ModelCard
+
+    card = ModelCard(classes=tuple("0123456789"), input_shape=(1, 28, 28), mean=(0.0,), std=(1.0,))
+    for key, value in card.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
     return path
@@ -94,35 +98,62 @@ def measure(run: str, forms: dict[str, Path], threads: int, data_dir: Path) -> l
     models = {name: OnnxModel(path, threads) for name, path in forms.items()}
     models["empty ONNX Runtime call"] = OnnxModel(empty_model(WORK / "exports" / "empty.onnx"), threads)
     # kd-edge bench's harness: each measurement alone in a fresh process, models alternating over 5 rounds.
-    config = BenchConfig(tuple(str(m.path) for m in models.values()), threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=2500, rounds=5)
-    p50 = {(r["model"], r["batch_size"]): r["latency_ms"]["p50"] for r in run_benchmark(config, images=dataset.val.images[:64])["results"]}
-    batch1 = {name: p50[str(model.path), 1] for name, model in models.items()}
-    batch64 = {name: p50[str(model.path), 64] for name, model in models.items()}
+    config = BenchConfig(
+        models=tuple(str(m.path) for m in models.values()),
+        threads=(threads,),
+        batch_sizes=(1, 64),
+        warmup=20,
+        runs=2500,
+        rounds=5,
+    )
+    report = run_benchmark(config, images=dataset.val.images[:64])
+    batch1 = {name: report.p50_ms(str(model.path), 1) for name, model in models.items()}
+    batch64 = {name: report.p50_ms(str(model.path), 64) for name, model in models.items()}
     fp32 = models["ONNX FP32"]
-    rows = [{
-        "run": run, "form": "PyTorch eager FP32", "size_bytes": (WORK / run / "student.pt").stat().st_size,
-        "test_accuracy": json.loads((WORK / run / "metrics.json").read_text())["student"]["test_accuracy"],
-        "batch1_ms": torch_latency_ms(WORK / run / "student.pt", dataset.val.images[:1], fp32.preprocess, threads, 5000),
-        "batch64_ms": torch_latency_ms(WORK / run / "student.pt", dataset.val.images[:64], fp32.preprocess, threads, 500),
-    }]
+    rows = [
+        {
+            "run": run,
+            "form": "PyTorch eager FP32",
+            "size_bytes": (WORK / run / "student.pt").stat().st_size,
+            "test_accuracy": json.loads((WORK / run / "metrics.json").read_text())["student"]["test_accuracy"],
+            "batch1_ms": torch_latency_ms(
+                WORK / run / "student.pt", dataset.val.images[:1], fp32.preprocess, threads, 5000
+            ),
+            "batch64_ms": torch_latency_ms(
+                WORK / run / "student.pt", dataset.val.images[:64], fp32.preprocess, threads, 500
+            ),
+        }
+    ]
     for name, model in models.items():
         empty = name.startswith("empty")
-        rows.append({
-            "run": run, "form": name, "size_bytes": model.path.stat().st_size,
-            "test_accuracy": None if empty else model.accuracy(dataset.test.images, dataset.test.labels),
-            "batch1_ms": batch1[name], "batch64_ms": batch64[name],
-            "fp32_nodes": json.loads(model.metadata.get("kd_edge.quantization", "{}")).get("excluded_nodes"),
-            "disabled_optimizers": model.disabled_optimizers,
-        })
+        rows.append(
+            {
+                "run": run,
+                "form": name,
+                "size_bytes": model.path.stat().st_size,
+                "test_accuracy": None if empty else model.accuracy(dataset.test.images, dataset.test.labels),
+                "batch1_ms": batch1[name],
+                "batch64_ms": batch64[name],
+                "fp32_nodes": (model.card.quantization or {}).get("excluded_nodes"),
+                "disabled_optimizers": model.disabled_optimizers,
+            }
+        )
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| student | form | size (bytes) | test acc | batch 1 (us) | batch 64 (ms) | FP32 nodes, disabled ORT optimisers |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| student | form | size (bytes) | test acc | batch 1 (us) | batch 64 (ms) | FP32 nodes, disabled ORT "
+        "optimisers |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         acc = "n/a" if row["test_accuracy"] is None else f"{100 * row['test_accuracy']:.2f} %"
         notes = ", ".join((row.get("fp32_nodes") or []) + (row.get("disabled_optimizers") or []))
-        lines.append(f"| {row['run']} | {row['form']} | {row['size_bytes']:,} | {acc} | {1e3 * row['batch1_ms']:.1f} | {row['batch64_ms']:.3f} | {notes} |")
+        lines.append(
+            f"| {row['run']} | {row['form']} | {row['size_bytes']:,} | {acc} | {1e3 * row['batch1_ms']:.1f} | "
+            f"{row['batch64_ms']:.3f} | {notes} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -50,8 +50,26 @@ def main():
     for profile in PROFILES:
         for repeat in (1, 2):
             target = RESULTS / f"bench-{profile}-{repeat}.json"
-            sh("bench", *paths, "--threads", "1", "--threads", "2", "--batch-size", "1", "--batch-size", "32",
-               "--dataset", "fashion-mnist", "--data-dir", args.data_dir, "--profile", profile, "--json", target)
+            sh(
+                "bench",
+                *paths,
+                "--threads",
+                "1",
+                "--threads",
+                "2",
+                "--batch-size",
+                "1",
+                "--batch-size",
+                "32",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                args.data_dir,
+                "--profile",
+                profile,
+                "--json",
+                target,
+            )
             reports[profile, repeat] = json.loads(target.read_text())
     (RESULTS / "bench.md").write_text(markdown(reports))
     print(markdown(reports))
@@ -59,17 +77,21 @@ def main():
 
 def markdown(reports: dict) -> str:
     lines = [
-        "| profile | model | threads | batch | p50 ms, run 1 | p50 ms, run 2 | difference | p99 ms (run 1) | images/s (run 1) | accuracy | size (bytes) | peak RSS MB | stable (1, 2) | projected p50 ms |",
+        "| profile | model | threads | batch | p50 ms, run 1 | p50 ms, run 2 | difference | p99 ms (run 1) | "
+        "images/s (run 1) | accuracy | size (bytes) | peak RSS MB | stable (1, 2) | projected p50 ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for profile in PROFILES:
-        for first, second in zip(reports[profile, 1]["results"], reports[profile, 2]["results"]):
+        for first, second in zip(reports[profile, 1]["results"], reports[profile, 2]["results"], strict=True):
             a, b = first["latency_ms"]["p50"], second["latency_ms"]["p50"]
             projected = first["emulation"]["projection"].get("projected_p50_ms")
             lines.append(
-                f"| {profile} | {Path(first['model']).name} | {first['threads']} | {first['batch_size']} | {a:.4f} | {b:.4f} | {100 * (b - a) / a:+.1f} % | "
-                f"{first['latency_ms']['p99']:.4f} | {first['throughput_ips']:,.0f} | {100 * first['accuracy']:.2f} % | {first['size_bytes']:,} | "
-                f"{first['peak_rss_mb']:.0f} | {'yes' if first['stable'] else 'no'}, {'yes' if second['stable'] else 'no'} | "
+                f"| {profile} | {Path(first['model']).name} | {first['threads']} | {first['batch_size']} | {a:.4f} "
+                f"| {b:.4f} | {100 * (b - a) / a:+.1f} % | "
+                f"{first['latency_ms']['p99']:.4f} | {first['throughput_ips']:,.0f} | "
+                f"{100 * first['accuracy']:.2f} % | {first['size_bytes']:,} | "
+                f"{first['peak_rss_mb']:.0f} | {'yes' if first['stable'] else 'no'}, "
+                f"{'yes' if second['stable'] else 'no'} | "
                 f"{'n/a' if projected is None else f'{projected:.3f}'} |"
             )
     return "\n".join(lines) + "\n"

@@ -66,7 +66,9 @@ def save_checkpoint(path, model: nn.Module, spec: ModelSpec, card: ModelCard, me
 def load_checkpoint(path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass the teacher.pt or student.pt of a run folder")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; pass the teacher.pt or student.pt of a run folder"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
@@ -75,15 +77,22 @@ def load_checkpoint(path) -> Checkpoint:
             f"unsafe to load ({load_failure_reason(exc)}). Re-create it with `kd-edge teacher` or `kd-edge distill`."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a kd-edge checkpoint (a plain state_dict has no model name or metadata); re-create it with kd-edge")
+        raise CheckpointError(
+            f"{str(path)!r} is not a kd-edge checkpoint (a plain state_dict has no model name or metadata); "
+            "re-create it with kd-edge"
+        )
     if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{str(path)!r} was written by a newer kd-edge ({payload.get('kd_edge_version')}); upgrade kd-edge")
+        raise CheckpointError(
+            f"{str(path)!r} was written by a newer kd-edge ({payload.get('kd_edge_version')}); upgrade kd-edge"
+        )
     try:
         return Checkpoint(
             path=path,
             spec=ModelSpec(**payload["model"]),
             state_dict=payload["state_dict"],
-            card=ModelCard.from_dict(payload["card"] if "card" in payload else card_of_version_1(payload), f"checkpoint {str(path)!r}"),
+            card=ModelCard.from_dict(
+                payload["card"] if "card" in payload else card_of_version_1(payload), f"checkpoint {str(path)!r}"
+            ),
             metrics=payload.get("metrics", {}),
             config=payload.get("config", {}),
             kd_edge_version=payload.get("kd_edge_version", "unknown"),
@@ -95,8 +104,17 @@ def load_checkpoint(path) -> Checkpoint:
 def card_of_version_1(payload: dict) -> dict:
     """Version 1 kept the preprocessing in a "data" dict and the data folder in the run's config."""
     data, data_config = dict(payload["data"]), payload.get("config", {}).get("data", {})
-    ref = {"dataset": data.pop("dataset"), "data_dir": data_config.get("data_dir"), "image_size": data_config.get("image_size")}
-    return {**data, "data": ref, "model": payload["model"]["name"], "test_accuracy": payload.get("metrics", {}).get("test_accuracy")}
+    ref = {
+        "dataset": data.pop("dataset"),
+        "data_dir": data_config.get("data_dir"),
+        "image_size": data_config.get("image_size"),
+    }
+    return {
+        **data,
+        "data": ref,
+        "model": payload["model"]["name"],
+        "test_accuracy": payload.get("metrics", {}).get("test_accuracy"),
+    }
 
 
 def load_failure_reason(exc: Exception) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,26 +23,56 @@ app = typer.Typer(
 )
 
 # --- options shared by several commands ----------------------------------------------------------
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="mnist-5k (built in), mnist, fashion-mnist, cifar10, folder:PATH or npz:PATH.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (default: $KD_EDGE_DATA).")]
-ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Resize folder: images to this side length.")]
-NormalizationOpt = Annotated[Optional[str], typer.Option(help="'dataset' (train-split mean/std) or 'half' (0.5/0.5, the reference script's).")]
-AugmentOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="Shift training images by up to 2 px. Disables cached soft labels.")]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Training epochs (default: the preset's).")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Training batch size (default: the preset's).")]
-LrOpt = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the preset's).")]
-OptimizerOpt = Annotated[Optional[str], typer.Option(help="adamw, adam or sgd (default: the preset's).")]
-ScheduleOpt = Annotated[Optional[str], typer.Option(help="onecycle, cosine or constant (default: the preset's).")]
-WeightDecayOpt = Annotated[Optional[float], typer.Option(help="Weight decay (default: the preset's).")]
-PresetOpt = Annotated[str, typer.Option(help="Recipe to start from: 'default' (kd-edge's) or 'reference' (the reference script's, exactly).")]
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        "--dataset", "-d", help="mnist-5k (built in), mnist, fashion-mnist, cifar10, folder:PATH or npz:PATH."
+    ),
+]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Folder holding dataset files (default: $KD_EDGE_DATA).")]
+ImageSizeOpt = Annotated[int | None, typer.Option(help="Resize folder: images to this side length.")]
+NormalizationOpt = Annotated[
+    str | None, typer.Option(help="'dataset' (train-split mean/std) or 'half' (0.5/0.5, the reference script's).")
+]
+AugmentOpt = Annotated[
+    bool,
+    typer.Option("--augment/--no-augment", help="Shift training images by up to 2 px. Disables cached soft labels."),
+]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", "-e", help="Training epochs (default: the preset's).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Training batch size (default: the preset's).")]
+LrOpt = Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")]
+OptimizerOpt = Annotated[str | None, typer.Option(help="adamw, adam or sgd (default: the preset's).")]
+ScheduleOpt = Annotated[str | None, typer.Option(help="onecycle, cosine or constant (default: the preset's).")]
+WeightDecayOpt = Annotated[float | None, typer.Option(help="Weight decay (default: the preset's).")]
+PresetOpt = Annotated[
+    str,
+    typer.Option(help="Recipe to start from: 'default' (kd-edge's) or 'reference' (the reference script's, exactly)."),
+]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, metrics.json and config.json.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed for initialisation and shuffling.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: torch's choice).")]
-PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto (bf16 where the hardware has it natively, else fp32), fp32 or bf16 (autocast; weights stay fp32).")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's choice).")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (bf16 where the hardware has it natively, else fp32), fp32 or bf16 (autocast; weights stay fp32)."
+    ),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")]
-OptimizeLatencyOpt = Annotated[bool, typer.Option("--optimize-latency/--no-optimize-latency", help="Keep in FP32 the nodes whose INT8 version is measured to be slower.")]
-CompareLatencyOpt = Annotated[bool, typer.Option("--compare-latency/--no-compare-latency", help="Time FP32 against INT8 at the end (a fresh process per measurement).")]
+OptimizeLatencyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--optimize-latency/--no-optimize-latency",
+        help="Keep in FP32 the nodes whose INT8 version is measured to be slower.",
+    ),
+]
+CompareLatencyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compare-latency/--no-compare-latency",
+        help="Time FP32 against INT8 at the end (a fresh process per measurement).",
+    ),
+]
 
 
 def user_errors(command):
@@ -68,7 +98,10 @@ def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "
 
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
-        raise MissingDependencyError(f"this command needs {' and '.join(missing)}, which the base install leaves out; install them with: pip install 'kd-edge[train]'")
+        raise MissingDependencyError(
+            f"this command needs {' and '.join(missing)}, which the base install leaves out; install them with: "
+            "pip install 'kd-edge[train]'"
+        )
 
 
 @app.command()
@@ -77,7 +110,7 @@ def teacher(
     dataset: DatasetOpt = "mnist-5k",
     epochs: EpochsOpt = None,
     out: OutOpt = Path("runs/teacher"),
-    model: Annotated[Optional[str], typer.Option(help="Teacher architecture (see `kd-edge models`).")] = None,
+    model: Annotated[str | None, typer.Option(help="Teacher architecture (see `kd-edge models`).")] = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
     optimizer: OptimizerOpt = None,
@@ -100,8 +133,23 @@ def teacher(
     require_training_extra()
     recipe = cfg.get_preset(preset)
     config = cfg.TeacherConfig(
-        data=cfg.DataConfig(dataset=dataset, data_dir=optional_str(data_dir), image_size=image_size, normalization=normalization or recipe.normalization, augment=augment),
-        teacher=cfg.override(recipe.teacher, model=model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay),
+        data=cfg.DataConfig(
+            dataset=dataset,
+            data_dir=optional_str(data_dir),
+            image_size=image_size,
+            normalization=normalization or recipe.normalization,
+            augment=augment,
+        ),
+        teacher=cfg.override(
+            recipe.teacher,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            schedule=schedule,
+            weight_decay=weight_decay,
+        ),
         run=run_config(out, seed, device, threads, force, precision or recipe.precision),
     )
     from kd_edge.distill import train_teacher
@@ -117,14 +165,27 @@ def distill(
     dataset: DatasetOpt = "mnist-5k",
     epochs: EpochsOpt = None,
     out: OutOpt = Path("runs/distill"),
-    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="A teacher.pt to distil from; without it a teacher is trained first.")] = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Teacher architecture when training one.")] = None,
-    student_model: Annotated[Optional[str], typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
-    teacher_epochs: Annotated[Optional[int], typer.Option(help="Teacher epochs (default: --epochs if given, else the preset's).")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", "-T", help="Softmax temperature T of the soft labels.")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="Weight of the hard-label CE term; 1 trains the student alone.")] = None,
-    kd_loss: Annotated[Optional[str], typer.Option(help="Soft-label term: 'kl' (T^2 * KL) or 'mse' (logit matching).")] = None,
-    min_teacher_accuracy: Annotated[Optional[float], typer.Option(help="Stop unless the teacher reaches this validation accuracy (0-1).")] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option("--teacher", help="A teacher.pt to distil from; without it a teacher is trained first."),
+    ] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="Teacher architecture when training one.")] = None,
+    student_model: Annotated[str | None, typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
+    teacher_epochs: Annotated[
+        int | None, typer.Option(help="Teacher epochs (default: --epochs if given, else the preset's).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", "-T", help="Softmax temperature T of the soft labels.")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Weight of the hard-label CE term; 1 trains the student alone.")
+    ] = None,
+    kd_loss: Annotated[
+        str | None, typer.Option(help="Soft-label term: 'kl' (T^2 * KL) or 'mse' (logit matching).")
+    ] = None,
+    min_teacher_accuracy: Annotated[
+        float | None, typer.Option(help="Stop unless the teacher reaches this validation accuracy (0-1).")
+    ] = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
     optimizer: OptimizerOpt = None,
@@ -141,7 +202,7 @@ def distill(
     precision: PrecisionOpt = None,
     force: ForceOpt = False,
 ):
-    """Distil a student from a frozen teacher: writes OUT/student.pt (+ teacher.pt when it trains one), metrics.json, config.json.
+    """Distil a student from a frozen teacher: writes OUT/student.pt (+ teacher.pt when it trains one) and metrics.json.
 
     The loss is alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).
     The teacher's soft labels are computed once and reused every epoch unless --augment is on.
@@ -152,10 +213,18 @@ def distill(
     recipe = cfg.get_preset(preset)
     shared = dict(batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay)
     config = cfg.DistillConfig(
-        data=cfg.DataConfig(dataset=dataset, data_dir=optional_str(data_dir), image_size=image_size, normalization=normalization or recipe.normalization, augment=augment),
+        data=cfg.DataConfig(
+            dataset=dataset,
+            data_dir=optional_str(data_dir),
+            image_size=image_size,
+            normalization=normalization or recipe.normalization,
+            augment=augment,
+        ),
         teacher=cfg.override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
         student=cfg.override(recipe.student, model=student_model, epochs=epochs, **shared),
-        kd=cfg.override(recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy),
+        kd=cfg.override(
+            recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy
+        ),
         run=run_config(out, seed, device, threads, force, precision or recipe.precision),
         teacher_path=optional_str(teacher),
     )
@@ -170,9 +239,15 @@ def distill(
 @user_errors
 def export(
     source: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or a run folder (its student.pt is exported).")],
-    onnx: Annotated[bool, typer.Option("--onnx", help="Write ONNX (the only format for now; kept for the documented command line).")] = True,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <stem>.onnx (and <stem>.int8.onnx).")] = Path("exports"),
-    int8: Annotated[bool, typer.Option("--int8", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")] = False,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Write ONNX (the only format for now; kept for the documented command line).")
+    ] = True,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <stem>.onnx (and <stem>.int8.onnx).")] = Path(
+        "exports"
+    ),
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")
+    ] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset; 17 loads in ONNX Runtime 1.14 and later.")] = 17,
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
@@ -183,18 +258,28 @@ def export(
     require_training_extra()
     from kd_edge.export import ExportConfig, export_onnx
 
-    result = export_onnx(ExportConfig(source=str(source), out_dir=str(out), opset=opset, data_dir=optional_str(data_dir), force=force))
+    result = export_onnx(
+        ExportConfig(source=str(source), out_dir=str(out), opset=opset, data_dir=optional_str(data_dir), force=force)
+    )
     parity = result.parity
     console().print(
-        f"wrote {result.path} ({result.path.stat().st_size:,} bytes, opset {opset}); parity on {parity.samples} validation images: "
+        f"wrote {result.path} ({result.path.stat().st_size:,} bytes, opset {opset}); parity on {parity.samples} "
+        "validation images: "
         f"max |diff| {parity.max_abs_diff:.2e} (batch 1: {parity.max_abs_diff_batch1:.2e}, tolerance {parity.atol:g}), "
         f"top-1 agreement {parity.top1_agreement:.0%}"
     )
     if int8:
-        from kd_edge.quantize import QuantizeConfig, quantize as quantize_model
+        from kd_edge.quantize import QuantizeConfig
+        from kd_edge.quantize import quantize as quantize_model
 
         # Calibrates on the data the export verified with (the run's own folder, unless --data-dir).
-        config = QuantizeConfig(model=str(result.path), data_dir=result.data_dir, optimize_latency=optimize_latency, compare_latency=compare_latency, force=force)
+        config = QuantizeConfig(
+            model=str(result.path),
+            data_dir=result.data_dir,
+            optimize_latency=optimize_latency,
+            compare_latency=compare_latency,
+            force=force,
+        )
         print_quantize_result(quantize_model(config))
 
 
@@ -202,29 +287,67 @@ def export(
 @user_errors
 def quantize(
     model: Annotated[Path, typer.Argument(help="An FP32 ONNX model written by `kd-edge export`.")],
-    calibration: Annotated[Optional[str], typer.Option(help="Dataset for calibration (its validation split) and evaluation (its test split); default: the model's own.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output path (default: MODEL with .int8.onnx).")] = None,
-    calibration_size: Annotated[int, typer.Option(help="Validation images used for calibration, stratified by class.")] = 500,
+    calibration: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset for calibration (validation split) and evaluation (test split); default: the model's own."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output path (default: MODEL with .int8.onnx).")
+    ] = None,
+    calibration_size: Annotated[
+        int, typer.Option(help="Validation images used for calibration, stratified by class.")
+    ] = 500,
     method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
-    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")] = True,
-    quant_format: Annotated[str, typer.Option("--format", help="qdq (QuantizeLinear/DequantizeLinear pairs) or qoperator (QLinearConv...).")] = "qdq",
-    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic quantization (weights only, activations at run time) instead of static.")] = False,
-    max_accuracy_drop: Annotated[float, typer.Option(help="Largest test-accuracy drop allowed, in percentage points; nodes are kept in FP32 until it fits.")] = 0.5,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Node names to keep in FP32 from the start (repeatable).")] = None,
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")
+    ] = True,
+    quant_format: Annotated[
+        str, typer.Option("--format", help="qdq (QuantizeLinear/DequantizeLinear pairs) or qoperator (QLinearConv...).")
+    ] = "qdq",
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic", help="Dynamic quantization (weights only, activations at run time) instead of static."
+        ),
+    ] = False,
+    max_accuracy_drop: Annotated[
+        float,
+        typer.Option(
+            help="Largest test-accuracy drop allowed, in percentage points; nodes are kept in FP32 until it fits."
+        ),
+    ] = 0.5,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Node names to keep in FP32 from the start (repeatable).")
+    ] = None,
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
     threads: Annotated[int, typer.Option(help="Threads for the FP32-versus-INT8 latency comparison.")] = 2,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
 ):
-    """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget; compares latency."""
+    """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget."""
     require_training_extra(("onnx",))
-    from kd_edge.quantize import QuantizeConfig, quantize as quantize_model
+    from kd_edge.quantize import QuantizeConfig
+    from kd_edge.quantize import quantize as quantize_model
 
     config = QuantizeConfig(
-        model=str(model), out=optional_str(out), calibration=calibration, data_dir=optional_str(data_dir), calibration_size=calibration_size,
-        method=method, per_channel=per_channel, format=quant_format, mode="dynamic" if dynamic else "static", max_accuracy_drop=max_accuracy_drop,
-        exclude=tuple(exclude or ()), optimize_latency=optimize_latency, compare_latency=compare_latency, latency_threads=threads, force=force,
+        model=str(model),
+        out=optional_str(out),
+        calibration=calibration,
+        data_dir=optional_str(data_dir),
+        calibration_size=calibration_size,
+        method=method,
+        per_channel=per_channel,
+        format=quant_format,
+        mode="dynamic" if dynamic else "static",
+        max_accuracy_drop=max_accuracy_drop,
+        exclude=tuple(exclude or ()),
+        optimize_latency=optimize_latency,
+        compare_latency=compare_latency,
+        latency_threads=threads,
+        force=force,
     )
     print_quantize_result(quantize_model(config))
 
@@ -232,7 +355,9 @@ def quantize(
 @app.command()
 @user_errors
 def qat(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder of `kd-edge distill` (student.pt, and teacher.pt for the soft labels).")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder of `kd-edge distill` (student.pt, and teacher.pt for the soft labels).")
+    ],
     epochs: Annotated[int, typer.Option("--epochs", "-e", help="Fine-tuning epochs with fake quantization.")] = 2,
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 5e-4,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for student.qat.onnx.")] = Path("exports"),
@@ -247,12 +372,20 @@ def qat(
     from kd_edge.qat import QATConfig, quantization_aware_training
 
     config = QATConfig(
-        run_dir=str(run_dir), out_dir=str(out), epochs=epochs, lr=lr, data_dir=optional_str(data_dir), seed=seed,
-        optimize_latency=optimize_latency, compare_latency=compare_latency, force=force,
+        run_dir=str(run_dir),
+        out_dir=str(out),
+        epochs=epochs,
+        lr=lr,
+        data_dir=optional_str(data_dir),
+        seed=seed,
+        optimize_latency=optimize_latency,
+        compare_latency=compare_latency,
+        force=force,
     )
     result = quantization_aware_training(config, progress=make_progress())
     console().print(
-        f"wrote {result.path}: test accuracy FP32 {result.fp32_test_accuracy:.2%}, after QAT {result.qat_test_accuracy:.2%} "
+        f"wrote {result.path}: test accuracy FP32 {result.fp32_test_accuracy:.2%}, after QAT "
+        f"{result.qat_test_accuracy:.2%} "
         f"(ONNX Runtime {result.onnx_test_accuracy:.2%}, top-1 agreement {result.top1_agreement:.1%}); "
         f"nodes kept in FP32: {', '.join(result.fp32_layers) or 'none'}"
     )
@@ -264,18 +397,26 @@ def print_quantize_result(result) -> None:
     from rich.table import Table
 
     table = Table(title=f"INT8 model {result.path}")
-    columns = ["model", "size (bytes)", "test acc"] + ([f"batch {b} (ms)" for b in result.latency.fp32_ms] if result.latency else [])
-    for column in columns:
+    batches = list(result.latency.fp32_ms) if result.latency else []
+    for column in ["model", "size (bytes)", "val acc", "test acc", *(f"batch {b} (ms)" for b in batches)]:
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, size, acc in (("fp32", result.fp32_bytes, result.fp32_accuracy), ("int8", result.int8_bytes, result.int8_accuracy)):
-        latency = [] if result.latency is None else [f"{ms:.4f}" for ms in getattr(result.latency, f"{name}_ms").values()]
-        table.add_row(name, f"{size:,}", f"{acc:.2%}", *latency)
+    for name in ("fp32", "int8"):
+        latency = (
+            [] if result.latency is None else [f"{ms:.4f}" for ms in getattr(result.latency, f"{name}_ms").values()]
+        )
+        sizes, val, test = (
+            getattr(result, f"{name}_bytes"),
+            getattr(result, f"{name}_val_accuracy"),
+            getattr(result, f"{name}_test_accuracy"),
+        )
+        table.add_row(name, f"{sizes:,}", f"{val:.2%}", f"{test:.2%}", *latency)
     out = console()
     out.print(table)
-    kept = ", ".join(result.excluded_nodes) or "none"
-    if result.disabled_optimizers:
-        kept += f" (runs with ONNX Runtime's {', '.join(result.disabled_optimizers)} disabled, recorded in the model)"
-    out.print(f"accuracy drop {result.accuracy_drop_points:.2f} points; nodes kept in FP32: {kept}; calibration: {result.calibration['size']} validation images ({result.calibration['method']})")
+    out.print(
+        f"accuracy drop {result.val_drop_points:.2f} points on the validation split (the budget's), "
+        f"{result.test_drop_points:.2f} on test; nodes kept in FP32: {', '.join(result.excluded_nodes) or 'none'}; "
+        f"calibration: {result.calibration['size']} validation images ({result.calibration['method']})"
+    )
     if result.latency is not None:
         print_latency_comparison(result.latency, "INT8")
 
@@ -284,40 +425,77 @@ def print_latency_comparison(latency, name: str) -> None:
     slower = latency.slower_batches()
     if slower:
         batches = " and ".join(f"batch {b}" for b in slower)
-        console().print(f"[bold yellow]warning:[/] the {name} model is slower than FP32 at {batches} with {latency.threads} threads on this machine")
+        console().print(
+            f"[bold yellow]warning:[/] the {name} model is slower than FP32 at {batches} with {latency.threads} "
+            "threads on this machine"
+        )
 
 
 @app.command()
 @user_errors
 def bench(
     models: Annotated[list[Path], typer.Argument(help="One or more ONNX models, compared side by side.")],
-    threads: Annotated[list[int], typer.Option("--threads", "-t", help="ONNX Runtime intra-op threads (repeatable).")] = [2],  # noqa: B006 - typer needs a literal
+    threads: Annotated[
+        list[int], typer.Option("--threads", "-t", help="ONNX Runtime intra-op threads (repeatable).")
+    ] = [2],  # noqa: B006 - typer needs a literal
     batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", help="Batch sizes (repeatable).")] = [1],  # noqa: B006
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing, in each process.")] = 20,
     runs: Annotated[int, typer.Option(help="Timed runs per model and setting, spread over the rounds.")] = 300,
-    duration: Annotated[Optional[float], typer.Option(help="Seconds per model and setting instead of --runs.")] = None,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds; each round measures every model once, in a fresh process.")] = 3,
-    cores: Annotated[Optional[str], typer.Option(help="Pin to these cores, e.g. 0,1 (sched_setaffinity).")] = None,
-    memory: Annotated[Optional[str], typer.Option(help="Memory cap, e.g. 512M (cgroup memory limit, else RLIMIT_AS).")] = None,
-    cpu_quota: Annotated[Optional[float], typer.Option(help="CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu.max / cfs_quota_us where writable).")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Labelled data for accuracy: its test split.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Labelled data for accuracy: an .npz with images (and labels).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds per model and setting instead of --runs.")] = None,
+    rounds: Annotated[
+        int, typer.Option(help="Interleaved rounds; each round measures every model once, in a fresh process.")
+    ] = 3,
+    cores: Annotated[str | None, typer.Option(help="Pin to these cores, e.g. 0,1 (sched_setaffinity).")] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory cap, e.g. 512M (cgroup memory limit, else RLIMIT_AS).")
+    ] = None,
+    cpu_quota: Annotated[
+        float | None,
+        typer.Option(help="CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu.max / cfs_quota_us where writable)."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Labelled data for accuracy: its test split.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled data for accuracy: an .npz with images (and labels).")
+    ] = None,
     data_dir: DataDirOpt = None,
-    profile: Annotated[str, typer.Option(help="Device profile (see `kd-edge profiles`): enforces its cores and RAM, projects its latency.")] = "host",
-    rate: Annotated[Optional[float], typer.Option(help="Drone loop: frames per second; reports deadline misses and jitter.")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Write the results as a Markdown table.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: accuracy against latency, and latency distributions (needs matplotlib).")] = None,
+    profile: Annotated[
+        str,
+        typer.Option(help="Device profile (see `kd-edge profiles`): enforces its cores and RAM, projects its latency."),
+    ] = "host",
+    rate: Annotated[
+        float | None, typer.Option(help="Drone loop: frames per second; reports deadline misses and jitter.")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the results as a Markdown table.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write a PNG: accuracy against latency, and latency distributions (needs matplotlib)."),
+    ] = None,
 ):
     """Benchmark ONNX models under an emulated drone target: latency, throughput, accuracy, memory. Needs no torch."""
     from kd_edge.runtime.emulate import parse_cores, parse_memory
     from kd_edge.runtime.harness import BenchConfig, run_benchmark
-    from kd_edge.runtime.report import markdown_table, plot as draw
+    from kd_edge.runtime.report import markdown_table
+    from kd_edge.runtime.report import plot as draw
 
     config = BenchConfig(
-        models=tuple(str(m) for m in models), threads=tuple(threads), batch_sizes=tuple(batch_size), warmup=warmup, runs=runs,
-        duration=duration, rounds=rounds, cores=parse_cores(cores), memory_bytes=parse_memory(memory), cpu_quota=cpu_quota,
-        dataset=dataset, data=optional_str(data), data_dir=optional_str(data_dir), profile=profile, rate=rate,
+        models=tuple(str(m) for m in models),
+        threads=tuple(threads),
+        batch_sizes=tuple(batch_size),
+        warmup=warmup,
+        runs=runs,
+        duration=duration,
+        rounds=rounds,
+        cores=parse_cores(cores),
+        memory_bytes=parse_memory(memory),
+        cpu_quota=cpu_quota,
+        dataset=dataset,
+        data=optional_str(data),
+        data_dir=optional_str(data_dir),
+        profile=profile,
+        rate=rate,
     )
     report = run_benchmark(config)
     out = console()
@@ -341,14 +519,34 @@ def print_bench_table(report) -> None:
     from rich.table import Table
 
     table = Table(title=f"kd-edge bench ({report.environment['profile']['name']}; data: {report.data})")
-    for column in ("model", "thr", "batch", "p50 ms", "p99 ms", "img/s", "accuracy", "size", "RSS MB", "stable", "projected p50 ms"):
+    for column in (
+        "model",
+        "thr",
+        "batch",
+        "p50 ms",
+        "p99 ms",
+        "img/s",
+        "accuracy",
+        "size",
+        "RSS MB",
+        "stable",
+        "projected p50 ms",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in report.results:
         projected = r.projected_p50_ms
         table.add_row(
-            Path(r.model).name, str(r.threads), str(r.batch_size), f"{r.latency_ms.p50:.4f}", f"{r.latency_ms.p99:.4f}",
-            f"{r.throughput_ips:,.0f}", "n/a" if r.accuracy is None else f"{r.accuracy:.2%}", f"{r.size_bytes:,}",
-            f"{r.peak_rss_mb:.0f}", "yes" if r.stable else "[bold red]NO[/]", "n/a" if projected is None else f"{projected:.4f}",
+            Path(r.model).name,
+            str(r.threads),
+            str(r.batch_size),
+            f"{r.latency_ms.p50:.4f}",
+            f"{r.latency_ms.p99:.4f}",
+            f"{r.throughput_ips:,.0f}",
+            "n/a" if r.accuracy is None else f"{r.accuracy:.2%}",
+            f"{r.size_bytes:,}",
+            f"{r.peak_rss_mb:.0f}",
+            "yes" if r.stable else "[bold red]NO[/]",
+            "n/a" if projected is None else f"{projected:.4f}",
         )
     out = console()
     out.print(table)
@@ -358,9 +556,15 @@ def print_bench_table(report) -> None:
                 out.print(f"[bold yellow]not enforced:[/] {name} for {Path(r.model).name}: {item.get('reason')}")
         if r.drone_loop is not None:
             loop = r.drone_loop
-            out.print(f"drone loop {Path(r.model).name} at {loop['rate_hz']:g} Hz: {loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms")
+            out.print(
+                f"drone loop {Path(r.model).name} at {loop['rate_hz']:g} Hz: "
+                f"{loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms"
+            )
     if any(r.projected_p50_ms is not None for r in report.results):
-        out.print("projected latencies are estimates scaled by measured host and published board FLOPS, not measurements (see the JSON's emulation.projection.method)")
+        out.print(
+            "projected latencies are estimates scaled by measured host and published board FLOPS, not measurements "
+            "(see the JSON's emulation.projection.method)"
+        )
 
 
 @app.command()
@@ -394,7 +598,9 @@ def models(
         table.add_column(column, justify="right" if column in ("parameters", "MACs") else "left")
     for name in list_models():
         net = create_model(name, data.num_classes, channels, size)
-        table.add_row(name, f"{count_parameters(net):,}", f"{count_macs(net, data.input_shape):,}", describe_model(name))
+        table.add_row(
+            name, f"{count_parameters(net):,}", f"{count_macs(net, data.input_shape):,}", describe_model(name)
+        )
     console().print(table)
 
 
@@ -450,7 +656,15 @@ def print_summary(metrics: dict, out: Path) -> None:
         info = metrics.get(stage)
         if info:
             seconds = metrics["wall_time_s"].get(stage, 0.0)
-            table.add_row(stage, info["model"], f"{info['parameters']:,}", f"{info['macs']:,}", f"{info['val_accuracy']:.2%}", f"{info['test_accuracy']:.2%}", f"{seconds:.1f}")
+            table.add_row(
+                stage,
+                info["model"],
+                f"{info['parameters']:,}",
+                f"{info['macs']:,}",
+                f"{info['val_accuracy']:.2%}",
+                f"{info['test_accuracy']:.2%}",
+                f"{seconds:.1f}",
+            )
     console().print(table)
     console().print(f"total wall time {metrics['wall_time_s']['total']:.1f}s; metrics in {out / 'metrics.json'}")
 

@@ -40,8 +40,13 @@ class DataConfig:
     augment: bool = False
 
     def __post_init__(self):
-        check(self.normalization in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
-        check(self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}")
+        check(
+            self.normalization in NORMALIZATIONS,
+            f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}",
+        )
+        check(
+            self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +66,9 @@ class TrainConfig:
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         check(self.lr > 0, f"--lr must be positive, got {self.lr}")
         check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        check(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        check(
+            self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+        )
         check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
@@ -77,8 +84,13 @@ class KDConfig:
     def __post_init__(self):
         check(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
         check(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
-        check(self.kd_loss in KD_LOSS_NAMES, f"--kd-loss must be one of {', '.join(KD_LOSS_NAMES)}, got {self.kd_loss!r}")
-        check(0.0 <= self.min_teacher_accuracy <= 1.0, f"--min-teacher-accuracy is a fraction in [0, 1], got {self.min_teacher_accuracy}")
+        check(
+            self.kd_loss in KD_LOSS_NAMES, f"--kd-loss must be one of {', '.join(KD_LOSS_NAMES)}, got {self.kd_loss!r}"
+        )
+        check(
+            0.0 <= self.min_teacher_accuracy <= 1.0,
+            f"--min-teacher-accuracy is a fraction in [0, 1], got {self.min_teacher_accuracy}",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +106,9 @@ class RunConfig:
 
     def __post_init__(self):
         check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check(
+            self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        )
         check(self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
 
 
@@ -135,14 +149,46 @@ class Preset:
 
 PRESETS = {
     "default": Preset(
-        teacher=TrainConfig(model="cnn-base", epochs=2, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
-        student=TrainConfig(model="cnn-small", epochs=3, batch_size=256, optimizer="adamw", lr=4e-3, weight_decay=5e-4, schedule="onecycle"),
+        teacher=TrainConfig(
+            model="cnn-base",
+            epochs=2,
+            batch_size=256,
+            optimizer="adamw",
+            lr=4e-3,
+            weight_decay=5e-4,
+            schedule="onecycle",
+        ),
+        student=TrainConfig(
+            model="cnn-small",
+            epochs=3,
+            batch_size=256,
+            optimizer="adamw",
+            lr=4e-3,
+            weight_decay=5e-4,
+            schedule="onecycle",
+        ),
         kd=KDConfig(temperature=4.0, alpha=0.5),
         description="kd-edge's recipe: BatchNorm CNNs, AdamW with a one-cycle schedule, cached soft labels",
     ),
     "reference": Preset(
-        teacher=TrainConfig(model="seed-teacher", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
-        student=TrainConfig(model="seed-student", epochs=5, batch_size=128, optimizer="adam", lr=0.01, weight_decay=0.0, schedule="constant"),
+        teacher=TrainConfig(
+            model="seed-teacher",
+            epochs=5,
+            batch_size=128,
+            optimizer="adam",
+            lr=0.01,
+            weight_decay=0.0,
+            schedule="constant",
+        ),
+        student=TrainConfig(
+            model="seed-student",
+            epochs=5,
+            batch_size=128,
+            optimizer="adam",
+            lr=0.01,
+            weight_decay=0.0,
+            schedule="constant",
+        ),
         kd=KDConfig(temperature=4.0, alpha=0.5),
         normalization="half",
         precision="fp32",

@@ -52,10 +52,18 @@ class RunFolder:
         self.dir = ensure_writable_dir(out)
         existing = [name for name in [*artifacts, METRICS_FILE] if (self.dir / name).exists()]
         if existing and not force:
-            raise OutputError(f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out or pass --force to replace them")
+            raise OutputError(
+                f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out "
+                "or pass --force to replace them"
+            )
         self.config = config
         self.started = time.perf_counter()
-        self.metrics = {"kd_edge_version": __version__, "torch_version": str(torch.__version__), "python_version": platform.python_version(), "wall_time_s": {}}
+        self.metrics = {
+            "kd_edge_version": __version__,
+            "torch_version": str(torch.__version__),
+            "python_version": platform.python_version(),
+            "wall_time_s": {},
+        }
         atomic_write_json(self.dir / CONFIG_FILE, config)
 
     def record(self, section: str, values: dict, seconds: float | None = None) -> None:
@@ -74,7 +82,9 @@ class DeviceDataset:
         self.ref = ref
         self.device = device
         self.precision = precision
-        self.train, self.val, self.test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
+        self.train, self.val, self.test = (
+            DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test")
+        )
 
     def spec(self, model_name: str) -> ModelSpec:
         channels, size, _ = self.dataset.input_shape
@@ -87,7 +97,9 @@ class InputView:
     def __init__(self, splits: DeviceDataset, mean, std):
         self.normalize = Normalizer(mean, std, splits.device)
         dataset = splits.dataset
-        self.card = ModelCard(classes=dataset.classes, input_shape=dataset.input_shape, mean=mean, std=std, data=splits.ref)
+        self.card = ModelCard(
+            classes=dataset.classes, input_shape=dataset.input_shape, mean=mean, std=std, data=splits.ref
+        )
 
 
 def load_splits(run_config: RunConfig, data_config: DataConfig) -> tuple[DeviceDataset, float]:
@@ -101,16 +113,38 @@ def load_splits(run_config: RunConfig, data_config: DataConfig) -> tuple[DeviceD
 
 def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
     sizes = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
-    info = {"dataset": splits.dataset.name, **sizes, "input_shape": list(splits.dataset.input_shape), "device": str(splits.device), "precision": splits.precision}
+    info = {
+        "dataset": splits.dataset.name,
+        **sizes,
+        "input_shape": list(splits.dataset.input_shape),
+        "device": str(splits.device),
+        "precision": splits.precision,
+    }
     run.record("data", info, seconds)
 
 
-def train_and_save(splits: DeviceDataset, view: InputView, config: TrainConfig, step_fn, *, name: str, run: RunFolder, seed: int, augment: bool, extra_metrics: dict, progress):
+def train_and_save(
+    splits: DeviceDataset,
+    view: InputView,
+    config: TrainConfig,
+    step_fn,
+    *,
+    name: str,
+    run: RunFolder,
+    seed: int,
+    augment: bool,
+    extra_metrics: dict,
+    progress,
+):
     """Build (weights from ``seed``), fit, test and save ``RUN_DIR/<name>.pt``; returns (model, its metrics)."""
     spec = splits.spec(config.model)
     model = to_channels_last(build_seeded(spec, seed).to(splits.device))
     path = run.dir / f"{name}.pt"
-    info = {"model": config.model, "parameters": count_parameters(model), "macs": count_macs(model, splits.dataset.input_shape)}
+    info = {
+        "model": config.model,
+        "parameters": count_parameters(model),
+        "macs": count_macs(model, splits.dataset.input_shape),
+    }
     card = replace(view.card, model=config.model, parameters=info["parameters"], macs=info["macs"])
 
     def save_best(net, progress_info):
@@ -118,8 +152,18 @@ def train_and_save(splits: DeviceDataset, view: InputView, config: TrainConfig, 
         return str(path)
 
     result = fit(
-        model, splits.train, splits.val, view.normalize, config, step_fn,
-        stage=name, seed=seed, augment=augment, precision=splits.precision, save_best=save_best, progress=progress,
+        model,
+        splits.train,
+        splits.val,
+        view.normalize,
+        config,
+        step_fn,
+        stage=name,
+        seed=seed,
+        augment=augment,
+        precision=splits.precision,
+        save_best=save_best,
+        progress=progress,
     )
     info.update(
         epochs=config.epochs,
@@ -128,19 +172,40 @@ def train_and_save(splits: DeviceDataset, view: InputView, config: TrainConfig, 
         test_accuracy=accuracy(model, splits.test, view.normalize),
         train_seconds=round(result.seconds, 3),
         images_per_second=round(sum(log.images_per_second for log in result.history) / len(result.history), 1),
-        history=[{"epoch": log.epoch, "loss": log.loss, **log.terms, "train_accuracy": log.train_accuracy, "val_accuracy": log.val_accuracy} for log in result.history],
+        history=[
+            {
+                "epoch": log.epoch,
+                "loss": log.loss,
+                **log.terms,
+                "train_accuracy": log.train_accuracy,
+                "val_accuracy": log.val_accuracy,
+            }
+            for log in result.history
+        ],
         **extra_metrics,
     )
-    save_checkpoint(path, model, spec, replace(card, test_accuracy=info["test_accuracy"]), {**info, "complete": True}, run.config)
+    save_checkpoint(
+        path, model, spec, replace(card, test_accuracy=info["test_accuracy"]), {**info, "complete": True}, run.config
+    )
     info["checkpoint"] = str(path)
     info["sha256"] = file_sha256(path)
     return model, info
 
 
-def cross_entropy_teacher(splits: DeviceDataset, view: InputView, config: TrainConfig, run: RunFolder, seed: int, augment: bool, progress):
+def cross_entropy_teacher(
+    splits: DeviceDataset, view: InputView, config: TrainConfig, run: RunFolder, seed: int, augment: bool, progress
+):
     return train_and_save(
-        splits, view, config, cross_entropy_step(view.normalize), name="teacher", run=run,
-        seed=seed, augment=augment, extra_metrics={"source": "trained"}, progress=progress,
+        splits,
+        view,
+        config,
+        cross_entropy_step(view.normalize),
+        name="teacher",
+        run=run,
+        seed=seed,
+        augment=augment,
+        extra_metrics={"source": "trained"},
+        progress=progress,
     )
 
 
@@ -152,7 +217,9 @@ def train_teacher(config: TeacherConfig, progress=None) -> dict:
         record_data(run, splits, load_seconds)
         view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
         started = time.perf_counter()
-        _, info = cross_entropy_teacher(splits, view, config.teacher, run, config.run.seed, config.data.augment, progress)
+        _, info = cross_entropy_teacher(
+            splits, view, config.teacher, run, config.run.seed, config.data.augment, progress
+        )
         run.record("teacher", info, time.perf_counter() - started)
         check_teacher(info["val_accuracy"], splits.dataset, min_accuracy=0.0)
         return run.metrics
@@ -174,7 +241,12 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
     trains_teacher = needs_teacher and config.teacher_path is None
     teacher_checkpoint = load_checkpoint(config.teacher_path) if needs_teacher and config.teacher_path else None
     splits, load_seconds = load_splits(config.run, config.data)
-    run = RunFolder(config.run.out, [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE], config.run.force, config.to_dict())
+    run = RunFolder(
+        config.run.out,
+        [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE],
+        config.run.force,
+        config.to_dict(),
+    )
     record_data(run, splits, load_seconds)
     student_view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
 
@@ -185,7 +257,9 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
             teacher, teacher_view, info = load_teacher(teacher_checkpoint, splits)
         else:
             teacher_view = student_view
-            teacher, info = cross_entropy_teacher(splits, teacher_view, config.teacher, run, config.run.seed, config.data.augment, progress)
+            teacher, info = cross_entropy_teacher(
+                splits, teacher_view, config.teacher, run, config.run.seed, config.data.augment, progress
+            )
         run.record("teacher", info, time.perf_counter() - started)
         check_teacher(info["val_accuracy"], splits.dataset, config.kd.min_teacher_accuracy)
         teacher_logits = soft_label_source(teacher, teacher_view, splits, config.data.augment, run)
@@ -197,10 +271,23 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
         return {**terms, "logits": logits}
 
     started = time.perf_counter()
-    kd_info = {"temperature": config.kd.temperature, "alpha": config.kd.alpha, "kd_loss": config.kd.kd_loss, "teacher_sha256": run.metrics.get("teacher", {}).get("sha256")}
+    kd_info = {
+        "temperature": config.kd.temperature,
+        "alpha": config.kd.alpha,
+        "kd_loss": config.kd.kd_loss,
+        "teacher_sha256": run.metrics.get("teacher", {}).get("sha256"),
+    }
     _, student_info = train_and_save(
-        splits, student_view, config.student, kd_step, name="student", run=run,
-        seed=config.run.seed + 1, augment=config.data.augment, extra_metrics={"distillation": kd_info}, progress=progress,
+        splits,
+        student_view,
+        config.student,
+        kd_step,
+        name="student",
+        run=run,
+        seed=config.run.seed + 1,
+        augment=config.data.augment,
+        extra_metrics={"distillation": kd_info},
+        progress=progress,
     )
     run.record("student", student_info, time.perf_counter() - started)
     return run.metrics
@@ -235,7 +322,8 @@ def load_teacher(checkpoint: Checkpoint, splits: DeviceDataset):
     if list(card.classes) != list(dataset.classes):
         raise CheckpointError(
             f"teacher {str(checkpoint.path)!r} was trained on {trained_on!r} with classes {list(card.classes)}, "
-            f"but {dataset.name!r} has classes {list(dataset.classes)}; train a teacher on this dataset (omit --teacher)"
+            f"but {dataset.name!r} has classes {list(dataset.classes)}; train a teacher on this dataset (omit "
+            "--teacher)"
         )
     if tuple(card.input_shape) != tuple(dataset.input_shape):
         raise CheckpointError(

@@ -53,5 +53,9 @@ class ModelCardError(ModelFileError):
     """A model card (ONNX metadata, model.json) with a missing or malformed key."""
 
 
+class BundleError(ModelFileError):
+    """A bundle that fails its checksums, or an archive that is unsafe or damaged."""
+
+
 class QuantizationError(KdEdgeError):
     """No INT8 model meets the accuracy budget, or calibration data does not fit."""

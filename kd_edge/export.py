@@ -76,7 +76,9 @@ def resolve_checkpoint(source: str | Path) -> Path:
     if source.is_dir():
         student = source / "student.pt"
         if not student.is_file():
-            raise CheckpointError(f"run folder {str(source)!r} has no student.pt; pass the checkpoint file to export instead")
+            raise CheckpointError(
+                f"run folder {str(source)!r} has no student.pt; pass the checkpoint file to export instead"
+            )
         return student
     return source
 
@@ -110,13 +112,22 @@ def write_onnx(model: torch.nn.Module, card: ModelCard, path: Path, opset: int) 
         # The TorchScript exporter is deprecated in favour of dynamo; the choice is deliberate (module docstring).
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-    proto.doc_string = f"kd-edge {__version__}: {card.model} trained on {card.data.dataset if card.data else 'unknown data'}"
+    proto.doc_string = (
+        f"kd-edge {__version__}: {card.model} trained on {card.data.dataset if card.data else 'unknown data'}"
+    )
     onnx.save(proto, str(path))
     write_card(path, card)
 
@@ -128,7 +139,9 @@ def export_card(checkpoint: Checkpoint, model: torch.nn.Module, opset: int) -> M
         checkpoint.card,
         model=checkpoint.spec.name,
         parameters=count_parameters(model),
-        test_accuracy=checkpoint.card.test_accuracy if checkpoint.card.test_accuracy is not None else checkpoint.metrics.get("test_accuracy"),
+        test_accuracy=checkpoint.card.test_accuracy
+        if checkpoint.card.test_accuracy is not None
+        else checkpoint.metrics.get("test_accuracy"),
         source_sha256=file_sha256(checkpoint.path),
         versions=versions,
     )
@@ -139,20 +152,32 @@ def checkpoint_dataset(checkpoint: Checkpoint, data_dir: str | None):
     from kd_edge.data import load_data
 
     if checkpoint.card.data is None:
-        raise CheckpointError(f"{str(checkpoint.path)!r} does not record its dataset; re-create it with `kd-edge distill`")
+        raise CheckpointError(
+            f"{str(checkpoint.path)!r} does not record its dataset; re-create it with `kd-edge distill`"
+        )
     dataset = load_data(checkpoint.card.data, data_dir)
     if tuple(dataset.input_shape) != tuple(checkpoint.card.input_shape):
-        raise CheckpointError(f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects {list(checkpoint.card.input_shape)}")
+        raise CheckpointError(
+            f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects "
+            f"{list(checkpoint.card.input_shape)}"
+        )
     return dataset
 
 
 def parity_images(dataset) -> np.ndarray:
     """Up to PARITY_BATCH validation images, uint8 NCHW, all classes represented."""
-    order = np.concatenate([np.flatnonzero(dataset.val.labels == c)[: PARITY_BATCH // dataset.num_classes + 1] for c in range(dataset.num_classes)])
+    order = np.concatenate(
+        [
+            np.flatnonzero(dataset.val.labels == c)[: PARITY_BATCH // dataset.num_classes + 1]
+            for c in range(dataset.num_classes)
+        ]
+    )
     return dataset.val.images[np.sort(order)[:PARITY_BATCH]]
 
 
-def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, atol: float = PARITY_ATOL, min_agreement: float = 1.0) -> ParityReport:
+def check_parity(
+    model: torch.nn.Module, path: Path, images: np.ndarray, atol: float = PARITY_ATOL, min_agreement: float = 1.0
+) -> ParityReport:
     """ONNX Runtime (through the runtime's own preprocessing) against PyTorch, batched and at batch 1.
 
     Passes when every logit is within ``atol`` and at least ``min_agreement`` of the
@@ -168,14 +193,17 @@ def check_parity(model: torch.nn.Module, path: Path, images: np.ndarray, atol: f
     singles = np.concatenate([onnx_model.logits(inputs[i : i + 1]) for i in range(min(PARITY_SINGLES, len(inputs)))])
     diff = float(np.abs(batched - expected).max())
     diff_single = float(np.abs(singles - expected[: len(singles)]).max())
-    same = np.concatenate([batched.argmax(1) == expected.argmax(1), singles.argmax(1) == expected[: len(singles)].argmax(1)])
+    same = np.concatenate(
+        [batched.argmax(1) == expected.argmax(1), singles.argmax(1) == expected[: len(singles)].argmax(1)]
+    )
     agreement = float(same.mean())  # over the batched and the batch-1 runs together
     report = ParityReport(len(inputs), diff, diff_single, agreement, atol)
     if max(diff, diff_single) > atol or agreement < min_agreement:
         raise ExportParityError(
             f"the ONNX model does not compute what the PyTorch model computes on {len(inputs)} validation images: "
             f"max |difference| {diff:.3g} (batch {len(inputs)}) and {diff_single:.3g} (batch 1) against a tolerance "
-            f"of {atol:g}, top-1 agreement {agreement:.2%}. The model uses an operation that does not export faithfully; "
+            f"of {atol:g}, top-1 agreement {agreement:.2%}. The model uses an operation that does not export "
+            "faithfully; "
             "nothing was written. Report the model and torch version."
         )
     return report

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from kd_edge.errors import OutputError
 
@@ -58,5 +59,7 @@ def ensure_writable_dir(folder: str | Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}); choose another --out") from exc
+        raise OutputError(
+            f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}); choose another --out"
+        ) from exc
     return folder

@@ -11,12 +11,12 @@ constructor arguments, which is what checkpoints store (see ``ModelSpec``).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from kd_edge.errors import ModelError
 
@@ -126,7 +126,11 @@ def seed_student(num_classes, in_channels, image_size):
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     # No conv bias: BatchNorm's shift replaces it, and export folds BN into the conv.
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class SmallCNN(nn.Module):
@@ -141,7 +145,9 @@ class SmallCNN(nn.Module):
         if not widths or depth < 1:
             raise ModelError("cnn needs at least one stage (widths) and depth >= 1")
         if image_size % 2 ** len(widths):
-            raise ModelError(f"cnn with {len(widths)} stages needs an image size divisible by {2 ** len(widths)}, got {image_size}")
+            raise ModelError(
+                f"cnn with {len(widths)} stages needs an image size divisible by {2 ** len(widths)}, got {image_size}"
+            )
         layers, channels = [], in_channels
         for width in widths:
             for _ in range(depth):
@@ -150,7 +156,12 @@ class SmallCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         side = image_size // 2 ** len(widths)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * side * side, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x):
         return self.head(self.features(x))

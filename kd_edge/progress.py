@@ -44,7 +44,14 @@ class RichProgress(SilentProgress):
         self.task = None
 
     def start(self, stage, epochs, steps_per_epoch):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.close()
         self.bar = Progress(

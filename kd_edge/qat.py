@@ -70,18 +70,36 @@ class QATResult:
     onnx_test_accuracy: float  # of the exported INT8 QDQ model, in ONNX Runtime
     top1_agreement: float
     fp32_layers: list[str]  # ONNX nodes the quantizer kept in FP32
-    disabled_optimizers: list[str]
     latency: LatencyComparison | None
     seconds: float
 
 
 def qat_qconfig_mapping():
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, QConfig, QConfigMapping
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        QConfig,
+        QConfigMapping,
+    )
 
-    activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+    activation = FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=-128,
+        quant_max=127,
+        dtype=torch.qint8,
+        qscheme=torch.per_tensor_affine,
+    )
     # [-127, 127] with scale max|w| / 127: the grid ONNX Runtime's symmetric INT8 weights use,
     # so the learnt weights survive its quantizer exactly.
-    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-127, quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    weight = FakeQuantize.with_args(
+        observer=MovingAveragePerChannelMinMaxObserver,
+        quant_min=-127,
+        quant_max=127,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+    )
     return QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
 
 
@@ -133,10 +151,17 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     normalize = Normalizer(student.card.mean, student.card.std, device)
     kd = student.config.get("kd", {"temperature": 4.0, "alpha": 1.0, "kd_loss": "kl"})
     # The teacher the student learnt from: trained into the run folder, or given with --teacher.
-    teacher_path = run_dir / "teacher.pt" if (run_dir / "teacher.pt").is_file() else Path(student.config.get("teacher_path") or run_dir / "teacher.pt")
+    teacher_path = (
+        run_dir / "teacher.pt"
+        if (run_dir / "teacher.pt").is_file()
+        else Path(student.config.get("teacher_path") or run_dir / "teacher.pt")
+    )
     soft_labels = teacher_soft_labels(teacher_path, train) if kd["alpha"] < 1.0 else None
     if kd["alpha"] < 1.0 and soft_labels is None:
-        raise CheckpointError(f"the teacher of {str(run_dir)!r} ({str(teacher_path)!r}) is missing; QAT keeps the teacher's soft labels in the loss. Pass a run folder of `kd-edge distill` whose teacher still exists.")
+        raise CheckpointError(
+            f"the teacher of {str(run_dir)!r} ({str(teacher_path)!r}) is missing; QAT keeps the teacher's soft "
+            "labels in the loss. Pass a run folder of `kd-edge distill` whose teacher still exists."
+        )
 
     fp32_model = student.build_model().eval()
     fp32_accuracy = accuracy(fp32_model, test, normalize)
@@ -145,9 +170,20 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     def step(net, index, images, labels):
         logits = net(normalize(images))
         teacher_logits = soft_labels[index] if soft_labels is not None else None
-        return {**distillation_loss(logits, teacher_logits, labels, kd["temperature"], kd["alpha"], kd["kd_loss"]), "logits": logits}
+        return {
+            **distillation_loss(logits, teacher_logits, labels, kd["temperature"], kd["alpha"], kd["kd_loss"]),
+            "logits": logits,
+        }
 
-    recipe = TrainConfig(model=student.spec.name, epochs=config.epochs, batch_size=config.batch_size, optimizer="adamw", lr=config.lr, weight_decay=0.0, schedule="cosine")
+    recipe = TrainConfig(
+        model=student.spec.name,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer="adamw",
+        lr=config.lr,
+        weight_decay=0.0,
+        schedule="cosine",
+    )
     fit(model, train, val, normalize, recipe, step, stage="qat", seed=config.seed + 2, progress=progress)
     model.eval()
     model.apply(disable_observer)  # freeze the learnt ranges
@@ -155,19 +191,42 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as scratch:
         learnt = Path(scratch) / "student.qat-fp32.onnx"
-        write_onnx(with_learnt_weights(model, folded), export_card(student, fp32_model, config.opset), learnt, config.opset)
-        quantized = quantize(QuantizeConfig(
-            model=str(learnt), out=str(Path(scratch) / path.name), data_dir=data_dir, optimize_latency=config.optimize_latency,
-            compare_latency=config.compare_latency, latency_threads=config.latency_threads, force=True,
-        ))
-        parity = check_parity(model, quantized.path, parity_images(dataset), atol=float("inf"), min_agreement=QAT_MIN_AGREEMENT)
+        write_onnx(
+            with_learnt_weights(model, folded), export_card(student, fp32_model, config.opset), learnt, config.opset
+        )
+        quantized = quantize(
+            QuantizeConfig(
+                model=str(learnt),
+                out=str(Path(scratch) / path.name),
+                data_dir=data_dir,
+                optimize_latency=config.optimize_latency,
+                compare_latency=config.compare_latency,
+                latency_threads=config.latency_threads,
+                force=True,
+            )
+        )
+        parity = check_parity(
+            model, quantized.path, parity_images(dataset), atol=float("inf"), min_agreement=QAT_MIN_AGREEMENT
+        )
         card = OnnxModel(quantized.path).card
-        write_card(quantized.path, replace(card, quantization={**card.quantization, "mode": "qat", "qat_epochs": config.epochs}, fp32_test_accuracy=fp32_accuracy))
+        write_card(
+            quantized.path,
+            replace(
+                card,
+                quantization={**card.quantization, "mode": "qat", "qat_epochs": config.epochs},
+                fp32_test_accuracy=fp32_accuracy,
+            ),
+        )
         quantized.path.replace(path)
     return QATResult(
-        path=path, fp32_test_accuracy=fp32_accuracy, qat_test_accuracy=qat_accuracy, onnx_test_accuracy=quantized.int8_accuracy,
-        top1_agreement=parity.top1_agreement, fp32_layers=quantized.excluded_nodes, disabled_optimizers=quantized.disabled_optimizers,
-        latency=quantized.latency, seconds=time.perf_counter() - started,
+        path=path,
+        fp32_test_accuracy=fp32_accuracy,
+        qat_test_accuracy=qat_accuracy,
+        onnx_test_accuracy=quantized.int8_test_accuracy,
+        top1_agreement=parity.top1_agreement,
+        fp32_layers=quantized.excluded_nodes,
+        latency=quantized.latency,
+        seconds=time.perf_counter() - started,
     )
 
 

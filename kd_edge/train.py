@@ -10,8 +10,8 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -158,7 +158,11 @@ class DeviceSplit:
         build kernels for an odd shape each epoch. Without one, every sample is served.
         """
         n = len(self)
-        order = torch.randperm(n, generator=generator).to(self.images.device) if generator is not None else torch.arange(n, device=self.images.device)
+        order = (
+            torch.randperm(n, generator=generator).to(self.images.device)
+            if generator is not None
+            else torch.arange(n, device=self.images.device)
+        )
         end = max(n - n % batch_size, batch_size) if generator is not None else n
         for start in range(0, end, batch_size):
             index = order[start : start + batch_size]
@@ -178,7 +182,9 @@ def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: in
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: DeviceSplit, normalize: Normalizer, precision: str = "fp32") -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, split: DeviceSplit, normalize: Normalizer, precision: str = "fp32"
+) -> torch.Tensor:
     was_training = model.training
     model.eval()
     with autocast(split.images.device, precision):
@@ -227,7 +233,11 @@ def check_finite(terms: dict, stage: str, epoch: int, step: int, last_saved: str
     if not bad:
         return
     values = ", ".join(f"{name}={terms[name].item():.4g}" for name in terms if name != "logits")
-    kept = f"The last good checkpoint is kept at {last_saved}." if last_saved else "No checkpoint had been saved yet, so nothing was overwritten."
+    kept = (
+        f"The last good checkpoint is kept at {last_saved}."
+        if last_saved
+        else "No checkpoint had been saved yet, so nothing was overwritten."
+    )
     raise TrainingDivergedError(
         f"{stage} training diverged at epoch {epoch}, step {step}: the {' and '.join(bad)} term became "
         f"non-finite ({values}). {kept} Lower --lr, use --optimizer adamw, or lower --temperature, then run again."
@@ -271,7 +281,17 @@ def fit(
             means, train_accuracy, seen = train_epoch(step, train, config.batch_size, generator, augment, progress)
             seconds = time.perf_counter() - epoch_start
             val_accuracy = accuracy(model, val, normalize)
-            log = EpochLog(stage, epoch, config.epochs, means.pop("loss"), train_accuracy, val_accuracy, seen / seconds, seconds, means)
+            log = EpochLog(
+                stage,
+                epoch,
+                config.epochs,
+                means.pop("loss"),
+                train_accuracy,
+                val_accuracy,
+                seen / seconds,
+                seconds,
+                means,
+            )
             best.history.append(log)
             if val_accuracy > best.best_val_accuracy:
                 best.best_val_accuracy, best.best_epoch = val_accuracy, epoch
@@ -309,7 +329,9 @@ class OptimizerStep:
         return terms
 
 
-def train_epoch(step: OptimizerStep, train: DeviceSplit, batch_size: int, generator, augment: bool, progress) -> tuple[dict, float, int]:
+def train_epoch(
+    step: OptimizerStep, train: DeviceSplit, batch_size: int, generator, augment: bool, progress
+) -> tuple[dict, float, int]:
     """One pass over the shuffled train split; returns (mean of each loss term, train accuracy, images seen)."""
     step.model.train()
     started = time.perf_counter()

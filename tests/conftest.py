@@ -66,7 +66,9 @@ def student_checkpoint(tmp_path_factory, easy_npz):
 def exported_student(tmp_path_factory, student_checkpoint):
     from kd_edge.export import ExportConfig, export_onnx
 
-    return export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path_factory.mktemp("exported")))).path
+    return export_onnx(
+        ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path_factory.mktemp("exported")))
+    ).path
 
 
 @pytest.fixture

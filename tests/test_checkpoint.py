@@ -10,7 +10,9 @@ from kd_edge.errors import CheckpointError
 from kd_edge.models import ModelSpec
 from kd_edge.runtime.card import DataRef, ModelCard
 
-CARD = ModelCard(classes=("a", "b", "c"), input_shape=(1, 16, 16), mean=(0.2,), std=(0.3,), data=DataRef(dataset="toy"), model="cnn")
+CARD = ModelCard(
+    classes=("a", "b", "c"), input_shape=(1, 16, 16), mean=(0.2,), std=(0.3,), data=DataRef(dataset="toy"), model="cnn"
+)
 
 
 def saved(tmp_path, name="model.pt", seed=0):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -54,7 +53,12 @@ def test_distill_from_a_given_teacher(tmp_path, easy_npz, teacher_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.9 <= metrics["student"]["test_accuracy"] <= 1.0
     assert metrics["teacher"]["source"] == str(teacher_run / "teacher.pt")
-    assert metrics["student"]["distillation"] == {"temperature": 4.0, "alpha": 0.5, "kd_loss": "kl", "teacher_sha256": metrics["teacher"]["sha256"]}
+    assert metrics["student"]["distillation"] == {
+        "temperature": 4.0,
+        "alpha": 0.5,
+        "kd_loss": "kl",
+        "teacher_sha256": metrics["teacher"]["sha256"],
+    }
     assert (out / "student.pt").is_file() and not (out / "teacher.pt").exists()
 
 
@@ -77,7 +81,15 @@ def test_reference_preset_is_the_reference_recipe(tmp_path):
     ok("distill", "--dataset", f"npz:{tmp_path / 'easy.npz'}", "--preset", "reference", "--epochs", "2", "--out", out)
     config = json.loads((out / "config.json").read_text())
     for network, model in (("teacher", "seed-teacher"), ("student", "seed-student")):
-        assert config[network] == {"model": model, "epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "schedule": "constant"}
+        assert config[network] == {
+            "model": model,
+            "epochs": 2,
+            "batch_size": 128,
+            "optimizer": "adam",
+            "lr": 0.01,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+        }
     assert config["kd"]["temperature"] == 4.0 and config["kd"]["alpha"] == 0.5
     assert config["data"]["normalization"] == "half" and config["run"]["precision"] == "fp32"
     from kd_edge.checkpoint import load_checkpoint
@@ -100,8 +112,14 @@ def test_help_of_every_command():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from kd_edge.cli import app; from typer.testing import CliRunner; CliRunner().invoke(app, ['--help']); print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys; from kd_edge.cli import app; from typer.testing import CliRunner\n"
+        "CliRunner().invoke(app, ['--help']); print('torch' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_python_dash_m_runs_the_cli():
@@ -111,7 +129,11 @@ def test_python_dash_m_runs_the_cli():
 
 def test_models_lists_parameters_and_macs():
     result = ok("models")
-    assert "seed-student" in result.output and "105,866" in result.output and "1,117,056" in result.output.replace("\n", "")
+    assert (
+        "seed-student" in result.output
+        and "105,866" in result.output
+        and "1,117,056" in result.output.replace("\n", "")
+    )
 
 
 # --- bad input: a clear message, a non-zero exit, no traceback, nothing overwritten ---------------
@@ -123,11 +145,22 @@ def test_unknown_dataset(tmp_path):
 
 
 def test_unknown_model(tmp_path, easy_npz):
-    fails("distill", "--dataset", f"npz:{easy_npz}", "--student-model", "vgg99", "--out", tmp_path, match="seed-student")
+    fails(
+        "distill", "--dataset", f"npz:{easy_npz}", "--student-model", "vgg99", "--out", tmp_path, match="seed-student"
+    )
 
 
 def test_missing_data_says_where_to_put_it(tmp_path):
-    fails("teacher", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "empty", "--out", tmp_path / "run", match="train-images-idx3-ubyte")
+    fails(
+        "teacher",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        tmp_path / "empty",
+        "--out",
+        tmp_path / "run",
+        match="train-images-idx3-ubyte",
+    )
 
 
 def test_bad_option_value(tmp_path):
@@ -135,25 +168,59 @@ def test_bad_option_value(tmp_path):
 
 
 def test_teacher_for_other_classes_is_refused(tmp_path, teacher_run):
-    fails("distill", "--dataset", "mnist-5k", "--teacher", teacher_run / "teacher.pt", "--out", tmp_path / "s", match="classes")
+    fails(
+        "distill",
+        "--dataset",
+        "mnist-5k",
+        "--teacher",
+        teacher_run / "teacher.pt",
+        "--out",
+        tmp_path / "s",
+        match="classes",
+    )
     assert not (tmp_path / "s" / "student.pt").exists()
 
 
 def test_teacher_for_other_input_shape_is_refused(tmp_path, teacher_run):
     images, labels = easy_images(30, size=24)
     np.savez(tmp_path / "big.npz", images=images, labels=labels, classes=np.array(["a", "b", "c"]))
-    fails("distill", "--dataset", f"npz:{tmp_path / 'big.npz'}", "--teacher", teacher_run / "teacher.pt", "--out", tmp_path / "s", match="expects input [1, 16, 16]")
+    fails(
+        "distill",
+        "--dataset",
+        f"npz:{tmp_path / 'big.npz'}",
+        "--teacher",
+        teacher_run / "teacher.pt",
+        "--out",
+        tmp_path / "s",
+        match="expects input [1, 16, 16]",
+    )
 
 
 def test_corrupt_teacher_checkpoint(tmp_path, easy_npz, teacher_run):
     broken = tmp_path / "broken.pt"
     broken.write_bytes((teacher_run / "teacher.pt").read_bytes()[:5000])
-    fails("distill", "--dataset", f"npz:{easy_npz}", "--teacher", broken, "--out", tmp_path / "s", match="truncated, corrupt")
+    fails(
+        "distill",
+        "--dataset",
+        f"npz:{easy_npz}",
+        "--teacher",
+        broken,
+        "--out",
+        tmp_path / "s",
+        match="truncated, corrupt",
+    )
 
 
 def test_unwritable_output_folder(tmp_path, easy_npz):
     (tmp_path / "file").write_text("not a folder")
-    fails("teacher", "--dataset", f"npz:{easy_npz}", "--out", tmp_path / "file" / "run", match="cannot write to output folder")
+    fails(
+        "teacher",
+        "--dataset",
+        f"npz:{easy_npz}",
+        "--out",
+        tmp_path / "file" / "run",
+        match="cannot write to output folder",
+    )
 
 
 def test_existing_results_are_not_overwritten(tmp_path, easy_npz, teacher_run):
@@ -166,7 +233,21 @@ def test_existing_results_are_not_overwritten(tmp_path, easy_npz, teacher_run):
 
 
 def test_diverging_loss_stops_and_names_the_term(tmp_path, easy_npz):
-    result = fails("teacher", "--dataset", f"npz:{easy_npz}", *FAST, "--optimizer", "sgd", "--lr", "1e30", "--schedule", "constant", "--out", tmp_path / "run", match="diverged")
+    result = fails(
+        "teacher",
+        "--dataset",
+        f"npz:{easy_npz}",
+        *FAST,
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--schedule",
+        "constant",
+        "--out",
+        tmp_path / "run",
+        match="diverged",
+    )
     assert "step" in result.output and "loss" in result.output
 
 
@@ -185,7 +266,17 @@ def test_teacher_below_user_threshold(tmp_path):
     labels[noisy] = np.random.default_rng(1).integers(0, 3, noisy.sum())
     np.savez(tmp_path / "noisy.npz", images=images, labels=labels)
     out = tmp_path / "run"
-    fails("distill", "--dataset", f"npz:{tmp_path / 'noisy.npz'}", *FAST, "--min-teacher-accuracy", "0.95", "--out", out, match="below --min-teacher-accuracy 95.0%")
+    fails(
+        "distill",
+        "--dataset",
+        f"npz:{tmp_path / 'noisy.npz'}",
+        *FAST,
+        "--min-teacher-accuracy",
+        "0.95",
+        "--out",
+        out,
+        match="below --min-teacher-accuracy 95.0%",
+    )
     assert not (out / "student.pt").exists()
 
 
@@ -202,6 +293,8 @@ def test_training_commands_say_what_to_install_without_torch(monkeypatch, tmp_pa
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "torchvision") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "torchvision") else real(name, *a)
+    )
     for command in ("teacher", "distill"):
         fails(command, "--out", tmp_path / command, match="pip install 'kd-edge[train]'")

@@ -94,7 +94,7 @@ def test_npz_with_bad_labels_lists_offending_indices(tmp_path):
     images, labels = easy_images(20)
     labels[[3, 7]] = -1
     np.savez(tmp_path / "bad.npz", images=images, labels=labels, classes=np.array(["a", "b", "c"]))
-    with pytest.raises(DatasetError, match="outside 0..2"):
+    with pytest.raises(DatasetError, match=r"outside 0\.\.2"):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 
 
@@ -109,7 +109,9 @@ def test_cifar10_binary_version(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name, n in [(f"data_batch_{i}.bin", 20) for i in range(1, 6)] + [("test_batch.bin", 10)]:
-        records = np.concatenate([np.arange(n, dtype=np.uint8)[:, None] % 10, rng.integers(0, 255, (n, 3072), dtype=np.uint8)], axis=1)
+        records = np.concatenate(
+            [np.arange(n, dtype=np.uint8)[:, None] % 10, rng.integers(0, 255, (n, 3072), dtype=np.uint8)], axis=1
+        )
         records.tofile(folder / name)
     ds = load_dataset("cifar10", data_dir=tmp_path)
     assert ds.input_shape == (3, 32, 32) and len(ds.test) == 10 and len(ds.train) + len(ds.val) == 100
@@ -152,5 +154,5 @@ def test_image_folder_without_train(tmp_path):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(DatasetError, match="unknown dataset 'imagenet'.*mnist-5k.*fashion-mnist"):
+    with pytest.raises(DatasetError, match=r"unknown dataset 'imagenet'.*mnist-5k.*fashion-mnist"):
         load_dataset("imagenet")

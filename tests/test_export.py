@@ -22,7 +22,13 @@ def checkpoint_for(tmp_path, dataset_path, name, channels=1, size=16):
     torch.manual_seed(0)
     spec = ModelSpec(name, num_classes=3, in_channels=channels, image_size=size)
     model = spec.build().eval()
-    card = ModelCard(classes=("a", "b", "c"), input_shape=(channels, size, size), mean=(0.2,) * channels, std=(0.3,) * channels, data=DataRef(dataset=f"npz:{dataset_path}"))
+    card = ModelCard(
+        classes=("a", "b", "c"),
+        input_shape=(channels, size, size),
+        mean=(0.2,) * channels,
+        std=(0.3,) * channels,
+        data=DataRef(dataset=f"npz:{dataset_path}"),
+    )
     return save_checkpoint(tmp_path / f"{name}.pt", model, spec, card, {"test_accuracy": 0.9}, {})
 
 
@@ -61,10 +67,17 @@ def test_metadata_round_trip(tmp_path, student_checkpoint):
     # The contract other tools read (DESIGN.md), as plain JSON strings:
     assert json.loads(meta["kd_edge.classes"]) == list(checkpoint.card.classes) == ["a", "b", "c"]
     assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and meta["kd_edge.layout"] == "NCHW"
-    assert json.loads(meta["kd_edge.mean"]) == list(checkpoint.card.mean) and json.loads(meta["kd_edge.std"]) == list(checkpoint.card.std)
+    assert json.loads(meta["kd_edge.mean"]) == list(checkpoint.card.mean) and json.loads(meta["kd_edge.std"]) == list(
+        checkpoint.card.std
+    )
     card = read_card(result.path)
     assert card == result.card
-    assert card.versions["opset"] == 17 and "dynamo=False" in card.versions["exporter"] and card.versions["torch"] and card.versions["kd_edge"]
+    assert (
+        card.versions["opset"] == 17
+        and "dynamo=False" in card.versions["exporter"]
+        and card.versions["torch"]
+        and card.versions["kd_edge"]
+    )
     assert card.test_accuracy == checkpoint.metrics["test_accuracy"]
     assert card.parameters == sum(p.numel() for p in checkpoint.build_model().parameters())
     assert len(card.source_sha256) == 64 and card.data.dataset.startswith("npz:") and card.model == "cnn-tiny"
@@ -104,7 +117,9 @@ def test_existing_output_needs_force(tmp_path, student_checkpoint):
 
 
 def test_cli_export_of_a_run_folder(tmp_path, student_checkpoint):
-    result = CliRunner().invoke(app, ["export", str(student_checkpoint.parent), "--onnx", "--out", str(tmp_path / "exp")])
+    result = CliRunner().invoke(
+        app, ["export", str(student_checkpoint.parent), "--onnx", "--out", str(tmp_path / "exp")]
+    )
     assert result.exit_code == 0, result.output
     assert "parity on" in result.output and (tmp_path / "exp" / "student.onnx").is_file()
 

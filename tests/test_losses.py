@@ -17,7 +17,7 @@ def softmax(values, temperature):
 def hand_kd(student, teacher, temperature):
     """T^2 * sum_i p_t(i) * log(p_t(i) / p_s(i)), computed with plain floats."""
     p_s, p_t = softmax(student, temperature), softmax(teacher, temperature)
-    return temperature**2 * sum(t * math.log(t / s) for s, t in zip(p_s, p_t))
+    return temperature**2 * sum(t * math.log(t / s) for s, t in zip(p_s, p_t, strict=True))
 
 
 STUDENT = [[2.0, 1.0, 0.1], [0.5, -1.0, 3.0]]
@@ -26,15 +26,15 @@ TEACHER = [[3.0, 0.5, -0.5], [0.0, 0.0, 2.0]]
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 20.0])
 def test_kd_kl_matches_hand_computation(temperature):
-    expected = sum(hand_kd(s, t, temperature) for s, t in zip(STUDENT, TEACHER)) / len(STUDENT)
+    expected = sum(hand_kd(s, t, temperature) for s, t in zip(STUDENT, TEACHER, strict=True)) / len(STUDENT)
     got = kd_kl_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), temperature)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_total_loss_weights_ce_and_kd():
     student, teacher, labels = torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor([0, 2])
-    ce = sum(-math.log(softmax(s, 1.0)[y]) for s, y in zip(STUDENT, [0, 2])) / 2
-    kd = sum(hand_kd(s, t, 4.0) for s, t in zip(STUDENT, TEACHER)) / 2
+    ce = sum(-math.log(softmax(s, 1.0)[y]) for s, y in zip(STUDENT, [0, 2], strict=True)) / 2
+    kd = sum(hand_kd(s, t, 4.0) for s, t in zip(STUDENT, TEACHER, strict=True)) / 2
     terms = distillation_loss(student, teacher, labels, temperature=4.0, alpha=0.3)
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-5)
     assert terms["kd"].item() == pytest.approx(kd, rel=1e-5)
@@ -82,7 +82,9 @@ def test_mse_is_the_high_temperature_limit_of_kl():
     student, teacher = torch.randn(4, 10, dtype=torch.float64), torch.randn(4, 10, dtype=torch.float64)
     # Remove each row's mean difference: the softmax ignores it, the MSE does not.
     student = student - (student - teacher).mean(1, keepdim=True)
-    assert kd_kl_loss(student, teacher, 200.0).item() == pytest.approx(0.5 * kd_mse_loss(student, teacher, 1.0).item(), rel=1e-2)
+    assert kd_kl_loss(student, teacher, 200.0).item() == pytest.approx(
+        0.5 * kd_mse_loss(student, teacher, 1.0).item(), rel=1e-2
+    )
 
 
 def reference_script_loss(student_logits, teacher_logits, labels, temperature, alpha):

@@ -26,8 +26,12 @@ def test_forward_and_backward(name, channels, size):
 
 def test_seed_models_match_the_reference_script():
     # The reference script's CNNs: conv(1->32->64) fc(3136->128->10) and conv(1->16->32) fc(1568->64->10).
-    assert count_parameters(create_model("seed-teacher")) == (32 * 9 + 32) + (64 * 32 * 9 + 64) + (3136 * 128 + 128) + (128 * 10 + 10)
-    assert count_parameters(create_model("seed-student")) == (16 * 9 + 16) + (32 * 16 * 9 + 32) + (1568 * 64 + 64) + (64 * 10 + 10)
+    assert count_parameters(create_model("seed-teacher")) == (32 * 9 + 32) + (64 * 32 * 9 + 64) + (3136 * 128 + 128) + (
+        128 * 10 + 10
+    )
+    assert count_parameters(create_model("seed-student")) == (16 * 9 + 16) + (32 * 16 * 9 + 32) + (1568 * 64 + 64) + (
+        64 * 10 + 10
+    )
 
 
 def test_macs_of_seed_student_by_hand():
@@ -39,12 +43,14 @@ def test_macs_of_seed_student_by_hand():
 
 def test_cnn_is_configurable():
     deep = create_model("cnn", widths=(8, 16, 32), depth=2, hidden=16, image_size=32)
-    assert create_model("cnn", widths=(8, 16, 32), depth=2, hidden=16, image_size=32)(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
+    assert create_model("cnn", widths=(8, 16, 32), depth=2, hidden=16, image_size=32)(
+        torch.zeros(1, 1, 32, 32)
+    ).shape == (1, 10)
     assert count_parameters(deep) < count_parameters(create_model("cnn-base"))
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ModelError, match="unknown model 'nope'.*seed-student"):
+    with pytest.raises(ModelError, match=r"unknown model 'nope'.*seed-student"):
         create_model("nope")
 
 
@@ -55,7 +61,13 @@ def test_bad_arguments_are_a_model_error():
         create_model("seed-student", image_size=30)
 
 
-def test_spec_rebuilds_the_same_architecture():
-    spec = ModelSpec("cnn", num_classes=4, in_channels=3, image_size=32, kwargs={"widths": (8, 8)})
-    a, b = spec.build(), spec.build()
-    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+def test_spec_rebuilds_the_model_from_its_stored_form():
+    spec = ModelSpec("cnn", num_classes=4, in_channels=3, image_size=32, kwargs={"widths": (8, 12), "hidden": 16})
+    original = spec.build().eval()
+    rebuilt = ModelSpec(**spec.to_dict()).build().eval()  # what a checkpoint stores and reads back
+    rebuilt.load_state_dict(original.state_dict())  # strict: the same names and shapes
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(rebuilt(x), original(x)) and rebuilt(x).shape == (2, 4)
+    other = ModelSpec("cnn", num_classes=4, in_channels=3, image_size=32, kwargs={"widths": (8, 16)}).build()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        other.load_state_dict(original.state_dict())

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
-from kd_edge.errors import OutputError
+from kd_edge.errors import CheckpointError, OutputError
 from kd_edge.qat import QATConfig, quantization_aware_training
 from kd_edge.runtime import read_onnx_metadata
 
@@ -16,20 +16,45 @@ from kd_edge.runtime import read_onnx_metadata
 @pytest.fixture(scope="module")
 def distilled_run(tmp_path_factory, easy_npz):
     out = tmp_path_factory.mktemp("qat") / "run"
-    result = CliRunner().invoke(app, ["distill", "--dataset", f"npz:{easy_npz}", "--epochs", "3", "--batch-size", "32", "--student-model", "cnn-tiny", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill",
+            "--dataset",
+            f"npz:{easy_npz}",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--student-model",
+            "cnn-tiny",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_run):
-    config = QATConfig(run_dir=str(distilled_run), out_dir=str(tmp_path / "exports"), epochs=1, batch_size=32, optimize_latency=False, compare_latency=False)
+    config = QATConfig(
+        run_dir=str(distilled_run),
+        out_dir=str(tmp_path / "exports"),
+        epochs=1,
+        batch_size=32,
+        optimize_latency=False,
+        compare_latency=False,
+    )
     result = quantization_aware_training(config)
     ops = [node.op_type for node in onnx.load(str(result.path)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert result.top1_agreement >= 0.99
     assert abs(result.onnx_test_accuracy - result.qat_test_accuracy) <= 0.05
     meta = read_onnx_metadata(result.path)
-    assert json.loads(meta["kd_edge.quantization"])["mode"] == "qat" and json.loads(meta["kd_edge.quantization"])["qat_epochs"] == 1
+    assert (
+        json.loads(meta["kd_edge.quantization"])["mode"] == "qat"
+        and json.loads(meta["kd_edge.quantization"])["qat_epochs"] == 1
+    )
     assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and "kd_edge.calibration" in meta
     with pytest.raises(OutputError, match="--force"):
         quantization_aware_training(config)
@@ -50,7 +75,19 @@ def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
 
 
 def test_cli_qat(tmp_path, distilled_run):
-    result = CliRunner().invoke(app, ["qat", str(distilled_run), "--epochs", "1", "--out", str(tmp_path / "q"), "--no-optimize-latency", "--no-compare-latency"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "qat",
+            str(distilled_run),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "q"),
+            "--no-optimize-latency",
+            "--no-compare-latency",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "after QAT" in result.output and (tmp_path / "q" / "student.qat.onnx").is_file()
 
@@ -62,8 +99,83 @@ def test_cli_qat_without_a_run(tmp_path):
 
 def test_qat_finds_a_teacher_given_with_dash_dash_teacher(tmp_path, easy_npz, distilled_run):
     out = tmp_path / "second"
-    result = CliRunner().invoke(app, ["distill", "--dataset", f"npz:{easy_npz}", "--epochs", "2", "--batch-size", "32", "--student-model", "cnn-tiny", "--teacher", str(distilled_run / "teacher.pt"), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill",
+            "--dataset",
+            f"npz:{easy_npz}",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--student-model",
+            "cnn-tiny",
+            "--teacher",
+            str(distilled_run / "teacher.pt"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert not (out / "teacher.pt").exists()
-    qat = quantization_aware_training(QATConfig(run_dir=str(out), out_dir=str(tmp_path / "q"), epochs=1, batch_size=32, optimize_latency=False, compare_latency=False))
+    qat = quantization_aware_training(
+        QATConfig(
+            run_dir=str(out),
+            out_dir=str(tmp_path / "q"),
+            epochs=1,
+            batch_size=32,
+            optimize_latency=False,
+            compare_latency=False,
+        )
+    )
     assert qat.path.is_file()
+
+
+def test_qat_of_a_student_trained_alone_needs_no_teacher(tmp_path, easy_npz):
+    out = tmp_path / "alone"
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill",
+            "--dataset",
+            f"npz:{easy_npz}",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--student-model",
+            "cnn-tiny",
+            "--alpha",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert not (out / "teacher.pt").exists()
+    qat = quantization_aware_training(
+        QATConfig(
+            run_dir=str(out),
+            out_dir=str(tmp_path / "q"),
+            epochs=1,
+            batch_size=32,
+            optimize_latency=False,
+            compare_latency=False,
+        )
+    )
+    assert qat.path.is_file() and qat.top1_agreement >= 0.99
+
+
+def test_qat_refuses_a_run_whose_teacher_is_gone(tmp_path, distilled_run):
+    import shutil
+
+    run = shutil.copytree(distilled_run, tmp_path / "run")
+    (run / "teacher.pt").unlink()
+    with pytest.raises(CheckpointError, match="is missing; QAT keeps the teacher's soft labels"):
+        quantization_aware_training(
+            QATConfig(
+                run_dir=str(run), out_dir=str(tmp_path / "q"), epochs=1, optimize_latency=False, compare_latency=False
+            )
+        )
+    assert not (tmp_path / "q" / "student.qat.onnx").exists()

@@ -45,7 +45,9 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
 
 
 def test_soft_labels_are_computed_once(tmp_path, easy_npz, teacher_path, monkeypatch):
-    calls, unchanged, metrics = distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment=False)
+    calls, unchanged, metrics = distill_counting_teacher_calls(
+        tmp_path, easy_npz, teacher_path, monkeypatch, augment=False
+    )
     n_train = metrics["data"]["train"]
     assert sum(calls) == n_train and len(calls) == 1  # one pass over the train split, not one per epoch
     assert metrics["soft_labels"]["cached"] is True
@@ -53,7 +55,9 @@ def test_soft_labels_are_computed_once(tmp_path, easy_npz, teacher_path, monkeyp
 
 
 def test_augmentation_asks_the_teacher_every_step(tmp_path, easy_npz, teacher_path, monkeypatch):
-    calls, unchanged, metrics = distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment=True)
+    calls, unchanged, metrics = distill_counting_teacher_calls(
+        tmp_path, easy_npz, teacher_path, monkeypatch, augment=True
+    )
     steps = metrics["data"]["train"] // TINY["batch_size"]  # the last partial batch is dropped
     assert calls == [TINY["batch_size"]] * (TINY["epochs"] * steps)
     assert metrics["soft_labels"]["cached"] is False
@@ -80,7 +84,17 @@ def test_divergence_keeps_the_last_good_checkpoint(easy_npz, tmp_path):
     saved = []
     save = lambda net, info: saved.append(info) or str(tmp_path / "last-good.pt")  # noqa: E731
     with pytest.raises(TrainingDivergedError) as info:
-        fit(model, train, val, normalize, TrainConfig(model="x", epochs=3, batch_size=32), poisoned_in_epoch_two, stage="student", seed=0, save_best=save)
+        fit(
+            model,
+            train,
+            val,
+            normalize,
+            TrainConfig(model="x", epochs=3, batch_size=32),
+            poisoned_in_epoch_two,
+            stage="student",
+            seed=0,
+            save_best=save,
+        )
     message = str(info.value)
     assert "epoch 2, step 2" in message and "the kd term" in message and "last-good.pt" in message
     assert [s["epoch"] for s in saved] == [1]
@@ -107,3 +121,32 @@ def test_normalizer_matches_the_metadata_formula():
     normalize = Normalizer((0.2, 0.4), (0.5, 0.25), torch.device("cpu"))
     pixels = torch.tensor([[[[0]], [[255]]]], dtype=torch.uint8)
     assert torch.allclose(normalize(pixels).flatten(), torch.tensor([(0 - 0.2) / 0.5, (1 - 0.4) / 0.25]))
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from kd_edge import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "has_native_bf16", lambda: True)
+    assert train.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(train, "has_native_bf16", lambda: False)
+    assert train.resolve_precision("auto", cpu) == "fp32"
+    assert train.resolve_precision("bf16", cpu) == "bf16" and train.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_bf16_training_keeps_float32_weights_and_learns(tmp_path, easy_npz):
+    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.config import TeacherConfig
+    from kd_edge.distill import train_teacher
+
+    config = TeacherConfig(
+        data=DataConfig(dataset=f"npz:{easy_npz}"),
+        teacher=TrainConfig(model="cnn-tiny", epochs=3, batch_size=32),
+        run=RunConfig(out=str(tmp_path / "run"), precision="bf16"),
+    )
+    metrics = train_teacher(config)
+    assert metrics["data"]["precision"] == "bf16"
+    assert all(torch.isfinite(torch.tensor(epoch["loss"])) for epoch in metrics["teacher"]["history"])
+    assert metrics["teacher"]["test_accuracy"] >= 0.9  # evaluation runs in float32
+    state = load_checkpoint(tmp_path / "run" / "teacher.pt").state_dict
+    assert {value.dtype for key, value in state.items() if value.is_floating_point()} == {torch.float32}

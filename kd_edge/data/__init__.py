@@ -22,7 +22,15 @@ from kd_edge.errors import DatasetError
 from kd_edge.runtime.card import DataRef
 
 __all__ = [
-    "DataRef", "ImageDataset", "Split", "carve_validation", "channel_stats", "list_datasets", "load_data", "load_dataset", "stratified_split",
+    "DataRef",
+    "ImageDataset",
+    "Split",
+    "carve_validation",
+    "channel_stats",
+    "list_datasets",
+    "load_data",
+    "load_dataset",
+    "stratified_split",
 ]
 
 DATA_ENV_VAR = "KD_EDGE_DATA"

@@ -24,7 +24,9 @@ class Split:
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise DatasetError(f"images must be a (N, C, H, W) uint8 array, got {self.images.dtype} {self.images.shape}")
+            raise DatasetError(
+                f"images must be a (N, C, H, W) uint8 array, got {self.images.dtype} {self.images.shape}"
+            )
         if self.labels.shape != (len(self.images),):
             raise DatasetError(f"{len(self.images)} images but labels of shape {self.labels.shape}")
 
@@ -53,7 +55,10 @@ class ImageDataset:
             if len(split) == 0:
                 raise DatasetError(f"dataset {self.name!r} has an empty {split_name} split; add images to it")
             if split.images.shape[1:] != self.train.images.shape[1:]:
-                raise DatasetError(f"dataset {self.name!r}: {split_name} images are {split.images.shape[1:]}, train images {self.train.images.shape[1:]}")
+                raise DatasetError(
+                    f"dataset {self.name!r}: {split_name} images are {split.images.shape[1:]}, train images "
+                    f"{self.train.images.shape[1:]}"
+                )
             bad = np.flatnonzero((split.labels < 0) | (split.labels >= len(self.classes)))
             if len(bad):
                 raise DatasetError(

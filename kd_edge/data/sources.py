@@ -28,7 +28,18 @@ OFFLINE_ENV_VAR = "KD_EDGE_OFFLINE"
 DEFAULT_DOWNLOAD_ROOT = Path("~/.cache/kd-edge").expanduser()
 
 DIGITS = tuple(str(d) for d in range(10))
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 IDX_FILES = {
@@ -47,7 +58,9 @@ SYSTEM_ROOTS = {"fashion-mnist": [Path("/usr/share/datasets")]}
 TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
-def make_dataset(name, classes, train: Split, test: Split, val: Split | None = None, mean=None, std=None) -> ImageDataset:
+def make_dataset(
+    name, classes, train: Split, test: Split, val: Split | None = None, mean=None, std=None
+) -> ImageDataset:
     """Assemble a dataset, carving validation from train when there is none."""
     if val is None:
         train, val = carve_validation(train)
@@ -69,7 +82,9 @@ def as_nchw(images: np.ndarray) -> np.ndarray:
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4 or images.dtype != np.uint8:
-        raise DatasetError(f"expected uint8 images of shape (N, H, W) or (N, C, H, W), got {images.dtype} {images.shape}")
+        raise DatasetError(
+            f"expected uint8 images of shape (N, H, W) or (N, C, H, W), got {images.dtype} {images.shape}"
+        )
     return np.ascontiguousarray(images)
 
 
@@ -78,21 +93,31 @@ def as_nchw(images: np.ndarray) -> np.ndarray:
 
 def load_npz_dataset(path: Path, name: str | None = None, classes=None) -> ImageDataset:
     if not path.is_file():
-        raise DatasetError(f"npz dataset {str(path)!r} does not exist; give the path of an .npz file with `images` and `labels`")
+        raise DatasetError(
+            f"npz dataset {str(path)!r} does not exist; give the path of an .npz file with `images` and `labels`"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read {str(path)!r} as an .npz archive ({exc}); is it a complete numpy .npz file?") from exc
+        raise DatasetError(
+            f"cannot read {str(path)!r} as an .npz archive ({exc}); is it a complete numpy .npz file?"
+        ) from exc
     missing = {"images", "labels"} - arrays.keys()
     if missing:
-        raise DatasetError(f"{str(path)!r} lacks the arrays {sorted(missing)}; it must hold `images` (uint8) and `labels` (integers)")
+        raise DatasetError(
+            f"{str(path)!r} lacks the arrays {sorted(missing)}; it must hold `images` (uint8) and `labels` (integers)"
+        )
     labels = arrays["labels"]
     if not np.issubdtype(labels.dtype, np.integer):
         raise DatasetError(f"{str(path)!r}: labels must be integers, got {labels.dtype}")
     labels = labels.astype(np.int64)
     if classes is None:
-        classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(c) for c in range(int(labels.max()) + 1)]
+        classes = (
+            [str(c) for c in arrays["classes"]]
+            if "classes" in arrays
+            else [str(c) for c in range(int(labels.max()) + 1)]
+        )
     return split_pool(name or f"npz:{path}", classes, as_nchw(arrays["images"]), labels)
 
 
@@ -117,7 +142,9 @@ def read_idx(path: Path) -> np.ndarray:
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
-        raise DatasetError(f"{str(path)!r} is truncated: header says {dims}, file has {len(raw) - offset} bytes of data")
+        raise DatasetError(
+            f"{str(path)!r} is truncated: header says {dims}, file has {len(raw) - offset} bytes of data"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims).copy()  # writable, as torch wants
 
 
@@ -168,7 +195,11 @@ def download_with_torchvision(name: str, root: Path) -> Path | None:
 def missing_idx_error(name: str, roots: list[Path]) -> DatasetError:
     searched = [str(r) for r in roots] or ["(none given)"]
     files = ", ".join(f"{base}[.gz]" for base in IDX_FILES.values())
-    hint = " On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs them." if name == "fashion-mnist" else ""
+    hint = (
+        " On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs them."
+        if name == "fashion-mnist"
+        else ""
+    )
     return DatasetError(
         f"the {name} files were not found and could not be downloaded. Put {files} into a folder "
         f"and pass it with --data-dir (or set $KD_EDGE_DATA); the files may also sit in its "
@@ -190,7 +221,7 @@ def read_cifar_bin(paths: list[Path]) -> Split:
 
 
 def load_cifar10(roots: list[Path], download: bool) -> ImageDataset:
-    for root in roots + [DEFAULT_DOWNLOAD_ROOT]:
+    for root in [*roots, DEFAULT_DOWNLOAD_ROOT]:
         binary = root / "cifar-10-batches-bin"
         if (binary / "test_batch.bin").is_file():
             train = read_cifar_bin([binary / f"data_batch_{i}.bin" for i in range(1, 6)])
@@ -216,7 +247,9 @@ def load_cifar10_torchvision(root: Path, download: bool) -> ImageDataset | None:
         return None
     except Exception:  # missing, corrupt (MD5 mismatch) or offline
         return None
-    train, test = (Split(np.ascontiguousarray(s.data.transpose(0, 3, 1, 2)), np.asarray(s.targets, dtype=np.int64)) for s in splits)
+    train, test = (
+        Split(np.ascontiguousarray(s.data.transpose(0, 3, 1, 2)), np.asarray(s.targets, dtype=np.int64)) for s in splits
+    )
     return make_dataset("cifar10", CIFAR10_CLASSES, train, test)
 
 
@@ -232,10 +265,14 @@ def load_image_folder(root: Path, image_size: int | None) -> ImageDataset:
     split for model selection is carved from train/ instead.
     """
     if not (root / "train").is_dir():
-        raise DatasetError(f"folder dataset {str(root)!r} needs a train/ sub-folder with one folder of images per class")
+        raise DatasetError(
+            f"folder dataset {str(root)!r} needs a train/ sub-folder with one folder of images per class"
+        )
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
-        raise DatasetError(f"{str(root / 'train')!r} has no class sub-folders; put each class's images in train/<class>/")
+        raise DatasetError(
+            f"{str(root / 'train')!r} has no class sub-folders; put each class's images in train/<class>/"
+        )
     files = {split: list_images(root / split, classes) for split in ("train", "val", "test") if (root / split).is_dir()}
     if "val" not in files and "test" not in files:
         raise DatasetError(f"folder dataset {str(root)!r} needs a val/ or test/ sub-folder next to train/")

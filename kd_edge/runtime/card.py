@@ -65,7 +65,6 @@ class ModelCard:
     calibration: dict | None = None  # dataset, split, size, method, hash of the sample's indices
     source_sha256: str | None = None  # of the checkpoint it was exported from
     versions: dict = field(default_factory=dict)  # kd_edge, torch, onnx opset, exporter
-    ort_disabled_optimizers: tuple[str, ...] = ()
 
     def __post_init__(self):
         normalised = {name: check(name, getattr(self, name)) for name in FIELD_CHECKS}
@@ -74,7 +73,9 @@ class ModelCard:
         channels = self.input_shape[0]
         for name in ("mean", "std"):
             if len(getattr(self, name)) != channels:
-                raise ModelCardError(f"{PREFIX}{name} has {len(getattr(self, name))} values but the input has {channels} channel(s)")
+                raise ModelCardError(
+                    f"{PREFIX}{name} has {len(getattr(self, name))} values but the input has {channels} channel(s)"
+                )
         if min(self.std) <= 0:
             raise ModelCardError(f"{PREFIX}std must be positive, got {list(self.std)}")
 
@@ -89,7 +90,10 @@ class ModelCard:
         known = {f.name for f in fields(cls)}
         missing = [name for name in REQUIRED if name not in data]
         if missing:
-            raise ModelCardError(f"{source}: the model card lacks {', '.join(PREFIX + m for m in missing)}; export the model with `kd-edge export`")
+            raise ModelCardError(
+                f"{source}: the model card lacks {', '.join(PREFIX + m for m in missing)}; export the model with "
+                "`kd-edge export`"
+            )
         try:
             return cls(**{name: value for name, value in data.items() if name in known})
         except ModelCardError as exc:
@@ -117,7 +121,9 @@ class ModelCard:
             try:
                 values[item.name] = json.loads(metadata[key])
             except (json.JSONDecodeError, TypeError) as exc:
-                raise ModelCardError(f"{source}: metadata {key} is not valid JSON ({exc}): {metadata[key][:80]!r}") from None
+                raise ModelCardError(
+                    f"{source}: metadata {key} is not valid JSON ({exc}): {metadata[key][:80]!r}"
+                ) from None
         return cls.from_dict(values, source)
 
 
@@ -139,7 +145,11 @@ def check_classes(name, value):
 
 
 def check_shape(name, value):
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    ):
         raise fail(name, "[channels, height, width] of positive integers", value)
     return tuple(value)
 
@@ -178,12 +188,6 @@ def optional(check_value, expected: str):
     return checked
 
 
-def check_names(name, value):
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise fail(name, "a list of names", value)
-    return tuple(value)
-
-
 def check_versions(name, value):
     if not isinstance(value, dict):
         raise fail(name, "an object", value)
@@ -206,7 +210,6 @@ FIELD_CHECKS = {
     "calibration": optional(lambda v: isinstance(v, dict), "an object"),
     "source_sha256": optional(lambda v: isinstance(v, str), "a hex digest"),
     "versions": check_versions,
-    "ort_disabled_optimizers": check_names,
 }
 
 

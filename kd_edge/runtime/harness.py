@@ -9,8 +9,10 @@ them alike. Numpy and onnxruntime only: never torch.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import platform
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -18,18 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.errors import ConfigError, KdEdgeError
-from kd_edge.runtime.emulate import Constraints, apply_constraints, release_cgroups, throttling
+from kd_edge.errors import ConfigError, DatasetError, KdEdgeError
+from kd_edge.runtime import host
+from kd_edge.runtime.emulate import (
+    Constraints,
+    apply_constraints,
+    release_cgroups,
+    throttling,
+    throttling_delta,
+    verify_pinning,
+)
 from kd_edge.runtime.host import proc_status_kb, thread_count
 from kd_edge.runtime.profiles import DeviceProfile, get_profile
-from kd_edge.runtime.report import environment
-from kd_edge.runtime.session import OnnxModel
+from kd_edge.runtime.session import OnnxModel, model_file, session_options
 
 # A figure is flagged unstable when its robust coefficient of variation (1.4826 x median
 # absolute deviation / median, which a few scheduler hiccups do not dominate) exceeds this,
 # or when the cgroup reports CFS throttling.
 UNSTABLE_CV = 0.10
-CALIBRATION_SIZE = 256  # side of the float32 matrices of the host calibration kernel
+CALIBRATION_SIZE = 256
+ADVICE = "raise --memory or lower --batch-size"  # side of the float32 matrices of the host calibration kernel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,16 +66,34 @@ class BenchConfig:
         check(bool(self.models), "give at least one MODEL.onnx to benchmark")
         check(not (self.dataset and self.data), "give --dataset or --data, not both")
         check(bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}")
-        check(bool(self.batch_sizes) and min(self.batch_sizes) >= 1, f"--batch-size must be at least 1, got {list(self.batch_sizes)}")
-        check(self.runs >= 1 and self.rounds >= 1 and self.warmup >= 0, "--runs and --rounds must be at least 1, --warmup at least 0")
-        check(self.duration is None or self.duration > 0, f"--duration is in seconds and must be positive, got {self.duration}")
-        check(self.rate is None or self.rate > 0, f"--rate is in frames per second and must be positive, got {self.rate}")
-        check(self.cpu_quota is None or self.cpu_quota > 0, f"--cpu-quota is a number of CPUs and must be positive, got {self.cpu_quota}")
+        check(
+            bool(self.batch_sizes) and min(self.batch_sizes) >= 1,
+            f"--batch-size must be at least 1, got {list(self.batch_sizes)}",
+        )
+        check(
+            self.runs >= 1 and self.rounds >= 1 and self.warmup >= 0,
+            "--runs and --rounds must be at least 1, --warmup at least 0",
+        )
+        check(
+            self.duration is None or self.duration > 0,
+            f"--duration is in seconds and must be positive, got {self.duration}",
+        )
+        check(
+            self.rate is None or self.rate > 0, f"--rate is in frames per second and must be positive, got {self.rate}"
+        )
+        check(
+            self.cpu_quota is None or self.cpu_quota > 0,
+            f"--cpu-quota is a number of CPUs and must be positive, got {self.cpu_quota}",
+        )
         check(self.memory_bytes is None or self.memory_bytes > 0, f"--memory must be positive, got {self.memory_bytes}")
         if self.cores is not None:
             allowed = os.sched_getaffinity(0)
             outside = sorted(set(self.cores) - allowed)
-            check(not outside, f"--cores {','.join(map(str, self.cores))}: cores {outside} are not available to this process (it may use {sorted(allowed)})")
+            check(
+                not outside,
+                f"--cores {','.join(map(str, self.cores))}: cores {outside} are not available to this process (it "
+                f"may use {sorted(allowed)})",
+            )
         get_profile(self.profile)
 
 
@@ -89,7 +117,15 @@ class Latency:
     @classmethod
     def of(cls, samples_ms: np.ndarray) -> Latency:
         p50, p90, p99 = (float(np.percentile(samples_ms, q)) for q in (50, 90, 99))
-        return cls(p50, p90, p99, float(samples_ms.mean()), float(samples_ms.std()), float(samples_ms.min()), float(samples_ms.max()))
+        return cls(
+            p50,
+            p90,
+            p99,
+            float(samples_ms.mean()),
+            float(samples_ms.std()),
+            float(samples_ms.min()),
+            float(samples_ms.max()),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +150,6 @@ class BenchResult:
     coefficient_of_variation: float
     throttled: bool
     emulation: dict  # per constraint: requested, enforced, mechanism, read_back; plus the projection
-    ort_disabled_optimizers: list[str]
     drone_loop: dict | None = None
 
     @property
@@ -179,8 +214,7 @@ class Reading:
     first_inference_s: float
     threads_seen: int
     emulation: dict
-    throttling: dict | None
-    disabled_optimizers: list[str]
+    throttling: dict | None  # CFS counters gained during the timed calls
     peak_rss_mb: float
     accuracy: float | None = None
     drone_loop: dict | None = None
@@ -193,24 +227,43 @@ def measure(job: Measurement) -> Reading | str:
         started = time.perf_counter()
         model = OnnxModel(job.model, job.threads)
         startup = time.perf_counter() - started
-        batch = np.resize(job.images, (job.batch_size, *job.images.shape[1:])) if len(job.images) < job.batch_size else job.images[: job.batch_size]
+        batch = (
+            np.resize(job.images, (job.batch_size, *job.images.shape[1:]))
+            if len(job.images) < job.batch_size
+            else job.images[: job.batch_size]
+        )
         inputs = model.preprocess(batch)
         started = time.perf_counter()
         model.logits(inputs)
         first = time.perf_counter() - started
+        throttled_before = throttling()
         latencies = time_latencies(model, inputs, job.warmup, job.runs, job.duration)
+        throttled = throttling_delta(throttled_before, throttling())
         peak_rss = peak_rss_mb()  # before the accuracy pass, whose batches are not this row's batch size
+        emulation["cores"] = verify_pinning(emulation["cores"])  # ONNX Runtime's threads exist now
         accuracy = model.accuracy(job.images, job.labels) if job.measure_accuracy and job.labels is not None else None
         loop = drone_loop(model, job.images, job.rate, job.duration or 3.0) if job.rate else None
         return Reading(
-            latencies_s=latencies, startup_s=startup, first_inference_s=first, threads_seen=thread_count(), emulation=emulation,
-            throttling=throttling(), disabled_optimizers=model.disabled_optimizers, peak_rss_mb=peak_rss, accuracy=accuracy, drone_loop=loop,
+            latencies_s=latencies,
+            startup_s=startup,
+            first_inference_s=first,
+            threads_seen=thread_count(),
+            emulation=emulation,
+            throttling=throttled,
+            peak_rss_mb=peak_rss,
+            accuracy=accuracy,
+            drone_loop=loop,
         )
     except MemoryError:
-        return f"out of memory under the {job.constraints.memory_bytes or 0:,}-byte memory cap while running {job.model} at batch {job.batch_size}; raise --memory or lower --batch-size"
+        cap = job.constraints.memory_bytes or 0
+        return (
+            f"out of memory under the {cap:,}-byte memory cap running {job.model} at batch {job.batch_size}; {ADVICE}"
+        )
     except KdEdgeError as exc:
         return str(exc)
-    except Exception as exc:  # onnxruntime's own errors (a failed allocation under a cap, a bad input): report, do not crash the child
+    except (
+        Exception
+    ) as exc:  # onnxruntime's own errors (a failed allocation under a cap, a bad input): report, do not crash the child
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"{job.model} at batch {job.batch_size} failed in ONNX Runtime: {first_line}"
 
@@ -236,7 +289,9 @@ def time_latencies(model: OnnxModel, inputs: np.ndarray, warmup: int, runs: int,
     return np.asarray(times)
 
 
-def interleaved_latency_ms(models: dict[str, OnnxModel], images: np.ndarray, runs: int, rounds: int = 5) -> dict[str, float]:
+def interleaved_latency_ms(
+    models: dict[str, OnnxModel], images: np.ndarray, runs: int, rounds: int = 5
+) -> dict[str, float]:
     """Median latency (ms) of sessions held in this process, timed in alternating rounds.
 
     Cheaper than a process per measurement, for comparing many candidates (the
@@ -272,33 +327,45 @@ def drone_loop(model: OnnxModel, images: np.ndarray, rate: float, seconds: float
         busy.append(done - began)
         misses += done > due + period
     return {
-        "rate_hz": rate, "frames": frames, "deadline_ms": 1e3 * period, "deadline_misses": int(misses),
-        "miss_rate": misses / frames, "jitter_ms": 1e3 * float(np.std(lateness)),
-        "max_lateness_ms": 1e3 * float(np.max(lateness)), "frame_time_p99_ms": 1e3 * float(np.percentile(busy, 99)),
+        "rate_hz": rate,
+        "frames": frames,
+        "deadline_ms": 1e3 * period,
+        "deadline_misses": int(misses),
+        "miss_rate": misses / frames,
+        "jitter_ms": 1e3 * float(np.std(lateness)),
+        "max_lateness_ms": 1e3 * float(np.max(lateness)),
+        "frame_time_p99_ms": 1e3 * float(np.percentile(busy, 99)),
     }
 
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def host_gflops_per_core() -> float:
-    """Float32 matrix-multiply throughput of one core of this machine (runs in a pinned child).
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Children spawned in this block start numpy's BLAS with one thread.
 
-    The child's BLAS must start single-threaded: pinning only the calling thread would
-    leave BLAS worker threads, created when numpy is imported, on the other cores.
+    A measurement child does no BLAS work worth a pool; without this, the BLAS worker
+    threads numpy starts at import would be the only threads outside the pinned cores
+    and would compete with ONNX Runtime's pool.
     """
-    context = multiprocessing.get_context("spawn")
     saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
     os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
     try:
-        with context.Pool(1) as pool:
-            return pool.apply(calibration_kernel)
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def host_gflops_per_core() -> float:
+    """Float32 matrix-multiply throughput of one core of this machine (runs in a pinned, single-threaded child)."""
+    context = multiprocessing.get_context("spawn")
+    with single_threaded_blas(), context.Pool(1) as pool:
+        return pool.apply(calibration_kernel)
 
 
 def calibration_kernel() -> float:
@@ -314,65 +381,138 @@ def calibration_kernel() -> float:
     return 2 * CALIBRATION_SIZE**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def benchmark_data(config: BenchConfig, input_shape) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Labelled images (test split or an npz), or random images when no data was given."""
-    if config.dataset:
-        from kd_edge.data import load_dataset
+def benchmark_data(config: BenchConfig, probes: dict[str, OnnxModel]) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The images to time and score, and where they came from, in this order of preference:
+    --dataset (its test split), --data (an npz), a bundle's samples.npz, the test split of the
+    dataset the first model's card names (when its files are here), else random images."""
+    from kd_edge.data import load_data, load_dataset
 
+    if config.dataset:
         dataset = load_dataset(config.dataset, config.data_dir, download=False)
         return dataset.test.images, dataset.test.labels, f"{dataset.name} test split"
     if config.data:
-        with np.load(config.data, allow_pickle=False) as archive:
-            images = archive["images"]
-            labels = archive["labels"].astype(np.int64) if "labels" in archive.files else None
-        images = images[:, None] if images.ndim == 3 else images
-        return np.ascontiguousarray(images), labels, str(config.data)
-    images = np.random.default_rng(0).integers(0, 256, size=(64, *input_shape), dtype=np.uint8)
-    return images, None, "random uint8 images (no labels: accuracy is null)"
+        return (*read_npz(Path(config.data)), str(config.data))
+    for label, probe in probes.items():
+        if probe.bundle is not None and probe.bundle.samples_path is not None:
+            return (*read_npz(probe.bundle.samples_path), f"the samples of bundle {label}")
+    first = next(iter(probes.values()))
+    if first.card.data is not None:
+        try:
+            dataset = load_data(first.card.data, config.data_dir)
+            return (
+                dataset.test.images,
+                dataset.test.labels,
+                f"{dataset.name} test split (the dataset in the model card)",
+            )
+        except DatasetError as exc:
+            reason = f"the model card's dataset {first.card.data.dataset!r} is not here ({str(exc)[:80]}...)"
+    else:
+        reason = "no --dataset or --data, and the model card names no dataset"
+    images = np.random.default_rng(0).integers(0, 256, size=(64, *first.input_shape), dtype=np.uint8)
+    return images, None, f"random uint8 images, so accuracy is null: {reason}"
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as archive:
+        images = archive["images"]
+        labels = archive["labels"].astype(np.int64) if "labels" in archive.files else None
+    images = images[:, None] if images.ndim == 3 else images
+    return np.ascontiguousarray(images), labels
 
 
 def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> BenchReport:
     """Measure every model at every (threads, batch size), in interleaved rounds.
 
-    ``images`` (unlabelled) replaces the config's data, for callers that hold their own.
+    A model is an .onnx file or a bundle (folder or archive, verified and unpacked once
+    here); results are labelled with the path as given. ``images`` (unlabelled) replaces
+    the config's data, for callers that hold their own.
     """
     profile = get_profile(config.profile)
-    probes = {path: OnnxModel(path, threads=1) for path in config.models}  # fails early on a bad model
-    shapes = {probe.input_shape for probe in probes.values()}
-    if images is None:
-        images, labels, data_source = benchmark_data(config, next(iter(shapes)))
-    else:
-        labels, data_source = None, "images given by the caller"
-    for probe in probes.values():  # data that does not fit a model fails here, before any timing
-        probe.check_images(images[:1])
-    warnings = thread_warnings(config, profile)
+    with contextlib.ExitStack() as stack:
+        files = {label: stack.enter_context(model_file(Path(label)))[0] for label in config.models}
+        probes = {label: OnnxModel(label, threads=1) for label in config.models}  # fails early on a bad model
+        if images is None:
+            images, labels, data_source = benchmark_data(config, probes)
+        else:
+            labels, data_source = None, "images given by the caller"
+        for probe in probes.values():  # data that does not fit a model fails here, before any timing
+            probe.check_images(images[:1])
+        readings = measure_in_rounds(config, profile, files, images, labels)
+        calibration = host_gflops_per_core()
+        results = [
+            summarize(key, rounds, probes[key[0]], files[key[0]], profile, calibration)
+            for key, rounds in readings.items()
+        ]
+    return BenchReport(
+        results=results,
+        environment=environment(config, profile, calibration),
+        data=data_source,
+        warnings=thread_warnings(config, profile),
+        config=config,
+    )
+
+
+def measure_in_rounds(
+    config: BenchConfig, profile: DeviceProfile, files: dict[str, Path], images, labels
+) -> dict[tuple, list[Reading]]:
+    """Every (model, threads, batch size) once per round, each in a fresh child process."""
     context = multiprocessing.get_context("spawn")
     cores = config.cores or profile_cores(profile)
     memory = config.memory_bytes or (profile.ram_mb and profile.ram_mb << 20)
     readings: dict[tuple, list[Reading]] = {}
-    settings = [(model, threads, batch) for threads in config.threads for batch in config.batch_sizes for model in config.models]
+    settings = [
+        (label, threads, batch) for threads in config.threads for batch in config.batch_sizes for label in config.models
+    ]
     for round_index in range(config.rounds):
-        for model, threads, batch in settings:
+        for label, threads, batch in settings:
             first = round_index == 0  # accuracy and the drone loop are measured once
             job = Measurement(
-                model=model, threads=threads, batch_size=batch,
+                model=str(files[label]),
+                threads=threads,
+                batch_size=batch,
                 constraints=Constraints(threads=threads, cores=cores, memory_bytes=memory, cpu_quota=config.cpu_quota),
-                warmup=config.warmup, runs=max(config.runs // config.rounds, 1), duration=config.duration and config.duration / config.rounds,
-                images=images, labels=labels, rate=config.rate if first else None, measure_accuracy=first,
+                warmup=config.warmup,
+                runs=max(config.runs // config.rounds, 1),
+                duration=config.duration and config.duration / config.rounds,
+                images=images,
+                labels=labels,
+                rate=config.rate if first else None,
+                measure_accuracy=first,
             )
             reading = measure_in_child(context, job)
             if isinstance(reading, str):
                 raise KdEdgeError(reading)
-            readings.setdefault((model, threads, batch), []).append(reading)
-    calibration = host_gflops_per_core()
-    results = [summarize(key, rounds, probes[key[0]], profile, calibration) for key, rounds in readings.items()]
-    return BenchReport(results=results, environment=environment(config, profile, calibration), data=data_source, warnings=warnings, config=config)
+            readings.setdefault((label, threads, batch), []).append(reading)
+    return readings
+
+
+def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float) -> dict:
+    import onnxruntime as ort
+
+    options = session_options(config.threads[0])
+    return {
+        **host.describe(),
+        "onnxruntime_version": ort.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "session_options": {
+            "intra_op_num_threads": "per result (threads)",
+            "inter_op_num_threads": options.inter_op_num_threads,
+            "execution_mode": str(options.execution_mode),
+            "graph_optimization_level": str(options.graph_optimization_level),
+        },
+        "host_gflops_per_core": host_gflops,
+        "profile": profile.to_dict(),
+        "timing": f"{config.warmup} warm-up runs, then timed session.run calls on preprocessed input, "
+        f"in {config.rounds} interleaved rounds, each in a fresh process",
+    }
 
 
 def measure_in_child(context, job: Measurement) -> Reading | str:
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=child_main, args=(job, sender), daemon=True)
-    process.start()
+    with single_threaded_blas():
+        process.start()
     sender.close()
     try:
         reading = receiver.recv()
@@ -382,7 +522,8 @@ def measure_in_child(context, job: Measurement) -> Reading | str:
     release_cgroups(process.pid)
     if reading is None:
         cap = f" under the {job.constraints.memory_bytes:,}-byte memory cap" if job.constraints.memory_bytes else ""
-        return f"the benchmark process for {job.model} at batch {job.batch_size} died{cap} (exit code {process.exitcode}); raise --memory or lower --batch-size"
+        where = f"{job.model} at batch {job.batch_size}"
+        return f"the benchmark process for {where} died{cap} (exit {process.exitcode}); {ADVICE}"
     return reading
 
 
@@ -404,13 +545,18 @@ def thread_warnings(config: BenchConfig, profile: DeviceProfile) -> list[str]:
     warnings = []
     for threads in config.threads:
         if threads > len(cores):
-            warnings.append(f"--threads {threads} is more than the {len(cores)} core(s) allowed ({','.join(map(str, cores))}): threads will share cores and latency will suffer")
+            warnings.append(
+                f"--threads {threads} is more than the {len(cores)} core(s) allowed ({','.join(map(str, cores))}): "
+                "threads will share cores and latency will suffer"
+            )
         if profile.cores and threads > profile.cores:
             warnings.append(f"--threads {threads} is more than the {profile.cores} cores of {profile.name}")
     return warnings
 
 
-def summarize(key: tuple, rounds: list[Reading], probe: OnnxModel, profile: DeviceProfile, host_gflops: float) -> BenchResult:
+def summarize(
+    key: tuple, rounds: list[Reading], probe: OnnxModel, path: Path, profile: DeviceProfile, host_gflops: float
+) -> BenchResult:
     model, threads, batch = key
     latencies = np.concatenate([r.latencies_s for r in rounds]) * 1e3
     latency = Latency.of(latencies)
@@ -423,13 +569,13 @@ def summarize(key: tuple, rounds: list[Reading], probe: OnnxModel, profile: Devi
         threads=threads,
         batch_size=batch,
         latency_ms=latency,
-        runs=int(len(latencies)),
+        runs=len(latencies),
         rounds=len(rounds),
         throughput_ips=batch * 1e3 / latency.mean,
         startup_ms=1e3 * float(np.median([r.startup_s for r in rounds])),
         first_inference_ms=1e3 * float(np.median([r.first_inference_s for r in rounds])),
         accuracy=first.accuracy,
-        size_bytes=Path(model).stat().st_size,
+        size_bytes=path.stat().st_size,
         parameters=probe.card.parameters,
         peak_rss_mb=max(r.peak_rss_mb for r in rounds),
         threads_seen=first.threads_seen,
@@ -437,7 +583,6 @@ def summarize(key: tuple, rounds: list[Reading], probe: OnnxModel, profile: Devi
         coefficient_of_variation=cv,
         throttled=throttled,
         emulation={**first.emulation, "projection": projection(latency.p50, profile, host_gflops)},
-        ort_disabled_optimizers=first.disabled_optimizers,
         drone_loop=first.drone_loop,
     )
 
@@ -451,8 +596,10 @@ def projection(p50_ms: float, profile: DeviceProfile, host_gflops: float) -> dic
         "projected_p50_ms": p50_ms * factor,
         "factor": factor,
         "method": (
-            f"PROJECTION, not a measurement: host p50 x (host float32 matmul {host_gflops:.1f} GFLOPS per core, measured / "
-            f"{profile.name} peak {profile.peak_gflops_per_core} GFLOPS per core, from: {profile.source}). Assumes the model "
+            f"PROJECTION, not a measurement: host p50 x (host float32 matmul {host_gflops:.1f} GFLOPS per core, "
+            "measured / "
+            f"{profile.name} peak {profile.peak_gflops_per_core} GFLOPS per core, from: {profile.source}). Assumes "
+            "the model "
             "reaches the same fraction of peak on both and that per-call overhead scales alike; verify on the board."
         ),
     }

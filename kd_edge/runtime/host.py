@@ -17,7 +17,19 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The ISA extensions that decide which ONNX Runtime kernels run: VNNI / dot product for
 # INT8, BF16 / AMX for bfloat16, SVE on newer ARM cores.
 REPORTED_ISA_FLAGS = frozenset(
-    {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm", "bf16", "sve"}
+    {
+        "avx2",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "amx_int8",
+        "amx_bf16",
+        "asimddp",
+        "i8mm",
+        "bf16",
+        "sve",
+    }
 )
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
@@ -32,7 +44,12 @@ def read_text(path: str | Path) -> str | None:
 def cpu_flags() -> set[str]:
     """ISA flags of the first CPU (x86 ``flags``, ARM ``Features``)."""
     text = read_text("/proc/cpuinfo") or ""
-    return {flag for line in text.splitlines() if line.startswith(("flags", "Features")) for flag in line.split(":", 1)[1].split()}
+    return {
+        flag
+        for line in text.splitlines()
+        if line.startswith(("flags", "Features"))
+        for flag in line.split(":", 1)[1].split()
+    }
 
 
 def cpu_model() -> str:

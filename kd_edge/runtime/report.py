@@ -1,43 +1,16 @@
-"""What a benchmark report says besides its figures: the environment, and its Markdown and PNG forms."""
+"""The Markdown and PNG forms of a benchmark report (the harness measures, this module renders)."""
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from kd_edge.runtime import host
-from kd_edge.runtime.profiles import DeviceProfile
-from kd_edge.runtime.session import session_options
-
-if TYPE_CHECKING:
-    from kd_edge.runtime.harness import BenchConfig, BenchReport
-
-
-def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float) -> dict:
-    import onnxruntime as ort
-
-    options = session_options(config.threads[0])
-    return {
-        **host.describe(),
-        "onnxruntime_version": ort.__version__,
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "session_options": {
-            "intra_op_num_threads": "per result (threads)", "inter_op_num_threads": options.inter_op_num_threads,
-            "execution_mode": str(options.execution_mode), "graph_optimization_level": str(options.graph_optimization_level),
-        },
-        "host_gflops_per_core": host_gflops,
-        "profile": profile.to_dict(),
-        "timing": f"{config.warmup} warm-up runs, then timed session.run calls on preprocessed input, in {config.rounds} interleaved rounds, each in a fresh process",
-    }
+from kd_edge.runtime.harness import BenchReport
 
 
 def markdown_table(report: BenchReport) -> str:
     lines = [
-        "| model | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | accuracy | size bytes | peak RSS MB | stable | projected p50 ms |",
+        "| model | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | accuracy | size bytes | "
+        "peak RSS MB | stable | projected p50 ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report.results:
@@ -45,8 +18,10 @@ def markdown_table(report: BenchReport) -> str:
         accuracy = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.2f} %"
         projected = r.projected_p50_ms
         lines.append(
-            f"| {Path(r.model).name} | {r.threads} | {r.batch_size} | {lat.p50:.4f} | {lat.p90:.4f} | {lat.p99:.4f} | {lat.mean:.4f} | "
-            f"{r.throughput_ips:,.0f} | {accuracy} | {r.size_bytes:,} | {r.peak_rss_mb:.0f} | {'yes' if r.stable else 'NO'} | "
+            f"| {Path(r.model).name} | {r.threads} | {r.batch_size} | {lat.p50:.4f} | {lat.p90:.4f} | "
+            f"{lat.p99:.4f} | {lat.mean:.4f} | "
+            f"{r.throughput_ips:,.0f} | {accuracy} | {r.size_bytes:,} | {r.peak_rss_mb:.0f} | "
+            f"{'yes' if r.stable else 'NO'} | "
             f"{'n/a' if projected is None else f'{projected:.4f}'} |"
         )
     return "\n".join(lines) + "\n"
@@ -74,9 +49,17 @@ def plot(report: BenchReport, path: Path) -> bool:
         left.legend(fontsize=7)
     labels = [f"{Path(r.model).stem}\nt{r.threads} b{r.batch_size}" for r in results]
     positions = range(len(results))
-    right.vlines(positions, [r.latency_ms.min for r in results], [r.latency_ms.max for r in results], color="grey", label="min to max")
+    right.vlines(
+        positions,
+        [r.latency_ms.min for r in results],
+        [r.latency_ms.max for r in results],
+        color="grey",
+        label="min to max",
+    )
     for quantile, marker in (("p50", "o"), ("p90", "^"), ("p99", "s")):
-        right.scatter(positions, [getattr(r.latency_ms, quantile) for r in results], marker=marker, label=quantile, zorder=3)
+        right.scatter(
+            positions, [getattr(r.latency_ms, quantile) for r in results], marker=marker, label=quantile, zorder=3
+        )
     right.set_xticks(list(positions), labels, fontsize=7)
     right.set_ylabel("latency (ms)")
     right.legend(fontsize=7)

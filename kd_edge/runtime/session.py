@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ EVAL_BATCH_SIZE = 256
 
 
 def session_options(threads: int | None, spinning: bool = True):
-    """Explicit, reproducible settings: sequential execution, ``threads`` intra-op threads, all graph optimisations.
+    """ONNX Runtime's default options but the intra-op thread count: what any other program opening
+    the model gets, so that a figure kd-edge measures holds outside kd-edge.
 
     ``spinning=False`` makes idle pool threads sleep instead of spinning, so that
     sessions timed side by side in one process do not take each other's cycles.
@@ -23,24 +26,28 @@ def session_options(threads: int | None, spinning: bool = True):
     options = ort.SessionOptions()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.inter_op_num_threads = 1
     if threads:
         options.intra_op_num_threads = threads
     return options
 
 
-def open_session(path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None, spinning: bool = True):
+def open_session(path: str | Path, threads: int | None = None, spinning: bool = True):
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model {str(path)!r} does not exist; export one with `kd-edge export RUN_DIR --onnx`")
     try:
-        return ort.InferenceSession(str(path), session_options(threads, spinning), providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or None)
+        return ort.InferenceSession(
+            str(path),
+            session_options(threads, spinning),
+            providers=["CPUExecutionProvider"],
+        )
     except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, InvalidGraph...
-        raise ModelFileError(f"cannot load {str(path)!r} as an ONNX model ({str(exc).strip().splitlines()[0]}); is it a complete .onnx file?") from exc
+        raise ModelFileError(
+            f"cannot load {str(path)!r} as an ONNX model ({str(exc).strip().splitlines()[0]}); is it a complete "
+            ".onnx file?"
+        ) from exc
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -53,19 +60,43 @@ def read_card(path: str | Path) -> ModelCard:
     return ModelCard.from_metadata(read_onnx_metadata(path), repr(str(path)))
 
 
-class OnnxModel:
-    """An ONNX classifier plus the preprocessing its kd-edge metadata describes."""
+@contextlib.contextmanager
+def model_file(path: Path):
+    """(the .onnx file to load, the verified Bundle or None) for a model file, bundle folder or archive."""
+    from kd_edge.runtime.bundle import is_archive, is_bundle, open_bundle
 
-    def __init__(self, path: str | Path, threads: int | None = None, disabled_optimizers: list[str] | None = None, spinning: bool = True):
+    if not is_bundle(path):
+        yield path, None
+    elif is_archive(path):
+        with tempfile.TemporaryDirectory(prefix="kd-edge-bundle-") as scratch:
+            bundle = open_bundle(path, unpack_to=scratch)
+            yield bundle.model_path, bundle
+    else:
+        bundle = open_bundle(path)
+        yield bundle.model_path, bundle
+
+
+class OnnxModel:
+    """An ONNX classifier plus the preprocessing its model card describes.
+
+    ``path`` is an .onnx file, a bundle folder or a bundle .tar.gz (its checksums are
+    verified before the model is loaded; an archive is unpacked to a temporary folder
+    that is gone once the session holds the model).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        spinning: bool = True,
+    ):
         self.path = Path(path)
-        self.session = open_session(path, threads, disabled_optimizers, spinning)
+        self.bundle = None
+        with model_file(self.path) as (model_path, bundle):
+            self.bundle = bundle
+            self.session = open_session(model_path, threads, spinning)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.card = ModelCard.from_metadata(self.metadata, repr(str(self.path)))
-        # A model may name ONNX Runtime optimisers that make it slower (kd-edge's quantizer measures this).
-        hinted = list(self.card.ort_disabled_optimizers)
-        if disabled_optimizers is None and hinted:
-            self.session = open_session(path, threads, hinted, spinning)
-        self.disabled_optimizers = disabled_optimizers if disabled_optimizers is not None else hinted
         self.input_shape = self.card.input_shape
         self.classes = list(self.card.classes)
         self.mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -74,7 +105,10 @@ class OnnxModel:
         self.input_name = graph_input.name
         fixed = [(i, d) for i, d in enumerate(graph_input.shape[1:]) if isinstance(d, int)]
         if len(graph_input.shape) != 4 or any(self.input_shape[i] != d for i, d in fixed):
-            raise ModelCardError(f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} disagrees with the graph's input {graph_input.shape}")
+            raise ModelCardError(
+                f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} disagrees with the graph's "
+                f"input {graph_input.shape}"
+            )
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         if images.ndim == 3 and self.input_shape[0] == 1:
@@ -95,7 +129,12 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: inputs})[0]
 
     def predict(self, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-        return np.concatenate([self.logits(self.preprocess(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)])
+        return np.concatenate(
+            [
+                self.logits(self.preprocess(images[i : i + batch_size])).argmax(1)
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
         return float((self.predict(images) == labels).mean())
