@@ -135,7 +135,6 @@ def measure(run: str, forms: dict[str, Path], threads: int, data_dir: Path) -> l
                 "batch1_ms": batch1[name],
                 "batch64_ms": batch64[name],
                 "fp32_nodes": (model.card.quantization or {}).get("excluded_nodes"),
-                "disabled_optimizers": model.disabled_optimizers,
             }
         )
     return rows
@@ -149,7 +148,7 @@ def markdown(rows: list[dict]) -> str:
     ]
     for row in rows:
         acc = "n/a" if row["test_accuracy"] is None else f"{100 * row['test_accuracy']:.2f} %"
-        notes = ", ".join((row.get("fp32_nodes") or []) + (row.get("disabled_optimizers") or []))
+        notes = ", ".join(row.get("fp32_nodes") or [])
         lines.append(
             f"| {row['run']} | {row['form']} | {row['size_bytes']:,} | {acc} | {1e3 * row['batch1_ms']:.1f} | "
             f"{row['batch64_ms']:.3f} | {notes} |"

@@ -29,8 +29,8 @@ from kd_edge.errors import ConfigError, OutputError
 from kd_edge.io import atomic_write, ensure_writable_dir
 from kd_edge.runtime.bundle import (
     CARD_FILE,
-    FP32_FILE,
     MODEL_FILE,
+    OTHER_FORM_FILES,
     README_FILE,
     SAMPLES_FILE,
     SUMS_FILE,
@@ -74,28 +74,38 @@ class BundleResult:
 
 
 def write_bundle(
-    config: BundleConfig, *, fp32: Path, int8: Path | None, int8_refused: str | None = None
+    config: BundleConfig, *, fp32: Path | None, int8: Path | None, int8_refused: str | None = None
 ) -> BundleResult:
-    """Choose the deployable form, then write the folder and its archive (both replaced only with ``force``)."""
+    """Choose the deployable form, then write the folder and its archive (both replaced only with ``force``).
+
+    With both models, INT8 ships only if it is not slower than FP32 (``choose_form``); with one, that one.
+    """
     out = Path(config.out)
     archive = out.with_name(out.name + ".tar.gz")
     for path in (out, archive):
         if path.exists() and not config.force:
             raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     ensure_writable_dir(out.parent)
-    fp32_model = OnnxModel(fp32)
-    samples = sample_images(fp32_model, config)
-    latency = compare_plain_sessions(fp32, int8, samples[0], config.threads) if int8 is not None else {}
-    form, reason = choose_form(latency, int8_refused)
-    deployable = OnnxModel(int8) if form == "int8" else fp32_model
+    models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
+    if not models:
+        raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
+    samples = sample_images(next(iter(models.values())), config)
+    latency = compare_plain_sessions(fp32, int8, samples[0], config.threads) if len(models) == 2 else {}
+    form, reason = (
+        choose_form(latency, int8_refused) if len(models) == 2 or "fp32" in models else ("int8", "given as INT8")
+    )
+    deployable = models[form]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
         folder = Path(scratch) / out.name
         folder.mkdir()
         shutil.copyfile(deployable.path, folder / MODEL_FILE)
         others = []
-        if form == "int8":
-            shutil.copyfile(fp32, folder / FP32_FILE)
-            others.append({"file": FP32_FILE, "form": "fp32", "test_accuracy": fp32_model.card.test_accuracy})
+        for other, model in models.items():
+            if other != form:
+                shutil.copyfile(model.path, folder / OTHER_FORM_FILES[other])
+                others.append(
+                    {"file": OTHER_FORM_FILES[other], "form": other, "test_accuracy": model.card.test_accuracy}
+                )
         np.savez_compressed(folder / SAMPLES_FILE, images=samples[0], labels=samples[1])
         info = bundle_info(folder, form, reason, latency, others, len(samples[1]))
         (folder / CARD_FILE).write_text(json.dumps({**deployable.card.to_dict(), "bundle": info}, indent=2) + "\n")
@@ -121,15 +131,29 @@ def sample_images(model: OnnxModel, config: BundleConfig) -> tuple[np.ndarray, n
 
 
 def compare_plain_sessions(fp32: Path, int8: Path, images: np.ndarray, threads: tuple[int, ...]) -> dict:
-    """p50 latency (ms) of both models, each in a fresh process, interleaved, per thread count and batch size."""
+    """p50 latency (ms) of both models per thread count and batch size, each measurement in a fresh
+    process, the models interleaved over 3 rounds; a setting where INT8 looks slower beyond the
+    noise tolerance is measured again over 5 rounds, and the second reading is kept."""
+    latency = time_both(fp32, int8, images, threads, LATENCY_BATCHES, rounds=3)
+    for key in [key for key in latency["fp32"] if latency["int8"][key] > NOISE_TOLERANCE * latency["fp32"][key]]:
+        t, b = (int(part[1:]) for part in key.split("_"))
+        again = time_both(fp32, int8, images, (t,), (b,), rounds=5)
+        for name in ("fp32", "int8"):
+            latency[name][key] = again[name][key]
+    return latency
+
+
+def time_both(
+    fp32: Path, int8: Path, images: np.ndarray, threads: tuple[int, ...], batches: tuple[int, ...], rounds: int
+) -> dict:
     from kd_edge.runtime.harness import BenchConfig, run_benchmark
 
     config = BenchConfig(
-        models=(str(fp32), str(int8)), threads=threads, batch_sizes=LATENCY_BATCHES, runs=600, rounds=3
+        models=(str(fp32), str(int8)), threads=threads, batch_sizes=batches, runs=200 * rounds, rounds=rounds
     )
     report = run_benchmark(config, images=images[:64])
     return {
-        name: {f"t{t}_b{b}": report.p50_ms(str(path), b, t) for t in threads for b in LATENCY_BATCHES}
+        name: {f"t{t}_b{b}": report.p50_ms(str(path), b, t) for t in threads for b in batches}
         for name, path in (("fp32", fp32), ("int8", int8))
     }
 
@@ -169,7 +193,8 @@ def bundle_info(folder: Path, form: str, reason: str, latency: dict, others: lis
         "latency_check": {
             "p50_ms": latency,
             "method": "each model alone in a fresh process, ONNX Runtime's default session options but "
-            "intra_op_num_threads, 3 interleaved rounds of 200 timed runs on the bundle's sample images",
+            "intra_op_num_threads, 3 interleaved rounds of 200 timed runs on the bundle's sample images; "
+            "a setting where INT8 looked slower measured again over 5 rounds",
         },
         "samples": {"file": SAMPLES_FILE, "count": samples, "split": "test", "stratified_by_class": True},
     }
@@ -178,6 +203,11 @@ def bundle_info(folder: Path, form: str, reason: str, latency: dict, others: lis
 def board_readme(name: str, card, info: dict) -> str:
     accuracy = "unknown" if card.test_accuracy is None else f"{card.test_accuracy:.2%}"
     shown_classes = ", ".join(card.classes[:10]) + (", ..." if len(card.classes) > 10 else "")
+    other_forms = "".join(
+        f"kd-edge bench {MODEL_FILE} {other['file']} --data samples.npz --threads 2   # this board's verdict: "
+        f"{info['deployable']['form'].upper()} against {other['form'].upper()}\n"
+        for other in info["other_forms"]
+    )
     return f"""# {name}: {card.model or "model"} for {card.data.dataset if card.data else "its dataset"}
 
 Made by kd-edge {__version__}. `model.onnx` is the deployable model ({info["deployable"]["form"].upper()},
@@ -193,7 +223,8 @@ mean {list(card.mean)} and std {list(card.std)}; kd-edge's runtime does that for
 sha256sum -c SHA256SUMS                 # every file is as it was made
 pip install kd-edge                     # the runtime only: numpy and onnxruntime, no torch
 kd-edge bench . --threads 2             # latency, memory, and accuracy on samples.npz
-```
+python -m kd_edge.runtime.check .       # accuracy of every form on samples.npz
+{other_forms}```
 
 ```python
 import numpy as np

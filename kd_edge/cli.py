@@ -248,6 +248,9 @@ def export(
     int8: Annotated[
         bool, typer.Option("--int8", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")
     ] = False,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Also write a deployable bundle folder (and .tar.gz) here; implies --int8.")
+    ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset; 17 loads in ONNX Runtime 1.14 and later.")] = 17,
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
@@ -268,7 +271,8 @@ def export(
         f"max |diff| {parity.max_abs_diff:.2e} (batch 1: {parity.max_abs_diff_batch1:.2e}, tolerance {parity.atol:g}), "
         f"top-1 agreement {parity.top1_agreement:.0%}"
     )
-    if int8:
+    quantized = None
+    if int8 or bundle:
         from kd_edge.quantize import QuantizeConfig
         from kd_edge.quantize import quantize as quantize_model
 
@@ -277,10 +281,16 @@ def export(
             model=str(result.path),
             data_dir=result.data_dir,
             optimize_latency=optimize_latency,
-            compare_latency=compare_latency,
+            compare_latency=compare_latency and not bundle,  # the bundle compares them itself
             force=force,
         )
-        print_quantize_result(quantize_model(config))
+        quantized = quantize_model(config)
+        print_quantize_result(quantized)
+    if bundle:
+        from kd_edge.bundle import BundleConfig, write_bundle
+
+        config = BundleConfig(out=str(bundle), data_dir=result.data_dir, force=force)
+        print_bundle_result(write_bundle(config, fp32=result.path, int8=quantized.path))
 
 
 @app.command()
@@ -419,6 +429,133 @@ def print_quantize_result(result) -> None:
     )
     if result.latency is not None:
         print_latency_comparison(result.latency, "INT8")
+
+
+@app.command("bundle")
+@user_errors
+def bundle_command(
+    source: Annotated[Path, typer.Argument(help="A run folder, a checkpoint (.pt) or an ONNX model (FP32 or INT8).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The bundle folder; DIR.tar.gz is written beside it.")
+    ] = Path("bundle"),
+    int8: Annotated[
+        bool, typer.Option("--int8/--no-int8", help="Try an INT8 model (shipped only if not slower).")
+    ] = True,
+    samples: Annotated[int, typer.Option(help="Labelled test images in samples.npz, the same number per class.")] = 300,
+    threads: Annotated[
+        list[int], typer.Option("--threads", "-t", help="Thread counts of the FP32-against-INT8 latency check.")
+    ] = [1, 2],  # noqa: B006 - typer needs a literal
+    max_accuracy_drop: Annotated[
+        float, typer.Option(help="INT8 accuracy budget, in points on the validation split.")
+    ] = 0.5,
+    data_dir: DataDirOpt = None,
+    force: ForceOpt = False,
+):
+    """Write a deployable bundle: the model a board should run (INT8 only where it is not slower), its card,
+    labelled samples, a README with the board's commands, SHA256SUMS, and a .tar.gz of it all."""
+    from kd_edge.bundle import BundleConfig
+    from kd_edge.pipeline import DeployConfig, deploy
+
+    if source.suffix != ".onnx":
+        require_training_extra()  # a checkpoint is exported first
+    config = DeployConfig(
+        source=str(source),
+        bundle=BundleConfig(
+            out=str(out), samples=samples, threads=tuple(threads), data_dir=optional_str(data_dir), force=force
+        ),
+        int8=int8,
+        quantize_options={"max_accuracy_drop": max_accuracy_drop},
+    )
+    print_bundle_result(deploy(config))
+
+
+@app.command("verify-arm")
+@user_errors
+def verify_arm_command(
+    source: Annotated[Path, typer.Argument(help="A bundle (folder or .tar.gz) or an .onnx model.")],
+    cpu: Annotated[
+        str,
+        typer.Option("--cpu", help="Emulated CPUs, comma-separated: cortex-a53, cortex-a72, cortex-a76, neoverse-n1."),
+    ] = "cortex-a53,cortex-a72,cortex-a76,neoverse-n1",
+    samples: Annotated[int, typer.Option(help="At most this many labelled samples are compared.")] = 300,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where the aarch64 userland is kept (default ~/.cache/kd-edge/arm).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
+    data_dir: DataDirOpt = None,
+):
+    """Run the model on aarch64 ONNX Runtime under QEMU for each CPU, compare with this host; exit 0 when they agree."""
+    from kd_edge.verify_arm import ArmConfig, verify_arm
+
+    config = ArmConfig(
+        source=str(source),
+        cpus=tuple(c.strip() for c in cpu.split(",") if c.strip()),
+        samples=samples,
+        cache_dir=optional_str(cache_dir),
+        data_dir=optional_str(data_dir),
+    )
+    result = verify_arm(config, progress=lambda message: console().print(f"[dim]{message}[/]"))
+    print_arm_result(result)
+    if json_path:
+        from kd_edge.io import atomic_write_json
+
+        atomic_write_json(json_path, result.to_dict())
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def print_arm_result(result) -> None:
+    from rich.table import Table
+
+    arm = result.emulated
+    table = Table(
+        title=f"aarch64 (QEMU user mode, ONNX Runtime {arm.get('onnxruntime')}) against {result.host['machine']} "
+        f"(ONNX Runtime {result.host['onnxruntime']})"
+    )
+    for column in (
+        "emulated CPU",
+        "form",
+        "samples",
+        "top-1 agreement",
+        "max |logit diff|",
+        "accuracy host",
+        "accuracy aarch64",
+        "verdict",
+    ):
+        table.add_column(column, justify="left" if column in ("emulated CPU", "form", "verdict") else "right")
+    for check in result.checks:
+        accuracy = ["n/a" if a is None else f"{a:.2%}" for a in (check.host_accuracy, check.arm_accuracy)]
+        verdict = "agrees" if check.passed else "[bold red]DIFFERS[/]"
+        table.add_row(
+            check.cpu,
+            check.form,
+            str(check.samples),
+            f"{check.top1_agreement:.2%}",
+            f"{check.max_abs_logit_diff:.2e}",
+            *accuracy,
+            verdict,
+        )
+    out = console()
+    out.print(table)
+    for check in result.checks:
+        for item in check.disagreements:
+            out.print(
+                f"{check.cpu} {check.form}: sample {item['sample']} is class {item['aarch64_class']} on aarch64, "
+                f"{item['host_class']} on the host (host's top-2 margin {item['host_margin']:.3g})"
+            )
+    out.print(
+        f"{'all agree' if result.passed else 'NOT all agree'} (FP32 must agree on every sample, INT8 on 99.9 %); "
+        f"emulated timings are not latencies and are not shown. Userland: {result.userland}"
+    )
+
+
+def print_bundle_result(result) -> None:
+    out = console()
+    out.print(f"wrote {result.folder}/ and {result.archive}: model.onnx is {result.form.upper()}. Why: {result.reason}")
+    out.print(
+        f"next: copy {result.archive.name} to the board and run `kd-edge bench {result.archive.name} --threads 2`; "
+        f"check it under aarch64 emulation here with `kd-edge verify-arm {result.folder}`"
+    )
 
 
 def print_latency_comparison(latency, name: str) -> None:
@@ -573,7 +710,8 @@ def profiles():
     from kd_edge.runtime.profiles import PROFILES
 
     for profile in PROFILES.values():
-        peak = "measured" if profile.peak_gflops_per_core is None else f"{profile.peak_gflops_per_core} GFLOPS/core"
+        peaks = (profile.peak_gops_per_core("fp32"), profile.peak_gops_per_core("int8"))
+        peak = "measured" if peaks[0] is None else f"{peaks[0]:g} GFLOPS fp32, {peaks[1]:g} GOPS int8 per core"
         typer.echo(f"{profile.name:16} {profile.description}; {peak}")
 
 

@@ -59,3 +59,7 @@ class BundleError(ModelFileError):
 
 class QuantizationError(KdEdgeError):
     """No INT8 model meets the accuracy budget, or calibration data does not fit."""
+
+
+class ArmSetupError(KdEdgeError):
+    """The aarch64 userland for `kd-edge verify-arm` could not be built: no emulator, no registry."""

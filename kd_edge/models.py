@@ -4,8 +4,8 @@ Every model takes (N, C, H, W) float input normalised with the dataset's mean/st
 and returns (N, num_classes) logits. A model is rebuilt from its name and
 constructor arguments, which is what checkpoints store (see ``ModelSpec``).
 
-    >>> list_models()
-    ['cnn', 'cnn-base', 'cnn-small', 'cnn-tiny', 'mobilenet-v3-small', 'resnet18', 'seed-student', 'seed-teacher']
+    >>> list_models("cnn*")
+    ['cnn', 'cnn-base', 'cnn-small', 'cnn-tiny']
 """
 
 from __future__ import annotations
@@ -196,6 +196,17 @@ def cnn_base(num_classes, in_channels, image_size):
 @register_model("mobilenet-v3-small", "torchvision MobileNetV3-Small, stem adapted to small inputs")
 def mobilenet_v3_small(num_classes, in_channels, image_size):
     from torchvision.models import mobilenet_v3_small as build
+
+    model = build(weights=None, num_classes=num_classes)
+    stem = model.features[0][0]
+    stride = 1 if image_size < 64 else 2
+    model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, stride=stride, padding=1, bias=False)
+    return model
+
+
+@register_model("mobilenet-v2", "torchvision MobileNetV2, stem adapted to small inputs")
+def mobilenet_v2(num_classes, in_channels, image_size):
+    from torchvision.models import mobilenet_v2 as build
 
     model = build(weights=None, num_classes=num_classes)
     stem = model.features[0][0]

@@ -109,7 +109,8 @@ def test_json_contract(tmp_path, tiny, half_right):
         env["onnxruntime_version"]
         and env["numpy_version"]
         and env["cpu_model"] is not None
-        and env["host_gflops_per_core"] > 0
+        and env["host_gops_per_core"]["fp32"] > 0
+        and env["host_gops_per_core"]["int8"] > 0
     )
 
 
@@ -216,16 +217,53 @@ def test_unwritable_cgroups_are_reported_not_enforced(tmp_path, monkeypatch):
     )
 
 
-def test_profile_projects_and_says_so(tmp_path, tiny):
+def test_profile_projects_single_thread_latency_by_data_type(tmp_path, tiny):
     out = tmp_path / "b.json"
-    bench(tiny, "--profile", "rpi4", "--json", out, *QUICK)
-    result = json.loads(out.read_text())["results"][0]
-    projection = result["emulation"]["projection"]
+    bench(tiny, "--profile", "rpi4", "--threads", "1", "--threads", "2", "--json", out, *QUICK)
+    report = json.loads(out.read_text())
+    one, two = report["results"]
+    projection = one["emulation"]["projection"]
+    host = report["environment"]["host_gops_per_core"]
     assert (
-        projection["enforced"] is False and projection["projected_p50_ms"] > 0 and "PROJECTION" in projection["method"]
+        projection["enforced"] is False and "PROJECTION" in projection["method"] and projection["data_type"] == "fp32"
     )
-    assert result["emulation"]["cores"]["read_back"] == sorted(os.sched_getaffinity(0))[:4]
-    assert result["emulation"]["memory"]["requested"] == 4096 << 20
+    # The factor is the host's measured float32 throughput over the Pi 4's float32 peak (8 FLOP/cycle at 1.5 GHz).
+    assert projection["factor"] == pytest.approx(host["fp32"] / 12.0)
+    assert projection["projected_p50_ms"] == pytest.approx(one["latency_ms"]["p50"] * projection["factor"])
+    assert (
+        "projected_p50_ms" not in two["emulation"]["projection"]
+        and "1 thread only" in two["emulation"]["projection"]["reason"]
+    )
+    assert one["emulation"]["cores"]["read_back"] == sorted(os.sched_getaffinity(0))[:4]
+    assert one["emulation"]["memory"]["requested"] == 4096 << 20
+
+
+def test_int8_models_are_projected_with_int8_throughput():
+    from kd_edge.runtime.harness import projection
+    from kd_edge.runtime.profiles import get_profile
+
+    host = {"fp32": 60.0, "int8": 240.0}
+    fp32 = projection(1.0, 1, "fp32", get_profile("rpi5"), host)
+    int8 = projection(1.0, 1, "int8", get_profile("rpi5"), host)
+    assert fp32["projected_p50_ms"] == pytest.approx(60.0 / (16 * 2.4)) and int8["projected_p50_ms"] == pytest.approx(
+        240.0 / (64 * 2.4)
+    )
+    assert "projected_p50_ms" not in projection(1.0, 1, "fp32", get_profile("host"), host)
+
+
+def test_host_kernels_compute_matrix_products():
+    import onnxruntime as ort
+
+    from kd_edge.runtime.harness import KERNELS
+
+    rng = np.random.default_rng(0)
+    # Operands below half range: AVX2's u8 x s8 kernel saturates 16-bit pair sums of full-range values.
+    a, b = rng.integers(0, 128, (256, 256), dtype=np.uint8), rng.integers(-64, 64, (256, 256), dtype=np.int8)
+    session = ort.InferenceSession(str(KERNELS / "matmul_int8.onnx"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"a": a, "b": b})[0], a.astype(np.int32) @ b.astype(np.int32))
+    x, y = rng.standard_normal((256, 256), dtype=np.float32), rng.standard_normal((256, 256), dtype=np.float32)
+    session = ort.InferenceSession(str(KERNELS / "matmul_fp32.onnx"), providers=["CPUExecutionProvider"])
+    assert np.allclose(session.run(None, {"a": x, "b": y})[0], x @ y, atol=1e-3)
 
 
 def test_drone_loop_reports_deadlines(tmp_path, tiny):

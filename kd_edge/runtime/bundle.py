@@ -2,7 +2,8 @@
 
     bundle/
       model.onnx        the deployable model (INT8 where it met its budgets, else FP32)
-      model.fp32.onnx   the FP32 form, when the deployable one is INT8
+      model.fp32.onnx   the other form, when there is one (model.int8.onnx when model.onnx is FP32):
+                        the host's speed verdict may not hold on the board, so both can be measured there
       model.json        the model card, plus the bundle's own section (which form, and why)
       samples.npz       a class-stratified labelled sample of the test split, for on-board checks
       README.md         the commands to run on the board
@@ -27,7 +28,7 @@ from kd_edge.errors import BundleError
 from kd_edge.runtime.card import ModelCard
 
 MODEL_FILE = "model.onnx"
-FP32_FILE = "model.fp32.onnx"
+OTHER_FORM_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx"}
 CARD_FILE = "model.json"
 SAMPLES_FILE = "samples.npz"
 README_FILE = "README.md"
@@ -47,6 +48,12 @@ class Bundle:
     @property
     def model_path(self) -> Path:
         return self.folder / MODEL_FILE
+
+    def forms(self) -> dict[str, Path]:
+        """{"int8" or "fp32": .onnx path} for the deployable model and the other form, if bundled."""
+        forms = {self.info["deployable"]["form"]: self.model_path}
+        forms.update({other["form"]: self.folder / other["file"] for other in self.info.get("other_forms", [])})
+        return forms
 
     @property
     def samples_path(self) -> Path | None:

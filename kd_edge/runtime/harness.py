@@ -38,8 +38,9 @@ from kd_edge.runtime.session import OnnxModel, model_file, session_options
 # absolute deviation / median, which a few scheduler hiccups do not dominate) exceeds this,
 # or when the cgroup reports CFS throttling.
 UNSTABLE_CV = 0.10
-CALIBRATION_SIZE = 256
-ADVICE = "raise --memory or lower --batch-size"  # side of the float32 matrices of the host calibration kernel
+CALIBRATION_SIZE = 256  # side of the matrices of the host calibration kernels (kernels/matmul_*.onnx)
+KERNELS = Path(__file__).with_name("kernels")
+ADVICE = "raise --memory or lower --batch-size"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,27 +362,53 @@ def single_threaded_blas():
                 os.environ[name] = value
 
 
-def host_gflops_per_core() -> float:
-    """Float32 matrix-multiply throughput of one core of this machine (runs in a pinned, single-threaded child)."""
+def host_throughput_per_core() -> dict[str, float]:
+    """This machine's per-core matrix-product throughput in ONNX Runtime, G(FL)OP/s, for "fp32" and "int8".
+
+    Measured in a spawned child pinned to one core, in single-threaded sessions: the
+    same kernels (MLAS) the models' Conv, Gemm and their INT8 forms run on.
+    """
     context = multiprocessing.get_context("spawn")
     with single_threaded_blas(), context.Pool(1) as pool:
-        return pool.apply(calibration_kernel)
+        return pool.apply(gemm_throughput)
 
 
-def calibration_kernel() -> float:
+def gemm_throughput(seconds: float = 0.4) -> dict[str, float]:
+    import onnxruntime as ort
+
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    a = np.random.default_rng(0).standard_normal((CALIBRATION_SIZE, CALIBRATION_SIZE), dtype=np.float32)
-    b = a.T.copy()
-    for _ in range(5):
-        a @ b
-    repeats, started = 0, time.perf_counter()
-    while time.perf_counter() - started < 0.5:
-        a @ b
-        repeats += 1
-    return 2 * CALIBRATION_SIZE**3 * repeats / (time.perf_counter() - started) / 1e9
+    rng = np.random.default_rng(0)
+    n = CALIBRATION_SIZE
+    feeds = {
+        "fp32": {
+            "a": rng.standard_normal((n, n), dtype=np.float32),
+            "b": rng.standard_normal((n, n), dtype=np.float32),
+        },
+        "int8": {
+            "a": rng.integers(0, 256, (n, n), dtype=np.uint8),
+            "b": rng.integers(-128, 128, (n, n), dtype=np.int8),
+        },
+    }
+    throughput = {}
+    for dtype, feed in feeds.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(
+            str(KERNELS / f"matmul_{dtype}.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        for _ in range(5):
+            session.run(None, feed)
+        repeats, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(None, feed)
+            repeats += 1
+        throughput[dtype] = 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+    return throughput
 
 
-def benchmark_data(config: BenchConfig, probes: dict[str, OnnxModel]) -> tuple[np.ndarray, np.ndarray | None, str]:
+def benchmark_data(
+    config: BenchConfig, probes: dict[str, OnnxModel], bundles: dict
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The images to time and score, and where they came from, in this order of preference:
     --dataset (its test split), --data (an npz), a bundle's samples.npz, the test split of the
     dataset the first model's card names (when its files are here), else random images."""
@@ -392,9 +419,9 @@ def benchmark_data(config: BenchConfig, probes: dict[str, OnnxModel]) -> tuple[n
         return dataset.test.images, dataset.test.labels, f"{dataset.name} test split"
     if config.data:
         return (*read_npz(Path(config.data)), str(config.data))
-    for label, probe in probes.items():
-        if probe.bundle is not None and probe.bundle.samples_path is not None:
-            return (*read_npz(probe.bundle.samples_path), f"the samples of bundle {label}")
+    for label, bundle in bundles.items():
+        if bundle.samples_path is not None:
+            return (*read_npz(bundle.samples_path), f"the samples of bundle {label}")
     first = next(iter(probes.values()))
     if first.card.data is not None:
         try:
@@ -429,23 +456,27 @@ def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> Benc
     """
     profile = get_profile(config.profile)
     with contextlib.ExitStack() as stack:
-        files = {label: stack.enter_context(model_file(Path(label)))[0] for label in config.models}
+        resolved = {
+            label: stack.enter_context(model_file(Path(label))) for label in config.models
+        }  # archives unpacked once
+        files = {label: path for label, (path, _) in resolved.items()}
+        bundles = {label: bundle for label, (_, bundle) in resolved.items() if bundle is not None}
         probes = {label: OnnxModel(label, threads=1) for label in config.models}  # fails early on a bad model
         if images is None:
-            images, labels, data_source = benchmark_data(config, probes)
+            images, labels, data_source = benchmark_data(config, probes, bundles)
         else:
             labels, data_source = None, "images given by the caller"
         for probe in probes.values():  # data that does not fit a model fails here, before any timing
             probe.check_images(images[:1])
         readings = measure_in_rounds(config, profile, files, images, labels)
-        calibration = host_gflops_per_core()
+        host_throughput = host_throughput_per_core()
         results = [
-            summarize(key, rounds, probes[key[0]], files[key[0]], profile, calibration)
+            summarize(key, rounds, probes[key[0]], files[key[0]], profile, host_throughput)
             for key, rounds in readings.items()
         ]
     return BenchReport(
         results=results,
-        environment=environment(config, profile, calibration),
+        environment=environment(config, profile, host_throughput),
         data=data_source,
         warnings=thread_warnings(config, profile),
         config=config,
@@ -486,7 +517,7 @@ def measure_in_rounds(
     return readings
 
 
-def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float) -> dict:
+def environment(config: BenchConfig, profile: DeviceProfile, host_throughput: dict[str, float]) -> dict:
     import onnxruntime as ort
 
     options = session_options(config.threads[0])
@@ -501,7 +532,7 @@ def environment(config: BenchConfig, profile: DeviceProfile, host_gflops: float)
             "execution_mode": str(options.execution_mode),
             "graph_optimization_level": str(options.graph_optimization_level),
         },
-        "host_gflops_per_core": host_gflops,
+        "host_gops_per_core": host_throughput,
         "profile": profile.to_dict(),
         "timing": f"{config.warmup} warm-up runs, then timed session.run calls on preprocessed input, "
         f"in {config.rounds} interleaved rounds, each in a fresh process",
@@ -555,7 +586,12 @@ def thread_warnings(config: BenchConfig, profile: DeviceProfile) -> list[str]:
 
 
 def summarize(
-    key: tuple, rounds: list[Reading], probe: OnnxModel, path: Path, profile: DeviceProfile, host_gflops: float
+    key: tuple,
+    rounds: list[Reading],
+    probe: OnnxModel,
+    path: Path,
+    profile: DeviceProfile,
+    host_throughput: dict[str, float],
 ) -> BenchResult:
     model, threads, batch = key
     latencies = np.concatenate([r.latencies_s for r in rounds]) * 1e3
@@ -582,24 +618,42 @@ def summarize(
         stable=cv <= UNSTABLE_CV and not throttled,
         coefficient_of_variation=cv,
         throttled=throttled,
-        emulation={**first.emulation, "projection": projection(latency.p50, profile, host_gflops)},
+        emulation={
+            **first.emulation,
+            "projection": projection(latency.p50, threads, data_type(probe), profile, host_throughput),
+        },
         drone_loop=first.drone_loop,
     )
 
 
-def projection(p50_ms: float, profile: DeviceProfile, host_gflops: float) -> dict:
-    if profile.peak_gflops_per_core is None:
+def data_type(model: OnnxModel) -> str:
+    """The arithmetic most of a model's work runs in: int8 once it is quantized (the nodes kept in FP32 are few)."""
+    return "int8" if model.card.quantization is not None else "fp32"
+
+
+def projection(
+    p50_ms: float, threads: int, dtype: str, profile: DeviceProfile, host_throughput: dict[str, float]
+) -> dict:
+    """The board's single-thread latency, scaled from the host's by per-core throughput of the model's data type."""
+    if profile.clock_ghz is None:
         return {"enforced": False, "reason": "host profile: nothing to project"}
-    factor = host_gflops / profile.peak_gflops_per_core
+    if threads != 1:
+        return {
+            "enforced": False,
+            "reason": "projected for 1 thread only (add --threads 1): how latency scales with threads depends on "
+            "the board's caches and memory, which the host does not share",
+        }
+    board = profile.peak_gops_per_core(dtype)
+    factor = host_throughput[dtype] / board
     return {
         "enforced": False,
         "projected_p50_ms": p50_ms * factor,
         "factor": factor,
+        "data_type": dtype,
         "method": (
-            f"PROJECTION, not a measurement: host p50 x (host float32 matmul {host_gflops:.1f} GFLOPS per core, "
-            "measured / "
-            f"{profile.name} peak {profile.peak_gflops_per_core} GFLOPS per core, from: {profile.source}). Assumes "
-            "the model "
-            "reaches the same fraction of peak on both and that per-call overhead scales alike; verify on the board."
+            f"PROJECTION, not a measurement: host 1-thread p50 x (host {dtype} matrix-product throughput "
+            f"{host_throughput[dtype]:.1f} G(FL)OP/s per core, measured in ONNX Runtime / {profile.name} {dtype} peak "
+            f"{board:.1f} G(FL)OP/s per core, from: {profile.source}). Assumes the model reaches the same fraction of "
+            "peak on both and that per-call overhead scales alike; verify on the board."
         ),
     }

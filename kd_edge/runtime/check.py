@@ -1,0 +1,75 @@
+"""The on-board check: run a bundle's (or a model's) labelled samples and save every form's logits.
+
+The same code runs on the host, on a board, and under QEMU for ``kd-edge verify-arm``:
+
+    python -m kd_edge.runtime.check bundle/ --out logits.npz      # on the board: prints accuracy per form
+
+Numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.runtime.session import OnnxModel
+
+
+def forms_of(path: Path) -> dict[str, Path]:
+    """{form: .onnx path}: a bundle's deployable model and its other form, or a single model."""
+    model = OnnxModel(path)
+    return model.bundle.forms() if model.bundle is not None else {form_of(model): path}
+
+
+def form_of(model: OnnxModel) -> str:
+    return "int8" if model.card.quantization is not None else "fp32"
+
+
+def sample_logits(models: dict[str, Path], images: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
+    """Each form's logits for ``images``, one image at a time (as a drone's frame loop runs them)."""
+    logits = {}
+    for form, path in models.items():
+        model = OnnxModel(path, threads=threads)
+        logits[form] = np.concatenate([model.logits(model.preprocess(images[i : i + 1])) for i in range(len(images))])
+    return logits
+
+
+def runtime_facts() -> dict:
+    import onnxruntime as ort
+
+    return {
+        "machine": platform.machine(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kd_edge.runtime.check", description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="a bundle folder or an .onnx model")
+    parser.add_argument(
+        "--images", type=Path, help="an .npz with images (and labels); default: the bundle's samples.npz"
+    )
+    parser.add_argument("--out", type=Path, help="write every form's logits here (.npz)")
+    args = parser.parse_args(argv)
+    forms = forms_of(args.model)
+    samples = args.images or OnnxModel(args.model).bundle.samples_path
+    with np.load(samples, allow_pickle=False) as archive:
+        images, labels = archive["images"], archive["labels"] if "labels" in archive.files else None
+    logits = sample_logits(forms, images)
+    if args.out:
+        np.savez(args.out, facts=json.dumps(runtime_facts()), **logits)
+    for form, values in logits.items():
+        accuracy = "no labels" if labels is None else f"accuracy {(values.argmax(1) == labels).mean():.2%}"
+        print(f"{form}: {len(values)} samples, {accuracy} ({platform.machine()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
