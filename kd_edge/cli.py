@@ -59,6 +59,14 @@ PrecisionOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")]
+ReduceRangeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reduce-range/--full-range",
+        help="7-bit INT8 weights, so that x86 CPUs without VNNI (AVX2) compute what an ARM board does; "
+        "--full-range uses all 8 bits where only VNNI and ARM hosts matter.",
+    ),
+]
 OptimizeLatencyOpt = Annotated[
     bool,
     typer.Option(
@@ -325,12 +333,13 @@ def quantize(
     max_accuracy_drop: Annotated[
         float,
         typer.Option(
-            help="Largest test-accuracy drop allowed, in percentage points; nodes are kept in FP32 until it fits."
+            help="Largest accuracy drop allowed on the validation split, in points; nodes stay FP32 until it fits."
         ),
     ] = 0.5,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node names to keep in FP32 from the start (repeatable).")
     ] = None,
+    reduce_range: ReduceRangeOpt = True,
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
     threads: Annotated[int, typer.Option(help="Threads for the FP32-versus-INT8 latency comparison.")] = 2,
@@ -354,6 +363,7 @@ def quantize(
         mode="dynamic" if dynamic else "static",
         max_accuracy_drop=max_accuracy_drop,
         exclude=tuple(exclude or ()),
+        reduce_range=reduce_range,
         optimize_latency=optimize_latency,
         compare_latency=compare_latency,
         latency_threads=threads,
@@ -373,6 +383,7 @@ def qat(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for student.qat.onnx.")] = Path("exports"),
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
+    reduce_range: ReduceRangeOpt = True,
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
     force: ForceOpt = False,
@@ -388,6 +399,7 @@ def qat(
         lr=lr,
         data_dir=optional_str(data_dir),
         seed=seed,
+        reduce_range=reduce_range,
         optimize_latency=optimize_latency,
         compare_latency=compare_latency,
         force=force,

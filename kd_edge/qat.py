@@ -5,7 +5,8 @@
 1. Fold BatchNorm into the convolutions (eval mode), so the fake-quantised weights
    are the ones the INT8 model will hold.
 2. Insert fake quantization with torch.ao's FX graph mode (``prepare_qat_fx``):
-   int8 weights, symmetric per output channel on ONNX Runtime's [-127, 127] grid;
+   int8 weights, symmetric per output channel on the grid ONNX Runtime's quantizer uses
+   ([-64, 64] with its reduced range, kd-edge's default; [-127, 127] otherwise);
    int8 activations per tensor. A first convolution over 1-4 channels stays FP32.
 3. Fine-tune with the same loss as distillation, the teacher's soft labels
    computed once, as in ``kd-edge distill``.
@@ -35,7 +36,7 @@ from kd_edge.errors import CheckpointError, OutputError
 from kd_edge.export import check_parity, checkpoint_dataset, export_card, parity_images, write_onnx
 from kd_edge.io import ensure_writable_dir
 from kd_edge.losses import distillation_loss
-from kd_edge.quantize import LatencyComparison, QuantizeConfig, quantize
+from kd_edge.quantize import LatencyComparison, QuantizeConfig, quantize, weight_qmax
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.train import DeviceSplit, Normalizer, accuracy, fit, predict_logits
@@ -56,6 +57,7 @@ class QATConfig:
     data_dir: str | None = None
     opset: int = 17
     seed: int = 0
+    reduce_range: bool = True  # weights on the 7-bit grid (see QuantizeConfig)
     optimize_latency: bool = True
     compare_latency: bool = True
     latency_threads: int = 2
@@ -74,7 +76,7 @@ class QATResult:
     seconds: float
 
 
-def qat_qconfig_mapping():
+def qat_qconfig_mapping(reduce_range: bool):
     from torch.ao.quantization import (
         FakeQuantize,
         MovingAverageMinMaxObserver,
@@ -90,12 +92,12 @@ def qat_qconfig_mapping():
         dtype=torch.qint8,
         qscheme=torch.per_tensor_affine,
     )
-    # [-127, 127] with scale max|w| / 127: the grid ONNX Runtime's symmetric INT8 weights use,
+    # [-q, q] with scale max|w| / q: the grid ONNX Runtime's symmetric INT8 weights use,
     # so the learnt weights survive its quantizer exactly.
     weight = FakeQuantize.with_args(
         observer=MovingAveragePerChannelMinMaxObserver,
-        quant_min=-127,
-        quant_max=127,
+        quant_min=-weight_qmax(reduce_range),
+        quant_max=weight_qmax(reduce_range),
         dtype=torch.qint8,
         qscheme=torch.per_channel_symmetric,
         ch_axis=0,
@@ -109,13 +111,13 @@ def qat_qconfig_mapping():
 FP32_FIRST_CONV_MAX_CHANNELS = 4
 
 
-def prepare_for_qat(model: torch.nn.Module, input_shape) -> tuple[torch.nn.Module, torch.nn.Module]:
+def prepare_for_qat(model: torch.nn.Module, input_shape, reduce_range: bool = True) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Fold BatchNorm, then insert fake quantization; returns (the QAT model, the folded FP32 model)."""
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
     from torch.fx.experimental.optimization import fuse
 
     folded = fuse(copy.deepcopy(model).eval())  # conv + BatchNorm -> conv with folded weights
-    mapping = qat_qconfig_mapping()
+    mapping = qat_qconfig_mapping(reduce_range)
     first_conv = next(((name, m) for name, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
     if first_conv is not None and first_conv[1].in_channels <= FP32_FIRST_CONV_MAX_CHANNELS:
         mapping.set_module_name(first_conv[0], None)
@@ -165,7 +167,7 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
 
     fp32_model = student.build_model().eval()
     fp32_accuracy = accuracy(fp32_model, test, normalize)
-    model, folded = prepare_for_qat(fp32_model, dataset.input_shape)
+    model, folded = prepare_for_qat(fp32_model, dataset.input_shape, config.reduce_range)
 
     def step(net, index, images, labels):
         logits = net(normalize(images))
@@ -199,6 +201,7 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
                 model=str(learnt),
                 out=str(Path(scratch) / path.name),
                 data_dir=data_dir,
+                reduce_range=config.reduce_range,
                 optimize_latency=config.optimize_latency,
                 compare_latency=config.compare_latency,
                 latency_threads=config.latency_threads,

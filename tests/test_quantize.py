@@ -264,3 +264,17 @@ def test_runtime_never_imports_torch(tmp_path, fp32_model):
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+def test_weights_sit_on_the_7_bit_grid_unless_full_range_is_asked(fp32_model, tmp_path):
+    from onnx import numpy_helper
+
+    def int8_weights(path):
+        graph = onnx.load(str(path)).graph
+        return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
+
+    reduced = quantize(quick(fp32_model, out=str(tmp_path / "reduced.onnx")))
+    assert max(int(abs(w).max()) for w in int8_weights(reduced.path)) == 64  # scale = max|w| / 64: no AVX2 saturation
+    assert OnnxModel(reduced.path).card.quantization["weight_qmax"] == 64
+    full = quantize(quick(fp32_model, reduce_range=False, out=str(tmp_path / "full.onnx")))
+    assert max(int(abs(w).max()) for w in int8_weights(full.path)) == 127
