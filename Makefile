@@ -1,5 +1,6 @@
 # Two entry points, each self-contained on a fresh clone:
-#   make demo   creates .venv, installs kd-edge with training extras, distils a student on the built-in MNIST-5k
+#   make demo   creates .venv, installs kd-edge with training extras, runs the pipeline on the built-in MNIST-5k
+#               (teacher, student, ONNX, INT8, bundle, benchmark, report in runs/demo; rerun resumes)
 #   make test   creates .venv, installs kd-edge with training and test extras, lints (ruff), runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ $(BIN)/kd-edge: pyproject.toml
 venv: $(BIN)/kd-edge
 
 demo: venv
-	$(BIN)/kd-edge distill --dataset mnist-5k --teacher-epochs 10 --epochs 15 --out runs/demo --force
+	$(BIN)/kd-edge pipeline --dataset mnist-5k --teacher-epochs 10 --epochs 15 --out runs/demo
 
 # Lint first: a style fault fails in seconds, before the suite's minutes.
 test: venv lint

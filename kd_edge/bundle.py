@@ -54,6 +54,7 @@ class BundleConfig:
     out: str
     samples: int = 300
     threads: tuple[int, ...] = (1, 2)
+    compare_latency: bool = True  # off: INT8 ships when it met its accuracy budget, untimed here
     data_dir: str | None = None
     force: bool = False
 
@@ -90,10 +91,12 @@ def write_bundle(
     if not models:
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
     samples = sample_images(next(iter(models.values())), config)
-    latency = compare_plain_sessions(fp32, int8, samples[0], config.threads) if len(models) == 2 else {}
-    form, reason = (
-        choose_form(latency, int8_refused) if len(models) == 2 or "fp32" in models else ("int8", "given as INT8")
-    )
+    if len(models) == 2 and not config.compare_latency:
+        latency, form = {}, "int8"
+        reason = "INT8 met its accuracy budget; its speed against FP32 was not measured here (--no-compare-latency)"
+    else:
+        latency = compare_plain_sessions(fp32, int8, samples[0], config.threads) if len(models) == 2 else {}
+        form, reason = choose_form(latency, int8_refused) if "fp32" in models else ("int8", "given as INT8")
     deployable = models[form]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
         folder = Path(scratch) / out.name

@@ -100,6 +100,89 @@ def user_errors(command):
     return wrapper
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A kd-edge.toml: options under this command's [table], named as on the command line. "
+        "Options given here win over the file, the file over the preset.",
+    ),
+]
+
+
+def config_file(table: str):
+    """Fill the options the user did not type from ``--config FILE``'s ``[table]``.
+
+    The command must take ``ctx: typer.Context`` and ``config_path: ConfigOpt``. Values are
+    checked against the option's type; an unknown key names the closest valid one.
+    """
+
+    def decorator(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            if kwargs.get("config_path") is not None:
+                kwargs = {**kwargs, **options_from_file(command, table, kwargs)}
+            return command(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def options_from_file(command, table: str, given: dict) -> dict:
+    """The file's values for the options the user did not type."""
+    ctx = given["ctx"]
+    values = file_options(given["config_path"], command, table)
+    return {
+        name: value
+        for name, value in values.items()
+        if getattr(ctx.get_parameter_source(name), "name", None) != "COMMANDLINE"
+    }
+
+
+def file_options(path: Path, command, table: str) -> dict:
+    """``[table]`` of a config file, checked against ``command``'s options and converted to their types."""
+    import inspect
+    import typing
+
+    from kd_edge.config import config_table
+
+    command = inspect.unwrap(command)
+    hints = typing.get_type_hints(command, include_extras=True)
+    names = {name for name in inspect.signature(command).parameters if name not in ("ctx", "config_path")}
+    values = {}
+    for name, value in config_table(path, table, names).items():
+        hint = hints[name]
+        values[name] = coerce(name, value, typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint)
+    return values
+
+
+def coerce(name: str, value, annotation):
+    """A TOML value as the option's type (Path, int, float, str, bool, or a list of them)."""
+    import types
+    import typing
+
+    from kd_edge.errors import ConfigError
+
+    kinds = (
+        [a for a in typing.get_args(annotation) if a is not type(None)]
+        if isinstance(annotation, types.UnionType)
+        else [annotation]
+    )
+    kind = kinds[0]
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {name.replace('_', '-')!r} must be a list, got {value!r}")
+        return [coerce(name, item, typing.get_args(kind)[0]) for item in value]
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"config key {name.replace('_', '-')!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
 def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "onnx")) -> None:
     """The host-side commands need the `train` extra; the runtime (bench) does not."""
     import importlib.util
@@ -114,7 +197,9 @@ def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "
 
 @app.command()
 @user_errors
+@config_file("teacher")
 def teacher(
+    ctx: typer.Context,
     dataset: DatasetOpt = "mnist-5k",
     epochs: EpochsOpt = None,
     out: OutOpt = Path("runs/teacher"),
@@ -134,6 +219,7 @@ def teacher(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = None,
     force: ForceOpt = False,
+    config_path: ConfigOpt = None,
 ):
     """Train a teacher with cross-entropy: writes OUT/teacher.pt, metrics.json and config.json."""
     from kd_edge import config as cfg
@@ -169,7 +255,9 @@ def teacher(
 
 @app.command()
 @user_errors
+@config_file("distill")
 def distill(
+    ctx: typer.Context,
     dataset: DatasetOpt = "mnist-5k",
     epochs: EpochsOpt = None,
     out: OutOpt = Path("runs/distill"),
@@ -209,32 +297,43 @@ def distill(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = None,
     force: ForceOpt = False,
+    config_path: ConfigOpt = None,
 ):
     """Distil a student from a frozen teacher: writes OUT/student.pt (+ teacher.pt when it trains one) and metrics.json.
 
     The loss is alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).
     The teacher's soft labels are computed once and reused every epoch unless --augment is on.
     """
-    from kd_edge import config as cfg
+    from kd_edge.config import distill_config
 
     require_training_extra()
-    recipe = cfg.get_preset(preset)
-    shared = dict(batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay)
-    config = cfg.DistillConfig(
-        data=cfg.DataConfig(
-            dataset=dataset,
-            data_dir=optional_str(data_dir),
-            image_size=image_size,
-            normalization=normalization or recipe.normalization,
-            augment=augment,
-        ),
-        teacher=cfg.override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
-        student=cfg.override(recipe.student, model=student_model, epochs=epochs, **shared),
-        kd=cfg.override(
-            recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy
-        ),
-        run=run_config(out, seed, device, threads, force, precision or recipe.precision),
+    config = distill_config(
+        preset=preset,
+        dataset=dataset,
+        data_dir=optional_str(data_dir),
+        image_size=image_size,
+        normalization=normalization,
+        augment=augment,
+        teacher_model=teacher_model,
+        student_model=student_model,
+        epochs=epochs,
+        teacher_epochs=teacher_epochs,
+        temperature=temperature,
+        alpha=alpha,
+        kd_loss=kd_loss,
+        min_teacher_accuracy=min_teacher_accuracy,
+        out=str(out),
+        seed=seed,
+        device=device,
+        threads=threads,
+        precision=precision,
+        force=force,
         teacher_path=optional_str(teacher),
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        schedule=schedule,
+        weight_decay=weight_decay,
     )
     from kd_edge.distill import distill as distill_student
 
@@ -245,7 +344,9 @@ def distill(
 
 @app.command()
 @user_errors
+@config_file("export")
 def export(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or a run folder (its student.pt is exported).")],
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Write ONNX (the only format for now; kept for the documented command line).")
@@ -264,6 +365,7 @@ def export(
     compare_latency: CompareLatencyOpt = True,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
+    config_path: ConfigOpt = None,
 ):
     """Export to ONNX with a dynamic batch axis, check it, and verify it against PyTorch on validation images."""
     require_training_extra()
@@ -303,7 +405,9 @@ def export(
 
 @app.command()
 @user_errors
+@config_file("quantize")
 def quantize(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="An FP32 ONNX model written by `kd-edge export`.")],
     calibration: Annotated[
         str | None,
@@ -345,6 +449,7 @@ def quantize(
     threads: Annotated[int, typer.Option(help="Threads for the FP32-versus-INT8 latency comparison.")] = 2,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
+    config_path: ConfigOpt = None,
 ):
     """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget."""
     require_training_extra(("onnx",))
@@ -374,7 +479,9 @@ def quantize(
 
 @app.command()
 @user_errors
+@config_file("qat")
 def qat(
+    ctx: typer.Context,
     run_dir: Annotated[
         Path, typer.Argument(help="A run folder of `kd-edge distill` (student.pt, and teacher.pt for the soft labels).")
     ],
@@ -387,6 +494,7 @@ def qat(
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
     force: ForceOpt = False,
+    config_path: ConfigOpt = None,
 ):
     """Quantization-aware training: fine-tune the distilled student with fake INT8 quantization, export QDQ ONNX."""
     require_training_extra()
@@ -445,7 +553,9 @@ def print_quantize_result(result) -> None:
 
 @app.command("bundle")
 @user_errors
+@config_file("bundle")
 def bundle_command(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="A run folder, a checkpoint (.pt) or an ONNX model (FP32 or INT8).")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="The bundle folder; DIR.tar.gz is written beside it.")
@@ -460,8 +570,17 @@ def bundle_command(
     max_accuracy_drop: Annotated[
         float, typer.Option(help="INT8 accuracy budget, in points on the validation split.")
     ] = 0.5,
+    compare_latency: Annotated[
+        bool,
+        typer.Option(
+            "--compare-latency/--no-compare-latency",
+            help="Ship INT8 only if it is not slower than FP32 here (measured); "
+            "without, whenever it met its accuracy budget.",
+        ),
+    ] = True,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
+    config_path: ConfigOpt = None,
 ):
     """Write a deployable bundle: the model a board should run (INT8 only where it is not slower), its card,
     labelled samples, a README with the board's commands, SHA256SUMS, and a .tar.gz of it all."""
@@ -473,7 +592,12 @@ def bundle_command(
     config = DeployConfig(
         source=str(source),
         bundle=BundleConfig(
-            out=str(out), samples=samples, threads=tuple(threads), data_dir=optional_str(data_dir), force=force
+            out=str(out),
+            samples=samples,
+            threads=tuple(threads),
+            compare_latency=compare_latency,
+            data_dir=optional_str(data_dir),
+            force=force,
         ),
         int8=int8,
         quantize_options={"max_accuracy_drop": max_accuracy_drop},
@@ -483,7 +607,9 @@ def bundle_command(
 
 @app.command("verify-arm")
 @user_errors
+@config_file("verify-arm")
 def verify_arm_command(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="A bundle (folder or .tar.gz) or an .onnx model.")],
     cpu: Annotated[
         str,
@@ -495,6 +621,7 @@ def verify_arm_command(
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the comparison as JSON.")] = None,
     data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
 ):
     """Run the model on aarch64 ONNX Runtime under QEMU for each CPU, compare with this host; exit 0 when they agree."""
     from kd_edge.verify_arm import ArmConfig, verify_arm
@@ -582,7 +709,9 @@ def print_latency_comparison(latency, name: str) -> None:
 
 @app.command()
 @user_errors
+@config_file("bench")
 def bench(
+    ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(help="One or more ONNX models, compared side by side.")],
     threads: Annotated[
         list[int], typer.Option("--threads", "-t", help="ONNX Runtime intra-op threads (repeatable).")
@@ -622,6 +751,7 @@ def bench(
         Path | None,
         typer.Option(help="Write a PNG: accuracy against latency, and latency distributions (needs matplotlib)."),
     ] = None,
+    config_path: ConfigOpt = None,
 ):
     """Benchmark ONNX models under an emulated drone target: latency, throughput, accuracy, memory. Needs no torch."""
     from kd_edge.runtime.emulate import parse_cores, parse_memory
@@ -714,6 +844,153 @@ def print_bench_table(report) -> None:
             "projected latencies are estimates scaled by measured host and published board FLOPS, not measurements "
             "(see the JSON's emulation.projection.method)"
         )
+
+
+@app.command()
+@user_errors
+@config_file("pipeline")
+def pipeline(
+    ctx: typer.Context,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="mnist-5k (built in, the default), mnist, fashion-mnist, cifar10, folder:PATH, npz:PATH.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The run folder; run again to resume, or with changed settings to rerun what they affect.",
+        ),
+    ] = Path("runs/pipeline"),
+    profile: Annotated[
+        str | None, typer.Option(help="Device profile of the benchmark stage (default rpi4; see `kd-edge profiles`).")
+    ] = None,
+    epochs: EpochsOpt = None,
+    teacher_epochs: Annotated[
+        int | None, typer.Option(help="Teacher epochs (default: --epochs if given, else the preset's).")
+    ] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="Teacher architecture (see `kd-edge models`).")] = None,
+    student_model: Annotated[str | None, typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Recipe to start from: 'default' or 'reference'.")] = None,
+    data_dir: DataDirOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default cpu).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run in a folder that holds files of something else than a pipeline.")
+    ] = False,
+    config_path: ConfigOpt = None,
+):
+    """Teacher, distillation, export, INT8, bundle, benchmark and report in one run folder, resumable.
+
+    Settings of each stage come from --config's tables ([distill], [export], [quantize], [bundle], [bench], as
+    the commands of the same names take them); the options here win over the file. The resolved settings are
+    written to OUT/kd-edge.toml: `kd-edge pipeline --config OUT/kd-edge.toml --out NEW` repeats the run.
+    """
+    require_training_extra()
+    from kd_edge.config import distill_config
+    from kd_edge.pipeline import PipelineConfig, run_pipeline
+
+    tables = (
+        {name: file_options(config_path, command, name) for name, command in STAGE_COMMANDS.items()}
+        if config_path
+        else {}
+    )
+    chosen = dict(
+        dataset=dataset,
+        teacher_epochs=teacher_epochs,
+        epochs=epochs,
+        teacher_model=teacher_model,
+        student_model=student_model,
+        preset=preset,
+        data_dir=data_dir,
+        seed=seed,
+        device=device,
+    )
+    training = {**tables.get("distill", {}), **{k: v for k, v in chosen.items() if v is not None}}
+    if "teacher" in training or "out" in training:
+        from kd_edge.errors import ConfigError
+
+        raise ConfigError("the pipeline trains its own teacher into --out: remove 'teacher' and 'out' from [distill]")
+    training = {k: str(v) if isinstance(v, Path) else v for k, v in training.items() if k != "force"}
+    bench = {**PipelineConfig.__dataclass_fields__["bench"].default_factory(), **tables.get("bench", {})}
+    if profile:
+        bench["profile"] = profile
+    bundle = tables.get("bundle", {})
+    config = PipelineConfig(
+        out=str(out),
+        distill=distill_config(**training, out=str(out)),
+        opset=tables.get("export", {}).get("opset", 17),
+        quantize=tables.get("quantize", {}),
+        bundle_samples=bundle.get("samples", 300),
+        bundle_threads=tuple(bundle.get("threads", (1, 2))),
+        bundle_compare_latency=bundle.get("compare_latency", True),
+        bench=bench,
+        force=force,
+    )
+    prepare_training_process()
+    from kd_edge.progress import RichProgress, new_display
+
+    display = new_display(console(), transient=False)
+    with display:
+        result = run_pipeline(config, display=display, progress_factory=lambda: RichProgress(display=display))
+    print_pipeline_summary(result)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder of `kd-edge pipeline`.")]):
+    """Rebuild RUN_DIR/report.md and report.html from the files of a run folder."""
+    from kd_edge.report import write_report
+
+    if not (run_dir / "metrics.json").is_file():
+        from kd_edge.errors import OutputError
+
+        raise OutputError(f"{str(run_dir)!r} has no metrics.json: give the run folder of `kd-edge pipeline`")
+    paths = write_report(run_dir)
+    console().print(f"wrote {paths['markdown']} and {paths['html']}")
+
+
+def print_pipeline_summary(result) -> None:
+    from rich.table import Table
+
+    metrics = result.metrics
+    export = metrics.get("export", {})
+    table = Table(title=f"kd-edge pipeline in {result.run_dir}")
+    for column in ("stage", "this run", "seconds", "result"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    outcome = {
+        "teacher": f"test accuracy {metrics.get('teacher', {}).get('test_accuracy', 0):.2%}",
+        "student": f"test accuracy {metrics.get('student', {}).get('test_accuracy', 0):.2%}",
+        "export": f"{export.get('bytes', 0):,} bytes, parity {export.get('parity', {}).get('max_abs_diff', 0):.1e}",
+        "quantize": "refused: " + metrics["quantize"]["refused"][:60]
+        if "refused" in metrics.get("quantize", {})
+        else f"INT8 test accuracy {metrics.get('quantize', {}).get('int8_test_accuracy', 0):.2%}",
+        "bundle": f"deployable: {metrics.get('bundle', {}).get('form', '?').upper()}",
+        "bench": ", ".join(
+            f"{r['model']} t{r['threads']} {1e3 * r['p50_ms']:.1f} us"
+            for r in metrics.get("bench", {}).get("results", [])
+            if r["batch_size"] == 1
+        ),
+        "report": "report.md, report.html",
+    }
+    for name, seconds in metrics["wall_time_s"].items():
+        if name in outcome:
+            table.add_row(name, "ran" if name in result.ran else "kept (unchanged)", f"{seconds:.1f}", outcome[name])
+    out = console()
+    out.print(table)
+    out.print(
+        f"report: {result.run_dir / 'report.html'} (and report.md); bundle: {result.run_dir / 'bundle'} and "
+        "bundle.tar.gz"
+    )
+    out.print(
+        f"next: `kd-edge bench {result.run_dir / 'bundle'} --threads 2` here or on the board; `kd-edge verify-arm "
+        f"{result.run_dir / 'bundle'}`"
+    )
 
 
 @app.command()
@@ -817,6 +1094,10 @@ def print_summary(metrics: dict, out: Path) -> None:
             )
     console().print(table)
     console().print(f"total wall time {metrics['wall_time_s']['total']:.1f}s; metrics in {out / 'metrics.json'}")
+
+
+# The tables of a pipeline's config file, and the commands whose options they hold.
+STAGE_COMMANDS = {"distill": distill, "export": export, "quantize": quantize, "bundle": bundle_command, "bench": bench}
 
 
 def main() -> None:

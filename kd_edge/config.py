@@ -207,3 +207,152 @@ def override(config, **changes):
     """``dataclasses.replace`` with only the changes that were actually given (not None)."""
     given = {key: value for key, value in changes.items() if value is not None}
     return replace(config, **given) if given else config
+
+
+SHARED_TRAINING_OPTIONS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay")
+
+
+def distill_config(
+    *,
+    preset: str = "default",
+    dataset: str = "mnist-5k",
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    normalization: str | None = None,
+    augment: bool = False,
+    teacher_model: str | None = None,
+    student_model: str | None = None,
+    epochs: int | None = None,
+    teacher_epochs: int | None = None,
+    temperature: float | None = None,
+    alpha: float | None = None,
+    kd_loss: str | None = None,
+    min_teacher_accuracy: float | None = None,
+    out: str = "runs/distill",
+    seed: int = 0,
+    device: str = "cpu",
+    threads: int | None = None,
+    precision: str | None = None,
+    force: bool = False,
+    teacher_path: str | None = None,
+    **shared,
+) -> DistillConfig:
+    """``kd-edge distill``'s options (preset < given) as a DistillConfig; ``shared`` holds SHARED_TRAINING_OPTIONS."""
+    recipe = get_preset(preset)
+    unknown = set(shared) - set(SHARED_TRAINING_OPTIONS)
+    check(not unknown, f"unknown training options {sorted(unknown)}")
+    return DistillConfig(
+        data=DataConfig(
+            dataset=dataset,
+            data_dir=data_dir,
+            image_size=image_size,
+            normalization=normalization or recipe.normalization,
+            augment=augment,
+        ),
+        teacher=override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
+        student=override(recipe.student, model=student_model, epochs=epochs, **shared),
+        kd=override(
+            recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy
+        ),
+        run=RunConfig(
+            out=out, seed=seed, device=device, threads=threads, force=force, precision=precision or recipe.precision
+        ),
+        teacher_path=teacher_path,
+    )
+
+
+def distill_options(config: DistillConfig) -> dict:
+    """The inverse of ``distill_config``: the options that rebuild ``config`` exactly (from the default preset)."""
+    teacher, student = config.teacher, config.student
+    different = [name for name in SHARED_TRAINING_OPTIONS if getattr(teacher, name) != getattr(student, name)]
+    check(not different, f"teacher and student differ in {different}, which the command line sets for both at once")
+    return {
+        "preset": "default",
+        "dataset": config.data.dataset,
+        "data_dir": config.data.data_dir,
+        "image_size": config.data.image_size,
+        "normalization": config.data.normalization,
+        "augment": config.data.augment,
+        "teacher_model": teacher.model,
+        "student_model": student.model,
+        "teacher_epochs": teacher.epochs,
+        "epochs": student.epochs,
+        **{name: getattr(student, name) for name in SHARED_TRAINING_OPTIONS},
+        "temperature": config.kd.temperature,
+        "alpha": config.kd.alpha,
+        "kd_loss": config.kd.kd_loss,
+        "min_teacher_accuracy": config.kd.min_teacher_accuracy,
+        "seed": config.run.seed,
+        "device": config.run.device,
+        "threads": config.run.threads,
+        "precision": config.run.precision,
+    }
+
+
+# --- config files: kd-edge.toml, one table per command, the command-line options' names ----------------------
+
+CONFIG_TABLES = ("teacher", "distill", "export", "quantize", "qat", "bundle", "bench", "verify-arm", "pipeline")
+
+
+def read_toml(path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; give a kd-edge.toml (a run folder of `kd-edge pipeline` "
+            "holds one)"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{str(path)!r} is not valid TOML ({exc}); fix the line it names") from exc
+    unknown = [name for name in data if name not in CONFIG_TABLES]
+    if unknown:
+        raise ConfigError(
+            f"{str(path)!r}: unknown table [{unknown[0]}]{closest(unknown[0], CONFIG_TABLES)}; tables are "
+            f"{', '.join(CONFIG_TABLES)}"
+        )
+    return data
+
+
+def config_table(path, table: str, valid: set[str]) -> dict:
+    """The ``[table]`` of a config file as {option name with underscores: value}; unknown keys are errors."""
+    values = {}
+    for key, value in read_toml(path).get(table, {}).items():
+        name = key.replace("-", "_")
+        if name not in valid:
+            options = sorted(v.replace("_", "-") for v in valid)
+            raise ConfigError(
+                f"{str(path)!r}: unknown key {key!r} in [{table}]{closest(key.replace('_', '-'), options)}"
+            )
+        values[name] = value
+    return values
+
+
+def closest(name: str, choices) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def write_toml(path, tables: dict[str, dict]) -> None:
+    """Write ``{table: {option: value}}`` as TOML with the options' command-line names; None values are left out."""
+    import tomli_w
+
+    from kd_edge.io import atomic_write
+
+    clean = {
+        table: {key.replace("_", "-"): value for key, value in values.items() if value is not None}
+        for table, values in tables.items()
+    }
+    text = (
+        "# kd-edge's resolved configuration: `kd-edge pipeline --config THIS --out NEW` repeats the run.\n"
+        + tomli_w.dumps(clean)
+    )
+    atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -119,6 +119,7 @@ def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
         "input_shape": list(splits.dataset.input_shape),
         "device": str(splits.device),
         "precision": splits.precision,
+        "sha256": splits.dataset.sha256(),
     }
     run.record("data", info, seconds)
 

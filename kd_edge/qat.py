@@ -111,7 +111,9 @@ def qat_qconfig_mapping(reduce_range: bool):
 FP32_FIRST_CONV_MAX_CHANNELS = 4
 
 
-def prepare_for_qat(model: torch.nn.Module, input_shape, reduce_range: bool = True) -> tuple[torch.nn.Module, torch.nn.Module]:
+def prepare_for_qat(
+    model: torch.nn.Module, input_shape, reduce_range: bool = True
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Fold BatchNorm, then insert fake quantization; returns (the QAT model, the folded FP32 model)."""
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
     from torch.fx.experimental.optimization import fuse

@@ -74,6 +74,16 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def sha256(self) -> str:
+        """A digest of every split's images and labels and the class names: the same data, the same digest."""
+        import hashlib
+
+        digest = hashlib.sha256("\n".join(self.classes).encode())
+        for split in (self.train, self.val, self.test):
+            digest.update(np.ascontiguousarray(split.images).tobytes())
+            digest.update(split.labels.astype(np.int64).tobytes())
+        return digest.hexdigest()
+
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images, in the [0, 1] scale of ``pixel / 255``.

@@ -1,0 +1,432 @@
+"""The run report: RUN_DIR/report.md and a self-contained RUN_DIR/report.html, built from the run folder's files.
+
+    write_report(Path("runs/demo"))        # also `kd-edge report runs/demo`
+
+Every figure comes from a file the stages wrote (metrics.json, bench.json, quantize.json,
+the bundle's model.json, kd-edge.toml), or is measured here on the test split with the
+deployable model (the confusion matrix); nothing is typed by hand. Plots need matplotlib
+(the `plot` extra); without it the report says so and keeps its tables. Torch-free.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge import __version__
+
+FIGURES = "report"  # PNGs for report.md live in RUN_DIR/report/; report.html embeds them
+
+
+@dataclass
+class Document:
+    """A report as blocks, rendered to Markdown and to HTML alike."""
+
+    title: str
+    blocks: list[tuple] = field(default_factory=list)
+
+    def heading(self, text: str):
+        self.blocks.append(("h2", text))
+
+    def text(self, text: str):
+        self.blocks.append(("p", text))
+
+    def table(self, headers: list[str], rows: list[list]):
+        self.blocks.append(("table", headers, [[str(cell) for cell in row] for row in rows]))
+
+    def image(self, path: Path | None, alt: str, missing: str):
+        self.blocks.append(("img", path, alt) if path is not None else ("p", missing))
+
+    def preformatted(self, text: str):
+        self.blocks.append(("pre", text))
+
+    def markdown(self, folder: Path) -> str:
+        lines = [f"# {self.title}", ""]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h2":
+                lines += [f"## {block[1]}", ""]
+            elif kind == "p":
+                lines += [block[1], ""]
+            elif kind == "table":
+                lines += ["| " + " | ".join(block[1]) + " |", "|" + " --- |" * len(block[1])]
+                lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in block[2]] + [""]
+            elif kind == "img":
+                lines += [f"![{block[2]}]({block[1].relative_to(folder)})", ""]
+            elif kind == "pre":
+                lines += ["```", block[1].rstrip(), "```", ""]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        parts = [f"<h1>{html.escape(self.title)}</h1>"]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h2":
+                parts.append(f"<h2>{html.escape(block[1])}</h2>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(block[1])}</p>")
+            elif kind == "table":
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block[2]
+                )
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode(block[1].read_bytes()).decode()
+                parts.append(
+                    f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+                )
+            elif kind == "pre":
+                parts.append(f"<pre>{html.escape(block[1])}</pre>")
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+            "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+            "pre{background:#f6f6f6;padding:1em;overflow:auto}figcaption{color:#666;font-size:90%}"
+        )
+        head = f'<meta charset="utf-8"><title>{html.escape(self.title)}</title><style>{style}</style>'
+        return f'<!doctype html><html lang="en"><head>{head}</head><body>{"".join(parts)}</body></html>\n'
+
+
+def write_report(run_dir: Path) -> dict[str, Path]:
+    """Build the report from ``run_dir`` and write report.md, report.html and the PNGs; returns their paths."""
+    from kd_edge.io import atomic_write
+
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    figures = run_dir / FIGURES
+    figures.mkdir(exist_ok=True)
+    document = Document(title=f"kd-edge report: {run_dir.name}")
+    add_summary(document, run_dir, metrics)
+    add_training(document, metrics, figures)
+    add_latency(document, run_dir, figures)
+    add_errors(document, run_dir, figures)
+    add_quantization(document, run_dir)
+    add_reproduction(document, run_dir, metrics)
+    paths = {"markdown": run_dir / "report.md", "html": run_dir / "report.html"}
+    markdown, page = document.markdown(run_dir), document.html()
+    atomic_write(paths["markdown"], lambda handle: handle.write(markdown.encode()))
+    atomic_write(paths["html"], lambda handle: handle.write(page.encode()))
+    return paths
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+NO_PLOT = "(No plot: matplotlib is not installed; `pip install matplotlib` or the `plot` extra adds it.)"
+
+
+# --- sections ------------------------------------------------------------------------------------------------
+
+
+def add_summary(document: Document, run_dir: Path, metrics: dict) -> None:
+    card = read_json(run_dir / "bundle" / "model.json")
+    bundle = card.get("bundle", {})
+    bench = read_json(run_dir / "bench.json").get("results", [])
+    student = metrics.get("student", {})
+    document.heading("Models")
+    rows = []
+    for stage in ("teacher", "student"):
+        info = metrics.get(stage, {})
+        if info:
+            rows.append(
+                [
+                    f"{stage} (PyTorch)",
+                    info.get("model"),
+                    percent(info.get("test_accuracy")),
+                    percent(info.get("val_accuracy")),
+                    "",
+                    f"{info.get('parameters', 0):,}",
+                    f"{info.get('macs', 0):,}",
+                    "",
+                    "",
+                ]
+            )
+    forms = [(bundle["deployable"]["file"], bundle["deployable"]["form"], card.get("test_accuracy"))] if bundle else []
+    forms += [(other["file"], other["form"], other.get("test_accuracy")) for other in bundle.get("other_forms", [])]
+    for file, form, test_accuracy in forms:
+        one = [r for r in bench if Path(r["model"]).name == file and r["batch_size"] == 1]
+        latency = ", ".join(f"{r['latency_ms']['p50'] * 1e3:.1f} us ({r['threads']} thr)" for r in one)
+        projections = [r["emulation"]["projection"].get("projected_p50_ms") for r in one]
+        projected = ", ".join(f"{p:.3f} ms" for p in projections if p is not None) or "n/a"
+        accuracy = next((r["accuracy"] for r in one if r["accuracy"] is not None), None)
+        label = f"student {form.upper()} ({'deployable' if file == 'model.onnx' else 'other form'})"
+        size = (run_dir / "bundle" / file).stat().st_size
+        rows.append(
+            [
+                label,
+                file,
+                percent(test_accuracy),
+                percent(accuracy),
+                f"{size:,}",
+                f"{student.get('parameters', 0):,}",
+                f"{student.get('macs', 0):,}",
+                latency,
+                projected,
+            ]
+        )
+    headers = [
+        "model",
+        "file",
+        "test accuracy",
+        "validation (PyTorch) or bundle-sample (ONNX) accuracy",
+        "size (bytes)",
+        "parameters",
+        "MACs",
+        "p50 batch 1, host",
+        "projected p50, 1 thread",
+    ]
+    document.table(headers, rows)
+    if bundle:
+        document.text(f"Deployable form: {bundle['deployable']['form'].upper()}. Why: {bundle['reason']}")
+    profile = read_json(run_dir / "bench.json").get("environment", {}).get("profile", {})
+    if profile:
+        document.text(
+            f"Latency measured on this host under the {profile.get('name')} profile "
+            f"({profile.get('description')}); projections are estimates, not measurements."
+        )
+
+
+def add_training(document: Document, metrics: dict, figures: Path) -> None:
+    document.heading("Training")
+    rows = []
+    for stage in ("teacher", "student"):
+        for epoch in metrics.get(stage, {}).get("history", []):
+            rows.append(
+                [
+                    stage,
+                    epoch["epoch"],
+                    f"{epoch['loss']:.4f}",
+                    percent(epoch.get("train_accuracy")),
+                    percent(epoch["val_accuracy"]),
+                ]
+            )
+    document.table(["network", "epoch", "loss", "train accuracy", "validation accuracy"], rows)
+    plt = pyplot()
+    if plt is None or not rows:
+        document.image(None, "", NO_PLOT if plt is None else "(No training history in metrics.json.)")
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for stage in ("teacher", "student"):
+        history = metrics.get(stage, {}).get("history", [])
+        if history:
+            epochs = [e["epoch"] for e in history]
+            left.plot(epochs, [e["loss"] for e in history], marker="o", label=stage)
+            right.plot(epochs, [100 * e["val_accuracy"] for e in history], marker="o", label=stage)
+    left.set(xlabel="epoch", ylabel="training loss", title="loss")
+    right.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    for axis in (left, right):
+        axis.legend()
+    document.image(
+        save(figure, plt, figures / "training.png"), "training loss and validation accuracy per epoch", NO_PLOT
+    )
+
+
+def add_latency(document: Document, run_dir: Path, figures: Path) -> None:
+    bench = read_json(run_dir / "bench.json")
+    if not bench:
+        return
+    document.heading("Accuracy against latency")
+    plt = pyplot()
+    if plt is None:
+        document.image(None, "", NO_PLOT)
+        return
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for result in bench["results"]:
+        if result["accuracy"] is None:
+            continue
+        per_image = 1e3 * result["latency_ms"]["p50"] / result["batch_size"]
+        label = f"{Path(result['model']).name}, {result['threads']} thr, batch {result['batch_size']}"
+        axis.scatter(per_image, 100 * result["accuracy"], label=label)
+        projected = result["emulation"]["projection"].get("projected_p50_ms")
+        if projected is not None:
+            axis.scatter(
+                1e3 * projected / result["batch_size"],
+                100 * result["accuracy"],
+                marker="x",
+                label=f"{label}, projected",
+            )
+    profile = bench["environment"]["profile"]["name"]
+    axis.set(
+        xlabel="p50 latency per image (us)", ylabel="accuracy on the bundle samples (%)", title=f"profile {profile}"
+    )
+    axis.set_xscale("log")
+    axis.legend(fontsize=7)
+    document.image(
+        save(figure, plt, figures / "latency.png"), "accuracy against per-image latency (x: projected)", NO_PLOT
+    )
+
+
+def add_errors(document: Document, run_dir: Path, figures: Path) -> None:
+    """Confusion matrix of the deployable model on the test split, its most confused pairs, some mistakes."""
+    from kd_edge.data import load_data
+    from kd_edge.errors import KdEdgeError
+    from kd_edge.runtime import OnnxModel
+
+    if not (run_dir / "bundle").is_dir():
+        return
+    document.heading("Errors of the deployable model")
+    model = OnnxModel(run_dir / "bundle")
+    try:
+        test = load_data(model.card.data).test
+    except KdEdgeError as exc:
+        document.text(f"(The test split is not here: {exc})")
+        return
+    predicted = model.predict(test.images)
+    classes = model.classes
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (test.labels, predicted), 1)
+    document.text(
+        f"Test accuracy {np.trace(confusion) / confusion.sum():.2%} on {len(test)} images ({model.card.data.dataset})."
+    )
+    off = [
+        (confusion[i, j], i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j and confusion[i, j]
+    ]
+    pairs = sorted(off, reverse=True)[:5]
+    document.table(
+        ["true class", "predicted as", "images", "share of the class"],
+        [[classes[i], classes[j], n, f"{n / confusion[i].sum():.1%}"] for n, i, j in pairs],
+    )
+    plt = pyplot()
+    if plt is None:
+        document.image(None, "", NO_PLOT)
+        return
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.imshow(confusion, cmap="Blues")
+    axis.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix (test)",
+    )
+    axis.set_xticklabels(classes, rotation=90, fontsize=7)
+    axis.set_yticklabels(classes, fontsize=7)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if confusion[i, j]:
+                axis.text(
+                    j,
+                    i,
+                    confusion[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if confusion[i, j] > confusion.max() / 2 else "black",
+                )
+    document.image(
+        save(figure, plt, figures / "confusion.png"),
+        "confusion matrix of the deployable model on the test split",
+        NO_PLOT,
+    )
+    wrong = np.flatnonzero(predicted != test.labels)
+    wrong = wrong[np.unique(np.linspace(0, len(wrong) - 1, min(12, len(wrong))).astype(int))] if len(wrong) else wrong
+    if len(wrong):
+        figure, axes = plt.subplots(1, len(wrong), figsize=(1.3 * len(wrong), 1.8), squeeze=False)
+        for axis, index in zip(axes[0], wrong, strict=True):
+            image = test.images[index]
+            axis.imshow(
+                image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0),
+                cmap="gray" if image.shape[0] == 1 else None,
+            )
+            axis.set_title(f"{classes[test.labels[index]]}\n-> {classes[predicted[index]]}", fontsize=6)
+            axis.axis("off")
+        document.image(
+            save(figure, plt, figures / "mistakes.png"), "misclassified test images: true -> predicted", NO_PLOT
+        )
+
+
+def add_quantization(document: Document, run_dir: Path) -> None:
+    summary = read_json(run_dir / "quantize.json")
+    if not summary:
+        return
+    document.heading("Quantization")
+    if "refused" in summary:
+        document.text(f"No INT8 model: {summary['refused']}")
+        return
+    calibration = summary["calibration"]
+    document.table(
+        ["", "FP32", "INT8"],
+        [
+            [
+                "validation accuracy (the budget's)",
+                percent(summary["fp32_val_accuracy"]),
+                percent(summary["int8_val_accuracy"]),
+            ],
+            [
+                "test accuracy (reported only)",
+                percent(summary["fp32_test_accuracy"]),
+                percent(summary["int8_test_accuracy"]),
+            ],
+            ["size (bytes)", f"{summary['fp32_bytes']:,}", f"{summary['int8_bytes']:,}"],
+        ],
+    )
+    kept = ", ".join(summary["excluded_nodes"]) or "none"
+    document.text(
+        f"Nodes kept in FP32: {kept}. The latency search timed {len(summary['latency_search'])} configurations against "
+        f"FP32 in default ONNX Runtime sessions and kept a node in FP32 only for a confirmed 10 % gain. Calibration: "
+        f"{calibration['size']} validation images ({calibration['method']}), index hash "
+        f"{calibration['indices_sha256'][:12]}."
+    )
+    rows = [
+        [", ".join(e["fp32_nodes"]) or "(all INT8)", f"{e['batch1']:.2f}x", f"{e['batch64']:.2f}x", f"{e['score']:.2f}"]
+        for e in summary["latency_search"]
+    ]
+    if rows:
+        document.table(["nodes in FP32", "INT8/FP32 batch 1", "INT8/FP32 batch 64", "score"], rows)
+
+
+def add_reproduction(document: Document, run_dir: Path, metrics: dict) -> None:
+    import onnxruntime
+
+    document.heading("How to repeat this run")
+    data = metrics.get("data", {})
+    versions = [
+        ["kd-edge", __version__],
+        ["torch", metrics.get("torch_version", "n/a")],
+        ["onnxruntime", onnxruntime.__version__],
+        ["numpy", np.__version__],
+        ["python", platform.python_version()],
+        ["data", f"{data.get('dataset')} sha256 {data.get('sha256', 'n/a')}"],
+    ]
+    document.table(["component", "version"], versions)
+    document.text(f"kd-edge pipeline --config {run_dir / 'kd-edge.toml'} --out NEW_RUN_DIR")
+    config = run_dir / "kd-edge.toml"
+    if config.is_file():
+        document.preformatted(config.read_text())
+    stages = read_json(run_dir / "pipeline.json")
+    if stages:
+        document.table(
+            ["stage", "seconds", "fingerprint"],
+            [[name, f"{record['seconds']:.1f}", record["fingerprint"][:16]] for name, record in stages.items()],
+        )
+
+
+def save(figure, plt, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

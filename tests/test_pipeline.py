@@ -1,0 +1,224 @@
+"""kd-edge pipeline: end to end, resumable, reruns what a change affects, config files, and the report."""
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+from typer.testing import CliRunner
+
+from kd_edge.cli import app
+
+FAST = """
+[distill]
+teacher-model = "cnn-tiny"
+student-model = "cnn-tiny"
+epochs = 1
+batch-size = 32
+
+[quantize]
+optimize-latency = false
+calibration-size = 50
+
+[bundle]
+samples = 15
+compare-latency = false
+
+[bench]
+threads = [1]
+runs = 20
+rounds = 1
+warmup = 2
+"""
+
+
+def pipeline(*args, ok=True):
+    result = CliRunner().invoke(app, ["pipeline", *map(str, args)])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def fast_config(tmp_path, extra: str = ""):
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST + extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def easy_run(tmp_path_factory, easy_npz):
+    """A finished pipeline on the easy dataset (shared: copy it before changing it)."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    config = fast_config(folder)
+    pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", folder / "run")
+    return folder / "run"
+
+
+def test_end_to_end_on_the_built_in_dataset(tmp_path):
+    out = tmp_path / "run"
+    result = pipeline("--config", fast_config(tmp_path), "--out", out)
+    for name in (
+        "teacher.pt",
+        "student.pt",
+        "student.onnx",
+        "student.int8.onnx",
+        "bundle.tar.gz",
+        "bench.json",
+        "report.md",
+        "report.html",
+        "kd-edge.toml",
+    ):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"teacher", "student", "export", "quantize", "bundle", "bench", "report"} <= metrics.keys()
+    assert 0 < metrics["teacher"]["test_accuracy"] <= 1 and 0 < metrics["student"]["test_accuracy"] <= 1
+    assert set(metrics["wall_time_s"]) >= {
+        "teacher",
+        "student",
+        "export",
+        "quantize",
+        "bundle",
+        "bench",
+        "report",
+        "total",
+    }
+    assert "report.html" in result.output and "mnist-5k" in (out / "kd-edge.toml").read_text()
+    # The bundle runs with the base install alone: torch made unimportable.
+    code = (
+        "import sys; sys.modules['torch'] = None\nfrom kd_edge.cli import app\n"
+        f"app(['bench', {str(out / 'bundle')!r}, '--runs', '5', '--rounds', '1'])"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+
+
+def mtimes(folder, names):
+    return {name: (folder / name).stat().st_mtime_ns for name in names}
+
+
+def test_an_interrupted_pipeline_resumes_without_redoing_finished_stages(tmp_path, easy_npz, monkeypatch):
+    from kd_edge import quantize as quantizer
+
+    out, config = tmp_path / "run", fast_config(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantizer, "quantize", interrupted)
+    result = pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", out, ok=False)
+    assert result.exit_code == 130 and (out / "student.onnx").is_file() and not (out / "bundle").exists()
+    before = mtimes(out, ["teacher.pt", "student.pt", "student.onnx"])
+    monkeypatch.undo()
+    result = pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", out)
+    assert mtimes(out, before) == before  # the finished stages were not run again
+    assert "[1/7] teacher: unchanged, kept" in result.output and "[4/7] quantize: done" in result.output
+    assert (out / "report.html").is_file()
+
+
+def test_a_changed_setting_reruns_exactly_the_stages_that_depend_on_it(tmp_path, easy_run, easy_npz):
+    out = shutil.copytree(easy_run, tmp_path / "run")
+    kept = mtimes(out, ["teacher.pt", "student.pt", "student.onnx"])
+    config = fast_config(tmp_path, "")
+    config.write_text(FAST.replace("calibration-size = 50", 'calibration-size = 50\nmethod = "percentile"'))
+    result = pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", out)
+    ran = [line.split(":")[0][6:] for line in result.output.splitlines() if line.startswith("[") and ": done" in line]
+    assert ran == ["quantize", "bundle", "bench", "report"]
+    assert mtimes(out, kept) == kept
+    assert json.loads((out / "quantize.json").read_text())["calibration"]["method"] == "percentile"
+
+
+def test_config_precedence_preset_then_file_then_flag(tmp_path, easy_run, easy_npz):
+    out = shutil.copytree(easy_run, tmp_path / "run")
+    config = tmp_path / "precedence.toml"
+    config.write_text(FAST.replace("epochs = 1\n", "epochs = 1\nlr = 0.01\n"))
+    pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--epochs", "2", "--out", out)
+    resolved = (out / "kd-edge.toml").read_text()
+    assert "epochs = 2" in resolved  # the flag wins over the file
+    assert "lr = 0.01" in resolved  # the file wins over the preset
+    assert 'optimizer = "adamw"' in resolved and "temperature = 4.0" in resolved  # the preset fills the rest
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[quantize]\nmehtod = "entropy"\n', "unknown key 'mehtod' in [quantize]; did you mean 'method'?"),
+        ("[distil]\nepochs = 1\n", "unknown table [distil]; did you mean 'distill'?"),
+        ('[distill]\nepochs = "two"\n', "config key 'epochs' must be int"),
+        ("[bench\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files_are_refused_before_any_work(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = pipeline("--config", config, "--out", tmp_path / "run", ok=False)
+    assert result.exit_code == 1 and message in result.output and not (tmp_path / "run").exists()
+
+
+def test_the_resolved_config_repeats_the_run(tmp_path, easy_run):
+    result = pipeline("--config", easy_run / "kd-edge.toml", "--out", tmp_path / "again")
+    assert result.exit_code == 0
+    assert (tmp_path / "again" / "kd-edge.toml").read_text() == (easy_run / "kd-edge.toml").read_text()
+    first, second = (json.loads((folder / "metrics.json").read_text()) for folder in (easy_run, tmp_path / "again"))
+    assert first["teacher"]["history"] == second["teacher"]["history"]  # the same training, step for step
+    assert first["student"]["test_accuracy"] == second["student"]["test_accuracy"]
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_report_holds_the_measured_figures_and_embeds_every_image(easy_run):
+    metrics = json.loads((easy_run / "metrics.json").read_text())
+    bench = json.loads((easy_run / "bench.json").read_text())
+    markdown, page = (easy_run / "report.md").read_text(), (easy_run / "report.html").read_text()
+    student = f"{100 * metrics['student']['test_accuracy']:.2f} %"
+    deployable = next(r for r in bench["results"] if r["model"].endswith("model.onnx") and r["threads"] == 1)
+    latency = f"{deployable['latency_ms']['p50'] * 1e3:.1f} us (1 thr)"
+    for text in (markdown, page):
+        assert student in text and latency in text and metrics["data"]["sha256"] in text
+        assert metrics["bundle"]["reason"].split(" (")[0] in text
+    parser = Images()
+    parser.feed(page)
+    assert len(parser.sources) == 4  # training curves, accuracy-latency, confusion matrix, mistakes
+    for source in parser.sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http" not in page.split("<body>")[1].replace("https://", "").replace("http://", "")  # nothing to fetch
+
+
+def test_report_command_rebuilds_the_report(tmp_path, easy_run):
+    out = shutil.copytree(easy_run, tmp_path / "run")
+    (out / "report.md").unlink()
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0 and (out / "report.md").is_file()
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "no metrics.json" in result.output
+
+
+def test_report_without_matplotlib_still_writes_the_tables(tmp_path, easy_run, monkeypatch):
+    from kd_edge import report
+
+    out = shutil.copytree(easy_run, tmp_path / "run")
+    monkeypatch.setattr(report, "pyplot", lambda: None)
+    report.write_report(out)
+    markdown = (out / "report.md").read_text()
+    assert "matplotlib is not installed" in markdown and "| teacher (PyTorch) |" in markdown and "![" not in markdown
+
+
+def test_a_folder_of_something_else_is_not_taken_over(tmp_path, easy_npz):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = pipeline("--dataset", f"npz:{easy_npz}", "--out", tmp_path, ok=False)
+    assert (
+        result.exit_code == 1
+        and "not a pipeline run folder" in result.output
+        and (tmp_path / "notes.txt").read_text() == "mine"
+    )
