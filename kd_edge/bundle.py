@@ -27,6 +27,7 @@ import numpy as np
 from kd_edge import __version__
 from kd_edge.errors import ConfigError, OutputError
 from kd_edge.io import atomic_write, ensure_writable_dir
+from kd_edge.log import step
 from kd_edge.runtime.bundle import (
     CARD_FILE,
     MODEL_FILE,
@@ -81,15 +82,11 @@ def write_bundle(
 
     With both models, INT8 ships only if it is not slower than FP32 (``choose_form``); with one, that one.
     """
-    out = Path(config.out)
-    archive = out.with_name(out.name + ".tar.gz")
-    for path in (out, archive):
-        if path.exists() and not config.force:
-            raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
-    ensure_writable_dir(out.parent)
+    out, archive = check_outputs(config)
     models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
     if not models:
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
+    step(f"bundle: sampling {config.samples} labelled test images")
     samples = sample_images(next(iter(models.values())), config)
     if len(models) == 2 and not config.compare_latency:
         latency, form = {}, "int8"
@@ -121,6 +118,17 @@ def write_bundle(
     return BundleResult(folder=out, archive=archive, form=form, reason=reason, latency_ms=latency)
 
 
+def check_outputs(config: BundleConfig) -> tuple[Path, Path]:
+    """The bundle folder and archive paths, refused now (before any work) when they exist and --force is not given."""
+    out = Path(config.out)
+    archive = out.with_name(out.name + ".tar.gz")
+    for path in (out, archive):
+        if path.exists() and not config.force:
+            raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
+    ensure_writable_dir(out.parent)
+    return out, archive
+
+
 def sample_images(model: OnnxModel, config: BundleConfig) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``config.samples`` test images, the same number from every class."""
     from kd_edge.data import load_data
@@ -137,9 +145,11 @@ def compare_plain_sessions(fp32: Path, int8: Path, images: np.ndarray, threads: 
     """p50 latency (ms) of both models per thread count and batch size, each measurement in a fresh
     process, the models interleaved over 3 rounds; a setting where INT8 looks slower beyond the
     noise tolerance is measured again over 5 rounds, and the second reading is kept."""
+    step("bundle: timing FP32 against INT8 in fresh processes, default ONNX Runtime sessions")
     latency = time_both(fp32, int8, images, threads, LATENCY_BATCHES, rounds=3)
     for key in [key for key in latency["fp32"] if latency["int8"][key] > NOISE_TOLERANCE * latency["fp32"][key]]:
         t, b = (int(part[1:]) for part in key.split("_"))
+        step(f"bundle: INT8 looked slower at {t} thread(s), batch {b}; measuring that setting again")
         again = time_both(fp32, int8, images, (t,), (b,), rounds=5)
         for name in ("fp32", "int8"):
             latency[name][key] = again[name][key]

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from kd_edge.config import PRESETS
 from kd_edge.errors import KdEdgeError, MissingDependencyError
 
 app = typer.Typer(
@@ -20,9 +21,47 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
+
+def show_version(value: bool) -> None:
+    if value:
+        from kd_edge import __version__
+
+        typer.echo(f"kd-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def kd_edge_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", metavar="", callback=show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", metavar="", help="Let ONNX Runtime print its own logging (quiet by default).")
+    ] = False,
+):
+    """Distil image classifiers into small students for drone-class CPUs, export them and prove how they run."""
+    if verbose:
+        import os
+
+        from kd_edge.log import VERBOSE_ENV_VAR
+
+        os.environ[VERBOSE_ENV_VAR] = "1"
+
+
 # --- options shared by several commands ----------------------------------------------------------
+# Help shows the effective defaults: the default preset's values (and the reference preset's where they differ).
+_DEFAULT, _REFERENCE = PRESETS["default"], PRESETS["reference"]
+
+
+def preset_default(name: str) -> str:
+    mine, theirs = getattr(_DEFAULT.student, name), getattr(_REFERENCE.student, name)
+    return f"default: {mine}" + (f"; --preset reference: {theirs}" if theirs != mine else "")
+
+
 DatasetOpt = Annotated[
     str,
     typer.Option(
@@ -32,18 +71,29 @@ DatasetOpt = Annotated[
 DataDirOpt = Annotated[Path | None, typer.Option(help="Folder holding dataset files (default: $KD_EDGE_DATA).")]
 ImageSizeOpt = Annotated[int | None, typer.Option(help="Resize folder: images to this side length.")]
 NormalizationOpt = Annotated[
-    str | None, typer.Option(help="'dataset' (train-split mean/std) or 'half' (0.5/0.5, the reference script's).")
+    str | None,
+    typer.Option(help="'dataset' (train-split mean/std, the default) or 'half' (0.5/0.5, --preset reference's)."),
 ]
 AugmentOpt = Annotated[
     bool,
-    typer.Option("--augment/--no-augment", help="Shift training images by up to 2 px. Disables cached soft labels."),
+    typer.Option(
+        "--augment/--no-augment", metavar="", help="Shift training images by up to 2 px. Disables cached soft labels."
+    ),
 ]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", "-e", help="Training epochs (default: the preset's).")]
-BatchSizeOpt = Annotated[int | None, typer.Option(help="Training batch size (default: the preset's).")]
-LrOpt = Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")]
-OptimizerOpt = Annotated[str | None, typer.Option(help="adamw, adam or sgd (default: the preset's).")]
-ScheduleOpt = Annotated[str | None, typer.Option(help="onecycle, cosine or constant (default: the preset's).")]
-WeightDecayOpt = Annotated[float | None, typer.Option(help="Weight decay (default: the preset's).")]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        "-e",
+        help=f"Training epochs (default: {_DEFAULT.student.epochs} for a student, {_DEFAULT.teacher.epochs} for a "
+        f"teacher; --preset reference: {_REFERENCE.student.epochs}).",
+    ),
+]
+BatchSizeOpt = Annotated[int | None, typer.Option(help=f"Training batch size ({preset_default('batch_size')}).")]
+LrOpt = Annotated[float | None, typer.Option(help=f"Peak learning rate ({preset_default('lr')}).")]
+OptimizerOpt = Annotated[str | None, typer.Option(help=f"adamw, adam or sgd ({preset_default('optimizer')}).")]
+ScheduleOpt = Annotated[str | None, typer.Option(help=f"onecycle, cosine or constant ({preset_default('schedule')}).")]
+WeightDecayOpt = Annotated[float | None, typer.Option(help=f"Weight decay ({preset_default('weight_decay')}).")]
 PresetOpt = Annotated[
     str,
     typer.Option(help="Recipe to start from: 'default' (kd-edge's) or 'reference' (the reference script's, exactly)."),
@@ -55,14 +105,16 @@ ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads (default
 PrecisionOpt = Annotated[
     str | None,
     typer.Option(
-        help="auto (bf16 where the hardware has it natively, else fp32), fp32 or bf16 (autocast; weights stay fp32)."
+        help="auto (the default: bf16 where the hardware has it natively, else fp32), fp32 or bf16 "
+        "(autocast; weights stay fp32); --preset reference: fp32."
     ),
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the results of an earlier run in --out.")]
+ForceOpt = Annotated[bool, typer.Option("--force", metavar="", help="Replace the results of an earlier run in --out.")]
 ReduceRangeOpt = Annotated[
     bool,
     typer.Option(
         "--reduce-range/--full-range",
+        metavar="",
         help="7-bit INT8 weights, so that x86 CPUs without VNNI (AVX2) compute what an ARM board does; "
         "--full-range uses all 8 bits where only VNNI and ARM hosts matter.",
     ),
@@ -71,6 +123,7 @@ OptimizeLatencyOpt = Annotated[
     bool,
     typer.Option(
         "--optimize-latency/--no-optimize-latency",
+        metavar="",
         help="Keep in FP32 the nodes whose INT8 version is measured to be slower.",
     ),
 ]
@@ -78,18 +131,23 @@ CompareLatencyOpt = Annotated[
     bool,
     typer.Option(
         "--compare-latency/--no-compare-latency",
+        metavar="",
         help="Time FP32 against INT8 at the end (a fresh process per measurement).",
     ),
 ]
 
 
 def user_errors(command):
-    """Turn a KdEdgeError into a one-paragraph message and exit code 1, and Ctrl-C into exit 130."""
+    """Turn a KdEdgeError into a one-paragraph message and exit code 1, and Ctrl-C into exit 130.
+    While the command runs, every step the library announces is printed (no silent minutes)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from kd_edge.log import steps_shown
+
         try:
-            return command(*args, **kwargs)
+            with steps_shown(lambda message: console().print(f"[dim]{message}[/]", soft_wrap=True, highlight=False)):
+                return command(*args, **kwargs)
         except KdEdgeError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -183,15 +241,15 @@ def coerce(name: str, value, annotation):
     raise ConfigError(f"config key {name.replace('_', '-')!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "onnx")) -> None:
-    """The host-side commands need the `train` extra; the runtime (bench) does not."""
+def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "onnx"), extra: str = "train") -> None:
+    """The host-side commands need an extra (`train`, or `quantize` for onnx alone); the runtime (bench) does not."""
     import importlib.util
 
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingDependencyError(
             f"this command needs {' and '.join(missing)}, which the base install leaves out; install them with: "
-            "pip install 'kd-edge[train]'"
+            f"pip install 'kd-edge[{extra}]'"
         )
 
 
@@ -251,6 +309,7 @@ def teacher(
     prepare_training_process()
     metrics = train_teacher(config, progress=make_progress())
     print_summary(metrics, out)
+    next_step(f"kd-edge distill --dataset {dataset} --teacher {out / 'teacher.pt'} --out RUN_DIR")
 
 
 @app.command()
@@ -265,22 +324,42 @@ def distill(
         Path | None,
         typer.Option("--teacher", help="A teacher.pt to distil from; without it a teacher is trained first."),
     ] = None,
-    teacher_model: Annotated[str | None, typer.Option(help="Teacher architecture when training one.")] = None,
-    student_model: Annotated[str | None, typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
+    teacher_model: Annotated[
+        str | None, typer.Option(help=f"Teacher architecture when training one (default: {_DEFAULT.teacher.model}).")
+    ] = None,
+    student_model: Annotated[
+        str | None,
+        typer.Option(help=f"Student architecture, see `kd-edge models` (default: {_DEFAULT.student.model})."),
+    ] = None,
     teacher_epochs: Annotated[
-        int | None, typer.Option(help="Teacher epochs (default: --epochs if given, else the preset's).")
+        int | None,
+        typer.Option(
+            help=f"Teacher epochs (default: --epochs if given, else {_DEFAULT.teacher.epochs}; "
+            f"--preset reference: {_REFERENCE.teacher.epochs})."
+        ),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", "-T", help="Softmax temperature T of the soft labels.")
+        float | None,
+        typer.Option(
+            "--temperature",
+            "-T",
+            help=f"Softmax temperature T of the soft labels (default: {_DEFAULT.kd.temperature:g}).",
+        ),
     ] = None,
     alpha: Annotated[
-        float | None, typer.Option(help="Weight of the hard-label CE term; 1 trains the student alone.")
+        float | None,
+        typer.Option(
+            help=f"Weight of the hard-label CE term; 1 trains the student alone (default: {_DEFAULT.kd.alpha:g})."
+        ),
     ] = None,
     kd_loss: Annotated[
-        str | None, typer.Option(help="Soft-label term: 'kl' (T^2 * KL) or 'mse' (logit matching).")
+        str | None, typer.Option(help="Soft-label term: 'kl' (T^2 * KL, the default) or 'mse' (logit matching).")
     ] = None,
     min_teacher_accuracy: Annotated[
-        float | None, typer.Option(help="Stop unless the teacher reaches this validation accuracy (0-1).")
+        float | None,
+        typer.Option(
+            help="Stop unless the teacher reaches this validation accuracy, 0-1 (default: 0, only above chance)."
+        ),
     ] = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
@@ -340,6 +419,7 @@ def distill(
     prepare_training_process()
     metrics = distill_student(config, progress=make_progress())
     print_summary(metrics, out)
+    next_step(f"kd-edge export {out} --onnx --int8 --out exports (or kd-edge bundle {out} --out bundle)")
 
 
 @app.command()
@@ -347,15 +427,29 @@ def distill(
 @config_file("export")
 def export(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or a run folder (its student.pt is exported).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CHECKPOINT_OR_RUN_DIR", help="A checkpoint (.pt) or a run folder (its student.pt is exported)."
+        ),
+    ],
     onnx: Annotated[
-        bool, typer.Option("--onnx", help="Write ONNX (the only format for now; kept for the documented command line).")
+        bool,
+        typer.Option(
+            "--onnx", metavar="", help="Write ONNX (the only format for now; kept for the documented command line)."
+        ),
     ] = True,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <stem>.onnx (and <stem>.int8.onnx).")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NAME.onnx (and NAME.int8.onnx).")] = Path(
         "exports"
     ),
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The files' name; default: the run folder's (RUN.onnx), or RUN-CHECKPOINT for another checkpoint."
+        ),
+    ] = None,
     int8: Annotated[
-        bool, typer.Option("--int8", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")
+        bool, typer.Option("--int8", metavar="", help="Also write an INT8 model through `kd-edge quantize`'s defaults.")
     ] = False,
     bundle: Annotated[
         Path | None, typer.Option(help="Also write a deployable bundle folder (and .tar.gz) here; implies --int8.")
@@ -372,7 +466,9 @@ def export(
     from kd_edge.export import ExportConfig, export_onnx
 
     result = export_onnx(
-        ExportConfig(source=str(source), out_dir=str(out), opset=opset, data_dir=optional_str(data_dir), force=force)
+        ExportConfig(
+            source=str(source), out_dir=str(out), opset=opset, name=name, data_dir=optional_str(data_dir), force=force
+        )
     )
     parity = result.parity
     console().print(
@@ -401,6 +497,9 @@ def export(
 
         config = BundleConfig(out=str(bundle), data_dir=result.data_dir, force=force)
         print_bundle_result(write_bundle(config, fp32=result.path, int8=quantized.path))
+    else:
+        both = f"{result.path} {quantized.path}" if quantized else str(result.path)
+        next_step(f"kd-edge bench {both} --threads 2 (or kd-edge bundle {source} --out bundle)")
 
 
 @app.command()
@@ -408,7 +507,9 @@ def export(
 @config_file("quantize")
 def quantize(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="An FP32 ONNX model written by `kd-edge export`.")],
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL.onnx", help="An FP32 ONNX model written by `kd-edge export`.")
+    ],
     calibration: Annotated[
         str | None,
         typer.Option(
@@ -423,7 +524,8 @@ def quantize(
     ] = 500,
     method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
     per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or per tensor.")
+        bool,
+        typer.Option("--per-channel/--per-tensor", metavar="", help="Weight scales per output channel or per tensor."),
     ] = True,
     quant_format: Annotated[
         str, typer.Option("--format", help="qdq (QuantizeLinear/DequantizeLinear pairs) or qoperator (QLinearConv...).")
@@ -431,7 +533,9 @@ def quantize(
     dynamic: Annotated[
         bool,
         typer.Option(
-            "--dynamic", help="Dynamic quantization (weights only, activations at run time) instead of static."
+            "--dynamic",
+            metavar="",
+            help="Dynamic quantization (weights only, activations at run time) instead of static.",
         ),
     ] = False,
     max_accuracy_drop: Annotated[
@@ -441,7 +545,7 @@ def quantize(
         ),
     ] = 0.5,
     exclude: Annotated[
-        list[str] | None, typer.Option(help="Node names to keep in FP32 from the start (repeatable).")
+        list[str] | None, typer.Option(metavar="NODE", help="Node names to keep in FP32 from the start (repeatable).")
     ] = None,
     reduce_range: ReduceRangeOpt = True,
     optimize_latency: OptimizeLatencyOpt = True,
@@ -452,7 +556,7 @@ def quantize(
     config_path: ConfigOpt = None,
 ):
     """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget."""
-    require_training_extra(("onnx",))
+    require_training_extra(("onnx",), extra="quantize")
     from kd_edge.quantize import QuantizeConfig
     from kd_edge.quantize import quantize as quantize_model
 
@@ -474,7 +578,9 @@ def quantize(
         latency_threads=threads,
         force=force,
     )
-    print_quantize_result(quantize_model(config))
+    result = quantize_model(config)
+    print_quantize_result(result)
+    next_step(f"kd-edge bench {model} {result.path} --threads 2 (or kd-edge bundle {result.path} --out bundle)")
 
 
 @app.command()
@@ -483,11 +589,15 @@ def quantize(
 def qat(
     ctx: typer.Context,
     run_dir: Annotated[
-        Path, typer.Argument(help="A run folder of `kd-edge distill` (student.pt, and teacher.pt for the soft labels).")
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="A run folder of `kd-edge distill` (student.pt, and teacher.pt for the soft labels).",
+        ),
     ],
     epochs: Annotated[int, typer.Option("--epochs", "-e", help="Fine-tuning epochs with fake quantization.")] = 2,
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 5e-4,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for student.qat.onnx.")] = Path("exports"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <run>.qat.onnx.")] = Path("exports"),
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
     reduce_range: ReduceRangeOpt = True,
@@ -521,6 +631,7 @@ def qat(
     )
     if result.latency is not None:
         print_latency_comparison(result.latency, "QAT")
+    next_step(f"kd-edge bundle {result.path} --out bundle")
 
 
 def print_quantize_result(result) -> None:
@@ -556,16 +667,22 @@ def print_quantize_result(result) -> None:
 @config_file("bundle")
 def bundle_command(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="A run folder, a checkpoint (.pt) or an ONNX model (FP32 or INT8).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR_OR_MODEL", help="A run folder, a checkpoint (.pt) or an ONNX model (FP32 or INT8)."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="The bundle folder; DIR.tar.gz is written beside it.")
     ] = Path("bundle"),
     int8: Annotated[
-        bool, typer.Option("--int8/--no-int8", help="Try an INT8 model (shipped only if not slower).")
+        bool, typer.Option("--int8/--no-int8", metavar="", help="Try an INT8 model (shipped only if not slower).")
     ] = True,
     samples: Annotated[int, typer.Option(help="Labelled test images in samples.npz, the same number per class.")] = 300,
     threads: Annotated[
-        list[int], typer.Option("--threads", "-t", help="Thread counts of the FP32-against-INT8 latency check.")
+        list[int],
+        typer.Option("--threads", "-t", metavar="N", help="Thread counts of the FP32-against-INT8 latency check."),
     ] = [1, 2],  # noqa: B006 - typer needs a literal
     max_accuracy_drop: Annotated[
         float, typer.Option(help="INT8 accuracy budget, in points on the validation split.")
@@ -574,10 +691,12 @@ def bundle_command(
         bool,
         typer.Option(
             "--compare-latency/--no-compare-latency",
+            metavar="",
             help="Ship INT8 only if it is not slower than FP32 here (measured); "
             "without, whenever it met its accuracy budget.",
         ),
     ] = True,
+    optimize_latency: OptimizeLatencyOpt = True,
     data_dir: DataDirOpt = None,
     force: ForceOpt = False,
     config_path: ConfigOpt = None,
@@ -600,7 +719,7 @@ def bundle_command(
             force=force,
         ),
         int8=int8,
-        quantize_options={"max_accuracy_drop": max_accuracy_drop},
+        quantize_options={"max_accuracy_drop": max_accuracy_drop, "optimize_latency": optimize_latency},
     )
     print_bundle_result(deploy(config))
 
@@ -610,7 +729,9 @@ def bundle_command(
 @config_file("verify-arm")
 def verify_arm_command(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="A bundle (folder or .tar.gz) or an .onnx model.")],
+    source: Annotated[
+        Path, typer.Argument(metavar="BUNDLE_OR_MODEL", help="A bundle (folder or .tar.gz) or an .onnx model.")
+    ],
     cpu: Annotated[
         str,
         typer.Option("--cpu", help="Emulated CPUs, comma-separated: cortex-a53, cortex-a72, cortex-a76, neoverse-n1."),
@@ -698,12 +819,19 @@ def print_bundle_result(result) -> None:
 
 
 def print_latency_comparison(latency, name: str) -> None:
+    ratios = ", ".join(
+        f"batch {b} {latency.int8_ms[b] / latency.fp32_ms[b]:.2f}x (rounds within {100 * latency.spread[b]:.0f} %)"
+        for b in latency.fp32_ms
+    )
+    console().print(
+        f"{name}/FP32 latency with {latency.threads} threads, `kd-edge bench`'s harness and defaults: {ratios}"
+    )
     slower = latency.slower_batches()
     if slower:
         batches = " and ".join(f"batch {b}" for b in slower)
         console().print(
-            f"[bold yellow]warning:[/] the {name} model is slower than FP32 at {batches} with {latency.threads} "
-            "threads on this machine"
+            f"[bold yellow]warning:[/] the {name} model is slower than FP32 at {batches} on this machine, beyond the "
+            "spread of the rounds; `kd-edge bundle` ships FP32 in that case"
         )
 
 
@@ -712,11 +840,16 @@ def print_latency_comparison(latency, name: str) -> None:
 @config_file("bench")
 def bench(
     ctx: typer.Context,
-    models: Annotated[list[Path], typer.Argument(help="One or more ONNX models, compared side by side.")],
+    models: Annotated[
+        list[Path],
+        typer.Argument(metavar="MODEL...", help="ONNX models or bundles (folders or .tar.gz), compared side by side."),
+    ],
     threads: Annotated[
-        list[int], typer.Option("--threads", "-t", help="ONNX Runtime intra-op threads (repeatable).")
+        list[int], typer.Option("--threads", "-t", metavar="N", help="ONNX Runtime intra-op threads (repeatable).")
     ] = [2],  # noqa: B006 - typer needs a literal
-    batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", help="Batch sizes (repeatable).")] = [1],  # noqa: B006
+    batch_size: Annotated[
+        list[int], typer.Option("--batch-size", "-b", metavar="N", help="Batch sizes (repeatable).")
+    ] = [1],  # noqa: B006
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing, in each process.")] = 20,
     runs: Annotated[int, typer.Option(help="Timed runs per model and setting, spread over the rounds.")] = 300,
     duration: Annotated[float | None, typer.Option(help="Seconds per model and setting instead of --runs.")] = None,
@@ -781,6 +914,8 @@ def bench(
     for warning in report.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}")
     print_bench_table(report)
+    if not any(r.model.endswith(".tar.gz") or Path(r.model).is_dir() for r in report.results):
+        next_step(f"kd-edge bundle {report.results[0].model} --out bundle (a deployable folder for the board)")
     if json_path:
         from kd_edge.io import atomic_write_json
 
@@ -797,29 +932,32 @@ def bench(
 def print_bench_table(report) -> None:
     from rich.table import Table
 
-    table = Table(title=f"kd-edge bench ({report.environment['profile']['name']}; data: {report.data})")
-    for column in (
+    table = Table(title=f"kd-edge bench (profile {report.environment['profile']['name']}; data: {report.data})")
+    columns = (
         "model",
         "thr",
         "batch",
         "p50 ms",
         "p99 ms",
+        "rounds' spread",
         "img/s",
         "accuracy",
         "size",
         "RSS MB",
         "stable",
         "projected p50 ms",
-    ):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
     for r in report.results:
         projected = r.projected_p50_ms
         table.add_row(
-            Path(r.model).name,
+            r.label,
             str(r.threads),
             str(r.batch_size),
             f"{r.latency_ms.p50:.4f}",
             f"{r.latency_ms.p99:.4f}",
+            f"{100 * r.round_spread:.1f} %",
             f"{r.throughput_ips:,.0f}",
             "n/a" if r.accuracy is None else f"{r.accuracy:.2%}",
             f"{r.size_bytes:,}",
@@ -832,18 +970,66 @@ def print_bench_table(report) -> None:
     for r in report.results:
         for name, item in r.emulation.items():
             if name != "projection" and item.get("requested") is not None and not item.get("enforced"):
-                out.print(f"[bold yellow]not enforced:[/] {name} for {Path(r.model).name}: {item.get('reason')}")
+                out.print(f"[bold yellow]not enforced:[/] {name} for {r.label}: {item.get('reason')}")
         if r.drone_loop is not None:
             loop = r.drone_loop
             out.print(
-                f"drone loop {Path(r.model).name} at {loop['rate_hz']:g} Hz: "
+                f"drone loop {r.label} at {loop['rate_hz']:g} Hz: "
                 f"{loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms"
             )
+    if not all(r.stable for r in report.results):
+        out.print(
+            "[bold yellow]unstable:[/] a result whose rounds (each a fresh process) differ by more than 10 % may "
+            "not repeat; add --rounds"
+        )
     if any(r.projected_p50_ms is not None for r in report.results):
         out.print(
-            "projected latencies are estimates scaled by measured host and published board FLOPS, not measurements "
-            "(see the JSON's emulation.projection.method)"
+            "projected latencies are estimates (host 1-thread latency x host/board per-core throughput of the model's "
+            "data type), not measurements; see the JSON's emulation.projection.method"
         )
+
+
+@app.command()
+@user_errors
+def predict(
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL_OR_BUNDLE", help="An .onnx model, or a bundle folder or .tar.gz.")
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="INPUT...", help="Image files (PNG, JPEG...), folders of them, or .npz files of uint8 images."
+        ),
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes shown per input.")] = 3,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads.")] = 1,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print JSON (one object per input) instead of a table.")
+    ] = False,
+):
+    """The model's top classes, with probabilities, for each input. Needs no torch (runs on the board)."""
+    from kd_edge.runtime import OnnxModel
+    from kd_edge.runtime.predict import predict_files
+
+    if top_k < 1:
+        from kd_edge.errors import ConfigError
+
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    onnx_model = OnnxModel(model, threads=threads)
+    rows = predict_files(onnx_model, inputs, top_k=min(top_k, len(onnx_model.classes)))
+    if json_output:
+        import json
+
+        typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"kd-edge predict with {model}")
+    for column in ["input", *(f"#{i + 1}" for i in range(len(rows[0].top))), "note"]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.input, *(f"{name} {p:.1%}" for name, p in row.top), row.note or "")
+    console().print(table)
 
 
 @app.command()
@@ -872,7 +1058,11 @@ def pipeline(
     ] = None,
     epochs: EpochsOpt = None,
     teacher_epochs: Annotated[
-        int | None, typer.Option(help="Teacher epochs (default: --epochs if given, else the preset's).")
+        int | None,
+        typer.Option(
+            help=f"Teacher epochs (default: --epochs if given, else {_DEFAULT.teacher.epochs}; "
+            f"--preset reference: {_REFERENCE.teacher.epochs})."
+        ),
     ] = None,
     teacher_model: Annotated[str | None, typer.Option(help="Teacher architecture (see `kd-edge models`).")] = None,
     student_model: Annotated[str | None, typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
@@ -881,7 +1071,8 @@ def pipeline(
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default cpu).")] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Run in a folder that holds files of something else than a pipeline.")
+        bool,
+        typer.Option("--force", metavar="", help="Run in a folder that holds files of something else than a pipeline."),
     ] = False,
     config_path: ConfigOpt = None,
 ):
@@ -1043,7 +1234,13 @@ def datasets():
 # --- rendering -----------------------------------------------------------------------------------
 
 
+def next_step(command: str) -> None:
+    console().print(f"next: {command}", soft_wrap=True)
+
+
+@functools.cache
 def console():
+    """One console for every message, so that lines printed during a live progress display land above it."""
     from rich.console import Console
 
     out = Console()
@@ -1053,7 +1250,7 @@ def console():
 def make_progress():
     from kd_edge.progress import RichProgress
 
-    return RichProgress()
+    return RichProgress(console=console())
 
 
 def run_config(out: Path, seed: int, device: str, threads: int | None, force: bool, precision: str):

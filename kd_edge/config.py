@@ -47,6 +47,10 @@ class DataConfig:
         check(
             self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"
         )
+        check(
+            self.image_size is None or self.dataset.startswith("folder:"),
+            f"--image-size resizes the images of a folder: dataset; {self.dataset!r} keeps its own size, so drop it",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +245,16 @@ def distill_config(
     recipe = get_preset(preset)
     unknown = set(shared) - set(SHARED_TRAINING_OPTIONS)
     check(not unknown, f"unknown training options {sorted(unknown)}")
+    check(
+        not (teacher_path and (teacher_model or teacher_epochs)),
+        "--teacher gives a trained teacher, so --teacher-model and --teacher-epochs would be ignored; drop them, "
+        "or drop --teacher to train one",
+    )
+    check(
+        not (alpha == 1 and (teacher_path or min_teacher_accuracy)),
+        "--alpha 1 trains the student alone, without a teacher, so --teacher and --min-teacher-accuracy would be "
+        "ignored; drop them or lower --alpha",
+    )
     return DistillConfig(
         data=DataConfig(
             dataset=dataset,

@@ -52,9 +52,13 @@ class RunFolder:
         self.dir = ensure_writable_dir(out)
         existing = [name for name in [*artifacts, METRICS_FILE] if (self.dir / name).exists()]
         if existing and not force:
+            reuse = ""
+            if TEACHER_FILE in existing and not (self.dir / STUDENT_FILE).exists():
+                teacher = self.dir / TEACHER_FILE
+                reuse = f" It holds a trained teacher: to distil from it, pass --teacher {teacher} and another --out."
             raise OutputError(
                 f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out "
-                "or pass --force to replace them"
+                f"or pass --force to replace them.{reuse}"
             )
         self.config = config
         self.started = time.perf_counter()
@@ -214,6 +218,7 @@ def train_teacher(config: TeacherConfig, progress=None) -> dict:
     """Train a teacher with cross-entropy; writes teacher.pt, metrics.json and config.json."""
     with torch_threads(config.run.threads):
         splits, load_seconds = load_splits(config.run, config.data)  # bad data fails before the run folder is touched
+        check_models_build(splits, [config.teacher.model])
         run = RunFolder(config.run.out, [TEACHER_FILE], config.run.force, config.to_dict())
         record_data(run, splits, load_seconds)
         view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
@@ -242,6 +247,10 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
     trains_teacher = needs_teacher and config.teacher_path is None
     teacher_checkpoint = load_checkpoint(config.teacher_path) if needs_teacher and config.teacher_path else None
     splits, load_seconds = load_splits(config.run, config.data)
+    # Everything that can be refused is refused here, before the run folder is touched or any epoch runs.
+    check_models_build(splits, [config.student.model, *([config.teacher.model] if trains_teacher else [])])
+    if teacher_checkpoint is not None:
+        check_teacher_fits(teacher_checkpoint, splits.dataset)
     run = RunFolder(
         config.run.out,
         [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE],
@@ -316,9 +325,15 @@ def soft_label_source(teacher, view: InputView, splits: DeviceDataset, augment: 
     return lambda index, images: cached[index]
 
 
-def load_teacher(checkpoint: Checkpoint, splits: DeviceDataset):
-    """Load a frozen teacher, refusing one trained for other classes or another input shape."""
-    dataset, card = splits.dataset, checkpoint.card
+def check_models_build(splits: DeviceDataset, names: list[str]) -> None:
+    """Unknown names and arguments that do not fit the data (an image size a model cannot take) fail now."""
+    for name in names:
+        build_seeded(splits.spec(name), seed=0)  # seeded: a check must not move the caller's RNG
+
+
+def check_teacher_fits(checkpoint: Checkpoint, dataset: ImageDataset) -> None:
+    """Refuse a teacher trained for other classes, another input shape, or on another dataset."""
+    card = checkpoint.card
     trained_on = card.data.dataset if card.data else None
     if list(card.classes) != list(dataset.classes):
         raise CheckpointError(
@@ -331,6 +346,18 @@ def load_teacher(checkpoint: Checkpoint, splits: DeviceDataset):
             f"teacher {str(checkpoint.path)!r} expects input {list(card.input_shape)} but {dataset.name!r} gives "
             f"{list(dataset.input_shape)}; use --image-size to match, or train a teacher on this dataset"
         )
+    if trained_on is not None and trained_on != dataset.name:
+        raise CheckpointError(
+            f"teacher {str(checkpoint.path)!r} was trained on {trained_on!r}, but this run uses {dataset.name!r}: even "
+            "with the same classes, its soft labels describe other images. Train a teacher on this dataset (omit "
+            "--teacher)."
+        )
+
+
+def load_teacher(checkpoint: Checkpoint, splits: DeviceDataset):
+    """Load a frozen teacher (checked with ``check_teacher_fits``) and score it on this data."""
+    dataset, card = splits.dataset, checkpoint.card
+    check_teacher_fits(checkpoint, dataset)
     teacher = to_channels_last(checkpoint.build_model().to(splits.device))
     view = InputView(splits, card.mean, card.std)
     info = {

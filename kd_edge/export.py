@@ -27,6 +27,7 @@ from kd_edge import __version__
 from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.errors import CheckpointError, ExportParityError, OutputError
 from kd_edge.io import ensure_writable_dir
+from kd_edge.log import step
 from kd_edge.models import count_parameters
 from kd_edge.runtime.card import ModelCard, write_card
 
@@ -49,6 +50,7 @@ class ExportConfig:
     source: str
     out_dir: str = "exports"
     opset: int = DEFAULT_OPSET
+    name: str | None = None  # the file's stem; default: export_name(checkpoint)
     data_dir: str | None = None
     force: bool = False
 
@@ -83,19 +85,31 @@ def resolve_checkpoint(source: str | Path) -> Path:
     return source
 
 
+def export_name(checkpoint: Path) -> str:
+    """A run's student exports under the run's name, any other checkpoint as <run>-<checkpoint>,
+    so that exports of different runs into one folder do not collide."""
+    run = checkpoint.resolve().parent.name
+    return run if checkpoint.stem == "student" else f"{run}-{checkpoint.stem}"
+
+
 def export_onnx(config: ExportConfig) -> ExportResult:
     checkpoint_path = resolve_checkpoint(config.source)
     checkpoint = load_checkpoint(checkpoint_path)
     out_dir = ensure_writable_dir(config.out_dir)
-    path = out_dir / f"{checkpoint_path.stem}.onnx"
+    path = out_dir / f"{config.name or export_name(checkpoint_path)}.onnx"
     if path.exists() and not config.force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     model = checkpoint.build_model().eval()
     card = export_card(checkpoint, model, config.opset)
+    step(
+        f"export: loading validation images of {card.data.dataset if card.data else 'its dataset'} for the parity check"
+    )
     images = parity_images(checkpoint_dataset(checkpoint, config.data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
+        step(f"export: {checkpoint.spec.name} to ONNX opset {config.opset}, then onnx.checker and shape inference")
         write_onnx(model, card, draft, config.opset)
+        step(f"export: ONNX Runtime against PyTorch on {len(images)} validation images, batched and at batch 1")
         parity = check_parity(model, draft, images)
         draft.replace(path)
     data_dir = config.data_dir or (card.data.data_dir if card.data else None)

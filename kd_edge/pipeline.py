@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kd_edge import __version__
-from kd_edge.bundle import BundleConfig, BundleResult, write_bundle
+from kd_edge.bundle import BundleConfig, BundleResult, check_outputs, write_bundle
 from kd_edge.config import DistillConfig, distill_options, write_toml
 from kd_edge.errors import ConfigError, OutputError, QuantizationError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
@@ -134,7 +134,9 @@ def run_export(config: PipelineConfig, run_dir: Path, progress) -> dict:
     from kd_edge.export import ExportConfig, export_onnx
 
     result = export_onnx(
-        ExportConfig(source=str(run_dir / "student.pt"), out_dir=str(run_dir), opset=config.opset, force=True)
+        ExportConfig(
+            source=str(run_dir / "student.pt"), out_dir=str(run_dir), opset=config.opset, name="student", force=True
+        )
     )
     return {"export": {"path": str(result.path), "bytes": result.path.stat().st_size, "parity": asdict(result.parity)}}
 
@@ -395,6 +397,7 @@ def deploy(config: DeployConfig) -> BundleResult:
     from kd_edge.runtime.session import read_card
 
     source = Path(config.source)
+    check_outputs(config.bundle)  # before the export and the quantization, not after them
     with tempfile.TemporaryDirectory(prefix="kd-edge-deploy-") as scratch:
         if source.suffix == ".onnx":
             if read_card(source).quantization is not None:

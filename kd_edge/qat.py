@@ -33,7 +33,7 @@ from torch.ao.quantization import disable_observer
 from kd_edge.checkpoint import load_checkpoint
 from kd_edge.config import TrainConfig
 from kd_edge.errors import CheckpointError, OutputError
-from kd_edge.export import check_parity, checkpoint_dataset, export_card, parity_images, write_onnx
+from kd_edge.export import check_parity, checkpoint_dataset, export_card, export_name, parity_images, write_onnx
 from kd_edge.io import ensure_writable_dir
 from kd_edge.losses import distillation_loss
 from kd_edge.quantize import LatencyComparison, QuantizeConfig, quantize, weight_qmax
@@ -144,7 +144,7 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     run_dir = Path(config.run_dir)
     student = load_checkpoint(run_dir / "student.pt")
     out_dir = ensure_writable_dir(config.out_dir)
-    path = out_dir / "student.qat.onnx"
+    path = out_dir / f"{export_name(run_dir / 'student.pt')}.qat.onnx"
     if path.exists() and not config.force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     started = time.perf_counter()

@@ -25,6 +25,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationError
 from kd_edge.io import ensure_writable_dir
+from kd_edge.log import quiet_third_party, step
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
 
@@ -82,15 +83,17 @@ class QuantizeConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LatencyComparison:
-    """Median latency (ms) of the FP32 and INT8 models per batch size, from `kd-edge bench`'s harness."""
+    """Median latency (ms) of the FP32 and INT8 models per batch size, from `kd-edge bench`'s harness
+    with its default settings (so `kd-edge bench` of the two files reads the same, within ``spread``)."""
 
     threads: int
     fp32_ms: dict[int, float]
     int8_ms: dict[int, float]
+    spread: dict[int, float]  # per batch size: the larger of the two models' spread across rounds
 
     def slower_batches(self) -> list[int]:
-        """Batch sizes at which the INT8 model is slower than FP32."""
-        return [batch for batch in self.fp32_ms if self.int8_ms[batch] > self.fp32_ms[batch]]
+        """Batch sizes at which the INT8 model is slower than FP32 by more than the rounds' spread."""
+        return [b for b in self.fp32_ms if self.int8_ms[b] > self.fp32_ms[b] * (1 + self.spread[b])]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +139,7 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
     if out.exists() and not config.force:
         raise OutputError(f"{str(out)!r} already exists; pass --force to replace it or choose another --out")
     ensure_writable_dir(out.parent)
+    step(f"quantize: loading the data of {source.name}")
     dataset = calibration_dataset(config, fp32)
     calib_images, calib_info = calibration_sample(dataset, config.calibration_size, config.method)
     val, test = dataset.val, dataset.test
@@ -143,10 +147,13 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
         scratch = Path(scratch)
+        step("quantize: pre-processing the graph (shape inference, ONNX Runtime's optimisations)")
         prepared = preprocess_model(source, scratch / "prepared.onnx")
         candidate = scratch / out.name
 
         def build(excluded: list[str]) -> OnnxModel:
+            kept = f", {', '.join(excluded)} in FP32" if excluded else ""
+            step(f"quantize: calibrating on {len(calib_images)} validation images ({config.method}){kept}")
             quantize_file(prepared, candidate, config, fp32, calib_images, excluded)
             return OnnxModel(candidate)
 
@@ -157,6 +164,7 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         if 100 * (fp32_val - int8_val) > config.max_accuracy_drop:
             excluded, int8_val = fit_budget(build, prepared, val, fp32_val, excluded, config.max_accuracy_drop)
         int8 = build(excluded)
+        step("quantize: scoring FP32 and INT8 on the test split (reported only)")
         fp32_test, int8_test = fp32.accuracy(test.images, test.labels), int8.accuracy(test.images, test.labels)
         quantization = {
             "mode": config.mode,
@@ -217,7 +225,9 @@ def search_latency(build, fp32_path: Path, prepared: Path, images: np.ndarray, e
     search = []
 
     def score(nodes: list[str]) -> float:
-        ratios = latency_ratios(fp32_path, build(nodes).path, images, threads)
+        model = build(nodes)
+        step(f"quantize: latency search, timing {', '.join(nodes) or 'all nodes in INT8'} against FP32")
+        ratios = latency_ratios(fp32_path, model.path, images, threads)
         value = float(np.sqrt(ratios["batch1"] * ratios["batch64"]))
         search.append({"fp32_nodes": list(nodes), **ratios, "score": value})
         return value
@@ -341,34 +351,34 @@ def quantize_file(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if config.mode == "dynamic":
-        quantize_dynamic(
-            str(prepared),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=config.per_channel,
-            reduce_range=config.reduce_range,
-            nodes_to_exclude=excluded,
-        )
-        return
-    arranged = pool_before_relu(onnx.load(str(prepared)), set(excluded))
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    quantize_static(
-        arranged,
-        str(target),
-        ImageReader(fp32, calib_images),
-        quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
-        per_channel=config.per_channel,
-        reduce_range=config.reduce_range,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=methods[config.method],
-        nodes_to_exclude=excluded,
-    )
+    with quiet_third_party():  # the calibrators print histograms; --verbose shows them
+        if config.mode == "dynamic":
+            quantize_dynamic(
+                str(prepared),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
+                nodes_to_exclude=excluded,
+            )
+            return
+        quantize_static(
+            pool_before_relu(onnx.load(str(prepared)), set(excluded)),
+            str(target),
+            ImageReader(fp32, calib_images),
+            quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[config.method],
+            nodes_to_exclude=excluded,
+        )
 
 
 def pool_before_relu(model, fp32_nodes: set[str]):
@@ -417,6 +427,10 @@ def fit_budget(build, prepared: Path, val, fp32_val: float, excluded: list[str],
     candidates = [name for name in quantizable_nodes(prepared) if name not in excluded]
     int8_val = build(excluded).accuracy(val.images, val.labels)
     while candidates:
+        step(
+            f"quantize: {100 * (fp32_val - int8_val):.2f} points over the budget; trying each of {len(candidates)} "
+            "nodes in FP32"
+        )
         scores = {name: build([*excluded, name]).accuracy(val.images, val.labels) for name in candidates}
         best = max(scores, key=scores.get)
         excluded, int8_val = [*excluded, best], scores[best]
@@ -437,12 +451,13 @@ def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int) ->
     each measurement in a fresh process, the two models alternating over three rounds."""
     from kd_edge.runtime.harness import BenchConfig, run_benchmark
 
-    config = BenchConfig(
-        models=(str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=600, rounds=3
-    )
+    step("quantize: timing FP32 against INT8 with `kd-edge bench`'s harness")
+    config = BenchConfig(models=(str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64))  # bench's defaults
     report = run_benchmark(config, images=images[:64])
+    spread = {b: max(r.round_spread for r in report.results if r.batch_size == b) for b in (1, 64)}
     return LatencyComparison(
         threads=threads,
         fp32_ms={batch: report.p50_ms(str(fp32), batch) for batch in (1, 64)},
         int8_ms={batch: report.p50_ms(str(int8), batch) for batch in (1, 64)},
+        spread=spread,
     )

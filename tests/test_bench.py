@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -297,6 +298,64 @@ def test_markdown_and_plot(tmp_path, tiny, half_right):
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_models_of_the_same_name_are_labelled_apart(tmp_path, tiny):
+    import shutil
+
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        shutil.copy(tiny, tmp_path / run / "student.onnx")
+    out = tmp_path / "b.json"
+    result = bench(
+        tmp_path / "a" / "student.onnx",
+        tmp_path / "b" / "student.onnx",
+        "--json",
+        out,
+        "--markdown",
+        tmp_path / "b.md",
+        *QUICK,
+    )
+    assert [r["label"] for r in json.loads(out.read_text())["results"]] == ["a/student.onnx", "b/student.onnx"]
+    assert "a/student.onnx" in result.output and "b/student.onnx" in result.output
+    assert "| a/student.onnx |" in (tmp_path / "b.md").read_text()
+
+
+def test_stability_flag_speaks_about_repeatability():
+    from kd_edge.runtime.harness import Reading, summarize
+    from kd_edge.runtime.profiles import get_profile
+
+    def reading(median_ms):
+        calls = np.full(100, median_ms / 1e3)
+        calls[::10] *= 1.5  # every round has the same tail of slow calls
+        return Reading(
+            latencies_s=calls,
+            startup_s=0.1,
+            first_inference_s=0.01,
+            threads_seen=3,
+            emulation={},
+            throttling=None,
+            peak_rss_mb=50.0,
+        )
+
+    class Probe:
+        card = ModelCard(classes=("a",), input_shape=(1, 8, 8), mean=(0.5,), std=(0.25,))
+
+    def summary(medians):
+        return summarize(
+            ("m.onnx", 1, 1),
+            "m.onnx",
+            [reading(m) for m in medians],
+            Probe(),
+            Path(__file__),
+            get_profile("host"),
+            {"fp32": 1.0, "int8": 1.0},
+        )
+
+    agreeing = summary([0.048, 0.050, 0.049])
+    assert agreeing.stable and agreeing.round_spread == pytest.approx(0.04, abs=1e-3)
+    disagreeing = summary([0.0256, 0.0479, 0.0260])  # the two readings of one INT8 model in the issue
+    assert not disagreeing.stable and disagreeing.round_p50_ms == pytest.approx([0.0256, 0.0479, 0.026])
+
+
 def test_bad_model_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("not a model")
@@ -307,7 +366,11 @@ def test_bad_model_file(tmp_path):
 def test_data_that_does_not_fit_the_model(tmp_path, tiny):
     np.savez(tmp_path / "big.npz", images=np.zeros((4, 10, 10), np.uint8), labels=np.zeros(4, np.int64))
     result = bench(tiny, "--data", tmp_path / "big.npz", *QUICK, ok=False)
-    assert result.exit_code == 1 and "takes uint8 images of shape (N, 1, 8, 8)" in result.output
+    assert (
+        result.exit_code == 1
+        and "takes images of shape (N, 1, 8, 8)" in result.output
+        and "got (4, 1, 10, 10)" in result.output
+    )
 
 
 def test_unknown_profile_lists_the_valid_ones(tiny):

@@ -1,6 +1,7 @@
 """ONNX export: checker, dynamic batch, metadata, parity against PyTorch, and refusals."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -121,9 +122,28 @@ def test_cli_export_of_a_run_folder(tmp_path, student_checkpoint):
         app, ["export", str(student_checkpoint.parent), "--onnx", "--out", str(tmp_path / "exp")]
     )
     assert result.exit_code == 0, result.output
-    assert "parity on" in result.output and (tmp_path / "exp" / "student.onnx").is_file()
+    assert "parity on" in result.output and (tmp_path / "exp" / "run.onnx").is_file()
 
 
 def test_cli_export_of_a_folder_without_student(tmp_path):
     result = CliRunner().invoke(app, ["export", str(tmp_path), "--onnx"])
     assert result.exit_code == 1 and "no student.pt" in result.output
+
+
+def test_exports_are_named_after_their_run_so_they_do_not_collide(tmp_path, student_checkpoint):
+    out = tmp_path / "exports"
+    for run in ("a", "b"):
+        shutil.copytree(student_checkpoint.parent, tmp_path / run)
+        assert export_onnx(ExportConfig(source=str(tmp_path / run), out_dir=str(out))).path == out / f"{run}.onnx"
+    shutil.copy(student_checkpoint, tmp_path / "a" / "teacher.pt")
+    assert (
+        export_onnx(ExportConfig(source=str(tmp_path / "a" / "teacher.pt"), out_dir=str(out))).path
+        == out / "a-teacher.onnx"
+    )
+    named = export_onnx(ExportConfig(source=str(tmp_path / "b"), out_dir=str(out), name="drone-v2")).path
+    assert named == out / "drone-v2.onnx" and sorted(p.name for p in out.glob("*.onnx")) == [
+        "a-teacher.onnx",
+        "a.onnx",
+        "b.onnx",
+        "drone-v2.onnx",
+    ]

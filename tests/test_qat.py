@@ -89,7 +89,7 @@ def test_cli_qat(tmp_path, distilled_run):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "after QAT" in result.output and (tmp_path / "q" / "student.qat.onnx").is_file()
+    assert "after QAT" in result.output and (tmp_path / "q" / "run.qat.onnx").is_file()
 
 
 def test_cli_qat_without_a_run(tmp_path):
@@ -178,4 +178,4 @@ def test_qat_refuses_a_run_whose_teacher_is_gone(tmp_path, distilled_run):
                 run_dir=str(run), out_dir=str(tmp_path / "q"), epochs=1, optimize_latency=False, compare_latency=False
             )
         )
-    assert not (tmp_path / "q" / "student.qat.onnx").exists()
+    assert not (tmp_path / "q" / "run.qat.onnx").exists()

@@ -21,7 +21,7 @@ def quick(model, **changes):
 
 def test_static_int8_within_budget(fp32_model):
     result = quantize(quick(fp32_model))
-    assert result.path == fp32_model.with_name("student.int8.onnx")
+    assert result.path == fp32_model.with_name("run.int8.onnx")
     assert result.val_drop_points <= 0.5  # the budget is kept on validation
     model = OnnxModel(result.path)  # loads, and still describes its input
     assert model.input_shape == (1, 16, 16)
@@ -249,7 +249,7 @@ def test_cli_export_int8(tmp_path, student_checkpoint):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "e" / "student.onnx").is_file() and (tmp_path / "e" / "student.int8.onnx").is_file()
+    assert (tmp_path / "e" / "run.onnx").is_file() and (tmp_path / "e" / "run.int8.onnx").is_file()
 
 
 def test_runtime_never_imports_torch(tmp_path, fp32_model):

@@ -10,7 +10,7 @@ import torch
 PACKAGE = Path(__file__).resolve().parent.parent / "kd_edge"
 # What the torch-free runtime may import from the rest of kd-edge: errors, atomic writes,
 # and the numpy-only data readers (for `bench --dataset`).
-RUNTIME_MAY_IMPORT = ("kd_edge.runtime", "kd_edge.errors", "kd_edge.io", "kd_edge.data")
+RUNTIME_MAY_IMPORT = ("kd_edge.runtime", "kd_edge.errors", "kd_edge.io", "kd_edge.log", "kd_edge.data")
 
 
 def module_name(path: Path) -> str:

@@ -148,12 +148,20 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims).copy()  # writable, as torch wants
 
 
+def idx_search_folders(name: str, roots: list[Path]) -> list[Path]:
+    """Every folder searched for `name`'s IDX files, in order."""
+    return [
+        folder
+        for root in [*roots, *SYSTEM_ROOTS.get(name, []), DEFAULT_DOWNLOAD_ROOT]
+        for folder in [root, *(root / sub for sub in IDX_SUBFOLDERS[name])]
+    ]
+
+
 def find_idx_folder(name: str, roots: list[Path]) -> Path | None:
     """The first folder that holds all four IDX files of `name`, plain or gzipped."""
-    for root in roots + SYSTEM_ROOTS.get(name, []) + [DEFAULT_DOWNLOAD_ROOT]:
-        for folder in [root, *(root / sub for sub in IDX_SUBFOLDERS[name])]:
-            if all(idx_file(folder, base) for base in IDX_FILES.values()):
-                return folder
+    for folder in idx_search_folders(name, roots):
+        if all(idx_file(folder, base) for base in IDX_FILES.values()):
+            return folder
     return None
 
 
@@ -178,32 +186,41 @@ def load_idx_dataset(name: str, roots: list[Path], download: bool) -> ImageDatas
 
 
 def download_with_torchvision(name: str, root: Path) -> Path | None:
-    """Let torchvision fetch the raw files; None when offline or torchvision is missing."""
+    """Let torchvision fetch the raw files into a temporary folder, moved under ``root`` only when
+    complete; None (and nothing left behind) when offline or torchvision is missing."""
+    import shutil
+    import tempfile
+
     try:
         import torchvision.datasets as tvd
     except ImportError:
         return None
     dataset_class = getattr(tvd, TORCHVISION_CLASS[name])
-    try:
-        for train in (True, False):
-            dataset_class(root=str(root), train=train, download=True)
-    except Exception:  # no network: torchvision raises URLError, RuntimeError or OSError
-        return None
+    with tempfile.TemporaryDirectory(prefix="kd-edge-download-") as scratch:
+        try:
+            for train in (True, False):
+                dataset_class(root=scratch, train=train, download=True)
+        except Exception:  # no network: torchvision raises URLError, RuntimeError or OSError
+            return None
+        target = root / TORCHVISION_CLASS[name]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(scratch) / TORCHVISION_CLASS[name]), str(target))
     return find_idx_folder(name, [root])
 
 
 def missing_idx_error(name: str, roots: list[Path]) -> DatasetError:
-    searched = [str(r) for r in roots] or ["(none given)"]
+    searched = ", ".join(str(folder) for folder in idx_search_folders(name, roots))
     files = ", ".join(f"{base}[.gz]" for base in IDX_FILES.values())
-    hint = (
-        " On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` installs them."
-        if name == "fashion-mnist"
-        else ""
+    hint = ""
+    if name == "fashion-mnist":
+        hint = " On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` puts them where kd-edge looks."
+    download = (
+        "downloading is off ($KD_EDGE_OFFLINE)" if os.environ.get(OFFLINE_ENV_VAR) else "they could not be downloaded"
     )
     return DatasetError(
-        f"the {name} files were not found and could not be downloaded. Put {files} into a folder "
-        f"and pass it with --data-dir (or set $KD_EDGE_DATA); the files may also sit in its "
-        f"sub-folder {' or '.join(IDX_SUBFOLDERS[name])}. Searched: {', '.join(searched)}.{hint}"
+        f"the {name} files were not found, and {download}. Put {files} into a folder and pass it with --data-dir "
+        f"(or set $KD_EDGE_DATA); the files may also sit in its sub-folder {' or '.join(IDX_SUBFOLDERS[name])}. "
+        f"Searched: {searched}.{hint}"
     )
 
 

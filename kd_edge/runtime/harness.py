@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError
+from kd_edge.log import step
 from kd_edge.runtime import host
 from kd_edge.runtime.emulate import (
     Constraints,
@@ -34,10 +35,9 @@ from kd_edge.runtime.host import proc_status_kb, thread_count
 from kd_edge.runtime.profiles import DeviceProfile, get_profile
 from kd_edge.runtime.session import OnnxModel, model_file, session_options
 
-# A figure is flagged unstable when its robust coefficient of variation (1.4826 x median
-# absolute deviation / median, which a few scheduler hiccups do not dominate) exceeds this,
-# or when the cgroup reports CFS throttling.
-UNSTABLE_CV = 0.10
+# A figure is flagged unstable when its rounds (each a fresh process) disagree by more than
+# this share of the median (max - min of the rounds' medians), or when CFS throttled it.
+UNSTABLE_SPREAD = 0.10
 CALIBRATION_SIZE = 256  # side of the matrices of the host calibration kernels (kernels/matmul_*.onnx)
 KERNELS = Path(__file__).with_name("kernels")
 ADVICE = "raise --memory or lower --batch-size"
@@ -134,6 +134,7 @@ class BenchResult:
     """One model at one (threads, batch size): what ``kd-edge bench`` measured, and how."""
 
     model: str
+    label: str  # the shortest unambiguous name among the models of the report
     threads: int
     batch_size: int
     latency_ms: Latency
@@ -147,8 +148,10 @@ class BenchResult:
     parameters: int | None
     peak_rss_mb: float
     threads_seen: int
-    stable: bool
-    coefficient_of_variation: float
+    stable: bool  # the rounds agree within 10 % and nothing throttled: the next run should read the same
+    round_p50_ms: list[float]  # the median of each round, each a fresh process
+    round_spread: float  # (max - min) of those medians / the overall median
+    coefficient_of_variation: float  # robust spread of the single calls (1.4826 MAD / median)
     throttled: bool
     emulation: dict  # per constraint: requested, enforced, mechanism, read_back; plus the projection
     drone_loop: dict | None = None
@@ -467,11 +470,13 @@ def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> Benc
         else:
             labels, data_source = None, "images given by the caller"
         for probe in probes.values():  # data that does not fit a model fails here, before any timing
-            probe.check_images(images[:1])
+            probe.check_images(images)
         readings = measure_in_rounds(config, profile, files, images, labels)
+        names = unique_labels(config.models)
+        step("bench: measuring this host's per-core matrix-product throughput (for projections)")
         host_throughput = host_throughput_per_core()
         results = [
-            summarize(key, rounds, probes[key[0]], files[key[0]], profile, host_throughput)
+            summarize(key, names[key[0]], rounds, probes[key[0]], files[key[0]], profile, host_throughput)
             for key, rounds in readings.items()
         ]
     return BenchReport(
@@ -481,6 +486,16 @@ def run_benchmark(config: BenchConfig, images: np.ndarray | None = None) -> Benc
         warnings=thread_warnings(config, profile),
         config=config,
     )
+
+
+def unique_labels(models: tuple[str, ...]) -> dict[str, str]:
+    """Each model's shortest path suffix that no other model shares: a/student.onnx, b/student.onnx."""
+    parts = {model: Path(model).parts for model in models}
+    for depth in range(1, max(len(p) for p in parts.values()) + 1):
+        labels = {model: "/".join(p[-depth:]) for model, p in parts.items()}
+        if len(set(labels.values())) == len(set(models)):
+            return labels
+    return {model: model for model in models}
 
 
 def measure_in_rounds(
@@ -496,6 +511,7 @@ def measure_in_rounds(
     ]
     for round_index in range(config.rounds):
         for label, threads, batch in settings:
+            step(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch}")
             first = round_index == 0  # accuracy and the drone loop are measured once
             job = Measurement(
                 model=str(files[label]),
@@ -571,9 +587,18 @@ def profile_cores(profile: DeviceProfile) -> tuple[int, ...] | None:
     return tuple(available[: profile.cores]) if len(available) >= profile.cores else tuple(available)
 
 
+def profile_cores_note(profile: DeviceProfile, cores: tuple[int, ...]) -> str:
+    return (
+        f"the {profile.name} profile has {profile.cores} cores but this host gives {len(cores)}: measurements are "
+        f"pinned to {len(cores)} core(s) ({','.join(map(str, cores))}), fewer than the board has"
+    )
+
+
 def thread_warnings(config: BenchConfig, profile: DeviceProfile) -> list[str]:
     cores = config.cores or profile_cores(profile) or tuple(os.sched_getaffinity(0))
     warnings = []
+    if not config.cores and profile.cores and len(cores) < profile.cores:
+        warnings.append(profile_cores_note(profile, cores))
     for threads in config.threads:
         if threads > len(cores):
             warnings.append(
@@ -585,8 +610,26 @@ def thread_warnings(config: BenchConfig, profile: DeviceProfile) -> list[str]:
     return warnings
 
 
+def board_cores(profile: DeviceProfile, cores: dict) -> dict:
+    """What a profile asked for against what the host could give (read back in the child)."""
+    if not profile.cores:
+        return {}
+    pinned = tuple(cores.get("read_back") or ())
+    extra = {"profile_cores": profile.cores}
+    if len(pinned) < profile.cores:
+        extra["note"] = profile_cores_note(profile, pinned)
+    return extra
+
+
+def is_repeatable(spread: float, cv: float, rounds: int, throttled: bool) -> bool:
+    """Would the next run read the same? Rounds (each a fresh process) within 10 % of each other;
+    with a single round, only the spread of its calls can be judged."""
+    return not throttled and (spread <= UNSTABLE_SPREAD if rounds > 1 else cv <= UNSTABLE_SPREAD)
+
+
 def summarize(
     key: tuple,
+    label: str,
     rounds: list[Reading],
     probe: OnnxModel,
     path: Path,
@@ -599,9 +642,13 @@ def summarize(
     median = float(np.median(latencies))
     cv = float(1.4826 * np.median(np.abs(latencies - median)) / median) if median else 0.0
     throttled = any((r.throttling or {}).get("nr_throttled", 0) > 0 for r in rounds)
+    round_p50 = [1e3 * float(np.median(r.latencies_s)) for r in rounds]
+    spread = (max(round_p50) - min(round_p50)) / median if median else 0.0
     first = rounds[0]
+    cores = first.emulation.get("cores", {})
     return BenchResult(
         model=model,
+        label=label,
         threads=threads,
         batch_size=batch,
         latency_ms=latency,
@@ -615,11 +662,14 @@ def summarize(
         parameters=probe.card.parameters,
         peak_rss_mb=max(r.peak_rss_mb for r in rounds),
         threads_seen=first.threads_seen,
-        stable=cv <= UNSTABLE_CV and not throttled,
+        stable=is_repeatable(spread, cv, len(rounds), throttled),
+        round_p50_ms=round_p50,
+        round_spread=spread,
         coefficient_of_variation=cv,
         throttled=throttled,
         emulation={
             **first.emulation,
+            "cores": {**cores, **board_cores(profile, cores)},
             "projection": projection(latency.p50, threads, data_type(probe), profile, host_throughput),
         },
         drone_loop=first.drone_loop,

@@ -8,27 +8,32 @@ from kd_edge.runtime.harness import BenchReport
 
 
 def markdown_table(report: BenchReport) -> str:
+    profile = report.environment["profile"]["name"]
     lines = [
-        "| model | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | throughput/s | accuracy | size bytes | "
-        "peak RSS MB | stable | projected p50 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"Profile: {profile}; data: {report.data}.",
+        "",
+        "| model | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | rounds' p50 spread | throughput/s | "
+        "accuracy | "
+        "size bytes | peak RSS MB | stable | projected p50 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report.results:
         lat = r.latency_ms
         accuracy = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.2f} %"
         projected = r.projected_p50_ms
         lines.append(
-            f"| {Path(r.model).name} | {r.threads} | {r.batch_size} | {lat.p50:.4f} | {lat.p90:.4f} | "
-            f"{lat.p99:.4f} | {lat.mean:.4f} | "
-            f"{r.throughput_ips:,.0f} | {accuracy} | {r.size_bytes:,} | {r.peak_rss_mb:.0f} | "
-            f"{'yes' if r.stable else 'NO'} | "
+            f"| {r.label} | {r.threads} | {r.batch_size} | {lat.p50:.4f} | {lat.p90:.4f} | {lat.p99:.4f} | "
+            f"{lat.mean:.4f} | {100 * r.round_spread:.1f} % | {r.throughput_ips:,.0f} | {accuracy} | "
+            f"{r.size_bytes:,} | "
+            f"{r.peak_rss_mb:.0f} | {'yes' if r.stable else 'NO'} | "
             f"{'n/a' if projected is None else f'{projected:.4f}'} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot(report: BenchReport, path: Path) -> bool:
-    """Accuracy against p50 latency, and the latency distributions; False when matplotlib is missing."""
+    """Accuracy against per-image latency (measured, and projected where the profile projects), and the
+    latency distributions; False when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -37,17 +42,30 @@ def plot(report: BenchReport, path: Path) -> bool:
     except ImportError:
         return False
     results = report.results
+    profile = report.environment["profile"]["name"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     for r in results:
-        label = f"{Path(r.model).stem} t{r.threads} b{r.batch_size}"
-        if r.accuracy is not None:
-            left.scatter(r.latency_ms.p50, 100 * r.accuracy, label=label)
-    left.set_xlabel("p50 latency (ms)")
-    left.set_ylabel("test accuracy (%)")
-    left.set_title("accuracy against latency")
+        if r.accuracy is None:
+            continue
+        label = f"{r.label} t{r.threads} b{r.batch_size}"
+        points = left.scatter(r.latency_ms.p50 / r.batch_size, 100 * r.accuracy, label=f"{label}, host")
+        if r.projected_p50_ms is not None:
+            left.scatter(
+                r.projected_p50_ms / r.batch_size,
+                100 * r.accuracy,
+                marker="x",
+                color=points.get_facecolor(),
+                label=f"{label}, projected ({profile})",
+            )
+    left.set_xlabel("p50 latency per image (ms)")
+    left.set_ylabel("accuracy (%)")
+    left.set_xscale("log")
+    left.set_title(f"accuracy against latency, profile {profile}")
     if any(r.accuracy is not None for r in results):
         left.legend(fontsize=7)
-    labels = [f"{Path(r.model).stem}\nt{r.threads} b{r.batch_size}" for r in results]
+    else:
+        left.text(0.5, 0.5, "no labelled data: no accuracy", ha="center", transform=left.transAxes)
+    labels = [f"{r.label}\nt{r.threads} b{r.batch_size}" for r in results]
     positions = range(len(results))
     right.vlines(
         positions,
@@ -61,10 +79,10 @@ def plot(report: BenchReport, path: Path) -> bool:
             positions, [getattr(r.latency_ms, quantile) for r in results], marker=marker, label=quantile, zorder=3
         )
     right.set_xticks(list(positions), labels, fontsize=7)
-    right.set_ylabel("latency (ms)")
+    right.set_ylabel("latency per call (ms)")
     right.legend(fontsize=7)
     right.set_yscale("log")
-    right.set_title("latency distribution")
+    right.set_title("latency distribution (host)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -111,12 +111,23 @@ class OnnxModel:
             )
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 pixels (0-255) in (N, C, H, W), or (N, H, W) for a one-channel model; else a clear error."""
+        images = np.asarray(images)
         if images.ndim == 3 and self.input_shape[0] == 1:
             images = images[:, None]
-        if images.dtype != np.uint8 or images.shape[1:] != self.input_shape:
+        shape = f"(N, {', '.join(map(str, self.input_shape))})"
+        if images.dtype != np.uint8:
             raise DatasetError(
-                f"{str(self.path)!r} takes uint8 images of shape (N, {', '.join(map(str, self.input_shape))}), "
-                f"got {images.dtype} {images.shape}; resize the data or use a model trained for it"
+                f"{str(self.path)!r} takes raw uint8 pixel values 0-255, got {images.dtype}: the model's card "
+                "normalises "
+                "them itself. Pass the images before any scaling (for floats in [0, 1]: (x * "
+                "255).round().astype('uint8'))"
+            )
+        if images.ndim != 4 or images.shape[1:] != self.input_shape:
+            raise DatasetError(
+                f"{str(self.path)!r} takes images of shape {shape} (batch, channels, height, width), got "
+                f"{images.shape}; "
+                "resize them (kd-edge predict does for image files) or use a model trained for this size"
             )
         return images
 

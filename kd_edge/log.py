@@ -1,0 +1,72 @@
+"""What a long step is doing, and keeping other libraries' chatter quiet. Standard library only.
+
+Library code calls ``step("quantize: calibrating on 500 images")`` before anything that
+takes more than a moment; the command line prints those lines as they come (so that no
+step is silent for more than about two seconds), and a library user sees nothing unless
+they attach a handler to the "kd_edge" logger.
+
+``quiet_third_party()`` hides ONNX Runtime's own printing and logging (its calibrators
+print histograms) unless ``KD_EDGE_VERBOSE`` is set (`kd-edge --verbose ...`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+
+LOGGER = logging.getLogger("kd_edge")
+VERBOSE_ENV_VAR = "KD_EDGE_VERBOSE"
+
+
+def step(message: str) -> None:
+    LOGGER.info(message)
+
+
+def verbose() -> bool:
+    return bool(os.environ.get(VERBOSE_ENV_VAR))
+
+
+@contextlib.contextmanager
+def quiet_third_party():
+    """Silence ONNX Runtime's Python prints and warnings, and its C++ log below errors, for the block."""
+    if verbose():
+        yield
+        return
+    import onnxruntime as ort
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    ort.set_default_logger_severity(3)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+        ort.set_default_logger_severity(2)
+
+
+class PrintSteps(logging.Handler):
+    """Prints every step through a callable (the command line's console)."""
+
+    def __init__(self, show):
+        super().__init__(level=logging.INFO)
+        self.show = show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.show(record.getMessage())
+
+
+@contextlib.contextmanager
+def steps_shown(show):
+    """Route ``step()`` messages to ``show`` for the block."""
+    handler = PrintSteps(show)
+    previous = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(previous)

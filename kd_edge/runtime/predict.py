@@ -1,0 +1,96 @@
+"""``kd-edge predict``: the top classes of a model for image files, folders of images, or an .npz of images.
+
+    rows = predict_files(OnnxModel("bundle"), [Path("digit.png")], top_k=3)
+
+Image files of any format Pillow reads are converted to the model's channels (grey or
+RGB) and resized to its input size (the row says so); an .npz must hold uint8 images
+that fit the model as they are. Numpy, onnxruntime and Pillow only: runs on a board.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.errors import DatasetError
+from kd_edge.runtime.session import OnnxModel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    input: str  # file name, or "file.npz[i]"
+    top: list[tuple[str, float]]  # (class, probability), most likely first
+    note: str | None = None  # how the image was adapted to the model, when it was
+
+    def to_dict(self) -> dict:
+        return {
+            "input": self.input,
+            "top": [{"class": name, "probability": p} for name, p in self.top],
+            "note": self.note,
+        }
+
+
+def predict_files(model: OnnxModel, paths: list[Path], top_k: int = 3) -> list[Prediction]:
+    images, names, notes = [], [], []
+    for path in paths:
+        batch, labels, adapted = read_input(model, Path(path))
+        images.append(batch)
+        names += labels
+        notes += adapted
+    if not names:
+        raise DatasetError(f"no images in {', '.join(map(str, paths))}; give image files, folders of them, or an .npz")
+    probabilities = softmax(np.concatenate([model.logits(model.preprocess(batch)) for batch in images]))
+    order = np.argsort(-probabilities, axis=1)[:, :top_k]
+    return [
+        Prediction(input=name, top=[(model.classes[c], float(p[c])) for c in best], note=note)
+        for name, p, best, note in zip(names, probabilities, order, notes, strict=True)
+    ]
+
+
+def read_input(model: OnnxModel, path: Path) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """(uint8 NCHW images, a name for each, how each was adapted) from an .npz, a folder or an image file."""
+    if not path.exists():
+        raise DatasetError(f"{str(path)!r} does not exist; give image files, folders of images, or an .npz")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive.files:
+                raise DatasetError(
+                    f"{str(path)!r} has no `images` array (it has {archive.files}); save them as images=..."
+                )
+            images = model.check_images(archive["images"])
+        return images, [f"{path.name}[{i}]" for i in range(len(images))], [None] * len(images)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    pairs = [read_image(model, file) for file in files]
+    if not pairs:
+        return np.zeros((0, *model.input_shape), np.uint8), [], []
+    return np.stack([image for image, _ in pairs]), [str(file) for file in files], [note for _, note in pairs]
+
+
+def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = model.input_shape
+    try:
+        with Image.open(path) as image:
+            image.load()
+            original = image.size
+            converted = image.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(
+            f"cannot read {str(path)!r} as an image ({exc}); give PNG, JPEG or another format Pillow reads"
+        ) from exc
+    note = None
+    if converted.size != (width, height):
+        converted = converted.resize((width, height), Image.BILINEAR)
+        note = f"resized from {original[0]}x{original[1]} to {width}x{height}"
+    pixels = np.asarray(converted, dtype=np.uint8)
+    return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), note
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
