@@ -20,7 +20,7 @@ $(BIN)/kd-edge: pyproject.toml
 venv: $(BIN)/kd-edge
 
 demo: venv
-	$(BIN)/kd-edge pipeline --dataset mnist-5k --teacher-epochs 10 --epochs 15 --out runs/demo
+	$(BIN)/kd-edge pipeline --dataset mnist-5k --out runs/demo
 
 # Lint first: a style fault fails in seconds, before the suite's minutes.
 test: venv lint

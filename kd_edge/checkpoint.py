@@ -101,6 +101,54 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{str(path)!r} lacks a required field ({exc}); re-create it with kd-edge") from exc
 
 
+def load_weights(path) -> dict[str, torch.Tensor]:
+    """The parameters in a kd-edge checkpoint or in a plain PyTorch weights file (a state_dict, as
+    torchvision's pretrained files are, or a dict holding one under "state_dict" or "model")."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init {str(path)!r} does not exist; give a checkpoint or a weights file, or 'scratch'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot load --init {str(path)!r}: it is not a PyTorch weights file, or it holds objects that are unsafe "
+            f"to load ({load_failure_reason(exc)})"
+        ) from exc
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return payload["state_dict"]
+    for key in ("state_dict", "model"):
+        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
+            payload = payload[key]
+    if not isinstance(payload, dict) or not any(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"--init {str(path)!r} holds no named tensors; give a checkpoint or a state_dict file")
+    return {name: value for name, value in payload.items() if isinstance(value, torch.Tensor)}
+
+
+def transfer_matching(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> dict:
+    """Copy into ``model`` every tensor of ``weights`` whose name and shape match; report what was and was not.
+
+    Partial transfer (a teacher's layers into a smaller student, a pretrained backbone into a
+    new head) loads what fits and leaves the rest as initialised.
+    """
+    state = model.state_dict()
+    loaded = [name for name, value in weights.items() if name in state and state[name].shape == value.shape]
+    mismatched = {
+        name: {"expected": list(state[name].shape), "found": list(value.shape)}
+        for name, value in weights.items()
+        if name in state and state[name].shape != value.shape
+    }
+    with torch.no_grad():
+        for name in loaded:
+            state[name].copy_(weights[name])
+    return {
+        "source": source,
+        "loaded": loaded,
+        "shape_mismatch": mismatched,
+        "not_in_source": [name for name in state if name not in weights],
+        "unused_from_source": [name for name in weights if name not in state],
+    }
+
+
 def card_of_version_1(payload: dict) -> dict:
     """Version 1 kept the preprocessing in a "data" dict and the data folder in the run's config."""
     data, data_config = dict(payload["data"]), payload.get("config", {}).get("data", {})

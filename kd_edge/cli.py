@@ -85,8 +85,16 @@ EpochsOpt = Annotated[
     typer.Option(
         "--epochs",
         "-e",
-        help=f"Training epochs (default: {_DEFAULT.student.epochs} for a student, {_DEFAULT.teacher.epochs} for a "
-        f"teacher; --preset reference: {_REFERENCE.student.epochs}).",
+        help=f"Training epochs (default: enough for {_DEFAULT.student.steps} optimiser steps for a student, "
+        f"{_DEFAULT.teacher.steps} for a teacher: 3 and 2 epochs on Fashion-MNIST, 30 and 17 on mnist-5k; "
+        f"--preset reference: {_REFERENCE.student.epochs}).",
+    ),
+]
+TeacherEpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help=f"Teacher epochs (default: --epochs if given, else enough for {_DEFAULT.teacher.steps} optimiser "
+        f"steps; --preset reference: {_REFERENCE.teacher.epochs})."
     ),
 ]
 BatchSizeOpt = Annotated[int | None, typer.Option(help=f"Training batch size ({preset_default('batch_size')}).")]
@@ -321,9 +329,34 @@ def distill(
     epochs: EpochsOpt = None,
     out: OutOpt = Path("runs/distill"),
     teacher: Annotated[
-        Path | None,
-        typer.Option("--teacher", help="A teacher.pt to distil from; without it a teacher is trained first."),
+        list[Path] | None,
+        typer.Option(
+            "--teacher",
+            metavar="PATH",
+            help="A teacher.pt to distil from (repeat it for --mode multi); without it a teacher is trained first.",
+        ),
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="offline (a frozen teacher), online (teacher and student learn together, from each other) or "
+            "multi (two or more --teacher files, their soft labels mixed)."
+        ),
+    ] = "offline",
+    teacher_weights: Annotated[
+        str,
+        typer.Option(
+            help="How --mode multi mixes its teachers: equal, confidence (per image, each teacher's top-class "
+            "probability) or one weight per teacher, e.g. 0.7,0.3."
+        ),
+    ] = "equal",
+    init: Annotated[
+        str,
+        typer.Option(
+            help="Student start: scratch, or a checkpoint or PyTorch weights file whose tensors matching the "
+            "student's by name and shape are loaded (what was and was not is in metrics.json)."
+        ),
+    ] = "scratch",
     teacher_model: Annotated[
         str | None, typer.Option(help=f"Teacher architecture when training one (default: {_DEFAULT.teacher.model}).")
     ] = None,
@@ -331,13 +364,7 @@ def distill(
         str | None,
         typer.Option(help=f"Student architecture, see `kd-edge models` (default: {_DEFAULT.student.model})."),
     ] = None,
-    teacher_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help=f"Teacher epochs (default: --epochs if given, else {_DEFAULT.teacher.epochs}; "
-            f"--preset reference: {_REFERENCE.teacher.epochs})."
-        ),
-    ] = None,
+    teacher_epochs: TeacherEpochsOpt = None,
     temperature: Annotated[
         float | None,
         typer.Option(
@@ -354,6 +381,16 @@ def distill(
     ] = None,
     kd_loss: Annotated[
         str | None, typer.Option(help="Soft-label term: 'kl' (T^2 * KL, the default) or 'mse' (logit matching).")
+    ] = None,
+    temperature_schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="How T moves from --temperature during training: constant (the default), linear:END, cosine:END, "
+            "step:END[:AT] or adaptive:END (half-way to END after each epoch that does not improve validation)."
+        ),
+    ] = None,
+    alpha_schedule: Annotated[
+        str | None, typer.Option(help="How alpha moves from --alpha; the same forms as --temperature-schedule.")
     ] = None,
     min_teacher_accuracy: Annotated[
         float | None,
@@ -378,10 +415,11 @@ def distill(
     force: ForceOpt = False,
     config_path: ConfigOpt = None,
 ):
-    """Distil a student from a frozen teacher: writes OUT/student.pt (+ teacher.pt when it trains one) and metrics.json.
+    """Distil a student: writes OUT/student.pt (+ teacher.pt when it trains one) and metrics.json.
 
-    The loss is alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)).
-    The teacher's soft labels are computed once and reused every epoch unless --augment is on.
+    The loss is alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)), from one
+    frozen teacher (--mode offline), several (--mode multi) or a teacher learning alongside
+    (--mode online). Frozen teachers' soft labels are computed once unless --augment is on.
     """
     from kd_edge.config import distill_config
 
@@ -407,7 +445,12 @@ def distill(
         threads=threads,
         precision=precision,
         force=force,
-        teacher_path=optional_str(teacher),
+        teacher_paths=[str(path) for path in teacher or []],
+        mode=mode,
+        teacher_weights=teacher_weights,
+        init=init,
+        temperature_schedule=temperature_schedule,
+        alpha_schedule=alpha_schedule,
         batch_size=batch_size,
         lr=lr,
         optimizer=optimizer,
@@ -420,6 +463,105 @@ def distill(
     metrics = distill_student(config, progress=make_progress())
     print_summary(metrics, out)
     next_step(f"kd-edge export {out} --onnx --int8 --out exports (or kd-edge bundle {out} --out bundle)")
+
+
+def number_list(text: str, option: str, kind=float) -> tuple:
+    try:
+        return tuple(kind(value) for value in text.split(",") if value.strip())
+    except ValueError:
+        from kd_edge.errors import ConfigError
+
+        raise ConfigError(f"{option} {text!r}: write numbers separated by commas, e.g. 1,2,4,8") from None
+
+
+@app.command()
+@user_errors
+@config_file("sweep")
+def sweep(
+    ctx: typer.Context,
+    temperature: Annotated[str, typer.Option("--temperature", "-T", help="Temperatures, comma-separated.")] = "1,2,4,8",
+    alpha: Annotated[
+        str, typer.Option(help="Alphas (hard-label weights), comma-separated; 1 is the student alone.")
+    ] = ("0.1,0.5,0.9"),
+    seeds: Annotated[int, typer.Option(help="Seeds per cell (--seed, --seed+1, ...): mean and std over them.")] = 3,
+    dataset: DatasetOpt = "mnist-5k",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Sweep folder; run again to resume (finished cells are kept).")
+    ] = Path("runs/sweep"),
+    mode: Annotated[str, typer.Option(help="offline, online or multi, as `kd-edge distill --mode`.")] = "offline",
+    teacher: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--teacher",
+            metavar="PATH",
+            help="Teacher(s) for every cell; without it (offline) one teacher per seed is trained and shared.",
+        ),
+    ] = None,
+    teacher_weights: Annotated[str, typer.Option(help="As `kd-edge distill --teacher-weights`.")] = "equal",
+    epochs: EpochsOpt = None,
+    teacher_epochs: TeacherEpochsOpt = None,
+    teacher_model: Annotated[str | None, typer.Option(help="Teacher architecture when training one.")] = None,
+    student_model: Annotated[str | None, typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
+    kd_loss: Annotated[str | None, typer.Option(help="'kl' (the default) or 'mse'.")] = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    preset: PresetOpt = "default",
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+    precision: PrecisionOpt = None,
+    config_path: ConfigOpt = None,
+):
+    """Distil over a grid of temperatures and alphas, several seeds per cell, resumably.
+
+    Writes OUT/sweep.md and sweep.json (mean and std per cell) and sweep.png (a heat map), and
+    names the best cell on the validation split (the test split is only reported).
+    """
+    from kd_edge.config import distill_config
+    from kd_edge.sweep import SweepConfig
+    from kd_edge.sweep import sweep as run_sweep
+
+    require_training_extra()
+    base = distill_config(
+        preset=preset,
+        dataset=dataset,
+        data_dir=optional_str(data_dir),
+        teacher_model=teacher_model,
+        student_model=student_model,
+        epochs=epochs,
+        teacher_epochs=teacher_epochs,
+        kd_loss=kd_loss,
+        out=str(out),
+        seed=seed,
+        device=device,
+        threads=threads,
+        precision=precision,
+        teacher_paths=[str(path) for path in teacher or []],
+        mode=mode,
+        teacher_weights=teacher_weights,
+        batch_size=batch_size,
+        lr=lr,
+    )
+    config = SweepConfig(
+        base=base,
+        temperatures=number_list(temperature, "--temperature"),
+        alphas=number_list(alpha, "--alpha"),
+        seeds=tuple(range(seed, seed + seeds)),
+        out=str(out),
+    )
+
+    def on_cell(name: str, cell_seed: int, ran: bool) -> None:
+        console().print(f"{name} seed {cell_seed}: {'done' if ran else 'finished earlier, kept'}")
+
+    prepare_training_process()
+    summary = run_sweep(config, progress_factory=make_progress, on_cell=on_cell)
+    console().print((out / "sweep.md").read_text())
+    best = summary["best"]
+    console().print(
+        f"best on validation: {best['cell']} ({100 * best['val_mean']:.2f} % val, {100 * best['test_mean']:.2f} "
+        f"± {100 * best['test_std']:.2f} % test); table in {out / 'sweep.md'}, heat map in {out / 'sweep.png'}"
+    )
 
 
 @app.command()
@@ -1057,13 +1199,7 @@ def pipeline(
         str | None, typer.Option(help="Device profile of the benchmark stage (default rpi4; see `kd-edge profiles`).")
     ] = None,
     epochs: EpochsOpt = None,
-    teacher_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help=f"Teacher epochs (default: --epochs if given, else {_DEFAULT.teacher.epochs}; "
-            f"--preset reference: {_REFERENCE.teacher.epochs})."
-        ),
-    ] = None,
+    teacher_epochs: TeacherEpochsOpt = None,
     teacher_model: Annotated[str | None, typer.Option(help="Teacher architecture (see `kd-edge models`).")] = None,
     student_model: Annotated[str | None, typer.Option(help="Student architecture (see `kd-edge models`).")] = None,
     preset: Annotated[str | None, typer.Option(help="Recipe to start from: 'default' or 'reference'.")] = None,
@@ -1276,20 +1412,31 @@ def print_summary(metrics: dict, out: Path) -> None:
     table = Table(title=f"kd-edge results in {out}")
     for column in ("stage", "model", "parameters", "MACs", "val acc", "test acc", "time (s)"):
         table.add_column(column, justify="left" if column in ("stage", "model") else "right")
+    rows = []
     for stage in ("teacher", "student"):
         info = metrics.get(stage)
         if info:
-            seconds = metrics["wall_time_s"].get(stage, 0.0)
-            table.add_row(
-                stage,
-                info["model"],
-                f"{info['parameters']:,}",
-                f"{info['macs']:,}",
-                f"{info['val_accuracy']:.2%}",
-                f"{info['test_accuracy']:.2%}",
-                f"{seconds:.1f}",
-            )
+            members = info.get("members", [])
+            rows += [(f"teacher {number}", member, None) for number, member in enumerate(members, start=1)]
+            rows.append(("ensemble" if members else stage, info, metrics["wall_time_s"].get(stage, 0.0)))
+    for stage, info, seconds in rows:
+        table.add_row(
+            stage,
+            info["model"],
+            f"{info['parameters']:,}" if "parameters" in info else "",
+            f"{info['macs']:,}" if "macs" in info else "",
+            f"{info['val_accuracy']:.2%}",
+            f"{info['test_accuracy']:.2%}",
+            "" if seconds is None else f"{seconds:.1f}",
+        )
     console().print(table)
+    init = metrics.get("student", {}).get("init")
+    if init:
+        console().print(
+            f"student started from {init['source']}: {len(init['loaded'])} tensors loaded, "
+            f"{len(init['shape_mismatch'])} of another shape and {len(init['not_in_source'])} absent there kept as "
+            "initialised (the names are in metrics.json)"
+        )
     console().print(f"total wall time {metrics['wall_time_s']['total']:.1f}s; metrics in {out / 'metrics.json'}")
 
 

@@ -2,11 +2,12 @@
 
 Recipes come from presets (``PRESETS``); command-line options override single fields::
 
-    config = distill_config(preset="reference", dataset="fashion-mnist", student_epochs=2)
+    config = distill_config(preset="reference", dataset="fashion-mnist", epochs=2)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from kd_edge.errors import ConfigError
@@ -53,12 +54,23 @@ class DataConfig:
         )
 
 
+# With no --epochs, a network trains for enough epochs to take this many optimiser steps
+# (``TrainConfig.steps``): a fixed epoch count under-trains small datasets (MNIST-5k's 4,000
+# images make 15 steps an epoch at batch 256, Fashion-MNIST's 54,000 make 210).
+MAX_PLANNED_EPOCHS = 200
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How one network is trained: architecture, optimiser, schedule."""
+    """How one network is trained: architecture, optimiser, schedule, and a budget.
+
+    The budget is ``epochs`` when given, else ``steps`` optimiser steps rounded up to whole
+    epochs (``planned_epochs``), so that the default recipe trains enough on any dataset size.
+    """
 
     model: str
-    epochs: int = 5
+    epochs: int | None = None
+    steps: int = 500
     batch_size: int = 128
     optimizer: str = "adamw"
     lr: float = 3e-3
@@ -66,7 +78,8 @@ class TrainConfig:
     schedule: str = "onecycle"
 
     def __post_init__(self):
-        check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        check(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         check(self.lr > 0, f"--lr must be positive, got {self.lr}")
         check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
@@ -75,17 +88,36 @@ class TrainConfig:
         )
         check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
+    def planned_epochs(self, train_size: int) -> int:
+        """``epochs``, or the fewest whole epochs that make ``steps`` optimiser steps (at most 200)."""
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = max(train_size // self.batch_size, 1)
+        return min(max(math.ceil(self.steps / steps_per_epoch), 1), MAX_PLANNED_EPOCHS)
+
+    def planned(self, train_size: int) -> TrainConfig:
+        return replace(self, epochs=self.planned_epochs(train_size))
+
 
 @dataclass(frozen=True, kw_only=True)
 class KDConfig:
-    """The distillation loss: ``alpha * CE + (1 - alpha) * T^2 * KL``; ``alpha = 1`` is the student alone."""
+    """The distillation loss: ``alpha * CE + (1 - alpha) * T^2 * KL``; ``alpha = 1`` is the student alone.
+
+    ``temperature`` and ``alpha`` are the values at the first epoch; their schedules
+    (``kd_edge.schedules``: constant, linear:END, cosine:END, step:END[:AT], adaptive:END)
+    move them during training.
+    """
 
     temperature: float = 4.0
     alpha: float = 0.5
     kd_loss: str = "kl"
     min_teacher_accuracy: float = 0.0
+    temperature_schedule: str = "constant"
+    alpha_schedule: str = "constant"
 
     def __post_init__(self):
+        from kd_edge.schedules import parse_schedule
+
         check(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
         check(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
         check(
@@ -95,6 +127,14 @@ class KDConfig:
             0.0 <= self.min_teacher_accuracy <= 1.0,
             f"--min-teacher-accuracy is a fraction in [0, 1], got {self.min_teacher_accuracy}",
         )
+        end = parse_schedule(self.temperature_schedule, "--temperature-schedule").end
+        check(end is None or end > 0, f"--temperature-schedule must end at a positive temperature, got {end}")
+        end = parse_schedule(self.alpha_schedule, "--alpha-schedule").end
+        check(end is None or 0.0 <= end <= 1.0, f"--alpha-schedule must end at an alpha in [0, 1], got {end}")
+
+    @property
+    def scheduled(self) -> bool:
+        return (self.temperature_schedule, self.alpha_schedule) != ("constant", "constant")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,16 +166,81 @@ class TeacherConfig:
         return {"stage": "teacher", **asdict(self)}
 
 
+MODES = ("offline", "online", "multi")
+TEACHER_WEIGHTINGS = ("equal", "confidence")
+
+
+def teacher_mixing(text: str, teachers: int) -> str | tuple[float, ...]:
+    """--teacher-weights: "equal", "confidence", or one weight per teacher ("0.7,0.3"), normalised to sum to 1."""
+    if text in TEACHER_WEIGHTINGS:
+        return text
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--teacher-weights {text!r}: write equal, confidence or one number per teacher (0.7,0.3)"
+        ) from None
+    check(len(weights) == teachers, f"--teacher-weights gives {len(weights)} weights for {teachers} teachers")
+    check(all(w >= 0 for w in weights) and sum(weights) > 0, "--teacher-weights must be >= 0, not all 0")
+    return tuple(w / sum(weights) for w in weights)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DistillConfig:
-    """Offline distillation: a frozen teacher (trained first unless ``teacher_path`` is given) and a student."""
+    """A student and where its soft labels come from (``mode``):
+
+    * ``offline``: one frozen teacher, trained first unless ``teacher_paths`` holds one;
+    * ``online``: teacher and student trained together, each learning from the other (deep mutual learning);
+    * ``multi``: two or more frozen teachers (``teacher_paths``), their softened outputs mixed with
+      ``teacher_weights``: ``equal``, ``confidence`` (per sample) or fixed weights ``"0.7,0.3"``.
+
+    ``init`` is ``scratch`` or a checkpoint whose matching parameters start the student.
+    """
 
     data: DataConfig
     teacher: TrainConfig
     student: TrainConfig
     kd: KDConfig = field(default_factory=KDConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    teacher_path: str | None = None
+    mode: str = "offline"
+    teacher_paths: tuple[str, ...] = ()
+    teacher_weights: str = "equal"
+    init: str = "scratch"
+
+    def __post_init__(self):
+        check(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        teachers = len(self.teacher_paths)
+        if self.mode == "offline":
+            check(
+                teachers <= 1,
+                f"{teachers} --teacher files were given: distilling from several teachers is --mode multi",
+            )
+        if self.mode == "multi":
+            check(teachers >= 2, f"--mode multi mixes two or more teachers; give each with --teacher (got {teachers})")
+        if self.mode == "online":
+            check(
+                teachers == 0,
+                "--mode online trains the teacher together with the student, from scratch; drop --teacher, or use "
+                "--mode offline to distil from a trained one",
+            )
+            check(self.kd.alpha < 1.0, "--mode online needs --alpha below 1: at 1 the networks ignore each other")
+        self.mixing_weights()  # validates teacher_weights
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.mode != "offline" or self.kd.alpha < 1.0 or self.kd.alpha_schedule != "constant"
+
+    @property
+    def trains_teacher(self) -> bool:
+        return self.mode == "offline" and self.needs_teacher and not self.teacher_paths
+
+    def mixing_weights(self) -> str | tuple[float, ...]:
+        """``teacher_weights`` parsed: "equal", "confidence" or one weight per teacher, summing to 1."""
+        check(
+            self.teacher_weights in TEACHER_WEIGHTINGS or self.mode == "multi",
+            "--teacher-weights mixes the teachers of --mode multi; drop it or add the mode",
+        )
+        return teacher_mixing(self.teacher_weights, len(self.teacher_paths))
 
     def to_dict(self) -> dict:
         return {"stage": "distill", **asdict(self)}
@@ -155,7 +260,7 @@ PRESETS = {
     "default": Preset(
         teacher=TrainConfig(
             model="cnn-base",
-            epochs=2,
+            steps=250,  # 2 epochs on Fashion-MNIST, 17 on mnist-5k
             batch_size=256,
             optimizer="adamw",
             lr=4e-3,
@@ -164,7 +269,7 @@ PRESETS = {
         ),
         student=TrainConfig(
             model="cnn-small",
-            epochs=3,
+            steps=450,  # 3 epochs on Fashion-MNIST, 30 on mnist-5k
             batch_size=256,
             optimizer="adamw",
             lr=4e-3,
@@ -238,7 +343,12 @@ def distill_config(
     threads: int | None = None,
     precision: str | None = None,
     force: bool = False,
-    teacher_path: str | None = None,
+    teacher_paths: tuple[str, ...] | list[str] = (),
+    mode: str = "offline",
+    teacher_weights: str = "equal",
+    init: str = "scratch",
+    temperature_schedule: str | None = None,
+    alpha_schedule: str | None = None,
     **shared,
 ) -> DistillConfig:
     """``kd-edge distill``'s options (preset < given) as a DistillConfig; ``shared`` holds SHARED_TRAINING_OPTIONS."""
@@ -246,14 +356,18 @@ def distill_config(
     unknown = set(shared) - set(SHARED_TRAINING_OPTIONS)
     check(not unknown, f"unknown training options {sorted(unknown)}")
     check(
-        not (teacher_path and (teacher_model or teacher_epochs)),
+        not (teacher_paths and (teacher_model or teacher_epochs)),
         "--teacher gives a trained teacher, so --teacher-model and --teacher-epochs would be ignored; drop them, "
         "or drop --teacher to train one",
     )
     check(
-        not (alpha == 1 and (teacher_path or min_teacher_accuracy)),
+        not (alpha == 1 and not alpha_schedule and (teacher_paths or min_teacher_accuracy)),
         "--alpha 1 trains the student alone, without a teacher, so --teacher and --min-teacher-accuracy would be "
         "ignored; drop them or lower --alpha",
+    )
+    check(
+        not (mode == "online" and teacher_epochs),
+        "--mode online trains teacher and student together for --epochs; drop --teacher-epochs",
     )
     return DistillConfig(
         data=DataConfig(
@@ -266,12 +380,21 @@ def distill_config(
         teacher=override(recipe.teacher, model=teacher_model, epochs=teacher_epochs or epochs, **shared),
         student=override(recipe.student, model=student_model, epochs=epochs, **shared),
         kd=override(
-            recipe.kd, temperature=temperature, alpha=alpha, kd_loss=kd_loss, min_teacher_accuracy=min_teacher_accuracy
+            recipe.kd,
+            temperature=temperature,
+            alpha=alpha,
+            kd_loss=kd_loss,
+            min_teacher_accuracy=min_teacher_accuracy,
+            temperature_schedule=temperature_schedule,
+            alpha_schedule=alpha_schedule,
         ),
         run=RunConfig(
             out=out, seed=seed, device=device, threads=threads, force=force, precision=precision or recipe.precision
         ),
-        teacher_path=teacher_path,
+        mode=mode,
+        teacher_paths=tuple(teacher_paths),
+        teacher_weights=teacher_weights,
+        init=init,
     )
 
 
@@ -296,6 +419,11 @@ def distill_options(config: DistillConfig) -> dict:
         "alpha": config.kd.alpha,
         "kd_loss": config.kd.kd_loss,
         "min_teacher_accuracy": config.kd.min_teacher_accuracy,
+        "temperature_schedule": config.kd.temperature_schedule,
+        "alpha_schedule": config.kd.alpha_schedule,
+        "mode": config.mode,
+        "teacher_weights": config.teacher_weights,
+        "init": config.init,
         "seed": config.run.seed,
         "device": config.run.device,
         "threads": config.run.threads,
@@ -305,7 +433,18 @@ def distill_options(config: DistillConfig) -> dict:
 
 # --- config files: kd-edge.toml, one table per command, the command-line options' names ----------------------
 
-CONFIG_TABLES = ("teacher", "distill", "export", "quantize", "qat", "bundle", "bench", "verify-arm", "pipeline")
+CONFIG_TABLES = (
+    "teacher",
+    "distill",
+    "sweep",
+    "export",
+    "quantize",
+    "qat",
+    "bundle",
+    "bench",
+    "verify-arm",
+    "pipeline",
+)
 
 
 def read_toml(path) -> dict:

@@ -1,28 +1,43 @@
 """The teacher and distill stages: ``train_teacher(config)`` and ``distill(config)``.
 
-Offline distillation, as in the reference workflow: train (or load) a teacher,
-check that it is worth learning from, compute its soft labels once, then train
-the student on ``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))``.
-Each returns the metrics it also writes to ``RUN_DIR/metrics.json``.
+The student learns ``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))``
+in one of the reference workflow's three modes:
+
+* offline: train (or load) a teacher, check that it is worth learning from, compute its
+  soft labels once, train the student;
+* multi: the same from several loaded teachers, their softened outputs mixed;
+* online: teacher and student trained together, each learning from the other.
+
+Soft labels and the KD step come from ``kd_edge.soft_labels``, shared with QAT. Each
+stage returns the metrics it also writes to ``RUN_DIR/metrics.json``.
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from kd_edge import __version__
-from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
+from kd_edge.checkpoint import (
+    Checkpoint,
+    file_sha256,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    transfer_matching,
+)
 from kd_edge.config import DataConfig, DistillConfig, RunConfig, TeacherConfig, TrainConfig
 from kd_edge.data import ImageDataset, load_dataset
 from kd_edge.errors import CheckpointError, OutputError, TeacherTooWeakError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
-from kd_edge.losses import distillation_loss
 from kd_edge.models import ModelSpec, count_macs, count_parameters
 from kd_edge.runtime.card import DataRef, ModelCard
+from kd_edge.soft_labels import FrozenTeachers, KDWeights, MutualPair, kd_step, mutual_step
 from kd_edge.train import (
     DeviceSplit,
     Normalizer,
@@ -32,7 +47,6 @@ from kd_edge.train import (
     cross_entropy_step,
     fit,
     normalization,
-    predict_logits,
     resolve_device,
     resolve_precision,
     to_channels_last,
@@ -128,129 +142,171 @@ def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
     run.record("data", info, seconds)
 
 
-def train_and_save(
-    splits: DeviceDataset,
-    view: InputView,
-    config: TrainConfig,
-    step_fn,
-    *,
-    name: str,
-    run: RunFolder,
-    seed: int,
-    augment: bool,
-    extra_metrics: dict,
-    progress,
-):
-    """Build (weights from ``seed``), fit, test and save ``RUN_DIR/<name>.pt``; returns (model, its metrics)."""
+@dataclass
+class Network:
+    """A network in training and what its checkpoint, ``RUN_DIR/<name>.pt``, records."""
+
+    name: str
+    spec: ModelSpec
+    model: nn.Module
+    card: ModelCard
+    info: dict
+
+
+def new_network(
+    splits: DeviceDataset, view: InputView, config: TrainConfig, name: str, seed: int, init: dict | None = None
+) -> Network:
+    """Build ``config.model`` with weights from ``seed`` alone, then copy in ``init``'s matching tensors."""
     spec = splits.spec(config.model)
-    model = to_channels_last(build_seeded(spec, seed).to(splits.device))
-    path = run.dir / f"{name}.pt"
+    model = build_seeded(spec, seed)
     info = {
         "model": config.model,
         "parameters": count_parameters(model),
         "macs": count_macs(model, splits.dataset.input_shape),
     }
+    if init is not None:
+        info["init"] = transfer_matching(model, init["weights"], init["source"])
     card = replace(view.card, model=config.model, parameters=info["parameters"], macs=info["macs"])
+    return Network(name, spec, to_channels_last(model.to(splits.device)), card, info)
 
-    def save_best(net, progress_info):
-        save_checkpoint(path, net, spec, card, {**info, **progress_info, "complete": False}, run.config)
-        return str(path)
+
+def save_network(run: RunFolder, network: Network, extra: dict) -> Path:
+    path = run.dir / f"{network.name}.pt"
+    save_checkpoint(path, network.model, network.spec, network.card, {**network.info, **extra}, run.config)
+    return path
+
+
+def train_and_save(
+    splits: DeviceDataset,
+    normalize: Normalizer,
+    config: TrainConfig,
+    step_fn,
+    networks: list[Network],
+    *,
+    run: RunFolder,
+    seed: int,
+    augment: bool,
+    extra_metrics: dict,
+    progress,
+    model: nn.Module | None = None,
+    before_epoch=None,
+) -> list[dict]:
+    """Fit, test and save every network (``model``, default the only network, is what ``fit`` trains and
+    selects on: the student); returns each network's metrics."""
+    model = model or networks[0].model
+
+    def save_best(_, progress_info):
+        paths = [save_network(run, network, {**progress_info, "complete": False}) for network in networks]
+        return str(paths[-1])
 
     result = fit(
         model,
         splits.train,
         splits.val,
-        view.normalize,
+        normalize,
         config,
         step_fn,
-        stage=name,
+        stage=networks[-1].name if len(networks) == 1 else "+".join(n.name for n in networks),
         seed=seed,
         augment=augment,
         precision=splits.precision,
         save_best=save_best,
         progress=progress,
+        networks=[network.model for network in networks],
+        before_epoch=before_epoch,
     )
-    info.update(
-        epochs=config.epochs,
-        best_epoch=result.best_epoch,
-        val_accuracy=result.best_val_accuracy,
-        test_accuracy=accuracy(model, splits.test, view.normalize),
-        train_seconds=round(result.seconds, 3),
-        images_per_second=round(sum(log.images_per_second for log in result.history) / len(result.history), 1),
-        history=[
-            {
-                "epoch": log.epoch,
-                "loss": log.loss,
-                **log.terms,
-                "train_accuracy": log.train_accuracy,
-                "val_accuracy": log.val_accuracy,
-            }
-            for log in result.history
-        ],
-        **extra_metrics,
-    )
-    save_checkpoint(
-        path, model, spec, replace(card, test_accuracy=info["test_accuracy"]), {**info, "complete": True}, run.config
-    )
-    info["checkpoint"] = str(path)
-    info["sha256"] = file_sha256(path)
-    return model, info
+    history = [
+        {
+            "epoch": log.epoch,
+            **log.values,
+            "loss": log.loss,
+            **log.terms,
+            "train_accuracy": log.train_accuracy,
+            "val_accuracy": log.val_accuracy,
+        }
+        for log in result.history
+    ]
+    for network in networks:
+        network.info.update(
+            epochs=config.epochs,
+            best_epoch=result.best_epoch,
+            val_accuracy=accuracy(network.model, splits.val, normalize),
+            test_accuracy=accuracy(network.model, splits.test, normalize),
+            train_seconds=round(result.seconds, 3),
+            images_per_second=round(sum(log.images_per_second for log in result.history) / len(result.history), 1),
+            history=history,
+            **extra_metrics,
+        )
+        network.card = replace(network.card, test_accuracy=network.info["test_accuracy"])
+        path = save_network(run, network, {"complete": True})
+        network.info.update(checkpoint=str(path), sha256=file_sha256(path))
+    return [network.info for network in networks]
 
 
 def cross_entropy_teacher(
     splits: DeviceDataset, view: InputView, config: TrainConfig, run: RunFolder, seed: int, augment: bool, progress
-):
-    return train_and_save(
+) -> Network:
+    teacher = new_network(splits, view, config, "teacher", seed)
+    teacher.info["source"] = "trained"
+    train_and_save(
         splits,
-        view,
+        view.normalize,
         config,
         cross_entropy_step(view.normalize),
-        name="teacher",
+        [teacher],
         run=run,
         seed=seed,
         augment=augment,
-        extra_metrics={"source": "trained"},
+        extra_metrics={},
         progress=progress,
     )
+    return teacher
 
 
 def train_teacher(config: TeacherConfig, progress=None) -> dict:
     """Train a teacher with cross-entropy; writes teacher.pt, metrics.json and config.json."""
     with torch_threads(config.run.threads):
         splits, load_seconds = load_splits(config.run, config.data)  # bad data fails before the run folder is touched
+        config = replace(config, teacher=config.teacher.planned(len(splits.train)))
         check_models_build(splits, [config.teacher.model])
         run = RunFolder(config.run.out, [TEACHER_FILE], config.run.force, config.to_dict())
         record_data(run, splits, load_seconds)
         view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
         started = time.perf_counter()
-        _, info = cross_entropy_teacher(
+        teacher = cross_entropy_teacher(
             splits, view, config.teacher, run, config.run.seed, config.data.augment, progress
         )
-        run.record("teacher", info, time.perf_counter() - started)
-        check_teacher(info["val_accuracy"], splits.dataset, min_accuracy=0.0)
+        run.record("teacher", teacher.info, time.perf_counter() - started)
+        check_teacher(teacher.info["val_accuracy"], splits.dataset, min_accuracy=0.0)
         return run.metrics
 
 
 def distill(config: DistillConfig, progress=None) -> dict:
-    """Distil a student from a frozen teacher; trains the teacher first unless ``config.teacher_path`` is set.
+    """Distil a student (``config.mode``: offline, online or multi-teacher); writes student.pt, metrics.json and
+    config.json, and teacher.pt when a teacher is trained.
 
-    With ``alpha = 1`` the student learns from the labels alone and no teacher is used.
-    The student's weights and data order depend on ``seed + 1`` only, so that runs
-    which differ in their loss alone start from the same point.
+    With ``alpha = 1`` (and no alpha schedule) the student learns from the labels alone and no
+    teacher is used. The student's weights and data order depend on ``seed + 1`` only, so that
+    runs which differ in their loss alone start from the same point.
     """
     with torch_threads(config.run.threads):
         return distill_in_process(config, progress)
 
 
 def distill_in_process(config: DistillConfig, progress) -> dict:
-    needs_teacher = config.kd.alpha < 1.0
-    trains_teacher = needs_teacher and config.teacher_path is None
-    teacher_checkpoint = load_checkpoint(config.teacher_path) if needs_teacher and config.teacher_path else None
+    checkpoints = [load_checkpoint(path) for path in config.teacher_paths] if config.needs_teacher else []
+    init = {"weights": load_weights(config.init), "source": config.init} if config.init != "scratch" else None
     splits, load_seconds = load_splits(config.run, config.data)
+    config = replace(
+        config, teacher=config.teacher.planned(len(splits.train)), student=config.student.planned(len(splits.train))
+    )
     # Everything that can be refused is refused here, before the run folder is touched or any epoch runs.
+    trains_teacher = config.trains_teacher or config.mode == "online"
     check_models_build(splits, [config.student.model, *([config.teacher.model] if trains_teacher else [])])
-    if teacher_checkpoint is not None:
-        check_teacher_fits(teacher_checkpoint, splits.dataset)
+    for checkpoint in checkpoints:
+        check_teacher_fits(checkpoint, splits.dataset)
+    if init is not None:
+        check_init_fits(init, splits.spec(config.student.model))
     run = RunFolder(
         config.run.out,
         [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE],
@@ -258,71 +314,119 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
         config.to_dict(),
     )
     record_data(run, splits, load_seconds)
-    student_view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
-
-    teacher_logits = None
-    if needs_teacher:
-        started = time.perf_counter()
-        if teacher_checkpoint is not None:
-            teacher, teacher_view, info = load_teacher(teacher_checkpoint, splits)
-        else:
-            teacher_view = student_view
-            teacher, info = cross_entropy_teacher(
-                splits, teacher_view, config.teacher, run, config.run.seed, config.data.augment, progress
-            )
-        run.record("teacher", info, time.perf_counter() - started)
-        check_teacher(info["val_accuracy"], splits.dataset, config.kd.min_teacher_accuracy)
-        teacher_logits = soft_label_source(teacher, teacher_view, splits, config.data.augment, run)
-
-    def kd_step(model, index, images, labels):
-        logits = model(student_view.normalize(images))
-        target = teacher_logits(index, images) if teacher_logits else None
-        terms = distillation_loss(logits, target, labels, config.kd.temperature, config.kd.alpha, config.kd.kd_loss)
-        return {**terms, "logits": logits}
-
-    started = time.perf_counter()
+    view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
+    weights = KDWeights(config.kd)
+    student = new_network(splits, view, config.student, "student", config.run.seed + 1, init)
     kd_info = {
+        "mode": config.mode,
         "temperature": config.kd.temperature,
         "alpha": config.kd.alpha,
+        "temperature_schedule": config.kd.temperature_schedule,
+        "alpha_schedule": config.kd.alpha_schedule,
         "kd_loss": config.kd.kd_loss,
-        "teacher_sha256": run.metrics.get("teacher", {}).get("sha256"),
     }
-    _, student_info = train_and_save(
+    if config.mode == "online":
+        return distill_online(config, splits, view, student, weights, kd_info, run, progress)
+
+    teachers = frozen_teachers(config, splits, view, checkpoints, run, progress) if config.needs_teacher else None
+    started = time.perf_counter()
+    shas = [file_sha256(checkpoint.path) for checkpoint in checkpoints]
+    kd_info["teacher_sha256"] = (shas[0] if len(shas) == 1 else shas) or run.metrics.get("teacher", {}).get("sha256")
+    (student_info,) = train_and_save(
         splits,
-        student_view,
+        view.normalize,
         config.student,
-        kd_step,
-        name="student",
+        kd_step(view.normalize, teachers, weights),
+        [student],
         run=run,
         seed=config.run.seed + 1,
         augment=config.data.augment,
         extra_metrics={"distillation": kd_info},
         progress=progress,
+        before_epoch=weights.begin_epoch if config.kd.scheduled else None,
     )
     run.record("student", student_info, time.perf_counter() - started)
     return run.metrics
 
 
-def soft_label_source(teacher, view: InputView, splits: DeviceDataset, augment: bool, run: RunFolder):
-    """A function (indices, uint8 images) -> teacher logits for the frozen teacher.
-
-    Without augmentation a training image is the same every epoch, so the teacher's
-    logits are computed once for the whole train split and looked up by index.
-    """
-    teacher.eval()
-    teacher.requires_grad_(False)
+def distill_online(config, splits, view, student, weights, kd_info, run, progress) -> dict:
+    """Teacher and student learn together, each from the other (``mutual_step``), each with its own
+    optimiser; the student's best validation epoch decides the checkpoint of both."""
     started = time.perf_counter()
-    if augment:
+    teacher = new_network(splits, view, config.teacher, "teacher", config.run.seed)
+    teacher.info["source"] = "trained online, with the student"
+    teacher_info, student_info = train_and_save(
+        splits,
+        view.normalize,
+        config.student,
+        mutual_step(view.normalize, weights),
+        [teacher, student],
+        model=MutualPair(teacher.model, student.model),
+        run=run,
+        seed=config.run.seed + 1,
+        augment=config.data.augment,
+        extra_metrics={"distillation": kd_info},
+        progress=progress,
+        before_epoch=weights.begin_epoch if config.kd.scheduled else None,
+    )
+    seconds = time.perf_counter() - started
+    run.record("teacher", teacher_info, seconds)
+    run.record("student", student_info, seconds)
+    return run.metrics
+
+
+def frozen_teachers(
+    config: DistillConfig, splits: DeviceDataset, view: InputView, checkpoints: list[Checkpoint], run, progress
+) -> FrozenTeachers:
+    """The teacher(s) of offline and multi-teacher distillation: trained here, or loaded and scored; checked
+    against chance; their logits on the train split cached unless augmentation changes the images."""
+    started = time.perf_counter()
+    if checkpoints:
+        loaded = [load_teacher(checkpoint, splits) for checkpoint in checkpoints]
+        models, views, infos = (list(column) for column in zip(*loaded, strict=True))
+    else:
+        trained = cross_entropy_teacher(
+            splits, view, config.teacher, run, config.run.seed, config.data.augment, progress
+        )
+        models, views, infos = [trained.model], [view], [trained.info]
+    for info in infos:
+        check_teacher(info["val_accuracy"], splits.dataset, config.kd.min_teacher_accuracy, info["source"])
+    teachers = FrozenTeachers(models, [v.normalize for v in views], config.mixing_weights())
+    if len(models) == 1:
+        run.record("teacher", infos[0], time.perf_counter() - started)
+    else:
+        run.record(
+            "teacher", ensemble_info(teachers, infos, config.teacher_weights, splits), time.perf_counter() - started
+        )
+    if config.data.augment:
         run.record("soft_labels", {"cached": False}, 0.0)
+    else:
+        started = time.perf_counter()
+        teachers.cache(splits.train, splits.precision)
+        run.record("soft_labels", {"cached": True, "shape": list(teachers.cached.shape)}, time.perf_counter() - started)
+    return teachers
 
-        @torch.no_grad()
-        def live(index, images):
-            return teacher(view.normalize(images)).float()
 
-        return live
-    cached = predict_logits(teacher, splits.train, view.normalize, splits.precision)
-    run.record("soft_labels", {"cached": True, "shape": list(cached.shape)}, time.perf_counter() - started)
-    return lambda index, images: cached[index]
+def ensemble_info(teachers: FrozenTeachers, members: list[dict], weighting: str, splits: DeviceDataset) -> dict:
+    """metrics.json's "teacher" for several: the ensemble's accuracy where one teacher's would be, and each member."""
+    return {
+        "model": "ensemble of " + ", ".join(member["model"] for member in members),
+        "weighting": weighting,
+        "val_accuracy": teachers.accuracy(splits.val),
+        "test_accuracy": teachers.accuracy(splits.test),
+        "members": members,
+    }
+
+
+def check_init_fits(init: dict, spec: ModelSpec) -> None:
+    """Refuse an --init file of which no tensor fits the student (a typo'd path to the wrong model)."""
+    report = transfer_matching(build_seeded(spec, seed=0), init["weights"], init["source"])
+    if not report["loaded"]:
+        raise CheckpointError(
+            f"--init {init['source']!r}: none of its {len(init['weights'])} tensors matches a parameter of "
+            f"{spec.name!r} by name and shape (the student has {', '.join(report['not_in_source'][:4])}, ...); "
+            "give weights of the same or a related architecture, or --init scratch"
+        )
 
 
 def check_models_build(splits: DeviceDataset, names: list[str]) -> None:
@@ -372,18 +476,19 @@ def load_teacher(checkpoint: Checkpoint, splits: DeviceDataset):
     return teacher, view, info
 
 
-def check_teacher(val_accuracy: float, dataset: ImageDataset, min_accuracy: float) -> None:
+def check_teacher(val_accuracy: float, dataset: ImageDataset, min_accuracy: float, source: str = "trained") -> None:
     """Stop before a student learns from a teacher that is no better than chance, or below the user's bar."""
+    name = "the teacher" if source == "trained" else f"the teacher {source!r}"
     chance, threshold = chance_threshold(dataset.val.labels)
     if val_accuracy <= threshold:
         raise TeacherTooWeakError(
-            f"the teacher reaches {val_accuracy:.1%} on the validation split, no better than chance "
+            f"{name} reaches {val_accuracy:.1%} on the validation split, no better than chance "
             f"({chance:.1%}; a guesser stays below {threshold:.1%}). Its training collapsed, as the reference "
             "recipe (Adam, lr 0.01) sometimes does: distilling from it would teach the student nothing. "
             "Train it again with another --seed, a lower --lr or more --teacher-epochs."
         )
     if val_accuracy < min_accuracy:
         raise TeacherTooWeakError(
-            f"the teacher reaches {val_accuracy:.1%} on the validation split, below --min-teacher-accuracy "
+            f"{name} reaches {val_accuracy:.1%} on the validation split, below --min-teacher-accuracy "
             f"{min_accuracy:.1%}; train it longer (--teacher-epochs) or lower the bar."
         )

@@ -60,3 +60,27 @@ def distillation_loss(
         return {"loss": ce, "ce": ce, "kd": torch.zeros_like(ce)}
     kd = KD_LOSSES[kd_loss](student_logits, teacher_logits, temperature)
     return {"loss": alpha * ce + (1.0 - alpha) * kd, "ce": ce, "kd": kd}
+
+
+def ensemble_logits(teacher_logits: torch.Tensor, weights: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Several teachers as one: logits whose softened distribution is the weighted mean of theirs.
+
+    Args:
+        teacher_logits: (teachers, batch, classes).
+        weights: (teachers,) or (teachers, batch), each column summing to 1.
+
+    Returns ``T * log(sum_i w_i * softmax(t_i / T))``: passed to ``kd_kl_loss`` at the same T,
+    its softened distribution is exactly the mixture, so one KL term covers every teacher.
+    """
+    if weights.dim() == 1:
+        weights = weights[:, None]
+    log_mixture = torch.logsumexp(F.log_softmax(teacher_logits / temperature, dim=2) + weights[..., None].log(), dim=0)
+    return temperature * log_mixture
+
+
+def confidence_weights(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample teacher weights (teachers, batch): each teacher's top-class probability, normalised over
+    the teachers. A teacher unsure of an image counts less for it; no label is used, so the
+    ensemble can be scored on any split."""
+    confidence = F.softmax(teacher_logits, dim=2).amax(dim=2)
+    return confidence / confidence.sum(dim=0, keepdim=True)

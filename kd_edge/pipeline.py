@@ -70,6 +70,11 @@ class PipelineConfig:
     force: bool = False
 
     def __post_init__(self):
+        if self.distill.mode != "offline":
+            raise ConfigError(
+                f"the pipeline distils offline, from the teacher it trains; for --mode {self.distill.mode} run "
+                f"`kd-edge distill --mode {self.distill.mode} --out RUN`, then `kd-edge bundle RUN`"
+            )
         unknown = set(self.quantize) - set(QUANTIZE_KEYS)
         if unknown:
             raise ConfigError(
@@ -123,7 +128,7 @@ def run_student(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
     settings = replace(
         config.distill,
-        teacher_path=str(run_dir / "teacher.pt"),
+        teacher_paths=(str(run_dir / "teacher.pt"),),
         run=replace(config.distill.run, out=str(run_dir), force=True),
     )
     metrics = distill(settings, progress=progress)

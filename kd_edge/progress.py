@@ -6,7 +6,7 @@ pass ``SilentProgress()`` (the default) or their own logger.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class EpochLog:
     images_per_second: float
     seconds: float
     terms: dict  # mean of each named loss term, e.g. {"ce": ..., "kd": ...}
+    values: dict = field(default_factory=dict)  # what a schedule set for this epoch, e.g. {"temperature": 4.0}
 
 
 class SilentProgress:
@@ -61,8 +62,9 @@ class RichProgress(SilentProgress):
 
     def epoch_done(self, log):
         terms = "  ".join(f"{name} {value:.4f}" for name, value in log.terms.items())
+        values = "".join(f"{name} {value:g}  " for name, value in log.values.items())
         self.console.print(
-            f"{log.stage} epoch {log.epoch}/{log.epochs}  loss {log.loss:.4f}  {terms}  "
+            f"{log.stage} epoch {log.epoch}/{log.epochs}  {values}loss {log.loss:.4f}  {terms}  "
             f"train acc {log.train_accuracy:.2%}  val acc {log.val_accuracy:.2%}  "
             f"{log.images_per_second:,.0f} img/s  {log.seconds:.1f}s",
             soft_wrap=True,

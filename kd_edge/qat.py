@@ -8,8 +8,9 @@
    int8 weights, symmetric per output channel on the grid ONNX Runtime's quantizer uses
    ([-64, 64] with its reduced range, kd-edge's default; [-127, 127] otherwise);
    int8 activations per tensor. A first convolution over 1-4 channels stays FP32.
-3. Fine-tune with the same loss as distillation, the teacher's soft labels
-   computed once, as in ``kd-edge distill``.
+3. Fine-tune with the loss the student was distilled with (its teacher or teachers,
+   at its last temperature and alpha), through the same KD step and cached soft labels
+   as ``kd-edge distill`` (``kd_edge.soft_labels``).
 4. Write the learnt weights (already on their INT8 grid) as an FP32 ONNX graph and
    give it to ``kd-edge quantize``, which lays out QuantizeLinear/DequantizeLinear
    the way ONNX Runtime fuses into integer kernels, keeps slow nodes in FP32 and
@@ -30,16 +31,17 @@ from pathlib import Path
 import torch
 from torch.ao.quantization import disable_observer
 
-from kd_edge.checkpoint import load_checkpoint
-from kd_edge.config import TrainConfig
-from kd_edge.errors import CheckpointError, OutputError
+from kd_edge.checkpoint import Checkpoint, load_checkpoint
+from kd_edge.config import KDConfig, TrainConfig
+from kd_edge.distill import DeviceDataset
+from kd_edge.errors import OutputError
 from kd_edge.export import check_parity, checkpoint_dataset, export_card, export_name, parity_images, write_onnx
 from kd_edge.io import ensure_writable_dir
-from kd_edge.losses import distillation_loss
 from kd_edge.quantize import LatencyComparison, QuantizeConfig, quantize, weight_qmax
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
-from kd_edge.train import DeviceSplit, Normalizer, accuracy, fit, predict_logits
+from kd_edge.soft_labels import KDWeights, kd_step, teachers_of_run
+from kd_edge.train import Normalizer, accuracy, fit
 
 # The INT8 model's activation ranges come from calibration, not from the QAT observers,
 # and integer kernels round differently from fake quantization: demand the same top-1
@@ -123,20 +125,39 @@ def prepare_for_qat(
     first_conv = next(((name, m) for name, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
     if first_conv is not None and first_conv[1].in_channels <= FP32_FIRST_CONV_MAX_CHANNELS:
         mapping.set_module_name(first_conv[0], None)
-    return prepare_qat_fx(copy.deepcopy(folded), mapping, (torch.zeros(1, *input_shape),)), folded
+    prepared = prepare_qat_fx(copy.deepcopy(folded), mapping, (torch.zeros(1, *input_shape),))
+    # Fake-quantised layers train, bias included (BatchNorm folding leaves the bias it creates
+    # frozen); a layer left in FP32 keeps its distilled weights: trained here, it would drift
+    # from what the INT8 model ships, since only fake-quantised layers are copied into it.
+    for module in prepared.modules():
+        trains = getattr(module, "weight_fake_quant", None) is not None
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad_(trains)
+    return prepared, folded
 
 
 def with_learnt_weights(qat_model: torch.nn.Module, folded: torch.nn.Module) -> torch.nn.Module:
-    """The folded FP32 model holding the QAT weights, already rounded to their INT8 grid."""
+    """The folded FP32 model holding the QAT weights, already rounded to their INT8 grid.
+
+    Only fake-quantised layers train (``prepare_for_qat`` freezes the rest), and every trained
+    parameter is copied: the shipped model is the one QAT scored.
+    """
     deployable = copy.deepcopy(folded)
+    copied = set()
     with torch.no_grad():
         for name, module in qat_model.named_modules():
             fake_quant = getattr(module, "weight_fake_quant", None)
-            if fake_quant is not None:
-                target = deployable.get_submodule(name)
-                target.weight.copy_(fake_quant(module.weight))
-                if module.bias is not None:
-                    target.bias.copy_(module.bias)
+            if fake_quant is None:
+                continue
+            target = deployable.get_submodule(name)
+            target.weight.copy_(fake_quant(module.weight))
+            copied.add(f"{name}.weight")
+            if module.bias is not None:
+                target.bias.copy_(module.bias)
+                copied.add(f"{name}.bias")
+    lost = [name for name, p in qat_model.named_parameters() if p.requires_grad and name not in copied]
+    if lost:
+        raise RuntimeError(f"QAT trained parameters that the exported model would not hold: {lost}")
     return deployable.eval()
 
 
@@ -150,34 +171,18 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     started = time.perf_counter()
     dataset = checkpoint_dataset(student, config.data_dir)
     data_dir = config.data_dir or student.card.data.data_dir
-    device = torch.device("cpu")
-    train, val, test = (DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test"))
-    normalize = Normalizer(student.card.mean, student.card.std, device)
-    kd = student.config.get("kd", {"temperature": 4.0, "alpha": 1.0, "kd_loss": "kl"})
-    # The teacher the student learnt from: trained into the run folder, or given with --teacher.
-    teacher_path = (
-        run_dir / "teacher.pt"
-        if (run_dir / "teacher.pt").is_file()
-        else Path(student.config.get("teacher_path") or run_dir / "teacher.pt")
-    )
-    soft_labels = teacher_soft_labels(teacher_path, train) if kd["alpha"] < 1.0 else None
-    if kd["alpha"] < 1.0 and soft_labels is None:
-        raise CheckpointError(
-            f"the teacher of {str(run_dir)!r} ({str(teacher_path)!r}) is missing; QAT keeps the teacher's soft "
-            "labels in the loss. Pass a run folder of `kd-edge distill` whose teacher still exists."
-        )
+    splits = DeviceDataset(dataset, student.card.data, torch.device("cpu"), precision="fp32")
+    train, val, test = splits.train, splits.val, splits.test
+    normalize = Normalizer(student.card.mean, student.card.std, splits.device)
+    # The loss the student learnt with, at its final temperature and alpha, from the same teacher(s).
+    teachers = teachers_of_run(run_dir, student, splits.device)
+    if teachers is not None:
+        teachers.cache(train)
+    weights = final_kd_weights(student)
 
     fp32_model = student.build_model().eval()
     fp32_accuracy = accuracy(fp32_model, test, normalize)
     model, folded = prepare_for_qat(fp32_model, dataset.input_shape, config.reduce_range)
-
-    def step(net, index, images, labels):
-        logits = net(normalize(images))
-        teacher_logits = soft_labels[index] if soft_labels is not None else None
-        return {
-            **distillation_loss(logits, teacher_logits, labels, kd["temperature"], kd["alpha"], kd["kd_loss"]),
-            "logits": logits,
-        }
 
     recipe = TrainConfig(
         model=student.spec.name,
@@ -188,6 +193,7 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
         weight_decay=0.0,
         schedule="cosine",
     )
+    step = kd_step(normalize, teachers, weights)
     fit(model, train, val, normalize, recipe, step, stage="qat", seed=config.seed + 2, progress=progress)
     model.eval()
     model.apply(disable_observer)  # freeze the learnt ranges
@@ -235,9 +241,12 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
     )
 
 
-def teacher_soft_labels(path: Path, train: DeviceSplit):
-    if not path.is_file():
-        return None
-    teacher = load_checkpoint(path)
-    model = teacher.build_model().eval()
-    return predict_logits(model, train, Normalizer(teacher.card.mean, teacher.card.std, train.images.device))
+def final_kd_weights(student: Checkpoint) -> KDWeights:
+    """The temperature and alpha of the student's last epoch (its schedules' end), or the student-alone loss."""
+    kd = {k: v for k, v in student.config.get("kd", {}).items() if k in KDConfig.__dataclass_fields__}
+    weights = KDWeights(KDConfig(**kd) if kd else KDConfig(alpha=1.0))
+    history = student.metrics.get("history") or []
+    if history:
+        weights.temperature = history[-1].get("temperature", weights.temperature)
+        weights.alpha = history[-1].get("alpha", weights.alpha)
+    return weights

@@ -258,26 +258,36 @@ def fit(
     precision: str = "fp32",
     save_best: Callable[[nn.Module, dict], str] | None = None,
     progress=None,
+    networks: list[nn.Module] | None = None,
+    before_epoch: Callable[[int, int, list[float]], dict] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` and leave it holding its best-on-validation weights.
 
     After every epoch that improves validation accuracy, ``save_best(model, info)``
     writes a checkpoint, so a crash or divergence keeps the last good one. Data order,
     augmentation and dropout draw from ``seed`` alone.
+
+    ``networks`` (default: ``[model]``) each get an optimiser and learning-rate schedule of
+    their own, as the two networks of online distillation do. ``before_epoch(epoch, epochs,
+    validation accuracies so far)`` sets what changes per epoch (a temperature schedule) and
+    returns the values in force, which the epoch's log and progress line show.
     """
     progress = progress or SilentProgress()
     started = time.perf_counter()
     with seeded(seed, train.images.device):
         generator = torch.Generator().manual_seed(seed)
-        optimizer = make_optimizer(model, config)
         steps_per_epoch = max(len(train) // config.batch_size, 1)
-        scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
+        optimizers = [make_optimizer(network, config) for network in networks or [model]]
+        schedulers = [make_scheduler(o, config, config.epochs * steps_per_epoch) for o in optimizers]
         best = FitResult(best_val_accuracy=-1.0, best_epoch=0, history=[], seconds=0.0)
         best_state, last_saved = None, None
         progress.start(stage, config.epochs, steps_per_epoch)
         for epoch in range(1, config.epochs + 1):
             epoch_start = time.perf_counter()
-            step = OptimizerStep(model, optimizer, scheduler, step_fn, precision, stage, epoch, last_saved)
+            values = (
+                before_epoch(epoch, config.epochs, [log.val_accuracy for log in best.history]) if before_epoch else {}
+            )
+            step = OptimizerStep(model, optimizers, schedulers, step_fn, precision, stage, epoch, last_saved)
             means, train_accuracy, seen = train_epoch(step, train, config.batch_size, generator, augment, progress)
             seconds = time.perf_counter() - epoch_start
             val_accuracy = accuracy(model, val, normalize)
@@ -291,6 +301,7 @@ def fit(
                 seen / seconds,
                 seconds,
                 means,
+                values,
             )
             best.history.append(log)
             if val_accuracy > best.best_val_accuracy:
@@ -309,8 +320,8 @@ class OptimizerStep:
     """One optimiser step of one epoch: forward through ``step_fn``, check, backward, update."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list
     step_fn: StepFn
     precision: str
     stage: str
@@ -321,11 +332,13 @@ class OptimizerStep:
         with autocast(images.device, self.precision):
             terms = self.step_fn(self.model, index, images, labels)
         check_finite(terms, self.stage, self.epoch, number, self.last_saved)
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers, strict=True):
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
         return terms
 
 

@@ -160,7 +160,8 @@ def test_version():
 
 def test_help_shows_the_default_presets_values_and_no_placeholders():
     distill = invoke("distill", "--help").output
-    assert "default: 3 for a student, 2 for a teacher" in " ".join(distill.split()) and "cnn-small" in distill
+    budget = "default: enough for 450 optimiser steps for a student, 250 for a teacher"
+    assert budget in " ".join(distill.split()) and "cnn-small" in distill
     for command in ("distill", "export", "bench", "quantize", "bundle", "pipeline", "predict"):
         text = invoke(command, "--help").output
         options = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("-"))

@@ -74,6 +74,25 @@ def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
     assert torch.allclose(steps, steps.round(), atol=1e-3)  # every weight is an integer number of steps
 
 
+def test_the_fp32_first_convolution_is_frozen_and_what_ships_is_what_was_scored(distilled_run):
+    """The first conv (1 channel) has no fake quantization: it must not train, or the exported model would
+    pair its old weights with later layers tuned to new ones."""
+    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.qat import prepare_for_qat, with_learnt_weights
+
+    model, folded = prepare_for_qat(load_checkpoint(distilled_run / "student.pt").build_model(), (1, 16, 16))
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(name.startswith("features.0.") for name in frozen)
+    model(torch.randn(8, 1, 16, 16))  # one training-mode pass sets the observers
+    model.eval()
+    deployable = with_learnt_weights(model, folded)
+    images = torch.randn(16, 1, 16, 16)
+    assert torch.allclose(deployable(images), model(images), atol=0.5)  # fake quant of activations only differs
+    model.get_submodule("features.0").requires_grad_(True)  # a trained layer that would not ship is refused
+    with pytest.raises(RuntimeError, match="would not hold"):
+        with_learnt_weights(model, folded)
+
+
 def test_cli_qat(tmp_path, distilled_run):
     result = CliRunner().invoke(
         app,
@@ -172,7 +191,7 @@ def test_qat_refuses_a_run_whose_teacher_is_gone(tmp_path, distilled_run):
 
     run = shutil.copytree(distilled_run, tmp_path / "run")
     (run / "teacher.pt").unlink()
-    with pytest.raises(CheckpointError, match="is missing; QAT keeps the teacher's soft labels"):
+    with pytest.raises(CheckpointError, match="is missing; fine-tuning keeps the teacher's soft labels"):
         quantization_aware_training(
             QATConfig(
                 run_dir=str(run), out_dir=str(tmp_path / "q"), epochs=1, optimize_latency=False, compare_latency=False

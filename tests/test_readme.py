@@ -30,6 +30,7 @@ BUDGET = {
     "bundle": ["--no-compare-latency", "--no-optimize-latency", "--samples", "30"],
     "bench": ["--runs", "10", "--rounds", "1", "--warmup", "2"],
     "pipeline": ["--epochs", "1", "--config", "fast.toml"],
+    "sweep": ["--epochs", "1", "--batch-size", "64", "--seeds", "1", "-T", "4", "--alpha", "0.5"],
 }
 FAST_PIPELINE = """
 [quantize]

@@ -36,7 +36,7 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
         student=TrainConfig(model="cnn-tiny", **TINY),
         kd=KDConfig(),
         run=RunConfig(out=str(tmp_path / f"s-{augment}")),
-        teacher_path=str(teacher_path),
+        teacher_paths=(str(teacher_path),),
     )
     metrics = distill_module.distill(config)
     after = snapshots["model"].state_dict()

@@ -1,0 +1,349 @@
+"""Distillation modes (online, multi-teacher), T and alpha schedules, student initialisation, budgets, sweeps."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from kd_edge import distill as distill_module
+from kd_edge.cli import app
+from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig, distill_config
+from kd_edge.errors import CheckpointError, ConfigError
+from kd_edge.losses import confidence_weights, ensemble_logits
+from kd_edge.schedules import Schedule, parse_schedule, scheduled_value
+from tests.conftest import train_teacher_run
+
+TINY = dict(epochs=2, batch_size=32)
+
+
+def config_for(easy_npz, out, **changes) -> DistillConfig:
+    kd = changes.pop("kd", KDConfig())
+    return DistillConfig(
+        data=DataConfig(dataset=f"npz:{easy_npz}"),
+        teacher=TrainConfig(model="cnn-small", **TINY),
+        student=TrainConfig(model="cnn-tiny", **TINY),
+        kd=kd,
+        run=RunConfig(out=str(out), seed=3),
+        **changes,
+    )
+
+
+@pytest.fixture(scope="module")
+def second_teacher(tmp_path_factory, easy_npz):
+    """A teacher of another architecture (cnn-tiny) on the same data."""
+    return train_teacher_run(tmp_path_factory.mktemp("teacher2") / "run", easy_npz, "cnn-tiny", epochs=2) / "teacher.pt"
+
+
+# --- schedules -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("constant", [8, 8, 8, 8, 8]),
+        ("linear:2", [8, 6.5, 5, 3.5, 2]),
+        ("cosine:2", [8, 2 + 3 * (1 + math.cos(math.pi / 4)), 5, 2 + 3 * (1 + math.cos(3 * math.pi / 4)), 2]),
+        ("step:2", [8, 8, 8, 2, 2]),  # epochs 1-3 before half of 5 epochs (2.5 done), then END
+        ("step:2:0.2", [8, 2, 2, 2, 2]),
+    ],
+)
+def test_schedules_give_the_specified_values(text, expected):
+    schedule = parse_schedule(text, "--temperature-schedule")
+    values = [scheduled_value(schedule, 8.0, epoch, 5) for epoch in range(1, 6)]
+    assert values == pytest.approx(expected)
+
+
+def test_adaptive_moves_half_way_after_each_epoch_without_improvement():
+    schedule = Schedule(kind="adaptive", end=0.0)
+    accuracies = [0.50, 0.60, 0.60, 0.59, 0.70]  # epochs 3 and 4 do not improve on 0.60
+    values = [scheduled_value(schedule, 0.8, epoch, 6, accuracies) for epoch in range(1, 7)]
+    assert values == pytest.approx([0.8, 0.8, 0.8, 0.4, 0.2, 0.2])
+
+
+@pytest.mark.parametrize("text", ["warmup:2", "linear", "linear:x", "constant:3", "step:1:1.5"])
+def test_bad_schedules_say_what_to_write(text):
+    with pytest.raises(ConfigError, match="temperature-schedule"):
+        parse_schedule(text, "--temperature-schedule")
+
+
+def test_an_alpha_schedule_ending_outside_0_1_is_refused():
+    with pytest.raises(ConfigError, match=r"alpha in \[0, 1\]"):
+        KDConfig(alpha_schedule="linear:1.5")
+
+
+def test_scheduled_values_are_in_force_each_epoch_and_recorded(tmp_path, easy_npz, teacher_run, monkeypatch):
+    seen = []
+    original = distill_module.kd_step
+
+    def watching_kd_step(normalize, teachers, weights):
+        step = original(normalize, teachers, weights)
+
+        def recording(model, index, images, labels):
+            seen.append((round(weights.temperature, 6), round(weights.alpha, 6)))
+            return step(model, index, images, labels)
+
+        return recording
+
+    monkeypatch.setattr(distill_module, "kd_step", watching_kd_step)
+    kd = KDConfig(temperature=8.0, alpha=0.9, temperature_schedule="linear:2", alpha_schedule="step:0.1")
+    config = config_for(easy_npz, tmp_path / "run", kd=kd, teacher_paths=(str(teacher_run / "teacher.pt"),))
+    config = DistillConfig(**{**config.__dict__, "student": TrainConfig(model="cnn-tiny", epochs=3, batch_size=32)})
+    history = distill_module.distill(config)["student"]["history"]
+    # step: alpha switches once half of the 3 epochs is done, at the start of epoch 3
+    assert [(h["temperature"], h["alpha"]) for h in history] == [(8.0, 0.9), (5.0, 0.9), (2.0, 0.1)]
+    steps = len(seen) // 3
+    assert seen == [(8.0, 0.9)] * steps + [(5.0, 0.9)] * steps + [(2.0, 0.1)] * steps
+    assert all(math.isfinite(h["loss"]) for h in history)
+
+
+# --- multi-teacher ---------------------------------------------------------------------------------------
+
+
+def test_the_ensemble_target_softens_to_the_weighted_mixture():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 10) * 3
+    weights = torch.tensor([0.5, 0.3, 0.2])
+    temperature = 4.0
+    mixture = (weights[:, None, None] * F.softmax(logits / temperature, dim=2)).sum(0)
+    target = ensemble_logits(logits, weights, temperature)
+    assert torch.allclose(F.softmax(target / temperature, dim=1), mixture, atol=1e-6)
+    alone = ensemble_logits(logits[:1], torch.tensor([1.0]), temperature)
+    assert torch.allclose(F.softmax(alone / temperature, 1), F.softmax(logits[0] / temperature, 1), atol=1e-6)
+
+
+def test_confidence_weights_favour_the_sure_teacher_per_sample():
+    sure, unsure = torch.tensor([[9.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.9, 0.8]])
+    weights = confidence_weights(torch.stack([sure, unsure]))
+    assert weights.shape == (2, 1) and torch.allclose(weights.sum(0), torch.ones(1))
+    assert weights[0, 0] > 0.7
+
+
+@pytest.mark.parametrize("weighting", ["equal", "confidence", "3,1"])
+def test_multi_teacher_reports_each_teacher_and_the_ensemble(
+    tmp_path, easy_npz, teacher_run, second_teacher, weighting, monkeypatch
+):
+    calls = []
+    original = distill_module.load_teacher
+
+    def counting(*args):
+        teacher, view, info = original(*args)
+        teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+        return teacher, view, info
+
+    monkeypatch.setattr(distill_module, "load_teacher", counting)
+    paths = (str(teacher_run / "teacher.pt"), str(second_teacher))
+    config = config_for(easy_npz, tmp_path / "run", mode="multi", teacher_paths=paths, teacher_weights=weighting)
+    metrics = distill_module.distill(config)
+    teacher = metrics["teacher"]
+    assert [m["model"] for m in teacher["members"]] == ["cnn-small", "cnn-tiny"]
+    assert teacher["model"] == "ensemble of cnn-small, cnn-tiny" and 0.0 <= teacher["test_accuracy"] <= 1.0
+    assert metrics["soft_labels"]["shape"] == [2, metrics["data"]["train"], 3]
+    train, val, test = (metrics["data"][split] for split in ("train", "val", "test"))
+    # after loading (and scoring itself), each teacher runs once over the train split (cached logits) and once
+    # over val and test for the ensemble's accuracy: not once during the student's epochs
+    assert sum(calls) == 2 * (train + val + test)
+    assert math.isfinite(metrics["student"]["history"][-1]["kd"])
+
+
+def test_multi_teacher_errors_name_the_problem(tmp_path, easy_npz, teacher_run):
+    one = (str(teacher_run / "teacher.pt"),)
+    with pytest.raises(ConfigError, match="two or more"):
+        config_for(easy_npz, tmp_path / "a", mode="multi", teacher_paths=one)
+    with pytest.raises(ConfigError, match="--mode multi"):
+        config_for(easy_npz, tmp_path / "b", teacher_paths=one * 2)
+    with pytest.raises(ConfigError, match="2 weights for 3 teachers"):
+        config_for(easy_npz, tmp_path / "c", mode="multi", teacher_paths=one * 3, teacher_weights="1,2")
+
+
+def test_a_teacher_for_other_classes_is_refused_among_several(tmp_path, easy_npz, teacher_run):
+    import numpy as np
+
+    from tests.conftest import easy_images
+
+    images, labels = easy_images(30, num_classes=4)
+    other = tmp_path / "four.npz"
+    np.savez(other, images=images[:, 0], labels=labels)
+    foreign = train_teacher_run(tmp_path / "foreign", other, "cnn-small", epochs=3) / "teacher.pt"
+    config = config_for(
+        easy_npz, tmp_path / "run", mode="multi", teacher_paths=(str(teacher_run / "teacher.pt"), str(foreign))
+    )
+    with pytest.raises(CheckpointError, match="classes"):
+        distill_module.distill(config)
+    assert not (tmp_path / "run").exists()
+
+
+# --- online ----------------------------------------------------------------------------------------------
+
+
+def test_online_mode_trains_both_networks_from_each_other(tmp_path, easy_npz):
+    metrics = distill_module.distill(config_for(easy_npz, tmp_path / "run", mode="online"))
+    for name in ("teacher", "student"):
+        info = metrics[name]
+        assert (tmp_path / "run" / f"{name}.pt").is_file() and 0.0 <= info["test_accuracy"] <= 1.0
+    history = metrics["student"]["history"]
+    assert all(math.isfinite(h[k]) for h in history for k in ("loss", "ce", "kd", "teacher_ce", "teacher_kd"))
+    assert history[-1]["teacher_ce"] < history[0]["teacher_ce"]  # the teacher learnt too
+    from kd_edge.checkpoint import load_checkpoint
+
+    teacher = load_checkpoint(tmp_path / "run" / "teacher.pt")
+    fresh = distill_module.build_seeded(teacher.spec, seed=3)
+    assert not all(torch.equal(teacher.state_dict[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_online_mode_refuses_a_given_teacher(tmp_path, easy_npz, teacher_run):
+    with pytest.raises(ConfigError, match="from scratch"):
+        config_for(easy_npz, tmp_path / "run", mode="online", teacher_paths=(str(teacher_run / "teacher.pt"),))
+
+
+# --- initialisation and paired starts --------------------------------------------------------------------
+
+
+def starting_weights(monkeypatch):
+    """Capture the student's weights and the seed as fit receives them."""
+    captured = []
+    original = distill_module.fit
+
+    def recording_fit(model, *args, **kwargs):
+        captured.append(({k: v.clone() for k, v in model.state_dict().items()}, kwargs["seed"]))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "fit", recording_fit)
+    return captured
+
+
+def test_distilled_and_alone_runs_start_identically(tmp_path, easy_npz, teacher_run, monkeypatch):
+    captured = starting_weights(monkeypatch)
+    teacher = (str(teacher_run / "teacher.pt"),)
+    distill_module.distill(config_for(easy_npz, tmp_path / "kd", teacher_paths=teacher))
+    distill_module.distill(config_for(easy_npz, tmp_path / "alone", kd=KDConfig(alpha=1.0)))
+    distill_module.distill(config_for(easy_npz, tmp_path / "online", mode="online"))
+    (kd_state, kd_seed), (alone_state, alone_seed), (pair_state, pair_seed) = captured
+    assert kd_seed == alone_seed == pair_seed  # same data order
+    assert all(torch.equal(kd_state[k], alone_state[k]) for k in kd_state)
+    assert all(torch.equal(kd_state[k], pair_state[f"student.{k}"]) for k in kd_state)
+
+
+def test_init_from_a_checkpoint_of_the_same_architecture_loads_everything(
+    tmp_path, easy_npz, student_checkpoint, monkeypatch
+):
+    captured = starting_weights(monkeypatch)
+    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(student_checkpoint))
+    metrics = distill_module.distill(config)
+    report = metrics["student"]["init"]
+    source = torch.load(student_checkpoint, weights_only=True)["state_dict"]
+    assert sorted(report["loaded"]) == sorted(source) and not report["shape_mismatch"]
+    start, _ = captured[0]
+    assert all(torch.equal(start[k], source[k]) for k in source)
+
+
+def test_partial_init_from_a_larger_teacher_reports_what_was_not_loaded(tmp_path, easy_npz, teacher_run):
+    """cnn-small's tensors go into cnn-tiny where name and shape agree; the rest stay as initialised."""
+    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(teacher_run / "teacher.pt"))
+    report = distill_module.distill(config)["student"]["init"]
+    assert report["shape_mismatch"]  # wider layers of the teacher
+    assert set(report["loaded"]).isdisjoint(report["shape_mismatch"])
+    assert report["source"] == str(teacher_run / "teacher.pt")
+
+
+def test_init_from_a_plain_state_dict_file(tmp_path, easy_npz, student_checkpoint):
+    """A torchvision-style weights file: a bare state_dict."""
+    state = torch.load(student_checkpoint, weights_only=True)["state_dict"]
+    plain = tmp_path / "weights.pth"
+    torch.save(state, plain)
+    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(plain))
+    assert sorted(distill_module.distill(config)["student"]["init"]["loaded"]) == sorted(state)
+
+
+def test_init_with_nothing_matching_is_refused_before_training(tmp_path, easy_npz):
+    unrelated = tmp_path / "unrelated.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, unrelated)
+    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(unrelated))
+    with pytest.raises(CheckpointError, match="none of its 1 tensors"):
+        distill_module.distill(config)
+    assert not (tmp_path / "run").exists()
+
+
+# --- budgets ---------------------------------------------------------------------------------------------
+
+
+def test_the_default_budget_depends_on_the_dataset_size():
+    recipe = distill_config(dataset="mnist-5k")
+    assert recipe.teacher.planned_epochs(54_000) == 2 and recipe.student.planned_epochs(54_000) == 3  # Fashion-MNIST
+    assert recipe.teacher.planned_epochs(4_000) == 17 and recipe.student.planned_epochs(4_000) == 30  # mnist-5k
+    assert recipe.student.planned_epochs(10) == 200  # capped
+    assert distill_config(epochs=4).student.planned_epochs(4_000) == 4  # --epochs wins
+
+
+def test_planned_epochs_are_written_to_the_run_config(tmp_path, easy_npz):
+    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0))
+    config = DistillConfig(**{**config.__dict__, "student": TrainConfig(model="cnn-tiny", steps=8, batch_size=32)})
+    metrics = distill_module.distill(config)
+    assert metrics["student"]["epochs"] == 2  # 144 training images: 4 steps an epoch
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["student"]["epochs"] == 2
+
+
+# --- sweep -----------------------------------------------------------------------------------------------
+
+
+def test_sweep_resumes_without_rerunning_finished_cells(tmp_path, easy_npz, monkeypatch):
+    args = [
+        "sweep",
+        "--dataset",
+        f"npz:{easy_npz}",
+        "-T",
+        "2,4",
+        "--alpha",
+        "0.5,1",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--student-model",
+        "cnn-tiny",
+        "--teacher-model",
+        "cnn-small",
+        "--teacher-epochs",
+        "2",
+        "--out",
+        str(tmp_path / "sweep"),
+    ]
+    runs = []
+    original = distill_module.distill
+
+    def counting(config, progress=None):
+        runs.append(config)
+        return original(config)
+
+    monkeypatch.setattr(distill_module, "distill", counting)
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    # cells T2-a0.5, T4-a0.5 and alone (alpha 1 at both temperatures is one cell), for 2 seeds
+    assert len(runs) == 6 and {r.run.seed for r in runs} == {0, 1}
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [c["cell"] for c in summary["cells"]] == ["T2-a0.5", "alone", "T4-a0.5"]
+    best = max(summary["cells"], key=lambda c: c["val_mean"])
+    assert summary["best"]["cell"] == best["cell"] and "validation" in summary["selected_on"]
+    assert (tmp_path / "sweep" / "sweep.md").is_file()
+    # a lost cell is rerun, the others are kept
+    (tmp_path / "sweep" / "cells" / "T4-a0.5" / "seed1" / "metrics.json").unlink()
+    runs.clear()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert [(r.kd.temperature, r.run.seed) for r in runs] == [(4.0, 1)]
+    assert "finished earlier, kept" in again.output
+
+
+def test_qat_fine_tunes_against_the_teachers_the_run_used(tmp_path, easy_npz, teacher_run, second_teacher):
+    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.soft_labels import teachers_of_run
+
+    paths = (str(teacher_run / "teacher.pt"), str(second_teacher))
+    config = config_for(easy_npz, tmp_path / "run", mode="multi", teacher_paths=paths, teacher_weights="3,1")
+    distill_module.distill(config)
+    teachers = teachers_of_run(tmp_path / "run", load_checkpoint(tmp_path / "run" / "student.pt"), torch.device("cpu"))
+    assert len(teachers.models) == 2 and teachers.weighting == pytest.approx((0.75, 0.25))
