@@ -108,6 +108,7 @@ def write_bundle(
                 )
         np.savez_compressed(folder / SAMPLES_FILE, images=samples[0], labels=samples[1])
         info = bundle_info(folder, form, reason, latency, others, len(samples[1]))
+        # The folder is a scratch one, moved into place whole below: plain writes are safe here.
         (folder / CARD_FILE).write_text(json.dumps({**deployable.card.to_dict(), "bundle": info}, indent=2) + "\n")
         (folder / README_FILE).write_text(board_readme(out.name, deployable.card, info))
         (folder / SUMS_FILE).write_text(checksums_text(folder, [p.name for p in folder.iterdir()]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from torch import nn
 from kd_edge import __version__
 from kd_edge.errors import CheckpointError
 from kd_edge.io import atomic_write
+from kd_edge.log import step
 from kd_edge.models import ModelSpec
 from kd_edge.runtime.card import ModelCard
 
@@ -147,6 +149,64 @@ def transfer_matching(model: nn.Module, weights: dict[str, torch.Tensor], source
         "not_in_source": [name for name in state if name not in weights],
         "unused_from_source": [name for name in weights if name not in state],
     }
+
+
+class TrainingStateFile:
+    """``RUN_DIR/<stage>.state.pt``: everything ``--resume`` needs to continue a stage exactly.
+
+    Tensors and primitives only, loaded with ``weights_only=True``. Each save first moves
+    the current file to ``<stage>.state.prev.pt``, so a crash during a save, or a damaged
+    latest file, leaves the one before it to resume from.
+    """
+
+    def __init__(self, run_dir: Path, stage: str, fingerprint: dict | None = None):
+        self.path = Path(run_dir) / f"{stage}.state.pt"
+        self.previous = Path(run_dir) / f"{stage}.state.prev.pt"
+        self.fingerprint = fingerprint or {}  # what must be the same to resume (the teacher's SHA-256...)
+
+    def save(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save({**state, "fingerprint": self.fingerprint}, buffer)
+        if self.path.exists():
+            os.replace(self.path, self.previous)
+        atomic_write(self.path, lambda handle: handle.write(buffer.getbuffer()))
+
+    def load(self) -> dict | None:
+        """The latest readable state (falling back to the previous one, with a warning); None when there is none.
+        Damaged files and nothing else is an error: a run is never restarted from scratch silently."""
+        damaged = []
+        for path in (self.path, self.previous):
+            if not path.exists():
+                continue
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                damaged.append(f"{path} ({load_failure_reason(exc)})")
+                continue
+            if damaged:
+                step(f"warning: cannot read {damaged[0]}; resuming from the state saved before it, {path}")
+            self.check(state, path)
+            return state
+        if damaged:
+            raise CheckpointError(
+                f"cannot resume: the saved training state is damaged: {'; '.join(damaged)}. Start the stage over "
+                "with --force instead of --resume."
+            )
+        return None
+
+    def check(self, state: dict, path: Path) -> None:
+        saved = state.get("fingerprint", {})
+        changed = [key for key in self.fingerprint if saved.get(key) != self.fingerprint[key]]
+        if changed:
+            details = "; ".join(f"{key}: {saved.get(key)!r} then, {self.fingerprint[key]!r} now" for key in changed)
+            raise CheckpointError(
+                f"cannot resume from {path}: it was saved with another {', '.join(changed)} ({details}). Resume with "
+                "what the run started with, or start anew with --force."
+            )
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.previous.unlink(missing_ok=True)
 
 
 def card_of_version_1(payload: dict) -> dict:

@@ -6,6 +6,7 @@ Heavy libraries (torch, torchvision, onnx) are imported inside the commands, so
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kd_edge.config import PRESETS
-from kd_edge.errors import KdEdgeError, MissingDependencyError
+from kd_edge.errors import KdEdgeError, MissingDependencyError, TrainingInterrupted
 
 app = typer.Typer(
     help="Distil image classifiers into small students for drone-class CPUs, export them and prove how they run.",
@@ -118,6 +119,20 @@ PrecisionOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", metavar="", help="Replace the results of an earlier run in --out.")]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        metavar="",
+        help="Continue the interrupted run in --out from its saved state (same settings; a finished teacher is kept).",
+    ),
+]
+DeterministicOpt = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic", metavar="", help="Only deterministic torch kernels: the same --seed gives the same metrics."
+    ),
+]
 ReduceRangeOpt = Annotated[
     bool,
     typer.Option(
@@ -156,6 +171,9 @@ def user_errors(command):
         try:
             with steps_shown(lambda message: console().print(f"[dim]{message}[/]", soft_wrap=True, highlight=False)):
                 return command(*args, **kwargs)
+        except TrainingInterrupted as exc:
+            typer.echo(f"Stopped: {exc}", err=True)
+            raise typer.Exit(128 + exc.signum) from None
         except KdEdgeError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -285,6 +303,8 @@ def teacher(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = None,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
+    deterministic: DeterministicOpt = False,
     config_path: ConfigOpt = None,
 ):
     """Train a teacher with cross-entropy: writes OUT/teacher.pt, metrics.json and config.json."""
@@ -310,12 +330,12 @@ def teacher(
             schedule=schedule,
             weight_decay=weight_decay,
         ),
-        run=run_config(out, seed, device, threads, force, precision or recipe.precision),
+        run=run_config(out, seed, device, threads, force, precision or recipe.precision, resume, deterministic),
     )
     from kd_edge.distill import train_teacher
 
-    prepare_training_process()
-    metrics = train_teacher(config, progress=make_progress())
+    with training_process():
+        metrics = train_teacher(config, progress=make_progress())
     print_summary(metrics, out)
     next_step(f"kd-edge distill --dataset {dataset} --teacher {out / 'teacher.pt'} --out RUN_DIR")
 
@@ -413,6 +433,8 @@ def distill(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = None,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
+    deterministic: DeterministicOpt = False,
     config_path: ConfigOpt = None,
 ):
     """Distil a student: writes OUT/student.pt (+ teacher.pt when it trains one) and metrics.json.
@@ -445,6 +467,8 @@ def distill(
         threads=threads,
         precision=precision,
         force=force,
+        resume=resume,
+        deterministic=deterministic,
         teacher_paths=[str(path) for path in teacher or []],
         mode=mode,
         teacher_weights=teacher_weights,
@@ -459,8 +483,8 @@ def distill(
     )
     from kd_edge.distill import distill as distill_student
 
-    prepare_training_process()
-    metrics = distill_student(config, progress=make_progress())
+    with training_process():
+        metrics = distill_student(config, progress=make_progress())
     print_summary(metrics, out)
     next_step(f"kd-edge export {out} --onnx --int8 --out exports (or kd-edge bundle {out} --out bundle)")
 
@@ -554,8 +578,8 @@ def sweep(
     def on_cell(name: str, cell_seed: int, ran: bool) -> None:
         console().print(f"{name} seed {cell_seed}: {'done' if ran else 'finished earlier, kept'}")
 
-    prepare_training_process()
-    summary = run_sweep(config, progress_factory=make_progress, on_cell=on_cell)
+    with training_process():
+        summary = run_sweep(config, progress_factory=make_progress, on_cell=on_cell)
     console().print((out / "sweep.md").read_text())
     best = summary["best"]
     console().print(
@@ -764,7 +788,8 @@ def qat(
         compare_latency=compare_latency,
         force=force,
     )
-    result = quantization_aware_training(config, progress=make_progress())
+    with training_process():
+        result = quantization_aware_training(config, progress=make_progress())
     console().print(
         f"wrote {result.path}: test accuracy FP32 {result.fp32_test_accuracy:.2%}, after QAT "
         f"{result.qat_test_accuracy:.2%} "
@@ -1259,11 +1284,10 @@ def pipeline(
         bench=bench,
         force=force,
     )
-    prepare_training_process()
     from kd_edge.progress import RichProgress, new_display
 
     display = new_display(console(), transient=False)
-    with display:
+    with training_process(), display:
         result = run_pipeline(config, display=display, progress_factory=lambda: RichProgress(display=display))
     print_pipeline_summary(result)
 
@@ -1389,17 +1413,40 @@ def make_progress():
     return RichProgress(console=console())
 
 
-def run_config(out: Path, seed: int, device: str, threads: int | None, force: bool, precision: str):
+def run_config(
+    out: Path,
+    seed: int,
+    device: str,
+    threads: int | None,
+    force: bool,
+    precision: str,
+    resume: bool,
+    deterministic: bool,
+):
     from kd_edge.config import RunConfig
 
-    return RunConfig(out=str(out), seed=seed, device=device, threads=threads, force=force, precision=precision)
+    return RunConfig(
+        out=str(out),
+        seed=seed,
+        device=device,
+        threads=threads,
+        force=force,
+        precision=precision,
+        resume=resume,
+        deterministic=deterministic,
+    )
 
 
-def prepare_training_process() -> None:
-    """Process-wide settings for a training command (never set by the library itself)."""
+@contextlib.contextmanager
+def training_process():
+    """Process-wide settings for a training command (never set by the library itself): the allocator's,
+    and SIGINT/SIGTERM asking training to save its state and stop at the next step."""
+    from kd_edge.interrupt import stop_on_signals
     from kd_edge.train import keep_freed_memory
 
     keep_freed_memory()
+    with stop_on_signals():
+        yield
 
 
 def optional_str(path: Path | None) -> str | None:

@@ -147,8 +147,11 @@ class RunConfig:
     threads: int | None = None
     force: bool = False
     precision: str = "auto"
+    resume: bool = False  # continue the run in ``out`` from its saved state
+    deterministic: bool = False  # torch refuses nondeterministic kernels: same seed, same metrics
 
     def __post_init__(self):
+        check(not (self.resume and self.force), "--resume continues the run in --out and --force replaces it; pick one")
         check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         check(
             self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -343,6 +346,8 @@ def distill_config(
     threads: int | None = None,
     precision: str | None = None,
     force: bool = False,
+    resume: bool = False,
+    deterministic: bool = False,
     teacher_paths: tuple[str, ...] | list[str] = (),
     mode: str = "offline",
     teacher_weights: str = "equal",
@@ -389,7 +394,14 @@ def distill_config(
             alpha_schedule=alpha_schedule,
         ),
         run=RunConfig(
-            out=out, seed=seed, device=device, threads=threads, force=force, precision=precision or recipe.precision
+            out=out,
+            seed=seed,
+            device=device,
+            threads=threads,
+            force=force,
+            precision=precision or recipe.precision,
+            resume=resume,
+            deterministic=deterministic,
         ),
         mode=mode,
         teacher_paths=tuple(teacher_paths),
@@ -425,6 +437,7 @@ def distill_options(config: DistillConfig) -> dict:
         "teacher_weights": config.teacher_weights,
         "init": config.init,
         "seed": config.run.seed,
+        "deterministic": config.run.deterministic,
         "device": config.run.device,
         "threads": config.run.threads,
         "precision": config.run.precision,

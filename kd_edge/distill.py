@@ -14,6 +14,7 @@ stage returns the metrics it also writes to ``RUN_DIR/metrics.json``.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from torch import nn
 from kd_edge import __version__
 from kd_edge.checkpoint import (
     Checkpoint,
+    TrainingStateFile,
     file_sha256,
     load_checkpoint,
     load_weights,
@@ -33,8 +35,9 @@ from kd_edge.checkpoint import (
 )
 from kd_edge.config import DataConfig, DistillConfig, RunConfig, TeacherConfig, TrainConfig
 from kd_edge.data import ImageDataset, load_dataset
-from kd_edge.errors import CheckpointError, OutputError, TeacherTooWeakError
+from kd_edge.errors import CheckpointError, ConfigError, OutputError, TeacherTooWeakError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
+from kd_edge.log import step
 from kd_edge.models import ModelSpec, count_macs, count_parameters
 from kd_edge.runtime.card import DataRef, ModelCard
 from kd_edge.soft_labels import FrozenTeachers, KDWeights, MutualPair, kd_step, mutual_step
@@ -60,22 +63,42 @@ CONFIG_FILE = "config.json"
 
 
 class RunFolder:
-    """A run folder: refuses to overwrite earlier results, records metrics after every stage."""
+    """A run folder: refuses to overwrite earlier results, records metrics after every stage.
 
-    def __init__(self, out: str, artifacts: list[str], force: bool, config: dict):
-        self.dir = ensure_writable_dir(out)
+    With ``resume`` it continues an earlier run of the same configuration instead: its
+    metrics are kept, and a different configuration is refused, naming what differs.
+    """
+
+    def __init__(self, settings: RunConfig, artifacts: list[str], config: dict):
+        self.dir = ensure_writable_dir(settings.out)
+        self.config = config
+        self.deterministic = settings.deterministic
+        self.started = time.perf_counter()
+        earlier = self.dir / CONFIG_FILE
+        self.resuming = settings.resume and earlier.is_file()
+        if self.resuming:
+            check_same_config(json.loads(earlier.read_text()), config, self.dir)
+            self.metrics = (
+                json.loads((self.dir / METRICS_FILE).read_text()) if (self.dir / METRICS_FILE).is_file() else {}
+            )
+            self.metrics.setdefault("wall_time_s", {})
+            self.metrics["resumed"] = self.metrics.get("resumed", 0) + 1
+            return
         existing = [name for name in [*artifacts, METRICS_FILE] if (self.dir / name).exists()]
-        if existing and not force:
+        if existing and not settings.force:
             reuse = ""
             if TEACHER_FILE in existing and not (self.dir / STUDENT_FILE).exists():
                 teacher = self.dir / TEACHER_FILE
-                reuse = f" It holds a trained teacher: to distil from it, pass --teacher {teacher} and another --out."
+                reuse = (
+                    f" It holds a teacher: to distil from it, pass --teacher {teacher} and another --out, or --resume "
+                    "to continue this run."
+                )
             raise OutputError(
-                f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out "
-                f"or pass --force to replace them.{reuse}"
+                f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out, "
+                f"pass --resume to continue it, or --force to replace it.{reuse}"
             )
-        self.config = config
-        self.started = time.perf_counter()
+        for stale in [*self.dir.glob("*.state.pt"), *self.dir.glob("*.state.prev.pt")]:
+            stale.unlink()  # a fresh run must never resume from an older run's state
         self.metrics = {
             "kd_edge_version": __version__,
             "torch_version": str(torch.__version__),
@@ -83,6 +106,10 @@ class RunFolder:
             "wall_time_s": {},
         }
         atomic_write_json(self.dir / CONFIG_FILE, config)
+
+    def finished(self, stage: str) -> bool:
+        """Did an earlier run in this folder complete ``stage`` (its metrics recorded, its checkpoint there)?"""
+        return self.resuming and stage in self.metrics and (self.dir / f"{stage}.pt").is_file()
 
     def record(self, section: str, values: dict, seconds: float | None = None) -> None:
         self.metrics[section] = values
@@ -139,6 +166,12 @@ def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
         "precision": splits.precision,
         "sha256": splits.dataset.sha256(),
     }
+    before = run.metrics.get("data", {}).get("sha256")
+    if run.resuming and before not in (None, info["sha256"]):
+        raise ConfigError(
+            f"cannot resume {str(run.dir)!r}: its data has changed since the run started (SHA-256 {before[:12]}... "
+            f"then, {info['sha256'][:12]}... now). Resume with the same data, or start anew with --force."
+        )
     run.record("data", info, seconds)
 
 
@@ -190,10 +223,19 @@ def train_and_save(
     progress,
     model: nn.Module | None = None,
     before_epoch=None,
+    fingerprint: dict | None = None,
 ) -> list[dict]:
     """Fit, test and save every network (``model``, default the only network, is what ``fit`` trains and
-    selects on: the student); returns each network's metrics."""
+    selects on: the student); returns each network's metrics.
+
+    The training state goes to ``RUN_DIR/<last network>.state.pt`` as it trains; a resumed run
+    continues from it (``fingerprint`` must match), and it is removed once the stage is done.
+    """
     model = model or networks[0].model
+    state_file = TrainingStateFile(run.dir, networks[-1].name, fingerprint)
+    resume_from = state_file.load() if run.resuming else None
+    if resume_from is not None:
+        step(f"{networks[-1].name}: resuming at epoch {resume_from['epoch']}, step {resume_from['steps_done']}")
 
     def save_best(_, progress_info):
         paths = [save_network(run, network, {**progress_info, "complete": False}) for network in networks]
@@ -214,6 +256,9 @@ def train_and_save(
         progress=progress,
         networks=[network.model for network in networks],
         before_epoch=before_epoch,
+        state_file=state_file,
+        resume_from=resume_from,
+        deterministic=run.deterministic,
     )
     history = [
         {
@@ -240,6 +285,7 @@ def train_and_save(
         network.card = replace(network.card, test_accuracy=network.info["test_accuracy"])
         path = save_network(run, network, {"complete": True})
         network.info.update(checkpoint=str(path), sha256=file_sha256(path))
+    state_file.remove()
     return [network.info for network in networks]
 
 
@@ -269,8 +315,11 @@ def train_teacher(config: TeacherConfig, progress=None) -> dict:
         splits, load_seconds = load_splits(config.run, config.data)  # bad data fails before the run folder is touched
         config = replace(config, teacher=config.teacher.planned(len(splits.train)))
         check_models_build(splits, [config.teacher.model])
-        run = RunFolder(config.run.out, [TEACHER_FILE], config.run.force, config.to_dict())
+        run = RunFolder(config.run, [TEACHER_FILE], config.to_dict())
         record_data(run, splits, load_seconds)
+        if run.finished("teacher"):
+            step(f"{run.dir}: the teacher finished earlier; nothing to resume")
+            return run.metrics
         view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
         started = time.perf_counter()
         teacher = cross_entropy_teacher(
@@ -307,13 +356,11 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
         check_teacher_fits(checkpoint, splits.dataset)
     if init is not None:
         check_init_fits(init, splits.spec(config.student.model))
-    run = RunFolder(
-        config.run.out,
-        [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE],
-        config.run.force,
-        config.to_dict(),
-    )
+    run = RunFolder(config.run, [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE], config.to_dict())
     record_data(run, splits, load_seconds)
+    if run.finished("student"):
+        step(f"{run.dir}: the student finished earlier; nothing to resume")
+        return run.metrics
     view = InputView(splits, *normalization(splits.dataset, config.data.normalization))
     weights = KDWeights(config.kd)
     student = new_network(splits, view, config.student, "student", config.run.seed + 1, init)
@@ -344,6 +391,7 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
         extra_metrics={"distillation": kd_info},
         progress=progress,
         before_epoch=weights.begin_epoch if config.kd.scheduled else None,
+        fingerprint={"teacher_sha256": kd_info["teacher_sha256"]},
     )
     run.record("student", student_info, time.perf_counter() - started)
     return run.metrics
@@ -384,6 +432,8 @@ def frozen_teachers(
     if checkpoints:
         loaded = [load_teacher(checkpoint, splits) for checkpoint in checkpoints]
         models, views, infos = (list(column) for column in zip(*loaded, strict=True))
+    elif run.finished("teacher"):  # resuming: the teacher this run trained, as it recorded it
+        models, views, infos = [finished_teacher(run, splits)], [view], [run.metrics["teacher"]]
     else:
         trained = cross_entropy_teacher(
             splits, view, config.teacher, run, config.run.seed, config.data.augment, progress
@@ -407,6 +457,18 @@ def frozen_teachers(
     return teachers
 
 
+def finished_teacher(run: RunFolder, splits: DeviceDataset) -> nn.Module:
+    """The teacher an interrupted run finished before it stopped; refused if the file changed since."""
+    path, recorded = run.dir / TEACHER_FILE, run.metrics["teacher"].get("sha256")
+    if file_sha256(path) != recorded:
+        raise CheckpointError(
+            f"cannot resume {str(run.dir)!r}: {path} is not the teacher this run trained (its SHA-256 differs from "
+            "the one in metrics.json). Start anew with --force."
+        )
+    step(f"{run.dir}: the teacher finished earlier; distilling from it")
+    return to_channels_last(load_checkpoint(path).build_model().to(splits.device))
+
+
 def ensemble_info(teachers: FrozenTeachers, members: list[dict], weighting: str, splits: DeviceDataset) -> dict:
     """metrics.json's "teacher" for several: the ensemble's accuracy where one teacher's would be, and each member."""
     return {
@@ -427,6 +489,35 @@ def check_init_fits(init: dict, spec: ModelSpec) -> None:
             f"{spec.name!r} by name and shape (the student has {', '.join(report['not_in_source'][:4])}, ...); "
             "give weights of the same or a related architecture, or --init scratch"
         )
+
+
+# Settings that may change between a run and its resumption: where and how fast it runs, not what it computes.
+RESUMABLE_CHANGES = {("run", "resume"), ("run", "force"), ("run", "threads"), ("run", "device")}
+
+
+def check_same_config(earlier: dict, now: dict, run_dir: Path) -> None:
+    """Refuse to resume a run with other settings: the result would match neither configuration."""
+    differences = [
+        f"{section}.{key}: {earlier.get(section, {}).get(key)!r} then, {value!r} now"
+        for section, values in now.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if (section, key) not in RESUMABLE_CHANGES and earlier.get(section, {}).get(key) != jsonable(value)
+    ]
+    differences += [
+        f"{key}: {earlier.get(key)!r} then, {value!r} now"
+        for key, value in now.items()
+        if not isinstance(value, dict) and earlier.get(key) != jsonable(value)
+    ]
+    if differences:
+        raise ConfigError(
+            f"cannot resume {str(run_dir)!r} with other settings ({'; '.join(differences)}). Resume with the "
+            "settings it started with, or start anew with --force or another --out."
+        )
+
+
+def jsonable(value):
+    return json.loads(json.dumps(value))
 
 
 def check_models_build(splits: DeviceDataset, names: list[str]) -> None:

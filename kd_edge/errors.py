@@ -63,3 +63,11 @@ class QuantizationError(KdEdgeError):
 
 class ArmSetupError(KdEdgeError):
     """The aarch64 userland for `kd-edge verify-arm` could not be built: no emulator, no registry."""
+
+
+class TrainingInterrupted(KdEdgeError):
+    """SIGINT or SIGTERM stopped training at a step boundary, after saving its state."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

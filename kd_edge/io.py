@@ -38,6 +38,15 @@ def atomic_write_json(path: str | Path, data) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def atomic_save_figure(figure, path: str | Path, dpi: int) -> Path:
+    """A matplotlib figure saved as PNG, atomically (a half-written image never replaces a good one)."""
+    return atomic_write(path, lambda handle: figure.savefig(handle, dpi=dpi, format="png"))
+
+
 def fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not every platform lets a folder be opened.
     try:

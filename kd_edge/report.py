@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge import __version__
+from kd_edge.io import atomic_save_figure
 
 FIGURES = "report"  # PNGs for report.md live in RUN_DIR/report/; report.html embeds them
 
@@ -427,6 +428,6 @@ def add_reproduction(document: Document, run_dir: Path, metrics: dict) -> None:
 
 def save(figure, plt, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    atomic_save_figure(figure, path, dpi=90)
     plt.close(figure)
     return path

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_edge.checkpoint import Checkpoint, load_checkpoint
+from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.config import KDConfig, teacher_mixing
 from kd_edge.errors import CheckpointError
 from kd_edge.losses import confidence_weights, distillation_loss, ensemble_logits
@@ -174,6 +174,14 @@ def teachers_of_run(run_dir: Path, student: Checkpoint, device: torch.device) ->
         raise CheckpointError(
             f"the teacher of {str(run_dir)!r} ({', '.join(missing)}) is missing; fine-tuning keeps the teacher's soft "
             "labels in the loss. Pass a run folder of `kd-edge distill` whose teacher still exists."
+        )
+    recorded = student.metrics.get("distillation", {}).get("teacher_sha256")
+    recorded = [recorded] if isinstance(recorded, str) else recorded
+    if recorded and [file_sha256(path) for path in paths] != list(recorded):
+        raise CheckpointError(
+            f"the teacher file(s) {', '.join(map(str, paths))} of {str(run_dir)!r} are not the ones its student learnt "
+            "from (their SHA-256 differs from the one the student recorded): they were replaced since. Fine-tune with "
+            "the original teacher, or distil the student again."
         )
     checkpoints = [load_checkpoint(path) for path in paths]
     return FrozenTeachers(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kd_edge.config import DistillConfig, TeacherConfig
 from kd_edge.errors import ConfigError
-from kd_edge.io import atomic_write_json, ensure_writable_dir
+from kd_edge.io import atomic_save_figure, atomic_write_json, atomic_write_text, ensure_writable_dir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +154,7 @@ def summarize(config: SweepConfig, out: Path) -> dict:
         "cells": rows,
     }
     atomic_write_json(out / "sweep.json", summary)
-    (out / "sweep.md").write_text(markdown(summary, len(config.seeds)))
+    atomic_write_text(out / "sweep.md", markdown(summary, len(config.seeds)))
     heat_map(config, rows, out / "sweep.png")
     return summary
 
@@ -202,6 +202,6 @@ def heat_map(config: SweepConfig, rows: list[dict], path: Path) -> bool:
     axes.set_title(f"validation accuracy %, mean of {len(config.seeds)} seed(s)")
     figure.colorbar(image)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    atomic_save_figure(figure, path, dpi=110)
     plt.close(figure)
     return True

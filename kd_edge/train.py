@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -18,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_edge import interrupt
 from kd_edge.config import TrainConfig
 from kd_edge.data.dataset import ImageDataset, Split
-from kd_edge.errors import ConfigError, TrainingDivergedError
+from kd_edge.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
 from kd_edge.progress import EpochLog, SilentProgress
 from kd_edge.runtime.host import has_native_bf16
 
@@ -150,20 +152,19 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+    def shuffled_order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.randperm(len(self), generator=generator).to(self.images.device)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None):
         """Yield (indices, uint8 images, labels).
 
-        With a generator (training) the order is shuffled and the last, smaller
-        batch is dropped: every step then has the same shape, so oneDNN does not
-        build kernels for an odd shape each epoch. Without one, every sample is served.
+        With an ``order`` (training: ``shuffled_order``) the last, smaller batch is
+        dropped: every step then has the same shape, so oneDNN does not build kernels
+        for an odd shape each epoch. Without one, every sample is served in turn.
         """
         n = len(self)
-        order = (
-            torch.randperm(n, generator=generator).to(self.images.device)
-            if generator is not None
-            else torch.arange(n, device=self.images.device)
-        )
-        end = max(n - n % batch_size, batch_size) if generator is not None else n
+        end = max(n - n % batch_size, batch_size) if order is not None else n
+        order = order if order is not None else torch.arange(n, device=self.images.device)
         for start in range(0, end, batch_size):
             index = order[start : start + batch_size]
             yield index, self.images[index], self.labels[index]
@@ -244,6 +245,11 @@ def check_finite(terms: dict, stage: str, epoch: int, step: int, last_saved: str
     )
 
 
+# Mid-epoch, the full training state is saved at most this often (and at every epoch's end),
+# so that a killed run loses at most this much work.
+STATE_INTERVAL_S = 60.0
+
+
 def fit(
     model: nn.Module,
     train: DeviceSplit,
@@ -260,6 +266,9 @@ def fit(
     progress=None,
     networks: list[nn.Module] | None = None,
     before_epoch: Callable[[int, int, list[float]], dict] | None = None,
+    state_file=None,
+    resume_from: dict | None = None,
+    deterministic: bool = False,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` and leave it holding its best-on-validation weights.
 
@@ -271,48 +280,151 @@ def fit(
     their own, as the two networks of online distillation do. ``before_epoch(epoch, epochs,
     validation accuracies so far)`` sets what changes per epoch (a temperature schedule) and
     returns the values in force, which the epoch's log and progress line show.
+
+    With ``state_file`` (a ``TrainingStateFile``) the full state (weights, optimisers,
+    schedules, RNGs, position in the epoch, best so far) is saved at every epoch's end, every
+    ``STATE_INTERVAL_S`` and when a signal asks training to stop; ``resume_from`` (a state
+    it saved) continues from there exactly. ``deterministic`` makes torch refuse
+    nondeterministic kernels.
     """
     progress = progress or SilentProgress()
-    started = time.perf_counter()
-    with seeded(seed, train.images.device):
-        generator = torch.Generator().manual_seed(seed)
-        steps_per_epoch = max(len(train) // config.batch_size, 1)
-        optimizers = [make_optimizer(network, config) for network in networks or [model]]
-        schedulers = [make_scheduler(o, config, config.epochs * steps_per_epoch) for o in optimizers]
-        best = FitResult(best_val_accuracy=-1.0, best_epoch=0, history=[], seconds=0.0)
-        best_state, last_saved = None, None
-        progress.start(stage, config.epochs, steps_per_epoch)
-        for epoch in range(1, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            values = (
-                before_epoch(epoch, config.epochs, [log.val_accuracy for log in best.history]) if before_epoch else {}
+    with seeded(seed, train.images.device), deterministic_algorithms(deterministic):
+        loop = TrainingLoop(model, networks or [model], config, stage, seed, state_file, len(train))
+        if resume_from is not None:
+            loop.restore(resume_from)
+        progress.start(stage, config.epochs, loop.steps_per_epoch)
+        for epoch in range(loop.epoch, config.epochs + 1):
+            loop.epoch = epoch
+            values = before_epoch(epoch, config.epochs, loop.val_history()) if before_epoch else {}
+            step = OptimizerStep(
+                model, loop.optimizers, loop.schedulers, step_fn, precision, stage, epoch, loop.last_saved
             )
-            step = OptimizerStep(model, optimizers, schedulers, step_fn, precision, stage, epoch, last_saved)
-            means, train_accuracy, seen = train_epoch(step, train, config.batch_size, generator, augment, progress)
-            seconds = time.perf_counter() - epoch_start
+            means, train_accuracy, seen, seconds = train_epoch(step, train, config.batch_size, augment, progress, loop)
             val_accuracy = accuracy(model, val, normalize)
             log = EpochLog(
-                stage,
-                epoch,
-                config.epochs,
-                means.pop("loss"),
-                train_accuracy,
-                val_accuracy,
-                seen / seconds,
-                seconds,
-                means,
-                values,
-            )
-            best.history.append(log)
-            if val_accuracy > best.best_val_accuracy:
-                best.best_val_accuracy, best.best_epoch = val_accuracy, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                stage, epoch, config.epochs, means.pop("loss"), train_accuracy, val_accuracy, seen / seconds, seconds,
+                means, values,
+            )  # fmt: skip
+            loop.history.append(log)
+            if val_accuracy > loop.best_val_accuracy:
+                loop.best_val_accuracy, loop.best_epoch = val_accuracy, epoch
+                loop.best_state = copy.deepcopy(model.state_dict())
                 if save_best is not None:
-                    last_saved = save_best(model, {"epoch": epoch, "val_accuracy": val_accuracy})
+                    loop.last_saved = save_best(model, {"epoch": epoch, "val_accuracy": val_accuracy})
+            loop.epoch_finished()
             progress.epoch_done(log)
-    model.load_state_dict(best_state)
-    best.seconds = time.perf_counter() - started
-    return best
+    model.load_state_dict(loop.best_state)
+    return FitResult(loop.best_val_accuracy, loop.best_epoch, loop.history, loop.elapsed())
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """Within the block, torch refuses kernels whose results can differ between runs (when enabled)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+class TrainingLoop:
+    """The state of one ``fit``: optimisers, schedules, RNGs, position, the best so far; saved and restored whole.
+
+    Where an epoch stands is (its data order, drawn from the generator's state at the epoch's
+    start; the steps done; the generator's state now, which augmentation draws from), so a
+    resumed epoch sees the same batches and the same shifts as an uninterrupted one.
+    """
+
+    def __init__(self, model, networks, config: TrainConfig, stage: str, seed: int, state_file, train_size: int):
+        self.model, self.config, self.stage, self.state_file = model, config, stage, state_file
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps_per_epoch = max(train_size // config.batch_size, 1)
+        self.optimizers = [make_optimizer(network, config) for network in networks]
+        self.schedulers = [make_scheduler(o, config, config.epochs * self.steps_per_epoch) for o in self.optimizers]
+        self.epoch, self.steps_done, self.totals = 1, 0, None
+        self.epoch_generator_state = self.generator.get_state()
+        self.best_val_accuracy, self.best_epoch, self.best_state, self.last_saved = -1.0, 0, None, None
+        self.history: list[EpochLog] = []
+        self.seconds_before, self.started = 0.0, time.perf_counter()
+        self.last_state_save = time.perf_counter()
+
+    def val_history(self) -> list[float]:
+        return [log.val_accuracy for log in self.history]
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def state(self) -> dict:
+        return {
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "steps_done": self.steps_done,
+            "totals": self.totals,
+            "model": self.model.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() if s is not None else None for s in self.schedulers],
+            "epoch_generator_state": self.epoch_generator_state,
+            "generator_state": self.generator.get_state(),
+            "torch_rng_state": torch.get_rng_state(),
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "last_saved": self.last_saved,
+            "history": [dataclasses.asdict(log) for log in self.history],
+            "seconds": self.elapsed(),
+        }
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            if scheduler is not None:
+                scheduler.load_state_dict(saved)
+        self.epoch, self.steps_done, self.totals = state["epoch"], state["steps_done"], state["totals"]
+        self.epoch_generator_state = state["epoch_generator_state"]
+        self.resume_generator_state = state["generator_state"]
+        torch.set_rng_state(state["torch_rng_state"])
+        self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
+        self.best_state, self.last_saved = state["best_state"], state["last_saved"]
+        self.history = [EpochLog(**log) for log in state["history"]]
+        self.seconds_before = state["seconds"]
+
+    def save(self) -> None:
+        if self.state_file is not None:
+            self.state_file.save(self.state())
+            self.last_state_save = time.perf_counter()
+
+    def after_step(self, steps_done: int, totals: dict) -> None:
+        """Save the state when a signal asks to stop (then stop) or when the last save is old."""
+        self.steps_done, self.totals = steps_done, totals
+        signum = interrupt.requested()
+        if signum is None and time.perf_counter() - self.last_state_save < STATE_INTERVAL_S:
+            return
+        self.save()
+        if signum is not None:
+            where = (
+                f"the state is saved in {self.state_file.path}" if self.state_file else "no state file was asked for"
+            )
+            raise TrainingInterrupted(
+                f"{self.stage} training stopped by {signal_name(signum)} at epoch {self.epoch}, step {steps_done}; "
+                f"{where}. Run the same command with --resume to continue from there.",
+                signum,
+            )
+
+    def epoch_finished(self) -> None:
+        self.epoch += 1
+        self.steps_done, self.totals = 0, None
+        self.epoch_generator_state = self.generator.get_state()
+        self.save()
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
 
 
 @dataclass
@@ -343,23 +455,37 @@ class OptimizerStep:
 
 
 def train_epoch(
-    step: OptimizerStep, train: DeviceSplit, batch_size: int, generator, augment: bool, progress
-) -> tuple[dict, float, int]:
-    """One pass over the shuffled train split; returns (mean of each loss term, train accuracy, images seen)."""
+    step: OptimizerStep, train: DeviceSplit, batch_size: int, augment: bool, progress, loop: TrainingLoop
+) -> tuple[dict, float, int, float]:
+    """One pass over the shuffled train split, from where ``loop`` stands in it.
+
+    Returns (mean of each loss term, train accuracy, images seen, seconds), counting the part
+    of the epoch done before a resume.
+    """
     step.model.train()
     started = time.perf_counter()
-    sums, correct, seen = {}, 0, 0
-    for number, (index, images, labels) in enumerate(train.batches(batch_size, generator), start=1):
+    generator = loop.generator
+    generator.set_state(loop.epoch_generator_state)
+    order = train.shuffled_order(generator)
+    if loop.steps_done:  # resuming mid-epoch: the same order, and augmentation draws continue where they stopped
+        generator.set_state(loop.resume_generator_state)
+    totals = loop.totals or {"sums": {}, "correct": 0, "seen": 0, "seconds": 0.0}
+    sums = totals["sums"]
+    for number, (index, images, labels) in enumerate(train.batches(batch_size, order), start=1):
+        if number <= loop.steps_done:
+            continue
         if augment:
             images = random_shift(images, generator)
         terms = step(number, index, images, labels)
-        seen += len(labels)
-        correct += (terms["logits"].argmax(1) == labels).sum().item()
+        totals["seen"] += len(labels)
+        totals["correct"] += (terms["logits"].argmax(1) == labels).sum().item()
         for name, value in terms.items():
             if name != "logits":
                 sums[name] = sums.get(name, 0.0) + value.item() * len(labels)
-        progress.step(terms["loss"].item(), seen / (time.perf_counter() - started))
-    return {name: total / seen for name, total in sums.items()}, correct / seen, seen
+        progress.step(terms["loss"].item(), totals["seen"] / (time.perf_counter() - started + totals["seconds"]))
+        loop.after_step(number, {**totals, "seconds": totals["seconds"] + time.perf_counter() - started})
+    seen, seconds = totals["seen"], totals["seconds"] + time.perf_counter() - started
+    return {name: total / seen for name, total in sums.items()}, totals["correct"] / seen, seen, seconds
 
 
 def cross_entropy_step(normalize: Normalizer) -> StepFn:

@@ -360,7 +360,7 @@ def test_bad_model_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("not a model")
     result = bench(bad, *QUICK, ok=False)
-    assert result.exit_code == 1 and "cannot load" in result.output
+    assert result.exit_code == 1 and "not a well-formed ONNX file" in result.output
 
 
 def test_data_that_does_not_fit_the_model(tmp_path, tiny):

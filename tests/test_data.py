@@ -94,6 +94,10 @@ def test_npz_with_bad_labels_lists_offending_indices(tmp_path):
     images, labels = easy_images(20)
     labels[[3, 7]] = -1
     np.savez(tmp_path / "bad.npz", images=images, labels=labels, classes=np.array(["a", "b", "c"]))
+    with pytest.raises(DatasetError, match=r"2 labels are negative \(first at indices \[3, 7\]\)"):
+        load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+    labels[[3, 7]] = 5  # beyond the 3 classes
+    np.savez(tmp_path / "bad.npz", images=images, labels=labels, classes=np.array(["a", "b", "c"]))
     with pytest.raises(DatasetError, match=r"outside 0\.\.2"):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 

@@ -198,3 +198,15 @@ def test_qat_refuses_a_run_whose_teacher_is_gone(tmp_path, distilled_run):
             )
         )
     assert not (tmp_path / "q" / "run.qat.onnx").exists()
+
+
+def test_qat_refuses_a_teacher_replaced_since_distillation(tmp_path, distilled_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(distilled_run, run)
+    teacher = torch.load(run / "teacher.pt", weights_only=True)
+    teacher["metrics"]["note"] = "retrained later"
+    torch.save(teacher, run / "teacher.pt")
+    with pytest.raises(CheckpointError, match="not the ones its student learnt from"):
+        quantization_aware_training(QATConfig(run_dir=str(run), out_dir=str(tmp_path / "q"), epochs=1))

@@ -184,7 +184,7 @@ def test_exclusion_keeps_named_nodes_in_fp32(fp32_model, tmp_path):
 def test_not_an_onnx_file(tmp_path):
     bad = tmp_path / "model.onnx"
     bad.write_text("hello")
-    with pytest.raises(ModelFileError, match="cannot load"):
+    with pytest.raises(ModelFileError, match=r"cannot load|not a well-formed ONNX file"):
         quantize(quick(bad))
 
 

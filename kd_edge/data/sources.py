@@ -9,7 +9,9 @@ version (it checks the files' MD5 before unpickling them).
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,7 @@ def load_npz_dataset(path: Path, name: str | None = None, classes=None) -> Image
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, AttributeError, TypeError) as exc:
         raise DatasetError(
             f"cannot read {str(path)!r} as an .npz archive ({exc}); is it a complete numpy .npz file?"
         ) from exc
@@ -108,17 +110,24 @@ def load_npz_dataset(path: Path, name: str | None = None, classes=None) -> Image
         raise DatasetError(
             f"{str(path)!r} lacks the arrays {sorted(missing)}; it must hold `images` (uint8) and `labels` (integers)"
         )
-    labels = arrays["labels"]
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetError(f"{str(path)!r}: labels must be integers, got {labels.dtype}")
+    images, labels = as_nchw(arrays["images"]), arrays["labels"]
+    if labels.ndim != 1 or labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{str(path)!r}: labels must be a 1-D array of integers, got {labels.dtype} {labels.shape}")
+    if len(labels) != len(images) or not len(labels):
+        raise DatasetError(f"{str(path)!r} holds {len(images)} images and {len(labels)} labels; it needs one per image")
     labels = labels.astype(np.int64)
-    if classes is None:
-        classes = (
-            [str(c) for c in arrays["classes"]]
-            if "classes" in arrays
-            else [str(c) for c in range(int(labels.max()) + 1)]
+    negative = np.flatnonzero(labels < 0)
+    if len(negative):
+        raise DatasetError(
+            f"{str(path)!r}: {len(negative)} labels are negative (first at indices {negative[:5].tolist()}); labels "
+            "are class indices 0, 1, ..."
         )
-    return split_pool(name or f"npz:{path}", classes, as_nchw(arrays["images"]), labels)
+    if classes is None:
+        names = arrays.get("classes")
+        if names is not None and names.ndim != 1:
+            raise DatasetError(f"{str(path)!r}: `classes` must be a 1-D array of names, got shape {names.shape}")
+        classes = [str(c) for c in names] if names is not None else [str(c) for c in range(int(labels.max()) + 1)]
+    return split_pool(name or f"npz:{path}", classes, images, labels)
 
 
 def load_builtin_mnist_5k() -> ImageDataset:
@@ -136,12 +145,14 @@ def read_idx(path: Path) -> np.ndarray:
             raw = handle.read()
     except (OSError, EOFError) as exc:
         raise DatasetError(f"cannot read {str(path)!r} ({exc}); the file is damaged: download it again") from exc
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] == 0:
         raise DatasetError(f"{str(path)!r} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
+    if len(raw) < offset:
+        raise DatasetError(f"{str(path)!r} is truncated: its header promises {ndim} dimensions")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) - offset != math.prod(dims):  # Python integers: no overflow, whatever the header claims
         raise DatasetError(
             f"{str(path)!r} is truncated: header says {dims}, file has {len(raw) - offset} bytes of data"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kd_edge.io import atomic_save_figure
 from kd_edge.runtime.harness import BenchReport
 
 
@@ -84,6 +85,6 @@ def plot(report: BenchReport, path: Path) -> bool:
     right.set_yscale("log")
     right.set_title("latency distribution (host)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_save_figure(figure, path, dpi=100)
     plt.close(figure)
     return True

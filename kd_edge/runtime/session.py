@@ -10,6 +10,7 @@ import numpy as np
 
 from kd_edge.errors import DatasetError, ModelCardError, ModelFileError
 from kd_edge.runtime.card import ModelCard
+from kd_edge.runtime.safety import check_model_file
 
 EVAL_BATCH_SIZE = 256
 
@@ -37,6 +38,7 @@ def open_session(path: str | Path, threads: int | None = None, spinning: bool = 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model {str(path)!r} does not exist; export one with `kd-edge export RUN_DIR --onnx`")
+    check_model_file(path)  # before ONNX Runtime reads a byte of it
     try:
         return ort.InferenceSession(
             str(path),

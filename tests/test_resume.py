@@ -1,0 +1,236 @@
+"""Crash-safe, resumable training: SIGKILL, SIGTERM, a signal mid-epoch, damaged state, changed settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kd_edge import distill as distill_module
+from kd_edge import interrupt
+from kd_edge.cli import app
+from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig
+from kd_edge.errors import CheckpointError, ConfigError, TrainingInterrupted
+
+
+def config_for(easy_npz, out, epochs=4, **run):
+    return DistillConfig(
+        data=DataConfig(dataset=f"npz:{easy_npz}", augment=True),  # augmentation: the generator matters mid-epoch
+        teacher=TrainConfig(model="cnn-tiny", epochs=3, batch_size=32),
+        student=TrainConfig(model="cnn-tiny", epochs=epochs, batch_size=32),
+        kd=KDConfig(temperature_schedule="linear:2"),
+        run=RunConfig(out=str(out), seed=5, deterministic=True, **run),
+    )
+
+
+def student_weights(run_dir):
+    return torch.load(run_dir / "student.pt", weights_only=True)["state_dict"]
+
+
+def same_training(a: dict, b: dict) -> bool:
+    keys = ("loss", "ce", "kd", "train_accuracy", "val_accuracy", "temperature")
+    history = [[h.get(k) for k in keys] for h in a["student"]["history"]]
+    return history == [[h.get(k) for k in keys] for h in b["student"]["history"]] and (
+        a["student"]["test_accuracy"] == b["student"]["test_accuracy"]
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, easy_npz):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    return out, distill_module.distill(config_for(easy_npz, out))
+
+
+def stop_at(monkeypatch, stage: str, epoch: int, step: int):
+    """Make training see a SIGTERM after the given step, as the command line's handler would record it."""
+    from kd_edge import train
+
+    original = train.TrainingLoop.after_step
+
+    def after_step(loop, steps_done, totals):
+        if loop.stage == stage and loop.epoch == epoch and steps_done == step:
+            monkeypatch.setattr(interrupt, "_requested", signal.SIGTERM)
+        return original(loop, steps_done, totals)
+
+    monkeypatch.setattr(train.TrainingLoop, "after_step", after_step)
+
+
+@pytest.mark.parametrize("stage, epoch, step", [("student", 2, 2), ("student", 3, 4), ("teacher", 2, 1)])
+def test_a_run_stopped_mid_epoch_resumes_to_the_same_result(
+    tmp_path, easy_npz, uninterrupted, monkeypatch, stage, epoch, step
+):
+    straight_dir, straight = uninterrupted
+    out = tmp_path / "run"
+    stop_at(monkeypatch, stage, epoch, step)
+    with pytest.raises(TrainingInterrupted, match="--resume") as stopped:
+        distill_module.distill(config_for(easy_npz, out))
+    assert stopped.value.signum == signal.SIGTERM and (out / f"{stage}.state.pt").is_file()
+    monkeypatch.setattr(interrupt, "_requested", None)
+    monkeypatch.undo()
+    resumed = distill_module.distill(config_for(easy_npz, out, resume=True))
+    assert same_training(resumed, straight)
+    assert all(torch.equal(v, student_weights(straight_dir)[k]) for k, v in student_weights(out).items())
+    assert not list(out.glob("*.state*.pt"))  # removed once the stage is done
+    assert resumed["resumed"] == 1
+
+
+def test_a_finished_teacher_is_not_trained_again(tmp_path, easy_npz, monkeypatch):
+    out = tmp_path / "run"
+    stop_at(monkeypatch, "student", 1, 2)
+    with pytest.raises(TrainingInterrupted):
+        distill_module.distill(config_for(easy_npz, out))
+    monkeypatch.setattr(interrupt, "_requested", None)
+    monkeypatch.undo()
+    stages = []
+    original = distill_module.fit
+    monkeypatch.setattr(distill_module, "fit", lambda *a, **k: stages.append(k["stage"]) or original(*a, **k))
+    distill_module.distill(config_for(easy_npz, out, resume=True))
+    assert stages == ["student"]
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, easy_npz, monkeypatch):
+    out = tmp_path / "run"
+    stop_at(monkeypatch, "student", 1, 2)
+    with pytest.raises(TrainingInterrupted):
+        distill_module.distill(config_for(easy_npz, out))
+    monkeypatch.setattr(interrupt, "_requested", None)
+    changed = config_for(easy_npz, out, resume=True)
+    changed = DistillConfig(**{**changed.__dict__, "kd": KDConfig(temperature=2.0)})
+    with pytest.raises(ConfigError, match=r"kd.temperature: 4.0 then, 2.0 now"):
+        distill_module.distill(changed)
+
+
+def test_resuming_with_another_teacher_file_is_refused(tmp_path, easy_npz, monkeypatch):
+    out = tmp_path / "run"
+    stop_at(monkeypatch, "student", 2, 1)
+    with pytest.raises(TrainingInterrupted):
+        distill_module.distill(config_for(easy_npz, out))
+    monkeypatch.setattr(interrupt, "_requested", None)
+    teacher = torch.load(out / "teacher.pt", weights_only=True)
+    teacher["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in teacher["state_dict"].items()}
+    torch.save(teacher, out / "teacher.pt")
+    with pytest.raises(CheckpointError, match="not the teacher this run trained"):
+        distill_module.distill(config_for(easy_npz, out, resume=True))
+
+
+def test_a_damaged_latest_state_falls_back_to_the_one_before(tmp_path, easy_npz, uninterrupted, monkeypatch, capsys):
+    from kd_edge import train
+
+    monkeypatch.setattr(train, "STATE_INTERVAL_S", 0.0)  # a state after every step: latest and previous both exist
+    out = tmp_path / "run"
+    stop_at(monkeypatch, "student", 3, 3)
+    with pytest.raises(TrainingInterrupted):
+        distill_module.distill(config_for(easy_npz, out))
+    monkeypatch.setattr(interrupt, "_requested", None)
+    monkeypatch.undo()
+    latest = out / "student.state.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as a crash in the middle of a copy leaves it
+    warnings = []
+    monkeypatch.setattr("kd_edge.checkpoint.step", warnings.append)
+    resumed = distill_module.distill(config_for(easy_npz, out, resume=True))
+    assert any("resuming from the state saved before it" in w for w in warnings)
+    assert same_training(resumed, uninterrupted[1])
+
+
+def test_damaged_state_and_nothing_before_it_is_an_error_not_a_fresh_start(tmp_path, easy_npz, monkeypatch):
+    out = tmp_path / "run"
+    stop_at(monkeypatch, "student", 1, 1)
+    with pytest.raises(TrainingInterrupted):
+        distill_module.distill(config_for(easy_npz, out))
+    monkeypatch.setattr(interrupt, "_requested", None)
+    (out / "student.state.prev.pt").unlink(missing_ok=True)
+    (out / "student.state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged"):
+        distill_module.distill(config_for(easy_npz, out, resume=True))
+
+
+def test_the_same_seed_gives_the_same_metrics(tmp_path, easy_npz, uninterrupted):
+    again = distill_module.distill(config_for(easy_npz, tmp_path / "again"))
+    assert same_training(again, uninterrupted[1])
+
+
+def test_resume_and_force_together_are_refused(tmp_path, easy_npz):
+    with pytest.raises(ConfigError, match="pick one"):
+        config_for(easy_npz, tmp_path / "run", resume=True, force=True)
+
+
+# --- real signals, in a child process ---------------------------------------------------------------------
+
+
+def distill_command(easy_npz, out, *extra):
+    return [
+        sys.executable, "-m", "kd_edge", "distill", "--dataset", f"npz:{easy_npz}", "--student-model", "cnn-tiny",
+        "--teacher-model", "cnn-tiny", "--teacher-epochs", "3", "--epochs", "40", "--batch-size", "32",
+        "--deterministic", "--augment", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def wait_for(path, process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_student_then_resume_gives_a_valid_student(tmp_path, easy_npz):
+    out = tmp_path / "run"
+    child = subprocess.Popen(distill_command(easy_npz, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(out / "student.state.pt", child)
+    time.sleep(0.3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert (out / "teacher.pt").is_file()
+    resumed = subprocess.run(distill_command(easy_npz, out, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["student"]["epochs"] == 40 and len(metrics["student"]["history"]) == 40
+    assert 0.9 <= metrics["student"]["test_accuracy"] <= 1.0
+    straight = subprocess.run(distill_command(easy_npz, tmp_path / "straight"), capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    assert same_training(metrics, json.loads((tmp_path / "straight" / "metrics.json").read_text()))
+
+
+def test_sigterm_saves_and_exits_143_then_resumes(tmp_path, easy_npz):
+    out = tmp_path / "run"
+    child = subprocess.Popen(distill_command(easy_npz, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(out / "student.state.pt", child)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 143, stderr
+    assert "SIGTERM" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    state = torch.load(out / "student.state.pt", weights_only=True)
+    assert state["stage"] == "student"
+    resumed = subprocess.run(distill_command(easy_npz, out, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_second_signal_exits_at_once(tmp_path, easy_npz):
+    out = tmp_path / "run"
+    child = subprocess.Popen(distill_command(easy_npz, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(out / "teacher.pt", child)
+    os.kill(child.pid, signal.SIGINT)
+    os.kill(child.pid, signal.SIGINT)
+    child.communicate(timeout=60)
+    assert child.returncode in (130, -signal.SIGINT)
+
+
+def test_cli_resume_message_and_exit_code(tmp_path, easy_npz, monkeypatch):
+    stop_at(monkeypatch, "student", 1, 1)
+    args = [
+        "distill", "--dataset", f"npz:{easy_npz}", "--student-model", "cnn-tiny", "--teacher-model", "cnn-tiny",
+        "--epochs", "2", "--batch-size", "32", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    stopped = CliRunner().invoke(app, args)
+    assert stopped.exit_code == 143 and "--resume" in stopped.output
+    monkeypatch.setattr(interrupt, "_requested", None)
+    monkeypatch.undo()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "--resume to continue it" in again.output
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
