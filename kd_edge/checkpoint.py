@@ -195,6 +195,10 @@ class TrainingStateFile:
         return None
 
     def check(self, state: dict, path: Path) -> None:
+        from kd_edge.distributed import is_main
+
+        if not is_main():  # rank 0 checks for all (only it computed the fingerprint: file hashes)
+            return
         saved = state.get("fingerprint", {})
         changed = [key for key in self.fingerprint if saved.get(key) != self.fingerprint[key]]
         if changed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -119,6 +120,20 @@ PrecisionOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", metavar="", help="Replace the results of an earlier run in --out.")]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        help="Train in N processes on this machine (torch.distributed.run, gloo on CPU, nccl on CUDA); for "
+        "several machines run `torchrun ... -m kd_edge` yourself (README)."
+    ),
+]
+LrScalingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="With several processes (each taking --batch-size images a step), the learning rate: none (as given, "
+        "the default), linear (times the number of processes) or sqrt."
+    ),
+]
 ResumeOpt = Annotated[
     bool,
     typer.Option(
@@ -168,8 +183,12 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         from kd_edge.log import steps_shown
 
+        def show(message: str) -> None:
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+                console().print(f"[dim]{message}[/]", soft_wrap=True, highlight=False)
+
         try:
-            with steps_shown(lambda message: console().print(f"[dim]{message}[/]", soft_wrap=True, highlight=False)):
+            with steps_shown(show):
                 return command(*args, **kwargs)
         except TrainingInterrupted as exc:
             typer.echo(f"Stopped: {exc}", err=True)
@@ -305,6 +324,8 @@ def teacher(
     force: ForceOpt = False,
     resume: ResumeOpt = False,
     deterministic: DeterministicOpt = False,
+    nproc: NprocOpt = 1,
+    lr_scaling: LrScalingOpt = None,
     config_path: ConfigOpt = None,
 ):
     """Train a teacher with cross-entropy: writes OUT/teacher.pt, metrics.json and config.json."""
@@ -329,12 +350,14 @@ def teacher(
             optimizer=optimizer,
             schedule=schedule,
             weight_decay=weight_decay,
+            lr_scaling=lr_scaling,
         ),
         run=run_config(out, seed, device, threads, force, precision or recipe.precision, resume, deterministic),
     )
     from kd_edge.distill import train_teacher
 
-    with training_process():
+    relaunch_under_torchrun(nproc)
+    with training_process(device):
         metrics = train_teacher(config, progress=make_progress())
     print_summary(metrics, out)
     next_step(f"kd-edge distill --dataset {dataset} --teacher {out / 'teacher.pt'} --out RUN_DIR")
@@ -435,6 +458,8 @@ def distill(
     force: ForceOpt = False,
     resume: ResumeOpt = False,
     deterministic: DeterministicOpt = False,
+    nproc: NprocOpt = 1,
+    lr_scaling: LrScalingOpt = None,
     config_path: ConfigOpt = None,
 ):
     """Distil a student: writes OUT/student.pt (+ teacher.pt when it trains one) and metrics.json.
@@ -480,10 +505,12 @@ def distill(
         optimizer=optimizer,
         schedule=schedule,
         weight_decay=weight_decay,
+        lr_scaling=lr_scaling,
     )
     from kd_edge.distill import distill as distill_student
 
-    with training_process():
+    relaunch_under_torchrun(nproc)
+    with training_process(device):
         metrics = distill_student(config, progress=make_progress())
     print_summary(metrics, out)
     next_step(f"kd-edge export {out} --onnx --int8 --out exports (or kd-edge bundle {out} --out bundle)")
@@ -1284,10 +1311,15 @@ def pipeline(
         bench=bench,
         force=force,
     )
-    from kd_edge.progress import RichProgress, new_display
+    from kd_edge.distributed import is_main
+    from kd_edge.progress import RichProgress, SilentProgress, new_display
 
+    if not is_main():  # another torchrun rank: it trains, rank 0 shows and writes
+        with training_process(config.distill.run.device):
+            run_pipeline(config, progress_factory=SilentProgress)
+        return
     display = new_display(console(), transient=False)
-    with training_process(), display:
+    with training_process(config.distill.run.device), display:
         result = run_pipeline(config, display=display, progress_factory=lambda: RichProgress(display=display))
     print_pipeline_summary(result)
 
@@ -1395,7 +1427,10 @@ def datasets():
 
 
 def next_step(command: str) -> None:
-    console().print(f"next: {command}", soft_wrap=True)
+    from kd_edge.distributed import is_main
+
+    if is_main():
+        console().print(f"next: {command}", soft_wrap=True)
 
 
 @functools.cache
@@ -1408,9 +1443,10 @@ def console():
 
 
 def make_progress():
-    from kd_edge.progress import RichProgress
+    from kd_edge.distributed import is_main
+    from kd_edge.progress import RichProgress, SilentProgress
 
-    return RichProgress(console=console())
+    return RichProgress(console=console()) if is_main() else SilentProgress()  # one bar, rank 0's
 
 
 def run_config(
@@ -1438,15 +1474,38 @@ def run_config(
 
 
 @contextlib.contextmanager
-def training_process():
+def training_process(device: str = "cpu"):
     """Process-wide settings for a training command (never set by the library itself): the allocator's,
-    and SIGINT/SIGTERM asking training to save its state and stop at the next step."""
+    SIGINT/SIGTERM asking training to save its state and stop at the next step, and, under torchrun, the
+    process group (gloo on CPU, nccl on CUDA)."""
+    from kd_edge.distributed import process_group
     from kd_edge.interrupt import stop_on_signals
     from kd_edge.train import keep_freed_memory
 
     keep_freed_memory()
-    with stop_on_signals():
+    with stop_on_signals(), process_group(device):
         yield
+
+
+def relaunch_under_torchrun(nproc: int) -> None:
+    """``--nproc N``: run this same command as N processes through torchrun's own launcher (then exit)."""
+    from kd_edge.distributed import launched_by_torchrun
+
+    if nproc <= 1 or launched_by_torchrun():
+        return
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        argv.append(arg)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    raise typer.Exit(subprocess.run([*launcher, "-m", "kd_edge", *argv]).returncode)
 
 
 def optional_str(path: Path | None) -> str | None:
@@ -1455,6 +1514,11 @@ def optional_str(path: Path | None) -> str | None:
 
 def print_summary(metrics: dict, out: Path) -> None:
     from rich.table import Table
+
+    from kd_edge.distributed import is_main
+
+    if not is_main():
+        return
 
     table = Table(title=f"kd-edge results in {out}")
     for column in ("stage", "model", "parameters", "MACs", "val acc", "test acc", "time (s)"):

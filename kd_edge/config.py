@@ -14,6 +14,7 @@ from kd_edge.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
+LR_SCALINGS = ("none", "linear", "sqrt")
 NORMALIZATIONS = ("dataset", "half")
 KD_LOSS_NAMES = ("kl", "mse")
 DEVICES = ("cpu", "cuda", "auto")
@@ -76,8 +77,13 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
+    lr_scaling: str = "none"  # under torchrun: the lr for N processes is lr (none), N * lr (linear) or sqrt(N) * lr
 
     def __post_init__(self):
+        check(
+            self.lr_scaling in LR_SCALINGS,
+            f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}",
+        )
         check(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
@@ -321,7 +327,7 @@ def override(config, **changes):
     return replace(config, **given) if given else config
 
 
-SHARED_TRAINING_OPTIONS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay")
+SHARED_TRAINING_OPTIONS = ("batch_size", "lr", "optimizer", "schedule", "weight_decay", "lr_scaling")
 
 
 def distill_config(

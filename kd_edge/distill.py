@@ -35,6 +35,7 @@ from kd_edge.checkpoint import (
 )
 from kd_edge.config import DataConfig, DistillConfig, RunConfig, TeacherConfig, TrainConfig
 from kd_edge.data import ImageDataset, load_dataset
+from kd_edge.distributed import barrier, describe, is_main, world
 from kd_edge.errors import CheckpointError, ConfigError, OutputError, TeacherTooWeakError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
 from kd_edge.log import step
@@ -70,12 +71,13 @@ class RunFolder:
     """
 
     def __init__(self, settings: RunConfig, artifacts: list[str], config: dict):
-        self.dir = ensure_writable_dir(settings.out)
+        self.dir = ensure_writable_dir(settings.out) if is_main() else Path(settings.out)
         self.config = config
         self.deterministic = settings.deterministic
         self.started = time.perf_counter()
         earlier = self.dir / CONFIG_FILE
         self.resuming = settings.resume and earlier.is_file()
+        barrier()  # every rank has looked before rank 0 writes anything
         if self.resuming:
             check_same_config(json.loads(earlier.read_text()), config, self.dir)
             self.metrics = (
@@ -85,7 +87,7 @@ class RunFolder:
             self.metrics["resumed"] = self.metrics.get("resumed", 0) + 1
             return
         existing = [name for name in [*artifacts, METRICS_FILE] if (self.dir / name).exists()]
-        if existing and not settings.force:
+        if existing and not settings.force and is_main():  # rank 0 decides; torchrun stops the others
             reuse = ""
             if TEACHER_FILE in existing and not (self.dir / STUDENT_FILE).exists():
                 teacher = self.dir / TEACHER_FILE
@@ -97,7 +99,7 @@ class RunFolder:
                 f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out, "
                 f"pass --resume to continue it, or --force to replace it.{reuse}"
             )
-        for stale in [*self.dir.glob("*.state.pt"), *self.dir.glob("*.state.prev.pt")]:
+        for stale in [*self.dir.glob("*.state.pt"), *self.dir.glob("*.state.prev.pt")] if is_main() else []:
             stale.unlink()  # a fresh run must never resume from an older run's state
         self.metrics = {
             "kd_edge_version": __version__,
@@ -105,7 +107,8 @@ class RunFolder:
             "python_version": platform.python_version(),
             "wall_time_s": {},
         }
-        atomic_write_json(self.dir / CONFIG_FILE, config)
+        if is_main():  # under torchrun only rank 0 writes
+            atomic_write_json(self.dir / CONFIG_FILE, config)
 
     def finished(self, stage: str) -> bool:
         """Did an earlier run in this folder complete ``stage`` (its metrics recorded, its checkpoint there)?"""
@@ -116,7 +119,8 @@ class RunFolder:
         if seconds is not None:
             self.metrics["wall_time_s"][section] = round(seconds, 3)
         self.metrics["wall_time_s"]["total"] = round(time.perf_counter() - self.started, 3)
-        atomic_write_json(self.dir / METRICS_FILE, self.metrics)
+        if is_main():
+            atomic_write_json(self.dir / METRICS_FILE, self.metrics)
 
 
 class DeviceDataset:
@@ -130,6 +134,11 @@ class DeviceDataset:
         self.train, self.val, self.test = (
             DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test")
         )
+
+    def images_per_process(self) -> int:
+        """Training images each process takes an epoch (all of them, outside torchrun): what a step budget
+        counts in, so that N processes plan as many optimiser steps as one."""
+        return len(self.train) // world()[1]
 
     def spec(self, model_name: str) -> ModelSpec:
         channels, size, _ = self.dataset.input_shape
@@ -205,7 +214,8 @@ def new_network(
 
 def save_network(run: RunFolder, network: Network, extra: dict) -> Path:
     path = run.dir / f"{network.name}.pt"
-    save_checkpoint(path, network.model, network.spec, network.card, {**network.info, **extra}, run.config)
+    if is_main():
+        save_checkpoint(path, network.model, network.spec, network.card, {**network.info, **extra}, run.config)
     return path
 
 
@@ -279,13 +289,15 @@ def train_and_save(
             test_accuracy=accuracy(network.model, splits.test, normalize),
             train_seconds=round(result.seconds, 3),
             images_per_second=round(sum(log.images_per_second for log in result.history) / len(result.history), 1),
+            distributed=describe(config.batch_size, config.lr, config.lr_scaling, result.images_per_rank),
             history=history,
             **extra_metrics,
         )
         network.card = replace(network.card, test_accuracy=network.info["test_accuracy"])
         path = save_network(run, network, {"complete": True})
-        network.info.update(checkpoint=str(path), sha256=file_sha256(path))
-    state_file.remove()
+        network.info.update(checkpoint=str(path), sha256=file_sha256(path) if is_main() else None)
+    if is_main():
+        state_file.remove()
     return [network.info for network in networks]
 
 
@@ -313,7 +325,7 @@ def train_teacher(config: TeacherConfig, progress=None) -> dict:
     """Train a teacher with cross-entropy; writes teacher.pt, metrics.json and config.json."""
     with torch_threads(config.run.threads):
         splits, load_seconds = load_splits(config.run, config.data)  # bad data fails before the run folder is touched
-        config = replace(config, teacher=config.teacher.planned(len(splits.train)))
+        config = replace(config, teacher=config.teacher.planned(splits.images_per_process()))
         check_models_build(splits, [config.teacher.model])
         run = RunFolder(config.run, [TEACHER_FILE], config.to_dict())
         record_data(run, splits, load_seconds)
@@ -347,7 +359,9 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
     init = {"weights": load_weights(config.init), "source": config.init} if config.init != "scratch" else None
     splits, load_seconds = load_splits(config.run, config.data)
     config = replace(
-        config, teacher=config.teacher.planned(len(splits.train)), student=config.student.planned(len(splits.train))
+        config,
+        teacher=config.teacher.planned(splits.images_per_process()),
+        student=config.student.planned(splits.images_per_process()),
     )
     # Everything that can be refused is refused here, before the run folder is touched or any epoch runs.
     trains_teacher = config.trains_teacher or config.mode == "online"

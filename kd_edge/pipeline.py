@@ -27,10 +27,12 @@ from pathlib import Path
 from kd_edge import __version__
 from kd_edge.bundle import BundleConfig, BundleResult, check_outputs, write_bundle
 from kd_edge.config import DistillConfig, distill_options, write_toml
+from kd_edge.distributed import barrier, from_main, is_main
 from kd_edge.errors import ConfigError, OutputError, QuantizationError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
 
 STATE_FILE = "pipeline.json"
+TRAINING_STAGES = ("teacher", "student")  # the stages every torchrun rank takes part in
 CONFIG_FILE = "kd-edge.toml"
 # Options of `kd-edge quantize` that the pipeline passes on (the rest name files, which the pipeline chooses).
 QUANTIZE_KEYS = {
@@ -282,36 +284,46 @@ def run_pipeline(config: PipelineConfig, display=None, progress_factory=None) ->
     ``display`` is a started rich Progress for the overall bar; ``progress_factory()`` gives
     the training stages their per-step progress (both optional).
     """
-    run_dir = ensure_writable_dir(config.out)
+    main = is_main()  # under torchrun every rank trains; rank 0 alone writes and runs the later stages
+    run_dir = ensure_writable_dir(config.out) if main else Path(config.out)
     state = read_state(run_dir, config.force)
-    write_toml(run_dir / CONFIG_FILE, config.tables())
+    barrier()
+    if main:
+        write_toml(run_dir / CONFIG_FILE, config.tables())
     started = time.perf_counter()
     ran, skipped = [], []
     task = display.add_task("pipeline", total=len(STAGES)) if display is not None else None
-    say = display.console.print if display is not None else (lambda *args, **kwargs: None)
+    say = display.console.print if display is not None and main else (lambda *args, **kwargs: None)
     for number, stage in enumerate(STAGES, start=1):
+        if not main and stage.name not in TRAINING_STAGES:
+            break
         if display is not None:
             display.update(task, description=f"stage {number}/{len(STAGES)}: {stage.name}")
         fingerprint = stage_fingerprint(stage, config, state)
-        if is_done(run_dir, state.get(stage.name), fingerprint):
+        done = is_done(run_dir, state.get(stage.name), fingerprint)
+        if from_main(done) if stage.name in TRAINING_STAGES else done:  # all ranks decide as rank 0 does
             skipped.append(stage.name)
             say(f"[{number}/{len(STAGES)}] {stage.name}: unchanged, kept")
         else:
             stage_started = time.perf_counter()
             sections = stage.run(config, run_dir, progress_factory() if progress_factory else None)
             seconds = time.perf_counter() - stage_started
-            state[stage.name] = {
-                "fingerprint": fingerprint,
-                "outputs": output_hashes(run_dir, stage.outputs),
-                "seconds": round(seconds, 3),
-                "sections": sections,
-            }
-            write_state(run_dir, state)
             ran.append(stage.name)
+            if main:
+                state[stage.name] = {
+                    "fingerprint": fingerprint,
+                    "outputs": output_hashes(run_dir, stage.outputs),
+                    "seconds": round(seconds, 3),
+                    "sections": sections,
+                }
+                write_state(run_dir, state)
             say(f"[{number}/{len(STAGES)}] {stage.name}: done in {seconds:.1f} s")
-        merge_metrics(run_dir, state, time.perf_counter() - started)
+        if main:
+            merge_metrics(run_dir, state, time.perf_counter() - started)
         if display is not None:
             display.advance(task)
+    if not main:
+        return PipelineResult(run_dir=run_dir, ran=ran, skipped=skipped, metrics={})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return PipelineResult(run_dir=run_dir, ran=ran, skipped=skipped, metrics=metrics)
 

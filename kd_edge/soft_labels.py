@@ -133,8 +133,10 @@ class MutualPair(nn.Module):
         self.teacher = teacher
         self.student = student
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
+    def forward(self, x: torch.Tensor, both: bool = False):
+        """The student's logits; with ``both``, (teacher's, student's), in one call (as DistributedDataParallel
+        needs, to synchronise both networks' gradients)."""
+        return (self.teacher(x), self.student(x)) if both else self.student(x)
 
 
 def mutual_step(normalize: Normalizer, weights: KDWeights) -> StepFn:
@@ -142,8 +144,7 @@ def mutual_step(normalize: Normalizer, weights: KDWeights) -> StepFn:
     softened output, held constant (detached), so each one's gradient comes from its own term alone."""
 
     def step(pair: MutualPair, index, images, labels) -> dict:
-        x = normalize(images)
-        teacher_logits, student_logits = pair.teacher(x), pair.student(x)
+        teacher_logits, student_logits = pair(normalize(images), both=True)
         args = (labels, weights.temperature, weights.alpha, weights.kd.kd_loss)
         student = distillation_loss(student_logits, teacher_logits.detach(), *args)
         teacher = distillation_loss(teacher_logits, student_logits.detach(), *args)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_edge import interrupt
+from kd_edge import distributed, interrupt
 from kd_edge.config import TrainConfig
 from kd_edge.data.dataset import ImageDataset, Split
 from kd_edge.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
@@ -162,9 +162,10 @@ class DeviceSplit:
         dropped: every step then has the same shape, so oneDNN does not build kernels
         for an odd shape each epoch. Without one, every sample is served in turn.
         """
-        n = len(self)
-        end = max(n - n % batch_size, batch_size) if order is not None else n
-        order = order if order is not None else torch.arange(n, device=self.images.device)
+        training = order is not None
+        order = order if training else torch.arange(len(self), device=self.images.device)
+        n = len(order)
+        end = max(n - n % batch_size, batch_size) if training else n
         for start in range(0, end, batch_size):
             index = order[start : start + batch_size]
             yield index, self.images[index], self.labels[index]
@@ -186,12 +187,20 @@ def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: in
 def predict_logits(
     model: nn.Module, split: DeviceSplit, normalize: Normalizer, precision: str = "fp32"
 ) -> torch.Tensor:
+    """The model's float32 logits for every image of ``split``, in order. Under torchrun each rank computes
+    its share of the images and all ranks receive the whole."""
     was_training = model.training
     model.eval()
-    with autocast(split.images.device, precision):
-        outputs = [model(normalize(images)).float() for _, images, _ in split.batches(EVAL_BATCH_SIZE)]
+
+    def compute(indices: torch.Tensor) -> torch.Tensor:
+        with autocast(split.images.device, precision):
+            if not len(indices):  # a rank with nothing to do still gives the right shape
+                return model(normalize(split.images[:1])).float()[:0]
+            return torch.cat([model(normalize(split.images[i])).float() for i in indices.split(EVAL_BATCH_SIZE)])
+
+    logits = distributed.gather_rows(compute, len(split), split.images.device)
     model.train(was_training)
-    return torch.cat(outputs)
+    return logits
 
 
 def accuracy(model: nn.Module, split: DeviceSplit, normalize: Normalizer) -> float:
@@ -199,18 +208,19 @@ def accuracy(model: nn.Module, split: DeviceSplit, normalize: Normalizer) -> flo
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params, lr = model.parameters(), distributed.scaled_lr(config.lr, config.lr_scaling)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
 
 
 def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     """A per-step learning-rate schedule, or None for a constant rate."""
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+        lr = distributed.scaled_lr(config.lr, config.lr_scaling)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return None
@@ -227,6 +237,7 @@ class FitResult:
     best_epoch: int
     history: list[EpochLog]
     seconds: float
+    images_per_rank: list[int]  # training images each process saw (one entry without torchrun)
 
 
 def check_finite(terms: dict, stage: str, epoch: int, step: int, last_saved: str | None) -> None:
@@ -292,12 +303,13 @@ def fit(
         loop = TrainingLoop(model, networks or [model], config, stage, seed, state_file, len(train))
         if resume_from is not None:
             loop.restore(resume_from)
+        trained = distributed.wrap(model)  # under torchrun, DistributedDataParallel averages the gradients
         progress.start(stage, config.epochs, loop.steps_per_epoch)
         for epoch in range(loop.epoch, config.epochs + 1):
             loop.epoch = epoch
             values = before_epoch(epoch, config.epochs, loop.val_history()) if before_epoch else {}
             step = OptimizerStep(
-                model, loop.optimizers, loop.schedulers, step_fn, precision, stage, epoch, loop.last_saved
+                trained, loop.optimizers, loop.schedulers, step_fn, precision, stage, epoch, loop.last_saved
             )
             means, train_accuracy, seen, seconds = train_epoch(step, train, config.batch_size, augment, progress, loop)
             val_accuracy = accuracy(model, val, normalize)
@@ -314,7 +326,8 @@ def fit(
             loop.epoch_finished()
             progress.epoch_done(log)
     model.load_state_dict(loop.best_state)
-    return FitResult(loop.best_val_accuracy, loop.best_epoch, loop.history, loop.elapsed())
+    images = distributed.per_rank(sum(round(log.images_per_second * log.seconds) for log in loop.history))
+    return FitResult(loop.best_val_accuracy, loop.best_epoch, loop.history, loop.elapsed(), images)
 
 
 @contextlib.contextmanager
@@ -340,7 +353,8 @@ class TrainingLoop:
     def __init__(self, model, networks, config: TrainConfig, stage: str, seed: int, state_file, train_size: int):
         self.model, self.config, self.stage, self.state_file = model, config, stage, state_file
         self.generator = torch.Generator().manual_seed(seed)
-        self.steps_per_epoch = max(train_size // config.batch_size, 1)
+        self.world_size = distributed.world()[1]
+        self.steps_per_epoch = max(train_size // (config.batch_size * self.world_size), 1)
         self.optimizers = [make_optimizer(network, config) for network in networks]
         self.schedulers = [make_scheduler(o, config, config.epochs * self.steps_per_epoch) for o in self.optimizers]
         self.epoch, self.steps_done, self.totals = 1, 0, None
@@ -359,6 +373,7 @@ class TrainingLoop:
     def state(self) -> dict:
         return {
             "stage": self.stage,
+            "world_size": self.world_size,
             "epoch": self.epoch,
             "steps_done": self.steps_done,
             "totals": self.totals,
@@ -380,10 +395,17 @@ class TrainingLoop:
         self.model.load_state_dict(state["model"])
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            if scheduler is not None:
-                scheduler.load_state_dict(saved)
         self.epoch, self.steps_done, self.totals = state["epoch"], state["steps_done"], state["totals"]
+        saved_world = state.get("world_size", 1)
+        if saved_world == self.world_size:
+            for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+                if scheduler is not None:
+                    scheduler.load_state_dict(saved)
+        else:  # another number of processes: the same images done, counted in this run's steps
+            self.steps_done = self.steps_done * saved_world // self.world_size
+            for scheduler in self.schedulers:
+                for _ in range((self.epoch - 1) * self.steps_per_epoch + self.steps_done) if scheduler else ():
+                    scheduler.step()
         self.epoch_generator_state = state["epoch_generator_state"]
         self.resume_generator_state = state["generator_state"]
         torch.set_rng_state(state["torch_rng_state"])
@@ -393,14 +415,14 @@ class TrainingLoop:
         self.seconds_before = state["seconds"]
 
     def save(self) -> None:
-        if self.state_file is not None:
+        if self.state_file is not None and distributed.is_main():
             self.state_file.save(self.state())
             self.last_state_save = time.perf_counter()
 
     def after_step(self, steps_done: int, totals: dict) -> None:
         """Save the state when a signal asks to stop (then stop) or when the last save is old."""
         self.steps_done, self.totals = steps_done, totals
-        signum = interrupt.requested()
+        signum = distributed.any_rank(interrupt.requested())  # every rank stops at the same step
         if signum is None and time.perf_counter() - self.last_state_save < STATE_INTERVAL_S:
             return
         self.save()
@@ -466,7 +488,7 @@ def train_epoch(
     started = time.perf_counter()
     generator = loop.generator
     generator.set_state(loop.epoch_generator_state)
-    order = train.shuffled_order(generator)
+    order = distributed.shard(train.shuffled_order(generator), batch_size)  # this rank's images of the epoch
     if loop.steps_done:  # resuming mid-epoch: the same order, and augmentation draws continue where they stopped
         generator.set_state(loop.resume_generator_state)
     totals = loop.totals or {"sums": {}, "correct": 0, "seen": 0, "seconds": 0.0}

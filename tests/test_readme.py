@@ -45,6 +45,7 @@ rounds = 1
 """
 NEEDS_OTHER_DATA = ("fashion-mnist", "cifar10", "--dataset mnist ")
 NEEDS_REGISTRIES = ("verify-arm",)  # tested by tests/test_verify_arm.py where the registries answer
+NEEDS_OWN_PROCESS = ("--nproc",)  # relaunches the command line under torchrun: tests/test_distributed.py
 
 
 def readme_commands() -> list[list[str]]:
@@ -88,7 +89,9 @@ def test_the_tour_runs_as_written(tmp_path, monkeypatch):
     for args in readme_commands():
         line = " ".join(args)
         skip = (
-            any(marker in f"{line} " for marker in NEEDS_OTHER_DATA) or args[0] in NEEDS_REGISTRIES or "--help" in args
+            any(marker in f"{line} " for marker in (*NEEDS_OTHER_DATA, *NEEDS_OWN_PROCESS))
+            or args[0] in NEEDS_REGISTRIES
+            or "--help" in args
         )
         if skip or line in seen:  # a line the README repeats (the deployment section's) ran already
             continue

@@ -165,7 +165,7 @@ def test_resume_and_force_together_are_refused(tmp_path, easy_npz):
 def distill_command(easy_npz, out, *extra):
     return [
         sys.executable, "-m", "kd_edge", "distill", "--dataset", f"npz:{easy_npz}", "--student-model", "cnn-tiny",
-        "--teacher-model", "cnn-tiny", "--teacher-epochs", "3", "--epochs", "40", "--batch-size", "32",
+        "--teacher-model", "cnn-tiny", "--teacher-epochs", "3", "--epochs", "20", "--batch-size", "32",
         "--deterministic", "--augment", "--out", str(out), *extra,
     ]  # fmt: skip
 
@@ -189,7 +189,7 @@ def test_sigkill_mid_student_then_resume_gives_a_valid_student(tmp_path, easy_np
     resumed = subprocess.run(distill_command(easy_npz, out, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["student"]["epochs"] == 40 and len(metrics["student"]["history"]) == 40
+    assert metrics["student"]["epochs"] == 20 and len(metrics["student"]["history"]) == 20
     assert 0.9 <= metrics["student"]["test_accuracy"] <= 1.0
     straight = subprocess.run(distill_command(easy_npz, tmp_path / "straight"), capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
