@@ -17,34 +17,39 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+
+def joined_group():
+    """torch.distributed when this process has joined a group, else None. Looked up, never imported:
+    no group can exist before torch is imported, and the torch-free runtime (bench, predict) asks too."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
 
 
 def world() -> tuple[int, int]:
     """(this process's rank, the number of processes); (0, 1) when not distributed."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    dist = joined_group()
+    return (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
 
 
 def is_main() -> bool:
     """Rank 0, or a process outside torchrun. (Before the group is joined or after it is left, torchrun's
     RANK says.)"""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return os.environ.get("RANK", "0") == "0"
+    dist = joined_group()
+    return dist.get_rank() == 0 if dist else os.environ.get("RANK", "0") == "0"
 
 
 def barrier() -> None:
     """Wait until every rank has come here (nothing outside torchrun)."""
-    if world()[1] > 1:
-        import torch.distributed as dist
-
+    dist = joined_group()
+    if dist and dist.get_world_size() > 1:
         dist.barrier()
 
 
@@ -59,6 +64,7 @@ def process_group(device: str):
     if not launched_by_torchrun():
         yield
         return
+    import torch
     import torch.distributed as dist
 
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
@@ -90,6 +96,7 @@ def from_main(value: int) -> int:
     """Rank 0's ``value``, on every rank: for decisions all ranks must take alike."""
     if world()[1] == 1:
         return value
+    import torch
     import torch.distributed as dist
 
     tensor = torch.tensor([value], dtype=torch.int64, device=device_of_group())
@@ -102,6 +109,7 @@ def per_rank(value: int) -> list[int]:
     _, size = world()
     if size == 1:
         return [value]
+    import torch
     import torch.distributed as dist
 
     values = [torch.zeros(1, dtype=torch.int64, device=device_of_group()) for _ in range(size)]
@@ -114,6 +122,7 @@ def any_rank(flag: int | None) -> int | None:
     _, size = world()
     if size == 1:
         return flag
+    import torch
     import torch.distributed as dist
 
     tensor = torch.tensor([flag or 0], dtype=torch.int64, device=device_of_group())
@@ -123,11 +132,13 @@ def any_rank(flag: int | None) -> int | None:
 
 def gather_rows(compute, count: int, device) -> torch.Tensor:
     """``compute(indices)`` for all ``count`` rows, each row computed by one rank, the whole result on every rank."""
+    import torch
+
     rank, size = world()
     indices = torch.arange(count, device=device)
     if size == 1:
         return compute(indices)
-    import torch.distributed as dist
+    dist = joined_group()
 
     mine = compute(indices[rank::size])
     longest = (count + size - 1) // size
@@ -143,6 +154,7 @@ def gather_rows(compute, count: int, device) -> torch.Tensor:
 
 
 def device_of_group() -> torch.device:
+    import torch
     import torch.distributed as dist
 
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -170,8 +182,14 @@ def describe(batch_size: int, lr: float, lr_scaling: str, images_per_rank: list[
         "effective_batch": batch_size * size,
         "lr_scaling": lr_scaling,
         "effective_lr": scaled_lr(lr, lr_scaling),
-        "threads_per_process": torch.get_num_threads(),
+        "threads_per_process": threads_in_use(),
     }
+
+
+def threads_in_use() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def scaled_lr(lr: float, rule: str) -> float:
@@ -181,6 +199,5 @@ def scaled_lr(lr: float, rule: str) -> float:
 
 
 def backend() -> str | None:
-    import torch.distributed as dist
-
-    return dist.get_backend() if world()[1] > 1 else None
+    dist = joined_group()
+    return dist.get_backend() if dist else None

@@ -286,8 +286,9 @@ def run_pipeline(config: PipelineConfig, display=None, progress_factory=None) ->
     """
     main = is_main()  # under torchrun every rank trains; rank 0 alone writes and runs the later stages
     run_dir = ensure_writable_dir(config.out) if main else Path(config.out)
+    barrier()  # rank 0 has made the folder
     state = read_state(run_dir, config.force)
-    barrier()
+    barrier()  # every rank has read the record before rank 0 writes into the folder
     if main:
         write_toml(run_dir / CONFIG_FILE, config.tables())
     started = time.perf_counter()
