@@ -617,6 +617,77 @@ def sweep(
 
 @app.command()
 @user_errors
+@config_file("search")
+def search(
+    ctx: typer.Context,
+    teacher: Annotated[Path, typer.Option("--teacher", help="The teacher.pt every candidate learns from.")],
+    latency_budget: Annotated[
+        str, typer.Option(help="Latency the student may take on the board at --batch-size: 2ms, 500us...")
+    ],
+    profile: Annotated[
+        str, typer.Option(help="Device profile (`kd-edge profiles`): its cores, quota and memory, its projection.")
+    ] = "rpi4",
+    memory: Annotated[
+        str | None, typer.Option(help="Memory the model may take: weights of its form plus peak activations (64M).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Default: the teacher's dataset.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size the latency budget is for.")] = 1,
+    time_limit: Annotated[
+        str, typer.Option(help="Time for the whole search (20m, 1h, 90s); halving stops when it is up.")
+    ] = "20m",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Search folder; run again to resume (nothing is retrained).")
+    ] = Path("runs/search"),
+    space: Annotated[
+        str | None,
+        typer.Option(
+            help="Candidates, comma-separated: registry names or family members FAMILY@wWIDTHdDEPTH (default: "
+            "cnn@w0.25d1 ... cnn@w2d3, mobile@w0.5d1 ... mobile@w2d2, seed@w0.5, seed@w1, seed@w2)."
+        ),
+    ] = None,
+    rung_epochs: Annotated[int, typer.Option(help="Epochs of the first halving rung; each next rung doubles.")] = 1,
+    rungs: Annotated[int, typer.Option(help="Successive-halving rungs.")] = 3,
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    config_path: ConfigOpt = None,
+):
+    """Find the most accurate student within a board's latency (and memory) budget, then bundle it.
+
+    Times every candidate untrained on the emulated board and drops those over budget, distils the rest
+    from --teacher with successive halving, times the finalists again and writes the Pareto front
+    (OUT/search.md, search.json, search.png) and a bundle of the chosen student (OUT/bundle).
+    """
+    from kd_edge.search import DEFAULT_SPACE, SearchConfig, parse_quantity
+    from kd_edge.search import search as run_search
+
+    require_training_extra()
+    config = SearchConfig(
+        teacher=str(teacher),
+        latency_budget_ms=parse_quantity(latency_budget, "time", "--latency-budget"),
+        profile=profile,
+        memory_mb=parse_quantity(memory, "memory", "--memory") if memory else None,
+        batch_size=batch_size,
+        time_limit_s=parse_quantity(time_limit, "duration", "--time-limit"),
+        dataset=dataset,
+        data_dir=optional_str(data_dir),
+        out=str(out),
+        space=tuple(name.strip() for name in space.split(",")) if space else DEFAULT_SPACE,
+        rung_epochs=rung_epochs,
+        rungs=rungs,
+        seed=seed,
+        threads=threads,
+    )
+    with training_process():
+        result = run_search(config, progress_factory=make_progress)
+    console().print((out / "search.md").read_text())
+    if result["chosen"] is None:
+        raise typer.Exit(1)
+    next_step(f"kd-edge verify-arm {result['chosen']['bundle']}  (then copy it to the board)")
+
+
+@app.command()
+@user_errors
 @config_file("export")
 def export(
     ctx: typer.Context,
@@ -1394,24 +1465,41 @@ def models(
     data_dir: DataDirOpt = None,
     image_size: ImageSizeOpt = None,
 ):
-    """List the registered models with their parameters and MACs at the dataset's input size."""
+    """List the registered models with their parameters, MACs and peak activation memory (batch 1) at the
+    dataset's input size, and the families `kd-edge search` explores (any member: cnn@w0.5d2)."""
     require_training_extra()
     from rich.table import Table
 
     from kd_edge.data import load_dataset
-    from kd_edge.models import count_macs, count_parameters, create_model, describe_model, list_models
+    from kd_edge.models import (
+        count_macs,
+        count_parameters,
+        create_model,
+        describe_model,
+        family_doc,
+        list_families,
+        list_models,
+        peak_activation_bytes,
+    )
 
     data = load_dataset(dataset, optional_str(data_dir), image_size)
     channels, size, _ = data.input_shape
     table = Table(title=f"models at input {data.input_shape} ({data.name})")
-    for column in ("model", "parameters", "MACs", "description"):
-        table.add_column(column, justify="right" if column in ("parameters", "MACs") else "left")
+    for column in ("model", "parameters", "MACs", "peak activations", "description"):
+        table.add_column(column, justify="left" if column in ("model", "description") else "right")
     for name in list_models():
         net = create_model(name, data.num_classes, channels, size)
         table.add_row(
-            name, f"{count_parameters(net):,}", f"{count_macs(net, data.input_shape):,}", describe_model(name)
+            name,
+            f"{count_parameters(net):,}",
+            f"{count_macs(net, data.input_shape):,}",
+            f"{peak_activation_bytes(net, data.input_shape) / 1024:,.0f} KiB",
+            describe_model(name),
         )
     console().print(table)
+    console().print("families, any width and depth as FAMILY@wWIDTHdDEPTH (e.g. --student-model cnn@w0.5d2):")
+    for family in list_families():
+        console().print(f"  {family}: {family_doc(family)}")
 
 
 @app.command()

@@ -456,6 +456,7 @@ CONFIG_TABLES = (
     "teacher",
     "distill",
     "sweep",
+    "search",
     "export",
     "quantize",
     "qat",

@@ -342,19 +342,22 @@ def train_teacher(config: TeacherConfig, progress=None) -> dict:
         return run.metrics
 
 
-def distill(config: DistillConfig, progress=None) -> dict:
+def distill(config: DistillConfig, progress=None, soft_label_cache: dict | None = None) -> dict:
     """Distil a student (``config.mode``: offline, online or multi-teacher); writes student.pt, metrics.json and
     config.json, and teacher.pt when a teacher is trained.
 
     With ``alpha = 1`` (and no alpha schedule) the student learns from the labels alone and no
     teacher is used. The student's weights and data order depend on ``seed + 1`` only, so that
     runs which differ in their loss alone start from the same point.
+
+    ``soft_label_cache`` (a dict the caller keeps) reuses frozen teachers' cached logits across
+    calls on the same data, as ``kd-edge search`` does for its candidates.
     """
     with torch_threads(config.run.threads):
-        return distill_in_process(config, progress)
+        return distill_in_process(config, progress, soft_label_cache)
 
 
-def distill_in_process(config: DistillConfig, progress) -> dict:
+def distill_in_process(config: DistillConfig, progress, soft_label_cache: dict | None = None) -> dict:
     checkpoints = [load_checkpoint(path) for path in config.teacher_paths] if config.needs_teacher else []
     init = {"weights": load_weights(config.init), "source": config.init} if config.init != "scratch" else None
     splits, load_seconds = load_splits(config.run, config.data)
@@ -389,7 +392,11 @@ def distill_in_process(config: DistillConfig, progress) -> dict:
     if config.mode == "online":
         return distill_online(config, splits, view, student, weights, kd_info, run, progress)
 
-    teachers = frozen_teachers(config, splits, view, checkpoints, run, progress) if config.needs_teacher else None
+    teachers = (
+        frozen_teachers(config, splits, view, checkpoints, run, progress, soft_label_cache)
+        if config.needs_teacher
+        else None
+    )
     started = time.perf_counter()
     shas = [file_sha256(checkpoint.path) for checkpoint in checkpoints]
     kd_info["teacher_sha256"] = (shas[0] if len(shas) == 1 else shas) or run.metrics.get("teacher", {}).get("sha256")
@@ -438,7 +445,13 @@ def distill_online(config, splits, view, student, weights, kd_info, run, progres
 
 
 def frozen_teachers(
-    config: DistillConfig, splits: DeviceDataset, view: InputView, checkpoints: list[Checkpoint], run, progress
+    config: DistillConfig,
+    splits: DeviceDataset,
+    view: InputView,
+    checkpoints: list[Checkpoint],
+    run,
+    progress,
+    cache: dict | None = None,
 ) -> FrozenTeachers:
     """The teacher(s) of offline and multi-teacher distillation: trained here, or loaded and scored; checked
     against chance; their logits on the train split cached unless augmentation changes the images."""
@@ -466,7 +479,13 @@ def frozen_teachers(
         run.record("soft_labels", {"cached": False}, 0.0)
     else:
         started = time.perf_counter()
-        teachers.cache(splits.train, splits.precision)
+        key = (tuple(file_sha256(c.path) for c in checkpoints), run.metrics["data"]["sha256"], splits.precision)
+        if cache is not None and checkpoints and key in cache:
+            teachers.cached = cache[key]
+        else:
+            teachers.cache(splits.train, splits.precision)
+        if cache is not None and checkpoints:
+            cache[key] = teachers.cached
         run.record("soft_labels", {"cached": True, "shape": list(teachers.cached.shape)}, time.perf_counter() - started)
     return teachers
 

@@ -11,6 +11,7 @@ constructor arguments, which is what checkpoints store (see ``ModelSpec``).
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -63,12 +64,149 @@ class ModelSpec:
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, **kwargs) -> nn.Module:
-    if name not in _MODELS:
-        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    """A registered model by name, or a family member ``FAMILY@wWdD`` (width and depth multipliers)."""
+    if "@" in name:
+        family, multipliers = parse_family_name(name)
+        kwargs = {**multipliers, **kwargs}
+        factory = _FAMILIES[family]
+    elif name in _MODELS:
+        factory = _MODELS[name]
+    else:
+        raise ModelError(
+            f"unknown model {name!r}; choose one of: {', '.join(list_models())}, or a family member "
+            f"{'|'.join(_FAMILIES)}@wWIDTHdDEPTH (e.g. cnn@w0.5d2)"
+        )
     try:
-        return _MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+        return factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
     except TypeError as exc:
         raise ModelError(f"bad arguments for model {name!r}: {exc}") from exc
+
+
+# --- families: one architecture at several widths and depths (what `kd-edge search` explores) -------------
+
+_FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_family(name: str):
+    def decorator(factory):
+        _FAMILIES[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def family_doc(name: str) -> str:
+    return " ".join((_FAMILIES[name].__doc__ or "").replace("``", "").split())
+
+
+def family_name(family: str, width: float, depth: int) -> str:
+    return f"{family}@w{width:g}d{depth}"
+
+
+def parse_family_name(name: str) -> tuple[str, dict]:
+    """``"cnn@w0.5d2"`` -> ("cnn", {"width": 0.5, "depth": 2}); a clear error for anything else."""
+    family, _, text = name.partition("@")
+    if family not in _FAMILIES:
+        raise ModelError(f"unknown model family {family!r} in {name!r}; families: {', '.join(list_families())}")
+    match = re.fullmatch(r"(?:w(?P<width>[0-9]*\.?[0-9]+))?(?:d(?P<depth>[0-9]+))?", text)
+    if not match or not text:
+        raise ModelError(f"bad family member {name!r}: write {family}@wWIDTHdDEPTH, e.g. {family}@w0.5d2")
+    values = {}
+    if match["width"]:
+        values["width"] = float(match["width"])
+    if match["depth"]:
+        values["depth"] = int(match["depth"])
+    if values.get("width", 1.0) <= 0 or values.get("depth", 1) < 1:
+        raise ModelError(f"bad family member {name!r}: the width multiplier must be > 0 and the depth >= 1")
+    return family, values
+
+
+def scaled(channels: int, width: float, divisor: int = 4) -> int:
+    """``channels * width``, rounded to a multiple of ``divisor`` (SIMD-friendly), at least ``divisor``."""
+    return max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
+
+
+@register_family("cnn")
+def cnn_family(num_classes, in_channels, image_size, width: float = 1.0, depth: int = 1):
+    """cnn-small (16-32 channels, hidden 64) at ``width`` times its channels, ``depth`` convs per stage."""
+    widths = (scaled(16, width), scaled(32, width))
+    return SmallCNN(num_classes, in_channels, image_size, widths, depth, hidden=scaled(64, width))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2/V3's block: 1x1 expand, 3x3 depthwise, 1x1 project; a skip when shapes agree."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand: int):
+        super().__init__()
+        hidden = in_channels * expand
+        self.skip = stride == 1 and in_channels == out_channels
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x):
+        return x + self.block(x) if self.skip else self.block(x)
+
+
+class MobileCNN(nn.Module):
+    """A MobileNet-style network for small images: a 3x3 stem, stages of inverted residual blocks
+    (the first of each stage halves the resolution), global average pooling, a linear classifier."""
+
+    def __init__(self, num_classes, in_channels, image_size, widths=(16, 24, 40), depth=1, expand=4, stem=16):
+        super().__init__()
+        layers = [*conv_bn_relu(in_channels, stem)]
+        channels = stem
+        for width in widths:
+            for block in range(depth):
+                layers.append(InvertedResidual(channels, width, stride=2 if block == 0 else 1, expand=expand))
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@register_family("mobile")
+def mobile_family(num_classes, in_channels, image_size, width: float = 1.0, depth: int = 1):
+    """MobileCNN (stem 16, stages 16-24-40, expansion 4) at ``width`` times its channels, ``depth`` blocks a stage."""
+    widths = tuple(scaled(c, width) for c in (16, 24, 40))
+    return MobileCNN(num_classes, in_channels, image_size, widths, depth, stem=scaled(16, width))
+
+
+def peak_activation_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """An estimate of the activation memory a batch-1 forward pass needs at its peak: the largest sum of a
+    layer's input and output (float32), as a runtime that frees each tensor after its last use holds them."""
+    peak = 0
+
+    def record(module, inputs, output):
+        nonlocal peak
+        size = sum(t.numel() for t in inputs if isinstance(t, torch.Tensor)) + output.numel()
+        peak = max(peak, 4 * size)
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return peak
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -119,6 +257,14 @@ def seed_teacher(num_classes, in_channels, image_size):
 @register_model("seed-student", "reference script's student: conv 16-32, fc 64")
 def seed_student(num_classes, in_channels, image_size):
     return SeedCNN(num_classes, in_channels, image_size, widths=(16, 32), hidden=64)
+
+
+@register_family("seed")
+def seed_family(num_classes, in_channels, image_size, width: float = 1.0, depth: int = 1):
+    """seed-student at ``width`` times its channels; the reference's layout has one conv per stage."""
+    if depth != 1:
+        raise ModelError("the seed family has one conv per stage: write seed@wWIDTH (e.g. seed@w0.5)")
+    return SeedCNN(num_classes, in_channels, image_size, (scaled(16, width), scaled(32, width)), scaled(64, width))
 
 
 # --- a configurable small CNN family ---------------------------------------------------------

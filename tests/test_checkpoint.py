@@ -85,6 +85,19 @@ def test_pickled_code_never_runs(tmp_path):
     assert not sentinel.exists()
 
 
+def test_pickled_code_in_an_init_file_or_a_training_state_never_runs(tmp_path):
+    from kd_edge.checkpoint import TrainingStateFile, load_weights
+
+    sentinel = tmp_path / "pwned"
+    torch.save({"fc.weight": Exploit(str(sentinel))}, tmp_path / "weights.pth")
+    with pytest.raises(CheckpointError, match="unsafe"):
+        load_weights(tmp_path / "weights.pth")
+    torch.save({"model": Exploit(str(sentinel))}, tmp_path / "student.state.pt")
+    with pytest.raises(CheckpointError, match="damaged"):
+        TrainingStateFile(tmp_path, "student").load()
+    assert not sentinel.exists()
+
+
 def test_no_loader_in_the_package_enables_pickle_code_execution():
     from pathlib import Path
 

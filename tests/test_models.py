@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from kd_edge.errors import ModelError
-from kd_edge.models import ModelSpec, count_macs, count_parameters, create_model, list_models
+from kd_edge.models import (
+    InvertedResidual,
+    ModelSpec,
+    count_macs,
+    count_parameters,
+    create_model,
+    list_models,
+    peak_activation_bytes,
+)
 
 # (channels, image size): MNIST-like, CIFAR-like, and a small folder dataset.
 SHAPES = [(1, 28), (3, 32), (3, 16)]
@@ -71,3 +79,29 @@ def test_spec_rebuilds_the_model_from_its_stored_form():
     other = ModelSpec("cnn", num_classes=4, in_channels=3, image_size=32, kwargs={"widths": (8, 16)}).build()
     with pytest.raises(RuntimeError, match="size mismatch"):
         other.load_state_dict(original.state_dict())
+
+
+def test_family_members_are_built_by_name_and_multipliers():
+    assert count_parameters(create_model("cnn@w1d1")) == count_parameters(create_model("cnn-small"))
+    assert count_parameters(create_model("seed@w1")) == count_parameters(create_model("seed-student"))
+    assert count_parameters(create_model("cnn@w0.5d1")) < count_parameters(create_model("cnn@w1d1"))
+    assert count_parameters(create_model("cnn@w1d3")) > count_parameters(create_model("cnn@w1d1"))
+    deeper = create_model("mobile@w1d2")
+    assert sum(isinstance(m, InvertedResidual) for m in deeper.modules()) == 6  # 3 stages x 2 blocks
+    assert deeper(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert ModelSpec("cnn@w0.5d2", 10, 1, 28).build() is not None  # what checkpoints store rebuilds
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("cnn@", "cnn@wWIDTHdDEPTH"), ("cnn@w0d1", "> 0"), ("cnn@x2", "cnn@wWIDTHdDEPTH"), ("vit@w1", "families"),
+     ("seed@w1d2", "one conv per stage")],
+)  # fmt: skip
+def test_bad_family_members_say_how_to_write_them(name, message):
+    with pytest.raises(ModelError, match=message):
+        create_model(name)
+
+
+def test_peak_activations_by_hand():
+    # seed-student on 1x28x28: the largest layer is conv1, in 1x28x28 + out 16x28x28 floats
+    assert peak_activation_bytes(create_model("seed-student"), (1, 28, 28)) == 4 * (28 * 28 + 16 * 28 * 28)

@@ -46,6 +46,7 @@ rounds = 1
 NEEDS_OTHER_DATA = ("fashion-mnist", "cifar10", "--dataset mnist ")
 NEEDS_REGISTRIES = ("verify-arm",)  # tested by tests/test_verify_arm.py where the registries answer
 NEEDS_OWN_PROCESS = ("--nproc",)  # relaunches the command line under torchrun: tests/test_distributed.py
+NEEDS_MINUTES = ("search",)  # a 20-minute search on Fashion-MNIST: tests/test_search.py runs one on tiny data
 
 
 def readme_commands() -> list[list[str]]:
@@ -90,7 +91,7 @@ def test_the_tour_runs_as_written(tmp_path, monkeypatch):
         line = " ".join(args)
         skip = (
             any(marker in f"{line} " for marker in (*NEEDS_OTHER_DATA, *NEEDS_OWN_PROCESS))
-            or args[0] in NEEDS_REGISTRIES
+            or args[0] in (*NEEDS_REGISTRIES, *NEEDS_MINUTES)
             or "--help" in args
         )
         if skip or line in seen:  # a line the README repeats (the deployment section's) ran already

@@ -1,0 +1,126 @@
+"""kd-edge search: latency filter, successive halving, Pareto front, resume, and a real search on tiny data."""
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from kd_edge import distill as distill_module
+from kd_edge.cli import app
+from kd_edge.errors import ConfigError
+from kd_edge.search import (
+    Candidate,
+    SearchConfig,
+    keep_better_half,
+    measure_untrained,
+    pareto_front,
+    parse_quantity,
+    successive_halving,
+    within_budget,
+)
+
+
+def test_budgets_read_with_their_units():
+    assert parse_quantity("2ms", "time", "--latency-budget") == 2.0
+    assert parse_quantity("500us", "time", "--latency-budget") == 0.5
+    assert parse_quantity("64M", "memory", "--memory") == 64.0
+    assert parse_quantity("1G", "memory", "--memory") == 1024.0
+    assert parse_quantity("20m", "duration", "--time-limit") == 1200.0
+    with pytest.raises(ConfigError, match=r"e\.g\. 2ms or 500us"):
+        parse_quantity("2 parsecs", "time", "--latency-budget")
+
+
+def test_pareto_front_of_a_hand_made_set():
+    points = [(1.0, 0.80), (2.0, 0.90), (2.0, 0.85), (3.0, 0.89), (0.5, 0.70), (4.0, 0.95), (0.5, 0.60)]
+    # (2.0, 0.85) loses to (2.0, 0.90); (3.0, 0.89) to (2.0, 0.90); (0.5, 0.60) to (0.5, 0.70)
+    assert pareto_front(points) == [4, 0, 1, 5]
+
+
+def candidate(name, ms, int8_ms=None, parameters=1000, activations=4000):
+    latency = {"fp32": {"ms": ms, "source": "projected", "host_ms": ms / 5}}
+    if int8_ms is not None:
+        latency["int8"] = {"ms": int8_ms, "source": "projected", "host_ms": int8_ms / 5}
+    return Candidate(name, parameters, 0, activations, latency)
+
+
+def test_the_latency_filter_uses_the_faster_form_and_the_memory_budget():
+    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, memory_mb=0.01)  # 10,485 bytes
+    assert within_budget(candidate("fp32 fits", 0.9), config)
+    assert within_budget(candidate("int8 fits", 1.5, int8_ms=0.8, parameters=5000), config)  # 5,000 + 4,000 bytes
+    assert not within_budget(candidate("too slow", 1.1, int8_ms=1.2), config)
+    assert not within_budget(candidate("too big", 0.5, parameters=2000), config)  # 8,000 + 4,000 bytes in FP32
+
+
+class FakeTimer:
+    def __init__(self, latencies):
+        self.latencies, self.calls = latencies, []
+
+    def untrained(self, candidates, folder):
+        self.calls.append([c.name for c in candidates])
+        return {
+            c.name: {"fp32": {"ms": self.latencies[c.name], "source": "projected", "host_ms": 0}} for c in candidates
+        }
+
+
+def test_untrained_latencies_are_measured_once_and_kept(tmp_path):
+    timer = FakeTimer({"a": 0.5, "b": 3.0})
+    for target in ("profile rpi4, batch 1", "profile rpi4, batch 1", "profile rpi5, batch 1"):
+        candidates = [Candidate("a", 1, 1, 1), Candidate("b", 1, 1, 1)]
+        measure_untrained(candidates, timer, tmp_path / "latency.json", tmp_path / "untrained", target)
+    assert timer.calls == [["a", "b"], ["a", "b"]]  # measured once per board, never again for the same one
+    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0)
+    assert [c.name for c in candidates if within_budget(c, config)] == ["a"]
+
+
+def test_successive_halving_keeps_the_better_half_each_rung(tmp_path):
+    accuracy = {"a": 0.60, "b": 0.90, "c": 0.80, "d": 0.70, "e": 0.50}
+    trained = []
+
+    def fake_train(name, epochs, run, previous):
+        trained.append((name, epochs, previous is not None))
+        return {"val_accuracy": accuracy[name] + epochs / 100, "run": str(run)}
+
+    survivors = [candidate(name, 0.5) for name in accuracy]
+    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, rungs=3, rung_epochs=1)
+    finalists = successive_halving(survivors, config, fake_train, tmp_path, started=time.perf_counter())
+    assert [c.name for c in finalists] == ["b", "c"]
+    assert [t for t in trained if t[1] == 1] == [(n, 1, False) for n in "abcde"]  # rung 0: all, from scratch
+    assert sorted(t[0] for t in trained if t[1] == 2) == ["b", "c", "d"]  # rung 1: the better half (rounded up)
+    assert sorted(t[0] for t in trained if t[1] == 4) == ["b", "c"]  # rung 2: continued from rung 1
+    assert all(t[2] for t in trained if t[1] > 1)
+    assert keep_better_half([candidate("x", 2.0), candidate("y", 1.0)])[0].name == "y"  # a tie: the faster
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory, teacher_run):
+    out = tmp_path_factory.mktemp("search") / "s"
+    args = [
+        "search", "--teacher", str(teacher_run / "teacher.pt"), "--latency-budget", "50ms", "--profile", "host",
+        "--space", "cnn@w0.25d1,cnn@w0.5d1,cnn@w2d2", "--rungs", "2", "--rung-epochs", "1", "--out", str(out),
+    ]  # fmt: skip
+    return args, out, CliRunner().invoke(app, args)
+
+
+def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
+    _, out, result = tiny_search
+    assert result.exit_code == 0, result.output
+    found = json.loads((out / "search.json").read_text())
+    assert len(found["candidates"]) == 3 and len(found["finalists"]) == 2
+    chosen = found["chosen"]
+    assert chosen["name"] in {f["name"] for f in found["finalists"]} and chosen["latency_source"] == "host"
+    assert "test_accuracy" in chosen and all("test_accuracy" not in f for f in found["finalists"])
+    best = max(found["finalists"], key=lambda f: f["val_accuracy"])
+    assert chosen["val_accuracy"] == best["val_accuracy"]
+    assert (out / "bundle" / "model.onnx").is_file() and (out / "search.md").is_file()
+
+
+def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeypatch):
+    args, out, _ = tiny_search
+    runs = []
+    original = distill_module.distill
+    monkeypatch.setattr(distill_module, "distill", lambda *a, **k: runs.append(a) or original(*a, **k))
+    before = (out / "latency.json").read_text()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert runs == [] and (out / "latency.json").read_text() == before
