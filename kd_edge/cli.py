@@ -70,6 +70,15 @@ DatasetOpt = Annotated[
         "--dataset", "-d", help="mnist-5k (built in), mnist, fashion-mnist, cifar10, folder:PATH or npz:PATH."
     ),
 ]
+TeacherDatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="mnist-5k, mnist, fashion-mnist, cifar10, folder:PATH or npz:PATH (default: the dataset the first "
+        "--teacher was trained on, else mnist-5k).",
+    ),
+]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Folder holding dataset files (default: $KD_EDGE_DATA).")]
 ImageSizeOpt = Annotated[int | None, typer.Option(help="Resize folder: images to this side length.")]
 NormalizationOpt = Annotated[
@@ -368,7 +377,7 @@ def teacher(
 @config_file("distill")
 def distill(
     ctx: typer.Context,
-    dataset: DatasetOpt = "mnist-5k",
+    dataset: TeacherDatasetOpt = None,
     epochs: EpochsOpt = None,
     out: OutOpt = Path("runs/distill"),
     teacher: Annotated[
@@ -473,7 +482,7 @@ def distill(
     require_training_extra()
     config = distill_config(
         preset=preset,
-        dataset=dataset,
+        dataset=dataset or dataset_of_teacher(teacher),
         data_dir=optional_str(data_dir),
         image_size=image_size,
         normalization=normalization,
@@ -535,7 +544,7 @@ def sweep(
         str, typer.Option(help="Alphas (hard-label weights), comma-separated; 1 is the student alone.")
     ] = ("0.1,0.5,0.9"),
     seeds: Annotated[int, typer.Option(help="Seeds per cell (--seed, --seed+1, ...): mean and std over them.")] = 3,
-    dataset: DatasetOpt = "mnist-5k",
+    dataset: TeacherDatasetOpt = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Sweep folder; run again to resume (finished cells are kept).")
     ] = Path("runs/sweep"),
@@ -576,7 +585,7 @@ def sweep(
     require_training_extra()
     base = distill_config(
         preset=preset,
-        dataset=dataset,
+        dataset=dataset or dataset_of_teacher(teacher),
         data_dir=optional_str(data_dir),
         teacher_model=teacher_model,
         student_model=student_model,
@@ -1594,6 +1603,16 @@ def relaunch_under_torchrun(nproc: int) -> None:
         argv.append(arg)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     raise typer.Exit(subprocess.run([*launcher, "-m", "kd_edge", *argv]).returncode)
+
+
+def dataset_of_teacher(teachers: list[Path] | None) -> str:
+    """The dataset the first --teacher was trained on (distilling from it means its data), else mnist-5k."""
+    if not teachers:
+        return "mnist-5k"
+    from kd_edge.checkpoint import load_checkpoint
+
+    card = load_checkpoint(teachers[0]).card
+    return card.data.dataset if card.data else "mnist-5k"
 
 
 def optional_str(path: Path | None) -> str | None:

@@ -48,8 +48,9 @@ def test_teacher_writes_checkpoint_metrics_and_config(tmp_path, easy_npz):
 
 def test_distill_from_a_given_teacher(tmp_path, easy_npz, teacher_run):
     out = tmp_path / "student"
-    result = ok("distill", "--dataset", f"npz:{easy_npz}", *FAST, "--teacher", teacher_run / "teacher.pt", "--out", out)
+    result = ok("distill", *FAST, "--teacher", teacher_run / "teacher.pt", "--out", out)  # its data: the teacher's
     assert "student" in result.output and "test acc" in result.output
+    assert json.loads((out / "config.json").read_text())["data"]["dataset"] == f"npz:{easy_npz}"
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.9 <= metrics["student"]["test_accuracy"] <= 1.0
     assert metrics["teacher"]["source"] == str(teacher_run / "teacher.pt")
