@@ -654,7 +654,10 @@ def search(
             "cnn@w0.25d1 ... cnn@w2d3, mobile@w0.5d1 ... mobile@w2d2, seed@w0.5, seed@w1, seed@w2)."
         ),
     ] = None,
-    rung_epochs: Annotated[int, typer.Option(help="Epochs of the first halving rung; each next rung doubles.")] = 1,
+    rung_steps: Annotated[
+        int,
+        typer.Option(help="Optimiser steps of the first halving rung (whole epochs, rounded up); each next doubles."),
+    ] = 200,
     rungs: Annotated[int, typer.Option(help="Successive-halving rungs.")] = 3,
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
@@ -682,7 +685,7 @@ def search(
         data_dir=optional_str(data_dir),
         out=str(out),
         space=tuple(name.strip() for name in space.split(",")) if space else DEFAULT_SPACE,
-        rung_epochs=rung_epochs,
+        rung_steps=rung_steps,
         rungs=rungs,
         seed=seed,
         threads=threads,

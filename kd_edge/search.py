@@ -53,7 +53,7 @@ class SearchConfig:
     data_dir: str | None = None
     out: str = "runs/search"
     space: tuple[str, ...] = DEFAULT_SPACE
-    rung_epochs: int = 1
+    rung_steps: int = 200  # optimiser steps, not epochs: the same budget on any dataset size
     rungs: int = 3
     bench_runs: int = 100
     seed: int = 0
@@ -64,8 +64,8 @@ class SearchConfig:
             raise ConfigError(f"--latency-budget must be positive, got {self.latency_budget_ms} ms")
         if self.memory_mb is not None and not self.memory_mb > 0:
             raise ConfigError(f"--memory must be positive, got {self.memory_mb} MB")
-        if self.rung_epochs < 1 or self.rungs < 1 or self.batch_size < 1:
-            raise ConfigError("--rung-epochs, --rungs and --batch-size must be at least 1")
+        if self.rung_steps < 1 or self.rungs < 1 or self.batch_size < 1:
+            raise ConfigError("--rung-steps, --rungs and --batch-size must be at least 1")
         if not self.space:
             raise ConfigError("the student space is empty")
 
@@ -77,7 +77,7 @@ class Candidate:
     macs: int
     activation_bytes: int
     latency: dict = field(default_factory=dict)  # form -> {"ms", "source", "host_ms"}
-    rungs: list[dict] = field(default_factory=list)  # {"epochs", "val_accuracy", "run"}
+    rungs: list[dict] = field(default_factory=list)  # {"steps", "epochs", "val_accuracy", "run"}
     final: dict = field(default_factory=dict)
 
     def board_ms(self, latency: dict | None = None) -> float:
@@ -209,17 +209,18 @@ def measure_untrained(candidates: list[Candidate], measure, record: Path, folder
 
 
 def successive_halving(survivors: list[Candidate], config: SearchConfig, train, out: Path, started: float):
-    """Rung k trains every remaining candidate ``rung_epochs * 2**k`` more epochs; the better half goes on."""
+    """Rung k trains every remaining candidate ``rung_steps * 2**k`` more optimiser steps (whole epochs, rounded
+    up); the better half goes on."""
     remaining = survivors
     for rung in range(config.rungs):
-        epochs = config.rung_epochs * 2**rung
+        steps = config.rung_steps * 2**rung
         for candidate in remaining:
             if time.perf_counter() - started > config.time_limit_s:
                 step(f"search: the time limit is reached in rung {rung + 1}; the finalists are those trained so far")
                 return [c for c in remaining if len(c.rungs) == rung + 1] or [c for c in remaining if c.rungs]
             previous = candidate.rungs[-1]["run"] if candidate.rungs else None
             run = out / "candidates" / safe_name(candidate.name) / f"rung{rung}"
-            candidate.rungs.append({"epochs": epochs, **train(candidate.name, epochs, run, previous)})
+            candidate.rungs.append({"steps": steps, **train(candidate.name, steps, run, previous)})
         if rung < config.rungs - 1 and len(remaining) > 1:
             remaining = keep_better_half(remaining)
     return remaining
@@ -342,14 +343,14 @@ class HarnessTimer:
 
 
 class Distiller:
-    """Distils a candidate from the search's teacher for some epochs, continuing from its last rung's student;
+    """Distils a candidate from the search's teacher for some steps, continuing from its last rung's student;
     the teacher's soft labels are computed once for all candidates."""
 
     def __init__(self, config: SearchConfig, dataset: str, progress_factory: Callable | None):
         self.config, self.dataset, self.progress_factory = config, dataset, progress_factory
         self.soft_labels: dict = {}
 
-    def __call__(self, name: str, epochs: int, run: Path, previous: str | None) -> dict:
+    def __call__(self, name: str, steps: int, run: Path, previous: str | None) -> dict:
         from kd_edge.config import distill_config
         from kd_edge.distill import distill
 
@@ -360,7 +361,6 @@ class Distiller:
                 dataset=self.dataset,
                 data_dir=self.config.data_dir,
                 student_model=name,
-                epochs=epochs,
                 teacher_paths=[self.config.teacher],
                 init=str(Path(previous) / "student.pt") if previous else "scratch",
                 out=str(run),
@@ -368,9 +368,14 @@ class Distiller:
                 threads=self.config.threads,
                 force=True,
             )
+            settings = replace(settings, student=replace(settings.student, steps=steps))
             progress = self.progress_factory() if self.progress_factory else None
             metrics = distill(settings, progress=progress, soft_label_cache=self.soft_labels)
-        return {"val_accuracy": metrics["student"]["val_accuracy"], "run": str(run)}
+        return {
+            "epochs": metrics["student"]["epochs"],
+            "val_accuracy": metrics["student"]["val_accuracy"],
+            "run": str(run),
+        }
 
 
 # --- the results -------------------------------------------------------------------------------------------

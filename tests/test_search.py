@@ -77,12 +77,12 @@ def test_successive_halving_keeps_the_better_half_each_rung(tmp_path):
     accuracy = {"a": 0.60, "b": 0.90, "c": 0.80, "d": 0.70, "e": 0.50}
     trained = []
 
-    def fake_train(name, epochs, run, previous):
-        trained.append((name, epochs, previous is not None))
-        return {"val_accuracy": accuracy[name] + epochs / 100, "run": str(run)}
+    def fake_train(name, steps, run, previous):
+        trained.append((name, steps, previous is not None))
+        return {"val_accuracy": accuracy[name] + steps / 100, "run": str(run)}
 
     survivors = [candidate(name, 0.5) for name in accuracy]
-    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, rungs=3, rung_epochs=1)
+    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, rungs=3, rung_steps=1)
     finalists = successive_halving(survivors, config, fake_train, tmp_path, started=time.perf_counter())
     assert [c.name for c in finalists] == ["b", "c"]
     assert [t for t in trained if t[1] == 1] == [(n, 1, False) for n in "abcde"]  # rung 0: all, from scratch
@@ -97,7 +97,7 @@ def tiny_search(tmp_path_factory, teacher_run):
     out = tmp_path_factory.mktemp("search") / "s"
     args = [
         "search", "--teacher", str(teacher_run / "teacher.pt"), "--latency-budget", "50ms", "--profile", "host",
-        "--space", "cnn@w0.25d1,cnn@w0.5d1,cnn@w2d2", "--rungs", "2", "--rung-epochs", "1", "--out", str(out),
+        "--space", "cnn@w0.25d1,cnn@w0.5d1,cnn@w2d2", "--rungs", "2", "--rung-steps", "2", "--out", str(out),
     ]  # fmt: skip
     return args, out, CliRunner().invoke(app, args)
 
