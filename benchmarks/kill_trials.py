@@ -1,14 +1,15 @@
 """SIGKILL and SIGTERM at random moments of a Fashion-MNIST distillation, each run resumed to the end.
 
-    .venv/bin/python benchmarks/kill_trials.py --runs 5 --kills 4 --markdown benchmarks/results/kill_trials.md
+    .venv/bin/python benchmarks/kill_trials.py --runs 3 --kills 7 --markdown benchmarks/results/kill_trials.md
 
-One uninterrupted `kd-edge distill --dataset fashion-mnist --deterministic` is the reference.
-Each trial run is started, killed with SIGKILL after a random delay (uniform over 1-30 s, so
-that kills land in data loading, the teacher, the soft labels, the student and the saves),
-restarted with --resume, killed again, ... --kills times, then left to finish; a last run
-is stopped with SIGTERM and must exit 143 and resume too. After each run: the student.pt
-must load as a complete kd-edge checkpoint, and its metrics must equal the reference's
-(deterministic training resumed from the saved state is the same training).
+One uninterrupted `kd-edge distill --dataset fashion-mnist --deterministic` is the reference;
+its wall time W sets the delays. Each trial run is started, killed with SIGKILL after a random
+delay (uniform over 1 s to W, so that kills land in data loading, the teacher, the soft labels,
+the student and the saves), restarted with --resume, killed again, ... --kills times, then left
+to finish; a last run is stopped with SIGTERM at a random moment and must exit 143 and resume
+too. After each run: the student.pt must load as a complete kd-edge checkpoint, and its metrics
+must equal the reference's (deterministic training resumed from the saved state is the same
+training).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def where(out: Path) -> str:
             except Exception:
                 return f"{stage} (state being written)"
     if (out / "teacher.pt").exists():
-        return "teacher, before its first state" if not (out / "student.pt").exists() else "student"
-    return "start-up / data loading"
+        return "student, before its first state save" if not (out / "student.pt").exists() else "finishing"
+    return "data loading or teacher before its first state save"
 
 
 def summary(out: Path) -> dict:
@@ -66,11 +67,11 @@ def valid_student(out: Path) -> bool:
     return bool(checkpoint.metrics.get("complete")) and not list(out.glob("*.state*.pt"))
 
 
-def trial(out: Path, kills: int, rng: random.Random, env: dict, final_signal=None) -> dict:
+def trial(out: Path, kills: int, rng: random.Random, env: dict, longest: float, final_signal=None) -> dict:
     events, resume = [], False
     for number in range(kills + (final_signal is not None)):
         process = subprocess.Popen(command(out, resume), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        delay = rng.uniform(1, 30)
+        delay = rng.uniform(1, longest)
         try:
             process.wait(timeout=delay)
             events.append({"delay_s": round(delay, 1), "killed": False, "finished_first": True})
@@ -95,8 +96,8 @@ def trial(out: Path, kills: int, rng: random.Random, env: dict, final_signal=Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--kills", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fashion-dir", default="/work/shared/datasets")
     parser.add_argument("--markdown", type=Path)
@@ -105,19 +106,22 @@ def main() -> None:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="kd-edge-kills-") as work:
         work = Path(work)
+        started = time.perf_counter()
         subprocess.run(command(work / "reference", False), env=env, check=True, capture_output=True)
+        longest = time.perf_counter() - started
         reference = summary(work / "reference")
         rows = []
         for run in range(args.runs + 1):
             out = work / f"run{run}"
             sigterm = run == args.runs  # the last run ends with a SIGTERM instead
-            result = trial(out, 0 if sigterm else args.kills, rng, env, signal.SIGTERM if sigterm else None)
+            result = trial(out, 0 if sigterm else args.kills, rng, env, longest, signal.SIGTERM if sigterm else None)
             result.update(valid=result["ok"] and valid_student(out), same=result["ok"] and summary(out) == reference)
             rows.append(result)
             print(json.dumps(result), flush=True)
     kills = sum(1 for r in rows for e in r["events"] if e.get("signal") == "SIGKILL")
     lines = [
-        f"Reference: student {100 * reference['test']:.2f} % test, teacher {100 * reference['teacher_test']:.2f} %. "
+        f"Reference: student {100 * reference['test']:.2f} % test, teacher {100 * reference['teacher_test']:.2f} %, "
+        f"{longest:.0f} s. "
         f"{kills} SIGKILLs, {len(rows)} runs.",
         "",
         "| run | signals (delay s, where) | finished | valid student | metrics equal the reference |",

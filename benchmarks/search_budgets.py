@@ -35,12 +35,12 @@ def kd_edge(*args, env) -> float:
     return time.perf_counter() - started
 
 
-def default_student_latency(run: Path, work: Path) -> dict:
+def default_student_latency(run: Path, teacher: Path, work: Path) -> dict:
     """The default student's latency exactly as the search times its finalists."""
     from kd_edge.checkpoint import load_checkpoint
     from kd_edge.search import Candidate, HarnessTimer, SearchConfig, describe_space
 
-    config = SearchConfig(teacher=str(run / "teacher.pt"), latency_budget_ms=1.0, profile="rpi4")
+    config = SearchConfig(teacher=str(teacher), latency_budget_ms=1.0, profile="rpi4")
     teacher = load_checkpoint(config.teacher)
     candidate: Candidate = describe_space(("cnn-small",), teacher)[0]
     candidate.rungs = [{"val_accuracy": json.loads((run / "metrics.json").read_text())["student"]["val_accuracy"],
@@ -68,7 +68,7 @@ def main() -> None:
             flags = ["--epochs", epochs] if epochs != 3 else []
             kd_edge("distill", "--teacher", teacher / "teacher.pt", *flags, "--out", run, "--force", env=env)
         students[epochs] = json.loads((run / "metrics.json").read_text())["student"]
-    timed = default_student_latency(work / "default-3ep", work)
+    timed = default_student_latency(work / "default-3ep", teacher / "teacher.pt", work)
     form = min(timed["latency"], key=lambda f: timed["latency"][f]["ms"])
     default_ms = timed["latency"][form]["ms"]
     searches = {}

@@ -76,11 +76,17 @@ class BundleResult:
 
 
 def write_bundle(
-    config: BundleConfig, *, fp32: Path | None, int8: Path | None, int8_refused: str | None = None
+    config: BundleConfig,
+    *,
+    fp32: Path | None,
+    int8: Path | None,
+    int8_refused: str | None = None,
+    chosen: tuple[str, str] | None = None,
 ) -> BundleResult:
     """Choose the deployable form, then write the folder and its archive (both replaced only with ``force``).
 
     With both models, INT8 ships only if it is not slower than FP32 (``choose_form``); with one, that one.
+    ``chosen`` (form, reason) is a choice the caller measured already (``kd-edge search``, on the board profile).
     """
     out, archive = check_outputs(config)
     models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
@@ -88,7 +94,9 @@ def write_bundle(
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
     step(f"bundle: sampling {config.samples} labelled test images")
     samples = sample_images(next(iter(models.values())), config)
-    if len(models) == 2 and not config.compare_latency:
+    if chosen is not None:
+        (form, reason), latency = chosen, {}
+    elif len(models) == 2 and not config.compare_latency:
         latency, form = {}, "int8"
         reason = "INT8 met its accuracy budget; its speed against FP32 was not measured here (--no-compare-latency)"
     else:

@@ -659,6 +659,9 @@ def search(
         typer.Option(help="Optimiser steps of the first halving rung (whole epochs, rounded up); each next doubles."),
     ] = 200,
     rungs: Annotated[int, typer.Option(help="Successive-halving rungs.")] = 3,
+    finalists: Annotated[
+        int, typer.Option(help="Halving keeps at least this many, so that the front compares several.")
+    ] = 4,
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
@@ -687,6 +690,7 @@ def search(
         space=tuple(name.strip() for name in space.split(",")) if space else DEFAULT_SPACE,
         rung_steps=rung_steps,
         rungs=rungs,
+        finalists=finalists,
         seed=seed,
         threads=threads,
     )

@@ -55,7 +55,9 @@ class SearchConfig:
     space: tuple[str, ...] = DEFAULT_SPACE
     rung_steps: int = 200  # optimiser steps, not epochs: the same budget on any dataset size
     rungs: int = 3
-    bench_runs: int = 100
+    finalists: int = 4  # halving stops short of this many, so that the front has points to compare
+    bench_runs: int = 300  # in total, over bench_rounds fresh processes: sub-0.1 ms figures are noisy
+    bench_rounds: int = 3
     seed: int = 0
     threads: int | None = None
 
@@ -64,8 +66,8 @@ class SearchConfig:
             raise ConfigError(f"--latency-budget must be positive, got {self.latency_budget_ms} ms")
         if self.memory_mb is not None and not self.memory_mb > 0:
             raise ConfigError(f"--memory must be positive, got {self.memory_mb} MB")
-        if self.rung_steps < 1 or self.rungs < 1 or self.batch_size < 1:
-            raise ConfigError("--rung-steps, --rungs and --batch-size must be at least 1")
+        if min(self.rung_steps, self.rungs, self.batch_size, self.finalists) < 1:
+            raise ConfigError("--rung-steps, --rungs, --finalists and --batch-size must be at least 1")
         if not self.space:
             raise ConfigError("the student space is empty")
 
@@ -126,10 +128,10 @@ def within_budget(candidate: Candidate, config: SearchConfig) -> bool:
     return fits_time and fits_memory
 
 
-def keep_better_half(candidates: list[Candidate]) -> list[Candidate]:
-    """The better half (rounded up) by validation accuracy; ties go to the faster candidate."""
+def keep_better_half(candidates: list[Candidate], at_least: int = 1) -> list[Candidate]:
+    """The better half (rounded up, but ``at_least`` of them) by validation accuracy; ties go to the faster."""
     ranked = sorted(candidates, key=lambda c: (-c.val_accuracy, c.board_ms()))
-    return ranked[: math.ceil(len(ranked) / 2)]
+    return ranked[: max(math.ceil(len(ranked) / 2), at_least)]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -210,7 +212,7 @@ def measure_untrained(candidates: list[Candidate], measure, record: Path, folder
 
 def successive_halving(survivors: list[Candidate], config: SearchConfig, train, out: Path, started: float):
     """Rung k trains every remaining candidate ``rung_steps * 2**k`` more optimiser steps (whole epochs, rounded
-    up); the better half goes on."""
+    up); the better half (at least ``finalists``) goes on."""
     remaining = survivors
     for rung in range(config.rungs):
         steps = config.rung_steps * 2**rung
@@ -221,8 +223,8 @@ def successive_halving(survivors: list[Candidate], config: SearchConfig, train, 
             previous = candidate.rungs[-1]["run"] if candidate.rungs else None
             run = out / "candidates" / safe_name(candidate.name) / f"rung{rung}"
             candidate.rungs.append({"steps": steps, **train(candidate.name, steps, run, previous)})
-        if rung < config.rungs - 1 and len(remaining) > 1:
-            remaining = keep_better_half(remaining)
+        if rung < config.rungs - 1:
+            remaining = keep_better_half(remaining, at_least=config.finalists)
     return remaining
 
 
@@ -320,7 +322,7 @@ class HarnessTimer:
                 batch_sizes=(self.config.batch_size,),
                 profile=self.config.profile,
                 runs=self.config.bench_runs,
-                rounds=1,
+                rounds=self.config.bench_rounds,
                 warmup=10,
             ),
             images=images,
@@ -407,7 +409,12 @@ def finish(config, out: Path, candidates, finalists, chosen, started: float) -> 
             {"name": c.name, **c.final, "board_ms": c.board_ms(c.final["latency"]), "on_front": c.name in front}
             for c in finalists
         ],
-        "chosen": chosen_summary(chosen, out) if chosen else None,
+        "stopped": [  # trained, then left behind by halving (or the time limit): less training than a finalist
+            {"name": c.name, "rungs": len(c.rungs), "val_accuracy": c.val_accuracy, "board_ms": c.board_ms()}
+            for c in candidates
+            if c.rungs and c.name not in {f.name for f in finalists}
+        ],
+        "chosen": chosen_summary(chosen, out, config.batch_size) if chosen else None,
     }
     atomic_write_json(out / "search.json", result)
     atomic_write_text(out / "search.md", markdown(result))
@@ -415,17 +422,19 @@ def finish(config, out: Path, candidates, finalists, chosen, started: float) -> 
     return result
 
 
-def chosen_summary(chosen: Candidate, out: Path) -> dict:
+def chosen_summary(chosen: Candidate, out: Path, batch_size: int) -> dict:
     from kd_edge.bundle import BundleConfig, write_bundle
 
-    files = chosen.final["files"]
+    files, latency = chosen.final["files"], chosen.final["latency"]
     metrics = json.loads((Path(chosen.final["run"]) / "metrics.json").read_text())
+    form = min(latency, key=lambda f: latency[f]["ms"])
+    timings = ", ".join(f"{f} {entry['ms']:.4f} ms {entry['source']}" for f, entry in latency.items())
     bundle = write_bundle(
         BundleConfig(out=str(out / "bundle"), compare_latency=False, force=True),
         fp32=Path(files["fp32"]),
         int8=Path(files["int8"]) if "int8" in files else None,
+        chosen=(form, f"the faster form at batch {batch_size} as kd-edge search timed it ({timings})"),
     )
-    form = min(chosen.final["latency"], key=lambda f: chosen.final["latency"][f]["ms"])
     return {
         "name": chosen.name,
         "val_accuracy": chosen.final["val_accuracy"],
@@ -467,6 +476,18 @@ def markdown(result: dict) -> str:
         ]
     else:
         lines += ["", "No finalist fits the budget: loosen it, or widen the student space."]
+    if result["stopped"]:
+        lines += [
+            "",
+            "Left behind by successive halving (accuracy after fewer steps; latency untrained):",
+            "",
+            "| candidate | rungs trained | validation accuracy % | board latency ms |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {s['name']} | {s['rungs']} | {100 * s['val_accuracy']:.2f} | {s['board_ms']:.4f} |"
+            for s in sorted(result["stopped"], key=lambda s: s["board_ms"])
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -480,6 +501,10 @@ def plot(result: dict, config: SearchConfig, path: Path) -> bool:
         return False
     finalists = result["finalists"]
     figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    for s in result["stopped"]:
+        axes.scatter(s["board_ms"], 100 * s["val_accuracy"], color="tab:gray", marker="x", alpha=0.6)
+        axes.annotate(s["name"], (s["board_ms"], 100 * s["val_accuracy"]), fontsize=6, color="tab:gray",
+                      xytext=(3, -8), textcoords="offset points")  # fmt: skip
     for f in finalists:
         axes.scatter(f["board_ms"], 100 * f["val_accuracy"], color="tab:blue" if f["on_front"] else "tab:gray")
         axes.annotate(
@@ -501,7 +526,7 @@ def plot(result: dict, config: SearchConfig, path: Path) -> bool:
     sources = {e["source"] for f in finalists for e in f["latency"].values()}
     axes.set_xlabel(f"latency at batch {config.batch_size}, ms ({'/'.join(sorted(sources))}, {config.profile})")
     axes.set_ylabel("validation accuracy (%)")
-    axes.set_title("finalists: accuracy against board latency")
+    axes.set_title("finalists: accuracy against board latency (grey x: stopped by halving)", fontsize=10)
     axes.legend(fontsize=7)
     figure.tight_layout()
     atomic_save_figure(figure, path, dpi=100)

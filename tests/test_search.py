@@ -82,7 +82,7 @@ def test_successive_halving_keeps_the_better_half_each_rung(tmp_path):
         return {"val_accuracy": accuracy[name] + steps / 100, "run": str(run)}
 
     survivors = [candidate(name, 0.5) for name in accuracy]
-    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, rungs=3, rung_steps=1)
+    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, rungs=3, rung_steps=1, finalists=2)
     finalists = successive_halving(survivors, config, fake_train, tmp_path, started=time.perf_counter())
     assert [c.name for c in finalists] == ["b", "c"]
     assert [t for t in trained if t[1] == 1] == [(n, 1, False) for n in "abcde"]  # rung 0: all, from scratch
@@ -90,6 +90,7 @@ def test_successive_halving_keeps_the_better_half_each_rung(tmp_path):
     assert sorted(t[0] for t in trained if t[1] == 4) == ["b", "c"]  # rung 2: continued from rung 1
     assert all(t[2] for t in trained if t[1] > 1)
     assert keep_better_half([candidate("x", 2.0), candidate("y", 1.0)])[0].name == "y"  # a tie: the faster
+    assert len(keep_better_half([candidate(n, 1.0) for n in "abcde"], at_least=4)) == 4
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,8 @@ def tiny_search(tmp_path_factory, teacher_run):
     out = tmp_path_factory.mktemp("search") / "s"
     args = [
         "search", "--teacher", str(teacher_run / "teacher.pt"), "--latency-budget", "50ms", "--profile", "host",
-        "--space", "cnn@w0.25d1,cnn@w0.5d1,cnn@w2d2", "--rungs", "2", "--rung-steps", "2", "--out", str(out),
+        "--space", "cnn@w0.25d1,cnn@w0.5d1,cnn@w2d2", "--rungs", "2", "--finalists", "2", "--rung-steps", "2",
+        "--out", str(out),
     ]  # fmt: skip
     return args, out, CliRunner().invoke(app, args)
 
@@ -107,12 +109,16 @@ def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
     assert result.exit_code == 0, result.output
     found = json.loads((out / "search.json").read_text())
     assert len(found["candidates"]) == 3 and len(found["finalists"]) == 2
+    stopped = {c["name"] for c in found["candidates"]} - {f["name"] for f in found["finalists"]}
+    assert [s["name"] for s in found["stopped"]] == sorted(stopped) and found["stopped"][0]["rungs"] == 1
     chosen = found["chosen"]
     assert chosen["name"] in {f["name"] for f in found["finalists"]} and chosen["latency_source"] == "host"
     assert "test_accuracy" in chosen and all("test_accuracy" not in f for f in found["finalists"])
     best = max(found["finalists"], key=lambda f: f["val_accuracy"])
     assert chosen["val_accuracy"] == best["val_accuracy"]
     assert (out / "bundle" / "model.onnx").is_file() and (out / "search.md").is_file()
+    shipped = json.loads((out / "bundle" / "model.json").read_text())["bundle"]["deployable"]["form"]
+    assert shipped == chosen["fastest_form"] == chosen["bundle_form"]  # the form the search timed faster
 
 
 def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeypatch):
