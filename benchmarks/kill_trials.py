@@ -4,12 +4,12 @@
 
 One uninterrupted `kd-edge distill --dataset fashion-mnist --deterministic` is the reference;
 its wall time W sets the delays. Each trial run is started, killed with SIGKILL after a random
-delay (uniform over 1 s to W, so that kills land in data loading, the teacher, the soft labels,
-the student and the saves), restarted with --resume, killed again, ... --kills times, then left
-to finish; a last run is stopped with SIGTERM at a random moment and must exit 143 and resume
-too. After each run: the student.pt must load as a complete kd-edge checkpoint, and its metrics
-must equal the reference's (deterministic training resumed from the saved state is the same
-training).
+delay (uniform over 1 s to 2W / kills, so that the kills, resumed from what was saved, spread
+over data loading, the teacher, the soft labels, the student and the saves), restarted with
+--resume, killed again, ... --kills times, then left to finish; a last run is stopped with
+SIGTERM at a random moment and must exit 143 and resume too. After each run: the student.pt must
+load as a complete kd-edge checkpoint, and its metrics must equal the reference's
+(deterministic training resumed from the saved state is the same training).
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def main() -> None:
         for run in range(args.runs + 1):
             out = work / f"run{run}"
             sigterm = run == args.runs  # the last run ends with a SIGTERM instead
-            result = trial(out, 0 if sigterm else args.kills, rng, env, longest, signal.SIGTERM if sigterm else None)
+            spread = longest if sigterm else 2 * longest / args.kills
+            result = trial(out, 0 if sigterm else args.kills, rng, env, spread, signal.SIGTERM if sigterm else None)
             result.update(valid=result["ok"] and valid_student(out), same=result["ok"] and summary(out) == reference)
             rows.append(result)
             print(json.dumps(result), flush=True)
