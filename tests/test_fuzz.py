@@ -7,13 +7,14 @@ variants, and each must either read them or raise its documented ``KdEdgeError``
 import io
 import json
 import math
+import os
 import struct
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -25,7 +26,10 @@ from kd_edge.runtime.card import ModelCard
 from kd_edge.runtime.safety import check_model_file
 from kd_edge.schedules import parse_schedule
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI checks the same examples every run (a fresh search each run would make CI flaky); set
+# KD_EDGE_FUZZ_RANDOM=1 to search new ones (which is how the IDX example below was found).
+DERANDOMIZE = not os.environ.get("KD_EDGE_FUZZ_RANDOM")
+FUZZ = settings(max_examples=150, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
 
 
 def scratch_file(data: bytes, name: str) -> Path:
@@ -49,6 +53,7 @@ def idx_bytes(dims: list[int], payload: bytes, magic: bytes = b"\x00\x00\x08") -
     magic=st.sampled_from([b"\x00\x00\x08", b"\x00\x00\x09", b"\x01\x00\x08", b""]),
     cut=st.integers(0, 64),
 )
+@example(dims=[0, 228, 876, 16310, 48655, 58193], payload=b"", magic=b"\x00\x00\x08", cut=0)  # found in CI
 def test_idx_headers(dims, payload, magic, cut):
     data = idx_bytes(dims, payload, magic)
     data = data[: len(data) - cut] if cut else data
@@ -183,7 +188,7 @@ def model_bytes(exported_student):
     return exported_student.read_bytes()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_damaged_onnx_files(model_bytes, data):
     """Flipped bytes, cut files and spliced garbage: the safety check reads them or names the problem."""
@@ -229,7 +234,7 @@ option_values = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=DERANDOMIZE)
 @given(
     option=st.sampled_from(
         [

@@ -152,6 +152,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < offset:
         raise DatasetError(f"{str(path)!r} is truncated: its header promises {ndim} dimensions")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if 0 in dims:  # an empty array; numpy would still refuse the shape if its other sides overflow
+        raise DatasetError(f"{str(path)!r} holds no data: its header says {dims}")
     if len(raw) - offset != math.prod(dims):  # Python integers: no overflow, whatever the header claims
         raise DatasetError(
             f"{str(path)!r} is truncated: header says {dims}, file has {len(raw) - offset} bytes of data"
