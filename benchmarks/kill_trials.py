@@ -101,17 +101,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fashion-dir", default="/work/shared/datasets")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--reference", type=Path, help="a finished reference run to reuse (with --reference-seconds)")
+    parser.add_argument("--reference-seconds", type=float, help="its wall time, which sets the delays")
+    parser.add_argument("--no-sigterm", action="store_true", help="SIGKILL runs only")
     args = parser.parse_args()
     env = {**os.environ, "KD_EDGE_DATA": args.fashion_dir}
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="kd-edge-kills-") as work:
         work = Path(work)
-        started = time.perf_counter()
-        subprocess.run(command(work / "reference", False), env=env, check=True, capture_output=True)
-        longest = time.perf_counter() - started
-        reference = summary(work / "reference")
+        if args.reference:
+            reference_dir, longest = args.reference, args.reference_seconds
+        else:
+            reference_dir, started = work / "reference", time.perf_counter()
+            subprocess.run(command(reference_dir, False), env=env, check=True, capture_output=True)
+            longest = time.perf_counter() - started
+        reference = summary(reference_dir)
         rows = []
-        for run in range(args.runs + 1):
+        for run in range(args.runs + (not args.no_sigterm)):
             out = work / f"run{run}"
             sigterm = run == args.runs  # the last run ends with a SIGTERM instead
             spread = longest if sigterm else 2 * longest / args.kills
