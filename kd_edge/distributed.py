@@ -173,6 +173,8 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def describe(batch_size: int, lr: float, lr_scaling: str, images_per_rank: list[int]) -> dict:
     """metrics.json's account of how the work was split."""
+    import torch
+
     _, size = world()
     return {
         "world_size": size,
@@ -182,14 +184,8 @@ def describe(batch_size: int, lr: float, lr_scaling: str, images_per_rank: list[
         "effective_batch": batch_size * size,
         "lr_scaling": lr_scaling,
         "effective_lr": scaled_lr(lr, lr_scaling),
-        "threads_per_process": threads_in_use(),
+        "threads_per_process": torch.get_num_threads(),
     }
-
-
-def threads_in_use() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def scaled_lr(lr: float, rule: str) -> float:

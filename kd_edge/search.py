@@ -85,17 +85,21 @@ class Candidate:
     def board_ms(self, latency: dict | None = None) -> float:
         """The faster form's latency on the board (projected, or measured on the host)."""
         latency = latency or self.latency
-        return min(entry["ms"] for entry in latency.values())
+        return latency[fastest_form(latency)]["ms"]
 
     def memory_bytes(self, latency: dict | None = None) -> int:
         """Weights of the faster form (4 bytes a parameter in FP32, 1 in INT8) plus peak activations."""
-        latency = latency or self.latency
-        form = min(latency, key=lambda name: latency[name]["ms"])
+        form = fastest_form(latency or self.latency)
         return self.parameters * (1 if form == "int8" else 4) + self.activation_bytes
 
     @property
     def val_accuracy(self) -> float:
         return self.rungs[-1]["val_accuracy"] if self.rungs else -1.0
+
+
+def fastest_form(latency: dict) -> str:
+    """The faster form ("fp32" or "int8") by ``latency`` (form -> {"ms", ...})."""
+    return min(latency, key=lambda form: latency[form]["ms"])
 
 
 # --- parsing the budgets ---------------------------------------------------------------------------------
@@ -427,7 +431,7 @@ def chosen_summary(chosen: Candidate, out: Path, batch_size: int) -> dict:
 
     files, latency = chosen.final["files"], chosen.final["latency"]
     metrics = json.loads((Path(chosen.final["run"]) / "metrics.json").read_text())
-    form = min(latency, key=lambda f: latency[f]["ms"])
+    form = fastest_form(latency)
     timings = ", ".join(f"{f} {entry['ms']:.4f} ms {entry['source']}" for f, entry in latency.items())
     bundle = write_bundle(
         BundleConfig(out=str(out / "bundle"), compare_latency=False, force=True),
