@@ -55,7 +55,7 @@ def build(name: str) -> tuple[Path, Path]:
         model=name,
         parameters=count_parameters(model),
     )
-    write_onnx(model, card, fp32, 17)
+    write_onnx(model, card, fp32)
 
     class RandomImages(CalibrationDataReader):
         def __init__(self):

@@ -212,6 +212,17 @@ def user_errors(command):
     return wrapper
 
 
+ExporterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="dynamo (torch.export, PyTorch's maintained exporter, opset 18) or torchscript (deprecated by torch, "
+        "opset 17). Default: dynamo, falling back to torchscript for a model torch.export cannot capture."
+    ),
+]
+OpsetOpt = Annotated[
+    int | None,
+    typer.Option(help="ONNX opset (default: 18 with dynamo, 17 with torchscript); both load in ONNX Runtime 1.14+."),
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -295,7 +306,9 @@ def coerce(name: str, value, annotation):
     raise ConfigError(f"config key {name.replace('_', '-')!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-def require_training_extra(modules: tuple[str, ...] = ("torch", "torchvision", "onnx"), extra: str = "train") -> None:
+def require_training_extra(
+    modules: tuple[str, ...] = ("torch", "torchvision", "onnx", "onnxscript", "torchao"), extra: str = "train"
+) -> None:
     """The host-side commands need an extra (`train`, or `quantize` for onnx alone); the runtime (bench) does not."""
     import importlib.util
 
@@ -734,7 +747,8 @@ def export(
     bundle: Annotated[
         Path | None, typer.Option(help="Also write a deployable bundle folder (and .tar.gz) here; implies --int8.")
     ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset; 17 loads in ONNX Runtime 1.14 and later.")] = 17,
+    exporter: ExporterOpt = None,
+    opset: OpsetOpt = None,
     optimize_latency: OptimizeLatencyOpt = True,
     compare_latency: CompareLatencyOpt = True,
     data_dir: DataDirOpt = None,
@@ -747,12 +761,19 @@ def export(
 
     result = export_onnx(
         ExportConfig(
-            source=str(source), out_dir=str(out), opset=opset, name=name, data_dir=optional_str(data_dir), force=force
+            source=str(source),
+            out_dir=str(out),
+            exporter=exporter,
+            opset=opset,
+            name=name,
+            data_dir=optional_str(data_dir),
+            force=force,
         )
     )
-    parity = result.parity
+    parity, versions = result.parity, result.card.versions
     console().print(
-        f"wrote {result.path} ({result.path.stat().st_size:,} bytes, opset {opset}); parity on {parity.samples} "
+        f"wrote {result.path} ({result.path.stat().st_size:,} bytes, opset {versions['opset']}, "
+        f"{versions['exporter']}); parity on {parity.samples} "
         "validation images: "
         f"max |diff| {parity.max_abs_diff:.2e} (batch 1: {parity.max_abs_diff_batch1:.2e}, tolerance {parity.atol:g}), "
         f"top-1 agreement {parity.top1_agreement:.0%}"
@@ -1390,7 +1411,8 @@ def pipeline(
     config = PipelineConfig(
         out=str(out),
         distill=distill_config(**training, out=str(out)),
-        opset=tables.get("export", {}).get("opset", 17),
+        exporter=tables.get("export", {}).get("exporter"),
+        opset=tables.get("export", {}).get("opset"),
         quantize=tables.get("quantize", {}),
         bundle_samples=bundle.get("samples", 300),
         bundle_threads=tuple(bundle.get("threads", (1, 2))),

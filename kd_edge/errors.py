@@ -41,6 +41,10 @@ class MissingDependencyError(KdEdgeError):
     """An optional dependency (the `train` extra) is not installed."""
 
 
+class ExportError(KdEdgeError):
+    """No ONNX exporter could write the model."""
+
+
 class ExportParityError(KdEdgeError):
     """The exported ONNX model does not compute what the PyTorch model computes."""
 

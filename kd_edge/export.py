@@ -2,12 +2,21 @@
 
     result = export_onnx(ExportConfig(source="runs/demo"))   # a run folder means its student
 
-Exporter: torch.onnx's TorchScript exporter (``dynamo=False``). It needs no extra
-package (the dynamo exporter needs onnxscript), honours ``dynamic_axes`` for the
-batch dimension, writes IR version 8 at opset 17, which ONNX Runtime 1.14 and
-later load (ARM boards often carry older runtimes than the host), and exports
-fake-quantised modules as QuantizeLinear/DequantizeLinear pairs for QAT.
-The exporter used is recorded in the model's metadata.
+Exporters (``--exporter``):
+
+* ``dynamo`` (the default): ``torch.onnx.export(dynamo=True)``, built on torch.export, the
+  path PyTorch maintains. The batch dimension is declared dynamic through ``dynamic_shapes``;
+  the graph goes through onnxscript's optimiser. It writes opset 18 or later; kd-edge then
+  lowers the IR version to the oldest that opset allows (IR 8), so ONNX Runtime 1.14 and
+  later load it, as they load the TorchScript exporter's files (ARM boards often carry older
+  runtimes than the host).
+* ``torchscript``: the TorchScript exporter (``dynamo=False``), which torch 2.9 and later
+  deprecate (its DeprecationWarning is shown, not hidden); it writes opset 17.
+
+With no ``--exporter``, a model that torch.export cannot capture (data-dependent control
+flow, for instance) falls back to the TorchScript exporter, and the card says why
+(``versions.exporter_fallback``). The exporter used is recorded in the model's metadata.
+benchmarks/RESULTS.md compares the two on every registry model.
 
 Parity: ONNX Runtime against PyTorch on real validation images (never test), at
 batch 1 and at a larger batch. A mismatch raises ExportParityError.
@@ -16,7 +25,6 @@ batch 1 and at a larger batch. A mismatch raises ExportParityError.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,14 +33,20 @@ import torch
 
 from kd_edge import __version__
 from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from kd_edge.errors import CheckpointError, ExportParityError, OutputError
+from kd_edge.errors import CheckpointError, ConfigError, ExportError, ExportParityError, OutputError
 from kd_edge.io import ensure_writable_dir
-from kd_edge.log import step
+from kd_edge.log import quiet_third_party, step
 from kd_edge.models import count_parameters
 from kd_edge.runtime.card import ModelCard, write_card
 
-DEFAULT_OPSET = 17
-EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
+EXPORTERS = {
+    "dynamo": "torch.onnx dynamo exporter (torch.export, dynamo=True)",
+    "torchscript": "torch.onnx TorchScript exporter (dynamo=False)",
+}
+DEFAULT_EXPORTER = "dynamo"
+# The dynamo exporter implements opset 18 and later; converting its graph down to 17 fails
+# for models with a global average pool (ReduceMean's axes became an input in opset 18).
+DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Float32 logits of ~10 in magnitude, summed over ~1,500 products in another order
 # by ONNX Runtime (and with BatchNorm folded into the conv), differ by ~1e-6 to 1e-5.
@@ -49,10 +63,24 @@ class ExportConfig:
 
     source: str
     out_dir: str = "exports"
-    opset: int = DEFAULT_OPSET
+    exporter: str | None = None  # None: dynamo, falling back to torchscript where torch.export cannot capture
+    opset: int | None = None  # None: the exporter's default (DEFAULT_OPSET)
     name: str | None = None  # the file's stem; default: export_name(checkpoint)
     data_dir: str | None = None
     force: bool = False
+
+    def __post_init__(self):
+        check_exporter(self.exporter, self.opset)
+
+
+def check_exporter(exporter: str | None, opset: int | None) -> None:
+    if exporter is not None and exporter not in EXPORTERS:
+        raise ConfigError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if opset is not None and (exporter or DEFAULT_EXPORTER) == "dynamo" and opset < DEFAULT_OPSET["dynamo"]:
+        raise ConfigError(
+            f"the dynamo exporter writes opset {DEFAULT_OPSET['dynamo']} or later, not {opset}; "
+            "pass --opset 18 (ONNX Runtime 1.14 and later load it) or --exporter torchscript for opset 17 and below"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,15 +128,14 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     if path.exists() and not config.force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     model = checkpoint.build_model().eval()
-    card = export_card(checkpoint, model, config.opset)
     step(
-        f"export: loading validation images of {card.data.dataset if card.data else 'its dataset'} for the parity check"
+        "export: loading validation images of "
+        f"{checkpoint.card.data.dataset if checkpoint.card.data else 'its dataset'} for the parity check"
     )
     images = parity_images(checkpoint_dataset(checkpoint, config.data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
-        step(f"export: {checkpoint.spec.name} to ONNX opset {config.opset}, then onnx.checker and shape inference")
-        write_onnx(model, card, draft, config.opset)
+        card = write_onnx(model, export_card(checkpoint, model), draft, config.opset, config.exporter)
         step(f"export: ONNX Runtime against PyTorch on {len(images)} validation images, batched and at batch 1")
         parity = check_parity(model, draft, images)
         draft.replace(path)
@@ -116,39 +143,90 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     return ExportResult(path=path, parity=parity, card=card, data_dir=data_dir)
 
 
-def write_onnx(model: torch.nn.Module, card: ModelCard, path: Path, opset: int) -> None:
-    """Export ``model``, check the graph, and write ``card`` into its metadata."""
+def write_onnx(
+    model: torch.nn.Module, card: ModelCard, path: Path, opset: int | None = None, exporter: str | None = None
+) -> ModelCard:
+    """Export ``model``, check the graph, and write ``card`` (plus the exporter and opset used) into its metadata.
+
+    ``exporter`` None means dynamo, falling back to torchscript where torch.export cannot capture the model.
+    Returns the card as written.
+    """
     import onnx
 
-    example = torch.zeros(1, *card.input_shape)
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of dynamo; the choice is deliberate (module docstring).
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
-    proto = onnx.load(str(path))
+    check_exporter(exporter, opset)
+    chosen = exporter or DEFAULT_EXPORTER
+    versions = {}
+    try:
+        proto = export_proto(model, card.input_shape, chosen, opset or DEFAULT_OPSET[chosen])
+    except ExportError as exc:
+        if exporter is not None:
+            raise
+        chosen, opset = "torchscript", min(opset or DEFAULT_OPSET["torchscript"], DEFAULT_OPSET["torchscript"])
+        step(f"export: {exc}; falling back to the TorchScript exporter")
+        versions["exporter_fallback"] = str(exc)
+        proto = export_proto(model, card.input_shape, chosen, opset)
     onnx.checker.check_model(proto, full_check=True)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     proto.doc_string = (
         f"kd-edge {__version__}: {card.model} trained on {card.data.dataset if card.data else 'unknown data'}"
     )
     onnx.save(proto, str(path))
+    opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    card = replace(card, versions={**card.versions, "opset": opset_used, "exporter": EXPORTERS[chosen], **versions})
     write_card(path, card)
+    return card
 
 
-def export_card(checkpoint: Checkpoint, model: torch.nn.Module, opset: int) -> ModelCard:
-    """The checkpoint's card, plus what the export adds: provenance and versions."""
-    versions = {"kd_edge": __version__, "torch": str(torch.__version__), "opset": opset, "exporter": EXPORTER}
+def export_proto(model: torch.nn.Module, input_shape, exporter: str, opset: int):
+    """The ONNX graph of ``model`` with a dynamic batch axis, from the chosen exporter."""
+    import onnx
+
+    step(f"export: {model.__class__.__name__} to ONNX opset {opset} with the {exporter} exporter, then onnx.checker")
+    # Batch 2, not 1: torch.export specialises a dimension of size 1, and a traced batch of 1
+    # could hide the batch dimension from the TorchScript exporter's dynamic axes.
+    example = torch.zeros(2, *input_shape)
+    if exporter == "torchscript":
+        with tempfile.TemporaryDirectory(prefix="kd-edge-export-") as scratch:
+            file = Path(scratch) / "model.onnx"
+            torch.onnx.export(
+                model,
+                (example,),
+                str(file),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+            )
+            return onnx.load(str(file))
+    try:
+        with quiet_third_party():  # a failed capture logs its whole graph
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                optimize=True,
+                verbose=False,
+            )
+    except torch.onnx.OnnxExporterError as exc:
+        reason = str(exc).split("\n")[0].strip() or exc.__class__.__name__
+        cause = exc.__cause__
+        detail = f": {cause.__class__.__name__}: {str(cause).splitlines()[0][:200]}" if cause else ""
+        raise ExportError(f"torch.export could not capture {model.__class__.__name__} ({reason}{detail})") from exc
+    proto = program.model_proto
+    # The exporter stamps its own IR version (10); the opset needs no more than the oldest IR
+    # that carries it, and older runtimes load only up to their IR version.
+    proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    return proto
+
+
+def export_card(checkpoint: Checkpoint, model: torch.nn.Module) -> ModelCard:
+    """The checkpoint's card plus provenance and versions (``write_onnx`` adds the exporter's)."""
     return replace(
         checkpoint.card,
         model=checkpoint.spec.name,
@@ -157,7 +235,7 @@ def export_card(checkpoint: Checkpoint, model: torch.nn.Module, opset: int) -> M
         if checkpoint.card.test_accuracy is not None
         else checkpoint.metrics.get("test_accuracy"),
         source_sha256=file_sha256(checkpoint.path),
-        versions=versions,
+        versions={"kd_edge": __version__, "torch": str(torch.__version__)},
     )
 
 
@@ -201,15 +279,17 @@ def check_parity(
 
     onnx_model = OnnxModel(path)
     inputs = onnx_model.preprocess(images)
+    # Each side at batch 1 as well: an export that specialised the batch size (a traced
+    # `if x.shape[0] == 1`) agrees at one batch size and not at the other.
+    firsts = [inputs[i : i + 1] for i in range(min(PARITY_SINGLES, len(inputs)))]
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs)).numpy()
+        expected_singles = np.concatenate([model(torch.from_numpy(single)).numpy() for single in firsts])
     batched = onnx_model.logits(inputs)
-    singles = np.concatenate([onnx_model.logits(inputs[i : i + 1]) for i in range(min(PARITY_SINGLES, len(inputs)))])
+    singles = np.concatenate([onnx_model.logits(single) for single in firsts])
     diff = float(np.abs(batched - expected).max())
-    diff_single = float(np.abs(singles - expected[: len(singles)]).max())
-    same = np.concatenate(
-        [batched.argmax(1) == expected.argmax(1), singles.argmax(1) == expected[: len(singles)].argmax(1)]
-    )
+    diff_single = float(np.abs(singles - expected_singles).max())
+    same = np.concatenate([batched.argmax(1) == expected.argmax(1), singles.argmax(1) == expected_singles.argmax(1)])
     agreement = float(same.mean())  # over the batched and the batch-1 runs together
     report = ParityReport(len(inputs), diff, diff_single, agreement, atol)
     if max(diff, diff_single) > atol or agreement < min_agreement:

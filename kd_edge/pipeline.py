@@ -54,7 +54,8 @@ class PipelineConfig:
 
     out: str
     distill: DistillConfig
-    opset: int = 17
+    exporter: str | None = None  # None: dynamo, falling back to torchscript (kd_edge.export)
+    opset: int | None = None
     quantize: dict = field(default_factory=dict)  # QUANTIZE_KEYS -> value
     bundle_samples: int = 300
     bundle_threads: tuple[int, ...] = (1, 2)
@@ -72,6 +73,9 @@ class PipelineConfig:
     force: bool = False
 
     def __post_init__(self):
+        from kd_edge.export import check_exporter
+
+        check_exporter(self.exporter, self.opset)  # before any training, not at the export stage
         if self.distill.mode != "offline":
             raise ConfigError(
                 f"the pipeline distils offline, from the teacher it trains; for --mode {self.distill.mode} run "
@@ -91,7 +95,7 @@ class PipelineConfig:
     def tables(self) -> dict[str, dict]:
         return {
             "distill": distill_options(self.distill),
-            "export": {"opset": self.opset},
+            "export": {k: v for k, v in (("exporter", self.exporter), ("opset", self.opset)) if v is not None},
             "quantize": dict(self.quantize),
             "bundle": {
                 "samples": self.bundle_samples,
@@ -142,7 +146,12 @@ def run_export(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
     result = export_onnx(
         ExportConfig(
-            source=str(run_dir / "student.pt"), out_dir=str(run_dir), opset=config.opset, name="student", force=True
+            source=str(run_dir / "student.pt"),
+            out_dir=str(run_dir),
+            exporter=config.exporter,
+            opset=config.opset,
+            name="student",
+            force=True,
         )
     )
     return {"export": {"path": str(result.path), "bytes": result.path.stat().st_size, "parity": asdict(result.parity)}}
@@ -253,7 +262,7 @@ def training_settings(part: str):
 STAGES = (
     Stage("teacher", (), ("teacher.pt",), training_settings("teacher"), run_teacher),
     Stage("student", ("teacher",), ("student.pt",), training_settings("student"), run_student),
-    Stage("export", ("student",), ("student.onnx",), lambda c: {"opset": c.opset}, run_export),
+    Stage("export", ("student",), ("student.onnx",), lambda c: {"exporter": c.exporter, "opset": c.opset}, run_export),
     Stage("quantize", ("export",), ("quantize.json", "student.int8.onnx"), lambda c: c.quantize, run_quantize),
     Stage("bundle", ("export", "quantize"), ("bundle", "bundle.tar.gz"), lambda c: c.tables()["bundle"], run_bundle),
     Stage("bench", ("bundle",), ("bench.json",), lambda c: c.bench, run_bench),

@@ -4,20 +4,23 @@
 
 1. Fold BatchNorm into the convolutions (eval mode), so the fake-quantised weights
    are the ones the INT8 model will hold.
-2. Insert fake quantization with torch.ao's FX graph mode (``prepare_qat_fx``):
-   int8 weights, symmetric per output channel on the grid ONNX Runtime's quantizer uses
-   ([-64, 64] with its reduced range, kd-edge's default; [-127, 127] otherwise);
-   int8 activations per tensor. A first convolution over 1-4 channels stays FP32.
+2. Capture the folded model with torch.export and insert fake quantization with torchao's
+   PT2E flow (``prepare_qat_pt2e``), annotated by ``OrtQuantizer`` the way ONNX Runtime's
+   quantizer will quantize it: the weights of every convolution and linear layer int8,
+   symmetric per output channel on its grid ([-64, 64] with its reduced range, kd-edge's
+   default; [-127, 127] otherwise); their input activations int8 per tensor, asymmetric,
+   as ONNX Runtime calibrates them. A first convolution over 1-4 channels stays FP32 (it
+   is faster in FP32 in a plain ONNX Runtime session) and keeps training in FP32.
 3. Fine-tune with the loss the student was distilled with (its teacher or teachers,
    at its last temperature and alpha), through the same KD step and cached soft labels
    as ``kd-edge distill`` (``kd_edge.soft_labels``).
-4. Write the learnt weights (already on their INT8 grid) as an FP32 ONNX graph and
-   give it to ``kd-edge quantize``, which lays out QuantizeLinear/DequantizeLinear
-   the way ONNX Runtime fuses into integer kernels, keeps slow nodes in FP32 and
-   calibrates the activations. (Exporting the fake-quant graph directly puts the
-   activation QDQ after max-pool and flatten, which ONNX Runtime cannot fuse: that
-   model ran 2x slower than FP32 here.) The result must give the fake-quantised
-   PyTorch model's top-1 class on 99 % of validation images.
+4. Write the learnt weights (the quantised layers' already on their INT8 grid) as an
+   FP32 ONNX graph and give it to ``kd-edge quantize``, which lays out
+   QuantizeLinear/DequantizeLinear the way ONNX Runtime fuses into integer kernels, keeps
+   the first convolution in FP32 as QAT did, and calibrates the activations. (Exporting
+   the fake-quant graph directly puts the activation QDQ after max-pool and flatten, which
+   ONNX Runtime cannot fuse: that model ran 2x slower than FP32 here.) The result must give
+   the fake-quantised PyTorch model's top-1 class on 99 % of validation images.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch.ao.quantization import disable_observer
 
 from kd_edge.checkpoint import Checkpoint, load_checkpoint
 from kd_edge.config import KDConfig, TrainConfig
@@ -57,7 +59,7 @@ class QATConfig:
     lr: float = 5e-4
     batch_size: int = 256
     data_dir: str | None = None
-    opset: int = 17
+    opset: int | None = None  # None: the exporter's default
     seed: int = 0
     reduce_range: bool = True  # weights on the 7-bit grid (see QuantizeConfig)
     optimize_latency: bool = True
@@ -78,90 +80,123 @@ class QATResult:
     seconds: float
 
 
-def qat_qconfig_mapping(reduce_range: bool):
-    from torch.ao.quantization import (
-        FakeQuantize,
-        MovingAverageMinMaxObserver,
-        MovingAveragePerChannelMinMaxObserver,
-        QConfig,
-        QConfigMapping,
-    )
-
-    activation = FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver,
-        quant_min=-128,
-        quant_max=127,
-        dtype=torch.qint8,
-        qscheme=torch.per_tensor_affine,
-    )
-    # [-q, q] with scale max|w| / q: the grid ONNX Runtime's symmetric INT8 weights use,
-    # so the learnt weights survive its quantizer exactly.
-    weight = FakeQuantize.with_args(
-        observer=MovingAveragePerChannelMinMaxObserver,
-        quant_min=-weight_qmax(reduce_range),
-        quant_max=weight_qmax(reduce_range),
-        dtype=torch.qint8,
-        qscheme=torch.per_channel_symmetric,
-        ch_axis=0,
-    )
-    return QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
-
-
 # An INT8 convolution over 1-4 input channels has too little work per output to pay
 # for quantizing its input: on this machine ONNX Runtime's INT8 first conv of the seed
 # student took 1,168 us at batch 64 against 124 us in FP32 (benchmarks/RESULTS.md).
 FP32_FIRST_CONV_MAX_CHANNELS = 4
+QUANTIZED_OPS = ("conv2d", "linear")
+
+
+def ort_quantizer(reduce_range: bool, skip: set[str]):
+    """A torchao PT2E quantizer that fake-quantises what ONNX Runtime's static INT8 quantizer will quantize.
+
+    ``skip`` names the layers (their parameter's prefix, as in ``conv1``) that stay FP32.
+    """
+    from torchao.quantization.pt2e import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+    )
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec, Quantizer
+
+    activation = QuantizationSpec(
+        dtype=torch.int8,
+        observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver),
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+    )
+    # [-q, q] with scale max|w| / q: the grid ONNX Runtime's symmetric INT8 weights use,
+    # so the learnt weights survive its quantizer exactly.
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver),
+        quant_min=-weight_qmax(reduce_range),
+        quant_max=weight_qmax(reduce_range),
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+    )
+
+    class OrtQuantizer(Quantizer):
+        def annotate(self, model):
+            for node in quantized_layers(model):
+                if layer_name(node) not in skip:
+                    inputs = {node.args[0]: activation, node.args[1]: weight}
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map=inputs, _annotated=True
+                    )
+            return model
+
+        def validate(self, model) -> None:
+            pass
+
+    return OrtQuantizer()
+
+
+def quantized_layers(graph_module) -> list:
+    """The convolution and linear nodes of a captured graph, in execution order."""
+    return [
+        node
+        for node in graph_module.graph.nodes
+        if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in QUANTIZED_OPS
+    ]
+
+
+def layer_name(node) -> str:
+    """``conv1`` for a node whose weight is the parameter ``conv1.weight``."""
+    return node.args[1].target.rsplit(".", 1)[0]
 
 
 def prepare_for_qat(
     model: torch.nn.Module, input_shape, reduce_range: bool = True
-) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Fold BatchNorm, then insert fake quantization; returns (the QAT model, the folded FP32 model)."""
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+) -> tuple[torch.nn.Module, torch.nn.Module, list[str]]:
+    """Fold BatchNorm, capture, insert fake quantization.
+
+    Returns the QAT model (a torch.export graph module that trains and evaluates like any
+    module), the folded FP32 model, and the layers kept in FP32.
+    """
     from torch.fx.experimental.optimization import fuse
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     folded = fuse(copy.deepcopy(model).eval())  # conv + BatchNorm -> conv with folded weights
-    mapping = qat_qconfig_mapping(reduce_range)
-    first_conv = next(((name, m) for name, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if first_conv is not None and first_conv[1].in_channels <= FP32_FIRST_CONV_MAX_CHANNELS:
-        mapping.set_module_name(first_conv[0], None)
-    prepared = prepare_qat_fx(copy.deepcopy(folded), mapping, (torch.zeros(1, *input_shape),))
-    # Fake-quantised layers train, bias included (BatchNorm folding leaves the bias it creates
-    # frozen); a layer left in FP32 keeps its distilled weights: trained here, it would drift
-    # from what the INT8 model ships, since only fake-quantised layers are copied into it.
-    for module in prepared.modules():
-        trains = getattr(module, "weight_fake_quant", None) is not None
-        for parameter in module.parameters(recurse=False):
-            parameter.requires_grad_(trains)
-    return prepared, folded
+    captured = torch.export.export(
+        copy.deepcopy(folded), (torch.zeros(2, *input_shape),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    ).module()
+    convs = [node for node in quantized_layers(captured) if "conv" in node.target.__name__]
+    fp32_layers = []
+    if convs and convs[0].args[1].meta["val"].shape[1] <= FP32_FIRST_CONV_MAX_CHANNELS:
+        fp32_layers.append(layer_name(convs[0]))
+    prepared = prepare_qat_pt2e(captured, ort_quantizer(reduce_range, set(fp32_layers)))
+    allow_exported_model_train_eval(prepared)  # fit() and accuracy() switch train and eval
+    return prepared, folded, fp32_layers
 
 
 def with_learnt_weights(qat_model: torch.nn.Module, folded: torch.nn.Module) -> torch.nn.Module:
-    """The folded FP32 model holding the QAT weights, already rounded to their INT8 grid.
+    """The folded FP32 model holding every QAT parameter; a fake-quantised weight as rounded to its INT8 grid.
 
-    Only fake-quantised layers train (``prepare_for_qat`` freezes the rest), and every trained
-    parameter is copied: the shipped model is the one QAT scored.
+    The shipped model is the one QAT scored.
     """
     deployable = copy.deepcopy(folded)
-    copied = set()
+    parameters = dict(qat_model.named_parameters())
+    on_grid = {}
+    for node in qat_model.graph.nodes:
+        # A weight reaches its layer through its fake-quantize module: call_module(fake_quant, get_attr(weight)).
+        if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) == "get_attr":
+            name = node.args[0].target
+            if name in parameters:
+                on_grid[name] = qat_model.get_submodule(node.target)(parameters[name])
     with torch.no_grad():
-        for name, module in qat_model.named_modules():
-            fake_quant = getattr(module, "weight_fake_quant", None)
-            if fake_quant is None:
-                continue
-            target = deployable.get_submodule(name)
-            target.weight.copy_(fake_quant(module.weight))
-            copied.add(f"{name}.weight")
-            if module.bias is not None:
-                target.bias.copy_(module.bias)
-                copied.add(f"{name}.bias")
-    lost = [name for name, p in qat_model.named_parameters() if p.requires_grad and name not in copied]
-    if lost:
-        raise RuntimeError(f"QAT trained parameters that the exported model would not hold: {lost}")
+        for name, target in deployable.named_parameters():
+            if name not in parameters:
+                raise RuntimeError(f"QAT has no parameter {name!r} to give the exported model")
+            target.copy_(on_grid.get(name, parameters[name]))
     return deployable.eval()
 
 
 def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
+    from torchao.quantization.pt2e import disable_observer
+
     run_dir = Path(config.run_dir)
     student = load_checkpoint(run_dir / "student.pt")
     out_dir = ensure_writable_dir(config.out_dir)
@@ -182,7 +217,7 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
 
     fp32_model = student.build_model().eval()
     fp32_accuracy = accuracy(fp32_model, test, normalize)
-    model, folded = prepare_for_qat(fp32_model, dataset.input_shape, config.reduce_range)
+    model, folded, fp32_layers = prepare_for_qat(fp32_model, dataset.input_shape, config.reduce_range)
 
     recipe = TrainConfig(
         model=student.spec.name,
@@ -201,15 +236,14 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as scratch:
         learnt = Path(scratch) / "student.qat-fp32.onnx"
-        write_onnx(
-            with_learnt_weights(model, folded), export_card(student, fp32_model, config.opset), learnt, config.opset
-        )
+        write_onnx(with_learnt_weights(model, folded), export_card(student, fp32_model), learnt, config.opset)
         quantized = quantize(
             QuantizeConfig(
                 model=str(learnt),
                 out=str(Path(scratch) / path.name),
                 data_dir=data_dir,
                 reduce_range=config.reduce_range,
+                exclude=tuple(first_conv_node(learnt) for _ in fp32_layers),  # FP32 in QAT, FP32 in the file
                 optimize_latency=config.optimize_latency,
                 compare_latency=config.compare_latency,
                 latency_threads=config.latency_threads,
@@ -239,6 +273,13 @@ def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
         latency=quantized.latency,
         seconds=time.perf_counter() - started,
     )
+
+
+def first_conv_node(path: Path) -> str:
+    """The ONNX name of a graph's first convolution (QAT keeps only that layer in FP32)."""
+    import onnx
+
+    return next(node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Conv")
 
 
 def final_kd_weights(student: Checkpoint) -> KDWeights:

@@ -261,7 +261,7 @@ class HarnessTimer:
             ).build()
             fp32 = folder / f"{safe_name(candidate.name)}.onnx"
             card = replace(self.card, model=candidate.name, test_accuracy=None)
-            write_onnx(model.eval(), card, fp32, 17)
+            write_onnx(model.eval(), card, fp32)
             files[candidate.name] = {"fp32": fp32, "int8": self.quantized(fp32, folder, budget=100.0)}
         return self.time(files)
 

@@ -1,5 +1,6 @@
 """ONNX export: checker, dynamic batch, metadata, parity against PyTorch, and refusals."""
 
+import contextlib
 import json
 import shutil
 
@@ -12,8 +13,8 @@ from typer.testing import CliRunner
 from kd_edge import models as registry
 from kd_edge.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.cli import app
-from kd_edge.errors import ExportParityError, OutputError
-from kd_edge.export import ExportConfig, export_onnx
+from kd_edge.errors import ExportError, ExportParityError, OutputError
+from kd_edge.export import EXPORTERS, ExportConfig, export_onnx
 from kd_edge.models import ModelSpec, list_models
 from kd_edge.runtime import DataRef, ModelCard, OnnxModel, read_card, read_onnx_metadata
 from tests.conftest import easy_images
@@ -41,12 +42,30 @@ def rgb_npz(tmp_path):
     return path
 
 
+@contextlib.contextmanager
+def torchscript_deprecated():
+    """The TorchScript exporter's DeprecationWarning reaches whoever chooses it (kd-edge hides nothing)."""
+    with pytest.warns(DeprecationWarning) as record:  # torch's own internal ones come along
+        yield
+    assert any("legacy TorchScript-based ONNX export" in str(w.message) for w in record)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", list_models())
-def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name):
+def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name, exporter):
     path = checkpoint_for(tmp_path, rgb_npz, name, channels=3, size=32)
-    result = export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "out")))
+    config = ExportConfig(source=str(path), out_dir=str(tmp_path / "out"), exporter=exporter)
+    if exporter == "torchscript":
+        with torchscript_deprecated():
+            result = export_onnx(config)
+    else:
+        result = export_onnx(config)
     assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_diff <= result.parity.atol
-    onnx.checker.check_model(onnx.load(str(result.path)), full_check=True)
+    proto = onnx.load(str(result.path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert result.card.versions["exporter"] == EXPORTERS[exporter] and "exporter_fallback" not in result.card.versions
+    assert proto.opset_import[0].version == {"dynamo": 18, "torchscript": 17}[exporter] and proto.ir_version <= 8
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
 def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
@@ -63,7 +82,7 @@ def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
 
 def test_metadata_round_trip(tmp_path, student_checkpoint):
     checkpoint = load_checkpoint(student_checkpoint)
-    result = export_onnx(ExportConfig(source=str(student_checkpoint.parent), out_dir=str(tmp_path / "out"), opset=17))
+    result = export_onnx(ExportConfig(source=str(student_checkpoint.parent), out_dir=str(tmp_path / "out")))
     meta = read_onnx_metadata(result.path)
     # The contract other tools read (DESIGN.md), as plain JSON strings:
     assert json.loads(meta["kd_edge.classes"]) == list(checkpoint.card.classes) == ["a", "b", "c"]
@@ -74,8 +93,8 @@ def test_metadata_round_trip(tmp_path, student_checkpoint):
     card = read_card(result.path)
     assert card == result.card
     assert (
-        card.versions["opset"] == 17
-        and "dynamo=False" in card.versions["exporter"]
+        card.versions["opset"] == 18
+        and "dynamo=True" in card.versions["exporter"]
         and card.versions["torch"]
         and card.versions["kd_edge"]
     )
@@ -83,8 +102,65 @@ def test_metadata_round_trip(tmp_path, student_checkpoint):
     assert card.parameters == sum(p.numel() for p in checkpoint.build_model().parameters())
     assert len(card.source_sha256) == 64 and card.data.dataset.startswith("npz:") and card.model == "cnn-tiny"
     proto = onnx.load(str(result.path))
-    assert proto.opset_import[0].version == 17 and proto.ir_version <= 8
+    # IR 8: ONNX Runtime 1.14, which loads opset 18, loads it; the exporter's own IR 10 needs 1.17.
+    assert proto.opset_import[0].version == 18 and proto.ir_version == 8
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+class DataDependentBranch(torch.nn.Module):
+    """Branches on a tensor's value: torch.export cannot capture it, the TorchScript tracer records the branch
+    taken (always this one, since a sum of absolute values is never negative)."""
+
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels * image_size * image_size, num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.fc(x) if x.abs().sum() >= 0 else -self.fc(x)
+
+
+def test_a_model_torch_export_cannot_capture_falls_back_to_torchscript(tmp_path, easy_npz, monkeypatch):
+    monkeypatch.setitem(registry._MODELS, "branchy", DataDependentBranch)
+    path = checkpoint_for(tmp_path, easy_npz, "branchy")
+    with torchscript_deprecated(), pytest.warns(torch.jit.TracerWarning, match="trace might not generalize"):
+        result = export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "out")))
+    versions = read_card(result.path).versions
+    assert versions["exporter"] == EXPORTERS["torchscript"] and versions["opset"] == 17
+    assert "torch.export could not capture DataDependentBranch" in versions["exporter_fallback"]
+    assert result.parity.top1_agreement == 1.0
+    # Asked for by name, the dynamo exporter does not fall back: the error says why and what to do.
+    with pytest.raises(ExportError, match="could not capture DataDependentBranch"):
+        export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "dynamo"), exporter="dynamo"))
+    assert not any((tmp_path / "dynamo").iterdir())
+
+
+def test_cli_exporter_switch(tmp_path, student_checkpoint):
+    with torchscript_deprecated():
+        result = CliRunner().invoke(
+            app, ["export", str(student_checkpoint), "--out", str(tmp_path / "ts"), "--exporter", "torchscript"]
+        )
+    assert result.exit_code == 0, result.output
+    assert "opset 17" in result.output and "dynamo=False" in result.output
+    card = read_card(next((tmp_path / "ts").glob("*.onnx")))
+    assert card.versions["exporter"] == EXPORTERS["torchscript"]
+    refused = CliRunner().invoke(
+        app, ["export", str(student_checkpoint), "--out", str(tmp_path / "x"), "--opset", "17"]
+    )
+    assert refused.exit_code != 0 and "--exporter torchscript" in refused.output
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+    unknown = CliRunner().invoke(app, ["export", str(student_checkpoint), "--exporter", "jit"])
+    assert unknown.exit_code != 0 and "dynamo, torchscript" in unknown.output
+
+
+def test_deprecations_from_the_libraries_fail_the_suite():
+    """pyproject.toml turns a DeprecationWarning attributed to torch, onnx (and their kin) or to kd-edge into an
+    error: this proves the filter is in force, so that the rest of the suite passing means none was raised."""
+    import warnings
+
+    for module in ("torch.onnx.utils", "torchao.quantization", "onnxscript", "onnx.helper", "kd_edge.export"):
+        with pytest.raises(DeprecationWarning):
+            warnings.warn_explicit("old", DeprecationWarning, filename="x.py", lineno=1, module=module)
 
 
 class TracedBatchTrap(torch.nn.Module):
@@ -99,11 +175,19 @@ class TracedBatchTrap(torch.nn.Module):
         return logits * 2 if x.shape[0] == 1 else logits
 
 
-def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monkeypatch):
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monkeypatch, exporter):
+    """Both exporters capture one branch of `if x.shape[0] == 1` (torch.export assumes a dynamic size is not 1)."""
     monkeypatch.setitem(registry._MODELS, "trap", TracedBatchTrap)
     path = checkpoint_for(tmp_path, easy_npz, "trap")
-    with pytest.raises(ExportParityError, match="does not compute what the PyTorch model computes"):
-        export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "out")))
+    config = ExportConfig(source=str(path), out_dir=str(tmp_path / "out"), exporter=exporter)
+    traced = exporter == "torchscript"
+    with (
+        pytest.raises(ExportParityError, match="does not compute what the PyTorch model computes"),
+        torchscript_deprecated() if traced else contextlib.nullcontext(),
+        pytest.warns(torch.jit.TracerWarning, match="might not generalize") if traced else contextlib.nullcontext(),
+    ):
+        export_onnx(config)
     assert list((tmp_path / "out").iterdir()) == []
 
 
