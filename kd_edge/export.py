@@ -214,10 +214,9 @@ def export_proto(model: torch.nn.Module, input_shape, exporter: str, opset: int)
                 verbose=False,
             )
     except torch.onnx.OnnxExporterError as exc:
-        reason = str(exc).split("\n")[0].strip() or exc.__class__.__name__
-        cause = exc.__cause__
-        detail = f": {cause.__class__.__name__}: {str(cause).splitlines()[0][:200]}" if cause else ""
-        raise ExportError(f"torch.export could not capture {model.__class__.__name__} ({reason}{detail})") from exc
+        cause = exc.__cause__ or exc  # the exporter's own message is advice to PyTorch developers
+        reason = f"{cause.__class__.__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
+        raise ExportError(f"torch.export could not capture {model.__class__.__name__} ({reason})") from exc
     proto = program.model_proto
     # The exporter stamps its own IR version (10); the opset needs no more than the oldest IR
     # that carries it, and older runtimes load only up to their IR version.

@@ -148,6 +148,8 @@ def test_config_precedence_preset_then_file_then_flag(tmp_path, easy_run, easy_n
         ("[distil]\nepochs = 1\n", "unknown table [distil]; did you mean 'distill'?"),
         ('[distill]\nepochs = "two"\n', "config key 'epochs' must be int"),
         ("[bench\n", "is not valid TOML"),
+        ("[export]\nopset = 17\n", "or --exporter torchscript for opset 17"),
+        ('[export]\nexporter = "jit"\n', "--exporter must be one of dynamo, torchscript"),
     ],
 )
 def test_bad_config_files_are_refused_before_any_work(tmp_path, text, message):
