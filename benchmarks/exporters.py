@@ -11,7 +11,8 @@ convolution FP32, as kd-edge ships it; no latency search, so both graphs get the
 treatment). Reported: export seconds, graph size (nodes, initializers, bytes), parity, and
 the latency of the FP32 and INT8 files in a plain `onnxruntime.InferenceSession` (default
 options but one intra-op thread), at batch 1 and 64, the four files of a model alternating
-over --rounds rounds in one process (about 0.3 s of calls per file, round and batch size). Writes benchmarks/results/exporters.{md,json}.
+over --rounds rounds in one process (about 0.3 s of calls per file, round and batch
+size). Writes benchmarks/results/exporters.{md,json}.
 """
 
 from __future__ import annotations
