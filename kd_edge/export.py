@@ -35,7 +35,7 @@ from kd_edge import __version__
 from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.errors import CheckpointError, ConfigError, ExportError, ExportParityError, OutputError
 from kd_edge.io import ensure_writable_dir
-from kd_edge.log import quiet_third_party, step
+from kd_edge.log import heartbeat, quiet_loggers, step
 from kd_edge.models import count_parameters
 from kd_edge.runtime.card import ModelCard, write_card
 
@@ -201,7 +201,9 @@ def export_proto(model: torch.nn.Module, input_shape, exporter: str, opset: int)
             )
             return onnx.load(str(file))
     try:
-        with quiet_third_party():  # a failed capture logs its whole graph
+        # torch.export takes seconds to a minute and reports nothing; a failed capture also
+        # logs its whole graph (and prints it: that much stays, for whoever debugs the model).
+        with quiet_loggers("torch", "onnxscript", "onnx_ir"), heartbeat("export: torch.export is still working"):
             program = torch.onnx.export(
                 model,
                 (example,),

@@ -15,6 +15,8 @@ import contextlib
 import io
 import logging
 import os
+import threading
+import time
 
 LOGGER = logging.getLogger("kd_edge")
 VERBOSE_ENV_VAR = "KD_EDGE_VERBOSE"
@@ -45,6 +47,38 @@ def quiet_third_party():
     finally:
         logging.disable(previous)
         ort.set_default_logger_severity(2)
+
+
+@contextlib.contextmanager
+def heartbeat(message: str, every: float = 2.0):
+    """Repeat ``step(message)`` with the time elapsed every ``every`` seconds while a block that says nothing runs."""
+    done, started = threading.Event(), time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every):
+            step(f"{message} ({time.perf_counter() - started:.0f} s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str):
+    """Only errors from these libraries' loggers for the block (kd-edge's own steps still show)."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)
 
 
 class PrintSteps(logging.Handler):

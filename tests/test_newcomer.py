@@ -131,6 +131,19 @@ def test_no_step_of_export_and_quantization_is_silent_for_long(tmp_path, student
         assert phase in kinds
 
 
+def test_a_step_that_reports_nothing_gets_a_heartbeat():
+    """torch.export can take a minute without a word: kd-edge repeats its step with the time elapsed."""
+    from kd_edge.log import heartbeat, steps_shown
+
+    messages = []
+    with steps_shown(messages.append), heartbeat("export: still working", every=0.05):
+        time.sleep(0.3)
+    assert len(messages) >= 3 and all(m.startswith("export: still working (") and m.endswith(" s)") for m in messages)
+    count = len(messages)
+    time.sleep(0.15)
+    assert len(messages) == count  # it stops with the block
+
+
 def test_onnx_runtime_calibration_logging_is_quiet_unless_verbose(tmp_path, exported_student):
     import shutil
 
