@@ -675,6 +675,13 @@ def search(
     finalists: Annotated[
         int, typer.Option(help="Halving keeps at least this many, so that the front compares several.")
     ] = 4,
+    latency_margin: Annotated[
+        float,
+        typer.Option(
+            help="Untrained candidates up to this fraction over the budget still train (sub-0.1 ms timings vary "
+            "10-25 %); the chosen student must fit the budget itself, timed again once trained."
+        ),
+    ] = 0.25,
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
@@ -704,6 +711,7 @@ def search(
         rung_steps=rung_steps,
         rungs=rungs,
         finalists=finalists,
+        latency_margin=latency_margin,
         seed=seed,
         threads=threads,
     )

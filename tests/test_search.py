@@ -50,6 +50,9 @@ def test_the_latency_filter_uses_the_faster_form_and_the_memory_budget():
     assert within_budget(candidate("int8 fits", 1.5, int8_ms=0.8, parameters=5000), config)  # 5,000 + 4,000 bytes
     assert not within_budget(candidate("too slow", 1.1, int8_ms=1.2), config)
     assert not within_budget(candidate("too big", 0.5, parameters=2000), config)  # 8,000 + 4,000 bytes in FP32
+    # The untrained filter's margin lets a candidate 10 % over the budget train; the final choice has none.
+    assert within_budget(candidate("near", 1.1), config, margin=0.25)
+    assert not within_budget(candidate("near", 1.3), config, margin=0.25)
 
 
 class FakeTimer:
