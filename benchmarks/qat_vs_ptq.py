@@ -22,18 +22,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from distill_modes import kd_edge, pm  # the sibling benchmark's helpers: run a command, format mean ± std
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
 EXTRA_EPOCHS = 2
-
-
-def kd_edge(*args, env) -> None:
-    print("kd-edge", " ".join(map(str, args)), flush=True)
-    subprocess.run([sys.executable, "-m", "kd_edge", *map(str, args)], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def quantized(run: Path, folder: Path, data_dir: str) -> dict:
@@ -83,10 +78,6 @@ def fine_tuned(run: Path, out: Path, seed: int, env) -> Path:
             "--precision", "fp32", "--seed", seed, "--out", out, "--force", env=env,
         )  # fmt: skip
     return out
-
-
-def pm(values: list[float]) -> str:
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def main() -> None:
