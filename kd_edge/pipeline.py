@@ -332,6 +332,9 @@ def run_pipeline(config: PipelineConfig, display=None, progress_factory=None) ->
             merge_metrics(run_dir, state, time.perf_counter() - started)
         if display is not None:
             display.advance(task)
+    # The ranks leave the process group together: a rank that tore gloo down while rank 0 was
+    # still exporting and quantizing aborted ("terminate called without an active exception").
+    barrier()
     if not main:
         return PipelineResult(run_dir=run_dir, ran=ran, skipped=skipped, metrics={})
     metrics = json.loads((run_dir / "metrics.json").read_text())
