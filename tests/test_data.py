@@ -102,6 +102,14 @@ def test_npz_with_bad_labels_lists_offending_indices(tmp_path):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 
 
+def test_npz_with_zero_pixel_images_names_the_cause(tmp_path):
+    images = np.zeros((30, 0, 0), np.uint8)
+    labels = np.arange(30) % 3
+    np.savez(tmp_path / "empty.npz", images=images, labels=labels, classes=np.array(["a", "b", "c"]))
+    with pytest.raises(DatasetError, match="training split holds no pixels"):
+        load_dataset(f"npz:{tmp_path / 'empty.npz'}")
+
+
 def test_npz_missing_arrays(tmp_path):
     np.savez(tmp_path / "x.npz", pixels=np.zeros((3, 4, 4), np.uint8))
     with pytest.raises(DatasetError, match="lacks the arrays"):

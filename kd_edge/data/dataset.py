@@ -91,6 +91,9 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     Computed from a 256-bin histogram per channel: exact, and ten times faster
     than converting the whole split to float.
     """
+    if images.size == 0:
+        # Without this check the mean is 0/0: NaN, which fails much later, far from its cause.
+        raise DatasetError(f"the training split holds no pixels (images of shape {images.shape}); add images to it")
     values = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
     for channel in range(images.shape[1]):
