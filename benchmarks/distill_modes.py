@@ -85,13 +85,26 @@ def pm(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "modes")
+def fashion_args(doc: str, work: str) -> tuple[argparse.Namespace, dict]:
+    """The options the Fashion-MNIST benchmarks share, and the environment that points kd-edge at the data."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / work)
     parser.add_argument("--fashion-dir", default="/work/shared/datasets")
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
-    env = {**os.environ, "KD_EDGE_DATA": args.fashion_dir}
+    return args, {**os.environ, "KD_EDGE_DATA": args.fashion_dir}
+
+
+def publish(lines: list[str], markdown: Path | None) -> None:
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(table)
+
+
+def main() -> None:
+    args, env = fashion_args(__doc__, "modes")
     work = args.work
     sweep_dir = work / "sweep"
     kd_edge(
@@ -207,11 +220,8 @@ def main() -> None:
     ]
     lines += ["", "Schedules tried (the best on validation is in the table above):", ""]
     lines += [f"- {r['name']}: val {pm(r['val'])}, test {pm(r['test'])}" for r in schedule_rows]
-    table = "\n".join(lines) + "\n"
-    print(table)
     (work / "distill_modes.json").write_text(json.dumps({"rows": rows, "schedules": schedule_rows}, indent=1))
-    if args.markdown:
-        args.markdown.write_text(table)
+    publish(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ it came from. Runs are kept in --work; a finished step is not rerun.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
-from distill_modes import kd_edge, pm  # the sibling benchmark's helpers: run a command, format mean ± std
+from distill_modes import fashion_args, kd_edge, pm, publish  # the sibling benchmark's helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
@@ -81,12 +79,7 @@ def fine_tuned(run: Path, out: Path, seed: int, env) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "qat")
-    parser.add_argument("--fashion-dir", default="/work/shared/datasets")
-    parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args()
-    env = {**os.environ, "KD_EDGE_DATA": args.fashion_dir}
+    args, env = fashion_args(__doc__, "qat")
     rows: dict[str, list[dict]] = {"PTQ": [], f"PTQ after {EXTRA_EPOCHS} FP32 epochs": [], "QAT": []}
     for seed in SEEDS:
         base = args.work / "base" / f"seed{seed}"
@@ -108,12 +101,8 @@ def main() -> None:
             f"| {name} | {pm([r['fp32'] for r in runs])} | {pm([r['int8'] for r in runs])} "
             f"| {100 * statistics.fmean(drops):.2f} ± {100 * statistics.stdev(drops):.2f} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
     (args.work / "rows.json").write_text(json.dumps(rows, indent=1))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table)
+    publish(lines, args.markdown)
 
 
 if __name__ == "__main__":
