@@ -33,7 +33,6 @@ from pathlib import Path
 
 from distill_modes import SCHEDULES, fashion_args, finished, kd_edge, metrics, pm, publish  # sibling's helpers
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
 BUDGETS = (15, 30)
 MODES_BUDGET = 30  # where the student alone overfits: the budget at which distillation has most to give
@@ -104,10 +103,10 @@ def main() -> None:
     def row_runs(epochs: int, recipe: str) -> list[dict]:
         return [run for job, run in found.items() if job[0] == epochs and job[1] == recipe]
 
-    def val_mean(epochs: int, recipe: str) -> float:
-        return statistics.fmean(r["student"]["val_accuracy"] for r in row_runs(epochs, recipe))
+    def val_mean(recipe: str) -> float:
+        return statistics.fmean(r["student"]["val_accuracy"] for r in row_runs(MODES_BUDGET, recipe))
 
-    best = max((r for r in CELLS if r != ALONE), key=lambda r: val_mean(MODES_BUDGET, r))
+    best = max((r for r in CELLS if r != ALONE), key=val_mean)
     setting = CELLS[best]
     named = best.removeprefix("KD ")
     modes = {

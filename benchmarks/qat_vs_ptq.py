@@ -24,7 +24,6 @@ from pathlib import Path
 
 from distill_modes import fashion_args, kd_edge, pm, publish  # the sibling benchmark's helpers
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
 EXTRA_EPOCHS = 2
 
