@@ -33,9 +33,9 @@ EXPORTERS = ("dynamo", "torchscript")
 def checkpoint(name: str, data_dir: str) -> Path:
     import torch
 
-    from kd_edge.checkpoint import save_checkpoint
+    from kd_edge.training.checkpoint import save_checkpoint
     from kd_edge.data import load_data
-    from kd_edge.models import ModelSpec
+    from kd_edge.training.models import ModelSpec
     from kd_edge.runtime import DataRef, ModelCard
 
     ref = DataRef(dataset="fashion-mnist", data_dir=data_dir)
@@ -51,8 +51,8 @@ def checkpoint(name: str, data_dir: str) -> Path:
 def build(name: str, data_dir: str) -> dict:
     import onnx
 
-    from kd_edge.export import ExportConfig, export_onnx
-    from kd_edge.quantize import QuantizeConfig, quantizable_nodes, quantize
+    from kd_edge.deploy.export import ExportConfig, export_onnx
+    from kd_edge.deploy.quantize import QuantizeConfig, quantizable_nodes, quantize
 
     source = checkpoint(name, data_dir)
     rows = {}
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--time-only", action="store_true", help="Time the files an earlier run built.")
     args = parser.parse_args()
-    from kd_edge.models import list_models
+    from kd_edge.training.models import list_models
 
     built = WORK / "built.json"
     if args.time_only:

@@ -61,7 +61,7 @@ def summary(out: Path) -> dict:
 
 
 def valid_student(out: Path) -> bool:
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(out / "student.pt")
     return bool(checkpoint.metrics.get("complete")) and not list(out.glob("*.state*.pt"))

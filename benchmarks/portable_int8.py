@@ -82,7 +82,7 @@ def measure(models: dict[str, Path], images: np.ndarray, rounds: int) -> dict:
 
 def build(run: str, data_dir: Path | None) -> dict[str, Path]:
     from kd_edge import quantize as quantizer
-    from kd_edge.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import ExportConfig, export_onnx
 
     out = WORK / "portable" / run
     fp32 = export_onnx(

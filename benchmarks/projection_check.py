@@ -38,8 +38,8 @@ def build(name: str) -> tuple[Path, Path]:
     import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from kd_edge.export import write_onnx
-    from kd_edge.models import count_parameters, create_model
+    from kd_edge.deploy.export import write_onnx
+    from kd_edge.training.models import count_parameters, create_model
     from kd_edge.runtime import ModelCard
     from kd_edge.runtime.card import write_card
 
@@ -72,7 +72,7 @@ def build(name: str) -> tuple[Path, Path]:
 
 
 def main():
-    from kd_edge.runtime.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
 
     models = {}
     for name in ("resnet18", "mobilenet-v2"):

@@ -30,8 +30,8 @@ EXTRA_EPOCHS = 2
 
 def quantized(run: Path, folder: Path, data_dir: str) -> dict:
     """Export the run's student and quantize it as QAT's model is quantized: first convolution FP32."""
-    from kd_edge.export import ExportConfig, export_onnx
-    from kd_edge.quantize import QuantizeConfig, quantizable_nodes, quantize
+    from kd_edge.deploy.export import ExportConfig, export_onnx
+    from kd_edge.deploy.quantize import QuantizeConfig, quantizable_nodes, quantize
     from kd_edge.runtime import read_card
 
     int8_path = folder / "student.int8.onnx"

@@ -73,7 +73,7 @@ def empty_model(path: Path) -> Path:
 def torch_latency_ms(checkpoint: Path, images: np.ndarray, normalize, threads: int, runs: int) -> float:
     import torch
 
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).build_model().eval()
@@ -92,7 +92,7 @@ def torch_latency_ms(checkpoint: Path, images: np.ndarray, normalize, threads: i
 def measure(run: str, forms: dict[str, Path], threads: int, data_dir: Path) -> list[dict]:
     from kd_edge.data import load_dataset
     from kd_edge.runtime import OnnxModel
-    from kd_edge.runtime.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
 
     dataset = load_dataset("fashion-mnist", data_dir)
     models = {name: OnnxModel(path, threads) for name, path in forms.items()}

@@ -36,7 +36,7 @@ def easy_npz(tmp_path_factory):
 
 def train_teacher_run(out, easy_npz, model: str, epochs: int):
     from kd_edge.config import DataConfig, RunConfig, TeacherConfig, TrainConfig
-    from kd_edge.distill import train_teacher
+    from kd_edge.training.distill import train_teacher
 
     config = TeacherConfig(
         data=DataConfig(dataset=f"npz:{easy_npz}"),
@@ -64,7 +64,7 @@ def student_checkpoint(tmp_path_factory, easy_npz):
 
 @pytest.fixture(scope="session")
 def exported_student(tmp_path_factory, student_checkpoint):
-    from kd_edge.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import ExportConfig, export_onnx
 
     return export_onnx(
         ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path_factory.mktemp("exported")))

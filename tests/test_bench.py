@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 from kd_edge.errors import ConfigError
-from kd_edge.runtime import ModelCard, OnnxModel, emulate
+from kd_edge.runtime import ModelCard, OnnxModel
+from kd_edge.runtime.bench import emulate
 
 runner = CliRunner()
 QUICK = ["--runs", "20", "--rounds", "2", "--warmup", "2"]
@@ -240,8 +241,8 @@ def test_profile_projects_single_thread_latency_by_data_type(tmp_path, tiny):
 
 
 def test_int8_models_are_projected_with_int8_throughput():
-    from kd_edge.runtime.harness import projection
-    from kd_edge.runtime.profiles import get_profile
+    from kd_edge.runtime.bench.harness import projection
+    from kd_edge.runtime.bench.profiles import get_profile
 
     host = {"fp32": 60.0, "int8": 240.0}
     fp32 = projection(1.0, 1, "fp32", get_profile("rpi5"), host)
@@ -255,7 +256,7 @@ def test_int8_models_are_projected_with_int8_throughput():
 def test_host_kernels_compute_matrix_products():
     import onnxruntime as ort
 
-    from kd_edge.runtime.harness import KERNELS
+    from kd_edge.runtime.bench.harness import KERNELS
 
     rng = np.random.default_rng(0)
     # Operands below half range: AVX2's u8 x s8 kernel saturates 16-bit pair sums of full-range values.
@@ -278,7 +279,7 @@ def test_drone_loop_reports_deadlines(tmp_path, tiny):
 
 
 def test_drone_loop_counts_missed_deadlines():
-    from kd_edge.runtime.harness import drone_loop
+    from kd_edge.runtime.bench.harness import drone_loop
 
     class Slow:  # takes 3 ms per frame against a 1 ms period
         def preprocess(self, images):
@@ -320,8 +321,8 @@ def test_models_of_the_same_name_are_labelled_apart(tmp_path, tiny):
 
 
 def test_stability_flag_speaks_about_repeatability():
-    from kd_edge.runtime.harness import Reading, summarize
-    from kd_edge.runtime.profiles import get_profile
+    from kd_edge.runtime.bench.harness import Reading, summarize
+    from kd_edge.runtime.bench.profiles import get_profile
 
     def reading(median_ms):
         calls = np.full(100, median_ms / 1e3)
@@ -401,7 +402,7 @@ def test_memory_cap_falls_back_to_rlimit_without_cgroups():
     code = (
         "from pathlib import Path\n"
         "import numpy as np\n"
-        "from kd_edge.runtime import emulate\n"
+        "from kd_edge.runtime.bench import emulate\n"
         "emulate.CGROUP_ROOT = Path('/nonexistent-cgroups')\n"
         "report, _ = emulate.enter_cgroups(100 << 20, None)\n"
         "print(report['enforced'], report['mechanism'].startswith('RLIMIT_AS'), report['read_back'] > 100 << 20)\n"

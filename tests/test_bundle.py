@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kd_edge import bundle as bundle_stage
-from kd_edge.bundle import BundleConfig, choose_form, write_bundle
+from kd_edge.deploy import bundle as bundle_stage
+from kd_edge.deploy.bundle import BundleConfig, choose_form, write_bundle
 from kd_edge.cli import app
 from kd_edge.errors import BundleError, OutputError
 from kd_edge.runtime import OnnxModel
-from kd_edge.runtime.bundle import open_bundle
+from kd_edge.runtime.bundle_files import open_bundle
 
 
 @pytest.fixture(scope="module")
 def int8_student(tmp_path_factory, exported_student):
-    from kd_edge.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import QuantizeConfig, quantize
 
     out = tmp_path_factory.mktemp("int8") / "student.int8.onnx"
     config = QuantizeConfig(

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from kd_edge.checkpoint import load_checkpoint, save_checkpoint
+from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.errors import CheckpointError
-from kd_edge.models import ModelSpec
+from kd_edge.training.models import ModelSpec
 from kd_edge.runtime.card import DataRef, ModelCard
 
 CARD = ModelCard(
@@ -86,7 +86,7 @@ def test_pickled_code_never_runs(tmp_path):
 
 
 def test_pickled_code_in_an_init_file_or_a_training_state_never_runs(tmp_path):
-    from kd_edge.checkpoint import TrainingStateFile, load_weights
+    from kd_edge.training.checkpoint import TrainingStateFile, load_weights
 
     sentinel = tmp_path / "pwned"
     torch.save({"fc.weight": Exploit(str(sentinel))}, tmp_path / "weights.pth")

@@ -96,7 +96,7 @@ def test_reference_preset_is_the_reference_recipe(tmp_path):
         }
     assert config["kd"]["temperature"] == 4.0 and config["kd"]["alpha"] == 0.5
     assert config["data"]["normalization"] == "half" and config["run"]["precision"] == "fp32"
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "student.pt").card.mean == (0.5,)
 

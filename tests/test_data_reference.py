@@ -59,7 +59,7 @@ def test_every_later_stage_reads_the_data_as_training_did(resized_run):
 
 
 def test_a_checkpoint_records_one_data_reference(resized_run):
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     _, run = resized_run
     ref = load_checkpoint(run / "student.pt").card.data

@@ -11,11 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from kd_edge import models as registry
-from kd_edge.checkpoint import load_checkpoint, save_checkpoint
+from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.cli import app
 from kd_edge.errors import ExportError, ExportParityError, OutputError
-from kd_edge.export import EXPORTERS, ExportConfig, export_onnx
-from kd_edge.models import ModelSpec, list_models
+from kd_edge.deploy.export import EXPORTERS, ExportConfig, export_onnx
+from kd_edge.training.models import ModelSpec, list_models
 from kd_edge.runtime import DataRef, ModelCard, OnnxModel, read_card, read_onnx_metadata
 from tests.conftest import easy_images
 
@@ -158,7 +158,7 @@ def test_deprecations_from_the_libraries_fail_the_suite():
     error: this proves the filter is in force, so that the rest of the suite passing means none was raised."""
     import warnings
 
-    for module in ("torch.onnx.utils", "torchao.quantization", "onnxscript", "onnx.helper", "kd_edge.export"):
+    for module in ("torch.onnx.utils", "torchao.quantization", "onnxscript", "onnx.helper", "kd_edge.deploy.export"):
         with pytest.raises(DeprecationWarning):
             warnings.warn_explicit("old", DeprecationWarning, filename="x.py", lineno=1, module=module)
 

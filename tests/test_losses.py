@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_edge.losses import distillation_loss, kd_kl_loss, kd_mse_loss
+from kd_edge.training.losses import distillation_loss, kd_kl_loss, kd_mse_loss
 
 
 def softmax(values, temperature):

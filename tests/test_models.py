@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kd_edge.errors import ModelError
-from kd_edge.models import (
+from kd_edge.training.models import (
     InvertedResidual,
     ModelSpec,
     count_macs,

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from kd_edge import distill as distill_module
+from kd_edge.training import distill as distill_module
 from kd_edge.cli import app
 from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig, distill_config
 from kd_edge.errors import CheckpointError, ConfigError
-from kd_edge.losses import confidence_weights, ensemble_logits
-from kd_edge.schedules import Schedule, parse_schedule, scheduled_value
+from kd_edge.training.losses import confidence_weights, ensemble_logits
+from kd_edge.settings.schedules import Schedule, parse_schedule, scheduled_value
 from tests.conftest import train_teacher_run
 
 TINY = dict(epochs=2, batch_size=32)
@@ -186,7 +186,7 @@ def test_online_mode_trains_both_networks_from_each_other(tmp_path, easy_npz):
     history = metrics["student"]["history"]
     assert all(math.isfinite(h[k]) for h in history for k in ("loss", "ce", "kd", "teacher_ce", "teacher_kd"))
     assert history[-1]["teacher_ce"] < history[0]["teacher_ce"]  # the teacher learnt too
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     teacher = load_checkpoint(tmp_path / "run" / "teacher.pt")
     fresh = distill_module.build_seeded(teacher.spec, seed=3)
@@ -339,8 +339,8 @@ def test_sweep_resumes_without_rerunning_finished_cells(tmp_path, easy_npz, monk
 
 
 def test_qat_fine_tunes_against_the_teachers_the_run_used(tmp_path, easy_npz, teacher_run, second_teacher):
-    from kd_edge.checkpoint import load_checkpoint
-    from kd_edge.soft_labels import teachers_of_run
+    from kd_edge.training.checkpoint import load_checkpoint
+    from kd_edge.training.soft_labels import teachers_of_run
 
     paths = (str(teacher_run / "teacher.pt"), str(second_teacher))
     config = config_for(easy_npz, tmp_path / "run", mode="multi", teacher_paths=paths, teacher_weights="3,1")

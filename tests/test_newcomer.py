@@ -115,9 +115,9 @@ def test_a_folder_with_a_finished_teacher_says_how_to_reuse_it(tmp_path, easy_np
 
 def test_no_step_of_export_and_quantization_is_silent_for_long(tmp_path, student_checkpoint):
     """Every long step announces itself: the gaps between messages (and to the start and end) stay short."""
-    from kd_edge.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import ExportConfig, export_onnx
     from kd_edge.log import steps_shown
-    from kd_edge.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import QuantizeConfig, quantize
 
     times, messages = [time.perf_counter()], []
     with steps_shown(lambda message: (times.append(time.perf_counter()), messages.append(message))):
@@ -248,8 +248,8 @@ def test_bench_scores_the_models_own_dataset_by_default(tmp_path, exported_stude
 
 
 def test_a_profile_with_more_cores_than_the_host_says_so():
-    from kd_edge.runtime.harness import board_cores
-    from kd_edge.runtime.profiles import get_profile
+    from kd_edge.runtime.bench.harness import board_cores
+    from kd_edge.runtime.bench.profiles import get_profile
 
     fewer = board_cores(get_profile("rpi4"), {"read_back": [0, 1]})
     assert fewer["profile_cores"] == 4 and "this host gives 2" in fewer["note"]

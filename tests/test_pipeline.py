@@ -100,7 +100,7 @@ def mtimes(folder, names):
 
 
 def test_an_interrupted_pipeline_resumes_without_redoing_finished_stages(tmp_path, easy_npz, monkeypatch):
-    from kd_edge import quantize as quantizer
+    from kd_edge.deploy import quantize as quantizer
 
     out, config = tmp_path / "run", fast_config(tmp_path)
 
@@ -207,7 +207,7 @@ def test_report_command_rebuilds_the_report(tmp_path, easy_run):
 
 
 def test_report_without_matplotlib_still_writes_the_tables(tmp_path, easy_run, monkeypatch):
-    from kd_edge import report
+    from kd_edge.pipeline import report
 
     out = shutil.copytree(easy_run, tmp_path / "run")
     monkeypatch.setattr(report, "pyplot", lambda: None)

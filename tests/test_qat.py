@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 from kd_edge.errors import CheckpointError, OutputError
-from kd_edge.qat import QATConfig, quantization_aware_training
+from kd_edge.deploy.qat import QATConfig, quantization_aware_training
 from kd_edge.runtime import read_onnx_metadata
 
 
@@ -75,8 +75,8 @@ def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_ru
 
 def trained_qat_model(distilled_run, steps=3):
     """A QAT model of the distilled student after a few optimiser steps on random data, in eval mode."""
-    from kd_edge.checkpoint import load_checkpoint
-    from kd_edge.qat import prepare_for_qat
+    from kd_edge.training.checkpoint import load_checkpoint
+    from kd_edge.deploy.qat import prepare_for_qat
 
     model, folded, fp32_layers = prepare_for_qat(
         load_checkpoint(distilled_run / "student.pt").build_model(), (1, 16, 16)
@@ -94,7 +94,7 @@ def trained_qat_model(distilled_run, steps=3):
 
 
 def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
-    from kd_edge.qat import with_learnt_weights
+    from kd_edge.deploy.qat import with_learnt_weights
 
     model, folded, _ = trained_qat_model(distilled_run)
     deployable = with_learnt_weights(model, folded)
@@ -108,7 +108,7 @@ def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
 def test_the_fp32_first_convolution_trains_and_ships_as_trained(distilled_run):
     """The first conv (1 channel) has no fake quantization: it trains in FP32, and the model handed to the
     quantizer holds its trained weights, with every other layer's, so what ships is what QAT scored."""
-    from kd_edge.qat import with_learnt_weights
+    from kd_edge.deploy.qat import with_learnt_weights
 
     model, folded, fp32_layers = trained_qat_model(distilled_run)
     assert fp32_layers == ["features.0"]

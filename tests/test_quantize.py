@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 from kd_edge.errors import DatasetError, ModelFileError, OutputError, QuantizationError
-from kd_edge.quantize import QuantizeConfig, quantize
+from kd_edge.deploy.quantize import QuantizeConfig, quantize
 from kd_edge.runtime import OnnxModel, read_onnx_metadata
 
 
@@ -53,7 +53,7 @@ def ops_after_plain_session_optimisation(path, tmp_path) -> list[tuple[str, str]
 
 
 def test_int8_with_an_fp32_first_conv_keeps_its_max_pool_in_fp32_in_a_plain_session(fp32_model, tmp_path, monkeypatch):
-    from kd_edge import quantize as module
+    from kd_edge.deploy import quantize as module
 
     first_conv = next(n.name for n in onnx.load(str(fp32_model)).graph.node if n.op_type == "Conv")
     result = quantize(quick(fp32_model, exclude=(first_conv,), out=str(tmp_path / "arranged.onnx")))
@@ -70,7 +70,7 @@ def test_pool_before_relu_computes_the_same_values():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from kd_edge.quantize import pool_before_relu
+    from kd_edge.deploy.quantize import pool_before_relu
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 1, 3, 3)).astype(np.float32), "w")
     nodes = [
@@ -150,7 +150,7 @@ class ScriptedModel:
 def scripted_budget(monkeypatch, accuracy_of, nodes=("a", "b", "c"), excluded=(), budget=0.5):
     from types import SimpleNamespace
 
-    from kd_edge import quantize as module
+    from kd_edge.deploy import quantize as module
 
     monkeypatch.setattr(module, "quantizable_nodes", lambda prepared: list(nodes))
     val = SimpleNamespace(images=None, labels=None)

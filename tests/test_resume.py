@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kd_edge import distill as distill_module
+from kd_edge.training import distill as distill_module
 from kd_edge import interrupt
 from kd_edge.cli import app
 from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig
@@ -48,7 +48,7 @@ def uninterrupted(tmp_path_factory, easy_npz):
 
 def stop_at(monkeypatch, stage: str, epoch: int, step: int):
     """Make training see a SIGTERM after the given step, as the command line's handler would record it."""
-    from kd_edge import train
+    from kd_edge.training import fit as train
 
     original = train.TrainingLoop.after_step
 
@@ -119,7 +119,7 @@ def test_resuming_with_another_teacher_file_is_refused(tmp_path, easy_npz, monke
 
 
 def test_a_damaged_latest_state_falls_back_to_the_one_before(tmp_path, easy_npz, uninterrupted, monkeypatch, capsys):
-    from kd_edge import train
+    from kd_edge.training import fit as train
 
     monkeypatch.setattr(train, "STATE_INTERVAL_S", 0.0)  # a state after every step: latest and previous both exist
     out = tmp_path / "run"

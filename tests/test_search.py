@@ -6,10 +6,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from kd_edge import distill as distill_module
+from kd_edge.training import distill as distill_module
 from kd_edge.cli import app
 from kd_edge.errors import ConfigError
-from kd_edge.search import (
+from kd_edge.search.search import (
     Candidate,
     SearchConfig,
     keep_better_half,

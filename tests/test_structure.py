@@ -59,7 +59,7 @@ def test_the_graph_sees_real_imports():
     graph = import_graph()
     assert "kd_edge.runtime.card" in graph["kd_edge.runtime.session"]
     assert "kd_edge.data.sources" in graph["kd_edge.data"]  # a submodule imported by name
-    assert "kd_edge.quantize" in graph["kd_edge.cli"]  # imports inside functions count
+    assert "kd_edge.deploy.quantize" in graph["kd_edge.cli"]  # imports inside functions count
 
 
 def test_find_cycle_finds_one():
@@ -81,7 +81,7 @@ def test_runtime_imports_only_the_layers_below_it():
 
 def test_export_and_quantize_do_not_call_each_other():
     graph = import_graph()
-    assert "kd_edge.quantize" not in graph["kd_edge.export"] and "kd_edge.export" not in graph["kd_edge.quantize"]
+    assert "kd_edge.deploy.quantize" not in graph["kd_edge.deploy.export"] and "kd_edge.deploy.export" not in graph["kd_edge.deploy.quantize"]
 
 
 def test_importing_the_package_and_runtime_pulls_in_no_torch_or_onnx():
@@ -96,7 +96,7 @@ def test_importing_the_package_and_runtime_pulls_in_no_torch_or_onnx():
 
 def test_training_leaves_torch_global_state_as_it_was(tmp_path, easy_npz):
     from kd_edge.config import DataConfig, RunConfig, TeacherConfig, TrainConfig
-    from kd_edge.distill import train_teacher
+    from kd_edge.training.distill import train_teacher
 
     torch.manual_seed(1234)
     expected_next_draw = torch.rand(3)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from kd_edge import distill as distill_module
+from kd_edge.training import distill as distill_module
 from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig
 from kd_edge.data import load_dataset
 from kd_edge.errors import TrainingDivergedError
-from kd_edge.train import DeviceSplit, Normalizer, chance_threshold, cross_entropy_step, fit, random_shift
+from kd_edge.training.fit import DeviceSplit, Normalizer, chance_threshold, cross_entropy_step, fit, random_shift
 
 TINY = dict(epochs=2, batch_size=32)
 
@@ -124,7 +124,7 @@ def test_normalizer_matches_the_metadata_formula():
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    from kd_edge import train
+    from kd_edge.training import fit as train
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(train, "has_native_bf16", lambda: True)
@@ -135,9 +135,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 
 
 def test_bf16_training_keeps_float32_weights_and_learns(tmp_path, easy_npz):
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
     from kd_edge.config import TeacherConfig
-    from kd_edge.distill import train_teacher
+    from kd_edge.training.distill import train_teacher
 
     config = TeacherConfig(
         data=DataConfig(dataset=f"npz:{easy_npz}"),

@@ -7,16 +7,16 @@ import pytest
 from typer.testing import CliRunner
 
 from kd_edge import verify_arm as module
-from kd_edge.bundle import BundleConfig, write_bundle
+from kd_edge.deploy.bundle import BundleConfig, write_bundle
 from kd_edge.cli import app
 from kd_edge.errors import ArmSetupError, ConfigError
-from kd_edge.verify_arm import ArmConfig, compare
+from kd_edge.deploy.verify_arm import ArmConfig, compare
 
 
 @pytest.fixture(scope="module")
 def two_form_bundle(tmp_path_factory, exported_student):
     """A bundle holding the student in FP32 and INT8 (both forms are checked)."""
-    from kd_edge.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import QuantizeConfig, quantize
 
     folder = tmp_path_factory.mktemp("arm")
     int8 = quantize(

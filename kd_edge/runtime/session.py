@@ -65,7 +65,7 @@ def read_card(path: str | Path) -> ModelCard:
 @contextlib.contextmanager
 def model_file(path: Path):
     """(the .onnx file to load, the verified Bundle or None) for a model file, bundle folder or archive."""
-    from kd_edge.runtime.bundle import is_archive, is_bundle, open_bundle
+    from kd_edge.runtime.bundle_files import is_archive, is_bundle, open_bundle
 
     if not is_bundle(path):
         yield path, None

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kd_edge import __version__
-from kd_edge.bundle import BundleConfig, BundleResult, check_outputs, write_bundle
+from kd_edge.deploy.bundle import BundleConfig, BundleResult, check_outputs, write_bundle
 from kd_edge.config import DistillConfig, distill_options, write_toml
-from kd_edge.distributed import barrier, from_main, is_main
+from kd_edge.training.distributed import barrier, from_main, is_main
 from kd_edge.errors import ConfigError, OutputError, QuantizationError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
 
@@ -54,7 +54,7 @@ class PipelineConfig:
 
     out: str
     distill: DistillConfig
-    exporter: str | None = None  # None: dynamo, falling back to torchscript (kd_edge.export)
+    exporter: str | None = None  # None: dynamo, falling back to torchscript (kd_edge.deploy.export)
     opset: int | None = None
     quantize: dict = field(default_factory=dict)  # QUANTIZE_KEYS -> value
     bundle_samples: int = 300
@@ -73,7 +73,7 @@ class PipelineConfig:
     force: bool = False
 
     def __post_init__(self):
-        from kd_edge.export import check_exporter
+        from kd_edge.deploy.export import check_exporter
 
         check_exporter(self.exporter, self.opset)  # before any training, not at the export stage
         if self.distill.mode != "offline":
@@ -120,7 +120,7 @@ class Stage:
 
 def run_teacher(config: PipelineConfig, run_dir: Path, progress) -> dict:
     from kd_edge.config import TeacherConfig
-    from kd_edge.distill import train_teacher
+    from kd_edge.training.distill import train_teacher
 
     distill = config.distill
     settings = TeacherConfig(
@@ -130,7 +130,7 @@ def run_teacher(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
 
 def run_student(config: PipelineConfig, run_dir: Path, progress) -> dict:
-    from kd_edge.distill import distill
+    from kd_edge.training.distill import distill
 
     settings = replace(
         config.distill,
@@ -142,7 +142,7 @@ def run_student(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
 
 def run_export(config: PipelineConfig, run_dir: Path, progress) -> dict:
-    from kd_edge.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import ExportConfig, export_onnx
 
     result = export_onnx(
         ExportConfig(
@@ -158,7 +158,7 @@ def run_export(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
 
 def run_quantize(config: PipelineConfig, run_dir: Path, progress) -> dict:
-    from kd_edge.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import QuantizeConfig, quantize
 
     options = {
         QUANTIZE_KEYS[key]: tuple(value) if key == "exclude" else value for key, value in config.quantize.items()
@@ -211,8 +211,8 @@ def run_bundle(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
 
 def run_bench(config: PipelineConfig, run_dir: Path, progress) -> dict:
-    from kd_edge.runtime.bundle import open_bundle
-    from kd_edge.runtime.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bundle_files import open_bundle
+    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
 
     bundle = open_bundle(run_dir / "bundle")
     bench = config.bench
@@ -243,7 +243,7 @@ def run_bench(config: PipelineConfig, run_dir: Path, progress) -> dict:
 
 
 def run_report(config: PipelineConfig, run_dir: Path, progress) -> dict:
-    from kd_edge.report import write_report
+    from kd_edge.pipeline.report import write_report
 
     paths = write_report(run_dir)
     return {"report": {name: str(path) for name, path in paths.items()}}
@@ -382,7 +382,7 @@ def is_done(run_dir: Path, record: dict | None, fingerprint: str) -> bool:
 
 def output_hashes(run_dir: Path, names: tuple[str, ...]) -> dict[str, str]:
     """SHA-256 of each output that exists (a folder: of its files' names and digests)."""
-    from kd_edge.runtime.bundle import file_sha256
+    from kd_edge.runtime.bundle_files import file_sha256
 
     hashes = {}
     for name in names:
@@ -442,14 +442,14 @@ def deploy(config: DeployConfig) -> BundleResult:
 
 
 def export_for_deployment(source: Path, folder: Path, data_dir: str | None) -> Path:
-    from kd_edge.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import ExportConfig, export_onnx
 
     return export_onnx(ExportConfig(source=str(source), out_dir=str(folder), data_dir=data_dir)).path
 
 
 def quantize_for_deployment(fp32: Path, folder: Path, config: DeployConfig) -> tuple[Path | None, str | None]:
     """(the INT8 model, None), or (None, why there is none) when no INT8 model meets the accuracy budget."""
-    from kd_edge.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import QuantizeConfig, quantize
 
     options = {"data_dir": config.bundle.data_dir, "compare_latency": False, **config.quantize_options}
     try:

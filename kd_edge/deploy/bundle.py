@@ -6,7 +6,7 @@ The deployable model is the INT8 one when it met its accuracy budget (``kd-edge
 quantize`` refuses otherwise) and is at least as fast as FP32 in a plain ONNX
 Runtime session (default options but the thread count, as a C++ or ROS program
 opens it) at batch 1 and 64 on every thread count asked for; otherwise FP32, and
-``model.json`` says why. The folder layout is in ``kd_edge.runtime.bundle``.
+``model.json`` says why. The folder layout is in ``kd_edge.runtime.bundle_files``.
 
 Torch-free: this stage needs numpy, onnxruntime (and onnx to write nothing: the
 models are copied as they are).
@@ -28,7 +28,7 @@ from kd_edge import __version__
 from kd_edge.errors import ConfigError, OutputError
 from kd_edge.io import atomic_write, ensure_writable_dir
 from kd_edge.log import step
-from kd_edge.runtime.bundle import (
+from kd_edge.runtime.bundle_files import (
     CARD_FILE,
     MODEL_FILE,
     OTHER_FORM_FILES,
@@ -168,7 +168,7 @@ def compare_plain_sessions(fp32: Path, int8: Path, images: np.ndarray, threads: 
 def time_both(
     fp32: Path, int8: Path, images: np.ndarray, threads: tuple[int, ...], batches: tuple[int, ...], rounds: int
 ) -> dict:
-    from kd_edge.runtime.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
 
     config = BenchConfig(
         models=(str(fp32), str(int8)), threads=threads, batch_sizes=batches, runs=200 * rounds, rounds=rounds

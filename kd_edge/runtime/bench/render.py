@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kd_edge.io import atomic_save_figure
-from kd_edge.runtime.harness import BenchReport
+from kd_edge.runtime.bench.harness import BenchReport
 
 
 def markdown_table(report: BenchReport) -> str:

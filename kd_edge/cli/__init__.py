@@ -376,7 +376,7 @@ def teacher(
         ),
         run=run_config(out, seed, device, threads, force, precision or recipe.precision, resume, deterministic),
     )
-    from kd_edge.distill import train_teacher
+    from kd_edge.training.distill import train_teacher
 
     relaunch_under_torchrun(nproc)
     with training_process(device):
@@ -529,7 +529,7 @@ def distill(
         weight_decay=weight_decay,
         lr_scaling=lr_scaling,
     )
-    from kd_edge.distill import distill as distill_student
+    from kd_edge.training.distill import distill as distill_student
 
     relaunch_under_torchrun(nproc)
     with training_process(device):
@@ -592,8 +592,8 @@ def sweep(
     names the best cell on the validation split (the test split is only reported).
     """
     from kd_edge.config import distill_config
-    from kd_edge.sweep import SweepConfig
-    from kd_edge.sweep import sweep as run_sweep
+    from kd_edge.search.sweep import SweepConfig
+    from kd_edge.search.sweep import sweep as run_sweep
 
     require_training_extra()
     base = distill_config(
@@ -693,8 +693,8 @@ def search(
     from --teacher with successive halving, times the finalists again and writes the Pareto front
     (OUT/search.md, search.json, search.png) and a bundle of the chosen student (OUT/bundle).
     """
-    from kd_edge.search import DEFAULT_SPACE, SearchConfig, parse_quantity
-    from kd_edge.search import search as run_search
+    from kd_edge.search.search import DEFAULT_SPACE, SearchConfig, parse_quantity
+    from kd_edge.search.search import search as run_search
 
     require_training_extra()
     config = SearchConfig(
@@ -765,7 +765,7 @@ def export(
 ):
     """Export to ONNX with a dynamic batch axis, check it, and verify it against PyTorch on validation images."""
     require_training_extra()
-    from kd_edge.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import ExportConfig, export_onnx
 
     result = export_onnx(
         ExportConfig(
@@ -788,8 +788,8 @@ def export(
     )
     quantized = None
     if int8 or bundle:
-        from kd_edge.quantize import QuantizeConfig
-        from kd_edge.quantize import quantize as quantize_model
+        from kd_edge.deploy.quantize import QuantizeConfig
+        from kd_edge.deploy.quantize import quantize as quantize_model
 
         # Calibrates on the data the export verified with (the run's own folder, unless --data-dir).
         config = QuantizeConfig(
@@ -802,7 +802,7 @@ def export(
         quantized = quantize_model(config)
         print_quantize_result(quantized)
     if bundle:
-        from kd_edge.bundle import BundleConfig, write_bundle
+        from kd_edge.deploy.bundle import BundleConfig, write_bundle
 
         config = BundleConfig(out=str(bundle), data_dir=result.data_dir, force=force)
         print_bundle_result(write_bundle(config, fp32=result.path, int8=quantized.path))
@@ -866,8 +866,8 @@ def quantize(
 ):
     """Quantize to INT8 with ONNX Runtime, calibrated on validation data, within an accuracy budget."""
     require_training_extra(("onnx",), extra="quantize")
-    from kd_edge.quantize import QuantizeConfig
-    from kd_edge.quantize import quantize as quantize_model
+    from kd_edge.deploy.quantize import QuantizeConfig
+    from kd_edge.deploy.quantize import quantize as quantize_model
 
     config = QuantizeConfig(
         model=str(model),
@@ -917,7 +917,7 @@ def qat(
 ):
     """Quantization-aware training: fine-tune the distilled student with fake INT8 quantization, export QDQ ONNX."""
     require_training_extra()
-    from kd_edge.qat import QATConfig, quantization_aware_training
+    from kd_edge.deploy.qat import QATConfig, quantization_aware_training
 
     config = QATConfig(
         run_dir=str(run_dir),
@@ -1013,8 +1013,8 @@ def bundle_command(
 ):
     """Write a deployable bundle: the model a board should run (INT8 only where it is not slower), its card,
     labelled samples, a README with the board's commands, SHA256SUMS, and a .tar.gz of it all."""
-    from kd_edge.bundle import BundleConfig
-    from kd_edge.pipeline import DeployConfig, deploy
+    from kd_edge.deploy.bundle import BundleConfig
+    from kd_edge.pipeline.runner import DeployConfig, deploy
 
     if source.suffix != ".onnx":
         require_training_extra()  # a checkpoint is exported first
@@ -1055,7 +1055,7 @@ def verify_arm_command(
     config_path: ConfigOpt = None,
 ):
     """Run the model on aarch64 ONNX Runtime under QEMU for each CPU, compare with this host; exit 0 when they agree."""
-    from kd_edge.verify_arm import ArmConfig, verify_arm
+    from kd_edge.deploy.verify_arm import ArmConfig, verify_arm
 
     config = ArmConfig(
         source=str(source),
@@ -1197,10 +1197,10 @@ def bench(
     config_path: ConfigOpt = None,
 ):
     """Benchmark ONNX models under an emulated drone target: latency, throughput, accuracy, memory. Needs no torch."""
-    from kd_edge.runtime.emulate import parse_cores, parse_memory
-    from kd_edge.runtime.harness import BenchConfig, run_benchmark
-    from kd_edge.runtime.report import markdown_table
-    from kd_edge.runtime.report import plot as draw
+    from kd_edge.runtime.bench.emulate import parse_cores, parse_memory
+    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.render import markdown_table
+    from kd_edge.runtime.bench.render import plot as draw
 
     config = BenchConfig(
         models=tuple(str(m) for m in models),
@@ -1388,7 +1388,7 @@ def pipeline(
     """
     require_training_extra()
     from kd_edge.config import distill_config
-    from kd_edge.pipeline import PipelineConfig, run_pipeline
+    from kd_edge.pipeline.runner import PipelineConfig, run_pipeline
 
     tables = (
         {name: file_options(config_path, command, name) for name, command in STAGE_COMMANDS.items()}
@@ -1428,8 +1428,8 @@ def pipeline(
         bench=bench,
         force=force,
     )
-    from kd_edge.distributed import is_main
-    from kd_edge.progress import RichProgress, SilentProgress, new_display
+    from kd_edge.training.distributed import is_main
+    from kd_edge.training.progress import RichProgress, SilentProgress, new_display
 
     if not is_main():  # another torchrun rank: it trains, rank 0 shows and writes
         with training_process(config.distill.run.device):
@@ -1445,7 +1445,7 @@ def pipeline(
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder of `kd-edge pipeline`.")]):
     """Rebuild RUN_DIR/report.md and report.html from the files of a run folder."""
-    from kd_edge.report import write_report
+    from kd_edge.pipeline.report import write_report
 
     if not (run_dir / "metrics.json").is_file():
         from kd_edge.errors import OutputError
@@ -1496,7 +1496,7 @@ def print_pipeline_summary(result) -> None:
 @app.command()
 def profiles():
     """List the device profiles that `kd-edge bench --profile` accepts."""
-    from kd_edge.runtime.profiles import PROFILES
+    from kd_edge.runtime.bench.profiles import PROFILES
 
     for profile in PROFILES.values():
         peaks = (profile.peak_gops_per_core("fp32"), profile.peak_gops_per_core("int8"))
@@ -1517,7 +1517,7 @@ def models(
     from rich.table import Table
 
     from kd_edge.data import load_dataset
-    from kd_edge.models import (
+    from kd_edge.training.models import (
         count_macs,
         count_parameters,
         create_model,
@@ -1561,7 +1561,7 @@ def datasets():
 
 
 def next_step(command: str) -> None:
-    from kd_edge.distributed import is_main
+    from kd_edge.training.distributed import is_main
 
     if is_main():
         console().print(f"next: {command}", soft_wrap=True)
@@ -1577,8 +1577,8 @@ def console():
 
 
 def make_progress():
-    from kd_edge.distributed import is_main
-    from kd_edge.progress import RichProgress, SilentProgress
+    from kd_edge.training.distributed import is_main
+    from kd_edge.training.progress import RichProgress, SilentProgress
 
     return RichProgress(console=console()) if is_main() else SilentProgress()  # one bar, rank 0's
 
@@ -1612,9 +1612,9 @@ def training_process(device: str = "cpu"):
     """Process-wide settings for a training command (never set by the library itself): the allocator's,
     SIGINT/SIGTERM asking training to save its state and stop at the next step, and, under torchrun, the
     process group (gloo on CPU, nccl on CUDA)."""
-    from kd_edge.distributed import process_group
+    from kd_edge.training.distributed import process_group
     from kd_edge.interrupt import stop_on_signals
-    from kd_edge.train import keep_freed_memory
+    from kd_edge.training.fit import keep_freed_memory
 
     keep_freed_memory()
     with stop_on_signals(), process_group(device):
@@ -1623,7 +1623,7 @@ def training_process(device: str = "cpu"):
 
 def relaunch_under_torchrun(nproc: int) -> None:
     """``--nproc N``: run this same command as N processes through torchrun's own launcher (then exit)."""
-    from kd_edge.distributed import launched_by_torchrun
+    from kd_edge.training.distributed import launched_by_torchrun
 
     if nproc <= 1 or launched_by_torchrun():
         return
@@ -1646,7 +1646,7 @@ def dataset_of_teacher(teachers: list[Path] | None) -> str:
     """The dataset the first --teacher was trained on (distilling from it means its data), else mnist-5k."""
     if not teachers:
         return "mnist-5k"
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     card = load_checkpoint(teachers[0]).card
     return card.data.dataset if card.data else "mnist-5k"
@@ -1659,7 +1659,7 @@ def optional_str(path: Path | None) -> str | None:
 def print_summary(metrics: dict, out: Path) -> None:
     from rich.table import Table
 
-    from kd_edge.distributed import is_main
+    from kd_edge.training.distributed import is_main
 
     if not is_main():
         return

@@ -137,7 +137,7 @@ def verify_arm(config: ArmConfig, progress=print) -> ArmResult:
 
 def local_forms(source: Path, unpack_to: Path, forms_of) -> tuple[Path, dict[str, Path]]:
     """A folder or file QEMU's Python can read, and its forms; an archive is verified and unpacked first."""
-    from kd_edge.runtime.bundle import is_archive, open_bundle
+    from kd_edge.runtime.bundle_files import is_archive, open_bundle
 
     if is_archive(source):
         source = open_bundle(source, unpack_to=unpack_to).folder

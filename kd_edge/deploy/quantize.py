@@ -250,7 +250,7 @@ def search_latency(build, fp32_path: Path, prepared: Path, images: np.ndarray, e
 
 
 def latency_ratios(fp32_path: Path, int8_path: Path, images: np.ndarray, threads: int) -> dict:
-    from kd_edge.runtime.harness import interleaved_latency_ms
+    from kd_edge.runtime.bench.harness import interleaved_latency_ms
 
     # Spinning off: two sessions in one process, each idle while the other is timed.
     models = {
@@ -449,7 +449,7 @@ def fit_budget(build, prepared: Path, val, fp32_val: float, excluded: list[str],
 def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int) -> LatencyComparison:
     """Median batch-1 and batch-64 latency of both models, measured by `kd-edge bench`'s harness:
     each measurement in a fresh process, the two models alternating over three rounds."""
-    from kd_edge.runtime.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
 
     step("quantize: timing FP32 against INT8 with `kd-edge bench`'s harness")
     config = BenchConfig(models=(str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64))  # bench's defaults

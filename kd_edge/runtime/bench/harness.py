@@ -23,7 +23,7 @@ import numpy as np
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError
 from kd_edge.log import step
 from kd_edge.runtime import host
-from kd_edge.runtime.emulate import (
+from kd_edge.runtime.bench.emulate import (
     Constraints,
     apply_constraints,
     release_cgroups,
@@ -32,7 +32,7 @@ from kd_edge.runtime.emulate import (
     verify_pinning,
 )
 from kd_edge.runtime.host import proc_status_kb, thread_count
-from kd_edge.runtime.profiles import DeviceProfile, get_profile
+from kd_edge.runtime.bench.profiles import DeviceProfile, get_profile
 from kd_edge.runtime.session import OnnxModel, model_file, session_options
 
 # A figure is flagged unstable when its rounds (each a fresh process) disagree by more than

@@ -3,7 +3,7 @@
     search(SearchConfig(teacher="runs/t/teacher.pt", profile="rpi4", latency_budget_ms=2.0, out="runs/search"))
 
 1. **Latency filter.** Every candidate of the student space (families at several widths and
-   depths, ``kd_edge.models``) is exported untrained, in FP32 and INT8, and timed on the
+   depths, ``kd_edge.training.models``) is exported untrained, in FP32 and INT8, and timed on the
    emulated board by the bench harness (latency does not depend on the weights). A
    candidate whose faster form is over the latency budget, or whose weights plus peak
    activations exceed the memory budget, is dropped.
@@ -166,7 +166,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def search(config: SearchConfig, measure=None, train=None, progress_factory=None) -> dict:
     """Run the search (``measure`` and ``train`` default to the bench harness and ``distill``; tests pass fakes)."""
-    from kd_edge.checkpoint import load_checkpoint
+    from kd_edge.training.checkpoint import load_checkpoint
 
     started = time.perf_counter()
     out = ensure_writable_dir(config.out)
@@ -193,7 +193,7 @@ def search(config: SearchConfig, measure=None, train=None, progress_factory=None
 
 
 def describe_space(space: tuple[str, ...], teacher) -> list[Candidate]:
-    from kd_edge.models import ModelSpec, count_macs, count_parameters, peak_activation_bytes
+    from kd_edge.training.models import ModelSpec, count_macs, count_parameters, peak_activation_bytes
 
     card = teacher.card
     candidates = []
@@ -260,8 +260,8 @@ class HarnessTimer:
         self.config, self.card, self.dataset = config, card, dataset
 
     def untrained(self, candidates: list[Candidate], folder: Path) -> dict:
-        from kd_edge.export import write_onnx
-        from kd_edge.models import ModelSpec
+        from kd_edge.deploy.export import write_onnx
+        from kd_edge.training.models import ModelSpec
 
         ensure_writable_dir(folder)
         files = {}
@@ -278,7 +278,7 @@ class HarnessTimer:
     def finalist(self, candidate: Candidate, folder: Path) -> dict:
         """Export and quantize a trained candidate, time both forms; its validation accuracy as the student
         reached it (the INT8 form is kept only within the quantizer's accuracy budget)."""
-        from kd_edge.export import ExportConfig, export_onnx
+        from kd_edge.deploy.export import ExportConfig, export_onnx
 
         run = Path(candidate.rungs[-1]["run"])
         fp32 = export_onnx(
@@ -301,7 +301,7 @@ class HarnessTimer:
 
     def quantized(self, fp32: Path, folder: Path, budget: float | None) -> Path | None:
         from kd_edge.errors import QuantizationError
-        from kd_edge.quantize import QuantizeConfig, quantize
+        from kd_edge.deploy.quantize import QuantizeConfig, quantize
 
         settings = {"max_accuracy_drop": budget} if budget is not None else {}
         try:
@@ -324,7 +324,7 @@ class HarnessTimer:
     def time(self, files: dict[str, dict]) -> dict:
         import numpy as np
 
-        from kd_edge.runtime.harness import BenchConfig, run_benchmark
+        from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
 
         paths = [str(p) for forms in files.values() for p in forms.values() if p is not None]
         channels, height, width = self.card.input_shape
@@ -368,7 +368,7 @@ class Distiller:
 
     def __call__(self, name: str, steps: int, run: Path, previous: str | None) -> dict:
         from kd_edge.config import distill_config
-        from kd_edge.distill import distill
+        from kd_edge.training.distill import distill
 
         metrics_file = run / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
@@ -437,7 +437,7 @@ def finish(config, out: Path, candidates, finalists, chosen, started: float) -> 
 
 
 def chosen_summary(chosen: Candidate, out: Path, batch_size: int) -> dict:
-    from kd_edge.bundle import BundleConfig, write_bundle
+    from kd_edge.deploy.bundle import BundleConfig, write_bundle
 
     files, latency = chosen.final["files"], chosen.final["latency"]
     metrics = json.loads((Path(chosen.final["run"]) / "metrics.json").read_text())

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.config import KDConfig, teacher_mixing
 from kd_edge.errors import CheckpointError
-from kd_edge.losses import confidence_weights, distillation_loss, ensemble_logits
-from kd_edge.schedules import parse_schedule, scheduled_value
-from kd_edge.train import DeviceSplit, Normalizer, StepFn, predict_logits
+from kd_edge.training.losses import confidence_weights, distillation_loss, ensemble_logits
+from kd_edge.settings.schedules import parse_schedule, scheduled_value
+from kd_edge.training.fit import DeviceSplit, Normalizer, StepFn, predict_logits
 
 
 @dataclass

@@ -13,7 +13,7 @@
    is faster in FP32 in a plain ONNX Runtime session) and keeps training in FP32.
 3. Fine-tune with the loss the student was distilled with (its teacher or teachers,
    at its last temperature and alpha), through the same KD step and cached soft labels
-   as ``kd-edge distill`` (``kd_edge.soft_labels``).
+   as ``kd-edge distill`` (``kd_edge.training.soft_labels``).
 4. Write the learnt weights (the quantised layers' already on their INT8 grid) as an
    FP32 ONNX graph and give it to ``kd-edge quantize``, which lays out
    QuantizeLinear/DequantizeLinear the way ONNX Runtime fuses into integer kernels, keeps
@@ -33,17 +33,17 @@ from pathlib import Path
 
 import torch
 
-from kd_edge.checkpoint import Checkpoint, load_checkpoint
+from kd_edge.training.checkpoint import Checkpoint, load_checkpoint
 from kd_edge.config import KDConfig, TrainConfig
-from kd_edge.distill import DeviceDataset
+from kd_edge.training.distill import DeviceDataset
 from kd_edge.errors import OutputError
-from kd_edge.export import check_parity, checkpoint_dataset, export_card, export_name, parity_images, write_onnx
+from kd_edge.deploy.export import check_parity, checkpoint_dataset, export_card, export_name, parity_images, write_onnx
 from kd_edge.io import ensure_writable_dir
-from kd_edge.quantize import LatencyComparison, QuantizeConfig, quantize, weight_qmax
+from kd_edge.deploy.quantize import LatencyComparison, QuantizeConfig, quantize, weight_qmax
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
-from kd_edge.soft_labels import KDWeights, kd_step, teachers_of_run
-from kd_edge.train import Normalizer, accuracy, fit
+from kd_edge.training.soft_labels import KDWeights, kd_step, teachers_of_run
+from kd_edge.training.fit import Normalizer, accuracy, fit
 
 # The INT8 model's activation ranges come from calibration, not from the QAT observers,
 # and integer kernels round differently from fake quantization: demand the same top-1

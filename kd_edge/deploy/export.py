@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from kd_edge import __version__
-from kd_edge.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.errors import CheckpointError, ConfigError, ExportError, ExportParityError, OutputError
 from kd_edge.io import ensure_writable_dir
 from kd_edge.log import heartbeat, quiet_loggers, step
-from kd_edge.models import count_parameters
+from kd_edge.training.models import count_parameters
 from kd_edge.runtime.card import ModelCard, write_card
 
 EXPORTERS = {

@@ -8,7 +8,7 @@ in one of the reference workflow's three modes:
 * multi: the same from several loaded teachers, their softened outputs mixed;
 * online: teacher and student trained together, each learning from the other.
 
-Soft labels and the KD step come from ``kd_edge.soft_labels``, shared with QAT. Each
+Soft labels and the KD step come from ``kd_edge.training.soft_labels``, shared with QAT. Each
 stage returns the metrics it also writes to ``RUN_DIR/metrics.json``.
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from kd_edge import __version__
-from kd_edge.checkpoint import (
+from kd_edge.training.checkpoint import (
     Checkpoint,
     TrainingStateFile,
     file_sha256,
@@ -35,14 +35,14 @@ from kd_edge.checkpoint import (
 )
 from kd_edge.config import DataConfig, DistillConfig, RunConfig, TeacherConfig, TrainConfig
 from kd_edge.data import ImageDataset, load_dataset
-from kd_edge.distributed import barrier, describe, is_main, world
+from kd_edge.training.distributed import barrier, describe, is_main, world
 from kd_edge.errors import CheckpointError, ConfigError, OutputError, TeacherTooWeakError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
 from kd_edge.log import step
-from kd_edge.models import ModelSpec, count_macs, count_parameters
+from kd_edge.training.models import ModelSpec, count_macs, count_parameters
 from kd_edge.runtime.card import DataRef, ModelCard
-from kd_edge.soft_labels import FrozenTeachers, KDWeights, MutualPair, kd_step, mutual_step
-from kd_edge.train import (
+from kd_edge.training.soft_labels import FrozenTeachers, KDWeights, MutualPair, kd_step, mutual_step
+from kd_edge.training.fit import (
     DeviceSplit,
     Normalizer,
     accuracy,

@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_edge import distributed, interrupt
+from kd_edge import interrupt
+from kd_edge.training import distributed
 from kd_edge.config import TrainConfig
 from kd_edge.data.dataset import ImageDataset, Split
 from kd_edge.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
-from kd_edge.progress import EpochLog, SilentProgress
+from kd_edge.training.progress import EpochLog, SilentProgress
 from kd_edge.runtime.host import has_native_bf16
 
 EVAL_BATCH_SIZE = 256  # fits in cache: 2-3x the throughput of batch 1000 on CPU

@@ -22,7 +22,7 @@ from kd_edge import __version__
 from kd_edge.errors import CheckpointError
 from kd_edge.io import atomic_write
 from kd_edge.log import step
-from kd_edge.models import ModelSpec
+from kd_edge.training.models import ModelSpec
 from kd_edge.runtime.card import ModelCard
 
 FORMAT = "kd-edge-checkpoint"
@@ -195,7 +195,7 @@ class TrainingStateFile:
         return None
 
     def check(self, state: dict, path: Path) -> None:
-        from kd_edge.distributed import is_main
+        from kd_edge.training.distributed import is_main
 
         if not is_main():  # rank 0 checks for all (only it computed the fingerprint: file hashes)
             return

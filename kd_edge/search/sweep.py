@@ -74,7 +74,7 @@ def is_finished(run_dir: Path, stage: str = "student") -> bool:
 
 def sweep(config: SweepConfig, progress_factory=None, on_cell=None) -> dict:
     """Run every unfinished (cell, seed), then summarise; ``on_cell(name, seed, ran)`` reports each."""
-    from kd_edge.distill import distill, train_teacher
+    from kd_edge.training.distill import distill, train_teacher
 
     out = ensure_writable_dir(config.out)
     base = config.base

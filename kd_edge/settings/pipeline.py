@@ -1,0 +1,32 @@
+"""``kd-edge pipeline``: every stage's settings in one object, one table each in kd-edge.toml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kd_edge.settings.bench import BenchSettings
+from kd_edge.settings.deploy import BundleSettings, ExportSettings, QuantizeSettings
+from kd_edge.settings.fields import require
+from kd_edge.settings.training import DistillSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSettings:
+    """Teacher and student (``distill``), then export, quantize, bundle and bench.
+
+    The pipeline benchmarks the bundle on a Raspberry Pi 4 at 1 and 2 threads by default (``kd-edge
+    bench`` alone times the host at 2). The quantizer does not time the forms: the bundle does.
+    """
+
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
+    bundle: BundleSettings = field(default_factory=BundleSettings)
+    bench: BenchSettings = field(default_factory=lambda: BenchSettings(profile="rpi4", threads=(1, 2)))
+
+    def __post_init__(self):
+        require(
+            self.distill.mode == "offline",
+            f"the pipeline distils offline, from the teacher it trains; for --mode {self.distill.mode} run "
+            f"`kd-edge distill --mode {self.distill.mode} --out RUN`, then `kd-edge bundle RUN`",
+        )
