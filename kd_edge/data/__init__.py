@@ -18,8 +18,8 @@ from pathlib import Path
 
 from kd_edge.data import sources
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, stratified_split
+from kd_edge.data.ref import DataRef
 from kd_edge.errors import DatasetError
-from kd_edge.runtime.card import DataRef
 
 __all__ = [
     "DataRef",

@@ -12,6 +12,7 @@ Reading validates every key: a card with a missing or malformed key is a
 out of the card but never rejected, so that a newer kd-edge's models still load.
 
 Needs only the standard library (and ``onnx`` inside ``write_card``).
+``DataRef`` is the data package's; the card carries one.
 """
 
 from __future__ import annotations
@@ -21,26 +22,13 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from kd_edge.data.ref import DataRef
 from kd_edge.errors import ModelCardError
 
 PREFIX = "kd_edge."
 REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
 PLAIN_STRINGS = ("layout", "model", "source_sha256")  # stored as they are; every other value as JSON
 LAYOUTS = ("NCHW",)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataRef:
-    """Where a model's data comes from: enough to load the same splits again.
-
-    ``dataset`` is a name ``kd_edge.data.load_dataset`` accepts; ``data_dir`` the
-    folder it was read from (None for the built-in data); ``image_size`` the side
-    ``folder:`` images were resized to.
-    """
-
-    dataset: str
-    data_dir: str | None = None
-    image_size: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,9 @@ class BenchSettings:
     )
 
     def __post_init__(self):
-        require(bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}")
+        require(
+            bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}"
+        )
         require(
             bool(self.batch_sizes) and min(self.batch_sizes) >= 1,
             f"--batch-size must be at least 1, got {list(self.batch_sizes)}",
@@ -54,7 +56,9 @@ class BenchSettings:
             self.cpu_quota is None or self.cpu_quota > 0,
             f"--cpu-quota is a number of CPUs and must be positive, got {self.cpu_quota}",
         )
-        require(self.memory_bytes is None or self.memory_bytes > 0, f"--memory must be positive, got {self.memory_bytes}")
+        require(
+            self.memory_bytes is None or self.memory_bytes > 0, f"--memory must be positive, got {self.memory_bytes}"
+        )
         if self.cores is not None:
             allowed = os.sched_getaffinity(0)
             outside = sorted(set(self.cores) - allowed)

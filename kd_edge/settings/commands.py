@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 
 from kd_edge.errors import ConfigError
 from kd_edge.settings.bench import BenchSettings, PredictSettings
-from kd_edge.settings.deploy import ArmSettings, BundleSettings, DeploySettings, ExportSettings, QATSettings
-from kd_edge.settings.deploy import QuantizeSettings
+from kd_edge.settings.deploy import (
+    ArmSettings,
+    BundleSettings,
+    DeploySettings,
+    ExportSettings,
+    QATSettings,
+    QuantizeSettings,
+)
 from kd_edge.settings.fields import Option, apply, options_of
 from kd_edge.settings.pipeline import PipelineSettings
 from kd_edge.settings.search import SearchSettings, SweepSettings
@@ -47,104 +53,83 @@ def network_names(prefix: str = "") -> dict[str, str]:
     }
 
 
-# --epochs sets the teacher's epochs too, unless --teacher-epochs is given.
-EPOCHS_FOR_BOTH = {"student.epochs": ("teacher.epochs",)}
 TEACHER_DATASET = "the dataset the (first) --teacher was trained on, else mnist-5k"
 
 
-def distill_options(prefix: str = "", exclude: tuple[str, ...] = ()) -> tuple[Option, ...]:
-    settings = DistillSettings()
-    options = options_of(
-        settings,
-        rename=network_names(),
-        also=EPOCHS_FOR_BOTH,
-        exclude=exclude,
-    )
-    return tuple(prefixed(option, prefix) for option in options)
+def command(name: str, settings, presets: bool = False, notes: dict | None = None, **choose) -> CommandOptions:
+    """A command over ``settings``; ``choose`` holds ``options_of``'s include, exclude, rename and also."""
+    return CommandOptions(name, settings, tuple(options_of(settings, **choose)), presets, notes or {})
 
 
-def prefixed(option: Option, prefix: str) -> Option:
-    """``option`` for a settings object that holds its own one level down, at ``prefix`` ("distill.")."""
-    return Option(option.name, tuple(prefix + path for path in option.paths), option.field, option.annotation)
+def prefixed(options: list[Option], prefix: str) -> tuple[Option, ...]:
+    """``options`` for a settings object that holds theirs one level down, at ``prefix`` ("distill.")."""
+    return tuple(Option(o.name, tuple(prefix + path for path in o.paths), o.field, o.annotation) for o in options)
 
 
+DISTILL = {"rename": network_names(), "also": {"student.epochs": ("teacher.epochs",)}}
 BENCH_NAMES = {"batch_sizes": "batch_size", "memory_bytes": "memory"}
-QAT_QUANTIZE_OPTIONS = (
-    "calibration_size", "method", "max_accuracy_drop", "reduce_range", "optimize_latency", "compare_latency", "threads",
-)  # fmt: skip
+SEARCH_NAMES = {"latency_budget_ms": "latency_budget", "memory_mb": "memory", "time_limit_s": "time_limit"}
 SEARCH_IGNORES = ("run.device", "run.precision", "run.deterministic")  # candidates train on the CPU, as timed
+QUANTIZE_IN_QAT = ("calibration_size", "method", "max_accuracy_drop", "reduce_range", "optimize_latency")
+QAT_OPTIONS = (
+    "epochs", "lr", "batch_size", "run.seed",
+    *(f"quantize.{name}" for name in (*QUANTIZE_IN_QAT, "compare_latency", "threads")),
+)  # fmt: skip
 PIPELINE_OPTIONS = (
-    "distill.data.", "distill.run.", "distill.teacher.model", "distill.teacher.epochs", "distill.student.model",
-    "distill.student.epochs", "bench.profile",
+    "distill.data.", "distill.run.", "bench.profile",
+    *(f"distill.{network}.{name}" for network in ("teacher", "student") for name in ("model", "epochs")),
 )  # fmt: skip
 
 
-def command_list() -> list[CommandOptions]:
-    sweep_own = options_of(
-        SweepSettings(), include=("temperatures", "alphas", "seeds"), rename={"temperatures": "temperature", "alphas": "alpha"}
+def sweep_command() -> CommandOptions:
+    own = options_of(
+        SweepSettings(),
+        include=("temperatures", "alphas", "seeds"),
+        rename={"temperatures": "temperature", "alphas": "alpha"},
     )
-    search_names = {"latency_budget_ms": "latency_budget", "memory_mb": "memory", "time_limit_s": "time_limit"}
-    return [
-        CommandOptions("teacher", TeacherSettings(), tuple(options_of(TeacherSettings())), presets=True),
-        CommandOptions("distill", DistillSettings(), distill_options(), True, {"dataset": TEACHER_DATASET}),
-        CommandOptions(
-            "sweep",
-            SweepSettings(),
-            (*sweep_own, *distill_options("distill.", exclude=("kd.temperature", "kd.alpha", "init"))),
-            True,
-            {"dataset": TEACHER_DATASET},
+    distill = options_of(DistillSettings(), exclude=("kd.temperature", "kd.alpha", "init"), **DISTILL)
+    options = (*own, *prefixed(distill, "distill."))
+    return CommandOptions("sweep", SweepSettings(), options, True, {"dataset": TEACHER_DATASET})
+
+
+COMMANDS: dict[str, CommandOptions] = {
+    c.name: c
+    for c in (
+        command("teacher", TeacherSettings(), presets=True),
+        command("distill", DistillSettings(), presets=True, notes={"dataset": TEACHER_DATASET}, **DISTILL),
+        sweep_command(),
+        command("search", SearchSettings(), rename=SEARCH_NAMES, exclude=SEARCH_IGNORES),
+        command(
+            "export", DeploySettings(), include=("export.", "quantize.optimize_latency", "quantize.compare_latency")
         ),
-        CommandOptions(
-            "search",
-            SearchSettings(),
-            tuple(options_of(SearchSettings(), rename=search_names, exclude=SEARCH_IGNORES)),
-        ),
-        CommandOptions(
-            "export",
-            DeploySettings(),
-            tuple(options_of(DeploySettings(), include=("export.", "quantize.optimize_latency", "quantize.compare_latency"))),
-        ),
-        CommandOptions("quantize", QuantizeSettings(), tuple(options_of(QuantizeSettings()))),
-        CommandOptions(
-            "qat",
-            QATSettings(),
-            tuple(options_of(QATSettings(), include=("epochs", "lr", "batch_size", "run.seed",
-                                                      *(f"quantize.{name}" for name in QAT_QUANTIZE_OPTIONS)))),
-        ),  # fmt: skip
-        CommandOptions(
+        command("quantize", QuantizeSettings()),
+        command("qat", QATSettings(), include=QAT_OPTIONS),
+        command(
             "bundle",
             DeploySettings(),
-            tuple(options_of(DeploySettings(), include=("bundle.", "export.", "quantize.max_accuracy_drop",
-                                                         "quantize.optimize_latency"))),
-        ),  # fmt: skip
-        CommandOptions("bench", BenchSettings(), tuple(options_of(BenchSettings(), rename=BENCH_NAMES))),
-        CommandOptions("predict", PredictSettings(), tuple(options_of(PredictSettings()))),
-        CommandOptions("verify-arm", ArmSettings(), tuple(options_of(ArmSettings(), rename={"cpus": "cpu"}))),
-        CommandOptions(
+            include=("bundle.", "export.", "quantize.max_accuracy_drop", "quantize.optimize_latency"),
+        ),
+        command("bench", BenchSettings(), rename=BENCH_NAMES),
+        command("predict", PredictSettings()),
+        command("verify-arm", ArmSettings(), rename={"cpus": "cpu"}),
+        command(
             "pipeline",
             PipelineSettings(),
-            tuple(
-                options_of(
-                    PipelineSettings(),
-                    include=PIPELINE_OPTIONS,
-                    rename=network_names("distill."),
-                    also={"distill.student.epochs": ("distill.teacher.epochs",)},
-                )
-            ),
             presets=True,
+            include=PIPELINE_OPTIONS,
+            rename=network_names("distill."),
+            also={"distill.student.epochs": ("distill.teacher.epochs",)},
         ),
-    ]
-
-
-COMMANDS: dict[str, CommandOptions] = {command.name: command for command in command_list()}
+    )
+}
 
 # The pipeline's config file: one table per stage, keyed as the command of the same name takes its options.
 PIPELINE_TABLES: dict[str, tuple[Option, ...]] = {
-    "distill": distill_options("distill."),
-    "export": tuple(prefixed(o, "export.") for o in options_of(ExportSettings())),
-    "quantize": tuple(prefixed(o, "quantize.") for o in options_of(QuantizeSettings(), exclude=("compare_latency",))),
-    "bundle": tuple(prefixed(o, "bundle.") for o in options_of(BundleSettings())),
-    "bench": tuple(prefixed(o, "bench.") for o in options_of(BenchSettings(), rename=BENCH_NAMES)),
+    "distill": prefixed(options_of(DistillSettings(), **DISTILL), "distill."),
+    "export": prefixed(options_of(ExportSettings()), "export."),
+    "quantize": prefixed(options_of(QuantizeSettings(), exclude=("compare_latency",)), "quantize."),
+    "bundle": prefixed(options_of(BundleSettings()), "bundle."),
+    "bench": prefixed(options_of(BenchSettings(), rename=BENCH_NAMES), "bench."),
 }
 
 
@@ -173,7 +158,7 @@ def resolve(command: CommandOptions, given: dict, from_file: dict | None = None,
     for option in command.options:
         if option.field.metadata.get("required") and option.default(settings) is None:
             raise ConfigError(
-                f"`kd-edge {command.name}` needs --{option.key} (or {option.key} in the [{command.name}] table of --config)"
+                f"`kd-edge {command.name}` needs --{option.key} (or {option.key} in [{command.name}] of --config)"
             )
     return settings
 

@@ -113,7 +113,9 @@ class BundleSettings:
 
     def __post_init__(self):
         require(self.samples >= 1, f"--samples must be at least 1, got {self.samples}")
-        require(bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}")
+        require(
+            bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,5 +138,7 @@ class ArmSettings:
 
     def __post_init__(self):
         unknown = [cpu for cpu in self.cpus if cpu not in CPUS]
-        require(not unknown and bool(self.cpus), f"--cpu {','.join(unknown) or '(none)'}: choose from {', '.join(CPUS)}")
+        require(
+            not unknown and bool(self.cpus), f"--cpu {','.join(unknown) or '(none)'}: choose from {', '.join(CPUS)}"
+        )
         require(self.samples >= 1, f"--samples must be at least 1, got {self.samples}")

@@ -24,7 +24,7 @@ from kd_edge.errors import ConfigError
 
 def knob(
     default=MISSING,
-    help: str = "",  # noqa: A002 - the word every CLI library uses
+    help: str = "",
     *,
     short: str | None = None,
     negative: str | None = None,

@@ -79,7 +79,10 @@ class SearchSettings:
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self):
-        require(self.latency_budget_ms is None or self.latency_budget_ms > 0, f"--latency-budget must be positive, got {self.latency_budget_ms} ms")
+        require(
+            self.latency_budget_ms is None or self.latency_budget_ms > 0,
+            f"--latency-budget must be positive, got {self.latency_budget_ms} ms",
+        )
         require(self.memory_mb is None or self.memory_mb > 0, f"--memory must be positive, got {self.memory_mb} MB")
         require(
             0 <= self.latency_margin <= 1,

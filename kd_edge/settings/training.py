@@ -204,10 +204,13 @@ class DistillSettings:
         """Refuse a number of given teacher files this mode cannot use."""
         if self.mode == "offline":
             require(
-                teachers <= 1, f"{teachers} --teacher files were given: distilling from several teachers is --mode multi"
+                teachers <= 1,
+                f"{teachers} --teacher files were given: distilling from several teachers is --mode multi",
             )
         if self.mode == "multi":
-            require(teachers >= 2, f"--mode multi mixes two or more teachers; give each with --teacher (got {teachers})")
+            require(
+                teachers >= 2, f"--mode multi mixes two or more teachers; give each with --teacher (got {teachers})"
+            )
         if self.mode == "online":
             require(
                 teachers == 0,

@@ -23,12 +23,10 @@ v1: one per controller hierarchy). The caller removes it when the child has exit
 from __future__ import annotations
 
 import os
-import re
 import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_edge.errors import ConfigError
 from kd_edge.runtime import host
 
 CFS_PERIOD_US = 100_000
@@ -38,32 +36,12 @@ NOT_ASKED = {"requested": None, "enforced": False, "reason": "not asked for"}
 
 @dataclass(frozen=True, kw_only=True)
 class Constraints:
-    """What one benchmark process is held to (validated by ``BenchConfig``)."""
+    """What one benchmark process is held to (validated by ``BenchSettings``)."""
 
     threads: int = 2
     cores: tuple[int, ...] | None = None
     memory_bytes: int | None = None
     cpu_quota: float | None = None  # in CPUs: 0.5 = half of one core's time
-
-
-def parse_memory(text: str | None) -> int | None:
-    """'512M', '1G', '300000k' or a number of bytes."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)i?[bB]?\s*", text)
-    if not match:
-        raise ConfigError(f"--memory {text!r}: give a size such as 512M or 1G")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
-    return int(float(match.group(1)) * scale)
-
-
-def parse_cores(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError as exc:
-        raise ConfigError(f"--cores {text!r}: give core numbers separated by commas, such as 0,1") from exc
 
 
 def apply_constraints(constraints: Constraints) -> dict:
