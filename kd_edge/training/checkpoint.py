@@ -22,8 +22,8 @@ from kd_edge import __version__
 from kd_edge.errors import CheckpointError
 from kd_edge.io import atomic_write
 from kd_edge.log import step
-from kd_edge.training.models import ModelSpec
 from kd_edge.runtime.card import ModelCard
+from kd_edge.training.models import ModelSpec
 
 FORMAT = "kd-edge-checkpoint"
 FORMAT_VERSION = 2  # 2: a model card replaces version 1's "data" dict

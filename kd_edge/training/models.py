@@ -103,10 +103,6 @@ def family_doc(name: str) -> str:
     return " ".join((_FAMILIES[name].__doc__ or "").replace("``", "").split())
 
 
-def family_name(family: str, width: float, depth: int) -> str:
-    return f"{family}@w{width:g}d{depth}"
-
-
 def parse_family_name(name: str) -> tuple[str, dict]:
     """``"cnn@w0.5d2"`` -> ("cnn", {"width": 0.5, "depth": 2}); a clear error for anything else."""
     family, _, text = name.partition("@")

@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from kd_edge.config import KDConfig, teacher_mixing
 from kd_edge.errors import CheckpointError
-from kd_edge.training.losses import confidence_weights, distillation_loss, ensemble_logits
 from kd_edge.settings.schedules import parse_schedule, scheduled_value
-from kd_edge.training.fit import DeviceSplit, Normalizer, StepFn, predict_logits
+from kd_edge.settings.training import KDSettings, teacher_mixing
+from kd_edge.training.batches import DeviceSplit, Normalizer
+from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from kd_edge.training.evaluate import predict_logits
+from kd_edge.training.fit import StepFn
+from kd_edge.training.losses import confidence_weights, distillation_loss, ensemble_logits
 
 
 @dataclass
@@ -88,7 +90,7 @@ class FrozenTeachers:
 class KDWeights:
     """The temperature and alpha in force this epoch; ``begin_epoch`` is ``fit``'s ``before_epoch`` hook."""
 
-    kd: KDConfig
+    kd: KDSettings
     temperature: float = field(init=False)
     alpha: float = field(init=False)
 
@@ -165,7 +167,7 @@ def teachers_of_run(run_dir: Path, student: Checkpoint, device: torch.device) ->
     the run's teacher.pt (trained offline, or online beside the student), or the files given with
     --teacher. None when the student learnt alone. A teacher that is gone is an error."""
     config = student.config
-    kd = KDConfig(**{k: v for k, v in config.get("kd", {}).items() if k in KDConfig.__dataclass_fields__})
+    kd = KDSettings(**{k: v for k, v in config.get("kd", {}).items() if k in KDSettings.__dataclass_fields__})
     if kd.alpha >= 1.0 and kd.alpha_schedule == "constant":
         return None
     given = config.get("teacher_paths") or ([config["teacher_path"]] if config.get("teacher_path") else [])

@@ -1,0 +1,104 @@
+"""Where and how a training process computes: device, precision, threads, seeding, memory layout.
+
+Library functions leave process-wide state as they found it (``torch_threads`` and ``seeded``
+restore what they change); the command line alone sets the process-wide allocator options
+(``keep_freed_memory``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from kd_edge.errors import ConfigError
+from kd_edge.runtime.host import has_native_bf16
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def keep_freed_memory() -> None:
+    """Process-wide: stop glibc from returning each step's activations to the OS only to fault them in again.
+
+    By default glibc serves blocks over its (adaptive) mmap threshold with fresh
+    mmaps and trims the heap top on free; a training step allocates and frees
+    tens of MB of activations, so every step paid for page faults. Raising both
+    thresholds made a Fashion-MNIST teacher epoch about 20 % faster here
+    (benchmarks/RESULTS.md). No effect and no harm where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` trains in bfloat16 where the hardware supports it natively, else in float32.
+
+    Only the forward and backward passes run in bfloat16 (``torch.autocast``): weights,
+    optimiser state and checkpoints stay float32, and accuracy is measured in float32.
+    """
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if has_native_bf16() else "fp32"
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` intra-op threads (None: leave torch's choice), then restore."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None):
+    """Run the block with torch's global RNG seeded to ``seed``, then put the caller's RNG state back.
+
+    Library calls stay free of process-wide side effects, and every random draw of a
+    stage (initial weights, dropout) depends on its own seed alone.
+    """
+    cuda = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_seeded(spec, seed: int) -> nn.Module:
+    """Build ``spec``'s model with weights drawn from ``seed`` alone.
+
+    Runs that differ only in their loss (distilled or alone, another temperature)
+    therefore start from identical weights at the same seed: comparisons are paired.
+    """
+    with seeded(seed):
+        return spec.build()
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store conv weights as NHWC. On CPU, oneDNN's max-pool and conv kernels run several
+    times faster in this layout than in NCHW (see benchmarks/profile_training.py)."""
+    return model.to(memory_format=torch.channels_last)

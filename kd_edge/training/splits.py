@@ -1,0 +1,78 @@
+"""The dataset of a training run on its device, shared by teacher and student, and how each network sees it."""
+
+from __future__ import annotations
+
+import time
+
+from kd_edge.data import DataRef, ImageDataset, load_dataset
+from kd_edge.errors import ConfigError
+from kd_edge.runtime.card import ModelCard
+from kd_edge.settings.data import DataSettings
+from kd_edge.settings.training import RunSettings
+from kd_edge.training.batches import DeviceSplit, Normalizer
+from kd_edge.training.device import resolve_device, resolve_precision
+from kd_edge.training.distributed import world
+from kd_edge.training.models import ModelSpec
+from kd_edge.training.run_folder import RunFolder
+
+
+class DeviceDataset:
+    """The dataset's three splits on the training device, shared by teacher and student."""
+
+    def __init__(self, dataset: ImageDataset, ref: DataRef, device, precision: str):
+        self.dataset = dataset
+        self.ref = ref
+        self.device = device
+        self.precision = precision
+        self.train, self.val, self.test = (
+            DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test")
+        )
+
+    def images_per_process(self) -> int:
+        """Training images each process takes an epoch (all of them, outside torchrun): what a step budget
+        counts in, so that N processes plan as many optimiser steps as one."""
+        return len(self.train) // world()[1]
+
+    def spec(self, model_name: str) -> ModelSpec:
+        channels, size, _ = self.dataset.input_shape
+        return ModelSpec(model_name, self.dataset.num_classes, channels, size)
+
+
+class InputView:
+    """How one network sees the data: its normalisation, and the model card its checkpoint carries."""
+
+    def __init__(self, splits: DeviceDataset, mean, std):
+        self.normalize = Normalizer(mean, std, splits.device)
+        dataset = splits.dataset
+        self.card = ModelCard(
+            classes=dataset.classes, input_shape=dataset.input_shape, mean=mean, std=std, data=splits.ref
+        )
+
+
+def load_splits(run: RunSettings, data: DataSettings) -> tuple[DeviceDataset, float]:
+    """The dataset on the run's device (and how long loading took); bad data fails here, before any output."""
+    started = time.perf_counter()
+    ref = DataRef(dataset=data.dataset, data_dir=data.data_dir, image_size=data.image_size)
+    dataset = load_dataset(ref.dataset, ref.data_dir, ref.image_size)
+    device = resolve_device(run.device)
+    splits = DeviceDataset(dataset, ref, device, resolve_precision(run.precision, device))
+    return splits, time.perf_counter() - started
+
+
+def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
+    sizes = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
+    info = {
+        "dataset": splits.dataset.name,
+        **sizes,
+        "input_shape": list(splits.dataset.input_shape),
+        "device": str(splits.device),
+        "precision": splits.precision,
+        "sha256": splits.dataset.sha256(),
+    }
+    before = run.metrics.get("data", {}).get("sha256")
+    if run.resuming and before not in (None, info["sha256"]):
+        raise ConfigError(
+            f"cannot resume {str(run.dir)!r}: its data has changed since the run started (SHA-256 {before[:12]}... "
+            f"then, {info['sha256'][:12]}... now). Resume with the same data, or start anew with --force."
+        )
+    run.record("data", info, seconds)
