@@ -1,6 +1,6 @@
 """The bundle stage: one self-describing folder (and .tar.gz) for the board.
 
-    result = write_bundle(BundleConfig(out="bundle"), fp32=Path("exports/s.onnx"), int8=Path("exports/s.int8.onnx"))
+    result = write_bundle("bundle", fp32=Path("exports/s.onnx"), int8=Path("exports/s.int8.onnx"))
 
 The deployable model is the INT8 one when it met its accuracy budget (``kd-edge
 quantize`` refuses otherwise) and is at least as fast as FP32 in a plain ONNX
@@ -39,6 +39,8 @@ from kd_edge.runtime.bundle_files import (
     file_sha256,
 )
 from kd_edge.runtime.session import OnnxModel
+from kd_edge.settings.bench import BenchSettings
+from kd_edge.settings.deploy import BundleSettings
 
 BUNDLE_FORMAT = "kd-edge-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -46,24 +48,6 @@ LATENCY_BATCHES = (1, 64)
 # INT8 ships when no setting is more than 5 % slower than FP32 (the timing noise of a
 # shared machine) and the settings' median ratio is at most 1.
 NOISE_TOLERANCE = 1.05
-
-
-@dataclass(frozen=True, kw_only=True)
-class BundleConfig:
-    """Options of ``kd-edge bundle``."""
-
-    out: str
-    samples: int = 300
-    threads: tuple[int, ...] = (1, 2)
-    compare_latency: bool = True  # off: INT8 ships when it met its accuracy budget, untimed here
-    data_dir: str | None = None
-    force: bool = False
-
-    def __post_init__(self):
-        if self.samples < 1:
-            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
-        if not self.threads or min(self.threads) < 1:
-            raise ConfigError(f"--threads must be at least 1, got {list(self.threads)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,24 +60,29 @@ class BundleResult:
 
 
 def write_bundle(
-    config: BundleConfig,
+    out,
+    settings: BundleSettings | None = None,
     *,
     fp32: Path | None,
     int8: Path | None,
     int8_refused: str | None = None,
     chosen: tuple[str, str] | None = None,
+    data_dir: str | None = None,
+    force: bool = False,
 ) -> BundleResult:
-    """Choose the deployable form, then write the folder and its archive (both replaced only with ``force``).
+    """Choose the deployable form, then write the folder ``out`` and its archive (replaced only with ``force``).
 
     With both models, INT8 ships only if it is not slower than FP32 (``choose_form``); with one, that one.
     ``chosen`` (form, reason) is a choice the caller measured already (``kd-edge search``, on the board profile).
+    The samples come from the test split of the model's dataset (``data_dir`` overrides its folder).
     """
-    out, archive = check_outputs(config)
+    config = settings or BundleSettings()
+    out, archive = check_outputs(out, force)
     models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
     if not models:
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
     step(f"bundle: sampling {config.samples} labelled test images")
-    samples = sample_images(next(iter(models.values())), config)
+    samples = sample_images(next(iter(models.values())), config.samples, data_dir)
     if chosen is not None:
         (form, reason), latency = chosen, {}
     elif len(models) == 2 and not config.compare_latency:
@@ -127,25 +116,25 @@ def write_bundle(
     return BundleResult(folder=out, archive=archive, form=form, reason=reason, latency_ms=latency)
 
 
-def check_outputs(config: BundleConfig) -> tuple[Path, Path]:
+def check_outputs(out, force: bool) -> tuple[Path, Path]:
     """The bundle folder and archive paths, refused now (before any work) when they exist and --force is not given."""
-    out = Path(config.out)
+    out = Path(out)
     archive = out.with_name(out.name + ".tar.gz")
     for path in (out, archive):
-        if path.exists() and not config.force:
+        if path.exists() and not force:
             raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     ensure_writable_dir(out.parent)
     return out, archive
 
 
-def sample_images(model: OnnxModel, config: BundleConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``config.samples`` test images, the same number from every class."""
+def sample_images(model: OnnxModel, samples: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``samples`` test images, the same number from every class."""
     from kd_edge.data import load_data
 
     if model.card.data is None:
         raise ConfigError(f"{str(model.path)!r} does not name its dataset, so no labelled samples can be bundled")
-    test = load_data(model.card.data, config.data_dir).test
-    per_class = max(config.samples // len(model.classes), 1)
+    test = load_data(model.card.data, data_dir).test
+    per_class = max(samples // len(model.classes), 1)
     picks = np.sort(np.concatenate([np.flatnonzero(test.labels == c)[:per_class] for c in range(len(model.classes))]))
     return test.images[picks], test.labels[picks]
 
@@ -168,12 +157,10 @@ def compare_plain_sessions(fp32: Path, int8: Path, images: np.ndarray, threads: 
 def time_both(
     fp32: Path, int8: Path, images: np.ndarray, threads: tuple[int, ...], batches: tuple[int, ...], rounds: int
 ) -> dict:
-    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchJob, run_benchmark
 
-    config = BenchConfig(
-        models=(str(fp32), str(int8)), threads=threads, batch_sizes=batches, runs=200 * rounds, rounds=rounds
-    )
-    report = run_benchmark(config, images=images[:64])
+    settings = BenchSettings(threads=threads, batch_sizes=batches, runs=200 * rounds, rounds=rounds)
+    report = run_benchmark(BenchJob(models=(str(fp32), str(int8)), settings=settings), images=images[:64])
     return {
         name: {f"t{t}_b{b}": report.p50_ms(str(path), b, t) for t in threads for b in batches}
         for name, path in (("fp32", fp32), ("int8", int8))

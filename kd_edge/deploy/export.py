@@ -1,95 +1,25 @@
-"""Export a checkpoint to ONNX, check it, and prove it computes what PyTorch computes.
+"""The export stage: a checkpoint (or a run folder's student) to a checked ONNX model that computes what it did.
 
-    result = export_onnx(ExportConfig(source="runs/demo"))   # a run folder means its student
+    result = export_onnx("runs/demo", "exports")   # a run folder means its student
 
-Exporters (``--exporter``):
-
-* ``dynamo`` (the default): ``torch.onnx.export(dynamo=True)``, built on torch.export, the
-  path PyTorch maintains. The batch dimension is declared dynamic through ``dynamic_shapes``;
-  the graph goes through onnxscript's optimiser. It writes opset 18 or later; kd-edge then
-  lowers the IR version to the oldest that opset allows (IR 8), so ONNX Runtime 1.14 and
-  later load it, as they load the TorchScript exporter's files (ARM boards often carry older
-  runtimes than the host).
-* ``torchscript``: the TorchScript exporter (``dynamo=False``), which torch 2.9 and later
-  deprecate (its DeprecationWarning is shown, not hidden); it writes opset 17.
-
-With no ``--exporter``, a model that torch.export cannot capture (data-dependent control
-flow, for instance) falls back to the TorchScript exporter, and the card says why
-(``versions.exporter_fallback``). The exporter used is recorded in the model's metadata.
-benchmarks/RESULTS.md compares the two on every registry model.
-
-Parity: ONNX Runtime against PyTorch on real validation images (never test), at
-batch 1 and at a larger batch. A mismatch raises ExportParityError.
+Parity runs on the checkpoint's own validation images (never test); the graph and the
+checks are ``kd_edge.deploy.onnx_graph``'s.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from kd_edge import __version__
-from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from kd_edge.errors import CheckpointError, ConfigError, ExportError, ExportParityError, OutputError
+from kd_edge.deploy.from_checkpoint import checkpoint_dataset, export_card, export_name, resolve_checkpoint
+from kd_edge.deploy.onnx_graph import ParityReport, check_parity, parity_images, write_onnx
+from kd_edge.errors import OutputError
 from kd_edge.io import ensure_writable_dir
-from kd_edge.log import heartbeat, quiet_loggers, step
-from kd_edge.training.models import count_parameters
-from kd_edge.runtime.card import ModelCard, write_card
-
-EXPORTERS = {
-    "dynamo": "torch.onnx dynamo exporter (torch.export, dynamo=True)",
-    "torchscript": "torch.onnx TorchScript exporter (dynamo=False)",
-}
-DEFAULT_EXPORTER = "dynamo"
-# The dynamo exporter implements opset 18 and later; converting its graph down to 17 fails
-# for models with a global average pool (ReduceMean's axes became an input in opset 18).
-DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-# Float32 logits of ~10 in magnitude, summed over ~1,500 products in another order
-# by ONNX Runtime (and with BatchNorm folded into the conv), differ by ~1e-6 to 1e-5.
-# 1e-4 leaves headroom for that and still fails on any real error (a missing
-# normalisation or a wrong layer changes logits by 0.1 or more).
-PARITY_ATOL = 1e-4
-PARITY_BATCH = 256
-PARITY_SINGLES = 16
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportConfig:
-    """Options of ``kd-edge export``. ``data_dir`` overrides the folder the checkpoint's run read its data from."""
-
-    source: str
-    out_dir: str = "exports"
-    exporter: str | None = None  # None: dynamo, falling back to torchscript where torch.export cannot capture
-    opset: int | None = None  # None: the exporter's default (DEFAULT_OPSET)
-    name: str | None = None  # the file's stem; default: export_name(checkpoint)
-    data_dir: str | None = None
-    force: bool = False
-
-    def __post_init__(self):
-        check_exporter(self.exporter, self.opset)
-
-
-def check_exporter(exporter: str | None, opset: int | None) -> None:
-    if exporter is not None and exporter not in EXPORTERS:
-        raise ConfigError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    if opset is not None and (exporter or DEFAULT_EXPORTER) == "dynamo" and opset < DEFAULT_OPSET["dynamo"]:
-        raise ConfigError(
-            f"the dynamo exporter writes opset {DEFAULT_OPSET['dynamo']} or later, not {opset}; "
-            "pass --opset 18 (ONNX Runtime 1.14 and later load it) or --exporter torchscript for opset 17 and below"
-        )
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    samples: int
-    max_abs_diff: float
-    max_abs_diff_batch1: float
-    top1_agreement: float
-    atol: float
+from kd_edge.log import step
+from kd_edge.runtime.card import ModelCard
+from kd_edge.settings.deploy import ExportSettings
+from kd_edge.training.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,205 +30,34 @@ class ExportResult:
     data_dir: str | None  # the folder the data was read from: later stages (quantize) read the same
 
 
-def resolve_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file, or a run folder's student.pt."""
-    source = Path(source)
-    if source.is_dir():
-        student = source / "student.pt"
-        if not student.is_file():
-            raise CheckpointError(
-                f"run folder {str(source)!r} has no student.pt; pass the checkpoint file to export instead"
-            )
-        return student
-    return source
-
-
-def export_name(checkpoint: Path) -> str:
-    """A run's student exports under the run's name, any other checkpoint as <run>-<checkpoint>,
-    so that exports of different runs into one folder do not collide."""
-    run = checkpoint.resolve().parent.name
-    return run if checkpoint.stem == "student" else f"{run}-{checkpoint.stem}"
-
-
-def export_onnx(config: ExportConfig) -> ExportResult:
-    checkpoint_path = resolve_checkpoint(config.source)
+def export_onnx(
+    source,
+    out_dir,
+    settings: ExportSettings | None = None,
+    *,
+    name: str | None = None,
+    data_dir: str | None = None,
+    force: bool = False,
+) -> ExportResult:
+    """Export ``source`` (a checkpoint, or a run folder's student.pt) to ``out_dir``/NAME.onnx (NAME: ``name``,
+    else ``export_name``); ``data_dir`` overrides the folder the checkpoint's run read its data from."""
+    checkpoint_path = resolve_checkpoint(source)
     checkpoint = load_checkpoint(checkpoint_path)
-    out_dir = ensure_writable_dir(config.out_dir)
-    path = out_dir / f"{config.name or export_name(checkpoint_path)}.onnx"
-    if path.exists() and not config.force:
+    out_dir = ensure_writable_dir(out_dir)
+    path = out_dir / f"{name or export_name(checkpoint_path)}.onnx"
+    if path.exists() and not force:
         raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     model = checkpoint.build_model().eval()
     step(
         "export: loading validation images of "
         f"{checkpoint.card.data.dataset if checkpoint.card.data else 'its dataset'} for the parity check"
     )
-    images = parity_images(checkpoint_dataset(checkpoint, config.data_dir))
+    images = parity_images(checkpoint_dataset(checkpoint, data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
-        card = write_onnx(model, export_card(checkpoint, model), draft, config.opset, config.exporter)
+        card = write_onnx(model, export_card(checkpoint, model), draft, settings)
         step(f"export: ONNX Runtime against PyTorch on {len(images)} validation images, batched and at batch 1")
         parity = check_parity(model, draft, images)
         draft.replace(path)
-    data_dir = config.data_dir or (card.data.data_dir if card.data else None)
+    data_dir = data_dir or (card.data.data_dir if card.data else None)
     return ExportResult(path=path, parity=parity, card=card, data_dir=data_dir)
-
-
-def write_onnx(
-    model: torch.nn.Module, card: ModelCard, path: Path, opset: int | None = None, exporter: str | None = None
-) -> ModelCard:
-    """Export ``model``, check the graph, and write ``card`` (plus the exporter and opset used) into its metadata.
-
-    ``exporter`` None means dynamo, falling back to torchscript where torch.export cannot capture the model.
-    Returns the card as written.
-    """
-    import onnx
-
-    check_exporter(exporter, opset)
-    chosen = exporter or DEFAULT_EXPORTER
-    versions = {}
-    try:
-        proto = export_proto(model, card.input_shape, chosen, opset or DEFAULT_OPSET[chosen])
-    except ExportError as exc:
-        if exporter is not None:
-            raise
-        chosen, opset = "torchscript", min(opset or DEFAULT_OPSET["torchscript"], DEFAULT_OPSET["torchscript"])
-        step(f"export: {exc}; falling back to the TorchScript exporter")
-        versions["exporter_fallback"] = str(exc)
-        proto = export_proto(model, card.input_shape, chosen, opset)
-    onnx.checker.check_model(proto, full_check=True)
-    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-    proto.doc_string = (
-        f"kd-edge {__version__}: {card.model} trained on {card.data.dataset if card.data else 'unknown data'}"
-    )
-    onnx.save(proto, str(path))
-    opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    card = replace(card, versions={**card.versions, "opset": opset_used, "exporter": EXPORTERS[chosen], **versions})
-    write_card(path, card)
-    return card
-
-
-def export_proto(model: torch.nn.Module, input_shape, exporter: str, opset: int):
-    """The ONNX graph of ``model`` with a dynamic batch axis, from the chosen exporter."""
-    import onnx
-
-    step(f"export: {model.__class__.__name__} to ONNX opset {opset} with the {exporter} exporter, then onnx.checker")
-    # Batch 2, not 1: torch.export specialises a dimension of size 1, and a traced batch of 1
-    # could hide the batch dimension from the TorchScript exporter's dynamic axes.
-    example = torch.zeros(2, *input_shape)
-    if exporter == "torchscript":
-        with tempfile.TemporaryDirectory(prefix="kd-edge-export-") as scratch:
-            file = Path(scratch) / "model.onnx"
-            torch.onnx.export(
-                model,
-                (example,),
-                str(file),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True,
-            )
-            return onnx.load(str(file))
-    try:
-        # torch.export takes seconds to a minute and reports nothing; a failed capture also
-        # logs its whole graph (and prints it: that much stays, for whoever debugs the model).
-        with quiet_loggers("torch", "onnxscript", "onnx_ir"), heartbeat("export: torch.export is still working"):
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                optimize=True,
-                verbose=False,
-            )
-    except torch.onnx.OnnxExporterError as exc:
-        cause = exc.__cause__ or exc  # the exporter's own message is advice to PyTorch developers
-        reason = f"{cause.__class__.__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
-        raise ExportError(f"torch.export could not capture {model.__class__.__name__} ({reason})") from exc
-    proto = program.model_proto
-    # The exporter stamps its own IR version (10); the opset needs no more than the oldest IR
-    # that carries it, and older runtimes load only up to their IR version.
-    proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
-    return proto
-
-
-def export_card(checkpoint: Checkpoint, model: torch.nn.Module) -> ModelCard:
-    """The checkpoint's card plus provenance and versions (``write_onnx`` adds the exporter's)."""
-    return replace(
-        checkpoint.card,
-        model=checkpoint.spec.name,
-        parameters=count_parameters(model),
-        test_accuracy=checkpoint.card.test_accuracy
-        if checkpoint.card.test_accuracy is not None
-        else checkpoint.metrics.get("test_accuracy"),
-        source_sha256=file_sha256(checkpoint.path),
-        versions={"kd_edge": __version__, "torch": str(torch.__version__)},
-    )
-
-
-def checkpoint_dataset(checkpoint: Checkpoint, data_dir: str | None):
-    """The dataset a checkpoint was trained on, from its card's data reference (``data_dir`` overrides the folder)."""
-    from kd_edge.data import load_data
-
-    if checkpoint.card.data is None:
-        raise CheckpointError(
-            f"{str(checkpoint.path)!r} does not record its dataset; re-create it with `kd-edge distill`"
-        )
-    dataset = load_data(checkpoint.card.data, data_dir)
-    if tuple(dataset.input_shape) != tuple(checkpoint.card.input_shape):
-        raise CheckpointError(
-            f"dataset {dataset.name!r} gives input {list(dataset.input_shape)}, the checkpoint expects "
-            f"{list(checkpoint.card.input_shape)}"
-        )
-    return dataset
-
-
-def parity_images(dataset) -> np.ndarray:
-    """Up to PARITY_BATCH validation images, uint8 NCHW, all classes represented."""
-    order = np.concatenate(
-        [
-            np.flatnonzero(dataset.val.labels == c)[: PARITY_BATCH // dataset.num_classes + 1]
-            for c in range(dataset.num_classes)
-        ]
-    )
-    return dataset.val.images[np.sort(order)[:PARITY_BATCH]]
-
-
-def check_parity(
-    model: torch.nn.Module, path: Path, images: np.ndarray, atol: float = PARITY_ATOL, min_agreement: float = 1.0
-) -> ParityReport:
-    """ONNX Runtime (through the runtime's own preprocessing) against PyTorch, batched and at batch 1.
-
-    Passes when every logit is within ``atol`` and at least ``min_agreement`` of the
-    images (all of them, by default) get the same top-1 class.
-    """
-    from kd_edge.runtime import OnnxModel
-
-    onnx_model = OnnxModel(path)
-    inputs = onnx_model.preprocess(images)
-    # Each side at batch 1 as well: an export that specialised the batch size (a traced
-    # `if x.shape[0] == 1`) agrees at one batch size and not at the other.
-    firsts = [inputs[i : i + 1] for i in range(min(PARITY_SINGLES, len(inputs)))]
-    with torch.no_grad():
-        expected = model(torch.from_numpy(inputs)).numpy()
-        expected_singles = np.concatenate([model(torch.from_numpy(single)).numpy() for single in firsts])
-    batched = onnx_model.logits(inputs)
-    singles = np.concatenate([onnx_model.logits(single) for single in firsts])
-    diff = float(np.abs(batched - expected).max())
-    diff_single = float(np.abs(singles - expected_singles).max())
-    same = np.concatenate([batched.argmax(1) == expected.argmax(1), singles.argmax(1) == expected_singles.argmax(1)])
-    agreement = float(same.mean())  # over the batched and the batch-1 runs together
-    report = ParityReport(len(inputs), diff, diff_single, agreement, atol)
-    if max(diff, diff_single) > atol or agreement < min_agreement:
-        raise ExportParityError(
-            f"the ONNX model does not compute what the PyTorch model computes on {len(inputs)} validation images: "
-            f"max |difference| {diff:.3g} (batch {len(inputs)}) and {diff_single:.3g} (batch 1) against a tolerance "
-            f"of {atol:g}, top-1 agreement {agreement:.2%}. The model uses an operation that does not export "
-            "faithfully; "
-            "nothing was written. Report the model and torch version."
-        )
-    return report

@@ -1,6 +1,7 @@
 """Quantization-aware training: fine-tune a distilled student with fake quantization, export QDQ ONNX.
 
-    result = quantization_aware_training(QATConfig(run_dir="runs/fmnist"))
+    tuned = fine_tune("runs/fmnist", QATSettings(epochs=2))
+    write_learnt(tuned, "student.qat-fp32.onnx")   # then `kd-edge quantize` (kd_edge.pipeline.chains.qat_to_int8)
 
 1. Fold BatchNorm into the convolutions (eval mode), so the fake-quantised weights
    are the ones the INT8 model will hold.
@@ -15,7 +16,7 @@
    at its last temperature and alpha), through the same KD step and cached soft labels
    as ``kd-edge distill`` (``kd_edge.training.soft_labels``).
 4. Write the learnt weights (the quantised layers' already on their INT8 grid) as an
-   FP32 ONNX graph and give it to ``kd-edge quantize``, which lays out
+   FP32 ONNX graph (``write_learnt``) for ``kd-edge quantize``, which lays out
    QuantizeLinear/DequantizeLinear the way ONNX Runtime fuses into integer kernels, keeps
    the first convolution in FP32 as QAT did, and calibrates the activations. (Exporting
    the fake-quant graph directly puts the activation QDQ after max-pool and flatten, which
@@ -26,58 +27,36 @@
 from __future__ import annotations
 
 import copy
-import tempfile
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from kd_edge.data import ImageDataset
+from kd_edge.deploy.from_checkpoint import checkpoint_dataset, export_card
+from kd_edge.deploy.onnx_graph import write_onnx
+from kd_edge.settings.deploy import QATSettings, QuantizeSettings
+from kd_edge.settings.training import KDSettings, OptimSettings
+from kd_edge.training.batches import Normalizer
 from kd_edge.training.checkpoint import Checkpoint, load_checkpoint
-from kd_edge.config import KDConfig, TrainConfig
-from kd_edge.training.distill import DeviceDataset
-from kd_edge.errors import OutputError
-from kd_edge.deploy.export import check_parity, checkpoint_dataset, export_card, export_name, parity_images, write_onnx
-from kd_edge.io import ensure_writable_dir
-from kd_edge.deploy.quantize import LatencyComparison, QuantizeConfig, quantize, weight_qmax
-from kd_edge.runtime.card import write_card
-from kd_edge.runtime.session import OnnxModel
+from kd_edge.training.evaluate import accuracy
+from kd_edge.training.fit import FitHooks, FitPlan, fit
 from kd_edge.training.soft_labels import KDWeights, kd_step, teachers_of_run
-from kd_edge.training.fit import Normalizer, accuracy, fit
-
-# The INT8 model's activation ranges come from calibration, not from the QAT observers,
-# and integer kernels round differently from fake quantization: demand the same top-1
-# class on almost every validation image rather than close logits.
-QAT_MIN_AGREEMENT = 0.99
+from kd_edge.training.splits import DeviceDataset
 
 
 @dataclass(frozen=True, kw_only=True)
-class QATConfig:
-    run_dir: str
-    out_dir: str = "exports"
-    epochs: int = 2
-    lr: float = 5e-4
-    batch_size: int = 256
-    data_dir: str | None = None
-    opset: int | None = None  # None: the exporter's default
-    seed: int = 0
-    reduce_range: bool = True  # weights on the 7-bit grid (see QuantizeConfig)
-    optimize_latency: bool = True
-    compare_latency: bool = True
-    latency_threads: int = 2
-    force: bool = False
+class FineTuned:
+    """A student after quantization-aware fine-tuning (observers frozen), and what its INT8 model must match."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class QATResult:
-    path: Path
+    model: torch.nn.Module  # fake-quantised
+    folded: torch.nn.Module  # the student with BatchNorm folded, whose weights the learnt ones replace
+    fp32_layers: list[str]  # layers QAT kept in FP32 (a 1-4 channel first convolution)
+    student: Checkpoint
+    dataset: ImageDataset
+    data_dir: str | None
     fp32_test_accuracy: float
     qat_test_accuracy: float  # of the fake-quantised PyTorch model
-    onnx_test_accuracy: float  # of the exported INT8 QDQ model, in ONNX Runtime
-    top1_agreement: float
-    fp32_layers: list[str]  # ONNX nodes the quantizer kept in FP32
-    latency: LatencyComparison | None
-    seconds: float
 
 
 # An INT8 convolution over 1-4 input channels has too little work per output to pay
@@ -99,6 +78,8 @@ def ort_quantizer(reduce_range: bool, skip: set[str]):
     )
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, QuantizationSpec, Quantizer
 
+    qmax = QuantizeSettings(reduce_range=reduce_range).weight_qmax
+
     activation = QuantizationSpec(
         dtype=torch.int8,
         observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver),
@@ -111,8 +92,8 @@ def ort_quantizer(reduce_range: bool, skip: set[str]):
     weight = QuantizationSpec(
         dtype=torch.int8,
         observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver),
-        quant_min=-weight_qmax(reduce_range),
-        quant_max=weight_qmax(reduce_range),
+        quant_min=-qmax,
+        quant_max=qmax,
         qscheme=torch.per_channel_symmetric,
         ch_axis=0,
     )
@@ -194,85 +175,58 @@ def with_learnt_weights(qat_model: torch.nn.Module, folded: torch.nn.Module) -> 
     return deployable.eval()
 
 
-def quantization_aware_training(config: QATConfig, progress=None) -> QATResult:
+def fine_tune(run_dir, settings: QATSettings | None = None, *, data_dir: str | None = None, progress=None) -> FineTuned:
+    """Fine-tune the student of ``run_dir`` (a `kd-edge distill` run folder) with fake INT8 quantization."""
     from torchao.quantization.pt2e import disable_observer
 
-    run_dir = Path(config.run_dir)
+    settings = settings or QATSettings()
+    run_dir = Path(run_dir)
     student = load_checkpoint(run_dir / "student.pt")
-    out_dir = ensure_writable_dir(config.out_dir)
-    path = out_dir / f"{export_name(run_dir / 'student.pt')}.qat.onnx"
-    if path.exists() and not config.force:
-        raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
-    started = time.perf_counter()
-    dataset = checkpoint_dataset(student, config.data_dir)
-    data_dir = config.data_dir or student.card.data.data_dir
+    dataset = checkpoint_dataset(student, data_dir)
     splits = DeviceDataset(dataset, student.card.data, torch.device("cpu"), precision="fp32")
-    train, val, test = splits.train, splits.val, splits.test
     normalize = Normalizer(student.card.mean, student.card.std, splits.device)
     # The loss the student learnt with, at its final temperature and alpha, from the same teacher(s).
     teachers = teachers_of_run(run_dir, student, splits.device)
     if teachers is not None:
-        teachers.cache(train)
-    weights = final_kd_weights(student)
-
+        teachers.cache(splits.train)
     fp32_model = student.build_model().eval()
-    fp32_accuracy = accuracy(fp32_model, test, normalize)
-    model, folded, fp32_layers = prepare_for_qat(fp32_model, dataset.input_shape, config.reduce_range)
-
-    recipe = TrainConfig(
-        model=student.spec.name,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        optimizer="adamw",
-        lr=config.lr,
-        weight_decay=0.0,
-        schedule="cosine",
+    fp32_accuracy = accuracy(fp32_model, splits.test, normalize)
+    model, folded, fp32_layers = prepare_for_qat(fp32_model, dataset.input_shape, settings.quantize.reduce_range)
+    optim = OptimSettings(
+        batch_size=settings.batch_size, optimizer="adamw", lr=settings.lr, weight_decay=0.0, schedule="cosine"
     )
-    step = kd_step(normalize, teachers, weights)
-    fit(model, train, val, normalize, recipe, step, stage="qat", seed=config.seed + 2, progress=progress)
+    plan = FitPlan(
+        model=model,
+        train=splits.train,
+        val=splits.val,
+        normalize=normalize,
+        epochs=settings.epochs,
+        optim=optim,
+        step_fn=kd_step(normalize, teachers, final_kd_weights(student)),
+        stage="qat",
+        seed=settings.run.seed + 2,
+    )
+    fit(plan, FitHooks(progress=progress) if progress is not None else None)
     model.eval()
     model.apply(disable_observer)  # freeze the learnt ranges
-    qat_accuracy = accuracy(model, test, normalize)
-
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as scratch:
-        learnt = Path(scratch) / "student.qat-fp32.onnx"
-        write_onnx(with_learnt_weights(model, folded), export_card(student, fp32_model), learnt, config.opset)
-        quantized = quantize(
-            QuantizeConfig(
-                model=str(learnt),
-                out=str(Path(scratch) / path.name),
-                data_dir=data_dir,
-                reduce_range=config.reduce_range,
-                exclude=(first_conv_node(learnt),) if fp32_layers else (),  # FP32 in QAT, FP32 in the file
-                optimize_latency=config.optimize_latency,
-                compare_latency=config.compare_latency,
-                latency_threads=config.latency_threads,
-                force=True,
-            )
-        )
-        parity = check_parity(
-            model, quantized.path, parity_images(dataset), atol=float("inf"), min_agreement=QAT_MIN_AGREEMENT
-        )
-        card = OnnxModel(quantized.path).card
-        write_card(
-            quantized.path,
-            replace(
-                card,
-                quantization={**card.quantization, "mode": "qat", "qat_epochs": config.epochs},
-                fp32_test_accuracy=fp32_accuracy,
-            ),
-        )
-        quantized.path.replace(path)
-    return QATResult(
-        path=path,
+    return FineTuned(
+        model=model,
+        folded=folded,
+        fp32_layers=fp32_layers,
+        student=student,
+        dataset=dataset,
+        data_dir=data_dir or student.card.data.data_dir,
         fp32_test_accuracy=fp32_accuracy,
-        qat_test_accuracy=qat_accuracy,
-        onnx_test_accuracy=quantized.int8_test_accuracy,
-        top1_agreement=parity.top1_agreement,
-        fp32_layers=quantized.excluded_nodes,
-        latency=quantized.latency,
-        seconds=time.perf_counter() - started,
+        qat_test_accuracy=accuracy(model, splits.test, normalize),
     )
+
+
+def write_learnt(tuned: FineTuned, path) -> Path:
+    """The learnt weights (the quantised layers' on their INT8 grid) as an FP32 ONNX model with the student's card."""
+    path = Path(path)
+    card = export_card(tuned.student, tuned.student.build_model())  # parameters counted before folding
+    write_onnx(with_learnt_weights(tuned.model, tuned.folded), card, path)
+    return path
 
 
 def first_conv_node(path: Path) -> str:
@@ -284,8 +238,8 @@ def first_conv_node(path: Path) -> str:
 
 def final_kd_weights(student: Checkpoint) -> KDWeights:
     """The temperature and alpha of the student's last epoch (its schedules' end), or the student-alone loss."""
-    kd = {k: v for k, v in student.config.get("kd", {}).items() if k in KDConfig.__dataclass_fields__}
-    weights = KDWeights(KDConfig(**kd) if kd else KDConfig(alpha=1.0))
+    kd = {k: v for k, v in student.config.get("kd", {}).items() if k in KDSettings.__dataclass_fields__}
+    weights = KDWeights(KDSettings(**kd) if kd else KDSettings(alpha=1.0))
     history = student.metrics.get("history") or []
     if history:
         weights.temperature = history[-1].get("temperature", weights.temperature)

@@ -1,6 +1,6 @@
 """INT8 post-training quantization with ONNX Runtime's quantizer: within an accuracy budget, fast in any ONNX Runtime.
 
-    result = quantize(QuantizeConfig(model="exports/student.onnx"))
+    result = quantize("exports/student.onnx", QuantizeSettings(method="entropy"))
 
 1. pre-process (shape inference and graph optimisation, ``quant_pre_process``);
 2. calibrate on a class-stratified sample of the validation split (never test);
@@ -23,77 +23,16 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from kd_edge.deploy.quantize_latency import LatencyComparison, compare_latency, search_latency
 from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationError
 from kd_edge.io import ensure_writable_dir
 from kd_edge.log import quiet_third_party, step
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
+from kd_edge.settings.deploy import QuantizeSettings
 
-METHODS = ("minmax", "entropy", "percentile")
-FORMATS = ("qdq", "qoperator")
-MODES = ("static", "dynamic")
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 MIN_CALIBRATION_PER_CLASS = 5
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuantizeConfig:
-    """Options of ``kd-edge quantize``; ``max_accuracy_drop`` is in percentage points.
-
-    ``calibration`` names the dataset (default: the one in the model's card);
-    ``compare_latency`` times FP32 against INT8 at the end (a dozen benchmark processes).
-    ``reduce_range`` puts weights on a 7-bit grid ([-64, 64]): x86 CPUs without VNNI sum
-    pairs of unsigned 8-bit by signed 8-bit products in 16 bits (AVX2's VPMADDUBSW), which
-    saturates with full-range weights, so the host and an ARM board (exact) would compute
-    different INT8 results; with 7-bit weights every CPU computes the same.
-    """
-
-    model: str
-    out: str | None = None
-    calibration: str | None = None
-    data_dir: str | None = None
-    calibration_size: int = 500
-    method: str = "minmax"
-    per_channel: bool = True
-    format: str = "qdq"
-    mode: str = "static"
-    max_accuracy_drop: float = 0.5
-    exclude: tuple[str, ...] = ()
-    reduce_range: bool = True
-    optimize_latency: bool = True
-    compare_latency: bool = True
-    latency_threads: int = 2
-    force: bool = False
-
-    def __post_init__(self):
-        for name, value, choices in (
-            ("method", self.method, METHODS),
-            ("format", self.format, FORMATS),
-            ("mode", self.mode, MODES),
-        ):
-            if value not in choices:
-                raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
-        if self.calibration_size < 1:
-            raise ConfigError(f"--calibration-size must be positive, got {self.calibration_size}")
-        if self.max_accuracy_drop < 0:
-            raise ConfigError(f"--max-accuracy-drop is in points and cannot be negative, got {self.max_accuracy_drop}")
-        if self.latency_threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {self.latency_threads}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LatencyComparison:
-    """Median latency (ms) of the FP32 and INT8 models per batch size, from `kd-edge bench`'s harness
-    with its default settings (so `kd-edge bench` of the two files reads the same, within ``spread``)."""
-
-    threads: int
-    fp32_ms: dict[int, float]
-    int8_ms: dict[int, float]
-    spread: dict[int, float]  # per batch size: the larger of the two models' spread across rounds
-
-    def slower_batches(self) -> list[int]:
-        """Batch sizes at which the INT8 model is slower than FP32 by more than the rounds' spread."""
-        return [b for b in self.fp32_ms if self.int8_ms[b] > self.fp32_ms[b] * (1 + self.spread[b])]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,16 +70,27 @@ def default_output(model: Path) -> Path:
     return model.with_name(f"{model.stem}.int8.onnx")
 
 
-def quantize(config: QuantizeConfig) -> QuantizeResult:
-    source = Path(config.model)
+def quantize(
+    model,
+    settings: QuantizeSettings | None = None,
+    *,
+    out=None,
+    calibration: str | None = None,
+    data_dir: str | None = None,
+    force: bool = False,
+) -> QuantizeResult:
+    """Quantize ``model`` (an FP32 .onnx) to ``out`` (default: MODEL.int8.onnx), calibrated on the validation
+    split of ``calibration`` (a dataset name; default: the one the model's card names)."""
+    config = settings or QuantizeSettings()
+    source = Path(model)
     fp32 = OnnxModel(source)  # proves it is a loadable, kd-edge-described model
     check_onnx(source)
-    out = Path(config.out) if config.out else default_output(source)
-    if out.exists() and not config.force:
+    out = Path(out) if out else default_output(source)
+    if out.exists() and not force:
         raise OutputError(f"{str(out)!r} already exists; pass --force to replace it or choose another --out")
     ensure_writable_dir(out.parent)
     step(f"quantize: loading the data of {source.name}")
-    dataset = calibration_dataset(config, fp32)
+    dataset = calibration_dataset(fp32, calibration, data_dir)
     calib_images, calib_info = calibration_sample(dataset, config.calibration_size, config.method)
     val, test = dataset.val, dataset.test
     fp32_val = fp32.accuracy(val.images, val.labels)
@@ -159,7 +109,8 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
 
         excluded, search = list(config.exclude), []
         if config.optimize_latency:
-            excluded, search = search_latency(build, source, prepared, val.images, excluded, config.latency_threads)
+            nodes = quantizable_nodes(prepared)
+            excluded, search = search_latency(build, source, nodes, val.images, excluded, config.threads)
         int8_val = build(excluded).accuracy(val.images, val.labels)
         if 100 * (fp32_val - int8_val) > config.max_accuracy_drop:
             excluded, int8_val = fit_budget(build, prepared, val, fp32_val, excluded, config.max_accuracy_drop)
@@ -167,12 +118,12 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         step("quantize: scoring FP32 and INT8 on the test split (reported only)")
         fp32_test, int8_test = fp32.accuracy(test.images, test.labels), int8.accuracy(test.images, test.labels)
         quantization = {
-            "mode": config.mode,
+            "mode": "dynamic" if config.dynamic else "static",
             "format": config.format,
             "per_channel": config.per_channel,
             "activation_type": "int8",
             "weight_type": "int8",
-            "weight_qmax": weight_qmax(config.reduce_range),
+            "weight_qmax": config.weight_qmax,
             "excluded_nodes": excluded,
             "accuracy_budget": {
                 "split": "val",
@@ -190,7 +141,7 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         write_card(candidate, card)
         candidate.replace(out)
 
-    latency = compare_latency(source, out, val.images, config.latency_threads) if config.compare_latency else None
+    latency = compare_latency(source, out, val.images, config.threads) if config.compare_latency else None
     return QuantizeResult(
         path=out,
         fp32_val_accuracy=fp32_val,
@@ -206,62 +157,6 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
     )
 
 
-def weight_qmax(reduce_range: bool) -> int:
-    """The largest INT8 weight step ONNX Runtime's symmetric weights use: scale = max|w| / this."""
-    return 64 if reduce_range else 127
-
-
-SPEEDUP_TO_ACCEPT = 0.90  # a node stays FP32 only if that cuts latency by 10 %: timing noise here reaches 5 %
-
-
-def search_latency(build, fp32_path: Path, prepared: Path, images: np.ndarray, excluded: list[str], threads: int):
-    """Keep in FP32 the nodes whose INT8 version costs more than it saves, measured, not guessed.
-
-    Each candidate (a set of FP32 nodes) is timed against the FP32 model in plain
-    sessions, in alternating rounds at batch 1 and 64; its score is the geometric
-    mean of the two INT8/FP32 latency ratios. Greedily adds the node whose exclusion
-    lowers the score most, while that gains at least 10 % in two separate measurements.
-    """
-    search = []
-
-    def score(nodes: list[str]) -> float:
-        model = build(nodes)
-        step(f"quantize: latency search, timing {', '.join(nodes) or 'all nodes in INT8'} against FP32")
-        ratios = latency_ratios(fp32_path, model.path, images, threads)
-        value = float(np.sqrt(ratios["batch1"] * ratios["batch64"]))
-        search.append({"fp32_nodes": list(nodes), **ratios, "score": value})
-        return value
-
-    current = score(excluded)
-    candidates = [name for name in quantizable_nodes(prepared) if name not in excluded]
-    while candidates:
-        trials = {name: score([*excluded, name]) for name in candidates}
-        name = min(trials, key=trials.get)
-        if trials[name] > current * SPEEDUP_TO_ACCEPT:
-            break
-        # Confirm with a fresh measurement of both, so that one noisy reading does not
-        # keep a node (and its weights) in FP32 for nothing.
-        again, again_current = score([*excluded, name]), score(excluded)
-        if again > again_current * SPEEDUP_TO_ACCEPT:
-            break
-        excluded, current = [*excluded, name], again
-        candidates.remove(name)
-    return excluded, search
-
-
-def latency_ratios(fp32_path: Path, int8_path: Path, images: np.ndarray, threads: int) -> dict:
-    from kd_edge.runtime.bench.harness import interleaved_latency_ms
-
-    # Spinning off: two sessions in one process, each idle while the other is timed.
-    models = {
-        "fp32": OnnxModel(fp32_path, threads, spinning=False),
-        "int8": OnnxModel(int8_path, threads, spinning=False),
-    }
-    batch1 = interleaved_latency_ms(models, images[:1], runs=2000)
-    batch64 = interleaved_latency_ms(models, images[:64], runs=200)
-    return {"batch1": batch1["int8"] / batch1["fp32"], "batch64": batch64["int8"] / batch64["fp32"]}
-
-
 def check_onnx(path: Path) -> None:
     import onnx
 
@@ -274,14 +169,14 @@ def check_onnx(path: Path) -> None:
         ) from exc
 
 
-def calibration_dataset(config: QuantizeConfig, model: OnnxModel):
+def calibration_dataset(model: OnnxModel, calibration: str | None, data_dir: str | None):
     """``--calibration NAME``, or the dataset the model's card names (at the image size it was trained at)."""
     from kd_edge.data import load_data, load_dataset
 
-    if config.calibration:
-        dataset = load_dataset(config.calibration, config.data_dir, download=False)
+    if calibration:
+        dataset = load_dataset(calibration, data_dir, download=False)
     elif model.card.data is not None:
-        dataset = load_data(model.card.data, config.data_dir)
+        dataset = load_data(model.card.data, data_dir)
     else:
         raise ConfigError(f"{str(model.path)!r} does not name its dataset; pass --calibration NAME")
     if tuple(dataset.input_shape) != tuple(model.input_shape):
@@ -346,7 +241,12 @@ class ImageReader(CalibrationDataReader):
 
 
 def quantize_file(
-    prepared: Path, target: Path, config: QuantizeConfig, fp32: OnnxModel, calib_images: np.ndarray, excluded: list[str]
+    prepared: Path,
+    target: Path,
+    config: QuantizeSettings,
+    fp32: OnnxModel,
+    calib_images: np.ndarray,
+    excluded: list[str],
 ) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -357,7 +257,7 @@ def quantize_file(
         "percentile": CalibrationMethod.Percentile,
     }
     with quiet_third_party():  # the calibrators print histograms; --verbose shows them
-        if config.mode == "dynamic":
+        if config.dynamic:
             quantize_dynamic(
                 str(prepared),
                 str(target),
@@ -443,21 +343,4 @@ def fit_budget(build, prepared: Path, val, fp32_val: float, excluded: list[str],
         f"node(s) kept in FP32 ({kept}) the drop on the validation split is {100 * (fp32_val - int8_val):.2f} "
         f"points (FP32 {fp32_val:.2%}). The FP32 model is kept and nothing was written; raise the budget, "
         "calibrate with more images, or try --method entropy."
-    )
-
-
-def compare_latency(fp32: Path, int8: Path, images: np.ndarray, threads: int) -> LatencyComparison:
-    """Median batch-1 and batch-64 latency of both models, measured by `kd-edge bench`'s harness:
-    each measurement in a fresh process, the two models alternating over three rounds."""
-    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
-
-    step("quantize: timing FP32 against INT8 with `kd-edge bench`'s harness")
-    config = BenchConfig(models=(str(fp32), str(int8)), threads=(threads,), batch_sizes=(1, 64))  # bench's defaults
-    report = run_benchmark(config, images=images[:64])
-    spread = {b: max(r.round_spread for r in report.results if r.batch_size == b) for b in (1, 64)}
-    return LatencyComparison(
-        threads=threads,
-        fp32_ms={batch: report.p50_ms(str(fp32), batch) for batch in (1, 64)},
-        int8_ms={batch: report.p50_ms(str(int8), batch) for batch in (1, 64)},
-        spread=spread,
     )

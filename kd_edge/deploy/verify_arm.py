@@ -1,6 +1,6 @@
 """``kd-edge verify-arm``: run a bundle on aarch64 ONNX Runtime under QEMU and compare with the host.
 
-    result = verify_arm(ArmConfig(source="bundle", cpus=("cortex-a53", "cortex-a72")))
+    result = verify_arm("bundle", ArmSettings(cpus=("cortex-a53", "cortex-a72")))
 
 1. Build, once, an aarch64 userland in the cache (``~/.cache/kd-edge/arm/...``): Debian's
    arm64 Python 3.11 unpacked with ``dpkg-deb -x`` (no root, no binfmt), QEMU's user-mode
@@ -18,11 +18,6 @@ time (or a system ``qemu-user-static``); says what to install when it cannot.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.errors import ArmSetupError, ConfigError
+from kd_edge.deploy.arm_userland import cache_root, install_kd_edge, prepare_userland, run_emulated
+from kd_edge.errors import ConfigError
+from kd_edge.settings.deploy import ArmSettings
 
-CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
 # What each emulated CPU stands for.
 BOARDS = {
     "cortex-a53": "Raspberry Pi Zero 2 W / Pi 3, NEON only",
@@ -40,34 +36,8 @@ BOARDS = {
     "cortex-a76": "Raspberry Pi 5",
     "neoverse-n1": "Arm servers and newer SoCs, with int8 dot product",
 }
-SYSROOT_PACKAGES = (
-    "libc6", "libgcc-s1", "libstdc++6", "gcc-12-base", "zlib1g", "libbz2-1.0", "liblzma5", "libcrypt1", "libexpat1",
-    "libffi8", "libssl3", "libuuid1", "libsqlite3-0", "libncursesw6", "libtinfo6", "libreadline8", "libdb5.3",
-    "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11-minimal",
-)  # fmt: skip
-WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
 FP32_MIN_AGREEMENT = 1.0
 INT8_MIN_AGREEMENT = 0.999
-INSTALL_HINT = (
-    "verify-arm needs QEMU's user-mode emulator and Debian's and PyPI's package registries the first time. "
-    "Install the emulator with `apt-get install qemu-user-static` (or make the registries reachable), then run again."
-)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArmConfig:
-    source: str
-    cpus: tuple[str, ...] = CPUS
-    samples: int = 300
-    cache_dir: str | None = None  # default: $XDG_CACHE_HOME or ~/.cache, then kd-edge/arm
-    data_dir: str | None = None
-
-    def __post_init__(self):
-        unknown = [cpu for cpu in self.cpus if cpu not in CPUS]
-        if unknown or not self.cpus:
-            raise ConfigError(f"--cpu {','.join(unknown) or '(none)'}: choose from {', '.join(CPUS)}")
-        if self.samples < 1:
-            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,18 +74,28 @@ class ArmResult:
         return {**asdict(self), "passed": self.passed}
 
 
-def verify_arm(config: ArmConfig, progress=print) -> ArmResult:
+def verify_arm(
+    source,
+    settings: ArmSettings | None = None,
+    *,
+    cache_dir: str | None = None,
+    data_dir: str | None = None,
+    progress=print,
+) -> ArmResult:
+    """Compare ``source`` (a bundle, or an .onnx model) on the host and on each emulated CPU; the userland
+    is kept in ``cache_dir`` (default ~/.cache/kd-edge/arm); ``data_dir`` finds a bare model's dataset."""
     from kd_edge.runtime.check import forms_of, runtime_facts, sample_logits
 
+    config = settings or ArmSettings()
     started = time.perf_counter()
-    source = Path(config.source)
+    source = Path(source)
     with tempfile.TemporaryDirectory(prefix="kd-edge-arm-") as scratch:
         scratch = Path(scratch)
         local, forms = local_forms(source, scratch / "bundle", forms_of)
-        images, labels = check_samples(local, config, scratch / "samples.npz")
+        images, labels = check_samples(local, config.samples, data_dir, scratch / "samples.npz")
         progress(f"host: {len(images)} samples through {', '.join(forms)}")
         host_logits = sample_logits(forms, images)
-        userland = prepare_userland(cache_root(config.cache_dir), progress)
+        userland = prepare_userland(cache_root(cache_dir), progress)
         site = install_kd_edge(userland, scratch / "kd-edge-site")
         checks, emulated = [], {}
         for cpu in config.cpus:
@@ -144,7 +124,7 @@ def local_forms(source: Path, unpack_to: Path, forms_of) -> tuple[Path, dict[str
     return source, forms_of(source)
 
 
-def check_samples(source: Path, config: ArmConfig, target: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def check_samples(source: Path, count: int, data_dir: str | None, target: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The bundle's samples, or a bare model's class-stratified test sample of its dataset; written to ``target``."""
     from kd_edge.runtime.session import OnnxModel
 
@@ -155,8 +135,8 @@ def check_samples(source: Path, config: ArmConfig, target: Path) -> tuple[np.nda
     elif model.card.data is not None:
         from kd_edge.data import load_data
 
-        test = load_data(model.card.data, config.data_dir).test
-        per_class = max(config.samples // len(model.classes), 1)
+        test = load_data(model.card.data, data_dir).test
+        per_class = max(count // len(model.classes), 1)
         picks = np.sort(
             np.concatenate([np.flatnonzero(test.labels == c)[:per_class] for c in range(len(model.classes))])
         )
@@ -165,7 +145,7 @@ def check_samples(source: Path, config: ArmConfig, target: Path) -> tuple[np.nda
         raise ConfigError(
             f"{str(source)!r} has no samples and its card names no dataset; bundle it with `kd-edge bundle`"
         )
-    images, labels = images[: config.samples], labels[: config.samples]
+    images, labels = images[:count], labels[:count]
     np.savez(target, images=images, labels=labels)
     return images, labels
 
@@ -196,199 +176,3 @@ def compare(cpu: str, form: str, host: np.ndarray, arm: np.ndarray, labels: np.n
         ],
         passed=agreement >= minimum,
     )
-
-
-# --- the aarch64 userland ----------------------------------------------------------------------------------
-
-
-def cache_root(cache_dir: str | None) -> Path:
-    base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kd-edge"
-    return base / "arm"
-
-
-def prepare_userland(root: Path, progress=print) -> Path:
-    """The cached userland for this ONNX Runtime version; built when missing (in a temporary folder, then renamed)."""
-    import onnxruntime as ort
-
-    userland = root / f"py3.11-onnxruntime{ort.__version__}"
-    if (userland / "ready").is_file():
-        return userland
-    progress(f"building an aarch64 userland in {userland} (once; about 200 MB)")
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".building-") as building:
-        building = Path(building)
-        debs = download_debs(building / "debs")
-        for deb in debs.glob("*_arm64.deb"):
-            run(["dpkg-deb", "-x", str(deb), str(building / "sysroot")])
-        install_emulator(debs, building)
-        write_fake_cpuinfo(building / "sysroot" / "proc" / "cpuinfo")
-        pip_install_aarch64(
-            [f"onnxruntime=={ort.__version__}", "numpy", "protobuf", "flatbuffers", "packaging"], building / "site"
-        )
-        (building / "ready").write_text(f"onnxruntime {ort.__version__}\n")
-        if userland.exists():
-            shutil.rmtree(userland)
-        building.rename(userland)
-    return userland
-
-
-def apt_options(folder: Path) -> list[str]:
-    """apt-get options that fetch arm64 (and amd64) packages into ``folder`` without touching the host's dpkg."""
-    sources = folder / "sources.list"
-    return [
-        "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
-        "-o", f"Dir::State::Lists={folder / 'lists'}", "-o", f"Dir::Cache::Archives={folder}",
-        "-o", "Dir::State::status=/dev/null", "-o", "APT::Architectures::=amd64", "-o", "APT::Architectures::=arm64",
-    ]  # fmt: skip
-
-
-def download_debs(folder: Path) -> Path:
-    (folder / "lists" / "partial").mkdir(parents=True)
-    (folder / "partial").mkdir()
-    (folder / "sources.list").write_text(arm_sources())
-    options = apt_options(folder)
-    run(["apt-get", *options, "update"], cwd=folder)
-    packages = [f"{name}:arm64" for name in SYSROOT_PACKAGES]
-    if shutil.which("qemu-aarch64-static") is None:
-        packages.append("qemu-user-static:amd64")
-    run(["apt-get", *options, "download", *packages], cwd=folder)
-    return folder
-
-
-def arm_sources() -> str:
-    """The host's own Debian mirrors (deb822 or one-line form), restricted to amd64 and arm64."""
-    lines = []
-    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]:
-        text = path.read_text() if path.is_file() else ""
-        if path.suffix == ".sources":
-            for stanza in text.split("\n\n"):
-                fields = dict(
-                    line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
-                )
-                uris, suites = fields.get("URIs", "").split(), fields.get("Suites", "").split()
-                if "deb" in fields.get("Types", "").split() and "debian" in " ".join(uris):
-                    lines += [f"deb [arch=amd64,arm64] {uri} {suite} main" for uri in uris for suite in suites]
-        else:
-            lines += [
-                f"deb [arch=amd64,arm64] {parts[1]} {parts[2]} main"
-                for parts in (line.split() for line in text.splitlines())
-                if len(parts) >= 3 and parts[0] == "deb" and "debian" in parts[1]
-            ]
-    if not lines:
-        raise ArmSetupError(f"no Debian mirror found in /etc/apt. {INSTALL_HINT}")
-    return "\n".join(dict.fromkeys(lines)) + "\n"
-
-
-def install_emulator(debs: Path, userland: Path) -> None:
-    target = userland / "qemu-aarch64-static"
-    system = shutil.which("qemu-aarch64-static")
-    if system:
-        shutil.copy(system, target)
-        return
-    package = next(debs.glob("qemu-user-static_*_amd64.deb"), None)
-    if package is None:
-        raise ArmSetupError(f"qemu-user-static could not be downloaded. {INSTALL_HINT}")
-    run(["dpkg-deb", "-x", str(package), str(debs / "qemu")])
-    shutil.copy(debs / "qemu" / "usr" / "bin" / "qemu-aarch64-static", target)
-
-
-def write_fake_cpuinfo(path: Path, cores: int = 4) -> None:
-    """QEMU 7 passes the host's x86 /proc/cpuinfo through, and ONNX Runtime's cpuinfo crashes parsing it.
-
-    A Cortex-A57's MIDR (0x41, part 0xd07) carries no feature overrides, so ONNX Runtime
-    takes the CPU's features from HWCAP, that is from the CPU QEMU emulates.
-    """
-    block = "BogoMIPS\t: 100.00\nFeatures\t: fp asimd evtstrm cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
-    block += "CPU variant\t: 0x1\nCPU part\t: 0xd07\nCPU revision\t: 4\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"processor\t: {i}\n{block}\n" for i in range(cores)))
-
-
-def pip_install_aarch64(requirements: list[str], site: Path) -> None:
-    platforms = [option for name in WHEEL_PLATFORMS for option in ("--platform", name)]
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:"]
-    run(
-        [
-            *command,
-            *platforms,
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--target",
-            str(site),
-            *requirements,
-        ]
-    )
-
-
-def install_kd_edge(userland: Path, site: Path) -> Path:
-    """This installation of kd-edge as its wheel would install it (from its source tree when there is one)."""
-    import kd_edge
-
-    package = Path(kd_edge.__file__).parent
-    project = package.parent
-    site.mkdir(parents=True)
-    if (project / "pyproject.toml").is_file():
-        wheels = site.parent / "wheel"
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--no-deps",
-                "--no-build-isolation",
-                "-w",
-                str(wheels),
-                str(project),
-            ]
-        )
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--target",
-                str(site),
-                *map(str, wheels.glob("*.whl")),
-            ]
-        )
-    else:  # an installed kd-edge: its files are the wheel's
-        shutil.copytree(package, site / "kd_edge", ignore=shutil.ignore_patterns("__pycache__"))
-    return site
-
-
-def run_emulated(userland: Path, site: Path, cpu: str, model: Path, samples: Path, out: Path) -> tuple[dict, dict]:
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_"))},
-        "QEMU_CPU": cpu,
-        "PYTHONPATH": f"{site}{os.pathsep}{userland / 'site'}",
-        "PYTHONNOUSERSITE": "1",
-        "HOME": str(out.parent),  # onnxruntime persists a device ID there
-    }
-    command = [
-        str(userland / "qemu-aarch64-static"), "-L", str(userland / "sysroot"),
-        str(userland / "sysroot" / "usr" / "bin" / "python3.11"),
-        "-m", "kd_edge.runtime.check", str(model), "--images", str(samples), "--out", str(out),
-    ]  # fmt: skip
-    run(command, env=environment, what=f"the check on aarch64 ({cpu})")
-    with np.load(out) as archive:
-        facts = json.loads(str(archive["facts"]))
-        return {name: archive[name] for name in archive.files if name != "facts"}, {**facts, "qemu_cpu": cpu}
-
-
-def run(command: list[str], cwd: Path | None = None, env: dict | None = None, what: str | None = None) -> None:
-    try:
-        completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    except OSError as exc:
-        raise ArmSetupError(f"cannot run {command[0]} ({exc.strerror}). {INSTALL_HINT}") from exc
-    if completed.returncode != 0:
-        tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
-        raise ArmSetupError(
-            f"{what or ' '.join(command[:3])} failed (exit {completed.returncode}): {' | '.join(tail)}. {INSTALL_HINT}"
-        )
