@@ -1,7 +1,6 @@
 """A grid of temperatures and alphas, each cell distilled with several seeds, resumable.
 
-    sweep(SweepConfig(base=distill_config(dataset="fashion-mnist"), temperatures=(1, 4), alphas=(0.1, 0.5),
-                      seeds=(0, 1, 2), out="runs/sweep"))
+    sweep(SweepSettings(temperatures=(1, 4), alphas=(0.1, 0.5), seeds=3), "runs/sweep")
 
 Layout of OUT:
 
@@ -24,27 +23,9 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kd_edge.config import DistillConfig, TeacherConfig
-from kd_edge.errors import ConfigError
 from kd_edge.io import atomic_save_figure, atomic_write_json, atomic_write_text, ensure_writable_dir
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepConfig:
-    base: DistillConfig  # every setting but temperature, alpha, seed and out
-    temperatures: tuple[float, ...]
-    alphas: tuple[float, ...]
-    seeds: tuple[int, ...] = (0,)
-    out: str = "runs/sweep"
-
-    def __post_init__(self):
-        for name in ("temperatures", "alphas", "seeds"):
-            if not getattr(self, name):
-                raise ConfigError(f"the sweep needs at least one value in {name}")
-        for temperature in self.temperatures:
-            replace(self.base.kd, temperature=temperature)  # KDConfig validates
-        for alpha in self.alphas:
-            replace(self.base.kd, alpha=alpha)
+from kd_edge.settings.search import SweepSettings
+from kd_edge.settings.training import TeacherSettings
 
 
 @dataclass(frozen=True)
@@ -57,7 +38,7 @@ class Cell:
         return "alone" if self.temperature is None else f"T{self.temperature:g}-a{self.alpha:g}"
 
 
-def cells_of(config: SweepConfig) -> list[Cell]:
+def cells_of(config: SweepSettings) -> list[Cell]:
     cells = [Cell(None if alpha >= 1 else t, alpha) for t in config.temperatures for alpha in config.alphas]
     return list(dict.fromkeys(cells))  # alpha = 1 at every temperature is one cell
 
@@ -72,26 +53,29 @@ def is_finished(run_dir: Path, stage: str = "student") -> bool:
         return False
 
 
-def sweep(config: SweepConfig, progress_factory=None, on_cell=None) -> dict:
-    """Run every unfinished (cell, seed), then summarise; ``on_cell(name, seed, ran)`` reports each."""
+def seeds_of(config: SweepSettings) -> tuple[int, ...]:
+    first = config.distill.run.seed
+    return tuple(range(first, first + config.seeds))
+
+
+def sweep(config: SweepSettings, out, *, teachers: tuple[str, ...] = (), progress_factory=None, on_cell=None) -> dict:
+    """Run every unfinished (cell, seed) in ``out``, distilling from ``teachers`` (offline without one: a teacher
+    trained per seed), then summarise; ``on_cell(name, seed, ran)`` reports each."""
     from kd_edge.training.distill import distill, train_teacher
 
-    out = ensure_writable_dir(config.out)
-    base = config.base
+    out = ensure_writable_dir(out)
+    base = config.distill
+    base.check_teachers(len(teachers))
     new_progress = progress_factory or (lambda: None)
-    for seed in config.seeds:
-        teacher_paths = base.teacher_paths
+    for seed in seeds_of(config):
+        teacher_paths = tuple(str(t) for t in teachers)
         if base.mode == "offline" and not teacher_paths and any(c.temperature is not None for c in cells_of(config)):
             teacher_dir = out / "teachers" / f"seed{seed}"
             if not is_finished(teacher_dir, "teacher"):
-                train_teacher(
-                    TeacherConfig(
-                        data=base.data,
-                        teacher=base.teacher,
-                        run=replace(base.run, seed=seed, out=str(teacher_dir), force=True),
-                    ),
-                    progress=new_progress(),
+                settings = TeacherSettings(
+                    data=base.data, run=replace(base.run, seed=seed), teacher=base.teacher, optim=base.optim
                 )
+                train_teacher(settings, teacher_dir, force=True, progress=new_progress())
                 if on_cell:
                     on_cell("teacher", seed, True)
             teacher_paths = (str(teacher_dir / "teacher.pt"),)
@@ -100,17 +84,15 @@ def sweep(config: SweepConfig, progress_factory=None, on_cell=None) -> dict:
             ran = not is_finished(run_dir)
             if ran:
                 alone = cell.temperature is None
-                distill(
-                    replace(
-                        base,
-                        kd=replace(base.kd, alpha=cell.alpha, temperature=cell.temperature or base.kd.temperature),
-                        mode="offline" if alone else base.mode,
-                        teacher_paths=() if alone else teacher_paths,
-                        teacher_weights="equal" if alone else base.teacher_weights,
-                        run=replace(base.run, seed=seed, out=str(run_dir), force=True),
-                    ),
-                    progress=new_progress(),
+                settings = replace(
+                    base,
+                    kd=replace(base.kd, alpha=cell.alpha, temperature=cell.temperature or base.kd.temperature),
+                    mode="offline" if alone else base.mode,
+                    teacher_weights="equal" if alone else base.teacher_weights,
+                    run=replace(base.run, seed=seed),
                 )
+                cell_teachers = () if alone else teacher_paths
+                distill(settings, run_dir, teachers=cell_teachers, force=True, progress=new_progress())
             if on_cell:
                 on_cell(cell.name, seed, ran)
     return summarize(config, out)
@@ -120,12 +102,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(config: SweepConfig, out: Path) -> dict:
+def summarize(config: SweepSettings, out: Path) -> dict:
     rows = []
     for cell in cells_of(config):
         students = [
             json.loads((out / "cells" / cell.name / f"seed{seed}" / "metrics.json").read_text())["student"]
-            for seed in config.seeds
+            for seed in seeds_of(config)
         ]
         val, test = ([s[key] for s in students] for key in ("val_accuracy", "test_accuracy"))
         (val_mean, val_std), (test_mean, test_std) = mean_std(val), mean_std(test)
@@ -139,22 +121,22 @@ def summarize(config: SweepConfig, out: Path) -> dict:
                 "test_mean": test_mean,
                 "test_std": test_std,
                 "train_seconds_mean": statistics.fmean(s["train_seconds"] for s in students),
-                "seeds": list(config.seeds),
+                "seeds": list(seeds_of(config)),
                 "val": val,
                 "test": test,
             }
         )
     best = max(rows, key=lambda row: row["val_mean"])
     summary = {
-        "mode": config.base.mode,
-        "dataset": config.base.data.dataset,
-        "student_model": config.base.student.model,
+        "mode": config.distill.mode,
+        "dataset": config.distill.data.dataset,
+        "student_model": config.distill.student.model,
         "selected_on": "validation (mean over seeds); test is only reported",
         "best": {key: best[key] for key in ("cell", "temperature", "alpha", "val_mean", "test_mean", "test_std")},
         "cells": rows,
     }
     atomic_write_json(out / "sweep.json", summary)
-    atomic_write_text(out / "sweep.md", markdown(summary, len(config.seeds)))
+    atomic_write_text(out / "sweep.md", markdown(summary, config.seeds))
     heat_map(config, rows, out / "sweep.png")
     return summary
 
@@ -176,7 +158,7 @@ def markdown(summary: dict, seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def heat_map(config: SweepConfig, rows: list[dict], path: Path) -> bool:
+def heat_map(config: SweepSettings, rows: list[dict], path: Path) -> bool:
     """Mean validation accuracy per (T, alpha); False when matplotlib is missing."""
     try:
         import matplotlib
@@ -199,7 +181,7 @@ def heat_map(config: SweepConfig, rows: list[dict], path: Path) -> bool:
         for j, value in enumerate(row):
             if not math.isnan(value):
                 axes.text(j, i, f"{value:.2f}", ha="center", va="center", color="white", fontsize=8)
-    axes.set_title(f"validation accuracy %, mean of {len(config.seeds)} seed(s)")
+    axes.set_title(f"validation accuracy %, mean of {config.seeds} seed(s)")
     figure.colorbar(image)
     figure.tight_layout()
     atomic_save_figure(figure, path, dpi=110)

@@ -1,0 +1,174 @@
+"""Short chains of stages that single commands run: `kd-edge bundle`, `kd-edge export --int8/--bundle`,
+`kd-edge qat`. Like the full pipeline, they are the only places where one stage's output becomes the
+next one's input; the stages themselves never call each other.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from kd_edge.errors import QuantizationError
+from kd_edge.settings.deploy import DeploySettings, QATSettings
+
+
+def deploy(source, out, settings: DeploySettings | None = None, *, data_dir: str | None = None, force: bool = False):
+    """From a run folder, a checkpoint or an ONNX model to a bundle in ``out``: export (unless the source is
+    ONNX already), quantize (unless ``bundle.int8`` is off, or it is INT8 already), bundle."""
+    from kd_edge.deploy.bundle import check_outputs, write_bundle
+    from kd_edge.runtime.session import read_card
+
+    settings = settings or DeploySettings()
+    source = Path(source)
+    check_outputs(out, force)  # before the export and the quantization, not after them
+    bundle = {"data_dir": data_dir, "force": force}
+    with tempfile.TemporaryDirectory(prefix="kd-edge-deploy-") as scratch:
+        if source.suffix == ".onnx":
+            if read_card(source).quantization is not None:
+                return write_bundle(out, settings.bundle, fp32=None, int8=source, **bundle)
+            fp32 = source
+        else:
+            fp32 = export_to(source, Path(scratch), settings, data_dir)
+        refused = "--no-int8 was given"
+        int8 = None
+        if settings.bundle.int8:
+            int8, refused = quantize_to(fp32, Path(scratch), settings, data_dir)
+        return write_bundle(out, settings.bundle, fp32=fp32, int8=int8, int8_refused=refused, **bundle)
+
+
+def export_to(source: Path, folder: Path, settings: DeploySettings, data_dir: str | None) -> Path:
+    from kd_edge.deploy.export import export_onnx
+
+    return export_onnx(source, folder, settings.export, data_dir=data_dir).path
+
+
+def quantize_to(
+    fp32: Path, folder: Path, settings: DeploySettings, data_dir: str | None
+) -> tuple[Path | None, str | None]:
+    """(the INT8 model, None), or (None, why there is none) when no INT8 model meets the accuracy budget.
+    The bundle times the two forms itself, so the quantizer does not."""
+    from kd_edge.deploy.quantize import quantize
+
+    quantizer = replace(settings.quantize, compare_latency=False)
+    try:
+        result = quantize(fp32, quantizer, out=folder / f"{fp32.stem}.int8.onnx", data_dir=data_dir, force=True)
+    except QuantizationError as exc:
+        return None, f"no INT8 model met the accuracy budget: {exc}"
+    return result.path, None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportChain:
+    """What `kd-edge export` wrote: the ONNX model, and the INT8 model and bundle when asked for."""
+
+    export: object  # kd_edge.deploy.export.ExportResult
+    quantized: object | None = None  # kd_edge.deploy.quantize.QuantizeResult
+    bundle: object | None = None  # kd_edge.deploy.bundle.BundleResult
+
+
+def export_then(
+    source,
+    out_dir,
+    settings: DeploySettings,
+    *,
+    name: str | None = None,
+    int8: bool = False,
+    bundle=None,
+    data_dir: str | None = None,
+    force: bool = False,
+    on_export=None,
+) -> ExportChain:
+    """`kd-edge export`: the ONNX model; with ``int8`` its INT8 model too, with ``bundle`` (a folder) a bundle of
+    both. The INT8 model is calibrated on the data the export verified with. ``on_export(result)`` is told of the
+    export before quantizing starts."""
+    from kd_edge.deploy.bundle import write_bundle
+    from kd_edge.deploy.export import export_onnx
+    from kd_edge.deploy.quantize import quantize
+
+    exported = export_onnx(source, out_dir, settings.export, name=name, data_dir=data_dir, force=force)
+    if on_export is not None:
+        on_export(exported)
+    if not (int8 or bundle):
+        return ExportChain(export=exported)
+    # With a bundle to write, the bundle compares the forms itself.
+    quantizer = replace(settings.quantize, compare_latency=settings.quantize.compare_latency and not bundle)
+    quantized = quantize(exported.path, quantizer, data_dir=exported.data_dir, force=force)
+    if not bundle:
+        return ExportChain(export=exported, quantized=quantized)
+    written = write_bundle(
+        bundle, settings.bundle, fp32=exported.path, int8=quantized.path, data_dir=exported.data_dir, force=force
+    )
+    return ExportChain(export=exported, quantized=quantized, bundle=written)
+
+
+# --- quantization-aware training, then ONNX Runtime's quantizer -----------------------------------------------
+
+# The INT8 model's activation ranges come from calibration, not from the QAT observers,
+# and integer kernels round differently from fake quantization: demand the same top-1
+# class on almost every validation image rather than close logits.
+QAT_MIN_AGREEMENT = 0.99
+
+
+@dataclass(frozen=True, kw_only=True)
+class QATResult:
+    path: Path
+    fp32_test_accuracy: float
+    qat_test_accuracy: float  # of the fake-quantised PyTorch model
+    onnx_test_accuracy: float  # of the exported INT8 QDQ model, in ONNX Runtime
+    top1_agreement: float
+    fp32_layers: list[str]  # ONNX nodes the quantizer kept in FP32
+    latency: object | None  # kd_edge.deploy.quantize_latency.LatencyComparison
+    seconds: float
+
+
+def qat_to_int8(
+    run_dir, out_dir, settings: QATSettings | None = None, *, data_dir: str | None = None, force: bool = False,
+    progress=None,
+) -> QATResult:  # fmt: skip
+    """`kd-edge qat`: fine-tune the student of ``run_dir`` with fake quantization, write the learnt weights as an
+    FP32 graph, quantize it (the first convolution kept FP32 where QAT kept it), and check that ONNX Runtime's INT8
+    model gives the fake-quantised model's top-1 class: ``out_dir``/RUN.qat.onnx."""
+    from kd_edge.deploy.from_checkpoint import export_name
+    from kd_edge.deploy.onnx_graph import check_parity, parity_images
+    from kd_edge.deploy.qat import fine_tune, first_conv_node, write_learnt
+    from kd_edge.deploy.quantize import quantize
+    from kd_edge.errors import OutputError
+    from kd_edge.io import ensure_writable_dir
+    from kd_edge.runtime.card import write_card
+    from kd_edge.runtime.session import OnnxModel
+
+    settings = settings or QATSettings()
+    out_dir = ensure_writable_dir(out_dir)
+    path = out_dir / f"{export_name(Path(run_dir) / 'student.pt')}.qat.onnx"
+    if path.exists() and not force:
+        raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
+    started = time.perf_counter()
+    tuned = fine_tune(run_dir, settings, data_dir=data_dir, progress=progress)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as scratch:
+        learnt = write_learnt(tuned, Path(scratch) / "student.qat-fp32.onnx")
+        exclude = (first_conv_node(learnt),) if tuned.fp32_layers else ()  # FP32 in QAT, FP32 in the file
+        quantizer = replace(settings.quantize, exclude=exclude)
+        quantized = quantize(learnt, quantizer, out=Path(scratch) / path.name, data_dir=tuned.data_dir, force=True)
+        parity = check_parity(
+            tuned.model,
+            quantized.path,
+            parity_images(tuned.dataset),
+            atol=float("inf"),
+            min_agreement=QAT_MIN_AGREEMENT,
+        )
+        card = OnnxModel(quantized.path).card
+        qat = {**card.quantization, "mode": "qat", "qat_epochs": settings.epochs}
+        write_card(quantized.path, replace(card, quantization=qat, fp32_test_accuracy=tuned.fp32_test_accuracy))
+        quantized.path.replace(path)
+    return QATResult(
+        path=path,
+        fp32_test_accuracy=tuned.fp32_test_accuracy,
+        qat_test_accuracy=tuned.qat_test_accuracy,
+        onnx_test_accuracy=quantized.int8_test_accuracy,
+        top1_agreement=parity.top1_agreement,
+        fp32_layers=quantized.excluded_nodes,
+        latency=quantized.latency,
+        seconds=time.perf_counter() - started,
+    )

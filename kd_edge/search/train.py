@@ -1,0 +1,48 @@
+"""Training the search's candidates: distilled from its teacher, a rung at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from kd_edge.settings.data import DataSettings
+from kd_edge.settings.search import SearchSettings
+from kd_edge.settings.training import STUDENT, DistillSettings
+
+
+class CandidateTrainer:
+    """Distils a candidate from the search's teacher for some steps, continuing from its last rung's student;
+    the teacher's soft labels are computed once for all candidates."""
+
+    def __init__(self, config: SearchSettings, teacher, data: DataSettings, progress_factory: Callable | None = None):
+        self.config, self.teacher, self.data, self.progress_factory = config, str(teacher), data, progress_factory
+        self.soft_labels: dict = {}
+
+    def __call__(self, name: str, steps: int, run: Path, previous: str | None) -> dict:
+        from kd_edge.training.distill import distill
+
+        metrics_file = run / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if "student" not in metrics:  # not finished before: train (a finished rung is never retrained)
+            settings = DistillSettings(
+                data=self.data,
+                run=self.config.run,
+                student=replace(STUDENT, model=name, steps=steps),
+                init=str(Path(previous) / "student.pt") if previous else "scratch",
+            )
+            progress = self.progress_factory() if self.progress_factory else None
+            metrics = distill(
+                settings,
+                run,
+                teachers=(self.teacher,),
+                force=True,
+                progress=progress,
+                soft_label_cache=self.soft_labels,
+            )
+        return {
+            "epochs": metrics["student"]["epochs"],
+            "val_accuracy": metrics["student"]["val_accuracy"],
+            "run": str(run),
+        }
