@@ -35,15 +35,15 @@ def easy_npz(tmp_path_factory):
 
 
 def train_teacher_run(out, easy_npz, model: str, epochs: int):
-    from kd_edge.config import DataConfig, RunConfig, TeacherConfig, TrainConfig
+    from kd_edge.settings import DataSettings, NetworkSettings, OptimSettings, TeacherSettings
     from kd_edge.training.distill import train_teacher
 
-    config = TeacherConfig(
-        data=DataConfig(dataset=f"npz:{easy_npz}"),
-        teacher=TrainConfig(model=model, epochs=epochs, batch_size=32),
-        run=RunConfig(out=str(out)),
+    settings = TeacherSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}"),
+        teacher=NetworkSettings(model=model, epochs=epochs, steps=1),
+        optim=OptimSettings(batch_size=32),
     )
-    train_teacher(config)
+    train_teacher(settings, out)
     return out
 
 
@@ -64,11 +64,9 @@ def student_checkpoint(tmp_path_factory, easy_npz):
 
 @pytest.fixture(scope="session")
 def exported_student(tmp_path_factory, student_checkpoint):
-    from kd_edge.deploy.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import export_onnx
 
-    return export_onnx(
-        ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path_factory.mktemp("exported")))
-    ).path
+    return export_onnx(student_checkpoint, tmp_path_factory.mktemp("exported")).path
 
 
 @pytest.fixture

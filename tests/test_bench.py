@@ -17,6 +17,7 @@ from kd_edge.cli import app
 from kd_edge.errors import ConfigError
 from kd_edge.runtime import ModelCard, OnnxModel
 from kd_edge.runtime.bench import emulate
+from kd_edge.settings.parse import core_list, memory_bytes
 
 runner = CliRunner()
 QUICK = ["--runs", "20", "--rounds", "2", "--warmup", "2"]
@@ -241,8 +242,8 @@ def test_profile_projects_single_thread_latency_by_data_type(tmp_path, tiny):
 
 
 def test_int8_models_are_projected_with_int8_throughput():
-    from kd_edge.runtime.bench.harness import projection
     from kd_edge.runtime.bench.profiles import get_profile
+    from kd_edge.runtime.bench.projection import projection
 
     host = {"fp32": 60.0, "int8": 240.0}
     fp32 = projection(1.0, 1, "fp32", get_profile("rpi5"), host)
@@ -256,7 +257,7 @@ def test_int8_models_are_projected_with_int8_throughput():
 def test_host_kernels_compute_matrix_products():
     import onnxruntime as ort
 
-    from kd_edge.runtime.bench.harness import KERNELS
+    from kd_edge.runtime.bench.projection import KERNELS
 
     rng = np.random.default_rng(0)
     # Operands below half range: AVX2's u8 x s8 kernel saturates 16-bit pair sums of full-range values.
@@ -279,7 +280,7 @@ def test_drone_loop_reports_deadlines(tmp_path, tiny):
 
 
 def test_drone_loop_counts_missed_deadlines():
-    from kd_edge.runtime.bench.harness import drone_loop
+    from kd_edge.runtime.bench.measure import drone_loop
 
     class Slow:  # takes 3 ms per frame against a 1 ms period
         def preprocess(self, images):
@@ -321,7 +322,8 @@ def test_models_of_the_same_name_are_labelled_apart(tmp_path, tiny):
 
 
 def test_stability_flag_speaks_about_repeatability():
-    from kd_edge.runtime.bench.harness import Reading, summarize
+    from kd_edge.runtime.bench.harness import summarize
+    from kd_edge.runtime.bench.measure import Reading
     from kd_edge.runtime.bench.profiles import get_profile
 
     def reading(median_ms):
@@ -436,23 +438,22 @@ def test_bench_dataset_measures_accuracy_on_its_test_split(tmp_path, easy_npz, e
         ("300000k", 300000 << 10),
         ("4096", 4096),
         ("64MiB", 64 << 20),
-        (None, None),
     ],
 )
 def test_parse_memory(text, expected):
-    assert emulate.parse_memory(text) == expected
+    assert memory_bytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["lots", "12T", "-5M", ""])
 def test_parse_memory_refuses_what_is_not_a_size(text):
     with pytest.raises(ConfigError, match="give a size such as 512M"):
-        emulate.parse_memory(text)
+        memory_bytes(text)
 
 
 def test_parse_cores():
-    assert emulate.parse_cores("1,0, 1") == (0, 1) and emulate.parse_cores(None) is None
+    assert core_list("1,0, 1") == (0, 1)
     with pytest.raises(ConfigError, match="core numbers separated by commas"):
-        emulate.parse_cores("0-3")
+        core_list("0-3")
 
 
 def test_bench_options_are_validated_before_any_process_starts(tiny):

@@ -10,28 +10,28 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kd_edge.deploy import bundle as bundle_stage
-from kd_edge.deploy.bundle import BundleConfig, choose_form, write_bundle
 from kd_edge.cli import app
+from kd_edge.deploy import bundle as bundle_stage
+from kd_edge.deploy.bundle import choose_form, write_bundle
 from kd_edge.errors import BundleError, OutputError
 from kd_edge.runtime import OnnxModel
 from kd_edge.runtime.bundle_files import open_bundle
+from kd_edge.settings import BundleSettings
 
 
 @pytest.fixture(scope="module")
 def int8_student(tmp_path_factory, exported_student):
-    from kd_edge.deploy.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import quantize
+    from kd_edge.settings import QuantizeSettings
 
     out = tmp_path_factory.mktemp("int8") / "student.int8.onnx"
-    config = QuantizeConfig(
-        model=str(exported_student), out=str(out), calibration_size=60, optimize_latency=False, compare_latency=False
-    )
-    return quantize(config).path
+    settings = QuantizeSettings(calibration_size=60, optimize_latency=False, compare_latency=False)
+    return quantize(exported_student, settings, out=out).path
 
 
 @pytest.fixture
 def fp32_bundle(tmp_path, exported_student):
-    return write_bundle(BundleConfig(out=str(tmp_path / "bundle"), samples=9), fp32=exported_student, int8=None)
+    return write_bundle(tmp_path / "bundle", BundleSettings(samples=9), fp32=exported_student, int8=None)
 
 
 def test_fp32_bundle_round_trip(fp32_bundle, exported_student):
@@ -64,7 +64,7 @@ def test_fp32_bundle_round_trip(fp32_bundle, exported_student):
 def test_bundle_with_both_forms_ships_int8_only_when_not_slower(tmp_path, exported_student, int8_student, monkeypatch):
     timings = {"fp32": {"t1_b1": 0.10, "t1_b64": 2.0}, "int8": {"t1_b1": 0.09, "t1_b64": 1.2}}
     monkeypatch.setattr(bundle_stage, "compare_plain_sessions", lambda *args: timings)
-    result = write_bundle(BundleConfig(out=str(tmp_path / "b"), samples=30), fp32=exported_student, int8=int8_student)
+    result = write_bundle(tmp_path / "b", BundleSettings(samples=30), fp32=exported_student, int8=int8_student)
     assert result.form == "int8" and "not slower" in result.reason
     opened = open_bundle(result.folder)
     assert set(opened.forms()) == {"int8", "fp32"} and opened.forms()["fp32"].name == "model.fp32.onnx"
@@ -151,10 +151,10 @@ def test_damaged_archive_is_a_clear_error(tmp_path, fp32_bundle):
 
 
 def test_existing_bundle_needs_force(fp32_bundle, exported_student):
-    config = BundleConfig(out=str(fp32_bundle.folder), samples=30)
+    settings = BundleSettings(samples=30)
     with pytest.raises(OutputError, match="--force"):
-        write_bundle(config, fp32=exported_student, int8=None)
-    write_bundle(BundleConfig(out=str(fp32_bundle.folder), samples=30, force=True), fp32=exported_student, int8=None)
+        write_bundle(fp32_bundle.folder, settings, fp32=exported_student, int8=None)
+    write_bundle(fp32_bundle.folder, settings, fp32=exported_student, int8=None, force=True)
 
 
 def test_bench_of_a_bundle_scores_its_samples(tmp_path, fp32_bundle):

@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.errors import CheckpointError
-from kd_edge.training.models import ModelSpec
 from kd_edge.runtime.card import DataRef, ModelCard
+from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
+from kd_edge.training.models import ModelSpec
 
 CARD = ModelCard(
     classes=("a", "b", "c"), input_shape=(1, 16, 16), mean=(0.2,), std=(0.3,), data=DataRef(dataset="toy"), model="cnn"

@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from kd_edge.training.checkpoint import load_checkpoint
 from kd_edge.data import load_dataset
+from kd_edge.training.checkpoint import load_checkpoint
 from kd_edge.training.fit import DeviceSplit, Normalizer, accuracy
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "kd_edge"]

@@ -10,13 +10,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kd_edge import models as registry
-from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.cli import app
+from kd_edge.deploy.export import export_onnx
 from kd_edge.errors import ExportError, ExportParityError, OutputError
-from kd_edge.deploy.export import EXPORTERS, ExportConfig, export_onnx
-from kd_edge.training.models import ModelSpec, list_models
 from kd_edge.runtime import DataRef, ModelCard, OnnxModel, read_card, read_onnx_metadata
+from kd_edge.settings import ExportSettings
+from kd_edge.settings.deploy import EXPORTERS
+from kd_edge.training import models as registry
+from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
+from kd_edge.training.models import ModelSpec, list_models
 from tests.conftest import easy_images
 
 
@@ -54,12 +56,12 @@ def torchscript_deprecated():
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name, exporter):
     path = checkpoint_for(tmp_path, rgb_npz, name, channels=3, size=32)
-    config = ExportConfig(source=str(path), out_dir=str(tmp_path / "out"), exporter=exporter)
+    config = (path, tmp_path / "out", ExportSettings(exporter=exporter))
     if exporter == "torchscript":
         with torchscript_deprecated():
-            result = export_onnx(config)
+            result = export_onnx(*config)
     else:
-        result = export_onnx(config)
+        result = export_onnx(*config)
     assert result.parity.top1_agreement == 1.0 and result.parity.max_abs_diff <= result.parity.atol
     proto = onnx.load(str(result.path))
     onnx.checker.check_model(proto, full_check=True)
@@ -69,7 +71,7 @@ def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name, exp
 
 
 def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
-    result = export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path / "out")))
+    result = export_onnx(student_checkpoint, tmp_path / "out")
     model = OnnxModel(result.path)
     torch_model = load_checkpoint(student_checkpoint).build_model().eval()
     images = np.random.default_rng(0).integers(0, 255, (8, 1, 16, 16), dtype=np.uint8)
@@ -82,7 +84,7 @@ def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
 
 def test_metadata_round_trip(tmp_path, student_checkpoint):
     checkpoint = load_checkpoint(student_checkpoint)
-    result = export_onnx(ExportConfig(source=str(student_checkpoint.parent), out_dir=str(tmp_path / "out")))
+    result = export_onnx(student_checkpoint.parent, tmp_path / "out")
     meta = read_onnx_metadata(result.path)
     # The contract other tools read (DESIGN.md), as plain JSON strings:
     assert json.loads(meta["kd_edge.classes"]) == list(checkpoint.card.classes) == ["a", "b", "c"]
@@ -124,14 +126,14 @@ def test_a_model_torch_export_cannot_capture_falls_back_to_torchscript(tmp_path,
     monkeypatch.setitem(registry._MODELS, "branchy", DataDependentBranch)
     path = checkpoint_for(tmp_path, easy_npz, "branchy")
     with torchscript_deprecated(), pytest.warns(torch.jit.TracerWarning, match="trace might not generalize"):
-        result = export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "out")))
+        result = export_onnx(path, tmp_path / "out")
     versions = read_card(result.path).versions
     assert versions["exporter"] == EXPORTERS["torchscript"] and versions["opset"] == 17
     assert "torch.export could not capture DataDependentBranch" in versions["exporter_fallback"]
     assert result.parity.top1_agreement == 1.0
     # Asked for by name, the dynamo exporter does not fall back: the error says why and what to do.
     with pytest.raises(ExportError, match="could not capture DataDependentBranch"):
-        export_onnx(ExportConfig(source=str(path), out_dir=str(tmp_path / "dynamo"), exporter="dynamo"))
+        export_onnx(path, tmp_path / "dynamo", ExportSettings(exporter="dynamo"))
     assert not any((tmp_path / "dynamo").iterdir())
 
 
@@ -180,25 +182,25 @@ def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monke
     """Both exporters capture one branch of `if x.shape[0] == 1` (torch.export assumes a dynamic size is not 1)."""
     monkeypatch.setitem(registry._MODELS, "trap", TracedBatchTrap)
     path = checkpoint_for(tmp_path, easy_npz, "trap")
-    config = ExportConfig(source=str(path), out_dir=str(tmp_path / "out"), exporter=exporter)
+    config = (path, tmp_path / "out", ExportSettings(exporter=exporter))
     traced = exporter == "torchscript"
     with (
         pytest.raises(ExportParityError, match="does not compute what the PyTorch model computes"),
         torchscript_deprecated() if traced else contextlib.nullcontext(),
         pytest.warns(torch.jit.TracerWarning, match="might not generalize") if traced else contextlib.nullcontext(),
     ):
-        export_onnx(config)
+        export_onnx(*config)
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_existing_output_needs_force(tmp_path, student_checkpoint):
     out = tmp_path / "out"
-    first = export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(out)))
+    first = export_onnx(student_checkpoint, out)
     before = first.path.read_bytes()
     with pytest.raises(OutputError, match="--force"):
-        export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(out)))
+        export_onnx(student_checkpoint, out)
     assert first.path.read_bytes() == before
-    export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(out), force=True))
+    export_onnx(student_checkpoint, out, force=True)
 
 
 def test_cli_export_of_a_run_folder(tmp_path, student_checkpoint):
@@ -218,13 +220,10 @@ def test_exports_are_named_after_their_run_so_they_do_not_collide(tmp_path, stud
     out = tmp_path / "exports"
     for run in ("a", "b"):
         shutil.copytree(student_checkpoint.parent, tmp_path / run)
-        assert export_onnx(ExportConfig(source=str(tmp_path / run), out_dir=str(out))).path == out / f"{run}.onnx"
+        assert export_onnx(tmp_path / run, out).path == out / f"{run}.onnx"
     shutil.copy(student_checkpoint, tmp_path / "a" / "teacher.pt")
-    assert (
-        export_onnx(ExportConfig(source=str(tmp_path / "a" / "teacher.pt"), out_dir=str(out))).path
-        == out / "a-teacher.onnx"
-    )
-    named = export_onnx(ExportConfig(source=str(tmp_path / "b"), out_dir=str(out), name="drone-v2")).path
+    assert export_onnx(tmp_path / "a" / "teacher.pt", out).path == out / "a-teacher.onnx"
+    named = export_onnx(tmp_path / "b", out, name="drone-v2").path
     assert named == out / "drone-v2.onnx" and sorted(p.name for p in out.glob("*.onnx")) == [
         "a-teacher.onnx",
         "a.onnx",

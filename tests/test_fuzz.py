@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
-from kd_edge.config import read_toml, teacher_mixing
 from kd_edge.data.sources import load_image_folder, load_npz_dataset, read_idx
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError, ModelCardError, ModelFileError
 from kd_edge.runtime.card import ModelCard
 from kd_edge.runtime.safety import check_model_file
+from kd_edge.settings.files import read_toml
 from kd_edge.settings.schedules import parse_schedule
+from kd_edge.settings.training import teacher_mixing
 
 # CI checks the same examples every run (a fresh search each run would make CI flaky); set
 # KD_EDGE_FUZZ_RANDOM=1 to search new ones (which is how the IDX example below was found).

@@ -8,27 +8,33 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from kd_edge.training import distill as distill_module
 from kd_edge.cli import app
-from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig, distill_config
 from kd_edge.errors import CheckpointError, ConfigError
-from kd_edge.training.losses import confidence_weights, ensemble_logits
+from kd_edge.settings import DataSettings, DistillSettings, KDSettings, NetworkSettings, OptimSettings, RunSettings
 from kd_edge.settings.schedules import Schedule, parse_schedule, scheduled_value
+from kd_edge.training import distill as distill_module
+from kd_edge.training import networks, teachers
+from kd_edge.training.device import build_seeded
+from kd_edge.training.losses import confidence_weights, ensemble_logits
 from tests.conftest import train_teacher_run
 
-TINY = dict(epochs=2, batch_size=32)
 
-
-def config_for(easy_npz, out, **changes) -> DistillConfig:
-    kd = changes.pop("kd", KDConfig())
-    return DistillConfig(
-        data=DataConfig(dataset=f"npz:{easy_npz}"),
-        teacher=TrainConfig(model="cnn-small", **TINY),
-        student=TrainConfig(model="cnn-tiny", **TINY),
-        kd=kd,
-        run=RunConfig(out=str(out), seed=3),
-        **changes,
+def settings_for(easy_npz, **changes) -> DistillSettings:
+    """Tiny networks, 2 epochs, batch 32, seed 3; ``changes`` replace any of it."""
+    return DistillSettings(
+        **{
+            "data": DataSettings(dataset=f"npz:{easy_npz}"),
+            "teacher": NetworkSettings(model="cnn-small", epochs=2, steps=1),
+            "student": NetworkSettings(model="cnn-tiny", epochs=2, steps=1),
+            "optim": OptimSettings(batch_size=32),
+            "run": RunSettings(seed=3),
+            **changes,
+        }
     )
+
+
+def run_distill(easy_npz, out, teachers=(), **changes) -> dict:
+    return distill_module.distill(settings_for(easy_npz, **changes), out, teachers=teachers)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +77,7 @@ def test_bad_schedules_say_what_to_write(text):
 
 def test_an_alpha_schedule_ending_outside_0_1_is_refused():
     with pytest.raises(ConfigError, match=r"alpha in \[0, 1\]"):
-        KDConfig(alpha_schedule="linear:1.5")
+        KDSettings(alpha_schedule="linear:1.5")
 
 
 def test_scheduled_values_are_in_force_each_epoch_and_recorded(tmp_path, easy_npz, teacher_run, monkeypatch):
@@ -88,10 +94,10 @@ def test_scheduled_values_are_in_force_each_epoch_and_recorded(tmp_path, easy_np
         return recording
 
     monkeypatch.setattr(distill_module, "kd_step", watching_kd_step)
-    kd = KDConfig(temperature=8.0, alpha=0.9, temperature_schedule="linear:2", alpha_schedule="step:0.1")
-    config = config_for(easy_npz, tmp_path / "run", kd=kd, teacher_paths=(str(teacher_run / "teacher.pt"),))
-    config = DistillConfig(**{**config.__dict__, "student": TrainConfig(model="cnn-tiny", epochs=3, batch_size=32)})
-    history = distill_module.distill(config)["student"]["history"]
+    kd = KDSettings(temperature=8.0, alpha=0.9, temperature_schedule="linear:2", alpha_schedule="step:0.1")
+    student = NetworkSettings(model="cnn-tiny", epochs=3, steps=1)
+    metrics = run_distill(easy_npz, tmp_path / "run", (str(teacher_run / "teacher.pt"),), kd=kd, student=student)
+    history = metrics["student"]["history"]
     # step: alpha switches once half of the 3 epochs is done, at the start of epoch 3
     assert [(h["temperature"], h["alpha"]) for h in history] == [(8.0, 0.9), (5.0, 0.9), (2.0, 0.1)]
     steps = len(seen) // 3
@@ -126,17 +132,16 @@ def test_multi_teacher_reports_each_teacher_and_the_ensemble(
     tmp_path, easy_npz, teacher_run, second_teacher, weighting, monkeypatch
 ):
     calls = []
-    original = distill_module.load_teacher
+    original = teachers.load_teacher
 
     def counting(*args):
         teacher, view, info = original(*args)
         teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
         return teacher, view, info
 
-    monkeypatch.setattr(distill_module, "load_teacher", counting)
+    monkeypatch.setattr(teachers, "load_teacher", counting)
     paths = (str(teacher_run / "teacher.pt"), str(second_teacher))
-    config = config_for(easy_npz, tmp_path / "run", mode="multi", teacher_paths=paths, teacher_weights=weighting)
-    metrics = distill_module.distill(config)
+    metrics = run_distill(easy_npz, tmp_path / "run", paths, mode="multi", teacher_weights=weighting)
     teacher = metrics["teacher"]
     assert [m["model"] for m in teacher["members"]] == ["cnn-small", "cnn-tiny"]
     assert teacher["model"] == "ensemble of cnn-small, cnn-tiny" and 0.0 <= teacher["test_accuracy"] <= 1.0
@@ -151,11 +156,12 @@ def test_multi_teacher_reports_each_teacher_and_the_ensemble(
 def test_multi_teacher_errors_name_the_problem(tmp_path, easy_npz, teacher_run):
     one = (str(teacher_run / "teacher.pt"),)
     with pytest.raises(ConfigError, match="two or more"):
-        config_for(easy_npz, tmp_path / "a", mode="multi", teacher_paths=one)
+        run_distill(easy_npz, tmp_path / "a", one, mode="multi")
     with pytest.raises(ConfigError, match="--mode multi"):
-        config_for(easy_npz, tmp_path / "b", teacher_paths=one * 2)
+        run_distill(easy_npz, tmp_path / "b", one * 2)
     with pytest.raises(ConfigError, match="2 weights for 3 teachers"):
-        config_for(easy_npz, tmp_path / "c", mode="multi", teacher_paths=one * 3, teacher_weights="1,2")
+        run_distill(easy_npz, tmp_path / "c", one * 3, mode="multi", teacher_weights="1,2")
+    assert not any((tmp_path / name).exists() for name in "abc")  # refused before any output
 
 
 def test_a_teacher_for_other_classes_is_refused_among_several(tmp_path, easy_npz, teacher_run):
@@ -167,11 +173,8 @@ def test_a_teacher_for_other_classes_is_refused_among_several(tmp_path, easy_npz
     other = tmp_path / "four.npz"
     np.savez(other, images=images[:, 0], labels=labels)
     foreign = train_teacher_run(tmp_path / "foreign", other, "cnn-small", epochs=3) / "teacher.pt"
-    config = config_for(
-        easy_npz, tmp_path / "run", mode="multi", teacher_paths=(str(teacher_run / "teacher.pt"), str(foreign))
-    )
     with pytest.raises(CheckpointError, match="classes"):
-        distill_module.distill(config)
+        run_distill(easy_npz, tmp_path / "run", (str(teacher_run / "teacher.pt"), str(foreign)), mode="multi")
     assert not (tmp_path / "run").exists()
 
 
@@ -179,7 +182,7 @@ def test_a_teacher_for_other_classes_is_refused_among_several(tmp_path, easy_npz
 
 
 def test_online_mode_trains_both_networks_from_each_other(tmp_path, easy_npz):
-    metrics = distill_module.distill(config_for(easy_npz, tmp_path / "run", mode="online"))
+    metrics = run_distill(easy_npz, tmp_path / "run", mode="online")
     for name in ("teacher", "student"):
         info = metrics[name]
         assert (tmp_path / "run" / f"{name}.pt").is_file() and 0.0 <= info["test_accuracy"] <= 1.0
@@ -189,13 +192,13 @@ def test_online_mode_trains_both_networks_from_each_other(tmp_path, easy_npz):
     from kd_edge.training.checkpoint import load_checkpoint
 
     teacher = load_checkpoint(tmp_path / "run" / "teacher.pt")
-    fresh = distill_module.build_seeded(teacher.spec, seed=3)
+    fresh = build_seeded(teacher.spec, seed=3)
     assert not all(torch.equal(teacher.state_dict[k], v) for k, v in fresh.state_dict().items())
 
 
 def test_online_mode_refuses_a_given_teacher(tmp_path, easy_npz, teacher_run):
     with pytest.raises(ConfigError, match="from scratch"):
-        config_for(easy_npz, tmp_path / "run", mode="online", teacher_paths=(str(teacher_run / "teacher.pt"),))
+        run_distill(easy_npz, tmp_path / "run", (str(teacher_run / "teacher.pt"),), mode="online")
 
 
 # --- initialisation and paired starts --------------------------------------------------------------------
@@ -204,22 +207,22 @@ def test_online_mode_refuses_a_given_teacher(tmp_path, easy_npz, teacher_run):
 def starting_weights(monkeypatch):
     """Capture the student's weights and the seed as fit receives them."""
     captured = []
-    original = distill_module.fit
+    original = networks.fit
 
-    def recording_fit(model, *args, **kwargs):
-        captured.append(({k: v.clone() for k, v in model.state_dict().items()}, kwargs["seed"]))
-        return original(model, *args, **kwargs)
+    def recording_fit(plan, hooks=None):
+        captured.append(({k: v.clone() for k, v in plan.model.state_dict().items()}, plan.seed))
+        return original(plan, hooks)
 
-    monkeypatch.setattr(distill_module, "fit", recording_fit)
+    monkeypatch.setattr(networks, "fit", recording_fit)
     return captured
 
 
 def test_distilled_and_alone_runs_start_identically(tmp_path, easy_npz, teacher_run, monkeypatch):
     captured = starting_weights(monkeypatch)
     teacher = (str(teacher_run / "teacher.pt"),)
-    distill_module.distill(config_for(easy_npz, tmp_path / "kd", teacher_paths=teacher))
-    distill_module.distill(config_for(easy_npz, tmp_path / "alone", kd=KDConfig(alpha=1.0)))
-    distill_module.distill(config_for(easy_npz, tmp_path / "online", mode="online"))
+    run_distill(easy_npz, tmp_path / "kd", teacher)
+    run_distill(easy_npz, tmp_path / "alone", kd=KDSettings(alpha=1.0))
+    run_distill(easy_npz, tmp_path / "online", mode="online")
     (kd_state, kd_seed), (alone_state, alone_seed), (pair_state, pair_seed) = captured
     assert kd_seed == alone_seed == pair_seed  # same data order
     assert all(torch.equal(kd_state[k], alone_state[k]) for k in kd_state)
@@ -230,8 +233,7 @@ def test_init_from_a_checkpoint_of_the_same_architecture_loads_everything(
     tmp_path, easy_npz, student_checkpoint, monkeypatch
 ):
     captured = starting_weights(monkeypatch)
-    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(student_checkpoint))
-    metrics = distill_module.distill(config)
+    metrics = run_distill(easy_npz, tmp_path / "run", kd=KDSettings(alpha=1.0), init=str(student_checkpoint))
     report = metrics["student"]["init"]
     source = torch.load(student_checkpoint, weights_only=True)["state_dict"]
     assert sorted(report["loaded"]) == sorted(source) and not report["shape_mismatch"]
@@ -241,8 +243,8 @@ def test_init_from_a_checkpoint_of_the_same_architecture_loads_everything(
 
 def test_partial_init_from_a_larger_teacher_reports_what_was_not_loaded(tmp_path, easy_npz, teacher_run):
     """cnn-small's tensors go into cnn-tiny where name and shape agree; the rest stay as initialised."""
-    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(teacher_run / "teacher.pt"))
-    report = distill_module.distill(config)["student"]["init"]
+    init = str(teacher_run / "teacher.pt")
+    report = run_distill(easy_npz, tmp_path / "run", kd=KDSettings(alpha=1.0), init=init)["student"]["init"]
     assert report["shape_mismatch"]  # wider layers of the teacher
     assert set(report["loaded"]).isdisjoint(report["shape_mismatch"])
     assert report["source"] == str(teacher_run / "teacher.pt")
@@ -253,16 +255,15 @@ def test_init_from_a_plain_state_dict_file(tmp_path, easy_npz, student_checkpoin
     state = torch.load(student_checkpoint, weights_only=True)["state_dict"]
     plain = tmp_path / "weights.pth"
     torch.save(state, plain)
-    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(plain))
-    assert sorted(distill_module.distill(config)["student"]["init"]["loaded"]) == sorted(state)
+    metrics = run_distill(easy_npz, tmp_path / "run", kd=KDSettings(alpha=1.0), init=str(plain))
+    assert sorted(metrics["student"]["init"]["loaded"]) == sorted(state)
 
 
 def test_init_with_nothing_matching_is_refused_before_training(tmp_path, easy_npz):
     unrelated = tmp_path / "unrelated.pth"
     torch.save({"encoder.weight": torch.zeros(3, 3)}, unrelated)
-    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0), init=str(unrelated))
     with pytest.raises(CheckpointError, match="none of its 1 tensors"):
-        distill_module.distill(config)
+        run_distill(easy_npz, tmp_path / "run", kd=KDSettings(alpha=1.0), init=str(unrelated))
     assert not (tmp_path / "run").exists()
 
 
@@ -270,17 +271,17 @@ def test_init_with_nothing_matching_is_refused_before_training(tmp_path, easy_np
 
 
 def test_the_default_budget_depends_on_the_dataset_size():
-    recipe = distill_config(dataset="mnist-5k")
-    assert recipe.teacher.planned_epochs(54_000) == 2 and recipe.student.planned_epochs(54_000) == 3  # Fashion-MNIST
-    assert recipe.teacher.planned_epochs(4_000) == 17 and recipe.student.planned_epochs(4_000) == 30  # mnist-5k
-    assert recipe.student.planned_epochs(10) == 200  # capped
-    assert distill_config(epochs=4).student.planned_epochs(4_000) == 4  # --epochs wins
+    recipe = DistillSettings()
+    teacher, student, batch = recipe.teacher, recipe.student, recipe.optim.batch_size
+    assert teacher.planned_epochs(54_000, batch) == 2 and student.planned_epochs(54_000, batch) == 3  # Fashion-MNIST
+    assert teacher.planned_epochs(4_000, batch) == 17 and student.planned_epochs(4_000, batch) == 30  # mnist-5k
+    assert student.planned_epochs(10, batch) == 200  # capped
+    assert NetworkSettings(model="cnn-small", epochs=4, steps=450).planned_epochs(4_000, batch) == 4  # --epochs wins
 
 
 def test_planned_epochs_are_written_to_the_run_config(tmp_path, easy_npz):
-    config = config_for(easy_npz, tmp_path / "run", kd=KDConfig(alpha=1.0))
-    config = DistillConfig(**{**config.__dict__, "student": TrainConfig(model="cnn-tiny", steps=8, batch_size=32)})
-    metrics = distill_module.distill(config)
+    student = NetworkSettings(model="cnn-tiny", steps=8)
+    metrics = run_distill(easy_npz, tmp_path / "run", kd=KDSettings(alpha=1.0), student=student)
     assert metrics["student"]["epochs"] == 2  # 144 training images: 4 steps an epoch
     assert json.loads((tmp_path / "run" / "config.json").read_text())["student"]["epochs"] == 2
 
@@ -315,9 +316,9 @@ def test_sweep_resumes_without_rerunning_finished_cells(tmp_path, easy_npz, monk
     runs = []
     original = distill_module.distill
 
-    def counting(config, progress=None):
-        runs.append(config)
-        return original(config)
+    def counting(settings, out, **kwargs):
+        runs.append(settings)
+        return original(settings, out, **kwargs)
 
     monkeypatch.setattr(distill_module, "distill", counting)
     first = CliRunner().invoke(app, args)
@@ -343,7 +344,6 @@ def test_qat_fine_tunes_against_the_teachers_the_run_used(tmp_path, easy_npz, te
     from kd_edge.training.soft_labels import teachers_of_run
 
     paths = (str(teacher_run / "teacher.pt"), str(second_teacher))
-    config = config_for(easy_npz, tmp_path / "run", mode="multi", teacher_paths=paths, teacher_weights="3,1")
-    distill_module.distill(config)
+    run_distill(easy_npz, tmp_path / "run", paths, mode="multi", teacher_weights="3,1")
     teachers = teachers_of_run(tmp_path / "run", load_checkpoint(tmp_path / "run" / "student.pt"), torch.device("cpu"))
     assert len(teachers.models) == 2 and teachers.weighting == pytest.approx((0.75, 0.25))

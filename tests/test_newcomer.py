@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from kd_edge import train
 from kd_edge.cli import app
+from kd_edge.training import fit as train
 
 runner = CliRunner()
 
@@ -26,12 +26,12 @@ def counted_fits(monkeypatch):
     calls = []
     real = train.fit
 
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("stage"))
-        return real(*args, **kwargs)
+    def counting(plan, hooks=None):
+        calls.append(plan.stage)
+        return real(plan, hooks)
 
     monkeypatch.setattr(train, "fit", counting)
-    monkeypatch.setattr("kd_edge.distill.fit", counting)
+    monkeypatch.setattr("kd_edge.training.networks.fit", counting)
     return calls
 
 
@@ -115,14 +115,15 @@ def test_a_folder_with_a_finished_teacher_says_how_to_reuse_it(tmp_path, easy_np
 
 def test_no_step_of_export_and_quantization_is_silent_for_long(tmp_path, student_checkpoint):
     """Every long step announces itself: the gaps between messages (and to the start and end) stay short."""
-    from kd_edge.deploy.export import ExportConfig, export_onnx
+    from kd_edge.deploy.export import export_onnx
+    from kd_edge.deploy.quantize import quantize
     from kd_edge.log import steps_shown
-    from kd_edge.deploy.quantize import QuantizeConfig, quantize
+    from kd_edge.settings import QuantizeSettings
 
     times, messages = [time.perf_counter()], []
     with steps_shown(lambda message: (times.append(time.perf_counter()), messages.append(message))):
-        exported = export_onnx(ExportConfig(source=str(student_checkpoint), out_dir=str(tmp_path)))
-        quantize(QuantizeConfig(model=str(exported.path), calibration_size=60, compare_latency=True))
+        exported = export_onnx(student_checkpoint, tmp_path)
+        quantize(exported.path, QuantizeSettings(calibration_size=60, compare_latency=True))
     times.append(time.perf_counter())
     gaps = np.diff(times)
     assert max(gaps) < 3.0, list(zip(messages, gaps[1:], strict=False))

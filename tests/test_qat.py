@@ -9,8 +9,12 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 from kd_edge.errors import CheckpointError, OutputError
-from kd_edge.deploy.qat import QATConfig, quantization_aware_training
+from kd_edge.pipeline.chains import qat_to_int8
 from kd_edge.runtime import read_onnx_metadata
+from kd_edge.settings import QATSettings, QuantizeSettings
+
+# One epoch at batch 32, no latency search and no timing: what these tests check is the model.
+QUICK = QATSettings(epochs=1, batch_size=32, quantize=QuantizeSettings(optimize_latency=False, compare_latency=False))
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +44,7 @@ def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_ru
     from kd_edge.data import load_data
     from kd_edge.runtime import OnnxModel
 
-    config = QATConfig(
-        run_dir=str(distilled_run),
-        out_dir=str(tmp_path / "exports"),
-        epochs=1,
-        batch_size=32,
-        optimize_latency=False,
-        compare_latency=False,
-    )
-    result = quantization_aware_training(config)
+    result = qat_to_int8(distilled_run, tmp_path / "exports", QUICK)
     graph = onnx.load(str(result.path)).graph
     ops = [node.op_type for node in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -70,13 +66,13 @@ def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_ru
     )
     assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and "kd_edge.calibration" in meta
     with pytest.raises(OutputError, match="--force"):
-        quantization_aware_training(config)
+        qat_to_int8(distilled_run, tmp_path / "exports", QUICK)
 
 
 def trained_qat_model(distilled_run, steps=3):
     """A QAT model of the distilled student after a few optimiser steps on random data, in eval mode."""
-    from kd_edge.training.checkpoint import load_checkpoint
     from kd_edge.deploy.qat import prepare_for_qat
+    from kd_edge.training.checkpoint import load_checkpoint
 
     model, folded, fp32_layers = prepare_for_qat(
         load_checkpoint(distilled_run / "student.pt").build_model(), (1, 16, 16)
@@ -166,16 +162,7 @@ def test_qat_finds_a_teacher_given_with_dash_dash_teacher(tmp_path, easy_npz, di
     )
     assert result.exit_code == 0, result.output
     assert not (out / "teacher.pt").exists()
-    qat = quantization_aware_training(
-        QATConfig(
-            run_dir=str(out),
-            out_dir=str(tmp_path / "q"),
-            epochs=1,
-            batch_size=32,
-            optimize_latency=False,
-            compare_latency=False,
-        )
-    )
+    qat = qat_to_int8(out, tmp_path / "q", QUICK)
     assert qat.path.is_file()
 
 
@@ -201,16 +188,7 @@ def test_qat_of_a_student_trained_alone_needs_no_teacher(tmp_path, easy_npz):
     )
     assert result.exit_code == 0, result.output
     assert not (out / "teacher.pt").exists()
-    qat = quantization_aware_training(
-        QATConfig(
-            run_dir=str(out),
-            out_dir=str(tmp_path / "q"),
-            epochs=1,
-            batch_size=32,
-            optimize_latency=False,
-            compare_latency=False,
-        )
-    )
+    qat = qat_to_int8(out, tmp_path / "q", QUICK)
     assert qat.path.is_file() and qat.top1_agreement >= 0.99
 
 
@@ -220,11 +198,7 @@ def test_qat_refuses_a_run_whose_teacher_is_gone(tmp_path, distilled_run):
     run = shutil.copytree(distilled_run, tmp_path / "run")
     (run / "teacher.pt").unlink()
     with pytest.raises(CheckpointError, match="is missing; fine-tuning keeps the teacher's soft labels"):
-        quantization_aware_training(
-            QATConfig(
-                run_dir=str(run), out_dir=str(tmp_path / "q"), epochs=1, optimize_latency=False, compare_latency=False
-            )
-        )
+        qat_to_int8(run, tmp_path / "q", QUICK)
     assert not (tmp_path / "q" / "run.qat.onnx").exists()
 
 
@@ -237,4 +211,4 @@ def test_qat_refuses_a_teacher_replaced_since_distillation(tmp_path, distilled_r
     teacher["metrics"]["note"] = "retrained later"
     torch.save(teacher, run / "teacher.pt")
     with pytest.raises(CheckpointError, match="not the ones its student learnt from"):
-        quantization_aware_training(QATConfig(run_dir=str(run), out_dir=str(tmp_path / "q"), epochs=1))
+        qat_to_int8(run, tmp_path / "q", QATSettings(epochs=1))

@@ -8,19 +8,23 @@ import pytest
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
+from kd_edge.deploy.quantize import quantize
 from kd_edge.errors import DatasetError, ModelFileError, OutputError, QuantizationError
-from kd_edge.deploy.quantize import QuantizeConfig, quantize
 from kd_edge.runtime import OnnxModel, read_onnx_metadata
+from kd_edge.settings import QuantizeSettings
+
+INPUTS = ("out", "calibration", "data_dir", "force")
 
 
 def quick(model, **changes):
-    return QuantizeConfig(
-        model=str(model), **{"calibration_size": 60, "optimize_latency": False, "compare_latency": False, **changes}
-    )
+    """Quantize ``model`` quickly: 60 calibration images, no timing; ``changes`` are settings or inputs."""
+    inputs = {name: changes.pop(name) for name in INPUTS if name in changes}
+    settings = {"calibration_size": 60, "optimize_latency": False, "compare_latency": False, **changes}
+    return quantize(model, QuantizeSettings(**settings), **inputs)
 
 
 def test_static_int8_within_budget(fp32_model):
-    result = quantize(quick(fp32_model))
+    result = quick(fp32_model)
     assert result.path == fp32_model.with_name("run.int8.onnx")
     assert result.val_drop_points <= 0.5  # the budget is kept on validation
     model = OnnxModel(result.path)  # loads, and still describes its input
@@ -32,7 +36,7 @@ def test_static_int8_within_budget(fp32_model):
 
 
 def test_latency_search_is_measured_and_recorded(fp32_model):
-    result = quantize(quick(fp32_model, optimize_latency=True))
+    result = quick(fp32_model, optimize_latency=True)
     tried = result.latency_search
     assert tried[0]["fp32_nodes"] == []  # it starts from every node in INT8
     assert all(entry["batch1"] > 0 and entry["batch64"] > 0 and entry["score"] > 0 for entry in tried)
@@ -56,13 +60,13 @@ def test_int8_with_an_fp32_first_conv_keeps_its_max_pool_in_fp32_in_a_plain_sess
     from kd_edge.deploy import quantize as module
 
     first_conv = next(n.name for n in onnx.load(str(fp32_model)).graph.node if n.op_type == "Conv")
-    result = quantize(quick(fp32_model, exclude=(first_conv,), out=str(tmp_path / "arranged.onnx")))
+    result = quick(fp32_model, exclude=(first_conv,), out=str(tmp_path / "arranged.onnx"))
     ops = ops_after_plain_session_optimisation(result.path, tmp_path)
     # ONNX Runtime's INT8 max-pool in NCHW (a MaxPool fed by a QuantizeLinear) is the slow one.
     assert ("MaxPool", "QuantizeLinear") not in ops and any(op == "QLinearConv" for op, _ in ops)
     # Without the rearrangement the default session builds exactly that slow node: the check can fail.
     monkeypatch.setattr(module, "pool_before_relu", lambda model, fp32_nodes: model)
-    trap = quantize(quick(fp32_model, exclude=(first_conv,), out=str(tmp_path / "trap.onnx")))
+    trap = quick(fp32_model, exclude=(first_conv,), out=str(tmp_path / "trap.onnx"))
     assert ("MaxPool", "QuantizeLinear") in ops_after_plain_session_optimisation(trap.path, tmp_path)
 
 
@@ -102,7 +106,7 @@ def test_pool_before_relu_computes_the_same_values():
 
 
 def test_calibration_is_recorded_in_the_model(fp32_model):
-    result = quantize(quick(fp32_model, method="entropy"))
+    result = quick(fp32_model, method="entropy")
     meta = read_onnx_metadata(result.path)
     calibration = json.loads(meta["kd_edge.calibration"])
     assert calibration["split"] == "val" and calibration["method"] == "entropy"
@@ -118,22 +122,20 @@ def test_histogram_calibration_with_uneven_sample_count(fp32_model, tmp_path, me
 
     images, labels = easy_images(250)  # a validation split of 75: not a multiple of the batch
     np.savez(tmp_path / "more.npz", images=images, labels=labels)
-    result = quantize(
-        quick(
-            fp32_model,
-            method=method,
-            calibration=f"npz:{tmp_path / 'more.npz'}",
-            calibration_size=75,
-            out=str(tmp_path / f"{method}.onnx"),
-        )
+    result = quick(
+        fp32_model,
+        method=method,
+        calibration=f"npz:{tmp_path / 'more.npz'}",
+        calibration_size=75,
+        out=str(tmp_path / f"{method}.onnx"),
     )
     assert result.calibration["size"] == 75 and result.int8_test_accuracy > 0.9
 
 
 def test_qoperator_and_dynamic_formats(fp32_model, tmp_path):
-    qop = quantize(quick(fp32_model, format="qoperator", out=str(tmp_path / "qop.onnx")))
+    qop = quick(fp32_model, format="qoperator", out=str(tmp_path / "qop.onnx"))
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(qop.path)).graph.node}
-    dyn = quantize(quick(fp32_model, mode="dynamic", out=str(tmp_path / "dyn.onnx")))
+    dyn = quick(fp32_model, dynamic=True, out=str(tmp_path / "dyn.onnx"))
     assert OnnxModel(dyn.path).input_shape == (1, 16, 16)
 
 
@@ -177,7 +179,7 @@ def test_budget_with_every_node_already_excluded_is_a_clean_refusal(monkeypatch)
 
 def test_exclusion_keeps_named_nodes_in_fp32(fp32_model, tmp_path):
     conv = next(n.name for n in onnx.load(str(fp32_model)).graph.node if n.op_type == "Conv")
-    result = quantize(quick(fp32_model, exclude=(conv,), out=str(tmp_path / "ex.onnx")))
+    result = quick(fp32_model, exclude=(conv,), out=str(tmp_path / "ex.onnx"))
     assert conv in result.excluded_nodes
 
 
@@ -185,7 +187,7 @@ def test_not_an_onnx_file(tmp_path):
     bad = tmp_path / "model.onnx"
     bad.write_text("hello")
     with pytest.raises(ModelFileError, match=r"cannot load|not a well-formed ONNX file"):
-        quantize(quick(bad))
+        quick(bad)
 
 
 def test_model_without_metadata_is_refused(tmp_path, fp32_model):
@@ -196,24 +198,24 @@ def test_model_without_metadata_is_refused(tmp_path, fp32_model):
         ModelFileError,
         match=r"lacks kd_edge\.classes, kd_edge\.input_shape, kd_edge\.layout, kd_edge\.mean, kd_edge\.std",
     ):
-        quantize(quick(tmp_path / "bare.onnx"))
+        quick(tmp_path / "bare.onnx")
 
 
 def test_calibration_data_of_the_wrong_shape(fp32_model):
     with pytest.raises(DatasetError, match=r"input \[1, 28, 28\]"):
-        quantize(quick(fp32_model, calibration="mnist-5k"))
+        quick(fp32_model, calibration="mnist-5k")
 
 
 def test_calibration_set_too_small(fp32_model):
     with pytest.raises(QuantizationError, match="too small"):
-        quantize(QuantizeConfig(model=str(fp32_model), calibration_size=4))
+        quantize(fp32_model, QuantizeSettings(calibration_size=4))
 
 
 def test_existing_output_is_not_replaced(fp32_model):
-    first = quantize(quick(fp32_model))
+    first = quick(fp32_model)
     before = first.path.read_bytes()
     with pytest.raises(OutputError, match="--force"):
-        quantize(quick(fp32_model))
+        quick(fp32_model)
     assert first.path.read_bytes() == before
 
 
@@ -273,8 +275,8 @@ def test_weights_sit_on_the_7_bit_grid_unless_full_range_is_asked(fp32_model, tm
         graph = onnx.load(str(path)).graph
         return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
 
-    reduced = quantize(quick(fp32_model, out=str(tmp_path / "reduced.onnx")))
+    reduced = quick(fp32_model, out=str(tmp_path / "reduced.onnx"))
     assert max(int(abs(w).max()) for w in int8_weights(reduced.path)) == 64  # scale = max|w| / 64: no AVX2 saturation
     assert OnnxModel(reduced.path).card.quantization["weight_qmax"] == 64
-    full = quantize(quick(fp32_model, reduce_range=False, out=str(tmp_path / "full.onnx")))
+    full = quick(fp32_model, reduce_range=False, out=str(tmp_path / "full.onnx"))
     assert max(int(abs(w).max()) for w in int8_weights(full.path)) == 127

@@ -11,21 +11,27 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kd_edge.training import distill as distill_module
 from kd_edge import interrupt
 from kd_edge.cli import app
-from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig
 from kd_edge.errors import CheckpointError, ConfigError, TrainingInterrupted
+from kd_edge.settings import DataSettings, DistillSettings, KDSettings, NetworkSettings, OptimSettings, RunSettings
+from kd_edge.training import distill as distill_module
+from kd_edge.training import fit_state, networks
 
 
-def config_for(easy_npz, out, epochs=4, **run):
-    return DistillConfig(
-        data=DataConfig(dataset=f"npz:{easy_npz}", augment=True),  # augmentation: the generator matters mid-epoch
-        teacher=TrainConfig(model="cnn-tiny", epochs=3, batch_size=32),
-        student=TrainConfig(model="cnn-tiny", epochs=epochs, batch_size=32),
-        kd=KDConfig(temperature_schedule="linear:2"),
-        run=RunConfig(out=str(out), seed=5, deterministic=True, **run),
+def settings_for(easy_npz, epochs=4, kd=None) -> DistillSettings:
+    return DistillSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}", augment=True),  # augmentation: the generator matters mid-epoch
+        teacher=NetworkSettings(model="cnn-tiny", epochs=3, steps=1),
+        student=NetworkSettings(model="cnn-tiny", epochs=epochs, steps=1),
+        optim=OptimSettings(batch_size=32),
+        kd=kd or KDSettings(temperature_schedule="linear:2"),
+        run=RunSettings(seed=5, deterministic=True),
     )
+
+
+def run_distill(easy_npz, out, resume=False, **changes) -> dict:
+    return distill_module.distill(settings_for(easy_npz, **changes), out, resume=resume)
 
 
 def student_weights(run_dir):
@@ -43,21 +49,19 @@ def same_training(a: dict, b: dict) -> bool:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, easy_npz):
     out = tmp_path_factory.mktemp("straight") / "run"
-    return out, distill_module.distill(config_for(easy_npz, out))
+    return out, run_distill(easy_npz, out)
 
 
 def stop_at(monkeypatch, stage: str, epoch: int, step: int):
     """Make training see a SIGTERM after the given step, as the command line's handler would record it."""
-    from kd_edge.training import fit as train
-
-    original = train.TrainingLoop.after_step
+    original = fit_state.FitState.after_step
 
     def after_step(loop, steps_done, totals):
         if loop.stage == stage and loop.epoch == epoch and steps_done == step:
             monkeypatch.setattr(interrupt, "_requested", signal.SIGTERM)
         return original(loop, steps_done, totals)
 
-    monkeypatch.setattr(train.TrainingLoop, "after_step", after_step)
+    monkeypatch.setattr(fit_state.FitState, "after_step", after_step)
 
 
 @pytest.mark.parametrize("stage, epoch, step", [("student", 2, 2), ("student", 3, 4), ("teacher", 2, 1)])
@@ -68,11 +72,11 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_result(
     out = tmp_path / "run"
     stop_at(monkeypatch, stage, epoch, step)
     with pytest.raises(TrainingInterrupted, match="--resume") as stopped:
-        distill_module.distill(config_for(easy_npz, out))
+        run_distill(easy_npz, out)
     assert stopped.value.signum == signal.SIGTERM and (out / f"{stage}.state.pt").is_file()
     monkeypatch.setattr(interrupt, "_requested", None)
     monkeypatch.undo()
-    resumed = distill_module.distill(config_for(easy_npz, out, resume=True))
+    resumed = run_distill(easy_npz, out, resume=True)
     assert same_training(resumed, straight)
     assert all(torch.equal(v, student_weights(straight_dir)[k]) for k, v in student_weights(out).items())
     assert not list(out.glob("*.state*.pt"))  # removed once the stage is done
@@ -83,13 +87,13 @@ def test_a_finished_teacher_is_not_trained_again(tmp_path, easy_npz, monkeypatch
     out = tmp_path / "run"
     stop_at(monkeypatch, "student", 1, 2)
     with pytest.raises(TrainingInterrupted):
-        distill_module.distill(config_for(easy_npz, out))
+        run_distill(easy_npz, out)
     monkeypatch.setattr(interrupt, "_requested", None)
     monkeypatch.undo()
     stages = []
-    original = distill_module.fit
-    monkeypatch.setattr(distill_module, "fit", lambda *a, **k: stages.append(k["stage"]) or original(*a, **k))
-    distill_module.distill(config_for(easy_npz, out, resume=True))
+    original = networks.fit
+    monkeypatch.setattr(networks, "fit", lambda plan, hooks=None: stages.append(plan.stage) or original(plan, hooks))
+    run_distill(easy_npz, out, resume=True)
     assert stages == ["student"]
 
 
@@ -97,42 +101,38 @@ def test_resuming_with_other_settings_is_refused(tmp_path, easy_npz, monkeypatch
     out = tmp_path / "run"
     stop_at(monkeypatch, "student", 1, 2)
     with pytest.raises(TrainingInterrupted):
-        distill_module.distill(config_for(easy_npz, out))
+        run_distill(easy_npz, out)
     monkeypatch.setattr(interrupt, "_requested", None)
-    changed = config_for(easy_npz, out, resume=True)
-    changed = DistillConfig(**{**changed.__dict__, "kd": KDConfig(temperature=2.0)})
     with pytest.raises(ConfigError, match=r"kd.temperature: 4.0 then, 2.0 now"):
-        distill_module.distill(changed)
+        run_distill(easy_npz, out, resume=True, kd=KDSettings(temperature=2.0))
 
 
 def test_resuming_with_another_teacher_file_is_refused(tmp_path, easy_npz, monkeypatch):
     out = tmp_path / "run"
     stop_at(monkeypatch, "student", 2, 1)
     with pytest.raises(TrainingInterrupted):
-        distill_module.distill(config_for(easy_npz, out))
+        run_distill(easy_npz, out)
     monkeypatch.setattr(interrupt, "_requested", None)
     teacher = torch.load(out / "teacher.pt", weights_only=True)
     teacher["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in teacher["state_dict"].items()}
     torch.save(teacher, out / "teacher.pt")
     with pytest.raises(CheckpointError, match="not the teacher this run trained"):
-        distill_module.distill(config_for(easy_npz, out, resume=True))
+        run_distill(easy_npz, out, resume=True)
 
 
 def test_a_damaged_latest_state_falls_back_to_the_one_before(tmp_path, easy_npz, uninterrupted, monkeypatch, capsys):
-    from kd_edge.training import fit as train
-
-    monkeypatch.setattr(train, "STATE_INTERVAL_S", 0.0)  # a state after every step: latest and previous both exist
+    monkeypatch.setattr(fit_state, "STATE_INTERVAL_S", 0.0)  # a state after every step: latest and previous both exist
     out = tmp_path / "run"
     stop_at(monkeypatch, "student", 3, 3)
     with pytest.raises(TrainingInterrupted):
-        distill_module.distill(config_for(easy_npz, out))
+        run_distill(easy_npz, out)
     monkeypatch.setattr(interrupt, "_requested", None)
     monkeypatch.undo()
     latest = out / "student.state.pt"
     latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as a crash in the middle of a copy leaves it
     warnings = []
-    monkeypatch.setattr("kd_edge.checkpoint.step", warnings.append)
-    resumed = distill_module.distill(config_for(easy_npz, out, resume=True))
+    monkeypatch.setattr("kd_edge.training.checkpoint.step", warnings.append)
+    resumed = run_distill(easy_npz, out, resume=True)
     assert any("resuming from the state saved before it" in w for w in warnings)
     assert same_training(resumed, uninterrupted[1])
 
@@ -141,22 +141,22 @@ def test_damaged_state_and_nothing_before_it_is_an_error_not_a_fresh_start(tmp_p
     out = tmp_path / "run"
     stop_at(monkeypatch, "student", 1, 1)
     with pytest.raises(TrainingInterrupted):
-        distill_module.distill(config_for(easy_npz, out))
+        run_distill(easy_npz, out)
     monkeypatch.setattr(interrupt, "_requested", None)
     (out / "student.state.prev.pt").unlink(missing_ok=True)
     (out / "student.state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="damaged"):
-        distill_module.distill(config_for(easy_npz, out, resume=True))
+        run_distill(easy_npz, out, resume=True)
 
 
 def test_the_same_seed_gives_the_same_metrics(tmp_path, easy_npz, uninterrupted):
-    again = distill_module.distill(config_for(easy_npz, tmp_path / "again"))
+    again = run_distill(easy_npz, tmp_path / "again")
     assert same_training(again, uninterrupted[1])
 
 
 def test_resume_and_force_together_are_refused(tmp_path, easy_npz):
     with pytest.raises(ConfigError, match="pick one"):
-        config_for(easy_npz, tmp_path / "run", resume=True, force=True)
+        distill_module.distill(settings_for(easy_npz), tmp_path / "run", resume=True, force=True)
 
 
 # --- real signals, in a child process ---------------------------------------------------------------------

@@ -6,29 +6,23 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from kd_edge.training import distill as distill_module
 from kd_edge.cli import app
 from kd_edge.errors import ConfigError
-from kd_edge.search.search import (
-    Candidate,
-    SearchConfig,
-    keep_better_half,
-    measure_untrained,
-    pareto_front,
-    parse_quantity,
-    successive_halving,
-    within_budget,
-)
+from kd_edge.search.search import measure_untrained, successive_halving
+from kd_edge.search.space import Candidate, keep_better_half, pareto_front, within_budget
+from kd_edge.settings import SearchSettings
+from kd_edge.settings.parse import quantity
+from kd_edge.training import distill as distill_module
 
 
 def test_budgets_read_with_their_units():
-    assert parse_quantity("2ms", "time", "--latency-budget") == 2.0
-    assert parse_quantity("500us", "time", "--latency-budget") == 0.5
-    assert parse_quantity("64M", "memory", "--memory") == 64.0
-    assert parse_quantity("1G", "memory", "--memory") == 1024.0
-    assert parse_quantity("20m", "duration", "--time-limit") == 1200.0
+    assert quantity("time", "--latency-budget")("2ms") == 2.0
+    assert quantity("time", "--latency-budget")("500us") == 0.5
+    assert quantity("memory", "--memory")("64M") == 64.0
+    assert quantity("memory", "--memory")("1G") == 1024.0
+    assert quantity("duration", "--time-limit")("20m") == 1200.0
     with pytest.raises(ConfigError, match=r"e\.g\. 2ms or 500us"):
-        parse_quantity("2 parsecs", "time", "--latency-budget")
+        quantity("time", "--latency-budget")("2 parsecs")
 
 
 def test_pareto_front_of_a_hand_made_set():
@@ -45,7 +39,7 @@ def candidate(name, ms, int8_ms=None, parameters=1000, activations=4000):
 
 
 def test_the_latency_filter_uses_the_faster_form_and_the_memory_budget():
-    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, memory_mb=0.01)  # 10,485 bytes
+    config = SearchSettings(latency_budget_ms=1.0, memory_mb=0.01)  # 10,485 bytes
     assert within_budget(candidate("fp32 fits", 0.9), config)
     assert within_budget(candidate("int8 fits", 1.5, int8_ms=0.8, parameters=5000), config)  # 5,000 + 4,000 bytes
     assert not within_budget(candidate("too slow", 1.1, int8_ms=1.2), config)
@@ -72,7 +66,7 @@ def test_untrained_latencies_are_measured_once_and_kept(tmp_path):
         candidates = [Candidate("a", 1, 1, 1), Candidate("b", 1, 1, 1)]
         measure_untrained(candidates, timer, tmp_path / "latency.json", tmp_path / "untrained", target)
     assert timer.calls == [["a", "b"], ["a", "b"]]  # measured once per board, never again for the same one
-    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0)
+    config = SearchSettings(latency_budget_ms=1.0)
     assert [c.name for c in candidates if within_budget(c, config)] == ["a"]
 
 
@@ -85,7 +79,7 @@ def test_successive_halving_keeps_the_better_half_each_rung(tmp_path):
         return {"val_accuracy": accuracy[name] + steps / 100, "run": str(run)}
 
     survivors = [candidate(name, 0.5) for name in accuracy]
-    config = SearchConfig(teacher="t.pt", latency_budget_ms=1.0, rungs=3, rung_steps=1, finalists=2)
+    config = SearchSettings(latency_budget_ms=1.0, rungs=3, rung_steps=1, finalists=2)
     finalists = successive_halving(survivors, config, fake_train, tmp_path, started=time.perf_counter())
     assert [c.name for c in finalists] == ["b", "c"]
     assert [t for t in trained if t[1] == 1] == [(n, 1, False) for n in "abcde"]  # rung 0: all, from scratch

@@ -81,7 +81,10 @@ def test_runtime_imports_only_the_layers_below_it():
 
 def test_export_and_quantize_do_not_call_each_other():
     graph = import_graph()
-    assert "kd_edge.deploy.quantize" not in graph["kd_edge.deploy.export"] and "kd_edge.deploy.export" not in graph["kd_edge.deploy.quantize"]
+    assert (
+        "kd_edge.deploy.quantize" not in graph["kd_edge.deploy.export"]
+        and "kd_edge.deploy.export" not in graph["kd_edge.deploy.quantize"]
+    )
 
 
 def test_importing_the_package_and_runtime_pulls_in_no_torch_or_onnx():
@@ -95,18 +98,19 @@ def test_importing_the_package_and_runtime_pulls_in_no_torch_or_onnx():
 
 
 def test_training_leaves_torch_global_state_as_it_was(tmp_path, easy_npz):
-    from kd_edge.config import DataConfig, RunConfig, TeacherConfig, TrainConfig
+    from kd_edge.settings import DataSettings, NetworkSettings, OptimSettings, RunSettings, TeacherSettings
     from kd_edge.training.distill import train_teacher
 
     torch.manual_seed(1234)
     expected_next_draw = torch.rand(3)
     torch.manual_seed(1234)
     threads = torch.get_num_threads()
-    config = TeacherConfig(
-        data=DataConfig(dataset=f"npz:{easy_npz}"),
-        teacher=TrainConfig(model="cnn-tiny", epochs=1, batch_size=32),
-        run=RunConfig(out=str(tmp_path / "run"), seed=7, threads=1),
+    settings = TeacherSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}"),
+        teacher=NetworkSettings(model="cnn-tiny", epochs=1, steps=1),
+        optim=OptimSettings(batch_size=32),
+        run=RunSettings(seed=7, threads=1),
     )
-    train_teacher(config)
+    train_teacher(settings, tmp_path / "run")
     assert torch.equal(torch.rand(3), expected_next_draw)  # the caller's RNG stream is untouched
     assert torch.get_num_threads() == threads

@@ -3,13 +3,18 @@
 import pytest
 import torch
 
-from kd_edge.training import distill as distill_module
-from kd_edge.config import DataConfig, DistillConfig, KDConfig, RunConfig, TrainConfig
 from kd_edge.data import load_dataset
 from kd_edge.errors import TrainingDivergedError
-from kd_edge.training.fit import DeviceSplit, Normalizer, chance_threshold, cross_entropy_step, fit, random_shift
+from kd_edge.settings import DataSettings, DistillSettings, NetworkSettings, OptimSettings, RunSettings
+from kd_edge.settings.training import TeacherSettings
+from kd_edge.training import device
+from kd_edge.training import teachers as teachers_module
+from kd_edge.training.batches import DeviceSplit, Normalizer, random_shift
+from kd_edge.training.distill import distill, train_teacher
+from kd_edge.training.evaluate import chance_threshold
+from kd_edge.training.fit import FitHooks, FitPlan, cross_entropy_step, fit
 
-TINY = dict(epochs=2, batch_size=32)
+EPOCHS, BATCH = 2, 32
 
 
 @pytest.fixture
@@ -20,7 +25,7 @@ def teacher_path(teacher_run):
 def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch, augment):
     """Run distill and return (teacher forward calls during distillation, teacher weights before, after)."""
     calls, snapshots = [], {}
-    original = distill_module.load_teacher
+    original = teachers_module.load_teacher
 
     def load_and_watch(*args):
         teacher, stage, info = original(*args)
@@ -29,16 +34,13 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
         teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
         return teacher, stage, info
 
-    monkeypatch.setattr(distill_module, "load_teacher", load_and_watch)
-    config = DistillConfig(
-        data=DataConfig(dataset=f"npz:{easy_npz}", augment=augment),
-        teacher=TrainConfig(model="cnn-small"),
-        student=TrainConfig(model="cnn-tiny", **TINY),
-        kd=KDConfig(),
-        run=RunConfig(out=str(tmp_path / f"s-{augment}")),
-        teacher_paths=(str(teacher_path),),
+    monkeypatch.setattr(teachers_module, "load_teacher", load_and_watch)
+    settings = DistillSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}", augment=augment),
+        student=NetworkSettings(model="cnn-tiny", epochs=EPOCHS, steps=1),
+        optim=OptimSettings(batch_size=BATCH),
     )
-    metrics = distill_module.distill(config)
+    metrics = distill(settings, tmp_path / f"s-{augment}", teachers=(str(teacher_path),))
     after = snapshots["model"].state_dict()
     unchanged = all(torch.equal(snapshots["before"][k], after[k]) for k in after)
     return calls, unchanged, metrics
@@ -58,8 +60,8 @@ def test_augmentation_asks_the_teacher_every_step(tmp_path, easy_npz, teacher_pa
     calls, unchanged, metrics = distill_counting_teacher_calls(
         tmp_path, easy_npz, teacher_path, monkeypatch, augment=True
     )
-    steps = metrics["data"]["train"] // TINY["batch_size"]  # the last partial batch is dropped
-    assert calls == [TINY["batch_size"]] * (TINY["epochs"] * steps)
+    steps = metrics["data"]["train"] // BATCH  # the last partial batch is dropped
+    assert calls == [BATCH] * (EPOCHS * steps)
     assert metrics["soft_labels"]["cached"] is False
     assert unchanged  # frozen: eval mode and no gradient, even when it runs every step
 
@@ -83,18 +85,19 @@ def test_divergence_keeps_the_last_good_checkpoint(easy_npz, tmp_path):
 
     saved = []
     save = lambda net, info: saved.append(info) or str(tmp_path / "last-good.pt")  # noqa: E731
+    plan = FitPlan(
+        model=model,
+        train=train,
+        val=val,
+        normalize=normalize,
+        epochs=3,
+        optim=OptimSettings(batch_size=32),
+        step_fn=poisoned_in_epoch_two,
+        stage="student",
+        seed=0,
+    )
     with pytest.raises(TrainingDivergedError) as info:
-        fit(
-            model,
-            train,
-            val,
-            normalize,
-            TrainConfig(model="x", epochs=3, batch_size=32),
-            poisoned_in_epoch_two,
-            stage="student",
-            seed=0,
-            save_best=save,
-        )
+        fit(plan, FitHooks(save_best=save))
     message = str(info.value)
     assert "epoch 2, step 2" in message and "the kd term" in message and "last-good.pt" in message
     assert [s["epoch"] for s in saved] == [1]
@@ -124,27 +127,24 @@ def test_normalizer_matches_the_metadata_formula():
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    from kd_edge.training import fit as train
-
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train, "has_native_bf16", lambda: True)
-    assert train.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(train, "has_native_bf16", lambda: False)
-    assert train.resolve_precision("auto", cpu) == "fp32"
-    assert train.resolve_precision("bf16", cpu) == "bf16" and train.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(device, "has_native_bf16", lambda: True)
+    assert device.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(device, "has_native_bf16", lambda: False)
+    assert device.resolve_precision("auto", cpu) == "fp32"
+    assert device.resolve_precision("bf16", cpu) == "bf16" and device.resolve_precision("fp32", cpu) == "fp32"
 
 
 def test_bf16_training_keeps_float32_weights_and_learns(tmp_path, easy_npz):
     from kd_edge.training.checkpoint import load_checkpoint
-    from kd_edge.config import TeacherConfig
-    from kd_edge.training.distill import train_teacher
 
-    config = TeacherConfig(
-        data=DataConfig(dataset=f"npz:{easy_npz}"),
-        teacher=TrainConfig(model="cnn-tiny", epochs=3, batch_size=32),
-        run=RunConfig(out=str(tmp_path / "run"), precision="bf16"),
+    settings = TeacherSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}"),
+        teacher=NetworkSettings(model="cnn-tiny", epochs=3, steps=1),
+        optim=OptimSettings(batch_size=32),
+        run=RunSettings(precision="bf16"),
     )
-    metrics = train_teacher(config)
+    metrics = train_teacher(settings, tmp_path / "run")
     assert metrics["data"]["precision"] == "bf16"
     assert all(torch.isfinite(torch.tensor(epoch["loss"])) for epoch in metrics["teacher"]["history"])
     assert metrics["teacher"]["test_accuracy"] >= 0.9  # evaluation runs in float32

@@ -6,26 +6,24 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kd_edge import verify_arm as module
-from kd_edge.deploy.bundle import BundleConfig, write_bundle
 from kd_edge.cli import app
+from kd_edge.deploy import arm_userland as module
+from kd_edge.deploy.bundle import write_bundle
+from kd_edge.deploy.verify_arm import compare
 from kd_edge.errors import ArmSetupError, ConfigError
-from kd_edge.deploy.verify_arm import ArmConfig, compare
+from kd_edge.settings import ArmSettings, BundleSettings, QuantizeSettings
 
 
 @pytest.fixture(scope="module")
 def two_form_bundle(tmp_path_factory, exported_student):
     """A bundle holding the student in FP32 and INT8 (both forms are checked)."""
-    from kd_edge.deploy.quantize import QuantizeConfig, quantize
+    from kd_edge.deploy.quantize import quantize
 
     folder = tmp_path_factory.mktemp("arm")
-    int8 = quantize(
-        QuantizeConfig(
-            model=str(exported_student), out=str(folder / "s.int8.onnx"), calibration_size=60, compare_latency=False
-        )
-    )
-    config = BundleConfig(out=str(folder / "bundle"), samples=18, threads=(1,))
-    return write_bundle(config, fp32=exported_student, int8=int8.path).folder
+    settings = QuantizeSettings(calibration_size=60, compare_latency=False)
+    int8 = quantize(exported_student, settings, out=folder / "s.int8.onnx")
+    bundle = BundleSettings(samples=18, threads=(1,))
+    return write_bundle(folder / "bundle", bundle, fp32=exported_student, int8=int8.path).folder
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +77,7 @@ def test_compare_lists_every_disagreement():
 
 def test_unknown_cpu_is_refused():
     with pytest.raises(ConfigError, match="cortex-a53, cortex-a72, cortex-a76, neoverse-n1"):
-        ArmConfig(source="x", cpus=("cortex-m4",))
+        ArmSettings(cpus=("cortex-m4",))
 
 
 def test_without_an_emulator_it_says_what_to_install(tmp_path, two_form_bundle, monkeypatch):

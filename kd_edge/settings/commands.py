@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kd_edge.errors import ConfigError
 from kd_edge.settings.bench import BenchSettings, PredictSettings
+from kd_edge.settings.data import DataSettings
 from kd_edge.settings.deploy import (
     ArmSettings,
     BundleSettings,
@@ -54,6 +55,8 @@ def network_names(prefix: str = "") -> dict[str, str]:
 
 
 TEACHER_DATASET = "the dataset the (first) --teacher was trained on, else mnist-5k"
+TEACHER_EPOCHS = "--epochs if given, else enough for --teacher-steps; --preset reference: 5"
+DISTILL_NOTES = {"dataset": TEACHER_DATASET, "teacher_epochs": TEACHER_EPOCHS}
 
 
 def command(name: str, settings, presets: bool = False, notes: dict | None = None, **choose) -> CommandOptions:
@@ -63,11 +66,11 @@ def command(name: str, settings, presets: bool = False, notes: dict | None = Non
 
 def prefixed(options: list[Option], prefix: str) -> tuple[Option, ...]:
     """``options`` for a settings object that holds theirs one level down, at ``prefix`` ("distill.")."""
-    return tuple(Option(o.name, tuple(prefix + path for path in o.paths), o.field, o.annotation) for o in options)
+    return tuple(replace(o, paths=tuple(prefix + path for path in o.paths)) for o in options)
 
 
 DISTILL = {"rename": network_names(), "also": {"student.epochs": ("teacher.epochs",)}}
-BENCH_NAMES = {"batch_sizes": "batch_size", "memory_bytes": "memory"}
+BENCH_NAMES = {"batch_sizes": ("batch_size", "-b"), "memory_bytes": "memory"}
 SEARCH_NAMES = {"latency_budget_ms": "latency_budget", "memory_mb": "memory", "time_limit_s": "time_limit"}
 SEARCH_IGNORES = ("run.device", "run.precision", "run.deterministic")  # candidates train on the CPU, as timed
 QUANTIZE_IN_QAT = ("calibration_size", "method", "max_accuracy_drop", "reduce_range", "optimize_latency")
@@ -85,18 +88,18 @@ def sweep_command() -> CommandOptions:
     own = options_of(
         SweepSettings(),
         include=("temperatures", "alphas", "seeds"),
-        rename={"temperatures": "temperature", "alphas": "alpha"},
+        rename={"temperatures": ("temperature", "-T"), "alphas": "alpha"},
     )
     distill = options_of(DistillSettings(), exclude=("kd.temperature", "kd.alpha", "init"), **DISTILL)
     options = (*own, *prefixed(distill, "distill."))
-    return CommandOptions("sweep", SweepSettings(), options, True, {"dataset": TEACHER_DATASET})
+    return CommandOptions("sweep", SweepSettings(), options, True, DISTILL_NOTES)
 
 
 COMMANDS: dict[str, CommandOptions] = {
     c.name: c
     for c in (
         command("teacher", TeacherSettings(), presets=True),
-        command("distill", DistillSettings(), presets=True, notes={"dataset": TEACHER_DATASET}, **DISTILL),
+        command("distill", DistillSettings(), presets=True, notes=DISTILL_NOTES, **DISTILL),
         sweep_command(),
         command("search", SearchSettings(), rename=SEARCH_NAMES, exclude=SEARCH_IGNORES),
         command(
@@ -112,6 +115,7 @@ COMMANDS: dict[str, CommandOptions] = {
         command("bench", BenchSettings(), rename=BENCH_NAMES),
         command("predict", PredictSettings()),
         command("verify-arm", ArmSettings(), rename={"cpus": "cpu"}),
+        command("models", DataSettings(), include=("dataset", "data_dir", "image_size")),
         command(
             "pipeline",
             PipelineSettings(),
@@ -136,8 +140,15 @@ PIPELINE_TABLES: dict[str, tuple[Option, ...]] = {
 # --- turning given values into settings -------------------------------------------------------------------
 
 
-def resolve(command: CommandOptions, given: dict, from_file: dict | None = None, preset_name: str | None = None):
-    """The command's settings: ``given`` (command line) over ``from_file`` over the preset over the defaults.
+def resolve(
+    command: CommandOptions,
+    given: dict,
+    from_file: dict | None = None,
+    preset_name: str | None = None,
+    layers: list[tuple[tuple[Option, ...], dict]] = (),
+):
+    """The command's settings: ``given`` (command line) over ``from_file`` over ``layers`` (other (options,
+    values) pairs, such as the pipeline's per-stage tables) over the preset over the defaults.
 
     Values are checked and converted to each option's type (a config file's ``3`` for a float option is 3.0;
     its ``"20m"`` for a duration is parsed); None means "not given".
@@ -149,6 +160,10 @@ def resolve(command: CommandOptions, given: dict, from_file: dict | None = None,
         settings = preset(settings, preset_name)
     elif preset_name == "default" or command.presets:
         preset(settings, preset_name or "default")  # an unknown name fails here
+    for options, values in layers:
+        by_name = {option.name: option for option in options}
+        converted = {name: convert(by_name[name], value, "config file") for name, value in values.items()}
+        settings = apply(settings, list(options), converted)
     values = {}
     for source, items in (("config file", from_file or {}), ("command line", given)):
         for name, value in items.items():

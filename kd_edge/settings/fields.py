@@ -81,6 +81,7 @@ class Option:
     paths: tuple[str, ...]
     field: dataclasses.Field
     annotation: object  # the field's type
+    short: str | None = None  # a one-letter flag (-e)
 
     @property
     def key(self) -> str:
@@ -96,13 +97,10 @@ class Option:
 
     def flags(self) -> tuple[str, ...]:
         """``("--epochs", "-e")``, ``("--augment/--no-augment",)``: what the command line accepts."""
-        meta = self.field.metadata
         if self.kind() is bool:
-            negative = meta.get("negative") or f"--no-{self.key}"
+            negative = self.field.metadata.get("negative") or f"--no-{self.key}"
             return (f"--{self.key}/{negative}",)
-        short = meta.get("short")
-        own_name = self.name == self.paths[0].rsplit(".", 1)[-1]
-        return (f"--{self.key}", short) if short and own_name else (f"--{self.key}",)
+        return (f"--{self.key}", self.short) if self.short else (f"--{self.key}",)
 
     def kind(self):
         """The field's type without None (``int | None`` -> int; ``tuple[int, ...]`` -> tuple[int, ...])."""
@@ -147,7 +145,9 @@ def options_of(
 
     Every leaf field is an option named after the field, unless ``include`` lists the dotted paths
     (or section prefixes, ``"run."``) to keep, ``exclude`` those to drop, ``rename`` gives another
-    name, or ``also`` lets an option set more fields. Two options with one name are an error.
+    name (or a (name, short flag) pair; a renamed option has no short flag otherwise, since ``-e``
+    of the student's ``--epochs`` must not go to ``--teacher-epochs``), or ``also`` lets an option
+    set more fields. Two options with one name are an error.
     """
     rename, also = rename or {}, also or {}
     options, seen = [], {}
@@ -156,11 +156,16 @@ def options_of(
             continue
         if any(matches(path, p) for p in exclude):
             continue
-        name = rename.get(path, item.name)
+        renamed = rename.get(path)
+        if renamed is None:
+            name, short = item.name, item.metadata.get("short")
+        else:
+            name, short = (renamed, None) if isinstance(renamed, str) else renamed
         if name in seen:
             raise ConfigError(f"options {seen[name]} and {path} would both be --{name.replace('_', '-')}")
         seen[name] = path
-        options.append(Option(name=name, paths=(path, *also.get(path, ())), field=item, annotation=annotation))
+        paths = (path, *also.get(path, ()))
+        options.append(Option(name=name, paths=paths, field=item, annotation=annotation, short=short))
     return options
 
 

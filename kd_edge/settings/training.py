@@ -105,7 +105,9 @@ STUDENT = NetworkSettings(model="cnn-small", steps=450)
 class KDSettings:
     """The distillation loss: ``alpha * CE + (1 - alpha) * T^2 * KL``; ``alpha = 1`` is the student alone."""
 
-    temperature: float = knob(4.0, "Softmax temperature T of the soft labels (its value at the first epoch).")
+    temperature: float = knob(
+        4.0, "Softmax temperature T of the soft labels (its value at the first epoch).", short="-T"
+    )
     alpha: float = knob(0.5, "Weight of the hard-label CE term; 1 trains the student alone.")
     kd_loss: str = knob("kl", "Soft-label term: kl (T^2 * KL) or mse (logit matching).", choices=KD_LOSSES)
     min_teacher_accuracy: float = knob(
@@ -265,11 +267,17 @@ PRESET_DESCRIPTIONS = {
 
 
 def preset_changes(settings, name: str) -> dict[str, object]:
-    """The changes preset ``name`` makes to ``settings`` (those of its paths that ``settings`` has)."""
+    """The changes preset ``name`` makes to ``settings``: those of its paths that ``settings`` has, or holds
+    under ``distill.`` (the pipeline's and the sweep's settings hold a DistillSettings there)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     paths = {path for path, _, _ in leaf_paths(settings)}
-    return {path: value for path, value in PRESETS[name].items() if path in paths}
+    changes = {}
+    for path, value in PRESETS[name].items():
+        for where in (path, f"distill.{path}"):
+            if where in paths:
+                changes[where] = value
+    return changes
 
 
 def preset(settings, name: str):

@@ -1,0 +1,60 @@
+"""`kd-edge models` and `kd-edge datasets`: what the registry and the data readers offer."""
+
+from __future__ import annotations
+
+import typer
+
+from kd_edge.cli.options import settings_command
+from kd_edge.cli.render import console
+from kd_edge.cli.training import require_training_extra
+from kd_edge.settings.data import DataSettings
+
+
+@settings_command("models")
+def models(settings: DataSettings, given: set[str]):
+    """List the registered models with their parameters, MACs and peak activation memory (batch 1) at the
+    dataset's input size, and the families `kd-edge search` explores (any member: cnn@w0.5d2)."""
+    require_training_extra()
+    from rich.table import Table
+
+    from kd_edge.data import load_dataset
+    from kd_edge.training.models import (
+        count_macs,
+        count_parameters,
+        create_model,
+        describe_model,
+        family_doc,
+        list_families,
+        list_models,
+        peak_activation_bytes,
+    )
+
+    data = load_dataset(settings.dataset, settings.data_dir, settings.image_size)
+    channels, size, _ = data.input_shape
+    table = Table(title=f"models at input {data.input_shape} ({data.name})")
+    for column in ("model", "parameters", "MACs", "peak activations", "description"):
+        table.add_column(column, justify="left" if column in ("model", "description") else "right")
+    for name in list_models():
+        net = create_model(name, data.num_classes, channels, size)
+        table.add_row(
+            name,
+            f"{count_parameters(net):,}",
+            f"{count_macs(net, data.input_shape):,}",
+            f"{peak_activation_bytes(net, data.input_shape) / 1024:,.0f} KiB",
+            describe_model(name),
+        )
+    console().print(table)
+    console().print("families, any width and depth as FAMILY@wWIDTHdDEPTH (e.g. --student-model cnn@w0.5d2):")
+    for family in list_families():
+        console().print(f"  {family}: {family_doc(family)}")
+
+
+def datasets():
+    """List the dataset names that --dataset accepts."""
+    from kd_edge.data import list_datasets
+
+    for name, description in list_datasets().items():
+        typer.echo(f"{name:16} {description}")
+
+
+COMMANDS = {"models": models, "datasets": datasets}

@@ -1,0 +1,266 @@
+"""What the commands print: one console for every message, and a table or a line per result."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+
+def print_quantize_result(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"INT8 model {result.path}")
+    batches = list(result.latency.fp32_ms) if result.latency else []
+    for column in ["model", "size (bytes)", "val acc", "test acc", *(f"batch {b} (ms)" for b in batches)]:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in ("fp32", "int8"):
+        latency = (
+            [] if result.latency is None else [f"{ms:.4f}" for ms in getattr(result.latency, f"{name}_ms").values()]
+        )
+        sizes, val, test = (
+            getattr(result, f"{name}_bytes"),
+            getattr(result, f"{name}_val_accuracy"),
+            getattr(result, f"{name}_test_accuracy"),
+        )
+        table.add_row(name, f"{sizes:,}", f"{val:.2%}", f"{test:.2%}", *latency)
+    out = console()
+    out.print(table)
+    out.print(
+        f"accuracy drop {result.val_drop_points:.2f} points on the validation split (the budget's), "
+        f"{result.test_drop_points:.2f} on test; nodes kept in FP32: {', '.join(result.excluded_nodes) or 'none'}; "
+        f"calibration: {result.calibration['size']} validation images ({result.calibration['method']})"
+    )
+    if result.latency is not None:
+        print_latency_comparison(result.latency, "INT8")
+
+
+def print_arm_result(result) -> None:
+    from rich.table import Table
+
+    arm = result.emulated
+    table = Table(
+        title=f"aarch64 (QEMU user mode, ONNX Runtime {arm.get('onnxruntime')}) against {result.host['machine']} "
+        f"(ONNX Runtime {result.host['onnxruntime']})"
+    )
+    for column in (
+        "emulated CPU",
+        "form",
+        "samples",
+        "top-1 agreement",
+        "max |logit diff|",
+        "accuracy host",
+        "accuracy aarch64",
+        "verdict",
+    ):
+        table.add_column(column, justify="left" if column in ("emulated CPU", "form", "verdict") else "right")
+    for check in result.checks:
+        accuracy = ["n/a" if a is None else f"{a:.2%}" for a in (check.host_accuracy, check.arm_accuracy)]
+        verdict = "agrees" if check.passed else "[bold red]DIFFERS[/]"
+        table.add_row(
+            check.cpu,
+            check.form,
+            str(check.samples),
+            f"{check.top1_agreement:.2%}",
+            f"{check.max_abs_logit_diff:.2e}",
+            *accuracy,
+            verdict,
+        )
+    out = console()
+    out.print(table)
+    for check in result.checks:
+        for item in check.disagreements:
+            out.print(
+                f"{check.cpu} {check.form}: sample {item['sample']} is class {item['aarch64_class']} on aarch64, "
+                f"{item['host_class']} on the host (host's top-2 margin {item['host_margin']:.3g})"
+            )
+    out.print(
+        f"{'all agree' if result.passed else 'NOT all agree'} (FP32 must agree on every sample, INT8 on 99.9 %); "
+        f"emulated timings are not latencies and are not shown. Userland: {result.userland}"
+    )
+
+
+def print_bundle_result(result) -> None:
+    out = console()
+    out.print(f"wrote {result.folder}/ and {result.archive}: model.onnx is {result.form.upper()}. Why: {result.reason}")
+    out.print(
+        f"next: copy {result.archive.name} to the board and run `kd-edge bench {result.archive.name} --threads 2`; "
+        f"check it under aarch64 emulation here with `kd-edge verify-arm {result.folder}`"
+    )
+
+
+def print_latency_comparison(latency, name: str) -> None:
+    ratios = ", ".join(
+        f"batch {b} {latency.int8_ms[b] / latency.fp32_ms[b]:.2f}x (rounds within {100 * latency.spread[b]:.0f} %)"
+        for b in latency.fp32_ms
+    )
+    console().print(
+        f"{name}/FP32 latency with {latency.threads} threads, `kd-edge bench`'s harness and defaults: {ratios}"
+    )
+    slower = latency.slower_batches()
+    if slower:
+        batches = " and ".join(f"batch {b}" for b in slower)
+        console().print(
+            f"[bold yellow]warning:[/] the {name} model is slower than FP32 at {batches} on this machine, beyond the "
+            "spread of the rounds; `kd-edge bundle` ships FP32 in that case"
+        )
+
+
+def print_bench_table(report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"kd-edge bench (profile {report.environment['profile']['name']}; data: {report.data})")
+    columns = (
+        "model",
+        "thr",
+        "batch",
+        "p50 ms",
+        "p99 ms",
+        "rounds' spread",
+        "img/s",
+        "accuracy",
+        "size",
+        "RSS MB",
+        "stable",
+        "projected p50 ms",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+    for r in report.results:
+        projected = r.projected_p50_ms
+        table.add_row(
+            r.label,
+            str(r.threads),
+            str(r.batch_size),
+            f"{r.latency_ms.p50:.4f}",
+            f"{r.latency_ms.p99:.4f}",
+            f"{100 * r.round_spread:.1f} %",
+            f"{r.throughput_ips:,.0f}",
+            "n/a" if r.accuracy is None else f"{r.accuracy:.2%}",
+            f"{r.size_bytes:,}",
+            f"{r.peak_rss_mb:.0f}",
+            "yes" if r.stable else "[bold red]NO[/]",
+            "n/a" if projected is None else f"{projected:.4f}",
+        )
+    out = console()
+    out.print(table)
+    for r in report.results:
+        for name, item in r.emulation.items():
+            if name != "projection" and item.get("requested") is not None and not item.get("enforced"):
+                out.print(f"[bold yellow]not enforced:[/] {name} for {r.label}: {item.get('reason')}")
+        if r.drone_loop is not None:
+            loop = r.drone_loop
+            out.print(
+                f"drone loop {r.label} at {loop['rate_hz']:g} Hz: "
+                f"{loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms"
+            )
+    if not all(r.stable for r in report.results):
+        out.print(
+            "[bold yellow]unstable:[/] a result whose rounds (each a fresh process) differ by more than 10 % may "
+            "not repeat; add --rounds"
+        )
+    if any(r.projected_p50_ms is not None for r in report.results):
+        out.print(
+            "projected latencies are estimates (host 1-thread latency x host/board per-core throughput of the model's "
+            "data type), not measurements; see the JSON's emulation.projection.method"
+        )
+
+
+def print_pipeline_summary(result) -> None:
+    from rich.table import Table
+
+    metrics = result.metrics
+    export = metrics.get("export", {})
+    table = Table(title=f"kd-edge pipeline in {result.run_dir}")
+    for column in ("stage", "this run", "seconds", "result"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    outcome = {
+        "teacher": f"test accuracy {metrics.get('teacher', {}).get('test_accuracy', 0):.2%}",
+        "student": f"test accuracy {metrics.get('student', {}).get('test_accuracy', 0):.2%}",
+        "export": f"{export.get('bytes', 0):,} bytes, parity {export.get('parity', {}).get('max_abs_diff', 0):.1e}",
+        "quantize": "refused: " + metrics["quantize"]["refused"][:60]
+        if "refused" in metrics.get("quantize", {})
+        else f"INT8 test accuracy {metrics.get('quantize', {}).get('int8_test_accuracy', 0):.2%}",
+        "bundle": f"deployable: {metrics.get('bundle', {}).get('form', '?').upper()}",
+        "bench": ", ".join(
+            f"{r['model']} t{r['threads']} {1e3 * r['p50_ms']:.1f} us"
+            for r in metrics.get("bench", {}).get("results", [])
+            if r["batch_size"] == 1
+        ),
+        "report": "report.md, report.html",
+    }
+    for name, seconds in metrics["wall_time_s"].items():
+        if name in outcome:
+            table.add_row(name, "ran" if name in result.ran else "kept (unchanged)", f"{seconds:.1f}", outcome[name])
+    out = console()
+    out.print(table)
+    out.print(
+        f"report: {result.run_dir / 'report.html'} (and report.md); bundle: {result.run_dir / 'bundle'} and "
+        "bundle.tar.gz"
+    )
+    out.print(
+        f"next: `kd-edge bench {result.run_dir / 'bundle'} --threads 2` here or on the board; `kd-edge verify-arm "
+        f"{result.run_dir / 'bundle'}`"
+    )
+
+
+def next_step(command: str) -> None:
+    from kd_edge.training.distributed import is_main
+
+    if is_main():
+        console().print(f"next: {command}", soft_wrap=True)
+
+
+@functools.cache
+def console():
+    """One console for every message, so that lines printed during a live progress display land above it."""
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=160)  # logs and pipes: wide enough for the tables
+
+
+def print_summary(metrics: dict, out: Path) -> None:
+    from rich.table import Table
+
+    from kd_edge.training.distributed import is_main
+
+    if not is_main():
+        return
+
+    table = Table(title=f"kd-edge results in {out}")
+    for column in ("stage", "model", "parameters", "MACs", "val acc", "test acc", "time (s)"):
+        table.add_column(column, justify="left" if column in ("stage", "model") else "right")
+    rows = []
+    for stage in ("teacher", "student"):
+        info = metrics.get(stage)
+        if info:
+            members = info.get("members", [])
+            rows += [(f"teacher {number}", member, None) for number, member in enumerate(members, start=1)]
+            rows.append(("ensemble" if members else stage, info, metrics["wall_time_s"].get(stage, 0.0)))
+    for stage, info, seconds in rows:
+        table.add_row(
+            stage,
+            info["model"],
+            f"{info['parameters']:,}" if "parameters" in info else "",
+            f"{info['macs']:,}" if "macs" in info else "",
+            f"{info['val_accuracy']:.2%}",
+            f"{info['test_accuracy']:.2%}",
+            "" if seconds is None else f"{seconds:.1f}",
+        )
+    console().print(table)
+    init = metrics.get("student", {}).get("init")
+    if init:
+        console().print(
+            f"student started from {init['source']}: {len(init['loaded'])} tensors loaded, "
+            f"{len(init['shape_mismatch'])} of another shape and {len(init['not_in_source'])} absent there kept as "
+            "initialised (the names are in metrics.json)"
+        )
+    console().print(f"total wall time {metrics['wall_time_s']['total']:.1f}s; metrics in {out / 'metrics.json'}")
+
+
+def make_progress():
+    from kd_edge.cli.progress import RichProgress
+    from kd_edge.training.distributed import is_main
+    from kd_edge.training.progress import SilentProgress
+
+    return RichProgress(console=console()) if is_main() else SilentProgress()  # one bar, rank 0's
