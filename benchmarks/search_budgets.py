@@ -38,7 +38,7 @@ def kd_edge(*args, env) -> float:
 def default_student_latency(run: Path, teacher: Path, work: Path) -> dict:
     """The default student's latency exactly as the search times its finalists."""
     from kd_edge.training.checkpoint import load_checkpoint
-    from kd_edge.search.search import Candidate, HarnessTimer, SearchConfig, describe_space
+    from kd_edge.search.student_search import Candidate, HarnessTimer, SearchConfig, describe_space
 
     config = SearchConfig(teacher=str(teacher), latency_budget_ms=1.0, profile="rpi4")
     teacher = load_checkpoint(config.teacher)

@@ -280,7 +280,7 @@ def test_drone_loop_reports_deadlines(tmp_path, tiny):
 
 
 def test_drone_loop_counts_missed_deadlines():
-    from kd_edge.runtime.bench.measure import drone_loop
+    from kd_edge.runtime.bench.child import drone_loop
 
     class Slow:  # takes 3 ms per frame against a 1 ms period
         def preprocess(self, images):
@@ -322,8 +322,8 @@ def test_models_of_the_same_name_are_labelled_apart(tmp_path, tiny):
 
 
 def test_stability_flag_speaks_about_repeatability():
+    from kd_edge.runtime.bench.child import Reading
     from kd_edge.runtime.bench.harness import summarize
-    from kd_edge.runtime.bench.measure import Reading
     from kd_edge.runtime.bench.profiles import get_profile
 
     def reading(median_ms):

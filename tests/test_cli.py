@@ -85,15 +85,14 @@ def test_reference_preset_is_the_reference_recipe(tmp_path):
     ok("distill", "--dataset", f"npz:{tmp_path / 'easy.npz'}", "--preset", "reference", "--epochs", "2", "--out", out)
     config = json.loads((out / "config.json").read_text())
     for network, model in (("teacher", "seed-teacher"), ("student", "seed-student")):
-        assert {k: v for k, v in config[network].items() if k not in ("steps", "lr_scaling")} == {
-            "model": model,
-            "epochs": 2,
-            "batch_size": 128,
-            "optimizer": "adam",
-            "lr": 0.01,
-            "weight_decay": 0.0,
-            "schedule": "constant",
-        }
+        assert {k: v for k, v in config[network].items() if k != "steps"} == {"model": model, "epochs": 2}
+    assert {k: v for k, v in config["optim"].items() if k != "lr_scaling"} == {
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+    }
     assert config["kd"]["temperature"] == 4.0 and config["kd"]["alpha"] == 0.5
     assert config["data"]["normalization"] == "half" and config["run"]["precision"] == "fp32"
     from kd_edge.training.checkpoint import load_checkpoint

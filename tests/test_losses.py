@@ -35,7 +35,7 @@ def test_total_loss_weights_ce_and_kd():
     student, teacher, labels = torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor([0, 2])
     ce = sum(-math.log(softmax(s, 1.0)[y]) for s, y in zip(STUDENT, [0, 2], strict=True)) / 2
     kd = sum(hand_kd(s, t, 4.0) for s, t in zip(STUDENT, TEACHER, strict=True)) / 2
-    terms = distillation_loss(student, teacher, labels, temperature=4.0, alpha=0.3)
+    terms = distillation_loss(student, teacher, labels, temperature=4.0, alpha=0.3, kd_loss="kl")
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-5)
     assert terms["kd"].item() == pytest.approx(kd, rel=1e-5)
     assert terms["loss"].item() == pytest.approx(0.3 * ce + 0.7 * kd, rel=1e-5)
@@ -43,7 +43,7 @@ def test_total_loss_weights_ce_and_kd():
 
 def test_alpha_one_is_plain_cross_entropy():
     student, labels = torch.tensor(STUDENT), torch.tensor([1, 0])
-    terms = distillation_loss(student, torch.tensor(TEACHER), labels, temperature=4.0, alpha=1.0)
+    terms = distillation_loss(student, torch.tensor(TEACHER), labels, temperature=4.0, alpha=1.0, kd_loss="kl")
     assert terms["loss"].item() == pytest.approx(F.cross_entropy(student, labels).item())
 
 
@@ -98,6 +98,6 @@ def reference_script_loss(student_logits, teacher_logits, labels, temperature, a
 def test_reference_script_form_is_broken_and_ours_is_not():
     student, teacher, labels = torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor([0, 2])
     broken = reference_script_loss(student, teacher, labels, 4.0, 0.5)
-    ours = distillation_loss(student, teacher, labels, 4.0, 0.5)["loss"]
+    ours = distillation_loss(student, teacher, labels, 4.0, 0.5, "kl")["loss"]
     assert math.isnan(broken.item())  # target log-probabilities are negative, so t * log(t) is NaN
     assert math.isfinite(ours.item())

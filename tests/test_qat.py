@@ -75,7 +75,7 @@ def trained_qat_model(distilled_run, steps=3):
     from kd_edge.training.checkpoint import load_checkpoint
 
     model, folded, fp32_layers = prepare_for_qat(
-        load_checkpoint(distilled_run / "student.pt").build_model(), (1, 16, 16)
+        load_checkpoint(distilled_run / "student.pt").build_model(), (1, 16, 16), reduce_range=True
     )
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

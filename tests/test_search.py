@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 from kd_edge.errors import ConfigError
-from kd_edge.search.search import measure_untrained, successive_halving
 from kd_edge.search.space import Candidate, keep_better_half, pareto_front, within_budget
+from kd_edge.search.student_search import measure_untrained, successive_halving
 from kd_edge.settings import SearchSettings
 from kd_edge.settings.parse import quantity
 from kd_edge.training import distill as distill_module

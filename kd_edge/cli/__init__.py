@@ -1,10 +1,11 @@
 """The ``kd-edge`` command line: this module registers the command groups and maps errors to exit codes once.
 
-    training.py  teacher, distill, sweep         deploy.py    export, quantize, qat, bundle, verify-arm
-    bench.py     bench, predict, profiles        search.py    search
-    pipeline.py  pipeline, report                info.py      models, datasets
-    options.py   options generated from the settings dataclasses, and the file options commands share
-    config_file.py  --config FILE          render.py  what commands print      progress.py  live progress
+    train_commands.py     teacher, distill, sweep       deploy_commands.py  export, quantize, qat, bundle, verify-arm
+    bench_commands.py     bench, predict, profiles      search_commands.py  search
+    pipeline_commands.py  pipeline, report              info_commands.py    models, datasets
+    options.py            options generated from the settings dataclasses, and the file options commands share
+    config_file.py        --config FILE                 console.py          what commands print
+    progress_bar.py       live training progress
 
 A command resolves its settings (flags > config file > preset > defaults), calls one library
 function, and renders the result. Heavy libraries (torch, torchvision, onnx) are imported inside
@@ -62,7 +63,7 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from kd_edge.cli.render import console
+        from kd_edge.cli.console import console
         from kd_edge.log import steps_shown
 
         def show(message: str) -> None:
@@ -87,9 +88,16 @@ def user_errors(command):
 
 def register() -> None:
     """Every command group's commands, in the order ``kd-edge --help`` lists them."""
-    from kd_edge.cli import bench, deploy, info, pipeline, search, training
+    from kd_edge.cli import (
+        bench_commands,
+        deploy_commands,
+        info_commands,
+        pipeline_commands,
+        search_commands,
+        train_commands,
+    )
 
-    for group in (training, search, deploy, bench, pipeline, info):
+    for group in (train_commands, search_commands, deploy_commands, bench_commands, pipeline_commands, info_commands):
         for name, command in group.COMMANDS.items():
             app.command(name)(user_errors(command))
 

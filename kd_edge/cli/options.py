@@ -117,6 +117,9 @@ def settings_command(name: str, defaults=None, layers=None):
     return decorator
 
 
+METAVARS = {int: "N", float: "X", str: "TEXT"}  # a repeatable option's value, as --threads N
+
+
 def option_parameter(option: Option, command: CommandOptions) -> inspect.Parameter:
     """The typer parameter of ``option``: its flags, its type (text where the field parses text), its help."""
     kind = option.kind()
@@ -132,7 +135,9 @@ def option_parameter(option: Option, command: CommandOptions) -> inspect.Paramet
     text = help_text(option, command.settings, presets)
     if option.name in command.notes:
         text = f"{option.help} (default: {command.notes[option.name]})"
-    metavar = "" if kind is bool else None
+    metavar = (
+        "" if kind is bool else METAVARS.get(typing.get_args(kind)[0]) if typing.get_origin(kind) is list else None
+    )
     info = typer.Option(*option.flags(), help=text, metavar=metavar)
     return inspect.Parameter(
         option.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, info]

@@ -125,7 +125,7 @@ def install_emulator(debs: Path, userland: Path) -> None:
     shutil.copy(debs / "qemu" / "usr" / "bin" / "qemu-aarch64-static", target)
 
 
-def write_fake_cpuinfo(path: Path, cores: int = 4) -> None:
+def write_fake_cpuinfo(path: Path, count: int = 4) -> None:
     """QEMU 7 passes the host's x86 /proc/cpuinfo through, and ONNX Runtime's cpuinfo crashes parsing it.
 
     A Cortex-A57's MIDR (0x41, part 0xd07) carries no feature overrides, so ONNX Runtime
@@ -134,7 +134,7 @@ def write_fake_cpuinfo(path: Path, cores: int = 4) -> None:
     block = "BogoMIPS\t: 100.00\nFeatures\t: fp asimd evtstrm cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
     block += "CPU variant\t: 0x1\nCPU part\t: 0xd07\nCPU revision\t: 4\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"processor\t: {i}\n{block}\n" for i in range(cores)))
+    path.write_text("".join(f"processor\t: {i}\n{block}\n" for i in range(count)))
 
 
 def pip_install_aarch64(requirements: list[str], site: Path) -> None:

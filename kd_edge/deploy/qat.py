@@ -129,7 +129,7 @@ def layer_name(node) -> str:
 
 
 def prepare_for_qat(
-    model: torch.nn.Module, input_shape, reduce_range: bool = True
+    model: torch.nn.Module, input_shape, reduce_range: bool
 ) -> tuple[torch.nn.Module, torch.nn.Module, list[str]]:
     """Fold BatchNorm, capture, insert fake quantization.
 
@@ -188,7 +188,7 @@ def fine_tune(run_dir, settings: QATSettings | None = None, *, data_dir: str | N
     # The loss the student learnt with, at its final temperature and alpha, from the same teacher(s).
     teachers = teachers_of_run(run_dir, student, splits.device)
     if teachers is not None:
-        teachers.cache(splits.train)
+        teachers.cache(splits.train, "fp32")
     fp32_model = student.build_model().eval()
     fp32_accuracy = accuracy(fp32_model, splits.test, normalize)
     model, folded, fp32_layers = prepare_for_qat(fp32_model, dataset.input_shape, settings.quantize.reduce_range)

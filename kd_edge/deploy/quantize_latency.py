@@ -69,15 +69,15 @@ def search_latency(build, fp32_path: Path, nodes: list[str], images: np.ndarray,
 
 
 def latency_ratios(fp32_path: Path, int8_path: Path, images: np.ndarray, threads: int) -> dict:
-    from kd_edge.runtime.bench.measure import interleaved_latency_ms
+    from kd_edge.runtime.bench.child import interleaved_latency_ms
 
     # Spinning off: two sessions in one process, each idle while the other is timed.
     models = {
         "fp32": OnnxModel(fp32_path, threads, spinning=False),
         "int8": OnnxModel(int8_path, threads, spinning=False),
     }
-    batch1 = interleaved_latency_ms(models, images[:1], runs=2000)
-    batch64 = interleaved_latency_ms(models, images[:64], runs=200)
+    batch1 = interleaved_latency_ms(models, images[:1], runs=2000, rounds=5)
+    batch64 = interleaved_latency_ms(models, images[:64], runs=200, rounds=5)
     return {"batch1": batch1["int8"] / batch1["fp32"], "batch64": batch64["int8"] / batch64["fp32"]}
 
 

@@ -74,13 +74,13 @@ def export_then(
     settings: DeploySettings,
     *,
     name: str | None = None,
-    int8: bool = False,
+    with_int8: bool = False,
     bundle=None,
     data_dir: str | None = None,
     force: bool = False,
     on_export=None,
 ) -> ExportChain:
-    """`kd-edge export`: the ONNX model; with ``int8`` its INT8 model too, with ``bundle`` (a folder) a bundle of
+    """`kd-edge export`: the ONNX model; with ``with_int8`` its INT8 model too, with ``bundle`` (a folder) a bundle of
     both. The INT8 model is calibrated on the data the export verified with. ``on_export(result)`` is told of the
     export before quantizing starts."""
     from kd_edge.deploy.bundle import write_bundle
@@ -90,7 +90,7 @@ def export_then(
     exported = export_onnx(source, out_dir, settings.export, name=name, data_dir=data_dir, force=force)
     if on_export is not None:
         on_export(exported)
-    if not (int8 or bundle):
+    if not (with_int8 or bundle):
         return ExportChain(export=exported)
     # With a bundle to write, the bundle compares the forms itself.
     quantizer = replace(settings.quantize, compare_latency=settings.quantize.compare_latency and not bundle)

@@ -30,11 +30,11 @@ def form_of(model: OnnxModel) -> str:
     return "int8" if model.card.quantization is not None else "fp32"
 
 
-def sample_logits(models: dict[str, Path], images: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
-    """Each form's logits for ``images``, one image at a time (as a drone's frame loop runs them)."""
+def sample_logits(models: dict[str, Path], images: np.ndarray) -> dict[str, np.ndarray]:
+    """Each form's logits for ``images``, one image at a time on one thread (as a drone's frame loop runs them)."""
     logits = {}
     for form, path in models.items():
-        model = OnnxModel(path, threads=threads)
+        model = OnnxModel(path, threads=1)
         logits[form] = np.concatenate([model.logits(model.preprocess(images[i : i + 1])) for i in range(len(images))])
     return logits
 

@@ -34,7 +34,7 @@ class Prediction:
         }
 
 
-def predict_files(model: OnnxModel, paths: list[Path], top_k: int = 3) -> list[Prediction]:
+def predict_files(model: OnnxModel, paths: list[Path], top_k: int) -> list[Prediction]:
     images, names, notes = [], [], []
     for path in paths:
         batch, labels, adapted = read_input(model, Path(path))

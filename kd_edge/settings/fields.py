@@ -225,14 +225,23 @@ def describe_value(value) -> str:
 def describe_default(option: Option, settings, presets: dict | None = None) -> str:
     """``"default: 256; --preset reference: 128"``: what applies when the option is not given."""
     value = option.default(settings)
-    none = option.field.metadata.get("none")
-    text = none if value is None and none else describe_value(value)
+    text = shown(option, settings, value)
     for preset, overrides in (presets or {}).items():
-        preset_value = get(with_changes(settings, overrides), option.paths[0])
+        changed = with_changes(settings, overrides)
+        preset_value = get(changed, option.paths[0])
         if preset_value != value:
-            shown = none if preset_value is None and none else describe_value(preset_value)
-            text += f"; --preset {preset}: {shown}"
+            text += f"; --preset {preset}: {shown(option, changed, preset_value)}"
     return f"default: {text}"
+
+
+def shown(option: Option, settings, value) -> str:
+    """``value`` as help shows it; None as the field's ``none`` text, formatted with its siblings' values
+    ("enough for {steps} optimiser steps")."""
+    none = option.field.metadata.get("none")
+    if value is None and none:
+        siblings = get(settings, option.paths[0].rsplit(".", 1)[0]) if "." in option.paths[0] else settings
+        return none.format(**{f.name: getattr(siblings, f.name) for f in fields(siblings)})
+    return describe_value(value)
 
 
 def help_text(option: Option, settings, presets: dict | None = None) -> str:

@@ -77,7 +77,7 @@ class NetworkSettings:
     """One network: its architecture and its budget (``epochs``, or enough epochs for ``steps`` optimiser steps)."""
 
     model: str = knob(help="Architecture (`kd-edge models`).")
-    epochs: int | None = knob(None, "Training epochs.", short="-e", none="enough for the steps")
+    epochs: int | None = knob(None, "Training epochs.", short="-e", none="enough for {steps} optimiser steps")
     steps: int = knob(help="Optimiser steps when no epochs are given (rounded up to whole epochs).")
 
     def __post_init__(self):

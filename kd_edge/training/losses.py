@@ -48,7 +48,7 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
-    kd_loss: str = "kl",
+    kd_loss: str,
 ) -> dict[str, torch.Tensor]:
     """``alpha * CE(y, s) + (1 - alpha) * KD(t, s)``, returned with its two terms.
 

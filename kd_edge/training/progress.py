@@ -2,7 +2,7 @@
 
 Training functions take any object with these three methods, so a library user can pass
 ``SilentProgress()`` (the default) or their own logger; the command line shows a live bar
-(``kd_edge.cli.progress``).
+(``kd_edge.cli.progress_bar``).
 """
 
 from __future__ import annotations

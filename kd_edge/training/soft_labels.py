@@ -45,7 +45,7 @@ class FrozenTeachers:
             model.eval()
             model.requires_grad_(False)
 
-    def cache(self, train: DeviceSplit, precision: str = "fp32") -> None:
+    def cache(self, train: DeviceSplit, precision: str) -> None:
         """Compute every teacher's logits on the train split once (valid while images do not change)."""
         self.cached = torch.stack(
             [predict_logits(m, train, n, precision) for m, n in zip(self.models, self.normalizers, strict=True)]

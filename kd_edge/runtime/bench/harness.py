@@ -21,8 +21,8 @@ import numpy as np
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError
 from kd_edge.log import step
 from kd_edge.runtime import host
+from kd_edge.runtime.bench.child import Measurement, Reading, measure_in_child
 from kd_edge.runtime.bench.emulate import Constraints
-from kd_edge.runtime.bench.measure import Measurement, Reading, measure_in_child
 from kd_edge.runtime.bench.profiles import DeviceProfile, get_profile
 from kd_edge.runtime.bench.projection import data_type, host_throughput_per_core, projection
 from kd_edge.runtime.session import OnnxModel, model_file, session_options

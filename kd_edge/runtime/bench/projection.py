@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.runtime.bench.measure import single_threaded_blas
+from kd_edge.runtime.bench.child import single_threaded_blas
 from kd_edge.runtime.bench.profiles import DeviceProfile
 from kd_edge.runtime.session import OnnxModel
 

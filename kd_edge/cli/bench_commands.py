@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from kd_edge.cli.console import console, next_step, print_bench_table
 from kd_edge.cli.options import DataDirOpt, settings_command
-from kd_edge.cli.render import console, next_step, print_bench_table
 from kd_edge.settings.bench import BenchSettings, PredictSettings
 
 

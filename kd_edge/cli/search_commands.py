@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from kd_edge.cli.console import console, make_progress, next_step
 from kd_edge.cli.options import DataDirOpt, settings_command
-from kd_edge.cli.render import console, make_progress, next_step
-from kd_edge.cli.training import require_training_extra, training_process
+from kd_edge.cli.train_commands import require_training_extra, training_process
 from kd_edge.settings.search import SearchSettings
 
 
@@ -31,9 +31,9 @@ def search(
     (OUT/search.md, search.json, search.png) and a bundle of the chosen student (OUT/bundle).
     """
     require_training_extra()
-    from kd_edge.search.search import search as run_search
+    from kd_edge.search.student_search import search as run_search
 
-    with training_process():
+    with training_process("cpu"):
         result = run_search(
             teacher,
             out,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from kd_edge.cli.console import console, print_pipeline_summary
 from kd_edge.cli.options import settings_command
-from kd_edge.cli.render import console, print_pipeline_summary
-from kd_edge.cli.training import require_training_extra, training_process
+from kd_edge.cli.train_commands import require_training_extra, training_process
 from kd_edge.errors import ConfigError, OutputError
 from kd_edge.settings.commands import PIPELINE_TABLES
 from kd_edge.settings.pipeline import PipelineSettings
@@ -53,7 +53,7 @@ def pipeline(
     written to OUT/kd-edge.toml: `kd-edge pipeline --config OUT/kd-edge.toml --out NEW` repeats the run.
     """
     require_training_extra()
-    from kd_edge.cli.progress import RichProgress, new_display
+    from kd_edge.cli.progress_bar import RichProgress, new_display
     from kd_edge.pipeline.runner import run_pipeline
     from kd_edge.training.distributed import is_main
     from kd_edge.training.progress import SilentProgress

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from kd_edge.cli.console import console
 from kd_edge.cli.options import settings_command
-from kd_edge.cli.render import console
-from kd_edge.cli.training import require_training_extra
+from kd_edge.cli.train_commands import require_training_extra
 from kd_edge.settings.data import DataSettings
 
 

@@ -29,8 +29,6 @@ from pathlib import Path
 from kd_edge.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from kd_edge.log import step
 from kd_edge.runtime.bench.profiles import get_profile
-from kd_edge.search.measure import CandidateMeasurer
-from kd_edge.search.render import markdown, plot
 from kd_edge.search.space import (
     Candidate,
     describe_space,
@@ -41,6 +39,8 @@ from kd_edge.search.space import (
     within_budget,
     within_budget_final,
 )
+from kd_edge.search.summary import markdown, plot
+from kd_edge.search.timing import CandidateMeasurer
 from kd_edge.search.train import CandidateTrainer
 from kd_edge.settings.data import DataSettings
 from kd_edge.settings.fields import require

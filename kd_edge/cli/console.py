@@ -259,7 +259,7 @@ def print_summary(metrics: dict, out: Path) -> None:
 
 
 def make_progress():
-    from kd_edge.cli.progress import RichProgress
+    from kd_edge.cli.progress_bar import RichProgress
     from kd_edge.training.distributed import is_main
     from kd_edge.training.progress import SilentProgress
 

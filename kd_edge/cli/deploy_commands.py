@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kd_edge.cli.options import DataDirOpt, ForceOpt, settings_command
-from kd_edge.cli.render import (
+from kd_edge.cli.console import (
     console,
     make_progress,
     next_step,
@@ -17,7 +16,8 @@ from kd_edge.cli.render import (
     print_latency_comparison,
     print_quantize_result,
 )
-from kd_edge.cli.training import require_training_extra, training_process
+from kd_edge.cli.options import DataDirOpt, ForceOpt, settings_command
+from kd_edge.cli.train_commands import require_training_extra, training_process
 from kd_edge.settings.deploy import ArmSettings, DeploySettings, QATSettings, QuantizeSettings
 
 
@@ -70,7 +70,7 @@ def export(
         )
 
     chain = export_then(
-        source, out, settings, name=name, int8=int8, bundle=bundle, data_dir=optional_str(data_dir), force=force,
+        source, out, settings, name=name, with_int8=int8, bundle=bundle, data_dir=optional_str(data_dir), force=force,
         on_export=show,
     )  # fmt: skip
     if chain.quantized is not None:
@@ -131,7 +131,7 @@ def qat(
     require_training_extra()
     from kd_edge.pipeline.chains import qat_to_int8
 
-    with training_process():
+    with training_process("cpu"):
         result = qat_to_int8(
             run_dir, out, settings, data_dir=optional_str(data_dir), force=force, progress=make_progress()
         )

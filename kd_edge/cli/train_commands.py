@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from kd_edge.cli.console import console, make_progress, next_step, print_summary
 from kd_edge.cli.options import ForceOpt, NprocOpt, ResumeOpt, TeachersOpt, settings_command
-from kd_edge.cli.render import console, make_progress, next_step, print_summary
 from kd_edge.errors import ConfigError, MissingDependencyError
 from kd_edge.settings.search import SweepSettings
 from kd_edge.settings.training import DistillSettings, TeacherSettings
@@ -118,7 +118,7 @@ def sweep(
     def on_cell(name: str, cell_seed: int, ran: bool) -> None:
         console().print(f"{name} seed {cell_seed}: {'done' if ran else 'finished earlier, kept'}")
 
-    with training_process():
+    with training_process("cpu"):
         summary = run_sweep(settings, out, teachers=teachers, progress_factory=make_progress, on_cell=on_cell)
     console().print((out / "sweep.md").read_text())
     best = summary["best"]
@@ -149,7 +149,7 @@ def require_training_extra(
 
 
 @contextlib.contextmanager
-def training_process(device: str = "cpu"):
+def training_process(device: str):
     """Process-wide settings for a training command (never set by the library itself): the allocator's,
     SIGINT/SIGTERM asking training to save its state and stop at the next step, and, under torchrun, the
     process group (gloo on CPU, nccl on CUDA)."""

@@ -132,7 +132,7 @@ def time_latencies(model: OnnxModel, inputs: np.ndarray, warmup: int, runs: int,
 
 
 def interleaved_latency_ms(
-    models: dict[str, OnnxModel], images: np.ndarray, runs: int, rounds: int = 5
+    models: dict[str, OnnxModel], images: np.ndarray, runs: int, rounds: int
 ) -> dict[str, float]:
     """Median latency (ms) of sessions held in this process, timed in alternating rounds.
 
