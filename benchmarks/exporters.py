@@ -33,10 +33,10 @@ EXPORTERS = ("dynamo", "torchscript")
 def checkpoint(name: str, data_dir: str) -> Path:
     import torch
 
-    from kd_edge.training.checkpoint import save_checkpoint
     from kd_edge.data import load_data
-    from kd_edge.training.models import ModelSpec
     from kd_edge.runtime import DataRef, ModelCard
+    from kd_edge.training.checkpoint import save_checkpoint
+    from kd_edge.training.models import ModelSpec
 
     ref = DataRef(dataset="fashion-mnist", data_dir=data_dir)
     dataset = load_data(ref)
@@ -51,29 +51,24 @@ def checkpoint(name: str, data_dir: str) -> Path:
 def build(name: str, data_dir: str) -> dict:
     import onnx
 
-    from kd_edge.deploy.export import ExportConfig, export_onnx
-    from kd_edge.deploy.quantize import QuantizeConfig, quantizable_nodes, quantize
+    from kd_edge.deploy.export import export_onnx
+    from kd_edge.deploy.quantize import quantizable_nodes, quantize
+    from kd_edge.settings import ExportSettings, QuantizeSettings
 
     source = checkpoint(name, data_dir)
     rows = {}
     for exporter in EXPORTERS:
         started = time.perf_counter()
-        result = export_onnx(
-            ExportConfig(source=str(source), out_dir=str(WORK / exporter), exporter=exporter, name=name, force=True)
-        )
+        result = export_onnx(source, WORK / exporter, ExportSettings(exporter=exporter), name=name, force=True)
         seconds = time.perf_counter() - started
-        int8 = quantize(
-            QuantizeConfig(
-                model=str(result.path),
-                out=str(WORK / exporter / f"{name}.int8.onnx"),
-                calibration_size=200,
-                exclude=(quantizable_nodes(result.path)[0],),
-                max_accuracy_drop=100.0,  # untrained weights: only the graph matters here
-                optimize_latency=False,
-                compare_latency=False,
-                force=True,
-            )
+        settings = QuantizeSettings(
+            calibration_size=200,
+            exclude=(quantizable_nodes(result.path)[0],),
+            max_accuracy_drop=100.0,  # untrained weights: only the graph matters here
+            optimize_latency=False,
+            compare_latency=False,
         )
+        int8 = quantize(result.path, settings, out=WORK / exporter / f"{name}.int8.onnx", force=True)
         graph = onnx.load(str(result.path)).graph
         rows[exporter] = {
             "export_s": seconds,

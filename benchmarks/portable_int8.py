@@ -81,22 +81,21 @@ def measure(models: dict[str, Path], images: np.ndarray, rounds: int) -> dict:
 
 
 def build(run: str, data_dir: Path | None) -> dict[str, Path]:
-    from kd_edge import quantize as quantizer
-    from kd_edge.deploy.export import ExportConfig, export_onnx
+    from kd_edge.deploy import quantize as quantizer
+    from kd_edge.deploy.export import export_onnx
+    from kd_edge.settings import QuantizeSettings
 
     out = WORK / "portable" / run
-    fp32 = export_onnx(
-        ExportConfig(source=str(WORK / run), out_dir=str(out), data_dir=data_dir and str(data_dir), force=True)
-    ).path
-    data = {"data_dir": data_dir and str(data_dir), "force": True, "compare_latency": False}
-    current = quantizer.quantize(quantizer.QuantizeConfig(model=str(fp32), out=str(out / "int8.onnx"), **data))
+    data = {"data_dir": data_dir and str(data_dir), "force": True}
+    fp32 = export_onnx(WORK / run, out, **data).path
+    settings = QuantizeSettings(compare_latency=False)
+    current = quantizer.quantize(fp32, settings, out=out / "int8.onnx", **data)
     first_conv = quantizer.quantizable_nodes(fp32)[0]
     arrange = quantizer.pool_before_relu
     quantizer.pool_before_relu = lambda model, fp32_nodes: model  # the previous version's graph
     try:
-        previous = quantizer.quantize(quantizer.QuantizeConfig(
-            model=str(fp32), out=str(out / "int8-previous.onnx"), exclude=(first_conv,), optimize_latency=False, **data
-        ))  # fmt: skip
+        previous_settings = QuantizeSettings(compare_latency=False, exclude=(first_conv,), optimize_latency=False)
+        previous = quantizer.quantize(fp32, previous_settings, out=out / "int8-previous.onnx", **data)
     finally:
         quantizer.pool_before_relu = arrange
     print(f"kd-edge's INT8 keeps in FP32: {current.excluded_nodes or 'nothing'}", flush=True)

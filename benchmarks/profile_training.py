@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from kd_edge.training.device import to_channels_last
 from kd_edge.training.models import create_model
-from kd_edge.training.fit import to_channels_last
 
 
 def train_steps(model, images, labels, steps, channels_last, bf16):

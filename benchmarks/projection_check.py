@@ -38,10 +38,10 @@ def build(name: str) -> tuple[Path, Path]:
     import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from kd_edge.deploy.export import write_onnx
-    from kd_edge.training.models import count_parameters, create_model
+    from kd_edge.deploy.onnx_graph import write_onnx
     from kd_edge.runtime import ModelCard
     from kd_edge.runtime.card import write_card
+    from kd_edge.training.models import count_parameters, create_model
 
     WORK.mkdir(parents=True, exist_ok=True)
     fp32, int8 = WORK / f"{name}.onnx", WORK / f"{name}.int8.onnx"
@@ -72,7 +72,8 @@ def build(name: str) -> tuple[Path, Path]:
 
 
 def main():
-    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchJob, run_benchmark
+    from kd_edge.settings import BenchSettings
 
     models = {}
     for name in ("resnet18", "mobilenet-v2"):
@@ -80,16 +81,10 @@ def main():
     images = np.random.default_rng(1).integers(0, 256, (4, 3, 224, 224), dtype=np.uint8)
     rows = []
     for profile in PROFILES:
-        config = BenchConfig(
-            models=tuple(str(p) for p in models.values()),
-            threads=(1,),
-            batch_sizes=(1,),
-            runs=40,
-            rounds=2,
-            warmup=5,
-            profile=profile,
+        settings = BenchSettings(threads=(1,), batch_sizes=(1,), runs=40, rounds=2, warmup=5, profile=profile)
+        report = run_benchmark(
+            BenchJob(models=tuple(str(p) for p in models.values()), settings=settings), images=images
         )
-        report = run_benchmark(config, images=images)
         host = report.environment["host_gops_per_core"]
         for (name, dtype), path in models.items():
             result = next(r for r in report.results if r.model == str(path))

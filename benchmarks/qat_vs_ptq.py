@@ -30,26 +30,18 @@ EXTRA_EPOCHS = 2
 
 def quantized(run: Path, folder: Path, data_dir: str) -> dict:
     """Export the run's student and quantize it as QAT's model is quantized: first convolution FP32."""
-    from kd_edge.deploy.export import ExportConfig, export_onnx
-    from kd_edge.deploy.quantize import QuantizeConfig, quantizable_nodes, quantize
+    from kd_edge.deploy.export import export_onnx
+    from kd_edge.deploy.quantize import quantizable_nodes, quantize
     from kd_edge.runtime import read_card
+    from kd_edge.settings import QuantizeSettings
 
     int8_path = folder / "student.int8.onnx"
     if not int8_path.is_file():
-        fp32 = export_onnx(
-            ExportConfig(source=str(run), out_dir=str(folder), name="student", data_dir=data_dir, force=True)
-        ).path
-        quantize(
-            QuantizeConfig(
-                model=str(fp32),
-                out=str(int8_path),
-                data_dir=data_dir,
-                exclude=(quantizable_nodes(fp32)[0],),
-                optimize_latency=False,
-                compare_latency=False,
-                force=True,
-            )
+        fp32 = export_onnx(run, folder, name="student", data_dir=data_dir, force=True).path
+        settings = QuantizeSettings(
+            exclude=(quantizable_nodes(fp32)[0],), optimize_latency=False, compare_latency=False
         )
+        quantize(fp32, settings, out=int8_path, data_dir=data_dir, force=True)
     card = read_card(int8_path)
     return {"fp32": card.fp32_test_accuracy, "int8": card.test_accuracy}
 

@@ -92,21 +92,16 @@ def torch_latency_ms(checkpoint: Path, images: np.ndarray, normalize, threads: i
 def measure(run: str, forms: dict[str, Path], threads: int, data_dir: Path) -> list[dict]:
     from kd_edge.data import load_dataset
     from kd_edge.runtime import OnnxModel
-    from kd_edge.runtime.bench.harness import BenchConfig, run_benchmark
+    from kd_edge.runtime.bench.harness import BenchJob, run_benchmark
+    from kd_edge.settings import BenchSettings
 
     dataset = load_dataset("fashion-mnist", data_dir)
     models = {name: OnnxModel(path, threads) for name, path in forms.items()}
     models["empty ONNX Runtime call"] = OnnxModel(empty_model(WORK / "exports" / "empty.onnx"), threads)
     # kd-edge bench's harness: each measurement alone in a fresh process, models alternating over 5 rounds.
-    config = BenchConfig(
-        models=tuple(str(m.path) for m in models.values()),
-        threads=(threads,),
-        batch_sizes=(1, 64),
-        warmup=20,
-        runs=2500,
-        rounds=5,
-    )
-    report = run_benchmark(config, images=dataset.val.images[:64])
+    settings = BenchSettings(threads=(threads,), batch_sizes=(1, 64), warmup=20, runs=2500, rounds=5)
+    job = BenchJob(models=tuple(str(m.path) for m in models.values()), settings=settings)
+    report = run_benchmark(job, images=dataset.val.images[:64])
     batch1 = {name: report.p50_ms(str(model.path), 1) for name, model in models.items()}
     batch64 = {name: report.p50_ms(str(model.path), 64) for name, model in models.items()}
     fp32 = models["ONNX FP32"]

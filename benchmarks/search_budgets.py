@@ -37,15 +37,17 @@ def kd_edge(*args, env) -> float:
 
 def default_student_latency(run: Path, teacher: Path, work: Path) -> dict:
     """The default student's latency exactly as the search times its finalists."""
+    from kd_edge.search.space import Candidate, describe_space
+    from kd_edge.search.timing import CandidateMeasurer
+    from kd_edge.settings import SearchSettings
     from kd_edge.training.checkpoint import load_checkpoint
-    from kd_edge.search.student_search import Candidate, HarnessTimer, SearchConfig, describe_space
 
-    config = SearchConfig(teacher=str(teacher), latency_budget_ms=1.0, profile="rpi4")
-    teacher = load_checkpoint(config.teacher)
+    config = SearchSettings(latency_budget_ms=1.0, profile="rpi4")
+    teacher = load_checkpoint(teacher)
     candidate: Candidate = describe_space(("cnn-small",), teacher)[0]
     candidate.rungs = [{"val_accuracy": json.loads((run / "metrics.json").read_text())["student"]["val_accuracy"],
                         "run": str(run)}]  # fmt: skip
-    return HarnessTimer(config, teacher.card, "fashion-mnist").finalist(candidate, work / "default-timed")
+    return CandidateMeasurer(config, teacher.card, None).finalist(candidate, work / "default-timed")
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ def bench(*args, ok=True):
     return result
 
 
+@pytest.mark.slow
 def test_json_contract(tmp_path, tiny, half_right):
     out = tmp_path / "bench.json"
     bench(tiny, "--threads", "1", "--batch-size", "1", "--batch-size", "4", "--data", half_right, "--json", out, *QUICK)
@@ -117,18 +118,21 @@ def test_json_contract(tmp_path, tiny, half_right):
     )
 
 
+@pytest.mark.slow
 def test_accuracy_on_a_labelled_set(tmp_path, tiny, half_right):
     out = tmp_path / "b.json"
     bench(tiny, "--data", half_right, "--json", out, *QUICK)
     assert json.loads(out.read_text())["results"][0]["accuracy"] == 0.5
 
 
+@pytest.mark.slow
 def test_no_labels_means_null_accuracy(tmp_path, tiny):
     out = tmp_path / "b.json"
     bench(tiny, "--json", out, *QUICK)
     assert json.loads(out.read_text())["results"][0]["accuracy"] is None
 
 
+@pytest.mark.slow
 def test_pinning_and_threads_are_read_back_from_the_child(tmp_path, tiny):
     out = tmp_path / "b.json"
     bench(tiny, "--cores", "0", "--threads", "1", "--threads", "2", "--json", out, *QUICK)
@@ -141,11 +145,13 @@ def test_pinning_and_threads_are_read_back_from_the_child(tmp_path, tiny):
     assert two["threads_seen"] == one["threads_seen"] + 1  # ONNX Runtime adds one pool thread per extra intra-op thread
 
 
+@pytest.mark.slow
 def test_more_threads_than_cores_warns(tiny):
     result = bench(tiny, "--cores", "0", "--threads", "2", *QUICK)
     assert "more than the 1 core(s) allowed" in result.output
 
 
+@pytest.mark.slow
 def test_memory_cap_makes_an_oversized_batch_fail_cleanly(tiny):
     bench(tiny, "--memory", "300M", *QUICK)  # a normal batch runs under the cap
     result = bench(tiny, "--memory", "300M", "--batch-size", "2000000", *QUICK, ok=False)
@@ -162,6 +168,7 @@ def cgroups_writable() -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_cpu_quota_and_memory_cap_are_read_back_in_the_child(tmp_path, tiny):
     if not cgroups_writable():
         pytest.skip("this machine gives no writable cgroup: the fake-tree tests below cover the code")
@@ -220,6 +227,7 @@ def test_unwritable_cgroups_are_reported_not_enforced(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_profile_projects_single_thread_latency_by_data_type(tmp_path, tiny):
     out = tmp_path / "b.json"
     bench(tiny, "--profile", "rpi4", "--threads", "1", "--threads", "2", "--json", out, *QUICK)
@@ -269,6 +277,7 @@ def test_host_kernels_compute_matrix_products():
     assert np.allclose(session.run(None, {"a": x, "b": y})[0], x @ y, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_drone_loop_reports_deadlines(tmp_path, tiny):
     out = tmp_path / "b.json"
     bench(tiny, "--rate", "50", "--duration", "0.4", "--rounds", "1", "--json", out)
@@ -293,6 +302,7 @@ def test_drone_loop_counts_missed_deadlines():
     assert loop["frames"] == 30 and loop["deadline_misses"] >= 29 and loop["max_lateness_ms"] > 30
 
 
+@pytest.mark.slow
 def test_markdown_and_plot(tmp_path, tiny, half_right):
     pytest.importorskip("matplotlib")
     bench(tiny, "--data", half_right, "--markdown", tmp_path / "b.md", "--plot", tmp_path / "b.png", *QUICK)
@@ -300,6 +310,7 @@ def test_markdown_and_plot(tmp_path, tiny, half_right):
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_models_of_the_same_name_are_labelled_apart(tmp_path, tiny):
     import shutil
 
@@ -386,6 +397,7 @@ def test_profiles_command():
     assert result.exit_code == 0 and "rpi-zero-2w" in result.output and "cortex-a53" in result.output
 
 
+@pytest.mark.slow
 def test_bench_never_imports_torch(tmp_path, tiny, half_right):
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"  # any import of torch now fails
@@ -418,6 +430,7 @@ def test_memory_cap_falls_back_to_rlimit_without_cgroups():
     assert completed.stdout.split() == ["True", "True", "True", "MemoryError"], completed.stdout + completed.stderr
 
 
+@pytest.mark.slow
 def test_bench_dataset_measures_accuracy_on_its_test_split(tmp_path, easy_npz, exported_student):
     from kd_edge.data import load_dataset
 

@@ -157,6 +157,7 @@ def test_existing_bundle_needs_force(fp32_bundle, exported_student):
     write_bundle(fp32_bundle.folder, settings, fp32=exported_student, int8=None, force=True)
 
 
+@pytest.mark.slow
 def test_bench_of_a_bundle_scores_its_samples(tmp_path, fp32_bundle):
     out = tmp_path / "b.json"
     for source in (fp32_bundle.folder, fp32_bundle.archive):
@@ -169,6 +170,7 @@ def test_bench_of_a_bundle_scores_its_samples(tmp_path, fp32_bundle):
         assert report["results"][0]["model"] == str(source)
 
 
+@pytest.mark.slow
 def test_cli_bundle_of_a_run_folder(tmp_path, student_checkpoint):
     out = tmp_path / "deploy"
     result = CliRunner().invoke(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -125,11 +126,13 @@ def test_help_does_not_import_torch():
     )
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "kd_edge", "datasets"], capture_output=True, text=True)
     assert result.returncode == 0 and "mnist-5k" in result.stdout
 
 
+@pytest.mark.slow
 def test_models_lists_parameters_and_macs():
     result = ok("models")
     assert (

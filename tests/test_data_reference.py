@@ -43,6 +43,7 @@ def invoke(*args):
     return result
 
 
+@pytest.mark.slow
 def test_every_later_stage_reads_the_data_as_training_did(resized_run):
     root, run = resized_run
     exports = root / "exports"

@@ -13,6 +13,8 @@ from kd_edge.data import load_dataset
 from kd_edge.training.checkpoint import load_checkpoint
 from kd_edge.training.fit import DeviceSplit, Normalizer, accuracy
 
+pytestmark = pytest.mark.slow  # torchrun launches several processes
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "kd_edge"]
 
 

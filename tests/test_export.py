@@ -52,6 +52,7 @@ def torchscript_deprecated():
     assert any("legacy TorchScript-based ONNX export" in str(w.message) for w in record)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name, exporter):
@@ -70,6 +71,7 @@ def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name, exp
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
+@pytest.mark.slow
 def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
     result = export_onnx(student_checkpoint, tmp_path / "out")
     model = OnnxModel(result.path)
@@ -82,6 +84,7 @@ def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
         assert got.shape == (batch, 3) and np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_metadata_round_trip(tmp_path, student_checkpoint):
     checkpoint = load_checkpoint(student_checkpoint)
     result = export_onnx(student_checkpoint.parent, tmp_path / "out")
@@ -122,6 +125,7 @@ class DataDependentBranch(torch.nn.Module):
         return self.fc(x) if x.abs().sum() >= 0 else -self.fc(x)
 
 
+@pytest.mark.slow
 def test_a_model_torch_export_cannot_capture_falls_back_to_torchscript(tmp_path, easy_npz, monkeypatch):
     monkeypatch.setitem(registry._MODELS, "branchy", DataDependentBranch)
     path = checkpoint_for(tmp_path, easy_npz, "branchy")
@@ -177,6 +181,7 @@ class TracedBatchTrap(torch.nn.Module):
         return logits * 2 if x.shape[0] == 1 else logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monkeypatch, exporter):
     """Both exporters capture one branch of `if x.shape[0] == 1` (torch.export assumes a dynamic size is not 1)."""
@@ -193,6 +198,7 @@ def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monke
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_existing_output_needs_force(tmp_path, student_checkpoint):
     out = tmp_path / "out"
     first = export_onnx(student_checkpoint, out)
@@ -203,6 +209,7 @@ def test_existing_output_needs_force(tmp_path, student_checkpoint):
     export_onnx(student_checkpoint, out, force=True)
 
 
+@pytest.mark.slow
 def test_cli_export_of_a_run_folder(tmp_path, student_checkpoint):
     result = CliRunner().invoke(
         app, ["export", str(student_checkpoint.parent), "--onnx", "--out", str(tmp_path / "exp")]
@@ -216,6 +223,7 @@ def test_cli_export_of_a_folder_without_student(tmp_path):
     assert result.exit_code == 1 and "no student.pt" in result.output
 
 
+@pytest.mark.slow
 def test_exports_are_named_after_their_run_so_they_do_not_collide(tmp_path, student_checkpoint):
     out = tmp_path / "exports"
     for run in ("a", "b"):

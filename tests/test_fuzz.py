@@ -89,6 +89,7 @@ dtypes = st.sampled_from([np.uint8, np.int64, np.float32, np.float64, np.int8, n
     classes=st.none() | st.lists(st.text(max_size=3), max_size=12),
     pixels=st.floats(allow_nan=True, allow_infinity=True),
 )
+@pytest.mark.slow
 def test_npz_datasets(n, shape, image_dtype, label_dtype, labels, classes, pixels):
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: hostile input, on purpose
         images = np.full((n, *shape), pixels if np.issubdtype(image_dtype, np.floating) else 7, dtype=image_dtype)
@@ -140,6 +141,7 @@ image_files = st.one_of(
     ),
     image_size=st.none() | st.integers(8, 16),
 )
+@pytest.mark.slow
 def test_image_folders(layout, image_size):
     root = Path(tempfile.mkdtemp(prefix="kd-edge-fuzz-folder-"))
     for split, classes in layout.items():
@@ -167,6 +169,7 @@ card_keys = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.dictionaries(card_keys, json_values.map(json.dumps) | st.text(max_size=12), max_size=10))
 def test_model_card_metadata(values):
@@ -244,6 +247,7 @@ option_values = st.one_of(
     ),
     value=option_values,
 )  # fmt: skip
+@pytest.mark.slow
 def test_distill_options(option, value):
     """Any value of any option: a usage error (2) or a one-paragraph refusal (1), never a traceback."""
     missing = "npz:/nonexistent/kd-edge-fuzz.npz"  # valid settings end at the data, before any training

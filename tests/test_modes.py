@@ -289,6 +289,7 @@ def test_planned_epochs_are_written_to_the_run_config(tmp_path, easy_npz):
 # --- sweep -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_resumes_without_rerunning_finished_cells(tmp_path, easy_npz, monkeypatch):
     args = [
         "sweep",

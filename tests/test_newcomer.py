@@ -113,6 +113,7 @@ def test_a_folder_with_a_finished_teacher_says_how_to_reuse_it(tmp_path, easy_np
     assert result.exit_code == 1 and f"--teacher {run / 'teacher.pt'}" in message and "--force" in message
 
 
+@pytest.mark.slow
 def test_no_step_of_export_and_quantization_is_silent_for_long(tmp_path, student_checkpoint):
     """Every long step announces itself: the gaps between messages (and to the start and end) stay short."""
     from kd_edge.deploy.export import export_onnx
@@ -224,6 +225,7 @@ def test_predict_says_what_is_wrong_with_float_pixels(tmp_path, exported_student
     )
 
 
+@pytest.mark.slow
 def test_predict_needs_no_torch(tmp_path, exported_student, easy_npz):
     Image.fromarray(np.load(easy_npz)["images"][0]).save(tmp_path / "x.png")
     code = (
@@ -235,6 +237,7 @@ def test_predict_needs_no_torch(tmp_path, exported_student, easy_npz):
     assert json.loads(completed.stdout)[0]["top"][0]["class"] in ("a", "b", "c")
 
 
+@pytest.mark.slow
 def test_bench_scores_the_models_own_dataset_by_default(tmp_path, exported_student, easy_npz):
     from kd_edge.data import load_dataset
     from kd_edge.runtime import OnnxModel

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 
+pytestmark = pytest.mark.slow  # every stage of the pipeline, real training
+
 FAST = """
 [distill]
 teacher-model = "cnn-tiny"

@@ -13,6 +13,8 @@ from kd_edge.pipeline.chains import qat_to_int8
 from kd_edge.runtime import read_onnx_metadata
 from kd_edge.settings import QATSettings, QuantizeSettings
 
+pytestmark = pytest.mark.slow  # quantization-aware training and ONNX Runtime's quantizer
+
 # One epoch at batch 32, no latency search and no timing: what these tests check is the model.
 QUICK = QATSettings(epochs=1, batch_size=32, quantize=QuantizeSettings(optimize_latency=False, compare_latency=False))
 

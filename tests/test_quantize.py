@@ -35,6 +35,7 @@ def test_static_int8_within_budget(fp32_model):
     assert result.latency is None  # compare_latency=False starts no timing process
 
 
+@pytest.mark.slow
 def test_latency_search_is_measured_and_recorded(fp32_model):
     result = quick(fp32_model, optimize_latency=True)
     tried = result.latency_search
@@ -219,6 +220,7 @@ def test_existing_output_is_not_replaced(fp32_model):
     assert first.path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_cli_quantize_reports_both_models_with_their_latency(fp32_model):
     result = CliRunner().invoke(
         app,
@@ -236,6 +238,7 @@ def test_cli_quantize_reports_both_models_with_their_latency(fp32_model):
         assert 0 < batch1 < batch64
 
 
+@pytest.mark.slow
 def test_cli_export_int8(tmp_path, student_checkpoint):
     result = CliRunner().invoke(
         app,

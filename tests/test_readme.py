@@ -81,6 +81,7 @@ def test_every_readme_command_parses(args):
     assert "Usage" in result.output or "kd-edge" in result.output
 
 
+@pytest.mark.slow
 def test_the_tour_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "docs" / "images").mkdir(parents=True)

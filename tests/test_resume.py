@@ -178,6 +178,7 @@ def wait_for(path, process, timeout=60.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_student_then_resume_gives_a_valid_student(tmp_path, easy_npz):
     out = tmp_path / "run"
     child = subprocess.Popen(distill_command(easy_npz, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -196,6 +197,7 @@ def test_sigkill_mid_student_then_resume_gives_a_valid_student(tmp_path, easy_np
     assert same_training(metrics, json.loads((tmp_path / "straight" / "metrics.json").read_text()))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_143_then_resumes(tmp_path, easy_npz):
     out = tmp_path / "run"
     child = subprocess.Popen(distill_command(easy_npz, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -210,6 +212,7 @@ def test_sigterm_saves_and_exits_143_then_resumes(tmp_path, easy_npz):
     assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.slow
 def test_a_second_signal_exits_at_once(tmp_path, easy_npz):
     out = tmp_path / "run"
     child = subprocess.Popen(distill_command(easy_npz, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)

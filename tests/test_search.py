@@ -101,6 +101,7 @@ def tiny_search(tmp_path_factory, teacher_run):
     return args, out, CliRunner().invoke(app, args)
 
 
+@pytest.mark.slow
 def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
     _, out, result = tiny_search
     assert result.exit_code == 0, result.output
@@ -118,6 +119,7 @@ def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
     assert shipped == chosen["fastest_form"] == chosen["bundle_form"]  # the form the search timed faster
 
 
+@pytest.mark.slow
 def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeypatch):
     args, out, _ = tiny_search
     runs = []

@@ -13,6 +13,8 @@ from kd_edge.deploy.verify_arm import compare
 from kd_edge.errors import ArmSetupError, ConfigError
 from kd_edge.settings import ArmSettings, BundleSettings, QuantizeSettings
 
+pytestmark = pytest.mark.slow  # QEMU and aarch64 ONNX Runtime
+
 
 @pytest.fixture(scope="module")
 def two_form_bundle(tmp_path_factory, exported_student):
