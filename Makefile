@@ -2,6 +2,7 @@
 #   make demo   creates .venv, installs kd-edge with training extras, runs the pipeline on the built-in MNIST-5k
 #               (teacher, student, ONNX, INT8, bundle, benchmark, report in runs/demo; rerun resumes)
 #   make test   creates .venv, installs kd-edge with training and test extras, lints (ruff), runs the test suite
+#   make test-fast  the same, but only the tests not marked slow: the inner loop after a change
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 # pip picks any release that satisfies pyproject.toml's lower bounds.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-fast lint venv clean
 
 $(BIN)/kd-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ demo: venv
 # Lint first: a style fault fails in seconds, before the suite's minutes.
 test: venv lint
 	$(BIN)/python -m pytest -q
+
+test-fast: venv lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check kd_edge tests benchmarks

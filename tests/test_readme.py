@@ -1,4 +1,4 @@
-"""Every `kd-edge ...` line of the README parses, and the tour runs as written (at a tiny training budget)."""
+"""Every `kd-edge ...` line of the README and the guides parses, and the tour runs as written (at a tiny budget)."""
 
 import os
 import re
@@ -13,6 +13,9 @@ from kd_edge.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+GUIDES = sorted((ROOT / "docs").glob("*.md"))
+# The tour: the README's short one, then the whole one of the getting-started guide (lines both hold run once).
+TOUR = README + (ROOT / "docs" / "getting-started.md").read_text()
 # Appended to the tour's commands so that it runs in seconds; each command's own options stay as written.
 BUDGET = {
     "teacher": ["--epochs", "1", "--batch-size", "64"],
@@ -49,10 +52,10 @@ NEEDS_OWN_PROCESS = ("--nproc",)  # relaunches the command line under torchrun: 
 NEEDS_MINUTES = ("search",)  # a 20-minute search on Fashion-MNIST: tests/test_search.py runs one on tiny data
 
 
-def readme_commands() -> list[list[str]]:
-    """The `kd-edge` command lines of the README's shell blocks, continuation lines joined, comments dropped."""
+def readme_commands(text: str = TOUR) -> list[list[str]]:
+    """The `kd-edge` command lines of ``text``'s shell blocks, continuation lines joined, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
             if line.startswith("kd-edge "):
@@ -74,8 +77,13 @@ def test_the_readme_has_a_tour():
     }
 
 
-@pytest.mark.parametrize("args", readme_commands(), ids=lambda args: " ".join(args)[:60])
-def test_every_readme_command_parses(args):
+def every_documented_command() -> list[list[str]]:
+    commands = readme_commands(README) + [args for guide in GUIDES for args in readme_commands(guide.read_text())]
+    return [list(args) for args in dict.fromkeys(tuple(args) for args in commands)]
+
+
+@pytest.mark.parametrize("args", every_documented_command(), ids=lambda args: " ".join(args)[:60])
+def test_every_documented_command_parses(args):
     result = CliRunner().invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output  # an unknown command or option fails before --help is honoured
     assert "Usage" in result.output or "kd-edge" in result.output
@@ -106,18 +114,21 @@ def test_the_tour_runs_as_written(tmp_path, monkeypatch):
         "exports/s.onnx",
         "exports/s.int8.onnx",
         "exports/s.qat.onnx",
-        "bundle.tar.gz",
-        "bench.json",
-        "bench.png",
+        "runs/bundle.tar.gz",
+        "runs/bench.json",
+        "runs/bench.png",
         "runs/p/report.html",
     ):
         assert Path(path).exists(), path
-    # The README's Python example, run against the files the tour wrote.
+    assert not any(Path(name).exists() for name in ("bundle", "bundle.tar.gz", "bench.json"))  # all under runs/
+    # The deployment guide's Python example, run against the files the tour wrote.
     example = re.search(
-        r"```python\n(import numpy as np\nfrom kd_edge.data import load_dataset.*?)```", README, flags=re.S
+        r"```python\n(import numpy as np\nfrom kd_edge.data import load_dataset.*?)```",
+        (ROOT / "docs" / "deployment.md").read_text(),
+        flags=re.S,
     ).group(1)
     namespace = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(example, "deployment.md", "exec"), namespace)
     assert namespace["predicted"].shape == (10,) and 0 <= namespace["predicted"].max() < 10
 
 
