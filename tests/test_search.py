@@ -10,6 +10,7 @@ from kd_edge.cli import app
 from kd_edge.errors import ConfigError
 from kd_edge.search.space import Candidate, keep_better_half, pareto_front, within_budget
 from kd_edge.search.student_search import measure_untrained, successive_halving
+from kd_edge.search.timing import CandidateMeasurer
 from kd_edge.settings import SearchSettings
 from kd_edge.settings.parse import quantity
 from kd_edge.training import distill as distill_module
@@ -95,8 +96,8 @@ def tiny_search(tmp_path_factory, teacher_run):
     out = tmp_path_factory.mktemp("search") / "s"
     args = [
         "search", "--teacher", str(teacher_run / "teacher.pt"), "--latency-budget", "50ms", "--profile", "host",
-        "--space", "cnn@w0.25d1,cnn@w0.5d1,cnn@w2d2", "--rungs", "2", "--finalists", "2", "--rung-steps", "2",
-        "--out", str(out),
+        "--space", "cnn@w0.25d1,cnn@w0.5d1,seed@w0.5", "--rungs", "2", "--finalists", "2", "--rung-steps", "2",
+        "--bench-runs", "20", "--bench-rounds", "1", "--out", str(out),
     ]  # fmt: skip
     return args, out, CliRunner().invoke(app, args)
 
@@ -122,10 +123,15 @@ def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
 @pytest.mark.slow
 def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeypatch):
     args, out, _ = tiny_search
-    runs = []
+    runs, timed = [], []
     original = distill_module.distill
     monkeypatch.setattr(distill_module, "distill", lambda *a, **k: runs.append(a) or original(*a, **k))
-    before = (out / "latency.json").read_text()
+    monkeypatch.setattr(CandidateMeasurer, "finalist", lambda self, candidate, folder: timed.append(candidate.name))
+    monkeypatch.setattr(CandidateMeasurer, "untrained", lambda self, candidates, folder: timed.extend(candidates))
+    before = [(out / name).read_text() for name in ("latency.json", "finalists.json")]
+    chosen = json.loads((out / "search.json").read_text())["chosen"]
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert runs == [] and (out / "latency.json").read_text() == before
+    assert runs == [] and timed == []  # nothing trained, exported, quantized or timed again
+    assert [(out / name).read_text() for name in ("latency.json", "finalists.json")] == before
+    assert json.loads((out / "search.json").read_text())["chosen"] == chosen

@@ -82,8 +82,7 @@ def search(
     if not survivors:
         return finish(config, out, candidates, [], None, started, data_dir)
     finalists = successive_halving(survivors, config, train, out, started)
-    for candidate in finalists:
-        candidate.final = measure.finalist(candidate, out / "finalists")
+    measure_finalists(finalists, measure, out / "finalists.json", out / "finalists", target)
     fitting = [c for c in finalists if within_budget_final(c, config)]
     chosen = max(fitting, key=lambda c: (c.final["val_accuracy"], -c.board_ms(c.final["latency"])), default=None)
     return finish(config, out, candidates, finalists, chosen, started, data_dir)
@@ -101,6 +100,21 @@ def measure_untrained(candidates: list[Candidate], measure, record: Path, folder
         atomic_write_json(record, everything)
     for candidate in candidates:
         candidate.latency = known[candidate.name]
+
+
+def measure_finalists(finalists: list[Candidate], measure, record: Path, folder: Path, target: str) -> None:
+    """Every finalist exported, quantized and timed, from ``record`` where the same student (by the SHA-256 of
+    its checkpoint) was measured before on the same ``target``: a rerun measures nothing it measured already."""
+    from kd_edge.runtime.bundle_files import file_sha256
+
+    everything = json.loads(record.read_text()) if record.is_file() else {}
+    known = everything.setdefault(target, {})
+    for candidate in finalists:
+        key = f"{candidate.name} {file_sha256(Path(candidate.rungs[-1]['run']) / 'student.pt')}"
+        if key not in known:
+            known[key] = measure.finalist(candidate, folder)
+            atomic_write_json(record, everything)
+        candidate.final = known[key]
 
 
 def successive_halving(survivors: list[Candidate], config: SearchSettings, train, out: Path, started: float):
