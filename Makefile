@@ -23,9 +23,10 @@ venv: $(BIN)/kd-edge
 demo: venv
 	$(BIN)/kd-edge pipeline --dataset mnist-5k --out runs/demo
 
-# Lint first: a style fault fails in seconds, before the suite's minutes.
+# Lint first: a style fault fails in seconds, before the suite's minutes. Two workers (pytest-xdist): most
+# slow tests wait on child processes; a module whose fixture is costly stays on one worker (xdist_group).
 test: venv lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: venv lint
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -282,10 +282,10 @@ def test_drone_loop_reports_deadlines(tmp_path, tiny):
     out = tmp_path / "b.json"
     bench(tiny, "--rate", "50", "--duration", "0.4", "--rounds", "1", "--json", out)
     loop = json.loads(out.read_text())["results"][0]["drone_loop"]
-    # A 200-MAC model at 50 Hz: a 20 ms budget it meets with a thousandfold margin.
-    assert (
-        loop["frames"] == 20 and loop["deadline_ms"] == 20.0 and loop["deadline_misses"] == 0 and loop["jitter_ms"] >= 0
-    )
+    # A 200-MAC model at 50 Hz: a 20 ms budget it meets with a thousandfold margin, though a busy machine's
+    # scheduler may hold a frame back now and then (test_drone_loop_counts_missed_deadlines counts real misses).
+    assert loop["frames"] == 20 and loop["deadline_ms"] == 20.0 and loop["jitter_ms"] >= 0
+    assert loop["deadline_misses"] <= 2 and loop["miss_rate"] == loop["deadline_misses"] / 20
 
 
 def test_drone_loop_counts_missed_deadlines():

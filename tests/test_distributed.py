@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from kd_edge.data import load_dataset
+from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.checkpoint import load_checkpoint
-from kd_edge.training.fit import DeviceSplit, Normalizer, accuracy
+from kd_edge.training.evaluate import accuracy
 
 pytestmark = pytest.mark.slow  # torchrun launches several processes
 

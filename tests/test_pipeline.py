@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 
-pytestmark = pytest.mark.slow  # every stage of the pipeline, real training
+# Slow (every stage, real training); one xdist worker runs the module, its pipeline runs once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 FAST = """
 [distill]

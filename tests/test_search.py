@@ -103,6 +103,7 @@ def tiny_search(tmp_path_factory, teacher_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("search")  # one worker runs the tiny search once for both tests
 def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
     _, out, result = tiny_search
     assert result.exit_code == 0, result.output
@@ -121,6 +122,7 @@ def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("search")
 def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeypatch):
     args, out, _ = tiny_search
     runs, timed = [], []

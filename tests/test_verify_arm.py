@@ -13,7 +13,8 @@ from kd_edge.deploy.verify_arm import compare
 from kd_edge.errors import ArmSetupError, ConfigError
 from kd_edge.settings import ArmSettings, BundleSettings, QuantizeSettings
 
-pytestmark = pytest.mark.slow  # QEMU and aarch64 ONNX Runtime
+# Slow (QEMU, aarch64 ONNX Runtime); one xdist worker builds the aarch64 userland once for the module.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("arm")]
 
 
 @pytest.fixture(scope="module")
