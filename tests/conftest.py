@@ -27,8 +27,8 @@ def easy_images(n_per_class: int, num_classes: int = 3, size: int = 16, channels
 
 @pytest.fixture(scope="session")
 def easy_npz(tmp_path_factory):
-    """An npz dataset of 3 easy classes, 16x16 grayscale, 60 images per class (read-only: shared by all tests)."""
-    images, labels = easy_images(60)
+    """An npz dataset of 3 easy classes, 16x16 grayscale, 100 images per class (read-only: shared by all tests)."""
+    images, labels = easy_images(100)
     path = tmp_path_factory.mktemp("data") / "easy.npz"
     np.savez(path, images=images[:, 0], labels=labels, classes=np.array(["a", "b", "c"]))
     return path

@@ -211,6 +211,18 @@ def test_cgroup_v2_one_leaf_holds_quota_and_memory(fake_v2):
     assert leaf.exists()  # a real cgroupfs empties the leaf when the child exits; here its files remain
 
 
+def test_a_limit_the_kernel_does_not_report_back_is_not_called_enforced(fake_v2, monkeypatch):
+    """A write that succeeds is not proof: only a read-back equal to what was written is."""
+    monkeypatch.setattr(emulate, "read_v2_quota", lambda path: None)  # cpu.max still reads "max"
+    monkeypatch.setattr(emulate, "read_int", lambda path: (256 << 20) - 4096)  # rounded down to whole pages: fine
+    memory, quota = emulate.enter_cgroups(256 << 20, 0.5)
+    assert quota["enforced"] is False and "did not take" in quota["reason"] and quota["read_back"] is None
+    assert memory["enforced"] is True and memory["read_back"] == (256 << 20) - 4096
+    monkeypatch.setattr(emulate, "read_int", lambda path: 512 << 20)
+    memory, _ = emulate.enter_cgroups(256 << 20, None)
+    assert memory["enforced"] is False and "did not take" in memory["reason"]
+
+
 def test_cgroup_v2_without_the_cpu_controller_is_not_enforced(fake_v2):
     (fake_v2 / "cgroup.controllers").write_text("memory pids\n")
     _, quota = emulate.enter_cgroups(None, 0.5)
@@ -228,37 +240,49 @@ def test_unwritable_cgroups_are_reported_not_enforced(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_profile_projects_single_thread_latency_by_data_type(tmp_path, tiny):
+def test_a_board_profile_projects_every_thread_count_from_the_host_1_thread_latency(tmp_path, tiny):
+    """`--threads 2 --profile rpi4` alone: 1 thread is measured too, and the 2-thread row has a projection."""
+    from kd_edge.runtime.bench.profiles import get_profile
+    from kd_edge.runtime.bench.projection import amdahl
+
     out = tmp_path / "b.json"
-    bench(tiny, "--profile", "rpi4", "--threads", "1", "--threads", "2", "--json", out, *QUICK)
+    result = bench(tiny, "--profile", "rpi4", "--threads", "2", "--rate", "30", "--json", out, *QUICK)
     report = json.loads(out.read_text())
-    one, two = report["results"]
-    projection = one["emulation"]["projection"]
-    host = report["environment"]["host_gops_per_core"]
-    assert (
-        projection["enforced"] is False and "PROJECTION" in projection["method"] and projection["data_type"] == "fp32"
-    )
-    # The factor is the host's measured float32 throughput over the Pi 4's float32 peak (8 FLOP/cycle at 1.5 GHz).
-    assert projection["factor"] == pytest.approx(host["fp32"] / 12.0)
-    assert projection["projected_p50_ms"] == pytest.approx(one["latency_ms"]["p50"] * projection["factor"])
-    assert (
-        "projected_p50_ms" not in two["emulation"]["projection"]
-        and "1 thread only" in two["emulation"]["projection"]["reason"]
-    )
+    one, two = sorted(report["results"], key=lambda r: r["threads"])
+    assert (one["threads"], two["threads"]) == (1, 2) and any("1 thread measured too" in w for w in report["warnings"])
+    board, host = get_profile("rpi4"), report["environment"]["host_gops_per_core"]
+    projection = two["emulation"]["projection"]
+    assert projection["enforced"] is False and "PROJECTION" in projection["method"]
+    assert projection["data_type"] == "fp32"
+    # The host's float32 throughput over the Pi 4's float32 peak (8 FLOP/cycle at 1.5 GHz) times its efficiency...
+    assert projection["factor"] == pytest.approx(host["fp32"] / (12.0 * board.efficiency["fp32"]))
+    # ...from the 1-thread p50, then Amdahl's law to 2 threads.
+    expected = one["latency_ms"]["p50"] * projection["factor"] * amdahl(board.serial_fraction["fp32"], 2)
+    assert projection["projected_p50_ms"] == pytest.approx(expected)
+    assert list(projection["by_threads"]) == ["1", "2", "4"]  # JSON keys
     assert one["emulation"]["cores"]["read_back"] == sorted(os.sched_getaffinity(0))[:4]
     assert one["emulation"]["memory"]["requested"] == 4096 << 20
+    text = " ".join(result.output.split())
+    assert "projected on rpi4 (PROJECTION, p50): 1 thread" in text and "4 threads" in text
+    assert "at 2 thread(s): fits 30 fps on this host with" in text and "projected to fit 30 fps on rpi4" in text
 
 
-def test_int8_models_are_projected_with_int8_throughput():
+def test_projections_scale_by_data_type_efficiency_and_threads():
+    from dataclasses import replace
+
     from kd_edge.runtime.bench.profiles import get_profile
     from kd_edge.runtime.bench.projection import projection
 
     host = {"fp32": 60.0, "int8": 240.0}
-    fp32 = projection(1.0, 1, "fp32", get_profile("rpi5"), host)
-    int8 = projection(1.0, 1, "int8", get_profile("rpi5"), host)
-    assert fp32["projected_p50_ms"] == pytest.approx(60.0 / (16 * 2.4)) and int8["projected_p50_ms"] == pytest.approx(
-        240.0 / (64 * 2.4)
-    )
+    calibrated = {"efficiency": {"fp32": 0.5, "int8": 0.8}, "serial_fraction": {"fp32": 0.4, "int8": 0.2}}
+    rpi5 = replace(get_profile("rpi5"), **calibrated)
+    fp32 = projection(1.0, 1, "fp32", rpi5, host)
+    int8 = projection(1.0, 4, "int8", rpi5, host)
+    assert fp32["projected_p50_ms"] == pytest.approx(60.0 / (16 * 2.4 * 0.5))
+    assert int8["projected_p50_ms"] == pytest.approx(240.0 / (64 * 2.4 * 0.8) * (0.2 + 0.8 / 4))
+    assert int8["by_threads"][2] == pytest.approx(240.0 / (64 * 2.4 * 0.8) * (0.2 + 0.8 / 2))
+    beyond = projection(1.0, 8, "fp32", rpi5, host)
+    assert beyond["projected_p50_ms"] is None and "has 4 cores" in beyond["reason"] and 4 in beyond["by_threads"]
     assert "projected_p50_ms" not in projection(1.0, 1, "fp32", get_profile("host"), host)
 
 
@@ -362,6 +386,7 @@ def test_stability_flag_speaks_about_repeatability():
             Path(__file__),
             get_profile("host"),
             {"fp32": 1.0, "int8": 1.0},
+            None,
         )
 
     agreeing = summary([0.048, 0.050, 0.049])

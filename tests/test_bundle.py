@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from kd_edge import __version__
 from kd_edge.cli import app
 from kd_edge.deploy import bundle as bundle_stage
-from kd_edge.deploy.bundle import choose_form, write_bundle
-from kd_edge.errors import BundleError, OutputError
+from kd_edge.deploy.bundle import write_bundle
+from kd_edge.deploy.form_choice import RULE, decision_threads, lower_bound, rule_verdict
+from kd_edge.errors import BundleError, ConfigError, OutputError
 from kd_edge.runtime import OnnxModel
 from kd_edge.runtime.bundle_files import open_bundle
 from kd_edge.settings import BundleSettings
@@ -39,6 +42,7 @@ def test_fp32_bundle_round_trip(fp32_bundle, exported_student):
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md",
         "SHA256SUMS",
+        f"kd_edge-{__version__}-py3-none-any.whl",
         "model.json",
         "model.onnx",
         "samples.npz",
@@ -61,29 +65,81 @@ def test_fp32_bundle_round_trip(fp32_bundle, exported_student):
         assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder).returncode == 0
 
 
-def test_bundle_with_both_forms_ships_int8_only_when_not_slower(tmp_path, exported_student, int8_student, monkeypatch):
-    timings = {"fp32": {"t1_b1": 0.10, "t1_b64": 2.0}, "int8": {"t1_b1": 0.09, "t1_b64": 1.2}}
-    monkeypatch.setattr(bundle_stage, "compare_plain_sessions", lambda *args: timings)
+def test_bundle_with_both_forms_records_the_decision(tmp_path, exported_student, int8_student, monkeypatch):
+    seen = {}
+
+    def timed(fp32, int8, images, settings):
+        seen.update(threads=decision_threads(settings), batch=settings.batch_size, profile=settings.profile)
+        return rule_verdict([0.10, 0.11, 0.10], [0.09, 0.10, 0.095], profile=settings.profile, threads=2, batch_size=1)
+
+    monkeypatch.setattr(bundle_stage, "decide_form", timed)
     result = write_bundle(tmp_path / "b", BundleSettings(samples=30), fp32=exported_student, int8=int8_student)
-    assert result.form == "int8" and "not slower" in result.reason
+    assert result.form == "int8" and "not slower than FP32 beyond the noise" in result.reason
+    assert seen == {"threads": min(4, len(os.sched_getaffinity(0))), "batch": 1, "profile": "rpi4"}
     opened = open_bundle(result.folder)
     assert set(opened.forms()) == {"int8", "fp32"} and opened.forms()["fp32"].name == "model.fp32.onnx"
-    assert opened.card.quantization is not None and opened.info["latency_check"]["p50_ms"] == timings
+    decision = opened.info["form_decision"]
+    assert opened.info["profile"] == "rpi4" and decision["rule"] == RULE
+    assert decision["round_ratios"] == pytest.approx([0.9, 0.10 / 0.11, 0.95])
+    assert decision["lower_bound"] < decision["ratio"] < 1 and decision["noise"] == pytest.approx(0.025)
     assert "model.fp32.onnx" in (result.folder / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
-    "int8, form",
+    "int8_ms, form",
     [
-        ({"t1_b1": 0.09, "t1_b64": 1.2, "t2_b1": 0.104, "t2_b64": 0.9}, "int8"),  # 4 % slower in one setting: noise
-        ({"t1_b1": 0.12, "t1_b64": 1.2, "t2_b1": 0.10, "t2_b64": 0.9}, "fp32"),  # 20 % slower at batch 1
-        ({"t1_b1": 0.102, "t1_b64": 2.04, "t2_b1": 0.101, "t2_b64": 1.0}, "fp32"),  # slower everywhere, within noise
+        ([0.97, 1.01, 0.99, 1.02, 0.98], "int8"),  # the same speed
+        ([1.04, 1.06, 1.03, 1.05, 1.04], "int8"),  # 4 % slower: inside the 5 % noise floor
+        ([1.30, 1.25, 1.32, 1.28, 1.29], "fp32"),  # clearly slower
+        ([0.80, 1.50, 1.15, 1.20, 1.10], "int8"),  # 15 % slower by the median, but the rounds spread +-35 %
+        ([1.30, 0.95, 1.32, 1.28, 1.29, 1.27, 1.31], "fp32"),  # one odd round of 7 does not decide
+        ([1.30, 0.85, 1.32, 0.90, 1.29, 1.27, 1.31], "int8"),  # two far-off rounds widen the bound below 1.05
     ],
 )
-def test_choose_form(int8, form):
-    fp32 = {"t1_b1": 0.10, "t1_b64": 2.0, "t2_b1": 0.10, "t2_b64": 1.0}
-    chosen, reason = choose_form({"fp32": fp32, "int8": int8}, None)
-    assert chosen == form and "t1 b1" in reason
+def test_the_rule_ships_fp32_only_when_int8_is_slower_beyond_the_noise(int8_ms, form):
+    decision = rule_verdict([1.0] * len(int8_ms), int8_ms, threads=2, batch_size=1)
+    assert decision.form == form and decision.ratio == pytest.approx(float(np.exp(np.log(int8_ms).mean())))
+    assert "2 thread(s), batch 1" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "true_ratio, noise, form", [(0.98, 0.10, "int8"), (1.02, 0.05, "int8"), (1.3, 0.05, "fp32"), (1.6, 0.15, "fp32")]
+)
+def test_the_rule_does_not_flip_with_timing_noise(true_ratio, noise, form):
+    """Two hundred repeats of a 7-round timing, each reading off by up to ``noise``, all decide alike."""
+    rng = np.random.default_rng(0)
+    forms = set()
+    for _ in range(200):
+        fp32 = 1.0 + rng.uniform(-noise, noise, 7)
+        int8 = true_ratio * (1.0 + rng.uniform(-noise, noise, 7))
+        forms.add(rule_verdict(list(fp32), list(int8)).form)
+    assert forms == {form}
+
+
+def test_the_bound_is_a_paired_t_interval_on_log_ratios():
+    assert lower_bound([1.2] * 6) == pytest.approx(1.2)  # no spread: the bound is the ratio
+    logs = np.log([1.1, 1.3, 1.2, 1.25, 1.15])
+    expected = np.exp(logs.mean() - 2.132 * logs.std(ddof=1) / np.sqrt(5))  # t(0.95, 4 degrees of freedom)
+    assert lower_bound([1.1, 1.3, 1.2, 1.25, 1.15]) == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="at least 5"):
+        BundleSettings(rounds=3)
+
+
+def test_form_option_decides_without_timing(tmp_path, exported_student, int8_student, monkeypatch):
+    monkeypatch.setattr(bundle_stage, "decide_form", lambda *args: pytest.fail("--form fp32 must not time"))
+    settings = BundleSettings(samples=9, form="fp32")
+    result = write_bundle(tmp_path / "b", settings, fp32=exported_student, int8=int8_student)
+    assert result.form == "fp32" and result.reason == "--form fp32 was given (not timed)"
+    assert open_bundle(result.folder).info["form_decision"]["form"] == "fp32"
+
+
+@pytest.mark.slow
+def test_a_bundle_is_benchmarked_under_the_board_it_was_made_for(fp32_bundle, tmp_path):
+    out = tmp_path / "bench.json"
+    quick = ["--threads", "1", "--runs", "10", "--rounds", "1", "--warmup", "1", "--json", str(out)]
+    result = CliRunner().invoke(app, ["bench", str(fp32_bundle.folder), *quick])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["environment"]["profile"]["name"] == "rpi4"  # model.json's board
 
 
 def test_changed_file_is_refused_before_loading(fp32_bundle):
@@ -174,8 +230,8 @@ def test_bench_of_a_bundle_scores_its_samples(tmp_path, fp32_bundle):
 def test_cli_bundle_of_a_run_folder(tmp_path, student_checkpoint):
     out = tmp_path / "deploy"
     result = CliRunner().invoke(
-        app, ["bundle", str(student_checkpoint.parent), "--no-int8", "--samples", "30", "--out", str(out)]
+        app, ["bundle", str(student_checkpoint.parent), "--form", "fp32", "--samples", "30", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "model.onnx is FP32" in result.output and "--no-int8 was given" in result.output
+    assert "model.onnx is FP32" in result.output and "--form fp32 was given" in result.output
     assert (tmp_path / "deploy.tar.gz").is_file() and OnnxModel(out).card.model == "cnn-tiny"

@@ -50,6 +50,17 @@ def test_written_into_an_onnx_file_and_read_back(tmp_path):
     assert read_card(path) == card
 
 
+def test_a_card_naming_more_or_fewer_classes_than_the_model_scores_is_refused_on_loading(tmp_path):
+    """Without this, predict ends in an IndexError on the first class past the end."""
+    from kd_edge.runtime import OnnxModel
+    from tests.test_bench import write_tiny_model
+
+    path = write_tiny_model(tmp_path / "m.onnx", classes=3)
+    write_card(path, ModelCard(classes=("a", "b", "c", "d", "e"), input_shape=(1, 8, 8), mean=(0.1,), std=(0.2,)))
+    with pytest.raises(ModelCardError, match="names 5 classes but the model outputs 3 scores"):
+        OnnxModel(path)
+
+
 def test_unknown_keys_are_ignored_not_rejected():
     metadata = {**CARD.to_metadata(), "kd_edge.from_the_future": "1", "other.tool": "x"}
     assert ModelCard.from_metadata(metadata) == CARD

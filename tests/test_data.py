@@ -86,8 +86,8 @@ def test_truncated_idx_is_reported(tmp_path):
 def test_npz_dataset(easy_npz):
     ds = load_dataset(f"npz:{easy_npz}")
     assert ds.classes == ("a", "b", "c") and ds.input_shape == (1, 16, 16)
-    assert len(ds.train) + len(ds.val) + len(ds.test) == 180
-    assert np.bincount(ds.test.labels).tolist() == [6, 6, 6]
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 300
+    assert np.bincount(ds.test.labels).tolist() == [10, 10, 10]
 
 
 def test_npz_with_bad_labels_lists_offending_indices(tmp_path):

@@ -93,7 +93,7 @@ def test_nproc_launches_torchrun_itself(tmp_path, easy_npz):
 def test_the_pipeline_trains_under_torchrun_and_rank_0_finishes_it(tmp_path, easy_npz):
     fast = tmp_path / "fast.toml"
     fast.write_text(
-        "[quantize]\noptimize-latency = false\nmax-accuracy-drop = 100\n[bundle]\ncompare-latency = false\n"
+        "[quantize]\noptimize-latency = false\nmax-accuracy-drop = 100\n[bundle]\nform = 'int8'\n"
         "samples = 30\n[bench]\nthreads = [1]\nruns = 10\nrounds = 1\n"
     )
     out = tmp_path / "pipe"

@@ -5,8 +5,10 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from html.parser import HTMLParser
 
+import onnxruntime
 import pytest
 from typer.testing import CliRunner
 
@@ -28,7 +30,7 @@ calibration-size = 50
 
 [bundle]
 samples = 15
-compare-latency = false
+form = "int8"
 
 [bench]
 threads = [1]
@@ -209,6 +211,20 @@ def test_report_command_rebuilds_the_report(tmp_path, easy_run):
     assert result.exit_code == 1 and "no metrics.json" in result.output
 
 
+def test_report_states_the_versions_the_run_used_and_what_the_quantizer_did(tmp_path, easy_run):
+    """Rebuilt later, by another install, the report still names the run's own versions."""
+    out = shutil.copytree(easy_run, tmp_path / "run")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["versions"]["quantize"]["onnxruntime"] == onnxruntime.__version__  # recorded as run
+    metrics["versions"]["bench"]["onnxruntime"] = "1.16.3"  # as if the bench stage had run elsewhere
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    assert "1.16.3 (bench)" in text and f"{onnxruntime.__version__} (" in text
+    assert "No latency search ran" in text and "confirmed 10 %" not in text  # the fast config turns it off
+
+
 def test_report_without_matplotlib_still_writes_the_tables(tmp_path, easy_run, monkeypatch):
     from kd_edge.pipeline import report
 
@@ -227,3 +243,23 @@ def test_a_folder_of_something_else_is_not_taken_over(tmp_path, easy_npz):
         and "not a pipeline run folder" in result.output
         and (tmp_path / "notes.txt").read_text() == "mine"
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: replace(d, init="teacher-weights.pt"),
+        lambda d: replace(d, run=replace(d.run, deterministic=not d.run.deterministic)),
+    ],
+    ids=["init", "deterministic"],
+)
+def test_the_student_stage_reruns_when_its_start_or_its_kernels_change(change):
+    """Both change the student computed: a new start, or other (deterministic) kernels."""
+    from kd_edge.pipeline.stages import student_fingerprint
+    from kd_edge.settings import PipelineSettings
+
+    base = PipelineSettings()
+    changed = replace(base, distill=change(base.distill))
+    assert student_fingerprint(changed) != student_fingerprint(base)
+    threads = replace(base, distill=replace(base.distill, run=replace(base.distill.run, threads=1)))
+    assert student_fingerprint(threads) == student_fingerprint(base)  # speed only: the same student

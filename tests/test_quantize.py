@@ -45,6 +45,50 @@ def test_latency_search_is_measured_and_recorded(fp32_model):
     assert OnnxModel(result.path).card.quantization["excluded_nodes"] == result.excluded_nodes
 
 
+def test_latency_search_times_default_sessions_one_at_a_time(fp32_model, monkeypatch):
+    """The search's figures must hold in any program: ONNX Runtime's default options (thread spinning on), and
+    no second session idling beside the timed one."""
+    import weakref
+
+    from kd_edge.deploy.quantize_latency import latency_ratios
+    from kd_edge.runtime import session
+
+    opened, alive, most_alive = [], weakref.WeakSet(), []
+    real_options, real_open = session.session_options, session.open_session
+
+    def recording_options(*args, **kwargs):
+        options = real_options(*args, **kwargs)
+        try:
+            opened.append(options.get_session_config_entry("session.intra_op.allow_spinning"))
+        except RuntimeError:  # not set: ONNX Runtime's default
+            opened.append("default")
+        return options
+
+    def recording_open(*args, **kwargs):
+        handle = real_open(*args, **kwargs)
+        alive.add(handle)
+        most_alive.append(len(alive))
+        return handle
+
+    monkeypatch.setattr(session, "session_options", recording_options)
+    monkeypatch.setattr(session, "open_session", recording_open)
+    images = np.zeros((64, 1, 16, 16), dtype=np.uint8)
+    ratios = latency_ratios(fp32_model, fp32_model, images, threads=1)
+    assert ratios["batch1"] > 0 and ratios["batch64"] > 0
+    assert opened and set(opened) == {"default"} and max(most_alive) == 1
+
+
+def test_default_exclusions_do_not_depend_on_timing(fp32_model, tmp_path, monkeypatch):
+    """By default the excluded nodes come from the accuracy budget alone: no timing can change them."""
+    from kd_edge.deploy import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "search_latency", lambda *a: pytest.fail("timed by default"))
+    settings = QuantizeSettings(calibration_size=60, compare_latency=False)
+    first = quantize(fp32_model, settings, out=tmp_path / "a.onnx")
+    again = quantize(fp32_model, settings, out=tmp_path / "b.onnx")
+    assert first.excluded_nodes == again.excluded_nodes and not settings.optimize_latency
+
+
 def ops_after_plain_session_optimisation(path, tmp_path) -> list[tuple[str, str]]:
     """(op type, producer's op type of its first input) of every node, as a default ONNX Runtime session runs it."""
     import onnxruntime as ort
@@ -111,17 +155,29 @@ def test_calibration_is_recorded_in_the_model(fp32_model):
     meta = read_onnx_metadata(result.path)
     calibration = json.loads(meta["kd_edge.calibration"])
     assert calibration["split"] == "val" and calibration["method"] == "entropy"
-    assert calibration["size"] == 18  # the whole validation split: 6 images of each of 3 classes
+    assert calibration["size"] == 15 and calibration["budget_images"] == 15  # half the 30 validation images each
     assert len(calibration["indices_sha256"]) == 64
     assert json.loads(meta["kd_edge.quantization"])["format"] == "qdq"
     assert json.loads(meta["kd_edge.test_accuracy"]) == pytest.approx(result.int8_test_accuracy)
+
+
+def test_the_accuracy_budget_is_judged_on_validation_images_the_calibration_never_saw(easy_npz):
+    from kd_edge.data import load_dataset
+    from kd_edge.deploy.quantize import calibration_sample
+
+    dataset = load_dataset(f"npz:{easy_npz}")
+    calibration, info, judge = calibration_sample(dataset, 500, "minmax")  # asks for more than there is
+    seen = {image.tobytes() for image in calibration}
+    assert len(calibration) + len(judge.images) == len(dataset.val) and len(calibration) <= len(dataset.val) // 2
+    assert not any(image.tobytes() in seen for image in judge.images)
+    assert np.bincount(judge.labels).min() > 0 and info["budget_images"] == len(judge.images)
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_calibration_with_uneven_sample_count(fp32_model, tmp_path, method):
     from tests.conftest import easy_images
 
-    images, labels = easy_images(250)  # a validation split of 75: not a multiple of the batch
+    images, labels = easy_images(500)  # a validation split of 150: 75 calibrate (not a multiple of the batch)
     np.savez(tmp_path / "more.npz", images=images, labels=labels)
     result = quick(
         fp32_model,
@@ -130,7 +186,8 @@ def test_histogram_calibration_with_uneven_sample_count(fp32_model, tmp_path, me
         calibration_size=75,
         out=str(tmp_path / f"{method}.onnx"),
     )
-    assert result.calibration["size"] == 75 and result.int8_test_accuracy > 0.9
+    assert result.calibration["size"] == 75 and result.calibration["budget_images"] == 75  # the split in two
+    assert result.int8_test_accuracy > 0.9
 
 
 def test_qoperator_and_dynamic_formats(fp32_model, tmp_path):

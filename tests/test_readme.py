@@ -30,7 +30,7 @@ BUDGET = {
         "5",
     ],
     "qat": ["--epochs", "1", "--no-optimize-latency", "--no-compare-latency"],
-    "bundle": ["--no-compare-latency", "--no-optimize-latency", "--samples", "30"],
+    "bundle": ["--form", "int8", "--no-optimize-latency", "--samples", "30"],
     "bench": ["--runs", "10", "--rounds", "1", "--warmup", "2"],
     "pipeline": ["--epochs", "1", "--config", "fast.toml"],
     "sweep": ["--epochs", "1", "--batch-size", "64", "--seeds", "1", "-T", "4", "--alpha", "0.5"],
@@ -39,7 +39,7 @@ FAST_PIPELINE = """
 [quantize]
 optimize-latency = false
 [bundle]
-compare-latency = false
+form = "int8"
 samples = 30
 [bench]
 threads = [1]

@@ -64,6 +64,43 @@ def test_a_location_leading_out_of_the_folder_is_refused_unread(tmp_path, no_rea
         check_model_file(path)
 
 
+def test_onnx_runtimes_in_memory_marker_is_refused_even_where_such_a_file_exists(tmp_path, no_reader):
+    path = model_with_external_data(tmp_path / "m", "*/_ORT_MEM_ADDR_/*")
+    decoy = tmp_path / "m" / "*" / "_ORT_MEM_ADDR_" / "*"  # an archive could carry a file of that name
+    decoy.parent.mkdir(parents=True)
+    decoy.write_bytes(np.arange(16, dtype=np.float32).tobytes())
+    with pytest.raises(ModelFileError, match="memory address"):
+        check_model_file(path)
+
+
+def test_external_data_in_a_function_attribute_default_is_checked(tmp_path, no_reader):
+    """A model-local function's attribute default can be a tensor, and so keep its bytes elsewhere."""
+    (tmp_path / "secret.bin").write_bytes(np.arange(16, dtype=np.float32).tobytes())
+    tensor = numpy_helper.from_array(np.zeros(16, dtype=np.float32), name="default")
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    tensor.external_data.add(key="location", value="../secret.bin")
+    attribute = helper.make_attribute("value", tensor)
+    function = helper.make_function(
+        "local", "AddDefault", ["X"], ["Y"], [helper.make_node("Identity", ["X"], ["Y"])],
+        [helper.make_opsetid("", 17)], attributes=[],
+    )  # fmt: skip
+    function.attribute_proto.append(attribute)
+    graph = helper.make_graph(
+        [helper.make_node("AddDefault", ["X"], ["Y"], domain="local")],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [16])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [16])],
+    )
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])  # fmt: skip
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "m" / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelFileError, match="refused unread"):
+        check_model_file(path)
+
+
 def test_a_symbolic_link_out_of_the_folder_is_refused(tmp_path, no_reader):
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.arange(16, dtype=np.float32).tobytes())

@@ -37,27 +37,22 @@ def print_quantize_result(result) -> None:
 def print_arm_result(result) -> None:
     from rich.table import Table
 
-    arm = result.emulated
-    table = Table(
-        title=f"aarch64 (QEMU user mode, ONNX Runtime {arm.get('onnxruntime')}) against {result.host['machine']} "
-        f"(ONNX Runtime {result.host['onnxruntime']})"
-    )
-    for column in (
-        "emulated CPU",
-        "form",
-        "samples",
-        "top-1 agreement",
-        "max |logit diff|",
-        "accuracy host",
-        "accuracy aarch64",
-        "verdict",
-    ):
+    table = Table(title=f"aarch64 (QEMU user mode) against {result.host['machine']} (ONNX Runtime "
+                        f"{result.host['onnxruntime']})")  # fmt: skip
+    columns = ("emulated CPU", "ONNX Runtime", "form", "samples", "top-1 agreement", "max |logit diff|",
+               "accuracy host", "accuracy aarch64", "verdict")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column in ("emulated CPU", "form", "verdict") else "right")
     for check in result.checks:
         accuracy = ["n/a" if a is None else f"{a:.2%}" for a in (check.host_accuracy, check.arm_accuracy)]
-        verdict = "agrees" if check.passed else "[bold red]DIFFERS[/]"
+        verdict = (
+            "agrees"
+            if check.passed
+            else f"[bold red]DIFFERS[/]{'' if check.machine == 'aarch64' else ' (not aarch64)'}"
+        )
         table.add_row(
             check.cpu,
+            check.onnxruntime,
             check.form,
             str(check.samples),
             f"{check.top1_agreement:.2%}",
@@ -74,9 +69,11 @@ def print_arm_result(result) -> None:
                 f"{item['host_class']} on the host (host's top-2 margin {item['host_margin']:.3g})"
             )
     out.print(
-        f"{'all agree' if result.passed else 'NOT all agree'} (FP32 must agree on every sample, INT8 on 99.9 %); "
-        f"emulated timings are not latencies and are not shown. Userland: {result.userland}"
+        f"{'all agree' if result.passed else 'NOT all agree'} (FP32 must agree on every sample within 1e-4, INT8 on "
+        f"99.9 %); emulated timings are not latencies and are not shown. Userland: {result.userland}"
     )
+    if result.recorded_in:
+        out.print(f"recorded in {result.recorded_in} (bundle.verified), its SHA256SUMS and archive written again")
 
 
 def print_bundle_result(result) -> None:
@@ -107,6 +104,8 @@ def print_latency_comparison(latency, name: str) -> None:
 
 def print_bench_table(report) -> None:
     from rich.table import Table
+
+    from kd_edge.runtime.bench.render import projection_lines, verdict_lines
 
     table = Table(title=f"kd-edge bench (profile {report.environment['profile']['name']}; data: {report.data})")
     columns = (
@@ -150,9 +149,11 @@ def print_bench_table(report) -> None:
         if r.drone_loop is not None:
             loop = r.drone_loop
             out.print(
-                f"drone loop {r.label} at {loop['rate_hz']:g} Hz: "
+                f"drone loop {r.label} at {r.threads} thread(s), {loop['rate_hz']:g} Hz: "
                 f"{loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms"
             )
+    for line in [*projection_lines(report), *verdict_lines(report)]:
+        out.print(line, highlight=False)
     if not all(r.stable for r in report.results):
         out.print(
             "[bold yellow]unstable:[/] a result whose rounds (each a fresh process) differ by more than 10 % may "
@@ -161,7 +162,8 @@ def print_bench_table(report) -> None:
     if any(r.projected_p50_ms is not None for r in report.results):
         out.print(
             "projected latencies are estimates (host 1-thread latency x host/board per-core throughput of the model's "
-            "data type), not measurements; see the JSON's emulation.projection.method"
+            "data type x the board's calibrated efficiency, then Amdahl's law for threads), not measurements; see the "
+            "JSON's emulation.projection.method"
         )
 
 

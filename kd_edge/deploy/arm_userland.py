@@ -1,8 +1,8 @@
 """The aarch64 userland ``kd-edge verify-arm`` runs in: built once, without root, kept in a cache.
 
-Debian's arm64 Python 3.11 unpacked with ``dpkg-deb -x`` (no root, no binfmt), QEMU's user-mode
-``qemu-aarch64-static``, the aarch64 wheels of ONNX Runtime (the host's version) and numpy, and
-kd-edge's own files. Facts and pitfalls: ``shared/notes/arm.md``.
+Debian's arm64 Python 3.11 unpacked with ``dpkg-deb -x`` (no root, no binfmt) and QEMU's user-mode
+``qemu-aarch64-static``, shared; the aarch64 wheels of each ONNX Runtime release asked for, and numpy,
+one folder per release; kd-edge's own files. Facts and pitfalls: ``shared/notes/arm.md``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,30 +40,53 @@ def cache_root(cache_dir: str | None) -> Path:
     return base / "arm"
 
 
-def prepare_userland(root: Path, progress=print) -> Path:
-    """The cached userland for this ONNX Runtime version; built when missing (in a temporary folder, then renamed)."""
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class Userland:
+    """An aarch64 Python (``sysroot`` and QEMU, shared) and one ONNX Runtime release's packages (``site``)."""
 
-    userland = root / f"py3.11-onnxruntime{ort.__version__}"
-    if (userland / "ready").is_file():
-        return userland
-    progress(f"building an aarch64 userland in {userland} (once; about 200 MB)")
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".building-") as building:
+    root: Path  # holds sysroot/ and qemu-aarch64-static
+    site: Path
+    onnxruntime: str
+
+
+def prepare_userland(root: Path, onnxruntime: str, progress=print) -> Userland:
+    """The cached userland for ONNX Runtime ``onnxruntime``; each part built when missing (in a temporary folder,
+    then renamed): the sysroot once, the packages once per release."""
+    from kd_edge.deploy.host_runtimes import requirements
+
+    base = built(root / "py3.11-sysroot", "the aarch64 Python 3.11 sysroot and QEMU", build_sysroot, progress)
+    wheels = [*requirements(onnxruntime), "protobuf", "flatbuffers", "packaging"]
+    packages = built(
+        root / f"py3.11-onnxruntime{onnxruntime}",
+        f"ONNX Runtime {onnxruntime} for aarch64",
+        lambda folder: pip_install_aarch64(wheels, folder / "site"),
+        progress,
+    )
+    return Userland(root=base, site=packages / "site", onnxruntime=onnxruntime)
+
+
+def built(folder: Path, what: str, build, progress) -> Path:
+    """``folder``, made by ``build(temporary folder)`` unless an earlier build finished it."""
+    if (folder / "ready").is_file():
+        return folder
+    progress(f"building {what} in {folder} (once)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".building-") as building:
         building = Path(building)
-        debs = download_debs(building / "debs")
-        for deb in debs.glob("*_arm64.deb"):
-            run(["dpkg-deb", "-x", str(deb), str(building / "sysroot")])
-        install_emulator(debs, building)
-        write_fake_cpuinfo(building / "sysroot" / "proc" / "cpuinfo")
-        pip_install_aarch64(
-            [f"onnxruntime=={ort.__version__}", "numpy", "protobuf", "flatbuffers", "packaging"], building / "site"
-        )
-        (building / "ready").write_text(f"onnxruntime {ort.__version__}\n")
-        if userland.exists():
-            shutil.rmtree(userland)
-        building.rename(userland)
-    return userland
+        build(building)
+        (building / "ready").write_text(f"{what}\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        building.rename(folder)
+    return folder
+
+
+def build_sysroot(building: Path) -> None:
+    debs = download_debs(building / "debs")
+    for deb in debs.glob("*_arm64.deb"):
+        run(["dpkg-deb", "-x", str(deb), str(building / "sysroot")])
+    install_emulator(debs, building)
+    shutil.rmtree(debs)
 
 
 def apt_options(folder: Path) -> list[str]:
@@ -125,14 +149,19 @@ def install_emulator(debs: Path, userland: Path) -> None:
     shutil.copy(debs / "qemu" / "usr" / "bin" / "qemu-aarch64-static", target)
 
 
-def write_fake_cpuinfo(path: Path, count: int = 4) -> None:
+# Arm's part numbers (the MIDR's bits 4-15) of the CPUs verify-arm emulates.
+PART_NUMBERS = {"cortex-a53": 0xD03, "cortex-a72": 0xD08, "cortex-a76": 0xD0B, "neoverse-n1": 0xD0C}
+
+
+def write_fake_cpuinfo(path: Path, cpu: str, count: int = 4) -> None:
     """QEMU 7 passes the host's x86 /proc/cpuinfo through, and ONNX Runtime's cpuinfo crashes parsing it.
 
-    A Cortex-A57's MIDR (0x41, part 0xd07) carries no feature overrides, so ONNX Runtime
-    takes the CPU's features from HWCAP, that is from the CPU QEMU emulates.
+    The fake names the emulated CPU's own part number, so that what ONNX Runtime reads of the CPU
+    agrees with what QEMU emulates (a Neoverse-N1's part on an emulated Cortex-A72 turns on dot-product
+    kernels the A72 lacks); the features themselves come from HWCAP, that is from QEMU.
     """
     block = "BogoMIPS\t: 100.00\nFeatures\t: fp asimd evtstrm cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
-    block += "CPU variant\t: 0x1\nCPU part\t: 0xd07\nCPU revision\t: 4\n"
+    block += f"CPU variant\t: 0x1\nCPU part\t: 0x{PART_NUMBERS[cpu]:03x}\nCPU revision\t: 4\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"processor\t: {i}\n{block}\n" for i in range(count)))
 
@@ -155,7 +184,7 @@ def pip_install_aarch64(requirements: list[str], site: Path) -> None:
     )
 
 
-def install_kd_edge(userland: Path, site: Path) -> Path:
+def install_kd_edge(site: Path) -> Path:
     """This installation of kd-edge as its wheel would install it (from its source tree when there is one)."""
     import kd_edge
 
@@ -196,20 +225,26 @@ def install_kd_edge(userland: Path, site: Path) -> Path:
     return site
 
 
-def run_emulated(userland: Path, site: Path, cpu: str, model: Path, samples: Path, out: Path) -> tuple[dict, dict]:
+def run_emulated(userland: Userland, site: Path, cpu: str, model: Path, samples: Path, out: Path) -> tuple[dict, dict]:
+    """Every form's logits on ``samples`` and the runtime's facts, from the check run under QEMU as ``cpu``."""
+    import fcntl
+
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_"))},
         "QEMU_CPU": cpu,
-        "PYTHONPATH": f"{site}{os.pathsep}{userland / 'site'}",
+        "PYTHONPATH": f"{site}{os.pathsep}{userland.site}",
         "PYTHONNOUSERSITE": "1",
         "HOME": str(out.parent),  # onnxruntime persists a device ID there
     }
+    sysroot = userland.root / "sysroot"
     command = [
-        str(userland / "qemu-aarch64-static"), "-L", str(userland / "sysroot"),
-        str(userland / "sysroot" / "usr" / "bin" / "python3.11"),
+        str(userland.root / "qemu-aarch64-static"), "-L", str(sysroot), str(sysroot / "usr" / "bin" / "python3.11"),
         "-m", "kd_edge.runtime.check", str(model), "--images", str(samples), "--out", str(out),
     ]  # fmt: skip
-    run(command, env=environment, what=f"the check on aarch64 ({cpu})")
+    with open(userland.root / "cpuinfo.lock", "w") as lock:  # the sysroot's one cpuinfo names this CPU meanwhile
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_fake_cpuinfo(sysroot / "proc" / "cpuinfo", cpu)
+        run(command, env=environment, what=f"the check on aarch64 ({cpu}, ONNX Runtime {userland.onnxruntime})")
     with np.load(out) as archive:
         facts = json.loads(str(archive["facts"]))
         return {name: archive[name] for name in archive.files if name != "facts"}, {**facts, "qemu_cpu": cpu}

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from kd_edge import __version__
+from kd_edge.deploy.portable import make_portable
 from kd_edge.errors import ExportError, ExportParityError
 from kd_edge.log import heartbeat, quiet_loggers, step
 from kd_edge.runtime.card import ModelCard, write_card
@@ -77,7 +78,7 @@ def write_onnx(
         versions["exporter_fallback"] = str(exc)
         proto = export_proto(model, card.input_shape, chosen, opset)
     onnx.checker.check_model(proto, full_check=True)
-    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    proto = make_portable(onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True))
     proto.doc_string = (
         f"kd-edge {__version__}: {card.model} trained on {card.data.dataset if card.data else 'unknown data'}"
     )
@@ -130,11 +131,7 @@ def export_proto(model: torch.nn.Module, input_shape, exporter: str, opset: int)
         cause = exc.__cause__ or exc  # the exporter's own message is advice to PyTorch developers
         reason = f"{cause.__class__.__name__}: {(str(cause).strip().splitlines() or [''])[0][:200]}"
         raise ExportError(f"torch.export could not capture {model.__class__.__name__} ({reason})") from exc
-    proto = program.model_proto
-    # The exporter stamps its own IR version (10); the opset needs no more than the oldest IR
-    # that carries it, and older runtimes load only up to their IR version.
-    proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
-    return proto
+    return program.model_proto  # IR 10 as the exporter stamps it; write_onnx makes it portable
 
 
 def parity_images(dataset) -> np.ndarray:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from kd_edge.data.dataset import Split
+from kd_edge.deploy.portable import make_file_portable
 from kd_edge.deploy.quantize_latency import LatencyComparison, compare_latency, search_latency
 from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationError
 from kd_edge.io import ensure_writable_dir
@@ -91,8 +93,8 @@ def quantize(
     ensure_writable_dir(out.parent)
     step(f"quantize: loading the data of {source.name}")
     dataset = calibration_dataset(fp32, calibration, data_dir)
-    calib_images, calib_info = calibration_sample(dataset, config.calibration_size, config.method)
-    val, test = dataset.val, dataset.test
+    calib_images, calib_info, val = calibration_sample(dataset, config.calibration_size, config.method)
+    test = dataset.test
     fp32_val = fp32.accuracy(val.images, val.labels)
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
@@ -188,27 +190,32 @@ def calibration_dataset(model: OnnxModel, calibration: str | None, data_dir: str
     return dataset
 
 
-def calibration_sample(dataset, size: int, method: str) -> tuple[np.ndarray, dict]:
-    """A class-stratified sample of the validation split, and a record of it (size, method, index hash)."""
+def calibration_sample(dataset, size: int, method: str) -> tuple[np.ndarray, dict, Split]:
+    """A class-stratified sample of the validation split (at most half of it), a record of it (size, method,
+    index hash), and the rest of the split: the images that judge the accuracy budget, none of which the
+    calibration has seen."""
+    size = min(size, len(dataset.val) // 2)
     minimum = MIN_CALIBRATION_PER_CLASS * dataset.num_classes
-    if size < minimum or len(dataset.val) < minimum:
+    if size < minimum:
         raise QuantizationError(
-            f"a calibration set of {min(size, len(dataset.val))} images is too small to estimate activation ranges "
-            f"for {dataset.num_classes} classes; use at least {minimum} (--calibration-size, and a validation "
-            "split that large)"
+            f"a calibration set of {size} images is too small to estimate activation ranges for "
+            f"{dataset.num_classes} classes; use at least {minimum} (--calibration-size, and a validation split of "
+            f"at least {2 * minimum}: half calibrates, half judges the accuracy budget)"
         )
     rng = np.random.default_rng(0)
     per_class = max(size // dataset.num_classes, 1)
     picks = [rng.permutation(np.flatnonzero(dataset.val.labels == c))[:per_class] for c in range(dataset.num_classes)]
     indices = np.sort(np.concatenate(picks))
+    rest = np.setdiff1d(np.arange(len(dataset.val)), indices)
     info = {
         "dataset": dataset.name,
         "split": "val",
         "size": len(indices),
         "method": method,
         "indices_sha256": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest(),
+        "budget_images": len(rest),  # the rest of the split, which judges the accuracy budget
     }
-    return dataset.val.images[indices], info
+    return dataset.val.images[indices], info, Split(dataset.val.images[rest], dataset.val.labels[rest])
 
 
 def preprocess_model(source: Path, target: Path) -> Path:
@@ -266,19 +273,20 @@ def quantize_file(
                 reduce_range=config.reduce_range,
                 nodes_to_exclude=excluded,
             )
-            return
-        quantize_static(
-            pool_before_relu(onnx.load(str(prepared)), set(excluded)),
-            str(target),
-            ImageReader(fp32, calib_images),
-            quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
-            per_channel=config.per_channel,
-            reduce_range=config.reduce_range,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[config.method],
-            nodes_to_exclude=excluded,
-        )
+        else:
+            quantize_static(
+                pool_before_relu(onnx.load(str(prepared)), set(excluded)),
+                str(target),
+                ImageReader(fp32, calib_images),
+                quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
+                per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[config.method],
+                nodes_to_exclude=excluded,
+            )
+    make_file_portable(target)  # what is timed and scored here is what an older runtime loads
 
 
 def pool_before_relu(model, fp32_nodes: set[str]):

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.log import step
-from kd_edge.runtime.session import OnnxModel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,13 +70,9 @@ def search_latency(build, fp32_path: Path, nodes: list[str], images: np.ndarray,
 def latency_ratios(fp32_path: Path, int8_path: Path, images: np.ndarray, threads: int) -> dict:
     from kd_edge.runtime.bench.child import interleaved_latency_ms
 
-    # Spinning off: two sessions in one process, each idle while the other is timed.
-    models = {
-        "fp32": OnnxModel(fp32_path, threads, spinning=False),
-        "int8": OnnxModel(int8_path, threads, spinning=False),
-    }
-    batch1 = interleaved_latency_ms(models, images[:1], runs=2000, rounds=5)
-    batch64 = interleaved_latency_ms(models, images[:64], runs=200, rounds=5)
+    paths = {"fp32": fp32_path, "int8": int8_path}
+    batch1 = interleaved_latency_ms(paths, threads, images[:1], runs=2000, rounds=5)
+    batch64 = interleaved_latency_ms(paths, threads, images[:64], runs=200, rounds=5)
     return {"batch1": batch1["int8"] / batch1["fp32"], "batch64": batch64["int8"] / batch64["fp32"]}
 
 

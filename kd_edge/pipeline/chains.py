@@ -16,13 +16,15 @@ from kd_edge.settings.deploy import DeploySettings, QATSettings
 
 def deploy(source, out, settings: DeploySettings | None = None, *, data_dir: str | None = None, force: bool = False):
     """From a run folder, a checkpoint or an ONNX model to a bundle in ``out``: export (unless the source is
-    ONNX already), quantize (unless ``bundle.int8`` is off, or it is INT8 already), bundle."""
+    ONNX already), quantize (unless ``bundle.form`` is fp32, or it is INT8 already), bundle."""
     from kd_edge.deploy.bundle import check_outputs, write_bundle
+    from kd_edge.runtime.bench.profiles import get_profile
     from kd_edge.runtime.session import read_card
 
     settings = settings or DeploySettings()
     source = Path(source)
     check_outputs(out, force)  # before the export and the quantization, not after them
+    get_profile(settings.bundle.profile)
     bundle = {"data_dir": data_dir, "force": force}
     with tempfile.TemporaryDirectory(prefix="kd-edge-deploy-") as scratch:
         if source.suffix == ".onnx":
@@ -31,10 +33,13 @@ def deploy(source, out, settings: DeploySettings | None = None, *, data_dir: str
             fp32 = source
         else:
             fp32 = export_to(source, Path(scratch), settings, data_dir)
-        refused = "--no-int8 was given"
-        int8 = None
-        if settings.bundle.int8:
+        int8, refused = None, "--form fp32 was given"
+        if settings.bundle.form != "fp32":
             int8, refused = quantize_to(fp32, Path(scratch), settings, data_dir)
+        if int8 is None and settings.bundle.form == "int8":
+            raise QuantizationError(
+                f"--form int8 was given but {refused}; loosen --max-accuracy-drop or use --form auto"
+            )
         return write_bundle(out, settings.bundle, fp32=fp32, int8=int8, int8_refused=refused, **bundle)
 
 

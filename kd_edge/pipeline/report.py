@@ -13,13 +13,11 @@ from __future__ import annotations
 import base64
 import html
 import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from kd_edge import __version__
 from kd_edge.io import atomic_save_figure
 
 FIGURES = "report"  # PNGs for report.md live in RUN_DIR/report/; report.html embeds them
@@ -386,11 +384,17 @@ def add_quantization(document: Document, run_dir: Path) -> None:
         ],
     )
     kept = ", ".join(summary["excluded_nodes"]) or "none"
+    searched = summary["latency_search"]
+    search = (
+        f"The latency search timed {len(searched)} configurations against FP32 in default ONNX Runtime sessions and "
+        "kept a node in FP32 only for a 10 % gain measured twice."
+        if searched
+        else "No latency search ran (--optimize-latency is off by default): the nodes kept in FP32 are the accuracy "
+        "budget's alone."
+    )
     document.text(
-        f"Nodes kept in FP32: {kept}. The latency search timed {len(summary['latency_search'])} configurations against "
-        f"FP32 in default ONNX Runtime sessions and kept a node in FP32 only for a confirmed 10 % gain. Calibration: "
-        f"{calibration['size']} validation images ({calibration['method']}), index hash "
-        f"{calibration['indices_sha256'][:12]}."
+        f"Nodes kept in FP32: {kept}. {search} Calibration: {calibration['size']} validation images "
+        f"({calibration['method']}), index hash {calibration['indices_sha256'][:12]}."
     )
     rows = [
         [", ".join(e["fp32_nodes"]) or "(all INT8)", f"{e['batch1']:.2f}x", f"{e['batch64']:.2f}x", f"{e['score']:.2f}"]
@@ -400,20 +404,26 @@ def add_quantization(document: Document, run_dir: Path) -> None:
         document.table(["nodes in FP32", "INT8/FP32 batch 1", "INT8/FP32 batch 64", "score"], rows)
 
 
-def add_reproduction(document: Document, run_dir: Path, metrics: dict) -> None:
-    import onnxruntime
+def run_versions(metrics: dict) -> list[list[str]]:
+    """Each component's version as the run's stages recorded it (not this process's): where stages ran with
+    different versions (a later rerun of some), each version with its stages."""
+    by_component: dict[str, dict[str, list[str]]] = {}
+    for stage, versions in metrics.get("versions", {}).items():
+        for component, version in versions.items():
+            by_component.setdefault(component, {}).setdefault(version, []).append(stage)
+    rows = []
+    for component, versions in by_component.items():
+        shown = [version if len(versions) == 1 else f"{version} ({', '.join(stages)})"
+                 for version, stages in versions.items()]  # fmt: skip
+        rows.append([component, "; ".join(shown)])
+    return rows or [["(not recorded)", "this run predates per-stage versions"]]
 
+
+def add_reproduction(document: Document, run_dir: Path, metrics: dict) -> None:
     document.heading("How to repeat this run")
     data = metrics.get("data", {})
-    versions = [
-        ["kd-edge", __version__],
-        ["torch", metrics.get("torch_version", "n/a")],
-        ["onnxruntime", onnxruntime.__version__],
-        ["numpy", np.__version__],
-        ["python", platform.python_version()],
-        ["data", f"{data.get('dataset')} sha256 {data.get('sha256', 'n/a')}"],
-    ]
-    document.table(["component", "version"], versions)
+    versions = [*run_versions(metrics), ["data", f"{data.get('dataset')} sha256 {data.get('sha256', 'n/a')}"]]
+    document.table(["component", "version (the stages that ran with it)"], versions)
     document.text(f"kd-edge pipeline --config {run_dir / 'kd-edge.toml'} --out NEW_RUN_DIR")
     config = run_dir / "kd-edge.toml"
     if config.is_file():

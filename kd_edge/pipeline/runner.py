@@ -28,6 +28,7 @@ from kd_edge.training.distributed import barrier, from_main, is_main
 
 STATE_FILE = "pipeline.json"
 CONFIG_FILE = "kd-edge.toml"
+VERSIONED = ("kd-edge", "torch", "torchvision", "onnx", "onnxruntime", "numpy")  # recorded per stage, as run
 CONFIG_HEADER = "kd-edge's resolved configuration: `kd-edge pipeline --config THIS --out NEW` repeats the run."
 
 
@@ -80,6 +81,7 @@ def run_pipeline(
                     "outputs": output_hashes(run_dir, stage.outputs),
                     "seconds": round(seconds, 3),
                     "sections": sections,
+                    "versions": installed_versions(),
                 }
                 write_state(run_dir, state)
             say(f"[{number}/{len(STAGES)}] {stage.name}: done in {seconds:.1f} s")
@@ -152,6 +154,20 @@ def output_hashes(run_dir: Path, names: tuple[str, ...]) -> dict[str, str]:
     return hashes
 
 
+def installed_versions() -> dict[str, str]:
+    """What a stage ran with, read from the installed packages' metadata (nothing is imported)."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def merge_metrics(run_dir: Path, state: dict, total_seconds: float) -> None:
     """metrics.json: every finished stage's sections, in pipeline order, and the wall time of each."""
     path = run_dir / "metrics.json"
@@ -159,6 +175,7 @@ def merge_metrics(run_dir: Path, state: dict, total_seconds: float) -> None:
     for stage in STAGES:
         metrics.update(state.get(stage.name, {}).get("sections", {}))
     metrics["wall_time_s"] = {stage.name: state[stage.name]["seconds"] for stage in STAGES if stage.name in state}
+    metrics["versions"] = {stage.name: state[stage.name].get("versions", {}) for stage in STAGES if stage.name in state}
     metrics["wall_time_s"]["total"] = round(sum(metrics["wall_time_s"].values()), 3)
     metrics["wall_time_s"]["this_invocation"] = round(total_seconds, 3)
     atomic_write_json(path, metrics)

@@ -92,7 +92,7 @@ def run_bundle(settings: PipelineSettings, run_dir: Path, progress) -> dict:
             "archive": str(result.archive),
             "form": result.form,
             "reason": result.reason,
-            "latency_ms": result.latency_ms,
+            "decision": result.decision.to_dict(),
         }
     }
 
@@ -116,7 +116,7 @@ def run_bench(settings: PipelineSettings, run_dir: Path, progress) -> dict:
         }
         for r in report.results
     ]
-    return {"bench": {"profile": settings.bench.profile, "results": rows}}
+    return {"bench": {"profile": report.environment["profile"]["name"], "results": rows}}
 
 
 def run_report(settings: PipelineSettings, run_dir: Path, progress) -> dict:

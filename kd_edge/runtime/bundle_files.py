@@ -7,6 +7,7 @@
       model.json        the model card, plus the bundle's own section (which form, and why)
       samples.npz       a class-stratified labelled sample of the test split, for on-board checks
       README.md         the commands to run on the board
+      kd_edge-*.whl     kd-edge itself (pure Python, no torch), to install on the board offline
       SHA256SUMS        a digest of every other file (``sha256sum -c SHA256SUMS`` checks it)
 
 Opening a bundle verifies every checksum before any model is loaded. An archive is
@@ -133,7 +134,33 @@ def verify_checksums(folder: Path) -> None:
         )
 
 
+def amend_card(folder: Path, section: str, values: dict) -> None:
+    """Set ``model.json``'s ``bundle.<section>`` (what a later check found, such as verify-arm's verdict) and
+    rewrite SHA256SUMS, so that the folder verifies again; the folder's checksums are checked first."""
+    from kd_edge.io import atomic_write_text
+
+    verify_checksums(folder)
+    card = json.loads((folder / CARD_FILE).read_text())
+    card.setdefault("bundle", {})[section] = values
+    atomic_write_text(folder / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    names = [p.name for p in folder.iterdir() if p.name != SUMS_FILE and not p.name.startswith(".")]
+    atomic_write_text(folder / SUMS_FILE, checksums_text(folder, names))
+
+
 # --- archives ---------------------------------------------------------------------------------------------
+
+
+def write_archive(folder: Path, archive: Path) -> None:
+    """``folder`` as a .tar.gz holding one top-level folder of plain files, written atomically."""
+    import io
+
+    from kd_edge.io import atomic_write
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=f"{folder.name}/{path.name}", recursive=False)
+    atomic_write(archive, lambda handle: handle.write(buffer.getvalue()))
 
 
 def unpack(archive: Path, target: Path) -> Path:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.runtime.session import OnnxModel
+from kd_edge.errors import ConfigError, KdEdgeError
+from kd_edge.runtime.session import OnnxModel, model_file
 
 
 def forms_of(path: Path) -> dict[str, Path]:
@@ -52,19 +53,31 @@ def runtime_facts() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kd_edge.runtime.check", description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="a bundle folder or an .onnx model")
+    parser.add_argument("model", type=Path, help="a bundle (folder or .tar.gz) or an .onnx model")
     parser.add_argument(
         "--images", type=Path, help="an .npz with images (and labels); default: the bundle's samples.npz"
     )
     parser.add_argument("--out", type=Path, help="write every form's logits here (.npz)")
     args = parser.parse_args(argv)
-    forms = forms_of(args.model)
-    samples = args.images or OnnxModel(args.model).bundle.samples_path
+    try:
+        with model_file(args.model) as (_, bundle):
+            return check_forms(bundle.folder if bundle else args.model, args.images or (bundle and bundle.samples_path),
+                         args.out)  # fmt: skip
+    except KdEdgeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+def check_forms(model: Path, samples: Path | None, out: Path | None) -> int:
+    """Print every form's accuracy on ``samples`` (and save the logits to ``out``)."""
+    if samples is None:
+        raise ConfigError(f"{str(model)!r} is a bare model, with no samples: give an .npz of images with --images")
+    forms = forms_of(model)
     with np.load(samples, allow_pickle=False) as archive:
         images, labels = archive["images"], archive["labels"] if "labels" in archive.files else None
     logits = sample_logits(forms, images)
-    if args.out:
-        np.savez(args.out, facts=json.dumps(runtime_facts()), **logits)
+    if out:
+        np.savez(out, facts=json.dumps(runtime_facts()), **logits)
     for form, values in logits.items():
         accuracy = "no labels" if labels is None else f"accuracy {(values.argmax(1) == labels).mean():.2%}"
         print(f"{form}: {len(values)} samples, {accuracy} ({platform.machine()})")

@@ -71,7 +71,13 @@ def read_input(model: OnnxModel, path: Path) -> tuple[np.ndarray, list[str], lis
 
 
 def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ModuleNotFoundError:
+        raise DatasetError(
+            f"reading the image file {str(path)!r} needs Pillow: pip install 'kd-edge[images]' (or give an .npz of "
+            "uint8 images, which needs nothing more)"
+        ) from None
 
     channels, height, width = model.input_shape
     try:

@@ -8,7 +8,8 @@ names (CVE-2022-25882, CVE-2024-27318, CVE-2026-27489). kd-edge reads the protob
 format itself (standard library only, no onnx, nothing loaded) and checks every external
 reference before onnx or ONNX Runtime sees the file:
 
-* the location is relative, has no ``..`` and resolves inside the model's folder;
+* the location is relative, has no ``..`` and resolves inside the model's folder, and is not
+  ONNX Runtime's in-memory marker (``*/_ORT_MEM_ADDR_/*``: the offset is then read as an address);
 * no part of the way there is a symbolic link, and the file has no other hard link;
 * offset and length are non-negative integers that stay within the file.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from kd_edge.errors import ModelFileError
 
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf cannot hold more; larger models keep their tensors in external data
+ORT_MEMORY_MARKER = "_ORT_MEM_ADDR_"  # ONNX Runtime's name for tensor data already in memory
 MAX_DEPTH = 24  # graphs inside attributes inside graphs... (protobuf itself parses at most 100 message levels)
 
 # The ONNX messages that can hold a TensorProto, and the fields that lead there (onnx.proto3).
@@ -34,7 +36,7 @@ SUBMESSAGES = {
     MODEL: {7: GRAPH, 20: TRAINING, 25: FUNCTION},
     TRAINING: {1: GRAPH, 2: GRAPH},
     GRAPH: {1: NODE, 5: TENSOR, 15: SPARSE},
-    FUNCTION: {7: NODE},
+    FUNCTION: {7: NODE, 11: ATTRIBUTE},  # a function's nodes, and its attributes' default values
     NODE: {5: ATTRIBUTE},
     ATTRIBUTE: {5: TENSOR, 6: GRAPH, 10: TENSOR, 11: GRAPH, 22: SPARSE, 23: SPARSE},
     SPARSE: {1: TENSOR, 2: TENSOR},
@@ -131,6 +133,10 @@ def check_reference(model: Path, reference: dict) -> None:
         raise ModelFileError(
             f"{refuse}: external data must be a relative path inside the model's folder; the model is refused "
             "unread (a model from an untrusted source can point anywhere)"
+        )
+    if ORT_MEMORY_MARKER in location:
+        raise ModelFileError(
+            f"{refuse}: ONNX Runtime reads that name as a memory address, not a file; the model is refused unread"
         )
     folder = model.parent
     current = folder

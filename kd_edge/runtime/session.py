@@ -15,24 +15,18 @@ from kd_edge.runtime.safety import check_model_file
 EVAL_BATCH_SIZE = 256
 
 
-def session_options(threads: int | None, spinning: bool = True):
+def session_options(threads: int | None):
     """ONNX Runtime's default options but the intra-op thread count: what any other program opening
-    the model gets, so that a figure kd-edge measures holds outside kd-edge.
-
-    ``spinning=False`` makes idle pool threads sleep instead of spinning, so that
-    sessions timed side by side in one process do not take each other's cycles.
-    """
+    the model gets, so that a figure kd-edge measures holds outside kd-edge."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return options
 
 
-def open_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+def open_session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
 
     path = Path(path)
@@ -42,7 +36,7 @@ def open_session(path: str | Path, threads: int | None = None, spinning: bool = 
     try:
         return ort.InferenceSession(
             str(path),
-            session_options(threads, spinning),
+            session_options(threads),
             providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, InvalidGraph...
@@ -86,17 +80,12 @@ class OnnxModel:
     that is gone once the session holds the model).
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        threads: int | None = None,
-        spinning: bool = True,
-    ):
+    def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
         self.bundle = None
         with model_file(self.path) as (model_path, bundle):
             self.bundle = bundle
-            self.session = open_session(model_path, threads, spinning)
+            self.session = open_session(model_path, threads)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.card = ModelCard.from_metadata(self.metadata, repr(str(self.path)))
         self.input_shape = self.card.input_shape
@@ -110,6 +99,13 @@ class OnnxModel:
             raise ModelCardError(
                 f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} disagrees with the graph's "
                 f"input {graph_input.shape}"
+            )
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.classes):
+            raise ModelCardError(
+                f"{str(self.path)!r}: the card names {len(self.classes)} classes but the model outputs {width} "
+                "scores; the card belongs to another model. Re-export it with `kd-edge export` (the card is written "
+                "from the checkpoint)"
             )
 
     def check_images(self, images: np.ndarray) -> np.ndarray:

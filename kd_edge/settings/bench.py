@@ -28,7 +28,11 @@ class BenchSettings:
     cpu_quota: float | None = knob(
         None, "CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu.max / cfs_quota_us where writable).", none="no quota"
     )
-    profile: str = knob("host", "Device profile (`kd-edge profiles`): enforces its cores and RAM, projects latency.")
+    profile: str | None = knob(
+        None,
+        "Device profile (`kd-edge profiles`): enforces its cores and RAM, projects latency.",
+        none="a bundle's own board (its model.json), else host",
+    )
     rate: float | None = knob(
         None, "Drone loop: frames per second; reports deadline misses and jitter.", none="no drone loop"
     )

@@ -79,7 +79,7 @@ QAT_OPTIONS = (
     *(f"quantize.{name}" for name in (*QUANTIZE_IN_QAT, "compare_latency", "threads")),
 )  # fmt: skip
 PIPELINE_OPTIONS = (
-    "distill.data.", "distill.run.", "bench.profile",
+    "distill.data.", "distill.run.", "bundle.profile",
     *(f"distill.{network}.{name}" for network in ("teacher", "student") for name in ("model", "epochs")),
 )  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from kd_edge.settings.fields import check_choices, knob, require
@@ -18,6 +19,7 @@ DEFAULT_EXPORTER = "dynamo"
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
+FORMS = ("auto", "int8", "fp32")
 CPUS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
 
 
@@ -67,7 +69,11 @@ class QuantizeSettings:
         "uses all 8 bits where only VNNI and ARM hosts matter.",
         negative="--full-range",
     )
-    optimize_latency: bool = knob(True, "Keep in FP32 the nodes whose INT8 version is measured to be slower.")
+    optimize_latency: bool = knob(
+        False,
+        "Also keep in FP32 the nodes whose INT8 version is measured to be slower (a timing search: its answer can "
+        "change with the machine's load; off, the excluded nodes depend only on the accuracy budget).",
+    )
     compare_latency: bool = knob(True, "Time FP32 against INT8 at the end (a fresh process per measurement).")
     threads: int = knob(2, "Threads for the FP32-against-INT8 latency comparisons.")
 
@@ -104,18 +110,29 @@ class QATSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class BundleSettings:
-    int8: bool = knob(True, "Try an INT8 model (shipped only if not slower).")
-    samples: int = knob(300, "Labelled test images in samples.npz, the same number per class.")
-    threads: tuple[int, ...] = knob((1, 2), "Thread counts of the FP32-against-INT8 latency check (repeatable).")
-    compare_latency: bool = knob(
-        True, "Ship INT8 only if it is not slower than FP32 here (measured); off: whenever it met its accuracy budget."
+    """What a bundle ships and for which board. With ``form`` auto, INT8 ships unless it is measured slower than
+    FP32 beyond the timing noise, at the board's thread count and batch size (the rule is in model.json)."""
+
+    form: str = knob(
+        "auto",
+        "auto: quantize, time both forms at the board's setting, ship INT8 unless it is slower beyond the noise; "
+        "int8: ship INT8 (it must meet its accuracy budget), untimed; fp32: ship FP32, no quantization.",
+        choices=FORMS,
     )
+    profile: str = knob(
+        "rpi4", "The board (`kd-edge profiles`): its cores set the timing's threads; `kd-edge bench BUNDLE` uses it."
+    )
+    threads: int | None = knob(None, "Threads the forms are timed at.", none="the profile's cores, at most this host's")
+    batch_size: int = knob(1, "Batch size the forms are timed at (a drone classifies frame by frame).")
+    rounds: int = knob(15, "Interleaved timing rounds; each times both forms, each in a fresh process.")
+    samples: int = knob(300, "Labelled test images in samples.npz, the same number per class.")
 
     def __post_init__(self):
+        check_choices(self)
         require(self.samples >= 1, f"--samples must be at least 1, got {self.samples}")
-        require(
-            bool(self.threads) and min(self.threads) >= 1, f"--threads must be at least 1, got {list(self.threads)}"
-        )
+        require(self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
+        require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        require(self.rounds >= 5, f"--rounds must be at least 5 for a confidence bound, got {self.rounds}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +140,7 @@ class DeploySettings:
     """From a checkpoint, a run folder or an ONNX model to a bundle: export, quantize, bundle.
 
     Where a bundle is written, the quantizer's own latency comparison is skipped: the bundle compares the
-    two forms itself (``bundle.compare_latency``).
+    two forms itself (``bundle.form``).
     """
 
     export: ExportSettings = field(default_factory=ExportSettings)
@@ -134,6 +151,12 @@ class DeploySettings:
 @dataclass(frozen=True, kw_only=True)
 class ArmSettings:
     cpus: tuple[str, ...] = knob(CPUS, "Emulated CPUs, comma-separated.", parse=name_list)
+    onnxruntime: tuple[str, ...] | None = knob(
+        None,
+        "ONNX Runtime releases to verify on, as the board has them (repeatable, 1.16 or later); the oldest that "
+        "passes is recorded in a bundle's model.json.",
+        none="this host's release",
+    )
     samples: int = knob(300, "At most this many labelled samples are compared.")
 
     def __post_init__(self):
@@ -142,3 +165,5 @@ class ArmSettings:
             not unknown and bool(self.cpus), f"--cpu {','.join(unknown) or '(none)'}: choose from {', '.join(CPUS)}"
         )
         require(self.samples >= 1, f"--samples must be at least 1, got {self.samples}")
+        bad = [v for v in self.onnxruntime or () if not re.fullmatch(r"\d+\.\d+(\.\d+)?", v)]
+        require(not bad, f"--onnxruntime {', '.join(bad)}: give release numbers such as 1.16.3")

@@ -14,15 +14,15 @@ from kd_edge.settings.training import DistillSettings
 class PipelineSettings:
     """Teacher and student (``distill``), then export, quantize, bundle and bench.
 
-    The pipeline benchmarks the bundle on a Raspberry Pi 4 at 1 and 2 threads by default (``kd-edge
-    bench`` alone times the host at 2). The quantizer does not time the forms: the bundle does.
+    The pipeline benchmarks the bundle under the board it was made for (``bundle.profile``, a Raspberry
+    Pi 4 by default) at 1 and 2 threads. The quantizer does not time the forms: the bundle does.
     """
 
     distill: DistillSettings = field(default_factory=DistillSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     bundle: BundleSettings = field(default_factory=BundleSettings)
-    bench: BenchSettings = field(default_factory=lambda: BenchSettings(profile="rpi4", threads=(1, 2)))
+    bench: BenchSettings = field(default_factory=lambda: BenchSettings(threads=(1, 2)))
 
     def __post_init__(self):
         require(

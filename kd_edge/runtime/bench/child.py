@@ -12,6 +12,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -132,19 +133,21 @@ def time_latencies(model: OnnxModel, inputs: np.ndarray, warmup: int, runs: int,
 
 
 def interleaved_latency_ms(
-    models: dict[str, OnnxModel], images: np.ndarray, runs: int, rounds: int
+    paths: dict[str, Path], threads: int, images: np.ndarray, runs: int, rounds: int
 ) -> dict[str, float]:
-    """Median latency (ms) of sessions held in this process, timed in alternating rounds.
+    """Median latency (ms) of models timed in alternating rounds in this process.
 
-    Cheaper than a process per measurement, for comparing many candidates (the
-    quantizer's latency search); open the sessions with ``spinning=False`` so that
-    the idle ones do not take cycles from the one being timed.
+    Cheaper than a process per measurement, for comparing many candidates (the quantizer's
+    latency search). One session is alive at a time, opened with default options each round
+    (thread spinning on, as any other program has it), so no idle pool takes the timed one's cycles.
     """
-    samples = {name: [] for name in models}
+    samples = {name: [] for name in paths}
     per_round = max(runs // rounds, 1)
     for _ in range(rounds):
-        for name, model in models.items():
+        for name, path in paths.items():
+            model = OnnxModel(path, threads)
             samples[name].append(time_latencies(model, model.preprocess(images), 10, per_round, None))
+            del model  # its thread pool goes before the next session's starts
     return {name: float(np.median(np.concatenate(times)) * 1e3) for name, times in samples.items()}
 
 

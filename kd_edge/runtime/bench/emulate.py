@@ -31,6 +31,7 @@ from kd_edge.runtime import host
 
 CFS_PERIOD_US = 100_000
 CGROUP_ROOT = host.CGROUP_ROOT
+PAGE_BYTES = 4096  # cgroup memory limits are kept in whole pages
 NOT_ASKED = {"requested": None, "enforced": False, "reason": "not asked for"}
 
 
@@ -157,20 +158,19 @@ def cgroup_v2(memory_bytes, quota_us, cpu_quota) -> tuple[dict, dict]:
     if quota_us is not None:
         (leaf / "cpu.max").write_text(f"{quota_us} {CFS_PERIOD_US}")
     (leaf / "cgroup.procs").write_text(str(os.getpid()))
-    memory = {
-        "requested": memory_bytes,
-        "enforced": True,
-        "mechanism": f"cgroup v2 {leaf}/memory.max",
-        "read_back": read_int(leaf / "memory.max"),
-    }
-    quota = {
-        "requested": cpu_quota,
-        "enforced": True,
-        "mechanism": f"cgroup v2 {leaf}/cpu.max",
-        "period_us": CFS_PERIOD_US,
-        "quota_us": quota_us,
-        "read_back": read_v2_quota(leaf / "cpu.max"),
-    }
+    memory = confirmed(
+        {"requested": memory_bytes, "mechanism": f"cgroup v2 {leaf}/memory.max"},
+        read_int(leaf / "memory.max"),
+        memory_bytes,
+        PAGE_BYTES,
+    )
+    quota = confirmed(
+        {"requested": cpu_quota, "mechanism": f"cgroup v2 {leaf}/cpu.max", "period_us": CFS_PERIOD_US,
+         "quota_us": quota_us},
+        read_v2_quota(leaf / "cpu.max"),
+        quota_us and quota_us / CFS_PERIOD_US,
+        1e-6,
+    )  # fmt: skip
     return (memory if memory_bytes is not None else dict(NOT_ASKED)), (
         quota if quota_us is not None else dict(NOT_ASKED)
     )
@@ -180,12 +180,12 @@ def cgroup_v1_memory(memory_bytes: int) -> dict:
     leaf = v1_leaf("memory")
     (leaf / "memory.limit_in_bytes").write_text(str(memory_bytes))
     (leaf / "cgroup.procs").write_text(str(os.getpid()))
-    return {
-        "requested": memory_bytes,
-        "enforced": True,
-        "mechanism": f"cgroup v1 {leaf}/memory.limit_in_bytes",
-        "read_back": read_int(leaf / "memory.limit_in_bytes"),
-    }
+    return confirmed(
+        {"requested": memory_bytes, "mechanism": f"cgroup v1 {leaf}/memory.limit_in_bytes"},
+        read_int(leaf / "memory.limit_in_bytes"),
+        memory_bytes,
+        PAGE_BYTES,
+    )
 
 
 def cgroup_v1_quota(quota_us: int, cpu_quota: float) -> dict:
@@ -193,15 +193,24 @@ def cgroup_v1_quota(quota_us: int, cpu_quota: float) -> dict:
     (leaf / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
     (leaf / "cpu.cfs_quota_us").write_text(str(quota_us))
     (leaf / "cgroup.procs").write_text(str(os.getpid()))
-    period = read_int(leaf / "cpu.cfs_period_us")
-    return {
-        "requested": cpu_quota,
-        "enforced": True,
-        "mechanism": f"cgroup v1 {leaf}/cpu.cfs_quota_us",
-        "period_us": CFS_PERIOD_US,
-        "quota_us": quota_us,
-        "read_back": read_int(leaf / "cpu.cfs_quota_us") / period if period else None,
-    }
+    period, read_quota = read_int(leaf / "cpu.cfs_period_us"), read_int(leaf / "cpu.cfs_quota_us")
+    return confirmed(
+        {"requested": cpu_quota, "mechanism": f"cgroup v1 {leaf}/cpu.cfs_quota_us", "period_us": CFS_PERIOD_US,
+         "quota_us": quota_us},
+        read_quota / period if period and read_quota is not None else None,
+        quota_us / CFS_PERIOD_US,
+        1e-6,
+    )  # fmt: skip
+
+
+def confirmed(report: dict, read_back, written, tolerance) -> dict:
+    """``report`` marked enforced only when what the kernel reports back is what was written (within
+    ``tolerance``: the kernel rounds a memory limit down to whole pages)."""
+    enforced = read_back is not None and written is not None and abs(read_back - written) <= tolerance
+    report = {**report, "enforced": enforced, "read_back": read_back}
+    if not enforced:
+        report["reason"] = f"wrote {written} but the kernel reports {read_back}: the limit did not take"
+    return report
 
 
 def cgroup_v2_parent() -> Path:
@@ -223,14 +232,13 @@ def rlimit_memory(limit: int, why_not_cgroup: str) -> dict:
     # Address space already mapped (libraries, the runtime) does not count against the board's RAM.
     ceiling = (host.proc_status_kb("VmSize") or 0) * 1024 + limit
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
-    return {
+    report = {
         "requested": limit,
-        "enforced": True,
         "mechanism": f"RLIMIT_AS at current address space + {limit} bytes",
-        "read_back": resource.getrlimit(resource.RLIMIT_AS)[0],
         "note": f"no writable cgroup memory controller ({why_not_cgroup}); "
         "the cap limits new virtual memory, not resident memory",
     }
+    return confirmed(report, resource.getrlimit(resource.RLIMIT_AS)[0], ceiling, 0)
 
 
 def read_int(path: Path) -> int | None:

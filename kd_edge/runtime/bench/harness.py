@@ -13,7 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +46,15 @@ class BenchJob:
     dataset: str | None = None
     data: str | None = None
     data_dir: str | None = None
+    projections: bool = True  # under a board profile, also time 1 thread: the projections start from it
 
     def __post_init__(self):
         if not self.models:
             raise ConfigError("give at least one MODEL.onnx to benchmark")
         if self.dataset and self.data:
             raise ConfigError("give --dataset or --data, not both")
-        get_profile(self.settings.profile)
+        if self.settings.profile is not None:
+            get_profile(self.settings.profile)
 
     def to_dict(self) -> dict:
         return {"models": list(self.models), **asdict(self.settings), "dataset": self.dataset, "data": self.data,
@@ -197,13 +199,14 @@ def run_benchmark(job: BenchJob, images: np.ndarray | None = None) -> BenchRepor
     the job's data, for callers that hold their own.
     """
     settings = job.settings
-    profile = get_profile(settings.profile)
     with contextlib.ExitStack() as stack:
         resolved = {
             label: stack.enter_context(model_file(Path(label))) for label in job.models
         }  # archives unpacked once
         files = {label: path for label, (path, _) in resolved.items()}
         bundles = {label: bundle for label, (_, bundle) in resolved.items() if bundle is not None}
+        profile = get_profile(settings.profile or bundle_profile(bundles))
+        job, added = with_one_thread(job, profile)
         probes = {label: OnnxModel(label, threads=1) for label in job.models}  # fails early on a bad model
         if images is None:
             images, labels, data_source = benchmark_data(job, probes, bundles)
@@ -215,17 +218,40 @@ def run_benchmark(job: BenchJob, images: np.ndarray | None = None) -> BenchRepor
         names = unique_labels(job.models)
         step("bench: measuring this host's per-core matrix-product throughput (for projections)")
         host_throughput = host_throughput_per_core()
+        one_thread = {(model, batch): median_ms(rounds) for (model, t, batch), rounds in readings.items() if t == 1}
         results = [
-            summarize(key, names[key[0]], rounds, probes[key[0]], files[key[0]], profile, host_throughput)
+            summarize(key, names[key[0]], rounds, probes[key[0]], files[key[0]], profile, host_throughput,
+                      one_thread.get((key[0], key[2])))
             for key, rounds in readings.items()
-        ]
+        ]  # fmt: skip
     return BenchReport(
         results=results,
         environment=environment(settings, profile, host_throughput),
         data=data_source,
-        warnings=thread_warnings(settings, profile),
+        warnings=thread_warnings(job.settings, profile) + added,
         job=job,
     )
+
+
+def with_one_thread(job: BenchJob, profile: DeviceProfile) -> tuple[BenchJob, list[str]]:
+    """A board's projections start from the host's 1-thread latency: measure it too when it was not asked for."""
+    if profile.clock_ghz is None or 1 in job.settings.threads or not job.projections:
+        return job, []
+    settings = replace(job.settings, threads=(1, *job.settings.threads))
+    note = f"1 thread measured too: the {profile.name} projections start from the host's 1-thread latency"
+    return replace(job, settings=settings), [note]
+
+
+def median_ms(rounds: list[Reading]) -> float:
+    return 1e3 * float(np.median(np.concatenate([r.latencies_s for r in rounds])))
+
+
+def bundle_profile(bundles: dict) -> str:
+    """The board the first bundle was made for (older bundles name none): the host otherwise."""
+    for bundle in bundles.values():
+        if bundle.info.get("profile"):
+            return bundle.info["profile"]
+    return "host"
 
 
 def unique_labels(models: tuple[str, ...]) -> dict[str, str]:
@@ -352,6 +378,7 @@ def summarize(
     path: Path,
     profile: DeviceProfile,
     host_throughput: dict[str, float],
+    one_thread_ms: float | None,
 ) -> BenchResult:
     model, threads, batch = key
     latencies = np.concatenate([r.latencies_s for r in rounds]) * 1e3
@@ -387,7 +414,7 @@ def summarize(
         emulation={
             **first.emulation,
             "cores": {**cores, **board_cores(profile, cores)},
-            "projection": projection(latency.p50, threads, data_type(probe), profile, host_throughput),
+            "projection": projection(one_thread_ms, threads, data_type(probe), profile, host_throughput),
         },
         drone_loop=first.drone_loop,
     )

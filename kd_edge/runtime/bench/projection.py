@@ -1,5 +1,15 @@
-"""A board's latency, projected from the host's: the host's per-core matrix-product throughput in ONNX
-Runtime against the board's per-core peak, per data type. A projection is labelled as one."""
+"""A board's latency, projected from the host's. A projection is labelled as one.
+
+1. One thread: the host's single-thread p50 x (the host's per-core matrix-product throughput in ONNX
+   Runtime / the board's per-core peak x the board's efficiency), per data type. The efficiency is
+   calibrated on published board figures (without it the projection assumed the board reaches its
+   theoretical peak, and was optimistic by that much).
+2. More threads: Amdahl's law, t(n) = t(1) x (s + (1 - s) / n), with the board's serial fraction s per
+   data type, calibrated on the same boards' published 1- and 4-thread figures.
+
+Both calibrations, and how far the projections land from published figures of other networks, are in
+benchmarks/results/projection.md (benchmarks/projection_check.py).
+"""
 
 from __future__ import annotations
 
@@ -67,29 +77,43 @@ def data_type(model: OnnxModel) -> str:
     return "int8" if model.card.quantization is not None else "fp32"
 
 
+PROJECTED_THREADS = (1, 2, 4)
+
+
+def amdahl(serial_fraction: float, threads: int) -> float:
+    """The share of the 1-thread latency left at ``threads`` threads."""
+    return serial_fraction + (1 - serial_fraction) / threads
+
+
 def projection(
-    p50_ms: float, threads: int, dtype: str, profile: DeviceProfile, host_throughput: dict[str, float]
+    host_one_thread_ms: float | None, threads: int, dtype: str, profile: DeviceProfile, host_throughput: dict
 ) -> dict:
-    """The board's single-thread latency, scaled from the host's by per-core throughput of the model's data type."""
+    """The board's latency at ``threads`` threads (and at 1, 2 and 4, as far as it has cores), from the host's
+    single-thread latency of the same model and batch size."""
     if profile.clock_ghz is None:
         return {"enforced": False, "reason": "host profile: nothing to project"}
-    if threads != 1:
-        return {
-            "enforced": False,
-            "reason": "projected for 1 thread only (add --threads 1): how latency scales with threads depends on "
-            "the board's caches and memory, which the host does not share",
-        }
-    board = profile.peak_gops_per_core(dtype)
+    if host_one_thread_ms is None:
+        return {"enforced": False, "reason": "no 1-thread measurement of this model and batch size to project from"}
+    efficiency = (profile.efficiency or {}).get(dtype, 1.0)
+    board = profile.peak_gops_per_core(dtype) * efficiency
     factor = host_throughput[dtype] / board
-    return {
+    serial = (profile.serial_fraction or {}).get(dtype, 1.0)
+    by_threads = {n: host_one_thread_ms * factor * amdahl(serial, n) for n in PROJECTED_THREADS if n <= profile.cores}
+    result = {
         "enforced": False,
-        "projected_p50_ms": p50_ms * factor,
+        "projected_p50_ms": host_one_thread_ms * factor * amdahl(serial, threads) if threads <= profile.cores else None,
+        "by_threads": by_threads,
         "factor": factor,
+        "thread_scaling": amdahl(serial, threads),
         "data_type": dtype,
         "method": (
-            f"PROJECTION, not a measurement: host 1-thread p50 x (host {dtype} matrix-product throughput "
-            f"{host_throughput[dtype]:.1f} G(FL)OP/s per core, measured in ONNX Runtime / {profile.name} {dtype} peak "
-            f"{board:.1f} G(FL)OP/s per core, from: {profile.source}). Assumes the model reaches the same fraction of "
-            "peak on both and that per-call overhead scales alike; verify on the board."
+            f"PROJECTION, not a measurement: host 1-thread p50 {host_one_thread_ms:.4g} ms x (host {dtype} "
+            f"matrix-product throughput {host_throughput[dtype]:.1f} G(FL)OP/s per core, measured in ONNX Runtime / "
+            f"{profile.name} {dtype} peak {profile.peak_gops_per_core(dtype):.1f} G(FL)OP/s per core x efficiency "
+            f"{efficiency:.2f}) x Amdahl scaling (serial fraction {serial:.2f}) at {threads} thread(s). Peak from: "
+            f"{profile.source}. Calibration: {profile.calibration or 'none'}. Verify on the board."
         ),
     }
+    if threads > profile.cores:
+        result["reason"] = f"{profile.name} has {profile.cores} cores: nothing projected beyond them"
+    return result

@@ -88,3 +88,46 @@ def plot(report: BenchReport, path: Path) -> bool:
     atomic_save_figure(figure, path, dpi=100)
     plt.close(figure)
     return True
+
+
+def projection_lines(report: BenchReport) -> list[str]:
+    """Per model and batch size: the board's projected p50 at 1, 2 and 4 threads (as far as it has cores)."""
+    profile = report.environment["profile"]["name"]
+    lines = []
+    for r in report.results:
+        by_threads = r.emulation["projection"].get("by_threads")
+        if r.threads == 1 and by_threads:
+            shown = ", ".join(f"{n} thread{'s' if n > 1 else ''} {ms:.4g} ms" for n, ms in by_threads.items())
+            lines.append(f"{r.label}, batch {r.batch_size}, projected on {profile} (PROJECTION, p50): {shown}")
+    return lines
+
+
+def verdict_lines(report: BenchReport) -> list[str]:
+    """The drone loop's verdict for each result that ran it: measured on this host, and projected on the board."""
+    profile = report.environment["profile"]["name"]
+    lines = []
+    for r in report.results:
+        loop = r.drone_loop
+        if not loop:
+            continue
+        deadline, fps = loop["deadline_ms"], f"{loop['rate_hz']:g} fps"
+        where = f"{r.label} at {r.threads} thread(s)"
+        if loop["deadline_misses"] == 0:
+            spare = deadline - loop["frame_time_p99_ms"]
+            lines.append(f"{where}: fits {fps} on this host with {spare:.1f} ms to spare (p99 frame; {deadline:.1f} ms "
+                         "deadline)")  # fmt: skip
+        else:
+            lines.append(
+                f"{where}: misses {loop['miss_rate']:.0%} of {fps} deadlines on this host "
+                f"({loop['deadline_misses']} of {loop['frames']} frames)"
+            )
+        projected = r.projected_p50_ms
+        if projected is None:
+            continue
+        if projected <= deadline:
+            lines.append(f"{where}: projected to fit {fps} on {profile} with {deadline - projected:.1f} ms to spare "
+                         f"(projected p50 {projected:.3g} ms; a PROJECTION)")  # fmt: skip
+        else:
+            lines.append(f"{where}: projected to miss {fps} on {profile}: p50 {projected:.3g} ms against a "
+                         f"{deadline:.1f} ms deadline (a PROJECTION)")  # fmt: skip
+    return lines
