@@ -53,10 +53,13 @@ def test_two_processes_train_on_shards_and_rank_0_alone_writes(tmp_path, easy_np
     assert single == metrics["student"]["test_accuracy"]
 
 
-def test_online_mode_under_torchrun(tmp_path, easy_npz):
+def test_online_mode_under_torchrun_launched_by_nproc(tmp_path, easy_npz):
+    """`--nproc 2` relaunches the command under torchrun itself; online distillation trains both there."""
     out = tmp_path / "run"
-    run([*TORCHRUN, *distill_args(easy_npz, out, "--mode", "online", "--epochs", "2", "--lr-scaling", "linear")])
+    online = distill_args(easy_npz, out, "--mode", "online", "--epochs", "2", "--lr-scaling", "linear", "--nproc", "2")
+    run([sys.executable, "-m", "kd_edge", *online])
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["student"]["distributed"]["world_size"] == 2
     assert metrics["student"]["distributed"]["effective_lr"] == pytest.approx(2 * 4e-3)  # linear: 2 x the lr
     assert (out / "teacher.pt").is_file() and metrics["teacher"]["source"].startswith("trained online")
 
@@ -64,7 +67,7 @@ def test_online_mode_under_torchrun(tmp_path, easy_npz):
 def test_a_two_process_run_resumes_on_one_process(tmp_path, easy_npz):
     out = tmp_path / "run"
     launcher = subprocess.Popen(
-        [*TORCHRUN, *distill_args(easy_npz, out, "--teacher-epochs", "2", "--epochs", "60")],
+        [*TORCHRUN, *distill_args(easy_npz, out, "--teacher-epochs", "2", "--epochs", "30")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -78,16 +81,10 @@ def test_a_two_process_run_resumes_on_one_process(tmp_path, easy_npz):
     state = torch.load(out / "student.state.pt", weights_only=True)
     assert state["world_size"] == 2
     resumed = run([sys.executable, "-m", "kd_edge", *distill_args(easy_npz, out, "--teacher-epochs", "2",
-                                                                  "--epochs", "60", "--resume")])  # fmt: skip
+                                                                  "--epochs", "30", "--resume")])  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["student"]["history"]) == 60 and metrics["student"]["distributed"]["world_size"] == 1
+    assert len(metrics["student"]["history"]) == 30 and metrics["student"]["distributed"]["world_size"] == 1
     assert 0.9 <= metrics["student"]["test_accuracy"] <= 1.0, resumed.stdout
-
-
-def test_nproc_launches_torchrun_itself(tmp_path, easy_npz):
-    out = tmp_path / "run"
-    run([sys.executable, "-m", "kd_edge", *distill_args(easy_npz, out, "--epochs", "2", "--nproc", "2")])
-    assert json.loads((out / "metrics.json").read_text())["student"]["distributed"]["world_size"] == 2
 
 
 def test_the_pipeline_trains_under_torchrun_and_rank_0_finishes_it(tmp_path, easy_npz):

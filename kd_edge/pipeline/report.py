@@ -356,6 +356,8 @@ def add_errors(document: Document, run_dir: Path, figures: Path) -> None:
         document.image(
             save(figure, plt, figures / "mistakes.png"), "misclassified test images: true -> predicted", NO_PLOT
         )
+    else:
+        document.text("No test image is misclassified, so there are no mistakes to show.")
 
 
 def add_quantization(document: Document, run_dir: Path) -> None:

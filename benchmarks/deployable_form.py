@@ -1,0 +1,81 @@
+"""The same `kd-edge bundle` five times on one run folder: the same deployable form and exclusions? (issue 22)
+
+    .venv/bin/python benchmarks/deployable_form.py RUN_DIR    # writes benchmarks/results/deployable-form.md, ~5 min
+
+Each run is the command a user types (a fresh process, default settings: the rpi4 profile, its 4
+threads capped at this host's cores, batch 1, 15 interleaved rounds). Reported per run: the form
+shipped, the nodes the quantizer kept in FP32, the INT8/FP32 ratio (geometric mean of the rounds),
+its 95 % lower bound, the rounds' spread and the wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work" / "deployable-form"
+RESULTS = HERE / "results"
+RUNS = 5
+
+
+def one_bundle(run_dir: Path, number: int) -> dict:
+    out = WORK / f"bundle-{number}"
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "kd_edge", "bundle", str(run_dir), "--out", str(out), "--force"]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(completed.stdout + completed.stderr)
+    seconds = time.perf_counter() - started
+    card = json.loads((out / "model.json").read_text())
+    bundle = card["bundle"]
+    int8_card = card if bundle["deployable"]["form"] == "int8" else json.loads(
+        subprocess.run([sys.executable, "-c", "import json, sys; from kd_edge.runtime.session import read_card; "
+                        "print(json.dumps(read_card(sys.argv[1]).to_dict()))", str(out / "model.int8.onnx")],
+                       capture_output=True, text=True, check=True).stdout
+    )  # fmt: skip
+    decision = bundle["form_decision"]
+    return {
+        "form": bundle["deployable"]["form"],
+        "fp32_nodes": int8_card["quantization"]["excluded_nodes"],
+        "ratio": decision["ratio"],
+        "lower_bound": decision["lower_bound"],
+        "spread": decision["noise"],
+        "threads": decision["threads"],
+        "rounds": len(decision["round_ratios"]),
+        "seconds": seconds,
+    }
+
+
+def main():
+    run_dir = Path(sys.argv[1]).resolve()
+    WORK.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for number in range(1, RUNS + 1):
+        runs.append(one_bundle(run_dir, number))
+        print(json.dumps(runs[-1]), flush=True)
+    lines = [
+        f"`kd-edge bundle {run_dir.name}` run {RUNS} times, each in a fresh process, default settings "
+        f"(rpi4 profile: {runs[0]['threads']} threads on this host, batch 1, {runs[0]['rounds']} rounds).",
+        "",
+        "| run | form | nodes kept in FP32 | INT8/FP32 ratio | 95 % lower bound | rounds' spread | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for number, run in enumerate(runs, start=1):
+        lines.append(
+            f"| {number} | {run['form'].upper()} | {', '.join(run['fp32_nodes']) or 'none'} | {run['ratio']:.2f}x | "
+            f"{run['lower_bound']:.2f}x | +-{run['spread']:.0%} | {run['seconds']:.0f} |"
+        )
+    same = len({(r["form"], tuple(r["fp32_nodes"])) for r in runs}) == 1
+    lines += ["", f"Same form and same nodes in all {RUNS} runs: {'yes' if same else 'NO'}."]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "deployable-form.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "deployable-form.json").write_text(json.dumps(runs, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
