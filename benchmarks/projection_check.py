@@ -101,13 +101,14 @@ def quantized(fp32: Path) -> Path:
 def host_one_thread(models: dict) -> tuple[dict, dict]:
     """Each model's host 1-thread p50 (ms, batch 1) and the host's per-core throughput, from the bench harness."""
     from kd_edge.runtime.bench.harness import BenchJob, run_benchmark
+    from kd_edge.runtime.bench.projection import host_throughput_per_core
     from kd_edge.settings import BenchSettings
 
     images = np.random.default_rng(1).integers(0, 256, (4, 3, 224, 224), dtype=np.uint8)
     settings = BenchSettings(threads=(1,), batch_sizes=(1,), runs=30, rounds=2, warmup=3, profile="host")
     report = run_benchmark(BenchJob(models=tuple(str(p) for p in models.values()), settings=settings), images=images)
     p50 = {key: report.p50_ms(str(path), 1, 1) for key, path in models.items()}
-    return p50, report.environment["host_gops_per_core"]
+    return p50, host_throughput_per_core()
 
 
 def constants(p50: dict, host: dict, board: str, dtype: str, names: list[str]) -> dict:

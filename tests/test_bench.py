@@ -109,13 +109,8 @@ def test_json_contract(tmp_path, tiny, half_right):
         assert isinstance(result["stable"], bool)
     assert [r["batch_size"] for r in report["results"]] == [1, 4]
     env = report["environment"]
-    assert (
-        env["onnxruntime_version"]
-        and env["numpy_version"]
-        and env["cpu_model"] is not None
-        and env["host_gops_per_core"]["fp32"] > 0
-        and env["host_gops_per_core"]["int8"] > 0
-    )
+    assert env["onnxruntime_version"] and env["numpy_version"] and env["cpu_model"] is not None
+    assert env["host_gops_per_core"] == {}  # the host profile projects nothing, so that costs no time
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from kd_edge import __version__
-from kd_edge.deploy.board_wheel import wheel_name
+from kd_edge.deploy.board_wheel import wheel_name, write_wheel
 from kd_edge.deploy.host_runtimes import requirements
 
 BOARD_RUNTIME = "1.16.3"  # the oldest ONNX Runtime kd-edge supports: what an older board image carries
@@ -59,8 +59,10 @@ def bundle(tmp_path_factory, exported_student):
     return write_bundle(folder / "bundle", settings, fp32=exported_student, int8=int8).folder
 
 
-def test_the_wheel_is_kd_edge_alone_and_needs_only_numpy_and_onnxruntime(bundle):
-    with zipfile.ZipFile(bundle / wheel_name(__version__)) as wheel:
+def test_the_wheel_is_kd_edge_alone_and_needs_only_numpy_and_onnxruntime(tmp_path):
+    path = write_wheel(tmp_path)
+    assert path.name == wheel_name(__version__)
+    with zipfile.ZipFile(path) as wheel:
         names = wheel.namelist()
         metadata = wheel.read(f"kd_edge-{__version__}.dist-info/METADATA").decode()
         record = wheel.read(f"kd_edge-{__version__}.dist-info/RECORD").decode()

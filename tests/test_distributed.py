@@ -67,7 +67,7 @@ def test_online_mode_under_torchrun_launched_by_nproc(tmp_path, easy_npz):
 def test_a_two_process_run_resumes_on_one_process(tmp_path, easy_npz):
     out = tmp_path / "run"
     launcher = subprocess.Popen(
-        [*TORCHRUN, *distill_args(easy_npz, out, "--teacher-epochs", "2", "--epochs", "30")],
+        [*TORCHRUN, *distill_args(easy_npz, out, "--teacher-epochs", "2", "--epochs", "12")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -81,9 +81,9 @@ def test_a_two_process_run_resumes_on_one_process(tmp_path, easy_npz):
     state = torch.load(out / "student.state.pt", weights_only=True)
     assert state["world_size"] == 2
     resumed = run([sys.executable, "-m", "kd_edge", *distill_args(easy_npz, out, "--teacher-epochs", "2",
-                                                                  "--epochs", "30", "--resume")])  # fmt: skip
+                                                                  "--epochs", "12", "--resume")])  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["student"]["history"]) == 30 and metrics["student"]["distributed"]["world_size"] == 1
+    assert len(metrics["student"]["history"]) == 12 and metrics["student"]["distributed"]["world_size"] == 1
     assert 0.9 <= metrics["student"]["test_accuracy"] <= 1.0, resumed.stdout
 
 

@@ -53,11 +53,11 @@ def test_release_numbers_and_their_numpy():
 
 
 @pytest.fixture(scope="module")
-def oldest(tmp_path_factory):
-    """A virtual environment with ONNX Runtime 1.16.3, made once for the module; skipped where pip cannot reach
-    the package index (the reason is shown, never a silent pass)."""
+def oldest():
+    """A virtual environment with ONNX Runtime 1.16.3, in the user's cache as `verify-arm --onnxruntime` keeps it
+    (made once per machine); skipped where pip cannot reach the package index (the reason is shown)."""
     try:
-        return prepare_runtime(OLDEST, str(tmp_path_factory.mktemp("runtimes")), progress=lambda message: None)
+        return prepare_runtime(OLDEST, progress=lambda message: None)
     except ArmSetupError as exc:
         pytest.skip(f"ONNX Runtime {OLDEST} could not be installed here: {exc}")
 

@@ -37,7 +37,16 @@ def test_static_int8_within_budget(fp32_model):
 
 @pytest.mark.slow
 def test_latency_search_is_measured_and_recorded(fp32_model):
-    result = quick(fp32_model, optimize_latency=True)
+    import time
+
+    from kd_edge.log import steps_shown
+
+    times, messages = [time.perf_counter()], []
+    with steps_shown(lambda message: (times.append(time.perf_counter()), messages.append(message))):
+        result = quick(fp32_model, optimize_latency=True)
+    times.append(time.perf_counter())
+    assert max(np.diff(times)) < 3.0, messages  # the search, however long, says what it is timing as it goes
+    assert any("latency search" in message for message in messages)
     tried = result.latency_search
     assert tried[0]["fp32_nodes"] == []  # it starts from every node in INT8
     assert all(entry["batch1"] > 0 and entry["batch64"] > 0 and entry["score"] > 0 for entry in tried)

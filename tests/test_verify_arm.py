@@ -32,11 +32,12 @@ def two_form_bundle(tmp_path_factory, exported_student):
 
 
 @pytest.fixture(scope="module")
-def arm_cache(tmp_path_factory):
-    """The aarch64 userland, built once for this module; skips where the registries cannot be reached."""
+def arm_cache():
+    """The aarch64 userland in the user's cache, as `kd-edge verify-arm` keeps it (XDG_CACHE_HOME moves it): built
+    once per machine, about a minute; skips where the registries cannot be reached."""
     import onnxruntime as ort
 
-    cache = tmp_path_factory.mktemp("arm-cache")
+    cache = module.cache_root(None).parent
     try:
         for release in (OLDEST, ort.__version__):
             module.prepare_userland(module.cache_root(str(cache)), release, progress=lambda message: None)

@@ -216,8 +216,10 @@ def run_benchmark(job: BenchJob, images: np.ndarray | None = None) -> BenchRepor
             probe.check_images(images)
         readings = measure_in_rounds(job, profile, files, images, labels)
         names = unique_labels(job.models)
-        step("bench: measuring this host's per-core matrix-product throughput (for projections)")
-        host_throughput = host_throughput_per_core()
+        host_throughput = {}  # only a board's projections need it, and it takes a second or two
+        if profile.clock_ghz is not None and job.projections:
+            step("bench: measuring this host's per-core matrix-product throughput (for projections)")
+            host_throughput = host_throughput_per_core()
         one_thread = {(model, batch): median_ms(rounds) for (model, t, batch), rounds in readings.items() if t == 1}
         results = [
             summarize(key, names[key[0]], rounds, probes[key[0]], files[key[0]], profile, host_throughput,

@@ -92,6 +92,8 @@ def projection(
     single-thread latency of the same model and batch size."""
     if profile.clock_ghz is None:
         return {"enforced": False, "reason": "host profile: nothing to project"}
+    if not host_throughput:
+        return {"enforced": False, "reason": "no projection asked for (the host's throughput was not measured)"}
     if host_one_thread_ms is None:
         return {"enforced": False, "reason": "no 1-thread measurement of this model and batch size to project from"}
     efficiency = (profile.efficiency or {}).get(dtype, 1.0)
