@@ -75,6 +75,12 @@ def markdown(bundle: Path, installs: list[dict]) -> str:
     bundle_bytes = sum(f.stat().st_size for f in bundle.iterdir())
     wheel = next(bundle.glob("kd_edge-*.whl"))
     lines = [
+        "# A bundle installed on a board, offline",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} by `.venv/bin/python benchmarks/board_install.py {bundle}`: a fresh "
+        "virtual environment per ONNX Runtime release, `pip install --no-index` from the board's wheels and the "
+        "bundle; installed sizes from each distribution's RECORD, pip and setuptools not counted.",
+        "",
         f"Bundle `{bundle.name}`: {bundle_bytes / 1e6:.2f} MB in all, of which kd-edge's wheel "
         f"{wheel.stat().st_size / 1e6:.2f} MB.",
         "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,6 @@ def bundle_of(model: str) -> Path:
         BundleSettings,
         DataSettings,
         DeploySettings,
-        NetworkSettings,
         QuantizeSettings,
         TeacherSettings,  # fmt: skip
     )
@@ -43,9 +43,9 @@ def bundle_of(model: str) -> Path:
 
     run, bundle = WORK / model / "run", WORK / model / "bundle"
     if not (run / "teacher.pt").is_file():
-        settings = TeacherSettings(
-            data=DataSettings(dataset="mnist-5k"), teacher=NetworkSettings(model=model, epochs=1)
-        )
+        default = TeacherSettings()
+        settings = replace(default, data=DataSettings(dataset="mnist-5k"),
+                           teacher=replace(default.teacher, model=model, epochs=1))  # fmt: skip
         train_teacher(settings, run)
     if not (bundle / "model.json").is_file():
         settings = DeploySettings(

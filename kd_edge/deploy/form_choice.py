@@ -105,7 +105,7 @@ def rule_verdict(fp32_ms: list[float], int8_ms: list[float], **setting) -> FormD
     where = f"at {setting.get('threads')} thread(s), batch {setting.get('batch_size')}"
     measured = (
         f"INT8/FP32 p50 {ratio:.2f}x {where} over {len(ratios)} rounds, 95 % lower bound {bound:.2f}x, "
-        f"rounds spread +-{noise:.0%}"
+        f"round ratios {min(ratios):.2f}x to {max(ratios):.2f}x"
     )
     if bound > 1 + NOISE_FLOOR:
         form, reason = "fp32", f"INT8 met its accuracy budget but is slower than FP32 beyond the noise: {measured}"
