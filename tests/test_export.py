@@ -199,6 +199,23 @@ def test_parity_failure_is_an_error_and_writes_nothing(tmp_path, easy_npz, monke
 
 
 @pytest.mark.slow
+def test_parity_at_batch_1_covers_every_image(exported_student, student_checkpoint, monkeypatch):
+    from kd_edge.deploy.onnx_graph import check_parity
+
+    model = load_checkpoint(student_checkpoint).build_model().eval()
+    images = np.random.default_rng(0).integers(0, 256, (40, 1, 16, 16), dtype=np.uint8)
+    batches, logits = [], OnnxModel.logits
+
+    def counted(self, inputs):
+        batches.append(len(inputs))
+        return logits(self, inputs)
+
+    monkeypatch.setattr(OnnxModel, "logits", counted)
+    report = check_parity(model, exported_student, images)
+    assert sorted(batches) == [1] * 40 + [40] and report.samples == 40 and report.top1_agreement == 1.0
+
+
+@pytest.mark.slow
 def test_existing_output_needs_force(tmp_path, student_checkpoint):
     out = tmp_path / "out"
     first = export_onnx(student_checkpoint, out)

@@ -33,7 +33,7 @@ class ExportSettings:
         choices=tuple(EXPORTERS),
     )
     opset: int | None = knob(
-        None, "ONNX opset; both exporters' load in ONNX Runtime 1.14+.", none="18 with dynamo, 17 with torchscript"
+        None, "ONNX opset; both exporters' files load in ONNX Runtime 1.16+", none="18 with dynamo, 17 with torchscript"
     )
 
     def __post_init__(self):
@@ -42,7 +42,7 @@ class ExportSettings:
         require(
             self.opset is None or not dynamo or self.opset >= DEFAULT_OPSET["dynamo"],
             f"the dynamo exporter writes opset {DEFAULT_OPSET['dynamo']} or later, not {self.opset}; pass --opset 18 "
-            "(ONNX Runtime 1.14 and later load it) or --exporter torchscript for opset 17 and below",
+            "(ONNX Runtime 1.16 and later load it) or --exporter torchscript for opset 17 and below",
         )
 
 
