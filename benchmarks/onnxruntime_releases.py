@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -123,6 +124,12 @@ def main():
         print(json.dumps(rows[-2:]), flush=True)
     header = " | ".join(f"x86 {r}" for r in releases) + " | " + " | ".join(f"aarch64 {r}" for r in releases)
     lines = [
+        "# Every registry model in older ONNX Runtime releases, on x86 and emulated aarch64",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} by `.venv/bin/python benchmarks/onnxruntime_releases.py`. "
+        "The MobileNets sit at chance after one epoch (10 % validation accuracy), so their agreement says "
+        "little; their FP32 logit differences do.",
+        "",
         "Top-1 agreement with this host's ONNX Runtime "
         f"{onnxruntime.__version__} over each bundle's samples (FP32: and the largest |logit difference|); "
         "aarch64 is an emulated Cortex-A72 (QEMU). Each network trained one epoch on MNIST-5k (its validation "
