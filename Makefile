@@ -29,7 +29,7 @@ test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: venv lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check kd_edge tests benchmarks
