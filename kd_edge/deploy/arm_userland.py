@@ -36,8 +36,9 @@ INSTALL_HINT = (
 
 
 def cache_root(cache_dir: str | None) -> Path:
-    base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kd-edge"
-    return base / "arm"
+    from kd_edge.deploy.host_runtimes import cache_base
+
+    return cache_base(cache_dir) / "arm"
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,13 @@ def requirements(version: str) -> list[str]:
     return [f"onnxruntime=={version}", numpy]
 
 
+def cache_base(cache_dir: str | None) -> Path:
+    """kd-edge's cache: ``cache_dir`` when given, else ~/.cache/kd-edge (or under XDG_CACHE_HOME)."""
+    return Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kd-edge"
+
+
 def runtimes_root(cache_dir: str | None) -> Path:
-    base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kd-edge"
-    return base / "onnxruntime"
+    return cache_base(cache_dir) / "onnxruntime"
 
 
 def prepare_runtime(version: str, cache_dir: str | None = None, progress=print) -> Path:

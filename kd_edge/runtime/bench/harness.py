@@ -217,7 +217,7 @@ def run_benchmark(job: BenchJob, images: np.ndarray | None = None) -> BenchRepor
         readings = measure_in_rounds(job, profile, files, images, labels)
         names = unique_labels(job.models)
         host_throughput = {}  # only a board's projections need it, and it takes a second or two
-        if profile.clock_ghz is not None and job.projections:
+        if projects(job, profile):
             step("bench: measuring this host's per-core matrix-product throughput (for projections)")
             host_throughput = host_throughput_per_core()
         one_thread = {(model, batch): median_ms(rounds) for (model, t, batch), rounds in readings.items() if t == 1}
@@ -235,9 +235,14 @@ def run_benchmark(job: BenchJob, images: np.ndarray | None = None) -> BenchRepor
     )
 
 
+def projects(job: BenchJob, profile: DeviceProfile) -> bool:
+    """Whether this job projects onto a board: a board profile, and projections not switched off."""
+    return profile.clock_ghz is not None and job.projections
+
+
 def with_one_thread(job: BenchJob, profile: DeviceProfile) -> tuple[BenchJob, list[str]]:
     """A board's projections start from the host's 1-thread latency: measure it too when it was not asked for."""
-    if profile.clock_ghz is None or 1 in job.settings.threads or not job.projections:
+    if not projects(job, profile) or 1 in job.settings.threads:
         return job, []
     settings = replace(job.settings, threads=(1, *job.settings.threads))
     note = f"1 thread measured too: the {profile.name} projections start from the host's 1-thread latency"
