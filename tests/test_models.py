@@ -49,6 +49,17 @@ def test_macs_of_seed_student_by_hand():
     assert count_macs(create_model("seed-student"), (1, 28, 28)) == conv1 + conv2 + fc
 
 
+@pytest.mark.parametrize("name", [*list_models(), "mobile@w0.5d2"])
+def test_macs_agree_with_torchs_flop_counter(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(name, in_channels=3, image_size=64).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    assert count_macs(model, (3, 64, 64)) == counter.get_total_flops() // 2
+
+
 def test_cnn_is_configurable():
     deep = create_model("cnn", widths=(8, 16, 32), depth=2, hidden=16, image_size=32)
     assert create_model("cnn", widths=(8, 16, 32), depth=2, hidden=16, image_size=32)(

@@ -164,7 +164,7 @@ def test_training_leaves_torch_global_state_as_it_was(tmp_path, easy_npz):
         data=DataSettings(dataset=f"npz:{easy_npz}"),
         teacher=NetworkSettings(model="cnn-tiny", epochs=1, steps=1),
         optim=OptimSettings(batch_size=32),
-        run=RunSettings(seed=7, threads=1),
+        run=RunSettings(seed=7, threads=threads + 1),  # a change the test can see undone
     )
     train_teacher(settings, tmp_path / "run")
     assert torch.equal(torch.rand(3), expected_next_draw)  # the caller's RNG stream is untouched

@@ -138,14 +138,18 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
 
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool):
-    """Within the block, torch refuses kernels whose results can differ between runs (when enabled)."""
+    """Within the block, torch refuses kernels whose results can differ between runs (when enabled).
+
+    Torch's switch imports torch._inductor (about 4 s), so it is touched only when it changes."""
     before = torch.are_deterministic_algorithms_enabled()
-    if enabled:
-        torch.use_deterministic_algorithms(True)
+    if not enabled or before:
+        yield
+        return
+    torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(False)
 
 
 @dataclass

@@ -181,6 +181,21 @@ def mobile_family(num_classes, in_channels, image_size, width: float = 1.0, dept
     return MobileCNN(num_classes, in_channels, image_size, widths, depth, stem=scaled(16, width))
 
 
+def forward_with_leaf_hook(model: nn.Module, input_shape: tuple[int, int, int], hook) -> None:
+    """One batch-1 forward pass in eval mode with ``hook(module, inputs, output)`` on every leaf module."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def peak_activation_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """An estimate of the activation memory a batch-1 forward pass needs at its peak: the largest sum of a
     layer's input and output (float32), as a runtime that frees each tensor after its last use holds them."""
@@ -191,17 +206,7 @@ def peak_activation_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -
         size = sum(t.numel() for t in inputs if isinstance(t, torch.Tensor)) + output.numel()
         peak = max(peak, 4 * size)
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(record) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    forward_with_leaf_hook(model, input_shape, record)
     return peak
 
 
@@ -210,17 +215,21 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulates of one forward pass at batch 1, counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Multiply-accumulates of one forward pass at batch 1: those of every convolution and linear layer
+    (biases not counted), what torch's FlopCounterMode counts for these networks (tests/test_models.py).
+    Counted with hooks because FlopCounterMode imports torch._dynamo, 3 s of every command's start-up."""
+    macs = 0
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    return counter.get_total_flops() // 2
+    def record(module, inputs, output):
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs += output.numel() * kernel
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+
+    forward_with_leaf_hook(model, input_shape, record)
+    return macs
 
 
 # --- the reference script's two CNNs ---------------------------------------------------------
