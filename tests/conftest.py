@@ -20,6 +20,14 @@ def offline(monkeypatch):
     monkeypatch.delenv("KD_EDGE_DATA", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def no_system_datasets(monkeypatch, tmp_path):
+    """Tests see only the data they make: not a Fashion-MNIST the host has installed under /usr/share/datasets."""
+    from kd_edge.data import sources
+
+    monkeypatch.setattr(sources, "SYSTEM_ROOTS", {"fashion-mnist": [tmp_path / "host" / "usr/share/datasets"]})
+
+
 def easy_images(n_per_class: int, num_classes: int = 3, size: int = 16, channels: int = 1, seed: int = 0):
     """Images a tiny CNN learns in one epoch: class k has a bright square in its own place, plus noise."""
     rng = np.random.default_rng(seed)
@@ -82,3 +90,9 @@ def fp32_model(tmp_path, exported_student):
     folder = tmp_path / "exports"
     folder.mkdir()
     return shutil.copy(exported_student, folder / exported_student.name)
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: under two workers the long ones then overlap, instead of the run ending on one worker
+    (single-threaded, see above) while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
