@@ -150,3 +150,21 @@ def test_bf16_training_keeps_float32_weights_and_learns(tmp_path, easy_npz):
     assert metrics["teacher"]["test_accuracy"] >= 0.9  # evaluation runs in float32
     state = load_checkpoint(tmp_path / "run" / "teacher.pt").state_dict
     assert {value.dtype for key, value in state.items() if value.is_floating_point()} == {torch.float32}
+
+
+def test_predicted_logits_are_each_images_own_in_order():
+    """Batch by batch into one tensor (evaluate.predict_logits): every image's logits, the uneven last batch too."""
+    from kd_edge.data.dataset import Split
+    from kd_edge.training.evaluate import EVAL_BATCH_SIZE, predict_logits
+    from kd_edge.training.models import create_model
+
+    count = 2 * EVAL_BATCH_SIZE + 37
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 1, 16, 16), dtype=torch.uint8, generator=generator)
+    split = DeviceSplit(Split(images.numpy(), torch.zeros(count, dtype=torch.int64).numpy()), torch.device("cpu"))
+    normalize = Normalizer((0.5,), (0.5,), torch.device("cpu"))
+    model = create_model("cnn-tiny", num_classes=3, image_size=16).eval()
+    logits = predict_logits(model, split, normalize, "fp32")
+    with torch.no_grad():
+        one_by_one = torch.cat([model(normalize(images[i : i + 1])) for i in range(count)])
+    assert logits.shape == (count, 3) and torch.allclose(logits, one_by_one, atol=1e-5)

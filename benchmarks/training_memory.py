@@ -1,0 +1,90 @@
+"""Peak memory (RSS) and wall time of `kd-edge distill` with defaults, today's code against an earlier commit's.
+
+    .venv/bin/python benchmarks/training_memory.py [--before REV] [--rounds 1] [--dataset fashion-mnist]
+
+Each run is a child process (`python -m kd_edge distill ... --force`), timed from the outside; its peak
+resident set size is the kernel's (``wait4``'s ``ru_maxrss``). With ``--before``, REV is checked out in a
+git worktree under benchmarks/work/ and run from there with the same environment (PYTHONPATH puts its
+``kd_edge`` first), alternating with today's code. Writes benchmarks/results/training-memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / "work" / "training-memory"
+
+
+def worktree(rev: str) -> Path:
+    path = WORK / f"tree-{rev}"
+    if not path.is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev], check=True)
+    return path
+
+
+def run(label: str, source: Path, dataset: str) -> dict:
+    out = WORK / f"run-{label}"
+    command = [sys.executable, "-m", "kd_edge", "distill", "--dataset", dataset, "--out", str(out), "--force"]
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    started = time.perf_counter()
+    with open(WORK / f"{label}.log", "w") as log:
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=source)
+        _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{label}: {' '.join(command)} failed; see {WORK / f'{label}.log'}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {
+        "label": label,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "seconds": seconds,
+        "teacher_test_accuracy": metrics["teacher"]["test_accuracy"],
+        "student_test_accuracy": metrics["student"]["test_accuracy"],
+    }
+
+
+def markdown(rows: list[dict], dataset: str) -> str:
+    lines = [
+        f"`kd-edge distill --dataset {dataset}` with defaults, each run a child process "
+        "(`.venv/bin/python benchmarks/training_memory.py`).",
+        "",
+        "| code | peak RSS (MB) | wall time (s) | teacher test acc | student test acc |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | "
+            f"{100 * row['teacher_test_accuracy']:.2f} % | {100 * row['student_test_accuracy']:.2f} % |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", help="an earlier commit to compare with, e.g. dadd47a")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "training-memory.md")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    sources = [(f"before ({args.before})", worktree(args.before))] if args.before else []
+    sources.append(("today", ROOT))
+    rows = []
+    for _ in range(args.rounds):
+        for label, source in sources:
+            rows.append(run(label.split(" ")[0], source, args.dataset) | {"label": label})
+            print(json.dumps(rows[-1]), flush=True)
+    args.out.write_text(markdown(rows, args.dataset))
+    print(markdown(rows, args.dataset))
+
+
+if __name__ == "__main__":
+    main()
