@@ -60,6 +60,7 @@ def main():
     print(f"images/s, 1x28x28, torch {torch.__version__}, {cores} cores")
     print("| model | threads | layout | " + " | ".join(f"batch {b}" for b in BATCHES) + " |")
     print("| --- | --- | --- | " + " | ".join("---:" for _ in BATCHES) + " |")
+    compiled = []
     for name in args.models.split(","):
         for threads in sorted({cores, 1}, reverse=True):
             for channels_last in (True, False):
@@ -69,8 +70,10 @@ def main():
         if args.compile:
             eager, _ = images_per_second(name, 256, cores, True)
             rate, first = images_per_second(name, 256, cores, True, compiled=True)
-            print(f"{name}, batch 256, channels-last: eager {eager:.0f} img/s; torch.compile {rate:.0f} img/s after "
-                  f"{first:.1f} s for its first two steps", flush=True)  # fmt: skip
+            compiled.append(f"{name}, batch 256, channels-last: eager {eager:.0f} img/s; torch.compile {rate:.0f} "
+                            f"img/s after {first:.1f} s for its first two steps")  # fmt: skip
+    for line in compiled:
+        print(f"\n{line}")
 
 
 if __name__ == "__main__":
