@@ -26,15 +26,7 @@ def predict_logits(model: nn.Module, split: DeviceSplit, normalize: Normalizer, 
         with autocast(split.images.device, precision):
             if not len(indices):  # a rank with nothing to do still gives the right shape
                 return model(normalize(split.images[:1])).float()[:0]
-            # Each batch's logits go straight into one tensor: no list of small tensors held between the
-            # batches' large activations, and no copy at the end.
-            logits = None
-            for start in range(0, len(indices), EVAL_BATCH_SIZE):
-                batch = model(normalize(split.images[indices[start : start + EVAL_BATCH_SIZE]])).float()
-                if logits is None:
-                    logits = torch.empty((len(indices), *batch.shape[1:]), device=batch.device)
-                logits[start : start + len(batch)] = batch
-            return logits
+            return torch.cat([model(normalize(split.images[i])).float() for i in indices.split(EVAL_BATCH_SIZE)])
 
     logits = distributed.gather_rows(compute, len(split), split.images.device)
     model.train(was_training)

@@ -140,7 +140,7 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
 def deterministic_algorithms(enabled: bool):
     """Within the block, torch refuses kernels whose results can differ between runs (when enabled).
 
-    Torch's switch imports torch._inductor (about 4 s), so it is touched only when it changes."""
+    Torch's switch imports torch._inductor, so it is touched only when it changes."""
     before = torch.are_deterministic_algorithms_enabled()
     if not enabled or before:
         yield

@@ -217,7 +217,8 @@ def count_parameters(model: nn.Module) -> int:
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass at batch 1: those of every convolution and linear layer
     (biases not counted), what torch's FlopCounterMode counts for these networks (tests/test_models.py).
-    Counted with hooks because FlopCounterMode imports torch._dynamo, 3 s of every command's start-up."""
+    Counted with hooks because FlopCounterMode imports torch._dynamo (3 s here), which a command that trains
+    nothing (`kd-edge models`) otherwise never imports."""
     macs = 0
 
     def record(module, inputs, output):
