@@ -74,7 +74,8 @@ def user_errors(command):
             with steps_shown(show):
                 return command(*args, **kwargs)
         except TrainingInterrupted as exc:
-            typer.echo(f"Stopped: {exc}", err=True)
+            if os.environ.get("RANK", "0") == "0":  # every rank stops; one says so
+                typer.echo(f"Stopped: {exc}", err=True)
             raise typer.Exit(128 + exc.signum) from None
         except KdEdgeError as exc:
             typer.echo(f"Error: {exc}", err=True)

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, replace
 
 from kd_edge.log import step
-from kd_edge.settings.training import DistillSettings, TeacherSettings
+from kd_edge.settings.training import DistillSettings, NetworkSettings, TeacherSettings
 from kd_edge.training.batches import normalization
 from kd_edge.training.checkpoint import file_sha256, load_checkpoint, load_weights
 from kd_edge.training.device import torch_threads
@@ -41,11 +41,11 @@ def train_teacher(settings: TeacherSettings, out, *, force: bool = False, resume
     """Train a teacher with cross-entropy; writes OUT/teacher.pt, metrics.json and config.json."""
     with torch_threads(settings.run.threads):
         splits, load_seconds = load_splits(settings.run, settings.data)  # bad data fails before OUT is touched
-        batch = settings.optim.batch_size
-        settings = replace(settings, teacher=settings.teacher.planned(splits.images_per_process(), batch))
         check_models_build(splits, [settings.teacher.model])
-        config = {"stage": "teacher", **asdict(settings)}
-        run = RunFolder(out, config, [TEACHER_FILE], force=force, resume=resume)
+        # The settings as given (a step budget, not the epochs it makes on this many processes) are what a
+        # resume must match: a run started on 1 process continues on 2, its epochs planned for 2.
+        run = RunFolder(out, {"stage": "teacher", **asdict(settings)}, [TEACHER_FILE], force=force, resume=resume)
+        settings = replace(settings, teacher=planned(settings.teacher, splits, settings.optim.batch_size))
         record_data(run, splits, load_seconds)
         if run.finished("teacher"):
             step(f"{run.dir}: the teacher finished earlier; nothing to resume")
@@ -90,10 +90,6 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
     checkpoints = [load_checkpoint(path) for path in teachers] if settings.needs_teacher else []
     init = {"weights": load_weights(settings.init), "source": settings.init} if settings.init != "scratch" else None
     splits, load_seconds = load_splits(settings.run, settings.data)
-    images, batch = splits.images_per_process(), settings.optim.batch_size
-    settings = replace(
-        settings, teacher=settings.teacher.planned(images, batch), student=settings.student.planned(images, batch)
-    )
     # Everything that can be refused is refused here, before the run folder is touched or any epoch runs.
     trains_teacher = settings.mode == "online" or (settings.needs_teacher and not teachers)
     check_models_build(splits, [settings.student.model, *([settings.teacher.model] if trains_teacher else [])])
@@ -101,9 +97,16 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
         check_teacher_fits(checkpoint, splits.dataset)
     if init is not None:
         check_init_fits(init, splits.spec(settings.student.model))
-    config = {"stage": "distill", **asdict(settings), "teacher_paths": list(teachers)}
+    # As for the teacher, the step budget as given; and the teachers by content, so that a replaced file is
+    # another run.
+    shas = [file_sha256(checkpoint.path) for checkpoint in checkpoints]
+    config = {"stage": "distill", **asdict(settings), "teacher_paths": list(teachers), "teacher_sha256": shas}
     artifacts = [TEACHER_FILE, STUDENT_FILE] if trains_teacher else [STUDENT_FILE]
     run = RunFolder(out, config, artifacts, force=force, resume=resume)
+    batch = settings.optim.batch_size
+    settings = replace(
+        settings, teacher=planned(settings.teacher, splits, batch), student=planned(settings.student, splits, batch)
+    )
     record_data(run, splits, load_seconds)
     if run.finished("student"):
         step(f"{run.dir}: the student finished earlier; nothing to resume")
@@ -118,7 +121,6 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
 
     frozen = frozen_teachers(settings, context, view, checkpoints, soft_label_cache) if settings.needs_teacher else None
     started = time.perf_counter()
-    shas = [file_sha256(checkpoint.path) for checkpoint in checkpoints]
     kd_info["teacher_sha256"] = (shas[0] if len(shas) == 1 else shas) or run.metrics.get("teacher", {}).get("sha256")
     (student_info,) = train_and_save(
         context,
@@ -161,6 +163,11 @@ def distill_online(
     context.run.record("teacher", teacher_info, seconds)
     context.run.record("student", student_info, seconds)
     return context.run.metrics
+
+
+def planned(network: NetworkSettings, splits, batch_size: int) -> NetworkSettings:
+    """``network`` with its epochs planned for the images each of this run's processes takes."""
+    return network.planned(splits.images_per_process(), batch_size)
 
 
 def run_context(settings: TeacherSettings | DistillSettings, splits, run: RunFolder, progress) -> RunContext:

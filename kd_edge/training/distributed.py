@@ -171,6 +171,21 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def share_main_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank. DistributedDataParallel sends them only
+    before a forward pass, so after an epoch each rank's last batch has moved its own copy: without this, each
+    rank would evaluate a slightly different model on its share of the rows, and rank 0's saved weights would
+    not be the model whose accuracy is reported."""
+    if world()[1] == 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        moved = buffer.to(device_of_group())
+        dist.broadcast(moved, src=0)
+        buffer.copy_(moved)
+
+
 def describe(batch_size: int, lr: float, lr_scaling: str, images_per_rank: list[int]) -> dict:
     """metrics.json's account of how the work was split."""
     import torch

@@ -118,6 +118,7 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
             values = hooks.before_epoch(epoch, plan.epochs, state.val_history()) if hooks.before_epoch else {}
             step = OptimizerStep(trained, state.optimizers, state.schedulers, plan, epoch, state.last_saved)
             means, train_accuracy, seen, seconds = train_epoch(step, plan, hooks.progress, state)
+            distributed.share_main_buffers(plan.model)  # every rank evaluates, and keeps, rank 0's model
             val_accuracy = accuracy(plan.model, plan.val, plan.normalize)
             log = EpochLog(
                 plan.stage, epoch, plan.epochs, means.pop("loss"), train_accuracy, val_accuracy, seen / seconds,

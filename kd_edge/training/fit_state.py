@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+import warnings
 
 import torch
 
@@ -30,7 +31,7 @@ class FitState:
     def __init__(self, plan, state_file):
         self.model, self.stage, self.state_file = plan.model, plan.stage, state_file
         self.generator = torch.Generator().manual_seed(plan.seed)
-        self.world_size = distributed.world()[1]
+        self.world_size, self.epochs = distributed.world()[1], plan.epochs
         self.steps_per_epoch = max(len(plan.train) // (plan.optim.batch_size * self.world_size), 1)
         self.optimizers = [make_optimizer(network, plan.optim) for network in plan.networks]
         self.schedulers = [make_scheduler(o, plan.optim, plan.epochs * self.steps_per_epoch) for o in self.optimizers]
@@ -51,6 +52,8 @@ class FitState:
         return {
             "stage": self.stage,
             "world_size": self.world_size,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
             "epoch": self.epoch,
             "steps_done": self.steps_done,
             "totals": self.totals,
@@ -70,19 +73,23 @@ class FitState:
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
         self.epoch, self.steps_done, self.totals = state["epoch"], state["steps_done"], state["totals"]
         saved_world = state.get("world_size", 1)
         if saved_world == self.world_size:
+            for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+                optimizer.load_state_dict(saved)
             for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
                 if scheduler is not None:
                     scheduler.load_state_dict(saved)
-        else:  # another number of processes: the same images done, counted in this run's steps
-            self.steps_done = self.steps_done * saved_world // self.world_size
-            for scheduler in self.schedulers:
-                for _ in range((self.epoch - 1) * self.steps_per_epoch + self.steps_done) if scheduler else ():
-                    scheduler.step()
+        else:  # another number of processes: as far through this run's plan as the saved run was through its own
+            (self.epoch, self.steps_done), self.totals = self.position_in_this_plan(state), None
+            for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+                load_moments_only(optimizer, saved)
+            with warnings.catch_warnings():  # torch warns of a schedule stepped before its optimiser: meant here
+                warnings.simplefilter("ignore", UserWarning)
+                for scheduler in self.schedulers:
+                    for _ in range((self.epoch - 1) * self.steps_per_epoch + self.steps_done) if scheduler else ():
+                        scheduler.step()
         self.epoch_generator_state = state["epoch_generator_state"]
         self.resume_generator_state = state["generator_state"]
         torch.set_rng_state(state["torch_rng_state"])
@@ -90,6 +97,16 @@ class FitState:
         self.best_state, self.last_saved = state["best_state"], state["last_saved"]
         self.history = [EpochLog(**log) for log in state["history"]]
         self.seconds_before = state["seconds"]
+
+    def position_in_this_plan(self, state: dict) -> tuple[int, int]:
+        """(epoch, steps done in it) at the fraction of this run's optimiser steps that the saved run had done of
+        its own. A step budget plans more epochs on more processes (each takes a share of the images), so the
+        fraction, not the epoch number, is what carries over; the learning-rate schedule continues from there."""
+        per_epoch = state.get("steps_per_epoch", self.steps_per_epoch * self.world_size // state["world_size"])
+        done = ((state["epoch"] - 1) * per_epoch + state["steps_done"]) / (state.get("epochs", self.epochs) * per_epoch)
+        total = self.epochs * self.steps_per_epoch
+        steps = min(round(done * total), total)
+        return steps // self.steps_per_epoch + 1, steps % self.steps_per_epoch
 
     def save(self) -> None:
         if self.state_file is not None and distributed.is_main():
@@ -118,6 +135,16 @@ class FitState:
         self.steps_done, self.totals = 0, None
         self.epoch_generator_state = self.generator.get_state()
         self.save()
+
+
+def load_moments_only(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """The saved per-parameter state (Adam's moments, SGD's momentum), with this run's hyperparameters: a
+    plain ``load_state_dict`` would bring back the learning rates of the old process count (``--lr-scaling``),
+    and a fresh schedule would then read them."""
+    fresh_groups = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
+        group.update(fresh)
 
 
 def signal_name(signum: int) -> str:
