@@ -69,9 +69,13 @@ class ArmSetupError(KdEdgeError):
     """The aarch64 userland for `kd-edge verify-arm` could not be built: no emulator, no registry."""
 
 
-class TrainingInterrupted(KdEdgeError):
-    """SIGINT or SIGTERM stopped training at a step boundary, after saving its state."""
+class Interrupted(KdEdgeError):
+    """SIGINT or SIGTERM stopped a command at a safe point: what it had written is complete and kept."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+
+
+class TrainingInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped training at a step boundary, after saving its state."""

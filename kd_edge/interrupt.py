@@ -1,10 +1,12 @@
 """Stopping training cleanly on SIGINT or SIGTERM. Standard library only.
 
-The command line runs training inside ``stop_on_signals()``. The handler only records the
-signal (no I/O in a signal handler); the training loop asks ``requested()`` after every
-optimiser step, saves its full state at that step boundary and raises
-``TrainingInterrupted``, which the command line turns into exit code 128 + the signal's
-number (130 for Ctrl-C, 143 for SIGTERM). A second signal ends the process at once.
+The command line runs training commands inside ``stop_on_signals()``. The handler only records
+the signal (no I/O in a signal handler); the training loop asks ``requested()`` after every
+optimiser step, saves its full state at that step boundary and raises ``TrainingInterrupted``;
+the stages that do not train (export, quantize, bench, a pipeline's or a search's next step)
+call ``stop_if_requested`` at their safe points, between files they write whole. The command
+line turns either into exit code 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)
+and a message that names the command that continues. A second signal ends the process at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ _requested: int | None = None
 def requested() -> int | None:
     """The signal that asked training to stop, if one did."""
     return _requested
+
+
+def stop_if_requested(where: str) -> None:
+    """A safe point outside training: stop here if a signal asked to (``where``: what was about to start)."""
+    signum = _requested
+    if signum is not None:
+        from kd_edge.errors import Interrupted
+
+        raise Interrupted(
+            f"stopped by {signal.Signals(signum).name} before {where}; everything written so far is complete and kept",
+            signum,
+        )
 
 
 def _handle(signum, frame) -> None:

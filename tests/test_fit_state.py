@@ -92,3 +92,19 @@ def test_a_resume_past_the_new_plans_end_finishes_instead_of_failing(monkeypatch
     resumed = fit_state(monkeypatch, train_split, 1)
     resumed.restore(snapshot)  # the schedule is stepped to its end, not past it (OneCycleLR would raise)
     assert resumed.epoch == resumed.epochs + 1 and resumed.steps_done == 0
+
+
+@pytest.mark.parametrize("images, processes", [(100, 2), (97, 3), (40, 4), (5, 2)])
+def test_each_rank_gets_whole_batches_of_its_own_images(monkeypatch, images, processes):
+    order = torch.randperm(images, generator=torch.Generator().manual_seed(0))
+    shards = []
+    for rank in range(processes):
+        monkeypatch.setattr(distributed, "world", lambda rank=rank: (rank, processes))
+        shards.append(distributed.shard(order, 4))
+    sizes = {len(shard) for shard in shards}
+    assert len({-(-size // 4) for size in sizes}) == 1 and 0 not in sizes  # the same steps on every rank: DDP waits
+    taken = torch.cat(shards)
+    assert len(set(taken.tolist())) == len(taken)  # no image on two ranks: the shards do not overlap
+    assert set(taken.tolist()) <= set(order.tolist())
+    if images >= 4 * processes:
+        assert sizes == {images // (4 * processes) * 4}  # whole batches, as many as all ranks can take

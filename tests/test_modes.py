@@ -314,18 +314,18 @@ def test_sweep_resumes_without_rerunning_finished_cells(tmp_path, easy_npz, monk
         "--out",
         str(tmp_path / "sweep"),
     ]
-    runs = []
-    original = distill_module.distill
+    trained = []  # the run folder of every student trained
+    original = distill_module.train_and_save
 
-    def counting(settings, out, **kwargs):
-        runs.append(settings)
-        return original(settings, out, **kwargs)
+    def counting(context, networks, **kwargs):
+        trained.append(context.run.dir.relative_to(tmp_path / "sweep" / "cells").as_posix())
+        return original(context, networks, **kwargs)
 
-    monkeypatch.setattr(distill_module, "distill", counting)
+    monkeypatch.setattr(distill_module, "train_and_save", counting)
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     # cells T2-a0.5, T4-a0.5 and alone (alpha 1 at both temperatures is one cell), for 2 seeds
-    assert len(runs) == 6 and {r.run.seed for r in runs} == {0, 1}
+    assert sorted(trained) == [f"{cell}/seed{seed}" for cell in ("T2-a0.5", "T4-a0.5", "alone") for seed in (0, 1)]
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert [c["cell"] for c in summary["cells"]] == ["T2-a0.5", "alone", "T4-a0.5"]
     best = max(summary["cells"], key=lambda c: c["val_mean"])
@@ -333,11 +333,15 @@ def test_sweep_resumes_without_rerunning_finished_cells(tmp_path, easy_npz, monk
     assert (tmp_path / "sweep" / "sweep.md").is_file()
     # a lost cell is rerun, the others are kept
     (tmp_path / "sweep" / "cells" / "T4-a0.5" / "seed1" / "metrics.json").unlink()
-    runs.clear()
+    trained.clear()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert [(r.kd.temperature, r.run.seed) for r in runs] == [(4.0, 1)]
-    assert "finished earlier, kept" in again.output
+    assert trained == ["T4-a0.5/seed1"] and "finished earlier, kept" in again.output
+    summary = (tmp_path / "sweep" / "sweep.json").read_text()
+    # the same folder with another budget: refused, naming the difference, instead of mixing two sweeps
+    other = CliRunner().invoke(app, [*args[:-2], "--epochs", "2", *args[-2:]])
+    assert other.exit_code == 1 and "student.epochs: 1 then, 2 now" in other.output, other.output
+    assert (tmp_path / "sweep" / "sweep.json").read_text() == summary  # the summary is untouched
 
 
 def test_qat_fine_tunes_against_the_teachers_the_run_used(tmp_path, easy_npz, teacher_run, second_teacher):
@@ -348,3 +352,19 @@ def test_qat_fine_tunes_against_the_teachers_the_run_used(tmp_path, easy_npz, te
     run_distill(easy_npz, tmp_path / "run", paths, mode="multi", teacher_weights="3,1")
     teachers = teachers_of_run(tmp_path / "run", load_checkpoint(tmp_path / "run" / "student.pt"), torch.device("cpu"))
     assert len(teachers.models) == 2 and teachers.weighting == pytest.approx((0.75, 0.25))
+
+
+def test_the_sweeps_best_cell_is_chosen_on_validation_whatever_the_test_split_says(tmp_path):
+    from kd_edge.search.sweep import summarize
+    from kd_edge.settings.search import SweepSettings
+
+    # T2 is better on validation, T4 far better on test: a choice that looked at test would pick T4
+    scores = {"T2-a0.5": (0.90, 0.50), "T4-a0.5": (0.80, 0.99)}
+    for cell, (val, test) in scores.items():
+        for seed in (0, 1):
+            folder = tmp_path / "cells" / cell / f"seed{seed}"
+            folder.mkdir(parents=True)
+            student = {"val_accuracy": val, "test_accuracy": test, "train_seconds": 1.0}
+            (folder / "metrics.json").write_text(json.dumps({"student": student}))
+    summary = summarize(SweepSettings(temperatures=(2.0, 4.0), alphas=(0.5,), seeds=2), tmp_path)
+    assert summary["best"]["cell"] == "T2-a0.5" and summary["best"]["test_mean"] == pytest.approx(0.50)

@@ -1,8 +1,12 @@
 """kd-edge pipeline: end to end, resumable, reruns what a change affects, config files, and the report."""
 
 import base64
+import importlib
+import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -123,6 +127,48 @@ def test_an_interrupted_pipeline_resumes_without_redoing_finished_stages(tmp_pat
     assert (out / "report.html").is_file()
 
 
+def signal_during(monkeypatch, module, name: str, signum=signal.SIGTERM):
+    """SIGTERM this process while ``module.name`` runs, as `kill` from another shell would."""
+    original = getattr(module, name)
+
+    def with_signal(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, with_signal)
+
+
+@pytest.mark.parametrize(
+    "module, function, stopped_before",
+    [
+        ("kd_edge.deploy.export", "export_onnx", "stage 4/7, quantize"),
+        ("kd_edge.deploy.quantize", "preprocess_model", "quantizing student.int8.onnx"),
+        ("kd_edge.runtime.bench.harness", "measure_in_child", "the end of bench round 1/1"),
+    ],
+)
+def test_a_sigterm_in_a_stage_that_does_not_train_stops_it_cleanly_and_a_rerun_finishes(
+    tmp_path, easy_run, easy_npz, monkeypatch, module, function, stopped_before
+):
+    out = tmp_path / "run"
+    shutil.copytree(easy_run, out)
+    record = json.loads((out / "pipeline.json").read_text())
+    for stage in ("export", "quantize", "bundle", "bench", "report"):
+        record.pop(stage)  # as if training had just finished
+    (out / "pipeline.json").write_text(json.dumps(record))
+    args = ["--dataset", f"npz:{easy_npz}", "--config", fast_config(tmp_path), "--out", out]
+    signal_during(monkeypatch, importlib.import_module(module), function)
+    stopped = pipeline(*args, ok=False)
+    assert stopped.exit_code == 143, stopped.output
+    assert f"stopped by SIGTERM before {stopped_before}" in stopped.output
+    assert "To continue, run the same command again" in stopped.output and "Traceback" not in stopped.output
+    monkeypatch.undo()
+    resumed = pipeline(*args)
+    assert "[2/7] student: unchanged, kept" in resumed.output and "[7/7] report: done" in resumed.output
+    finished = json.loads((out / "metrics.json").read_text())
+    earlier = json.loads((easy_run / "metrics.json").read_text())
+    assert finished["quantize"]["int8_test_accuracy"] == earlier["quantize"]["int8_test_accuracy"]  # the same result
+
+
 def test_a_changed_setting_reruns_exactly_the_stages_that_depend_on_it(tmp_path, easy_run, easy_npz):
     out = shutil.copytree(easy_run, tmp_path / "run")
     kept = mtimes(out, ["teacher.pt", "student.pt", "student.onnx"])
@@ -195,6 +241,9 @@ def test_report_holds_the_measured_figures_and_embeds_every_image(easy_run):
         assert metrics["bundle"]["reason"].split(" (")[0] in text
     parser = Images()
     parser.feed(page)
+    if importlib.util.find_spec("matplotlib") is None:  # installed without the plot extra: the tables, and why
+        assert "matplotlib is not installed" in markdown and parser.sources == []
+        return
     perfect = "Test accuracy 100.00%" in markdown
     assert perfect == ("No test image is misclassified" in markdown)
     # training curves, accuracy-latency, confusion matrix, and the mistakes where there are some

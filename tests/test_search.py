@@ -1,6 +1,8 @@
 """kd-edge search: latency filter, successive halving, Pareto front, resume, and a real search on tiny data."""
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -126,8 +128,8 @@ def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
 def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeypatch):
     args, out, _ = tiny_search
     runs, timed = [], []
-    original = distill_module.distill
-    monkeypatch.setattr(distill_module, "distill", lambda *a, **k: runs.append(a) or original(*a, **k))
+    original = distill_module.train_and_save  # each rung's run folder is checked against its settings, not trained
+    monkeypatch.setattr(distill_module, "train_and_save", lambda *a, **k: runs.append(a) or original(*a, **k))
     monkeypatch.setattr(CandidateMeasurer, "finalist", lambda self, candidate, folder: timed.append(candidate.name))
     monkeypatch.setattr(CandidateMeasurer, "untrained", lambda self, candidates, folder: timed.extend(candidates))
     before = [(out / name).read_text() for name in ("latency.json", "finalists.json")]
@@ -137,3 +139,70 @@ def test_a_search_run_again_retrains_and_remeasures_nothing(tiny_search, monkeyp
     assert runs == [] and timed == []  # nothing trained, exported, quantized or timed again
     assert [(out / name).read_text() for name in ("latency.json", "finalists.json")] == before
     assert json.loads((out / "search.json").read_text())["chosen"] == chosen
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_timing_stops_the_search_and_running_it_again_finishes(tmp_path, teacher_run, monkeypatch):
+    from kd_edge.runtime.bench import harness
+
+    out = tmp_path / "s"
+    args = [
+        "search", "--teacher", str(teacher_run / "teacher.pt"), "--latency-budget", "50ms", "--profile", "host",
+        "--space", "cnn@w0.25d1,seed@w0.5", "--rungs", "1", "--finalists", "1", "--rung-steps", "2",
+        "--bench-runs", "10", "--bench-rounds", "1", "--out", str(out),
+    ]  # fmt: skip
+    original, calls = harness.measure_in_child, []
+
+    def signalled(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the second untrained candidate's timing: SIGTERM, as `kill` would send it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*a, **k)
+
+    monkeypatch.setattr(harness, "measure_in_child", signalled)
+    stopped = CliRunner().invoke(app, args)
+    assert stopped.exit_code == 143 and "stopped by SIGTERM before the end of bench round" in stopped.output
+    assert "To continue, run the same command again" in stopped.output and not (out / "search.json").exists()
+    monkeypatch.undo()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "search.json").read_text())["chosen"] is not None
+
+
+class FinalistTimer(FakeTimer):
+    """Untrained, every candidate fits; trained, each takes what ``trained_ms`` says."""
+
+    def __init__(self, latencies, trained_ms):
+        super().__init__(latencies)
+        self.trained_ms = trained_ms
+
+    def finalist(self, candidate, folder):
+        latency = {"fp32": {"ms": self.trained_ms[candidate.name], "source": "projected", "host_ms": 0}}
+        return {"val_accuracy": candidate.val_accuracy, "latency": latency, "files": {}, "run": "x"}
+
+
+def test_the_chosen_student_is_the_best_that_still_fits_once_timed_trained(tmp_path, teacher_run, monkeypatch):
+    from kd_edge.search import student_search
+
+    names = ("cnn@w0.25d1", "cnn@w0.5d1")
+    accuracy = {"cnn@w0.25d1": 0.8, "cnn@w0.5d1": 0.9}
+
+    def fake_train(name, steps, run, previous):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "student.pt").write_bytes(name.encode())  # what the finalists' record is keyed by
+        return {"val_accuracy": accuracy[name], "run": str(run)}
+
+    def summary_of(chosen, out, *rest):  # the bundle it would write needs real exports: only the choice matters
+        return {"name": chosen.name, "val_accuracy": chosen.val_accuracy, "test_accuracy": 0.0, "board_ms": 0.0,
+                "latency_source": "projected", "fastest_form": "fp32", "bundle": "-", "bundle_form": "fp32"}  # fmt: skip
+
+    monkeypatch.setattr(student_search, "chosen_summary", summary_of)
+    config = SearchSettings(latency_budget_ms=1.0, space=names, rungs=1, finalists=2)
+    # the more accurate one is over the budget once trained (a trained graph can time slower): not chosen
+    timer = FinalistTimer(dict.fromkeys(names, 0.5), {"cnn@w0.25d1": 0.8, "cnn@w0.5d1": 1.6})
+    result = student_search.search(teacher_run / "teacher.pt", tmp_path / "a", config, measure=timer, train=fake_train)
+    assert [f["name"] for f in result["finalists"]] == list(names) and result["chosen"]["name"] == "cnn@w0.25d1"
+    # none fits once trained: nothing is chosen (the command then exits 1), however accurate
+    timer = FinalistTimer(dict.fromkeys(names, 0.5), dict.fromkeys(names, 1.2))
+    result = student_search.search(teacher_run / "teacher.pt", tmp_path / "b", config, measure=timer, train=fake_train)
+    assert result["chosen"] is None and len(result["finalists"]) == 2

@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from kd_edge.errors import KdEdgeError, TrainingInterrupted
+from kd_edge.errors import Interrupted, KdEdgeError
 
 app = typer.Typer(
     help="Distil image classifiers into small students for drone-class CPUs, export them and prove how they run.",
@@ -57,9 +57,22 @@ def kd_edge_options(
         os.environ[VERBOSE_ENV_VAR] = "1"
 
 
-def user_errors(command):
-    """Turn a KdEdgeError into a one-paragraph message and exit code 1, and Ctrl-C into exit 130.
-    While the command runs, every step the library announces is printed (no silent minutes)."""
+# How each command that stops cleanly on SIGINT/SIGTERM is continued (the others end at once, as usual).
+CONTINUE_WITH = {
+    "teacher": "run the same command with --resume",
+    "distill": "run the same command with --resume",
+    "sweep": "run the same command again (finished cells are kept; the interrupted one resumes)",
+    "search": "run the same command again (measured latencies and trained rungs are kept; the interrupted rung "
+    "resumes)",
+    "pipeline": "run the same command again (finished stages are kept; an interrupted training resumes)",
+    "qat": "run the same command again (fine-tuning starts over: it is short)",
+}
+
+
+def user_errors(command, name: str):
+    """Turn a KdEdgeError into a one-paragraph message and exit code 1, a clean stop on a signal into exit
+    128 + its number with the command that continues, and Ctrl-C elsewhere into exit 130. While the command
+    runs, every step the library announces is printed (no silent minutes)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -73,9 +86,10 @@ def user_errors(command):
         try:
             with steps_shown(show):
                 return command(*args, **kwargs)
-        except TrainingInterrupted as exc:
+        except Interrupted as exc:
             if os.environ.get("RANK", "0") == "0":  # every rank stops; one says so
-                typer.echo(f"Stopped: {exc}", err=True)
+                typer.echo(f"Stopped: {exc}. To continue, {CONTINUE_WITH.get(name, 'run the same command again')}.",
+                           err=True)  # fmt: skip
             raise typer.Exit(128 + exc.signum) from None
         except KdEdgeError as exc:
             typer.echo(f"Error: {exc}", err=True)
@@ -100,7 +114,7 @@ def register() -> None:
 
     for group in (train_commands, search_commands, deploy_commands, bench_commands, pipeline_commands, info_commands):
         for name, command in group.COMMANDS.items():
-            app.command(name)(user_errors(command))
+            app.command(name)(user_errors(command, name))
 
 
 register()

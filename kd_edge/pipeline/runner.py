@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kd_edge import __version__
 from kd_edge.errors import OutputError
+from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import atomic_write_json, ensure_writable_dir
 from kd_edge.pipeline.stages import STAGES, TRAINING_STAGES, Stage
 from kd_edge.settings.commands import PIPELINE_TABLES
@@ -63,6 +64,8 @@ def run_pipeline(
     for number, stage in enumerate(STAGES, start=1):
         if not main and stage.name not in TRAINING_STAGES:
             break
+        if stage.name not in TRAINING_STAGES:  # training stops itself, at a step all ranks agree on
+            stop_if_requested(f"stage {number}/{len(STAGES)}, {stage.name}")
         if display is not None:
             display.update(task, description=f"stage {number}/{len(STAGES)}: {stage.name}")
         fingerprint = stage_fingerprint(stage, settings, state)

@@ -17,7 +17,8 @@
 
 Every latency says where it comes from: ``projected`` (the profile's single-thread projection
 to the board) or ``host`` (measured here, for profiles that do not project). Everything is
-resumable: measured latencies are kept in latency.json and a trained rung is never retrained.
+resumable: measured latencies are kept in latency.json (keyed by what they depend on), a trained
+rung of the same settings and teacher is never retrained, and an interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ def search(
     measure = measure or CandidateMeasurer(config, teacher.card, data_dir)
     train = train or CandidateTrainer(config, teacher_path, data, progress_factory)
     candidates = describe_space(config.space, teacher)
-    target = f"profile {config.profile}, batch {config.batch_size}"
+    # What a latency depends on besides the candidate: a rerun that changes any of it measures again
+    channels, height, width = teacher.card.input_shape
+    target = (
+        f"profile {config.profile}, batch {config.batch_size}, input {channels}x{height}x{width}, "
+        f"{len(teacher.card.classes)} classes, {config.bench_runs} runs in {config.bench_rounds} rounds"
+    )
     measure_untrained(candidates, measure, out / "latency.json", out / "untrained", target)
     survivors = [c for c in candidates if within_budget(c, config, config.latency_margin)]
     step(
@@ -90,7 +96,7 @@ def search(
 
 def measure_untrained(candidates: list[Candidate], measure, record: Path, folder: Path, target: str) -> None:
     """Every candidate's latency in both forms, from ``record`` where measured before on the same ``target``
-    (profile and batch size: a search rerun for another board measures again)."""
+    (profile, batch size, input, classes, timing effort: a search rerun for another board measures again)."""
     everything = json.loads(record.read_text()) if record.is_file() else {}
     known = everything.setdefault(target, {})
     missing = [c for c in candidates if c.name not in known]

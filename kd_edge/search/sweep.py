@@ -9,10 +9,13 @@ Layout of OUT:
     cells/alone/seed<S>/   alpha = 1: the student alone, whatever the temperature (run once per seed)
     sweep.json, sweep.md, sweep.png   mean and standard deviation per cell; the best on validation
 
-A run folder whose student finished is never run again, so an interrupted sweep resumes
-where it stopped. Within a seed every cell starts from the same student weights and data
-order (``distill``'s seeding), so the cells are compared pairwise. The best cell is chosen
-on the validation split; the test split is only reported.
+Every run folder is continued with ``--resume``'s rules: a finished one is kept, an interrupted
+one resumes from its saved state, and one that was run with other settings (epochs, teacher
+file, data...) is refused with what differs, so a summary never mixes two configurations.
+
+Within a seed every cell starts from the same student weights and data order (``distill``'s
+seeding), so the cells are compared pairwise. The best cell is chosen on the validation split;
+the test split is only reported.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import atomic_save_figure, atomic_write_json, atomic_write_text, ensure_writable_dir
 from kd_edge.settings.search import SweepSettings
 from kd_edge.settings.training import TeacherSettings
@@ -71,28 +75,30 @@ def sweep(config: SweepSettings, out, *, teachers: tuple[str, ...] = (), progres
         teacher_paths = tuple(str(t) for t in teachers)
         if base.mode == "offline" and not teacher_paths and any(c.temperature is not None for c in cells_of(config)):
             teacher_dir = out / "teachers" / f"seed{seed}"
-            if not is_finished(teacher_dir, "teacher"):
-                settings = TeacherSettings(
-                    data=base.data, run=replace(base.run, seed=seed), teacher=base.teacher, optim=base.optim
-                )
-                train_teacher(settings, teacher_dir, force=True, progress=new_progress())
-                if on_cell:
-                    on_cell("teacher", seed, True)
+            stop_if_requested(f"the teacher of seed {seed}")
+            settings = TeacherSettings(
+                data=base.data, run=replace(base.run, seed=seed), teacher=base.teacher, optim=base.optim
+            )
+            ran = not is_finished(teacher_dir, "teacher")
+            train_teacher(settings, teacher_dir, resume=True, progress=new_progress() if ran else None)
+            if on_cell and ran:
+                on_cell("teacher", seed, True)
             teacher_paths = (str(teacher_dir / "teacher.pt"),)
         for cell in cells_of(config):
             run_dir = out / "cells" / cell.name / f"seed{seed}"
+            stop_if_requested(f"cell {cell.name}, seed {seed}")
+            alone = cell.temperature is None
+            settings = replace(
+                base,
+                kd=replace(base.kd, alpha=cell.alpha, temperature=cell.temperature or base.kd.temperature),
+                mode="offline" if alone else base.mode,
+                teacher_weights="equal" if alone else base.teacher_weights,
+                run=replace(base.run, seed=seed),
+            )
             ran = not is_finished(run_dir)
-            if ran:
-                alone = cell.temperature is None
-                settings = replace(
-                    base,
-                    kd=replace(base.kd, alpha=cell.alpha, temperature=cell.temperature or base.kd.temperature),
-                    mode="offline" if alone else base.mode,
-                    teacher_weights="equal" if alone else base.teacher_weights,
-                    run=replace(base.run, seed=seed),
-                )
-                cell_teachers = () if alone else teacher_paths
-                distill(settings, run_dir, teachers=cell_teachers, force=True, progress=new_progress())
+            cell_teachers = () if alone else teacher_paths
+            # resume: a finished cell is checked against these settings and kept, an interrupted one continues
+            distill(settings, run_dir, teachers=cell_teachers, resume=True, progress=new_progress() if ran else None)
             if on_cell:
                 on_cell(cell.name, seed, ran)
     return summarize(config, out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,24 +22,18 @@ class CandidateTrainer:
     def __call__(self, name: str, steps: int, run: Path, previous: str | None) -> dict:
         from kd_edge.training.distill import distill
 
-        metrics_file = run / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        if "student" not in metrics:  # not finished before: train (a finished rung is never retrained)
-            settings = DistillSettings(
-                data=self.data,
-                run=self.config.run,
-                student=replace(STUDENT, model=name, steps=steps),
-                init=str(Path(previous) / "student.pt") if previous else "scratch",
-            )
-            progress = self.progress_factory() if self.progress_factory else None
-            metrics = distill(
-                settings,
-                run,
-                teachers=(self.teacher,),
-                force=True,
-                progress=progress,
-                soft_label_cache=self.soft_labels,
-            )
+        settings = DistillSettings(
+            data=self.data,
+            run=self.config.run,
+            student=replace(STUDENT, model=name, steps=steps),
+            init=str(Path(previous) / "student.pt") if previous else "scratch",
+        )
+        progress = self.progress_factory() if self.progress_factory else None
+        # resume: a finished rung of these settings (and this teacher file) is kept, not retrained; an
+        # interrupted one continues; one trained with other settings is refused, naming what differs
+        metrics = distill(
+            settings, run, teachers=(self.teacher,), resume=True, progress=progress, soft_label_cache=self.soft_labels
+        )
         return {
             "epochs": metrics["student"]["epochs"],
             "val_accuracy": metrics["student"]["val_accuracy"],

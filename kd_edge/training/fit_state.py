@@ -126,7 +126,7 @@ class FitState:
             )
             raise TrainingInterrupted(
                 f"{self.stage} training stopped by {signal_name(signum)} at epoch {self.epoch}, step {steps_done}; "
-                f"{where}. Run the same command with --resume to continue from there.",
+                f"{where}",
                 signum,
             )
 

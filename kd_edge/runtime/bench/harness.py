@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError
+from kd_edge.interrupt import stop_if_requested
 from kd_edge.log import step
 from kd_edge.runtime import host
 from kd_edge.runtime.bench.child import Measurement, Reading, measure_in_child
@@ -285,6 +286,8 @@ def measure_in_rounds(
     ]
     for round_index in range(config.rounds):
         for label, threads, batch in settings:
+            where = f"bench round {round_index + 1}/{config.rounds} of {label} ({threads} thread(s), batch {batch})"
+            stop_if_requested(where)
             step(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch}")
             first = round_index == 0  # accuracy and the drone loop are measured once
             job = Measurement(
@@ -301,6 +304,7 @@ def measure_in_rounds(
                 measure_accuracy=first,
             )
             reading = measure_in_child(context, job)
+            stop_if_requested(f"the end of {where}")  # a signal to the process group stops the child too
             if isinstance(reading, str):
                 raise KdEdgeError(reading)
             readings.setdefault((label, threads, batch), []).append(reading)
