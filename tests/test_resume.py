@@ -1,7 +1,6 @@
 """Crash-safe, resumable training: SIGKILL, SIGTERM, a signal mid-epoch, damaged state, changed settings."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

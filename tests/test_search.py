@@ -193,8 +193,8 @@ def test_the_chosen_student_is_the_best_that_still_fits_once_timed_trained(tmp_p
         return {"val_accuracy": accuracy[name], "run": str(run)}
 
     def summary_of(chosen, out, *rest):  # the bundle it would write needs real exports: only the choice matters
-        return {"name": chosen.name, "val_accuracy": chosen.val_accuracy, "test_accuracy": 0.0, "board_ms": 0.0,
-                "latency_source": "projected", "fastest_form": "fp32", "bundle": "-", "bundle_form": "fp32"}  # fmt: skip
+        fields = {"test_accuracy": 0.0, "board_ms": 0.0, "latency_source": "projected", "fastest_form": "fp32"}
+        return {"name": chosen.name, "val_accuracy": chosen.val_accuracy, **fields, "bundle": "-", "bundle_form": "-"}
 
     monkeypatch.setattr(student_search, "chosen_summary", summary_of)
     config = SearchSettings(latency_budget_ms=1.0, space=names, rungs=1, finalists=2)
