@@ -26,6 +26,12 @@ def step(message: str) -> None:
     LOGGER.info(message)
 
 
+def progress(message: str) -> None:
+    """A step of a repeated kind (a timing round, a calibration, a heartbeat): the command line shows it on one
+    live line that the next replaces, and prints every one with ``--verbose``."""
+    LOGGER.info(message, extra={"live": True})
+
+
 def verbose() -> bool:
     return bool(os.environ.get(VERBOSE_ENV_VAR))
 
@@ -56,7 +62,7 @@ def heartbeat(message: str, every: float = 2.0):
 
     def beat() -> None:
         while not done.wait(every):
-            step(f"{message} ({time.perf_counter() - started:.0f} s)")
+            progress(f"{message} ({time.perf_counter() - started:.0f} s)")
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
@@ -82,20 +88,23 @@ def quiet_loggers(*names: str):
 
 
 class PrintSteps(logging.Handler):
-    """Prints every step through a callable (the command line's console)."""
+    """Prints every step through a callable (the command line's console); ``progress()`` steps through
+    ``show_live`` where one is given."""
 
-    def __init__(self, show):
+    def __init__(self, show, show_live=None):
         super().__init__(level=logging.INFO)
-        self.show = show
+        self.show, self.show_live = show, show_live
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.show(record.getMessage())
+        live = getattr(record, "live", False) and self.show_live is not None
+        (self.show_live if live else self.show)(record.getMessage())
 
 
 @contextlib.contextmanager
-def steps_shown(show):
-    """Route ``step()`` messages to ``show`` for the block."""
-    handler = PrintSteps(show)
+def steps_shown(show, show_live=None):
+    """Route ``step()`` messages to ``show`` for the block, and ``progress()`` ones to ``show_live`` (default:
+    ``show`` too)."""
+    handler = PrintSteps(show, show_live)
     previous = LOGGER.level
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)

@@ -498,3 +498,14 @@ def test_bench_options_are_validated_before_any_process_starts(tiny):
     ):
         result = bench(tiny, *args, ok=False)
         assert result.exit_code == 1 and message in result.output
+
+
+def test_the_timing_rounds_share_one_live_line_and_verbose_prints_each(tiny, half_right, monkeypatch):
+    """Not 24-36 `bench: round ...` lines a stage: on a terminal they replace each other on one live line, in a
+    log they are left out, and `kd-edge --verbose` prints every one."""
+    args = [tiny, "--threads", "1", "--data", half_right, "--rounds", "2", "--runs", "4", "--warmup", "1"]
+    quiet = bench(*args)
+    assert "bench: round" not in quiet.output and "p50" in quiet.output
+    monkeypatch.setenv("KD_EDGE_VERBOSE", "")  # --verbose sets it for the process: undone after the test
+    verbose = runner.invoke(app, ["--verbose", "bench", *map(str, args)])
+    assert verbose.exit_code == 0 and verbose.output.count("bench: round") == 2, verbose.output

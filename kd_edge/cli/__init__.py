@@ -76,15 +76,19 @@ def user_errors(command, name: str):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from kd_edge.cli.console import console
-        from kd_edge.log import steps_shown
+        from kd_edge.cli.console import console, live_line
+        from kd_edge.log import steps_shown, verbose
 
         def show(message: str) -> None:
             if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
                 console().print(f"[dim]{message}[/]", soft_wrap=True, highlight=False)
 
+        def show_live(message: str) -> None:
+            if os.environ.get("RANK", "0") == "0":
+                live_line.show(message)
+
         try:
-            with steps_shown(show):
+            with steps_shown(show, None if verbose() else show_live):
                 return command(*args, **kwargs)
         except Interrupted as exc:
             if os.environ.get("RANK", "0") == "0":  # every rank stops; one says so
@@ -97,6 +101,8 @@ def user_errors(command, name: str):
         except KeyboardInterrupt:
             typer.echo("Interrupted. Checkpoints already written in the run folder are complete and kept.", err=True)
             raise typer.Exit(130) from None
+        finally:
+            live_line.end()
 
     return wrapper
 

@@ -55,6 +55,9 @@ class RichProgress(SilentProgress):
 
 def new_display(console, transient: bool):
     """A rich progress display: description, bar, count, loss and images/s for training tasks, times."""
+    from kd_edge.cli.console import live_line
+
+    live_line.end()  # one live display at a time
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -29,7 +29,7 @@ from kd_edge.deploy.quantize_latency import LatencyComparison, compare_latency, 
 from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationError
 from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import ensure_writable_dir
-from kd_edge.log import quiet_third_party, step
+from kd_edge.log import progress, quiet_third_party, step
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.settings.deploy import QuantizeSettings
@@ -107,7 +107,7 @@ def quantize(
         def build(excluded: list[str]) -> OnnxModel:
             kept = f", {', '.join(excluded)} in FP32" if excluded else ""
             stop_if_requested(f"quantizing {out.name}{kept}")  # the scratch folder goes; out is written last
-            step(f"quantize: calibrating on {len(calib_images)} validation images ({config.method}){kept}")
+            progress(f"quantize: calibrating on {len(calib_images)} validation images ({config.method}){kept}")
             quantize_file(prepared, candidate, config, fp32, calib_images, excluded)
             return OnnxModel(candidate)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.log import step
+from kd_edge.log import progress, step
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +44,7 @@ def search_latency(build, fp32_path: Path, nodes: list[str], images: np.ndarray,
 
     def score(nodes: list[str]) -> float:
         model = build(nodes)
-        step(f"quantize: latency search, timing {', '.join(nodes) or 'all nodes in INT8'} against FP32")
+        progress(f"quantize: latency search, timing {', '.join(nodes) or 'all nodes in INT8'} against FP32")
         ratios = latency_ratios(fp32_path, model.path, images, threads)
         value = float(np.sqrt(ratios["batch1"] * ratios["batch64"]))
         search.append({"fp32_nodes": list(nodes), **ratios, "score": value})

@@ -20,7 +20,7 @@ import numpy as np
 
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError
 from kd_edge.interrupt import stop_if_requested
-from kd_edge.log import step
+from kd_edge.log import progress, step
 from kd_edge.runtime import host
 from kd_edge.runtime.bench.child import Measurement, Reading, measure_in_child
 from kd_edge.runtime.bench.emulate import Constraints
@@ -288,7 +288,7 @@ def measure_in_rounds(
         for label, threads, batch in settings:
             where = f"bench round {round_index + 1}/{config.rounds} of {label} ({threads} thread(s), batch {batch})"
             stop_if_requested(where)
-            step(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch}")
+            progress(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch}")
             first = round_index == 0  # accuracy and the drone loop are measured once
             job = Measurement(
                 model=str(files[label]),
