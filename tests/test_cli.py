@@ -304,3 +304,10 @@ def test_training_commands_say_what_to_install_without_torch(monkeypatch, tmp_pa
     )
     for command in ("teacher", "distill"):
         fails(command, "--out", tmp_path / command, match="pip install 'kd-edge[train]'")
+
+
+def test_help_lists_every_command_with_its_whole_summary():
+    result = CliRunner().invoke(app, ["--help"])
+    commands = result.output.split("Commands:")[1]
+    assert result.exit_code == 0 and "..." not in commands  # click cuts summaries at 45 characters
+    assert "SHA256SUMS, and a .tar.gz of" in " ".join(result.output.split())

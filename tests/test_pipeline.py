@@ -315,3 +315,13 @@ def test_the_student_stage_reruns_when_its_start_or_its_kernels_change(change):
     assert student_fingerprint(changed) != student_fingerprint(base)
     threads = replace(base, distill=replace(base.distill, run=replace(base.distill.run, threads=1)))
     assert student_fingerprint(threads) == student_fingerprint(base)  # speed only: the same student
+
+
+def test_a_first_attempt_that_failed_does_not_lock_its_folder(tmp_path, easy_npz):
+    """A typo in the first attempt leaves only kd-edge.toml behind: the corrected command runs there."""
+    out = tmp_path / "run"
+    first = pipeline("--dataset", f"npz:{tmp_path / 'typo.npz'}", "--out", out, ok=False)
+    assert first.exit_code == 1 and "typo.npz" in first.output
+    assert [p.name for p in out.iterdir()] == ["kd-edge.toml"]
+    again = pipeline("--dataset", f"npz:{tmp_path / 'other-typo.npz'}", "--out", out, ok=False)
+    assert "other-typo.npz" in again.output and "not a pipeline run folder" not in again.output

@@ -129,16 +129,16 @@ def test_the_tour_runs_as_written(tmp_path, monkeypatch):
             outputs[elsewhere] = out_folder(args)
     assert {"teacher", "distill", "export", "quantize", "qat", "bundle", "bench", "predict", "pipeline"} <= set(ran)
     for path in (
-        "exports/s.onnx",
-        "exports/s.int8.onnx",
-        "exports/s.qat.onnx",
+        "runs/exports/s.onnx",
+        "runs/exports/s.int8.onnx",
+        "runs/exports/s.qat.onnx",
         "runs/bundle.tar.gz",
         "runs/bench.json",
         "runs/bench.png",
         "runs/p/report.html",
     ):
         assert Path(path).exists(), path
-    assert not any(Path(name).exists() for name in ("bundle", "bundle.tar.gz", "bench.json"))  # all under runs/
+    assert not any(Path(n).exists() for n in ("exports", "bundle", "bundle.tar.gz", "bench.json"))  # all under runs/
     # The deployment guide's Python example, run against the files the tour wrote.
     example = re.search(
         r"```python\n(import numpy as np\nfrom kd_edge.data import load_dataset.*?)```",

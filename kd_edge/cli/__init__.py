@@ -47,7 +47,12 @@ def kd_edge_options(
         typer.Option("--version", metavar="", callback=show_version, is_eager=True, help="Print the version and exit."),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", metavar="", help="Let ONNX Runtime print its own logging (quiet by default).")
+        bool,
+        typer.Option(
+            "--verbose",
+            metavar="",
+            help="Print every repeated step (timing rounds, calibrations) and ONNX Runtime's own logging.",
+        ),
     ] = False,
 ):
     """Distil image classifiers into small students for drone-class CPUs, export them and prove how they run."""
@@ -107,6 +112,12 @@ def user_errors(command, name: str):
     return wrapper
 
 
+def summary_line(command) -> str:
+    """The docstring's first paragraph, whole: click would cut it at 45 characters with '...'."""
+    first = (command.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(first.split())
+
+
 def register() -> None:
     """Every command group's commands, in the order ``kd-edge --help`` lists them."""
     from kd_edge.cli import (
@@ -120,7 +131,7 @@ def register() -> None:
 
     for group in (train_commands, search_commands, deploy_commands, bench_commands, pipeline_commands, info_commands):
         for name, command in group.COMMANDS.items():
-            app.command(name)(user_errors(command, name))
+            app.command(name, short_help=summary_line(command))(user_errors(command, name))
 
 
 register()

@@ -57,7 +57,7 @@ def bench(
         out.print(f"[bold yellow]warning:[/] {warning}")
     print_bench_table(report)
     if not any(r.model.endswith(".tar.gz") or Path(r.model).is_dir() for r in report.results):
-        next_step(f"kd-edge bundle {report.results[0].model} --out bundle (a deployable folder for the board)")
+        next_step(f"kd-edge bundle {report.results[0].model} --out runs/bundle (a deployable folder for the board)")
     if json_path:
         atomic_write_json(json_path, report.to_dict())
     if markdown:

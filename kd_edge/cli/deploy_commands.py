@@ -79,7 +79,7 @@ def export(
         print_bundle_result(chain.bundle)
         return
     both = f"{chain.export.path} {chain.quantized.path}" if chain.quantized else str(chain.export.path)
-    next_step(f"kd-edge bench {both} --threads 2 (or kd-edge bundle {source} --out bundle)")
+    next_step(f"kd-edge bench {both} --threads 2 (or kd-edge bundle {source} --out runs/bundle)")
 
 
 @settings_command("quantize")
@@ -109,7 +109,7 @@ def quantize(
         model, settings, out=out, calibration=calibration, data_dir=optional_str(data_dir), force=force
     )
     print_quantize_result(result)
-    next_step(f"kd-edge bench {model} {result.path} --threads 2 (or kd-edge bundle {result.path} --out bundle)")
+    next_step(f"kd-edge bench {model} {result.path} --threads 2 (or kd-edge bundle {result.path} --out runs/bundle)")
 
 
 @settings_command("qat")
@@ -143,7 +143,7 @@ def qat(
     )
     if result.latency is not None:
         print_latency_comparison(result.latency, "QAT")
-    next_step(f"kd-edge bundle {result.path} --out bundle")
+    next_step(f"kd-edge bundle {result.path} --out runs/bundle")
 
 
 @settings_command("bundle")

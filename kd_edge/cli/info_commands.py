@@ -18,6 +18,7 @@ def models(settings: DataSettings, given: set[str]):
     from rich.table import Table
 
     from kd_edge.data import load_dataset
+    from kd_edge.log import progress, step
     from kd_edge.training.models import (
         count_macs,
         count_parameters,
@@ -29,12 +30,14 @@ def models(settings: DataSettings, given: set[str]):
         peak_activation_bytes,
     )
 
+    step(f"models: loading {settings.dataset} for its input size")
     data = load_dataset(settings.dataset, settings.data_dir, settings.image_size)
     channels, size, _ = data.input_shape
     table = Table(title=f"models at input {data.input_shape} ({data.name})")
     for column in ("model", "parameters", "MACs", "peak activations", "description"):
         table.add_column(column, justify="left" if column in ("model", "description") else "right")
     for name in list_models():
+        progress(f"models: building {name} to count its parameters, MACs and activations")
         net = create_model(name, data.num_classes, channels, size)
         table.add_row(
             name,

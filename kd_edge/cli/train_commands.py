@@ -77,7 +77,7 @@ def distill(
             settings, out, teachers=teachers, force=force, resume=resume, progress=make_progress()
         )
     print_summary(metrics, out)
-    next_step(f"kd-edge export {out} --onnx --int8 --out exports (or kd-edge bundle {out} --out bundle)")
+    next_step(f"kd-edge export {out} --onnx --int8 --out runs/exports (or kd-edge bundle {out} --out runs/bundle)")
 
 
 def refuse_teacher_options(teachers: tuple[str, ...], given: set[str]) -> None:

@@ -35,6 +35,7 @@ import torch
 from kd_edge.data import ImageDataset
 from kd_edge.deploy.from_checkpoint import checkpoint_dataset, export_card
 from kd_edge.deploy.onnx_graph import write_onnx
+from kd_edge.log import quiet_loggers
 from kd_edge.settings.deploy import QATSettings, QuantizeSettings
 from kd_edge.settings.training import KDSettings, OptimSettings
 from kd_edge.training.batches import Normalizer
@@ -177,7 +178,8 @@ def with_learnt_weights(qat_model: torch.nn.Module, folded: torch.nn.Module) -> 
 
 def fine_tune(run_dir, settings: QATSettings | None = None, *, data_dir: str | None = None, progress=None) -> FineTuned:
     """Fine-tune the student of ``run_dir`` (a `kd-edge distill` run folder) with fake INT8 quantization."""
-    from torchao.quantization.pt2e import disable_observer
+    with quiet_loggers("torch.utils._pytree"):  # torchao's import registers an Enum: torch logs a deprecation
+        from torchao.quantization.pt2e import disable_observer
 
     settings = settings or QATSettings()
     run_dir = Path(run_dir)

@@ -108,7 +108,8 @@ def read_state(run_dir: Path, force: bool) -> dict:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return {}  # an unreadable record only costs a rerun
-    others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+    # kd-edge.toml alone: a first attempt that stopped before its first stage finished (bad data, a typo)
+    others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE]
     if others and not force:
         raise OutputError(
             f"{str(run_dir)!r} holds {', '.join(sorted(others)[:5])} but no {STATE_FILE}: it is not a pipeline run "
