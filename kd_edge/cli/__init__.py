@@ -81,7 +81,8 @@ def user_errors(command, name: str):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from kd_edge.cli.console import console, live_line
+        from kd_edge.cli.console import console
+        from kd_edge.cli.progress_bar import live_line
         from kd_edge.log import steps_shown, verbose
 
         def show(message: str) -> None:
@@ -90,7 +91,7 @@ def user_errors(command, name: str):
 
         def show_live(message: str) -> None:
             if os.environ.get("RANK", "0") == "0":
-                live_line.show(message)
+                live_line.show(console(), message)
 
         try:
             with steps_shown(show, None if verbose() else show_live):

@@ -212,38 +212,6 @@ def next_step(command: str) -> None:
         console().print(f"next: {command}", soft_wrap=True)
 
 
-class LiveLine:
-    """One transient line on a terminal that each ``progress()`` step replaces (a rich status spinner); ended
-    before any other live display starts (two cannot run at once), and after the command."""
-
-    def __init__(self):
-        self.status = None
-
-    def show(self, message: str) -> None:
-        if not console().is_terminal:
-            return  # logs and pipes keep the permanent steps; --verbose prints these too
-        if self.status is None:
-            from rich.errors import LiveError
-            from rich.status import Status
-
-            status = Status(message, console=console())
-            try:
-                status.start()
-            except LiveError:  # another display is live (the pipeline's stage bar): it shows the progress
-                return
-            self.status = status
-        else:
-            self.status.update(message)
-
-    def end(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
-
-
-live_line = LiveLine()
-
-
 @functools.cache
 def console():
     """One console for every message, so that lines printed during a live progress display land above it."""

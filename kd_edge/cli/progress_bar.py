@@ -1,4 +1,5 @@
-"""Training progress on the console: a live rich bar on a terminal, one line per epoch everywhere."""
+"""Progress on the console: a live rich bar per training stage on a terminal (one line per epoch everywhere),
+and one live line that repeated steps (timing rounds, calibrations) replace."""
 
 from __future__ import annotations
 
@@ -55,8 +56,6 @@ class RichProgress(SilentProgress):
 
 def new_display(console, transient: bool):
     """A rich progress display: description, bar, count, loss and images/s for training tasks, times."""
-    from kd_edge.cli.console import live_line
-
     live_line.end()  # one live display at a time
     from rich.progress import (
         BarColumn,
@@ -86,3 +85,35 @@ def new_display(console, transient: bool):
         transient=transient,
         disable=not console.is_terminal,
     )
+
+
+class LiveLine:
+    """One transient line on a terminal that each ``progress()`` step replaces (a rich status spinner); ended
+    before any other live display starts (two cannot run at once), and after the command."""
+
+    def __init__(self):
+        self.status = None
+
+    def show(self, console, message: str) -> None:
+        if not console.is_terminal:
+            return  # logs and pipes keep the permanent steps; --verbose prints these too
+        if self.status is None:
+            from rich.errors import LiveError
+            from rich.status import Status
+
+            status = Status(message, console=console)
+            try:
+                status.start()
+            except LiveError:  # another display is live (the pipeline's stage bar): it shows the progress
+                return
+            self.status = status
+        else:
+            self.status.update(message)
+
+    def end(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+live_line = LiveLine()
