@@ -325,3 +325,27 @@ def test_a_first_attempt_that_failed_does_not_lock_its_folder(tmp_path, easy_npz
     assert [p.name for p in out.iterdir()] == ["kd-edge.toml"]
     again = pipeline("--dataset", f"npz:{tmp_path / 'other-typo.npz'}", "--out", out, ok=False)
     assert "other-typo.npz" in again.output and "not a pipeline run folder" not in again.output
+
+
+def test_bundling_a_pipeline_run_reuses_its_exports_when_they_match(tmp_path, easy_run, monkeypatch):
+    """`kd-edge bundle RUN` of a pipeline run: its student.onnx and student.int8.onnx, made from its student.pt
+    with the same settings, are bundled as they are; other quantizer settings quantize again."""
+    from kd_edge.pipeline import chains
+    from kd_edge.settings import BundleSettings, DeploySettings, QuantizeSettings
+
+    settings = DeploySettings(
+        quantize=QuantizeSettings(optimize_latency=False, calibration_size=50),  # the run's FAST table
+        bundle=BundleSettings(samples=15, form="int8"),
+    )
+    made = []
+    for name in ("export_to", "quantize_to"):
+        original = getattr(chains, name)
+        monkeypatch.setattr(
+            chains, name, lambda *a, name=name, original=original, **k: made.append(name) or original(*a, **k)
+        )
+    bundled = chains.deploy(easy_run, tmp_path / "same", settings)
+    assert made == [] and bundled.form == "int8"
+    assert (tmp_path / "same" / "model.onnx").read_bytes() == (easy_run / "student.int8.onnx").read_bytes()
+    other = replace(settings, quantize=replace(settings.quantize, method="percentile"))
+    chains.deploy(easy_run, tmp_path / "other", other)
+    assert made == ["export_to", "quantize_to"]

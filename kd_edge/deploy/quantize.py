@@ -129,6 +129,7 @@ def quantize(
             "weight_type": "int8",
             "weight_qmax": config.weight_qmax,
             "excluded_nodes": excluded,
+            "settings": made_with(config),
             "accuracy_budget": {
                 "split": "val",
                 "max_drop_points": config.max_accuracy_drop,
@@ -159,6 +160,15 @@ def quantize(
         fp32_bytes=source.stat().st_size,
         int8_bytes=out.stat().st_size,
     )
+
+
+def made_with(config: QuantizeSettings) -> dict:
+    """The settings that decide an INT8 model, as its card records them (JSON): `kd-edge bundle` reuses a run's
+    INT8 model only when they are its own. Whether the latencies are compared at the end changes nothing."""
+    settings = asdict(config)
+    settings.pop("compare_latency")
+    settings["exclude"] = list(settings["exclude"])
+    return settings
 
 
 def check_onnx(path: Path) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kd_edge.errors import QuantizationError
+from kd_edge.log import step
 from kd_edge.settings.deploy import DeploySettings, QATSettings
 
 
@@ -26,6 +27,14 @@ def deploy(source, out, settings: DeploySettings | None = None, *, data_dir: str
     check_outputs(out, force)  # before the export and the quantization, not after them
     get_profile(settings.bundle.profile)
     bundle = {"data_dir": data_dir, "force": force}
+    fp32, int8 = exports_of_run(source, settings)
+    if fp32 is not None and settings.bundle.form == "fp32":
+        step(f"bundle: {source}'s student.onnx was made from its student.pt with these settings: bundled as it is")
+        return write_bundle(out, settings.bundle, fp32=fp32, int8=None, int8_refused="--form fp32 was given", **bundle)
+    if fp32 is not None and int8 is not None:
+        step(f"bundle: {source}'s student.onnx and student.int8.onnx were made from its student.pt with these "
+             "settings: bundled as they are")  # fmt: skip
+        return write_bundle(out, settings.bundle, fp32=fp32, int8=int8, **bundle)
     with tempfile.TemporaryDirectory(prefix="kd-edge-deploy-") as scratch:
         if source.suffix == ".onnx":
             if read_card(source).quantization is not None:
@@ -41,6 +50,29 @@ def deploy(source, out, settings: DeploySettings | None = None, *, data_dir: str
                 f"--form int8 was given but {refused}; loosen --max-accuracy-drop or use --form auto"
             )
         return write_bundle(out, settings.bundle, fp32=fp32, int8=int8, int8_refused=refused, **bundle)
+
+
+def exports_of_run(source: Path, settings: DeploySettings) -> tuple[Path | None, Path | None]:
+    """A run folder's student.onnx and student.int8.onnx (as `kd-edge pipeline` writes them), each where its card
+    says it was made from the folder's student.pt as ``settings`` would make it; (None, None) otherwise."""
+    from kd_edge.deploy.quantize import made_with
+    from kd_edge.runtime.bundle_files import file_sha256
+    from kd_edge.runtime.session import read_card
+
+    fp32, int8, checkpoint = source / "student.onnx", source / "student.int8.onnx", source / "student.pt"
+    if not (source.is_dir() and checkpoint.is_file() and fp32.is_file()):
+        return None, None
+    sha, card = file_sha256(checkpoint), read_card(fp32)
+    exporter, opset = settings.export.exporter, settings.export.opset
+    if card.source_sha256 != sha or (opset is not None and card.versions.get("opset") != opset):
+        return None, None
+    if exporter is not None and exporter not in str(card.versions.get("exporter", "")):
+        return None, None
+    if not int8.is_file():
+        return fp32, None
+    card = read_card(int8)
+    same = card.source_sha256 == sha and (card.quantization or {}).get("settings") == made_with(settings.quantize)
+    return fp32, int8 if same else None
 
 
 def export_to(source: Path, folder: Path, settings: DeploySettings, data_dir: str | None) -> Path:
