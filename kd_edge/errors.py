@@ -37,6 +37,10 @@ class TeacherTooWeakError(KdEdgeError):
     """The teacher is no better than chance, or below the accuracy the user asked for."""
 
 
+class StudentTooWeakError(KdEdgeError):
+    """The trained student is no better than chance on the validation split: it learnt nothing worth shipping."""
+
+
 class MissingDependencyError(KdEdgeError):
     """An optional dependency (the `train` extra) is not installed."""
 

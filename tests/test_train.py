@@ -1,8 +1,11 @@
 """The training engine: soft labels computed once, a frozen teacher, divergence handling, augmentation."""
 
+import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from kd_edge.cli import app
 from kd_edge.data import load_dataset
 from kd_edge.errors import TrainingDivergedError
 from kd_edge.settings import DataSettings, DistillSettings, NetworkSettings, OptimSettings, RunSettings
@@ -168,3 +171,19 @@ def test_predicted_logits_are_each_images_own_in_order():
     with torch.no_grad():
         one_by_one = torch.cat([model(normalize(images[i : i + 1])) for i in range(count)])
     assert logits.shape == (count, 3) and torch.allclose(logits, one_by_one, atol=1e-5)
+
+
+def test_a_student_no_better_than_chance_stops_the_run_with_an_explanation(tmp_path):
+    """Labels that the images do not predict: the student stays at chance on validation; the run says so and
+    exits 1 instead of ending with a hint to export it, and keeps its files."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (600, 16, 16), dtype=np.uint8)
+    labels = rng.integers(0, 3, 600)
+    np.savez(tmp_path / "noise.npz", images=images, labels=labels)
+    args = [
+        "distill", "--dataset", f"npz:{tmp_path / 'noise.npz'}", "--student-model", "cnn-tiny", "--alpha", "1",
+        "--epochs", "2", "--batch-size", "32", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "no better than chance" in result.output, result.output
+    assert "next:" not in result.output and (tmp_path / "run" / "student.pt").is_file()

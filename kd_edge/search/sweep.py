@@ -98,7 +98,14 @@ def sweep(config: SweepSettings, out, *, teachers: tuple[str, ...] = (), progres
             ran = not is_finished(run_dir)
             cell_teachers = () if alone else teacher_paths
             # resume: a finished cell is checked against these settings and kept, an interrupted one continues
-            distill(settings, run_dir, teachers=cell_teachers, resume=True, progress=new_progress() if ran else None)
+            distill(
+                settings,
+                run_dir,
+                teachers=cell_teachers,
+                resume=True,
+                progress=new_progress() if ran else None,
+                stop_at_chance=False,  # a cell at chance is one of the sweep's results
+            )
             if on_cell:
                 on_cell(cell.name, seed, ran)
     return summarize(config, out)

@@ -32,7 +32,13 @@ class CandidateTrainer:
         # resume: a finished rung of these settings (and this teacher file) is kept, not retrained; an
         # interrupted one continues; one trained with other settings is refused, naming what differs
         metrics = distill(
-            settings, run, teachers=(self.teacher,), resume=True, progress=progress, soft_label_cache=self.soft_labels
+            settings,
+            run,
+            teachers=(self.teacher,),
+            resume=True,
+            progress=progress,
+            soft_label_cache=self.soft_labels,
+            stop_at_chance=False,  # a short rung near chance is what halving drops
         )
         return {
             "epochs": metrics["student"]["epochs"],

@@ -34,7 +34,7 @@ from kd_edge.training.networks import (
 from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
 from kd_edge.training.soft_labels import KDWeights, MutualPair, kd_step, mutual_step
 from kd_edge.training.splits import InputView, load_splits, record_data
-from kd_edge.training.teachers import check_teacher, check_teacher_fits, frozen_teachers
+from kd_edge.training.teachers import check_student, check_teacher, check_teacher_fits, frozen_teachers
 
 
 def train_teacher(settings: TeacherSettings, out, *, force: bool = False, resume: bool = False, progress=None) -> dict:
@@ -68,6 +68,7 @@ def distill(
     resume: bool = False,
     progress=None,
     soft_label_cache: dict | None = None,
+    stop_at_chance: bool = True,
 ) -> dict:
     """Distil a student (``settings.mode``: offline, online or multi-teacher) from ``teachers`` (teacher.pt
     files; offline without one trains a teacher first); writes OUT/student.pt, metrics.json and config.json,
@@ -78,15 +79,21 @@ def distill(
     runs which differ in their loss alone start from the same point.
 
     ``soft_label_cache`` (a dict the caller keeps) reuses frozen teachers' cached logits across
-    calls on the same data, as ``kd-edge search`` does for its candidates.
+    calls on the same data, as ``kd-edge search`` does for its candidates. A student no better than chance
+    on validation is an error (``StudentTooWeakError``, after its files are written) unless
+    ``stop_at_chance`` is off, as for a search's short rungs and a sweep's cells, where it is a result.
     """
     settings.check_teachers(len(teachers))
     with torch_threads(settings.run.threads):
-        return distill_in_process(settings, out, tuple(str(t) for t in teachers), force, resume, progress,
-                                  soft_label_cache)  # fmt: skip
+        metrics, val_labels = distill_in_process(settings, out, tuple(str(t) for t in teachers), force, resume,
+                                                 progress, soft_label_cache)  # fmt: skip
+    if stop_at_chance:
+        check_student(metrics["student"], val_labels, out)
+    return metrics
 
 
-def distill_in_process(settings: DistillSettings, out, teachers, force, resume, progress, soft_label_cache) -> dict:
+def distill_in_process(settings: DistillSettings, out, teachers, force, resume, progress, soft_label_cache):
+    """The run; returns its metrics and the validation labels (what chance is measured against)."""
     checkpoints = [load_checkpoint(path) for path in teachers] if settings.needs_teacher else []
     init = {"weights": load_weights(settings.init), "source": settings.init} if settings.init != "scratch" else None
     splits, load_seconds = load_splits(settings.run, settings.data)
@@ -110,14 +117,14 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
     record_data(run, splits, load_seconds)
     if run.finished("student"):
         step(f"{run.dir}: the student finished earlier; nothing to resume")
-        return run.metrics
+        return run.metrics, splits.dataset.val.labels
     view = InputView(splits, *normalization(splits.dataset, settings.data.normalization))
     context = run_context(settings, splits, run, progress)
     weights = KDWeights(settings.kd)
     student = new_network(splits, view, settings.student.model, "student", settings.run.seed + 1, init)
     kd_info = {"mode": settings.mode, **{name: getattr(settings.kd, name) for name in KD_RECORDED}}
     if settings.mode == "online":
-        return distill_online(settings, context, view, student, weights, kd_info)
+        return distill_online(settings, context, view, student, weights, kd_info), splits.dataset.val.labels
 
     frozen = frozen_teachers(settings, context, view, checkpoints, soft_label_cache) if settings.needs_teacher else None
     started = time.perf_counter()
@@ -134,7 +141,7 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
         fingerprint={"teacher_sha256": kd_info["teacher_sha256"]},
     )
     run.record("student", student_info, time.perf_counter() - started)
-    return run.metrics
+    return run.metrics, splits.dataset.val.labels
 
 
 KD_RECORDED = ("temperature", "alpha", "temperature_schedule", "alpha_schedule", "kd_loss")

@@ -8,7 +8,7 @@ import time
 from torch import nn
 
 from kd_edge.data import ImageDataset
-from kd_edge.errors import CheckpointError, TeacherTooWeakError
+from kd_edge.errors import CheckpointError, StudentTooWeakError, TeacherTooWeakError
 from kd_edge.log import step
 from kd_edge.settings.training import DistillSettings, teacher_mixing
 from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
@@ -135,6 +135,19 @@ def load_teacher(checkpoint: Checkpoint, splits: DeviceDataset):
         "test_accuracy": accuracy(teacher, splits.test, view.normalize),
     }
     return teacher, view, info
+
+
+def check_student(info: dict, val_labels, run_dir) -> None:
+    """Stop a run whose student is no better than chance on validation: exporting or deploying it would ship a
+    guesser, and the run would otherwise end as a success."""
+    chance, threshold = chance_threshold(val_labels)
+    if info["val_accuracy"] <= threshold:
+        raise StudentTooWeakError(
+            f"the student ({info['model']}) reaches {info['val_accuracy']:.1%} on the validation split, no better "
+            f"than chance ({chance:.1%}; a guesser stays below {threshold:.1%}): its training did not take off. Its "
+            f"checkpoint and metrics are kept in {run_dir} for a look at its loss history. Try a lower --lr, more "
+            "--epochs or another --student-model, and check that the images and labels match (`kd-edge datasets`)."
+        )
 
 
 def check_teacher(val_accuracy: float, dataset: ImageDataset, min_accuracy: float, source: str = "trained") -> None:
