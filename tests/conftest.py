@@ -28,6 +28,15 @@ def no_system_datasets(monkeypatch, tmp_path):
     monkeypatch.setattr(sources, "SYSTEM_ROOTS", {"fashion-mnist": [tmp_path / "host" / "usr/share/datasets"]})
 
 
+@pytest.fixture(autouse=True)
+def folder_cache(monkeypatch, tmp_path):
+    """Decoded image folders are cached in the test's own folder, not the user's ~/.cache."""
+    from kd_edge.data import folders
+
+    monkeypatch.setattr(folders, "cache_dir", lambda: tmp_path / "folder-cache")
+    return tmp_path / "folder-cache"
+
+
 def easy_images(n_per_class: int, num_classes: int = 3, size: int = 16, channels: int = 1, seed: int = 0):
     """Images a tiny CNN learns in one epoch: class k has a bright square in its own place, plus noise."""
     rng = np.random.default_rng(seed)

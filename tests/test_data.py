@@ -168,3 +168,73 @@ def test_image_folder_without_train(tmp_path):
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(DatasetError, match=r"unknown dataset 'imagenet'.*mnist-5k.*fashion-mnist"):
         load_dataset("imagenet")
+
+
+# --- a plain class-folder tree, split here ------------------------------------------------------------------
+
+
+def make_plain_tree(root, per_class=20, classes=("field", "forest", "river"), size=10):
+    """root/<class>/<n>.jpg, the layout users have; class k is a brightness band, each image a little apart."""
+    from PIL import Image
+
+    for label, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.full((size, size, 3), 30 + 80 * label + i, np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i:03d}.jpg", quality=95)
+    return root
+
+
+def test_a_plain_class_tree_is_split_stratified_and_the_same_every_time(tmp_path):
+    root = make_plain_tree(tmp_path / "aerial")
+    first = load_dataset(f"folder:{root}")
+    assert first.classes == ("field", "forest", "river") and first.input_shape == (3, 10, 10)
+    for name, per_class in (("train", 16), ("val", 2), ("test", 2)):  # 0.8, 0.1, 0.1 of each class
+        assert np.bincount(getattr(first, name).labels).tolist() == [per_class] * 3, name
+    files = first.files
+    named = [file for name in ("train", "val", "test") for file in files[name]]
+    assert len(named) == len(set(named)) == 60 and files["skipped"] == []  # every image in one split only
+    test = zip(files["test"], first.test.labels, strict=True)
+    assert all(file.split("/")[0] == first.classes[label] for file, label in test)  # a file keeps its class
+    again = load_dataset(f"folder:{root}")
+    assert again.files == files and again.sha256() == first.sha256()
+    other = load_dataset(f"folder:{root}", split=(0.6, 0.2, 0.2))
+    assert np.bincount(other.test.labels).tolist() == [4, 4, 4]
+
+
+def test_a_folder_is_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch, folder_cache):
+    from kd_edge.data import folders
+
+    root = make_plain_tree(tmp_path / "aerial", per_class=6)
+    decodes = []
+    original = folders.decode
+    monkeypatch.setattr(folders, "decode", lambda *a: decodes.append(a[0]) or original(*a))
+    first = load_dataset(f"folder:{root}", image_size=8)
+    assert len(decodes) == 1 and len(list(folder_cache.glob("*.npz"))) == 1
+    cached = load_dataset(f"folder:{root}", image_size=8)
+    assert len(decodes) == 1 and cached.sha256() == first.sha256() and cached.files == first.files
+    load_dataset(f"folder:{root}", image_size=10)  # another size: another entry
+    (root / "field" / "000.jpg").write_bytes((root / "field" / "001.jpg").read_bytes())  # a file's content changes
+    load_dataset(f"folder:{root}", image_size=8)
+    assert len(decodes) == 3
+
+
+def test_unreadable_images_are_named_and_refused_or_skipped_as_asked(tmp_path):
+    root = make_plain_tree(tmp_path / "aerial", per_class=6)
+    (root / "forest" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
+    (root / "river" / "empty.png").write_bytes(b"")
+    with pytest.raises(DatasetError) as refused:
+        load_dataset(f"folder:{root}")
+    message = str(refused.value)
+    assert "2 image(s)" in message and "forest/broken.jpg" in message and "river/empty.png" in message
+    assert "--bad-images skip" in message
+    skipped = load_dataset(f"folder:{root}", bad_images="skip")
+    assert sorted(s["file"] for s in skipped.files["skipped"]) == ["forest/broken.jpg", "river/empty.png"]
+    assert all(s["reason"] for s in skipped.files["skipped"])
+    assert len(skipped.train) + len(skipped.val) + len(skipped.test) == 18
+
+
+def test_a_folder_without_class_folders_says_what_layout_is_expected(tmp_path):
+    (tmp_path / "loose.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"no class sub-folders.*<class>/"):
+        load_dataset(f"folder:{tmp_path}")

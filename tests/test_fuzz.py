@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
-from kd_edge.data.sources import load_image_folder, load_npz_dataset, read_idx
+from kd_edge.data.folders import load_image_folder
+from kd_edge.data.sources import load_npz_dataset, read_idx
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError, ModelCardError, ModelFileError
 from kd_edge.runtime.card import ModelCard
 from kd_edge.runtime.safety import check_model_file
@@ -140,9 +141,10 @@ image_files = st.one_of(
         max_size=3,
     ),
     image_size=st.none() | st.integers(8, 16),
+    bad_images=st.sampled_from(["refuse", "skip"]),
 )
 @pytest.mark.slow
-def test_image_folders(layout, image_size):
+def test_image_folders(layout, image_size, bad_images):
     root = Path(tempfile.mkdtemp(prefix="kd-edge-fuzz-folder-"))
     for split, classes in layout.items():
         (root / split).mkdir()
@@ -151,7 +153,7 @@ def test_image_folders(layout, image_size):
             for number, data in enumerate(files):
                 (root / split / name / f"{number}.png").write_bytes(data)
     try:
-        dataset = load_image_folder(root, image_size)
+        dataset = load_image_folder(root, image_size, (0.8, 0.1, 0.1), bad_images)
     except DatasetError:
         return
     assert len(dataset.train) and len(dataset.val) and len(dataset.test)

@@ -1,5 +1,7 @@
 """The training engine: soft labels computed once, a frozen teacher, divergence handling, augmentation."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,27 @@ def test_a_student_no_better_than_chance_stops_the_run_with_an_explanation(tmp_p
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "no better than chance" in result.output, result.output
     assert "next:" not in result.output and (tmp_path / "run" / "student.pt").is_file()
+
+
+def test_a_plain_folder_run_records_its_split_and_later_stages_load_the_same_one(tmp_path):
+    from kd_edge.data import load_data
+    from kd_edge.training.checkpoint import load_checkpoint
+    from tests.test_data import make_plain_tree
+
+    root = make_plain_tree(tmp_path / "aerial", per_class=15, size=16)
+    args = [
+        "distill", "--dataset", f"folder:{root}", "--split", "0.6,0.2,0.2", "--student-model", "cnn-tiny",
+        "--alpha", "1", "--epochs", "12", "--batch-size", "8", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert [len(recorded[name]) for name in ("train", "val", "test")] == [27, 9, 9]
+    card = load_checkpoint(tmp_path / "run" / "student.pt").card
+    assert card.data.split == (0.6, 0.2, 0.2)  # export, quantize and bench reload the same split through it
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert load_data(card.data).sha256() == metrics["data"]["sha256"]
+    # an image added to the folder moves the split: a resume is refused rather than trained on another split
+    (root / "field" / "new.jpg").write_bytes((root / "field" / "000.jpg").read_bytes())
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 1 and "split anew" in resumed.output, resumed.output

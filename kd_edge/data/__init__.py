@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kd_edge.data import sources
+from kd_edge.data import folders, sources
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, stratified_split
 from kd_edge.data.ref import DataRef
 from kd_edge.errors import DatasetError
+from kd_edge.settings.data import DataSettings
 
 __all__ = [
     "DataRef",
@@ -48,7 +49,7 @@ DATASETS = {
     "mnist": "MNIST IDX files from --data-dir or $KD_EDGE_DATA (downloaded if missing and online)",
     "fashion-mnist": "Fashion-MNIST IDX files (also Debian's dataset-fashion-mnist)",
     "cifar10": "CIFAR-10, python or binary version, from --data-dir or $KD_EDGE_DATA",
-    "folder:PATH": "an ImageFolder tree PATH/train/<class>/*, PATH/val/ and/or PATH/test/",
+    "folder:PATH": "a class-folder tree PATH/<class>/* (split here, --split), or PATH/train/<class>/* with val/, test/",
     "npz:PATH": "an .npz file with `images` (N,H,W) or (N,C,H,W) uint8 and `labels`; optional `classes`",
 }
 
@@ -62,6 +63,8 @@ def load_dataset(
     data_dir: str | Path | None = None,
     image_size: int | None = None,
     download: bool = True,
+    split: tuple[float, float, float] | None = None,
+    bad_images: str | None = None,
 ) -> ImageDataset:
     """Load a dataset by name into memory.
 
@@ -70,6 +73,8 @@ def load_dataset(
         data_dir: where to look for (and download) files; defaults to ``$KD_EDGE_DATA``.
         image_size: side length to resize ``folder:`` images to (default: keep the first image's size).
         download: let torchvision download a missing public dataset when the network allows.
+        split: fractions train, val, test of a plain class-folder tree (None: ``DataSettings``'s default).
+        bad_images: a ``folder:`` image that cannot be read: "refuse" or "skip" (None: ``DataSettings``'s).
     """
     if name == "mnist-5k":
         return sources.load_builtin_mnist_5k()
@@ -78,7 +83,9 @@ def load_dataset(
     if name == "cifar10":
         return sources.load_cifar10(data_roots(data_dir), download)
     if name.startswith("folder:"):
-        return sources.load_image_folder(Path(name.removeprefix("folder:")).expanduser(), image_size)
+        defaults = DataSettings()  # the owner of --split's and --bad-images' defaults
+        root = Path(name.removeprefix("folder:")).expanduser()
+        return folders.load_image_folder(root, image_size, split or defaults.split, bad_images or defaults.bad_images)
     if name.startswith("npz:"):
         return sources.load_npz_dataset(Path(name.removeprefix("npz:")).expanduser())
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
@@ -91,4 +98,11 @@ def load_data(ref: DataRef, data_dir: str | Path | None = None) -> ImageDataset:
     Later stages (export, quantize, QAT, bench) all resolve a model's data through here,
     so that a ``folder:`` dataset comes back at the image size it was trained at.
     """
-    return load_dataset(ref.dataset, data_dir or ref.data_dir, ref.image_size, download=False)
+    return load_dataset(
+        ref.dataset,
+        data_dir or ref.data_dir,
+        ref.image_size,
+        download=False,
+        split=ref.split,
+        bad_images=ref.bad_images,
+    )

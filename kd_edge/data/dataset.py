@@ -5,7 +5,7 @@ Numpy only, so that the torch-free runtime can use it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +48,9 @@ class ImageDataset:
     test: Split
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Where the images came from, for a folder: relative paths per split (and "skipped": unreadable files, with
+    # the reason), which a training run writes to its run folder
+    files: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         for split_name in ("train", "val", "test"):

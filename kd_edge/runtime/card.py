@@ -162,7 +162,19 @@ def check_data(name, value):
     image_size = value.get("image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size > 0):
         raise fail(name, "an object whose image_size is a positive integer or null", value)
-    return DataRef(dataset=value["dataset"], data_dir=value.get("data_dir"), image_size=image_size)
+    split = value.get("split")
+    if split is not None and not (isinstance(split, (list, tuple)) and len(split) == 3 and all(map(is_number, split))):
+        raise fail(name, "an object whose split is three fractions or null", value)
+    bad_images = value.get("bad_images")
+    if bad_images not in (None, "refuse", "skip"):
+        raise fail(name, 'an object whose bad_images is "refuse", "skip" or null', value)
+    return DataRef(
+        dataset=value["dataset"],
+        data_dir=value.get("data_dir"),
+        image_size=image_size,
+        split=tuple(split) if split is not None else None,
+        bad_images=bad_images,
+    )
 
 
 def optional(check_value, expected: str):

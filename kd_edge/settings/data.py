@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kd_edge.settings.fields import check_choices, knob, require
+from kd_edge.settings.parse import number_list
 
 NORMALIZATIONS = ("dataset", "half")
+BAD_IMAGES = ("refuse", "skip")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,6 +20,18 @@ class DataSettings:
     )
     data_dir: str | None = knob(None, "Folder holding dataset files.", none="$KD_EDGE_DATA")
     image_size: int | None = knob(None, "Resize folder: images to this side length.", none="the first image's size")
+    split: tuple[float, ...] = knob(
+        (0.8, 0.1, 0.1),
+        "Fractions train,val,test a plain class-folder tree (folder:PATH without train/) is split into: per class, "
+        "seeded, the same on every run; the file lists go to the run folder's split.json.",
+        parse=number_list("--split"),
+    )
+    bad_images: str = knob(
+        "refuse",
+        "A folder: image that cannot be read: refuse (stop, naming each file and why) or skip (leave it out, "
+        "listed in split.json).",
+        choices=BAD_IMAGES,
+    )
     normalization: str = knob(
         "dataset",
         "dataset: the train split's mean and std; half: 0.5 and 0.5 per channel, as the reference script.",
@@ -34,3 +48,19 @@ class DataSettings:
             self.image_size is None or self.dataset.startswith("folder:"),
             f"--image-size resizes the images of a folder: dataset; {self.dataset!r} keeps its own size, so drop it",
         )
+        require(
+            len(self.split) == 3 and min(self.split) > 0 and abs(sum(self.split) - 1) < 1e-6,
+            f"--split takes three positive fractions train,val,test that sum to 1, e.g. 0.8,0.1,0.1; got {self.split}",
+        )
+
+    @property
+    def folder_options(self) -> dict:
+        """What a folder: dataset is loaded with (split, bad_images), as a DataRef records it: None where default,
+        and for other datasets."""
+        if not self.dataset.startswith("folder:"):
+            return {"split": None, "bad_images": None}
+        default = type(self)()
+        return {
+            "split": None if self.split == default.split else tuple(self.split),
+            "bad_images": None if self.bad_images == default.bad_images else self.bad_images,
+        }

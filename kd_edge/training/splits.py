@@ -6,14 +6,18 @@ import time
 
 from kd_edge.data import DataRef, ImageDataset, load_dataset
 from kd_edge.errors import ConfigError
+from kd_edge.io import atomic_write_json
+from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
 from kd_edge.settings.data import DataSettings
 from kd_edge.settings.training import RunSettings
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import resolve_device, resolve_precision
-from kd_edge.training.distributed import world
+from kd_edge.training.distributed import is_main, world
 from kd_edge.training.models import ModelSpec
 from kd_edge.training.run_folder import RunFolder
+
+SPLIT_FILE = "split.json"  # a folder dataset's files per split, in the run folder
 
 
 class DeviceDataset:
@@ -52,14 +56,16 @@ class InputView:
 def load_splits(run: RunSettings, data: DataSettings) -> tuple[DeviceDataset, float]:
     """The dataset on the run's device (and how long loading took); bad data fails here, before any output."""
     started = time.perf_counter()
-    ref = DataRef(dataset=data.dataset, data_dir=data.data_dir, image_size=data.image_size)
-    dataset = load_dataset(ref.dataset, ref.data_dir, ref.image_size)
+    ref = DataRef(dataset=data.dataset, data_dir=data.data_dir, image_size=data.image_size, **data.folder_options)
+    dataset = load_dataset(ref.dataset, ref.data_dir, ref.image_size, split=ref.split, bad_images=ref.bad_images)
     device = resolve_device(run.device)
     splits = DeviceDataset(dataset, ref, device, resolve_precision(run.precision, device))
     return splits, time.perf_counter() - started
 
 
 def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
+    """metrics.json's data section, and for a folder the files of each split (split.json); a resume on other
+    data (a folder with an image more or less: another split) is refused."""
     sizes = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
     info = {
         "dataset": splits.dataset.name,
@@ -71,8 +77,17 @@ def record_data(run: RunFolder, splits: DeviceDataset, seconds: float) -> None:
     }
     before = run.metrics.get("data", {}).get("sha256")
     if run.resuming and before not in (None, info["sha256"]):
+        folder = f"; a folder with an image added, removed or changed is split anew (then: {SPLIT_FILE})"
         raise ConfigError(
             f"cannot resume {str(run.dir)!r}: its data has changed since the run started (SHA-256 {before[:12]}... "
-            f"then, {info['sha256'][:12]}... now). Resume with the same data, or start anew with --force."
+            f"then, {info['sha256'][:12]}... now{folder if splits.dataset.files is not None else ''}). Resume with "
+            "the same data, or start anew with --force."
         )
+    files = splits.dataset.files
+    if files is not None and is_main():
+        atomic_write_json(run.dir / SPLIT_FILE, {"dataset": splits.dataset.name, **files})
+        info["files"] = SPLIT_FILE
+        if files.get("skipped"):
+            step(f"data: {len(files['skipped'])} unreadable image(s) left out (--bad-images skip), listed in "
+                 f"{run.dir / SPLIT_FILE}")  # fmt: skip
     run.record("data", info, seconds)

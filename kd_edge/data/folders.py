@@ -1,0 +1,213 @@
+"""Image folders, as users have them, decoded once.
+
+    root/<class>/*.jpg                      a plain class-folder tree (torchvision's ImageFolder, Keras'
+                                            image_dataset_from_directory): split here, per class, seeded
+    root/train/<class>/*, root/val/..., root/test/...
+                                            splits as given (validation carved from train/ when absent)
+
+The split of a plain tree depends only on the files' names and ``split`` (fractions train, val,
+test): the same folder gives the same split on every machine and in every run, and the training
+run writes the file lists to its run folder. Decoding (JPEG, PNG..., resizing) happens once per
+folder content, size and colour mode: the arrays are cached under ``~/.cache/kd-edge/folders``,
+keyed by every file's path and bytes, so a second command on the same folder loads in seconds.
+An image that cannot be decoded is named with its reason: the load stops (``bad_images="refuse"``)
+or leaves it out and lists it (``"skip"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats
+from kd_edge.errors import DatasetError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+SPLIT_SEED = 0  # fixed: every training seed of a comparison sees the same split
+
+
+def load_image_folder(root: Path, image_size: int | None, split: tuple, bad_images: str) -> ImageDataset:
+    """The dataset of ``root``, a plain class-folder tree or train/ (and val/, test/) sub-folders."""
+    if not root.is_dir():
+        raise DatasetError(f"folder dataset {str(root)!r} is not a folder; give a folder with one folder per class")
+    if (root / "train").is_dir():
+        return load_split_layout(root, image_size, bad_images)
+    return load_plain_tree(root, image_size, tuple(split), bad_images)
+
+
+def load_plain_tree(root: Path, image_size: int | None, split: tuple, bad_images: str) -> ImageDataset:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatasetError(
+            f"{str(root)!r} has no class sub-folders: put each class's images in {root}/<class>/ (or use "
+            "train/<class>/, val/<class>/ and test/<class>/ sub-folders)"
+        )
+    items = list_images(root, classes)
+    decoded = decode_cached(root, items, image_size, bad_images)
+    parts = stratified_parts(decoded.split.labels, split)
+    splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
+    files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
+    return assemble(root, classes, splits, {**files, "skipped": decoded.skipped})
+
+
+def load_split_layout(root: Path, image_size: int | None, bad_images: str) -> ImageDataset:
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(
+            f"{str(root / 'train')!r} has no class sub-folders; put each class's images in train/<class>/"
+        )
+    names = [name for name in ("train", "val", "test") if (root / name).is_dir()]
+    if names == ["train"]:
+        raise DatasetError(
+            f"folder dataset {str(root)!r} has train/ but no val/ or test/ next to it; add one, or move the class "
+            "folders up into the folder itself to have it split for you"
+        )
+    decoded = {name: decode_cached(root, list_images(root / name, classes, root), image_size, bad_images)
+               for name in names}  # fmt: skip
+    if decoded["train"].split.images.shape[1:] != next(iter(decoded.values())).split.images.shape[1:]:
+        raise DatasetError(f"{str(root)!r}: the splits' images differ in size; pass --image-size")
+    splits = {name: d.split for name, d in decoded.items()}
+    files = {name: d.files for name, d in decoded.items()}
+    files["skipped"] = [bad for d in decoded.values() for bad in d.skipped]
+    if "test" not in splits:  # val/ is then the reported split; selection gets its own, carved from train/
+        splits["test"], files["test"] = splits.pop("val"), files.pop("val")
+    if "val" not in splits:
+        splits["train"], splits["val"] = carve_validation(splits["train"])
+        files.pop("train")  # the carve is by index: the file lists of train and val are not recorded
+    return assemble(root, classes, splits, files)
+
+
+def assemble(root: Path, classes: list[str], splits: dict, files: dict) -> ImageDataset:
+    mean, std = channel_stats(splits["train"].images)
+    return ImageDataset(
+        name=f"folder:{root}",
+        classes=tuple(classes),
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        mean=mean,
+        std=std,
+        files=files,
+    )
+
+
+def list_images(folder: Path, classes: list[str], relative_to: Path | None = None) -> list[tuple[str, int]]:
+    """(path relative to the dataset's root, class index) of every image, in a fixed order."""
+    base = relative_to or folder
+    items = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if sub.name not in classes:
+            raise DatasetError(f"{str(sub)!r} is a class that train/ does not have; train/ has {classes}")
+        label = classes.index(sub.name)
+        images = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        items += [(f.relative_to(base).as_posix(), label) for f in images]
+    if not items:
+        raise DatasetError(f"{str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return items
+
+
+def stratified_parts(labels: np.ndarray, split: tuple) -> dict[str, np.ndarray]:
+    """Indices of train, val and test: in every class, a seeded shuffle cut at the fractions (each part at least
+    one image of a class that has three)."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    parts = {"train": [], "val": [], "test": []}
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        rng.shuffle(members)
+        n_val, n_test = (max(1, round(len(members) * f)) if len(members) >= 3 else 0 for f in split[1:])
+        parts["test"].append(members[:n_test])
+        parts["val"].append(members[n_test : n_test + n_val])
+        parts["train"].append(members[n_test + n_val :])
+    return {name: np.sort(np.concatenate(chosen)) for name, chosen in parts.items()}
+
+
+class Decoded:
+    """A folder's images decoded: the arrays, the files they came from and those left out (with the reason)."""
+
+    def __init__(self, split: Split, files: list[str], skipped: list[dict]):
+        self.split, self.files, self.skipped = split, files, skipped
+
+
+def decode_cached(root: Path, items: list[tuple[str, int]], image_size: int | None, bad: str) -> Decoded:
+    """``decode``, from the cache when the same files (by content) were decoded at the same size before."""
+    key = cache_key(root, items, image_size, bad)
+    path = cache_dir() / f"{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                skipped = [{"file": f, "reason": r} for f, r in zip(cached["skipped"], cached["reasons"], strict=True)]
+                split = Split(cached["images"], cached["labels"])
+                return Decoded(split, [str(f) for f in cached["files"]], skipped)
+        except (OSError, ValueError, KeyError, DatasetError):
+            path.unlink(missing_ok=True)  # a damaged cache entry costs one decode
+    decoded = decode(root, items, image_size, bad)
+    store(path, decoded)
+    return decoded
+
+
+def decode(root: Path, items: list[tuple[str, int]], image_size: int | None, bad: str) -> Decoded:
+    """Every image as uint8 at ``image_size`` (default: the first image's size), grey if the first is grey."""
+    from PIL import Image, UnidentifiedImageError
+
+    arrays, labels, files, skipped = [], [], [], []
+    size = mode = None
+    for file, label in items:
+        try:
+            with Image.open(root / file) as image:
+                image.load()
+                if mode is None:
+                    mode = "L" if image.mode in ("1", "L", "I;16", "I") else "RGB"
+                    size = (image_size, image_size) if image_size else image.size
+                image = image.convert(mode)
+                arrays.append(np.asarray(image if image.size == size else image.resize(size), dtype=np.uint8))
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            skipped.append({"file": file, "reason": str(exc) or type(exc).__name__})
+            continue
+        labels.append(label)
+        files.append(file)
+    if skipped and bad != "skip":
+        listed = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        raise DatasetError(
+            f"{len(skipped)} image(s) in {str(root)!r} cannot be read ({listed}{more}). Remove or replace them, or "
+            "pass --bad-images skip to leave them out (the run folder's split.json then lists them)."
+        )
+    if not arrays:
+        raise DatasetError(f"no image in {str(root)!r} could be read")
+    images = np.stack(arrays)
+    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    return Decoded(Split(np.ascontiguousarray(images), np.array(labels, dtype=np.int64)), files, skipped)
+
+
+def cache_key(root: Path, items: list[tuple[str, int]], image_size: int | None, bad: str) -> str:
+    """A digest of every file's relative path, label and bytes, the size asked for and the bad-image rule."""
+    digest = hashlib.sha256(f"v1 {image_size} {bad}\n".encode())
+    for file, label in items:
+        digest.update(f"{file}\0{label}\0".encode())
+        digest.update(hashlib.sha256((root / file).read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "kd-edge" / "folders"
+
+
+def store(path: Path, decoded: Decoded) -> None:
+    """Write the cache entry atomically; a cache that cannot be written only costs the next decode."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial.npz")
+        np.savez(
+            partial,
+            images=decoded.split.images,
+            labels=decoded.split.labels,
+            files=np.array(decoded.files, dtype=str),
+            skipped=np.array([s["file"] for s in decoded.skipped], dtype=str),
+            reasons=np.array([s["reason"] for s in decoded.skipped], dtype=str),
+        )
+        os.replace(partial, path)
+    except OSError:
+        pass
