@@ -20,7 +20,7 @@ from kd_edge.training import fit_state, networks
 
 def settings_for(easy_npz, epochs=4, kd=None) -> DistillSettings:
     return DistillSettings(
-        data=DataSettings(dataset=f"npz:{easy_npz}", augment=True),  # augmentation: the generator matters mid-epoch
+        data=DataSettings(dataset=f"npz:{easy_npz}", augment="shift"),  # augmentation: the generator matters mid-epoch
         teacher=NetworkSettings(model="cnn-tiny", epochs=3, steps=1),
         student=NetworkSettings(model="cnn-tiny", epochs=epochs, steps=1),
         optim=OptimSettings(batch_size=32),
@@ -165,7 +165,7 @@ def distill_command(easy_npz, out, *extra):
     return [
         sys.executable, "-m", "kd_edge", "distill", "--dataset", f"npz:{easy_npz}", "--student-model", "cnn-tiny",
         "--teacher-model", "cnn-tiny", "--teacher-epochs", "3", "--epochs", "20", "--batch-size", "32",
-        "--deterministic", "--augment", "--out", str(out), *extra,
+        "--deterministic", "--augment", "shift", "--out", str(out), *extra,
     ]  # fmt: skip
 
 

@@ -14,7 +14,8 @@ from kd_edge.settings import DataSettings, DistillSettings, NetworkSettings, Opt
 from kd_edge.settings.training import TeacherSettings
 from kd_edge.training import device
 from kd_edge.training import teachers as teachers_module
-from kd_edge.training.batches import DeviceSplit, Normalizer, random_shift
+from kd_edge.training.augment import random_shift
+from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.distill import distill, train_teacher
 from kd_edge.training.evaluate import chance_threshold
 from kd_edge.training.fit import FitHooks, FitPlan, cross_entropy_step, fit
@@ -39,7 +40,7 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
         teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
         return teacher, stage, info
 
-    monkeypatch.setattr(teachers_module, "load_teacher", load_and_watch)
+    monkeypatch.setattr(teachers_module, "load_teacher", load_and_watch)  # (over any watcher the test set)
     settings = DistillSettings(
         data=DataSettings(dataset=f"npz:{easy_npz}", augment=augment),
         student=NetworkSettings(model="cnn-tiny", epochs=EPOCHS, steps=1),
@@ -53,7 +54,7 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
 
 def test_soft_labels_are_computed_once(tmp_path, easy_npz, teacher_path, monkeypatch):
     calls, unchanged, metrics = distill_counting_teacher_calls(
-        tmp_path, easy_npz, teacher_path, monkeypatch, augment=False
+        tmp_path, easy_npz, teacher_path, monkeypatch, augment="none"
     )
     n_train = metrics["data"]["train"]
     assert sum(calls) == n_train and len(calls) == 1  # one pass over the train split, not one per epoch
@@ -61,14 +62,39 @@ def test_soft_labels_are_computed_once(tmp_path, easy_npz, teacher_path, monkeyp
     assert unchanged
 
 
-def test_augmentation_asks_the_teacher_every_step(tmp_path, easy_npz, teacher_path, monkeypatch):
+@pytest.mark.parametrize("policy", ["shift", "aerial"])
+def test_augmentation_asks_the_teacher_every_step_on_the_students_own_batch(
+    tmp_path, easy_npz, teacher_path, monkeypatch, policy
+):
+    from kd_edge.training import distill as distill_module
+
+    seen = {"teacher": [], "student": []}
+    original_load, original_new = teachers_module.load_teacher, distill_module.new_network
+
+    def load_and_watch(*args):
+        teacher, stage, info = original_load(*args)
+        teacher.register_forward_hook(lambda module, inputs, output: seen["teacher"].append(inputs[0].clone()))
+        return teacher, stage, info
+
+    def new_and_watch(*args, **kwargs):
+        network = original_new(*args, **kwargs)
+        network.model.register_forward_hook(lambda module, inputs, output: seen["student"].append(inputs[0].clone()))
+        return network
+
+    monkeypatch.setattr(distill_module, "new_network", new_and_watch)
+    monkeypatch.setattr(teachers_module, "load_teacher", load_and_watch)
     calls, unchanged, metrics = distill_counting_teacher_calls(
-        tmp_path, easy_npz, teacher_path, monkeypatch, augment=True
+        tmp_path, easy_npz, teacher_path, monkeypatch, augment=policy
     )
     steps = metrics["data"]["train"] // BATCH  # the last partial batch is dropped
     assert calls == [BATCH] * (EPOCHS * steps)
     assert metrics["soft_labels"]["cached"] is False
     assert unchanged  # frozen: eval mode and no gradient, even when it runs every step
+    # the student's training batches (its first forward of each step; evaluation batches come after) are exactly the
+    # batches the teacher saw: the soft labels are the teacher's view of the augmented images the student learns on
+    training = [batch for batch in seen["student"] if len(batch) == BATCH][: len(seen["teacher"])]
+    assert len(seen["teacher"]) == len(calls)
+    assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], training, strict=True))
 
 
 def test_divergence_keeps_the_last_good_checkpoint(easy_npz, tmp_path):

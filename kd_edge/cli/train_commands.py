@@ -63,7 +63,7 @@ def distill(
 
     The loss is alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)), from one
     frozen teacher (--mode offline), several (--mode multi) or a teacher learning alongside
-    (--mode online). Frozen teachers' soft labels are computed once unless --augment is on.
+    (--mode online). Frozen teachers' soft labels are computed once unless --augment changes the images.
     """
     require_training_extra()
     from kd_edge.training.distill import distill as distill_student

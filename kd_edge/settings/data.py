@@ -8,6 +8,16 @@ from kd_edge.settings.fields import check_choices, knob, require
 from kd_edge.settings.parse import number_list
 
 NORMALIZATIONS = ("dataset", "half")
+AUGMENTATIONS = ("none", "shift", "aerial")
+
+
+def augment_policy(value) -> str:
+    """A policy name; ``true``/``false`` (configs of kd-edge 0.1, when --augment was a switch) mean shift/none."""
+    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+        return "shift" if str(value).lower() == "true" else "none"
+    return str(value)
+
+
 BAD_IMAGES = ("refuse", "skip")
 
 
@@ -37,9 +47,17 @@ class DataSettings:
         "dataset: the train split's mean and std; half: 0.5 and 0.5 per channel, as the reference script.",
         choices=NORMALIZATIONS,
     )
-    augment: bool = knob(False, "Shift training images by up to 2 px (frozen teachers then run on every batch).")
+    augment: str = knob(
+        "none",
+        "Training-time augmentation: none; shift (up to 2 px, for digits and small objects); aerial (for imagery "
+        "from above: the 8 flips and quarter turns, random 70-100 % crops, brightness and contrast jitter). Frozen "
+        "teachers then run on every augmented batch.",
+        choices=AUGMENTATIONS,
+        parse=augment_policy,
+    )
 
     def __post_init__(self):
+        object.__setattr__(self, "augment", augment_policy(self.augment))  # a library caller's True or False
         check_choices(self)
         require(
             self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"

@@ -1,4 +1,5 @@
-"""The data on the training device: uint8 splits served as batches, normalised on the fly, augmented.
+"""The data on the training device: uint8 splits served as batches, normalised on the fly (augmented by
+``kd_edge.training.augment``).
 
 Data stays in memory as uint8 tensors; each batch is gathered by index and normalised on
 the fly, so there are no per-sample PIL transforms and no workers.
@@ -7,11 +8,8 @@ the fly, so there are no per-sample PIL transforms and no workers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from kd_edge.data.dataset import ImageDataset, Split
-
-MAX_SHIFT = 2  # pixels, for --augment
 
 
 def normalization(dataset: ImageDataset, kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -65,15 +63,3 @@ class DeviceSplit:
         for start in range(0, end, batch_size):
             index = order[start : start + batch_size]
             yield index, self.images[index], self.labels[index]
-
-
-def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels, filling with zeros."""
-    n, c, h, w = images.shape
-    padded = F.pad(images, (max_shift,) * 4)
-    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(images.device) for _ in range(2))
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]

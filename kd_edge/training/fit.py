@@ -23,7 +23,8 @@ from torch import nn
 from kd_edge.errors import TrainingDivergedError
 from kd_edge.settings.training import OptimSettings
 from kd_edge.training import distributed
-from kd_edge.training.batches import DeviceSplit, Normalizer, random_shift
+from kd_edge.training.augment import augment
+from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import autocast, seeded
 from kd_edge.training.evaluate import accuracy
 from kd_edge.training.fit_state import FitState
@@ -48,7 +49,7 @@ class FitPlan:
     step_fn: StepFn
     stage: str
     seed: int
-    augment: bool = False
+    augment: str = "none"  # a policy of kd_edge.training.augment
     precision: str = "fp32"
     deterministic: bool = False  # torch refuses nondeterministic kernels
     networks: list[nn.Module] = field(default_factory=list)
@@ -197,8 +198,8 @@ def train_epoch(step: OptimizerStep, plan: FitPlan, progress, loop: FitState) ->
     for number, (index, images, labels) in enumerate(train.batches(batch_size, order), start=1):
         if number <= loop.steps_done:
             continue
-        if plan.augment:
-            images = random_shift(images, generator)
+        if plan.augment != "none":
+            images = augment(images, plan.augment, generator)
         terms = step(number, index, images, labels)
         totals["seen"] += len(labels)
         totals["correct"] += (terms["logits"].argmax(1) == labels).sum().item()

@@ -41,7 +41,7 @@ class RunContext:
     splits: DeviceDataset
     run: RunFolder
     optim: OptimSettings
-    augment: bool
+    augment: str  # the --augment policy
     deterministic: bool
     progress: object
 

@@ -1,0 +1,91 @@
+"""Training-time augmentation of uint8 batches on the training device: ``--augment none|shift|aerial``.
+
+* shift: translate by up to 2 px, zeros filling in (small digits and objects);
+* aerial: imagery from above has no "up", so each image takes one of the 8 flips and quarter
+  turns of the square (the 4 flips of a rectangle), a random crop of 70-100 % of its side resized
+  back (the scale moves with altitude), and brightness and contrast jitter of up to 20 % (light);
+* none.
+
+Every draw comes from the fit's generator, so a resumed epoch sees the same augmentations as an
+uninterrupted one. Labels are never touched: each transform keeps the image's class. Frozen
+teachers run on the augmented batch itself (``kd_edge.training.soft_labels``), so the student
+learns their view of exactly what it sees.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MAX_SHIFT = 2  # pixels
+CROP_SCALE = (0.7, 1.0)  # side of the crop, as a fraction of the image's
+JITTER = 0.2  # brightness and contrast factors within 1 +- this
+
+
+def augment(images: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:
+    """``images`` (N, C, H, W) uint8 under ``policy``; the same dtype and shape back."""
+    if policy == "shift":
+        return random_shift(images, generator)
+    if policy == "aerial":
+        return jitter(random_resized_crop(random_dihedral(images, generator), generator), generator)
+    return images
+
+
+def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = MAX_SHIFT) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels, filling with zeros."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    dy, dx = (draw_ints(0, 2 * max_shift + 1, n, generator, images.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def dihedral(images: torch.Tensor, code: int) -> torch.Tensor:
+    """Symmetry ``code`` of the square: ``code % 4`` quarter turns counter-clockwise, then a left-right flip when
+    ``code >= 4``. 0 is the identity; the 8 codes are the 8 symmetries."""
+    turned = torch.rot90(images, code % 4, dims=(2, 3))
+    return turned.flip(3) if code >= 4 else turned
+
+
+def random_dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image under one of the 8 symmetries of the square, drawn uniformly (of a rectangle: its 4 flips,
+    the codes that keep the shape)."""
+    square = images.shape[2] == images.shape[3]
+    codes = draw_ints(0, 8, len(images), generator, images.device)
+    if not square:
+        codes = torch.tensor([0, 2, 4, 6], device=images.device)[codes % 4]  # identity, half turn, the two flips
+    out = torch.empty_like(images)
+    for code in codes.unique().tolist():
+        chosen = codes == code
+        out[chosen] = dihedral(images[chosen], code)
+    return out
+
+
+def random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A crop of each image, its side ``CROP_SCALE`` of the image's at a random place, resized back (bilinear)."""
+    from torchvision.ops import roi_align
+
+    n, _, h, w = images.shape
+    scale = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * torch.rand(n, generator=generator)
+    crop_h, crop_w = scale * h, scale * w
+    top, left = torch.rand(n, generator=generator) * (h - crop_h), torch.rand(n, generator=generator) * (w - crop_w)
+    boxes = torch.stack([torch.arange(n, dtype=torch.float32), left, top, left + crop_w, top + crop_h], dim=1)
+    cropped = roi_align(images.float(), boxes.to(images.device), output_size=(h, w), sampling_ratio=1, aligned=True)
+    return cropped.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Contrast (about each image's mean) and brightness, each scaled by a factor within 1 +- ``JITTER``."""
+    n = len(images)
+    contrast, brightness = (1 + JITTER * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1) for _ in range(2))
+    contrast, brightness = contrast.to(images.device), brightness.to(images.device)
+    pixels = images.float()
+    mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
+    return (((pixels - mean) * contrast + mean) * brightness).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def draw_ints(low: int, high: int, n: int, generator: torch.Generator, device) -> torch.Tensor:
+    return torch.randint(low, high, (n,), generator=generator).to(device)

@@ -1,0 +1,85 @@
+"""Augmentation policies: each transform is what it says, keeps the image's class, and draws only from the fit's
+generator."""
+
+import numpy as np
+import pytest
+import torch
+
+from kd_edge.settings import DataSettings
+from kd_edge.training.augment import augment, dihedral, jitter, random_dihedral, random_resized_crop, random_shift
+
+
+def arrow(size: int = 16) -> torch.Tensor:
+    """An arrow pointing up, off centre, with a notch on its left: no symmetry of the square maps it to itself,
+    so each of the 8 symmetries gives a different image."""
+    image = np.zeros((size, size), np.uint8)
+    image[3:13, 7:9] = 200  # the shaft
+    for row in range(3, 7):  # the head
+        image[row, 8 - (row - 3) : 8 + (row - 3)] = 250
+    image[10, 5:7] = 120  # a notch on the left
+    return torch.from_numpy(image)[None, None]
+
+
+def expected_symmetry(image: np.ndarray, code: int) -> np.ndarray:
+    """numpy's own quarter turns (counter-clockwise) and left-right flip: the reference the transform must match."""
+    turned = np.rot90(image, code % 4)
+    return np.fliplr(turned) if code >= 4 else turned
+
+
+def test_the_8_symmetries_are_the_squares_own_and_all_different():
+    image = arrow()
+    outputs = [dihedral(image, code) for code in range(8)]
+    for code, output in enumerate(outputs):
+        assert np.array_equal(output[0, 0].numpy(), expected_symmetry(image[0, 0].numpy(), code)), code
+    assert len({output.numpy().tobytes() for output in outputs}) == 8
+    # the arrow turned a quarter to the left points left: its head is now in the left columns
+    assert dihedral(image, 1)[0, 0, :, :7].max() == 250 and dihedral(image, 1)[0, 0, :, 9:].max() < 250
+
+
+def test_random_symmetries_draw_all_8_and_keep_the_batch_in_order():
+    batch = arrow().repeat(400, 1, 1, 1)
+    out = random_dihedral(batch, torch.Generator().manual_seed(0))
+    seen = {out[i].numpy().tobytes() for i in range(len(out))}
+    assert seen == {dihedral(arrow(), code)[0].numpy().tobytes() for code in range(8)}  # nothing else appears
+    wide = torch.zeros(8, 1, 6, 10, dtype=torch.uint8)
+    assert random_dihedral(wide, torch.Generator().manual_seed(0)).shape == wide.shape  # a rectangle: its flips
+
+
+def test_a_crop_is_70_to_100_percent_of_the_side_resized_back(monkeypatch):
+    from kd_edge.training import augment as module
+
+    ramp = (8 * torch.arange(32)).to(torch.uint8).expand(16, 1, 32, 32).contiguous()  # 8 levels a pixel, left to right
+    cropped = random_resized_crop(ramp, torch.Generator().manual_seed(1))
+    assert cropped.shape == ramp.shape and cropped.dtype == torch.uint8
+    steps = cropped[:, 0, :, 1:].float() - cropped[:, 0, :, :-1].float()
+    slopes = steps.mean(dim=(1, 2))  # a crop of side s, resized back, stretches the ramp to 8 * s a pixel
+    assert ((slopes > 8 * 0.7 - 0.5) & (slopes < 8 + 0.5)).all() and slopes.std() > 0.1  # scales differ per image
+    assert (steps.std(dim=1) < 1.01).all()  # the same on every row: a crop and a resize, nothing else
+    monkeypatch.setattr(module, "CROP_SCALE", (1.0, 1.0))
+    assert torch.equal(random_resized_crop(ramp, torch.Generator().manual_seed(1)), ramp)  # the whole image: itself
+
+
+def test_jitter_changes_light_not_geometry():
+    image = arrow().repeat(32, 1, 1, 1)
+    lit = jitter(image, torch.Generator().manual_seed(2))
+    background, mark = image == 0, image == 200
+    # each image's shaft stays brighter than its background (the same pixels), by a changed amount
+    assert (
+        lit.float()[mark.expand_as(lit)].view(32, -1).min(1).values > lit.float().view(32, -1).median(1).values
+    ).all()
+    assert len({int(lit[i][mark[i]].float().mean()) for i in range(32)}) > 4 and background.any()
+
+
+@pytest.mark.parametrize("policy", ["none", "shift", "aerial"])
+def test_each_policy_keeps_dtype_shape_and_draws_only_from_the_generator(policy):
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    first = augment(images, policy, torch.Generator().manual_seed(3))
+    torch.manual_seed(123)  # the global RNG plays no part
+    again = augment(images, policy, torch.Generator().manual_seed(3))
+    assert first.dtype == torch.uint8 and first.shape == images.shape and torch.equal(first, again)
+    assert torch.equal(first, images) == (policy == "none")
+
+
+def test_configs_written_when_augment_was_a_switch_still_read():
+    assert DataSettings(augment=True).augment == "shift" and DataSettings(augment=False).augment == "none"
+    assert random_shift  # the shift policy of earlier releases, unchanged (tests/test_train.py)
