@@ -10,9 +10,9 @@ with an uninterrupted run's.
   trial copies the reference's run folder, forgets its post-training stages, runs the pipeline again and
   sends SIGTERM after a random delay within those stages' time; the stopped run must exit 143 and say how
   to continue; running it again must finish with the reference's INT8 model and bundle, byte for byte.
-* search: a tiny `kd-edge search` from the reference's teacher, SIGTERM at a random moment of the whole
-  search (timing untrained candidates, training rungs, timing finalists); run again, the chosen student and
-  its validation accuracy must be the reference's.
+* search: a tiny `kd-edge search` from the reference's teacher, SIGTERM at a random moment of the stages
+  that do not train (timing the untrained candidates; exporting, quantizing and timing the finalists), in
+  turn; run again, the chosen student and its validation accuracy must be the reference's.
 * sweep: a 2-cell `kd-edge sweep` from the reference's teacher, SIGTERM at a random moment; run again, every
   cell's validation and test accuracy must be the reference's.
 """
@@ -106,6 +106,20 @@ def pipeline_trials(work: Path, trials: int, rng: random.Random) -> tuple[list[d
     return rows, reference, expected
 
 
+def timed_phases(args: list[str], folder: Path) -> dict:
+    """When the search's training (candidates/) and its finalists' timing (finalists/) began, and its end, in s."""
+    started, seen = time.perf_counter(), {}
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while child.poll() is None:
+        for phase in ("candidates", "finalists"):
+            if phase not in seen and (folder / phase).exists():
+                seen[phase] = round(time.perf_counter() - started, 1)
+        time.sleep(0.05)
+    if child.returncode != 0:
+        raise SystemExit(f"the reference search failed:\n{child.stderr.read()[-2000:]}")
+    return {**seen, "end": round(time.perf_counter() - started, 1)}
+
+
 def search_result(folder: Path) -> dict:
     chosen = json.loads((folder / "search.json").read_text())["chosen"]
     return {"name": chosen["name"], "val": chosen["val_accuracy"]}
@@ -117,15 +131,17 @@ def search_trials(work: Path, teacher: Path, trials: int, rng: random.Random) ->
         "--space", "cnn@w0.25d1,cnn@w0.5d1,seed@w0.5", "--rungs", "2", "--finalists", "2", "--rung-steps", "40",
         "--bench-runs", "40", "--bench-rounds", "2", "--threads", "1",
     ]  # fmt: skip
-    started = time.perf_counter()
-    run([*args, "--out", str(work / "search-reference")])
-    length, expected = time.perf_counter() - started, search_result(work / "search-reference")
-    print(f"search reference: {length:.1f} s; {expected}", flush=True)
+    phases = timed_phases([*args, "--out", str(work / "search-reference")], work / "search-reference")
+    expected = search_result(work / "search-reference")
+    print(f"search reference: phases {phases}; {expected}", flush=True)
+    # the stages that do not train: timing the untrained candidates, then the finalists (export, INT8, timing)
+    windows = [(2.0, phases["candidates"]), (phases["finalists"], phases["end"])]
     rows = []
     while len(rows) < trials:
         folder = work / f"search-{len(rows)}"
         shutil.rmtree(folder, ignore_errors=True)
-        delay = rng.uniform(2.0, length)
+        low, high = windows[len(rows) % 2]
+        delay = rng.uniform(low, high)
         code, where, exit_s = stop_after([*args, "--out", str(folder)], delay)
         if where == "finished before the signal":
             continue
