@@ -353,6 +353,12 @@ def mobilenet_v3_small(num_classes, in_channels, image_size):
     stem = model.features[0][0]
     stride = 1 if image_size < 64 else 2
     model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, stride=stride, padding=1, bias=False)
+    # torchvision's BatchNorm momentum of 0.01 is tuned for ImageNet's 600 epochs: in a run of a few hundred
+    # steps the running statistics stay near their initial values, and the model in eval mode predicted one
+    # class (RSSCN7 at 64 px: 80 % train accuracy after 8 epochs, 14.3 % validation, chance). 0.1 is torch's.
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
     return model
 
 

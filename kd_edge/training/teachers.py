@@ -141,13 +141,22 @@ def check_student(info: dict, val_labels, run_dir) -> None:
     """Stop a run whose student is no better than chance on validation: exporting or deploying it would ship a
     guesser, and the run would otherwise end as a success."""
     chance, threshold = chance_threshold(val_labels)
-    if info["val_accuracy"] <= threshold:
-        raise StudentTooWeakError(
-            f"the student ({info['model']}) reaches {info['val_accuracy']:.1%} on the validation split, no better "
-            f"than chance ({chance:.1%}; a guesser stays below {threshold:.1%}): its training did not take off. Its "
-            f"checkpoint and metrics are kept in {run_dir} for a look at its loss history. Try a lower --lr, more "
-            "--epochs or another --student-model, and check that the images and labels match (`kd-edge datasets`)."
-        )
+    if info["val_accuracy"] > threshold:
+        return
+    train = info["history"][-1]["train_accuracy"] if info.get("history") else 0.0
+    why = (
+        f"it fits its training batches ({train:.1%} train accuracy in its last epoch) but not in evaluation mode: "
+        "its BatchNorm running statistics lag its weights (too few optimiser steps: more --epochs or --steps, a "
+        "smaller --batch-size) or it memorises the training split (--augment)"
+        if train > threshold
+        else "its training did not take off: try a lower --lr, more --epochs or another --student-model, and check "
+        "that the images and labels match (`kd-edge datasets`)"
+    )
+    raise StudentTooWeakError(
+        f"the student ({info['model']}) reaches {info['val_accuracy']:.1%} on the validation split, no better than "
+        f"chance ({chance:.1%}; a guesser stays below {threshold:.1%}): {why}. Its checkpoint and metrics are kept in "
+        f"{run_dir}."
+    )
 
 
 def check_teacher(val_accuracy: float, dataset: ImageDataset, min_accuracy: float, source: str = "trained") -> None:
