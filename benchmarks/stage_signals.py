@@ -65,6 +65,7 @@ def stop_after(args: list[str], delay: float) -> tuple[int, str, float]:
     _, stderr = child.communicate(timeout=600)
     stopped = re.search(r"Stopped: (.*?)(?:; everything written|; the state is saved|\. To continue)", stderr)
     where = stopped.group(1) if stopped else stderr.strip().splitlines()[-1][:120] if stderr.strip() else "?"
+    where = re.sub(r"/\S*/(pipeline|search)-\d+/", "", where)  # the trial's temporary folder
     return child.returncode, where, time.perf_counter() - signalled
 
 
