@@ -9,12 +9,17 @@ BIN := $(VENV)/bin
 # torch 2.14.1 / torchvision 0.29.1 are the releases these machines hold locally; elsewhere
 # pip picks any release that satisfies pyproject.toml's lower bounds.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Without an NVIDIA GPU (no nvidia-smi), torch's CPU build from PyTorch's own index: PyPI's torch for Linux
+# x86_64 is the CUDA build, 5.8 GB of environment that such a machine never uses. `make demo TORCH_INDEX=`
+# installs PyPI's build (CUDA) instead. Where that index cannot be reached, the next attempts install as before.
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,--index-url https://download.pytorch.org/whl/cpu)
 
 .PHONY: demo test test-fast lint venv clean
 
 $(BIN)/kd-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(TORCH) || $(BIN)/pip install --quiet torch torchvision
+	$(BIN)/pip install --quiet $(TORCH) $(TORCH_INDEX) || $(BIN)/pip install --quiet $(TORCH) \
+		|| $(BIN)/pip install --quiet torch torchvision
 	$(BIN)/pip install --quiet -e '.[train,test,plot]'
 	touch $@
 
