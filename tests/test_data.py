@@ -238,3 +238,11 @@ def test_a_folder_without_class_folders_says_what_layout_is_expected(tmp_path):
     (tmp_path / "loose.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match=r"no class sub-folders.*<class>/"):
         load_dataset(f"folder:{tmp_path}")
+
+
+def test_channels_reads_a_colour_folder_as_grey_and_a_grey_one_as_colour(tmp_path):
+    colour = make_plain_tree(tmp_path / "colour", per_class=5)
+    grey = load_dataset(f"folder:{colour}", channels=1)
+    assert grey.input_shape == (1, 10, 10) and load_dataset(f"folder:{colour}").input_shape == (3, 10, 10)
+    make_image_folder(tmp_path / "digits")  # grey PNGs in train/ and val/
+    assert load_dataset(f"folder:{tmp_path / 'digits'}", channels=3).input_shape == (3, 12, 12)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kd_edge.cli import app
-from kd_edge.data.folders import load_image_folder
+from kd_edge.data.folders import Reading, load_image_folder
 from kd_edge.data.sources import load_npz_dataset, read_idx
 from kd_edge.errors import ConfigError, DatasetError, KdEdgeError, ModelCardError, ModelFileError
 from kd_edge.runtime.card import ModelCard
@@ -153,7 +153,7 @@ def test_image_folders(layout, image_size, bad_images):
             for number, data in enumerate(files):
                 (root / split / name / f"{number}.png").write_bytes(data)
     try:
-        dataset = load_image_folder(root, image_size, (0.8, 0.1, 0.1), bad_images)
+        dataset = load_image_folder(root, Reading(image_size, None, (0.8, 0.1, 0.1), bad_images))
     except DatasetError:
         return
     assert len(dataset.train) and len(dataset.val) and len(dataset.test)

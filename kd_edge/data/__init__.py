@@ -65,6 +65,7 @@ def load_dataset(
     download: bool = True,
     split: tuple[float, float, float] | None = None,
     bad_images: str | None = None,
+    channels: int | None = None,
 ) -> ImageDataset:
     """Load a dataset by name into memory.
 
@@ -75,6 +76,7 @@ def load_dataset(
         download: let torchvision download a missing public dataset when the network allows.
         split: fractions train, val, test of a plain class-folder tree (None: ``DataSettings``'s default).
         bad_images: a ``folder:`` image that cannot be read: "refuse" or "skip" (None: ``DataSettings``'s).
+        channels: read ``folder:`` images as 1 (grey) or 3 (RGB) channels (None: grey if the first image is).
     """
     if name == "mnist-5k":
         return sources.load_builtin_mnist_5k()
@@ -85,7 +87,8 @@ def load_dataset(
     if name.startswith("folder:"):
         defaults = DataSettings()  # the owner of --split's and --bad-images' defaults
         root = Path(name.removeprefix("folder:")).expanduser()
-        return folders.load_image_folder(root, image_size, split or defaults.split, bad_images or defaults.bad_images)
+        reading = folders.Reading(image_size, channels, split or defaults.split, bad_images or defaults.bad_images)
+        return folders.load_image_folder(root, reading)
     if name.startswith("npz:"):
         return sources.load_npz_dataset(Path(name.removeprefix("npz:")).expanduser())
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
@@ -96,7 +99,7 @@ def load_data(ref: DataRef, data_dir: str | Path | None = None) -> ImageDataset:
 
     ``data_dir`` overrides the folder the training run read (the files may have moved).
     Later stages (export, quantize, QAT, bench) all resolve a model's data through here,
-    so that a ``folder:`` dataset comes back at the image size it was trained at.
+    so that a ``folder:`` dataset comes back at the size, channels and split it was trained on.
     """
     return load_dataset(
         ref.dataset,
@@ -105,4 +108,5 @@ def load_data(ref: DataRef, data_dir: str | Path | None = None) -> ImageDataset:
         download=False,
         split=ref.split,
         bad_images=ref.bad_images,
+        channels=ref.channels,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +26,33 @@ import numpy as np
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats
 from kd_edge.errors import DatasetError
 
+GREY_MODES = ("1", "L", "I;16", "I")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 SPLIT_SEED = 0  # fixed: every training seed of a comparison sees the same split
 
 
-def load_image_folder(root: Path, image_size: int | None, split: tuple, bad_images: str) -> ImageDataset:
+@dataclass(frozen=True)
+class Reading:
+    """How a folder's images are read: resized to ``image_size`` (None: the first image's size), as
+    ``channels`` 1 or 3 (None: grey if the first image is), a plain tree cut at ``split``, unreadable
+    files refused or skipped (``bad_images``)."""
+
+    image_size: int | None
+    channels: int | None
+    split: tuple
+    bad_images: str
+
+
+def load_image_folder(root: Path, reading: Reading) -> ImageDataset:
     """The dataset of ``root``, a plain class-folder tree or train/ (and val/, test/) sub-folders."""
     if not root.is_dir():
         raise DatasetError(f"folder dataset {str(root)!r} is not a folder; give a folder with one folder per class")
     if (root / "train").is_dir():
-        return load_split_layout(root, image_size, bad_images)
-    return load_plain_tree(root, image_size, tuple(split), bad_images)
+        return load_split_layout(root, reading)
+    return load_plain_tree(root, reading)
 
 
-def load_plain_tree(root: Path, image_size: int | None, split: tuple, bad_images: str) -> ImageDataset:
+def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DatasetError(
@@ -46,14 +60,14 @@ def load_plain_tree(root: Path, image_size: int | None, split: tuple, bad_images
             "train/<class>/, val/<class>/ and test/<class>/ sub-folders)"
         )
     items = list_images(root, classes)
-    decoded = decode_cached(root, items, image_size, bad_images)
-    parts = stratified_parts(decoded.split.labels, split)
+    decoded = decode_cached(root, items, reading)
+    parts = stratified_parts(decoded.split.labels, tuple(reading.split))
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
     return assemble(root, classes, splits, {**files, "skipped": decoded.skipped})
 
 
-def load_split_layout(root: Path, image_size: int | None, bad_images: str) -> ImageDataset:
+def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise DatasetError(
@@ -65,8 +79,7 @@ def load_split_layout(root: Path, image_size: int | None, bad_images: str) -> Im
             f"folder dataset {str(root)!r} has train/ but no val/ or test/ next to it; add one, or move the class "
             "folders up into the folder itself to have it split for you"
         )
-    decoded = {name: decode_cached(root, list_images(root / name, classes, root), image_size, bad_images)
-               for name in names}  # fmt: skip
+    decoded = {name: decode_cached(root, list_images(root / name, classes, root), reading) for name in names}
     if decoded["train"].split.images.shape[1:] != next(iter(decoded.values())).split.images.shape[1:]:
         raise DatasetError(f"{str(root)!r}: the splits' images differ in size; pass --image-size")
     splits = {name: d.split for name, d in decoded.items()}
@@ -131,9 +144,9 @@ class Decoded:
         self.split, self.files, self.skipped = split, files, skipped
 
 
-def decode_cached(root: Path, items: list[tuple[str, int]], image_size: int | None, bad: str) -> Decoded:
-    """``decode``, from the cache when the same files (by content) were decoded at the same size before."""
-    key = cache_key(root, items, image_size, bad)
+def decode_cached(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decoded:
+    """``decode``, from the cache when the same files (by content) were read the same way before."""
+    key = cache_key(root, items, reading)
     path = cache_dir() / f"{key}.npz"
     if path.is_file():
         try:
@@ -143,13 +156,13 @@ def decode_cached(root: Path, items: list[tuple[str, int]], image_size: int | No
                 return Decoded(split, [str(f) for f in cached["files"]], skipped)
         except (OSError, ValueError, KeyError, DatasetError):
             path.unlink(missing_ok=True)  # a damaged cache entry costs one decode
-    decoded = decode(root, items, image_size, bad)
+    decoded = decode(root, items, reading)
     store(path, decoded)
     return decoded
 
 
-def decode(root: Path, items: list[tuple[str, int]], image_size: int | None, bad: str) -> Decoded:
-    """Every image as uint8 at ``image_size`` (default: the first image's size), grey if the first is grey."""
+def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decoded:
+    """Every image as uint8, read as ``reading`` says."""
     from PIL import Image, UnidentifiedImageError
 
     arrays, labels, files, skipped = [], [], [], []
@@ -159,8 +172,9 @@ def decode(root: Path, items: list[tuple[str, int]], image_size: int | None, bad
             with Image.open(root / file) as image:
                 image.load()
                 if mode is None:
-                    mode = "L" if image.mode in ("1", "L", "I;16", "I") else "RGB"
-                    size = (image_size, image_size) if image_size else image.size
+                    grey = reading.channels == 1 or (reading.channels is None and image.mode in GREY_MODES)
+                    mode = "L" if grey else "RGB"
+                    size = (reading.image_size,) * 2 if reading.image_size else image.size
                 image = image.convert(mode)
                 arrays.append(np.asarray(image if image.size == size else image.resize(size), dtype=np.uint8))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
@@ -168,7 +182,7 @@ def decode(root: Path, items: list[tuple[str, int]], image_size: int | None, bad
             continue
         labels.append(label)
         files.append(file)
-    if skipped and bad != "skip":
+    if skipped and reading.bad_images != "skip":
         listed = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         raise DatasetError(
@@ -182,9 +196,9 @@ def decode(root: Path, items: list[tuple[str, int]], image_size: int | None, bad
     return Decoded(Split(np.ascontiguousarray(images), np.array(labels, dtype=np.int64)), files, skipped)
 
 
-def cache_key(root: Path, items: list[tuple[str, int]], image_size: int | None, bad: str) -> str:
-    """A digest of every file's relative path, label and bytes, the size asked for and the bad-image rule."""
-    digest = hashlib.sha256(f"v1 {image_size} {bad}\n".encode())
+def cache_key(root: Path, items: list[tuple[str, int]], reading: Reading) -> str:
+    """A digest of every file's relative path, label and bytes, and of how they are read (the split aside)."""
+    digest = hashlib.sha256(f"v2 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
     for file, label in items:
         digest.update(f"{file}\0{label}\0".encode())
         digest.update(hashlib.sha256((root / file).read_bytes()).digest())

@@ -165,15 +165,16 @@ def check_data(name, value):
     split = value.get("split")
     if split is not None and not (isinstance(split, (list, tuple)) and len(split) == 3 and all(map(is_number, split))):
         raise fail(name, "an object whose split is three fractions or null", value)
-    bad_images = value.get("bad_images")
-    if bad_images not in (None, "refuse", "skip"):
-        raise fail(name, 'an object whose bad_images is "refuse", "skip" or null', value)
+    bad_images, channels = value.get("bad_images"), value.get("channels")
+    if bad_images not in (None, "refuse", "skip") or channels not in (None, 1, 3):
+        raise fail(name, 'an object whose bad_images is "refuse", "skip" or null and channels 1, 3 or null', value)
     return DataRef(
         dataset=value["dataset"],
         data_dir=value.get("data_dir"),
         image_size=image_size,
         split=tuple(split) if split is not None else None,
         bad_images=bad_images,
+        channels=channels,
     )
 
 

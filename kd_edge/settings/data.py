@@ -30,6 +30,9 @@ class DataSettings:
     )
     data_dir: str | None = knob(None, "Folder holding dataset files.", none="$KD_EDGE_DATA")
     image_size: int | None = knob(None, "Resize folder: images to this side length.", none="the first image's size")
+    channels: int | None = knob(
+        None, "Read folder: images as 1 (grey) or 3 (RGB) channels.", none="grey if the first image is grey"
+    )
     split: tuple[float, ...] = knob(
         (0.8, 0.1, 0.1),
         "Fractions train,val,test a plain class-folder tree (folder:PATH without train/) is split into: per class, "
@@ -66,6 +69,11 @@ class DataSettings:
             self.image_size is None or self.dataset.startswith("folder:"),
             f"--image-size resizes the images of a folder: dataset; {self.dataset!r} keeps its own size, so drop it",
         )
+        require(self.channels in (None, 1, 3), f"--channels takes 1 (grey) or 3 (RGB), got {self.channels}")
+        require(
+            self.channels is None or self.dataset.startswith("folder:"),
+            f"--channels converts the images of a folder: dataset; {self.dataset!r} keeps its own, so drop it",
+        )
         require(
             len(self.split) == 3 and min(self.split) > 0 and abs(sum(self.split) - 1) < 1e-6,
             f"--split takes three positive fractions train,val,test that sum to 1, e.g. 0.8,0.1,0.1; got {self.split}",
@@ -73,12 +81,13 @@ class DataSettings:
 
     @property
     def folder_options(self) -> dict:
-        """What a folder: dataset is loaded with (split, bad_images), as a DataRef records it: None where default,
-        and for other datasets."""
+        """What a folder: dataset is loaded with (split, bad_images, channels), as a DataRef records it: None where
+        default, and for other datasets."""
         if not self.dataset.startswith("folder:"):
-            return {"split": None, "bad_images": None}
+            return {"split": None, "bad_images": None, "channels": None}
         default = type(self)()
         return {
             "split": None if self.split == default.split else tuple(self.split),
             "bad_images": None if self.bad_images == default.bad_images else self.bad_images,
+            "channels": self.channels,
         }
