@@ -509,3 +509,23 @@ def test_the_timing_rounds_share_one_live_line_and_verbose_prints_each(tiny, hal
     monkeypatch.setenv("KD_EDGE_VERBOSE", "")  # --verbose sets it for the process: undone after the test
     verbose = runner.invoke(app, ["--verbose", "bench", *map(str, args)])
     assert verbose.exit_code == 0 and verbose.output.count("bench: round") == 2, verbose.output
+
+
+def test_frames_time_the_whole_camera_path(tmp_path, tiny):
+    """--frames: each encoded frame decoded, resized to the model's input and inferred, each part timed."""
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+    out = tmp_path / "b.json"
+    result = bench(tiny, "--threads", "1", "--frames", folder, "--json", out, *QUICK)
+    frame = json.loads(out.read_text())["results"][0]["frame_path"]
+    assert frame["frames"] == 4 and frame["frame_sizes"] == ["40x30"]
+    parts = [frame[name] for name in ("decode_ms", "resize_ms", "inference_ms")]
+    assert all(ms > 0 for ms in parts) and frame["total_ms"] == pytest.approx(sum(parts))
+    assert "frame path" in result.output and "decode" in result.output
+    missing = bench(tiny, "--frames", tmp_path / "nowhere", *QUICK, ok=False)
+    assert missing.exit_code == 1 and "not a folder" in missing.output

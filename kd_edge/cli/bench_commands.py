@@ -27,6 +27,13 @@ def bench(
         Path | None, typer.Option(help="Labelled data for accuracy: an .npz with images (and labels).")
     ] = None,
     data_dir: DataDirOpt = None,
+    frames: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder of camera frames (JPEG, PNG...): also time each frame's whole path, batch 1: decode, "
+            "resize to the model's input, inference (up to 50 frames, first round)."
+        ),
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results as a Markdown table.")] = None,
     plot: Annotated[
@@ -50,6 +57,7 @@ def bench(
         dataset=dataset,
         data=None if data is None else str(data),
         data_dir=None if data_dir is None else str(data_dir),
+        frames=None if frames is None else str(frames),
     )
     report = run_benchmark(job)
     out = console()

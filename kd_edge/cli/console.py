@@ -152,6 +152,16 @@ def print_bench_table(report) -> None:
                 f"drone loop {r.label} at {r.threads} thread(s), {loop['rate_hz']:g} Hz: "
                 f"{loop['deadline_misses']}/{loop['frames']} deadlines missed, jitter {loop['jitter_ms']:.3f} ms"
             )
+        if r.frame_path is not None:
+            frame = r.frame_path
+            camera = (frame["decode_ms"] + frame["resize_ms"]) / frame["total_ms"]
+            out.print(
+                f"frame path {r.label} at {r.threads} thread(s), {frame['frames']} frames "
+                f"({', '.join(frame['frame_sizes'][:3])}): decode {frame['decode_ms']:.3f} ms + resize "
+                f"{frame['resize_ms']:.3f} ms + inference {frame['inference_ms']:.3f} ms = {frame['total_ms']:.3f} ms "
+                f"p50 a frame; the camera path is {camera:.0%} of it, on this host",
+                highlight=False,
+            )
     for line in [*projection_lines(report), *verdict_lines(report)]:
         out.print(line, highlight=False)
     if not all(r.stable for r in report.results):

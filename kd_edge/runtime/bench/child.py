@@ -46,6 +46,7 @@ class Measurement:
     labels: np.ndarray | None
     rate: float | None
     measure_accuracy: bool
+    frames: tuple[bytes, ...] = ()  # encoded camera frames (JPEG, PNG...) whose whole path is timed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,7 @@ class Reading:
     peak_rss_mb: float
     accuracy: float | None = None
     drone_loop: dict | None = None
+    frame_path: dict | None = None
 
 
 def measure(job: Measurement) -> Reading | str:
@@ -86,6 +88,7 @@ def measure(job: Measurement) -> Reading | str:
         emulation["cores"] = verify_pinning(emulation["cores"])  # ONNX Runtime's threads exist now
         accuracy = model.accuracy(job.images, job.labels) if job.measure_accuracy and job.labels is not None else None
         loop = drone_loop(model, job.images, job.rate, job.duration or 3.0) if job.rate else None
+        frames = frame_path(model, job.frames) if job.frames else None
         return Reading(
             latencies_s=latencies,
             startup_s=startup,
@@ -96,6 +99,7 @@ def measure(job: Measurement) -> Reading | str:
             peak_rss_mb=peak_rss,
             accuracy=accuracy,
             drone_loop=loop,
+            frame_path=frames,
         )
     except MemoryError:
         cap = job.constraints.memory_bytes or 0
@@ -109,6 +113,44 @@ def measure(job: Measurement) -> Reading | str:
     ) as exc:  # onnxruntime's own errors (a failed allocation under a cap, a bad input): report, do not crash the child
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"{job.model} at batch {job.batch_size} failed in ONNX Runtime: {first_line}"
+
+
+def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> dict:
+    """Each encoded frame as a camera pipeline takes it, batch 1, ``passes`` times: decode (Pillow), convert to the
+    model's channels and resize to its input (bilinear), then preprocess and infer. Medians in ms."""
+    try:
+        from PIL import Image
+    except ModuleNotFoundError:
+        raise KdEdgeError("--frames decodes images with Pillow: pip install 'kd-edge[images]'") from None
+    import io
+
+    channels, height, width = model.input_shape
+    parts: dict[str, list[float]] = {"decode_ms": [], "resize_ms": [], "inference_ms": []}
+    sizes = set()
+    for _ in range(passes):
+        for encoded in frames:
+            started = time.perf_counter()
+            with Image.open(io.BytesIO(encoded)) as image:
+                image.load()
+                decoded = time.perf_counter()
+                sizes.add(image.size)
+                converted = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(converted, dtype=np.uint8)
+            pixels = pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]
+            resized = time.perf_counter()
+            model.logits(model.preprocess(pixels))
+            done = time.perf_counter()
+            for name, seconds in (("decode_ms", decoded - started), ("resize_ms", resized - decoded),
+                                  ("inference_ms", done - resized)):  # fmt: skip
+                parts[name].append(1e3 * seconds)
+    medians = {name: float(np.median(values)) for name, values in parts.items()}
+    return {
+        "frames": len(frames),
+        "passes": passes,
+        "frame_sizes": sorted(f"{w}x{h}" for w, h in sizes),
+        **medians,
+        "total_ms": sum(medians.values()),
+    }
 
 
 def peak_rss_mb() -> float:

@@ -47,6 +47,7 @@ class BenchJob:
     dataset: str | None = None
     data: str | None = None
     data_dir: str | None = None
+    frames: str | None = None  # a folder of camera frames: each one's decode, resize and inference is timed
     projections: bool = True  # under a board profile, also time 1 thread: the projections start from it
 
     def __post_init__(self):
@@ -114,6 +115,7 @@ class BenchResult:
     throttled: bool
     emulation: dict  # per constraint: requested, enforced, mechanism, read_back; plus the projection
     drone_loop: dict | None = None
+    frame_path: dict | None = None  # decode, resize and inference of each camera frame (--frames)
 
     @property
     def projected_p50_ms(self) -> float | None:
@@ -121,8 +123,9 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.drone_loop is None:
-            del data["drone_loop"]
+        for optional in ("drone_loop", "frame_path"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 
@@ -284,6 +287,7 @@ def measure_in_rounds(
     settings = [
         (label, threads, batch) for threads in config.threads for batch in config.batch_sizes for label in job.models
     ]
+    frames = read_frames(Path(job.frames)) if job.frames else ()
     for round_index in range(config.rounds):
         for label, threads, batch in settings:
             where = f"bench round {round_index + 1}/{config.rounds} of {label} ({threads} thread(s), batch {batch})"
@@ -302,6 +306,7 @@ def measure_in_rounds(
                 labels=labels,
                 rate=config.rate if first else None,
                 measure_accuracy=first,
+                frames=frames if first else (),
             )
             reading = measure_in_child(context, job)
             stop_if_requested(f"the end of {where}")  # a signal to the process group stops the child too
@@ -309,6 +314,21 @@ def measure_in_rounds(
                 raise KdEdgeError(reading)
             readings.setdefault((label, threads, batch), []).append(reading)
     return readings
+
+
+MAX_FRAMES = 50  # enough for a median; a folder of thousands would cost minutes a setting
+
+
+def read_frames(folder: Path) -> tuple[bytes, ...]:
+    """The encoded bytes of up to ``MAX_FRAMES`` image files of ``folder`` (searched below it), in name order."""
+    from kd_edge.runtime.predict import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise DatasetError(f"--frames {str(folder)!r} is not a folder; give a folder of camera frames (JPEG, PNG...)")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DatasetError(f"--frames {str(folder)!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return tuple(p.read_bytes() for p in files[:MAX_FRAMES])
 
 
 def environment(config: BenchSettings, profile: DeviceProfile, host_throughput: dict[str, float]) -> dict:
@@ -428,4 +448,5 @@ def summarize(
             "projection": projection(one_thread_ms, threads, data_type(probe), profile, host_throughput),
         },
         drone_loop=first.drone_loop,
+        frame_path=first.frame_path,
     )
