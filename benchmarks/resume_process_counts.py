@@ -6,8 +6,8 @@ step budget with ``--lr-scaling linear``, against uninterrupted runs on the new 
 Each resumed run is stopped with SIGTERM when the student's first state is saved (the end of its first
 epoch), then continued with ``--resume`` on the other count. The step budget plans other epochs on each
 count (mnist-5k: 17 and 30 epochs on 1 process, 36 and 65 on 2), and the resumed run must follow the new
-count's plan, with its learning rate (the optimiser's, read from the last saved state's schedule), and
-reach the uninterrupted new-count run's test accuracy within the seeds' spread.
+count's plan, with its learning rate (as metrics.json reports it; tests/test_fit_state.py checks the
+optimiser's own), and reach the uninterrupted new-count run's test accuracy within the seeds' spread.
 """
 
 from __future__ import annotations
