@@ -74,11 +74,12 @@ class ArmSetupError(KdEdgeError):
 
 
 class Interrupted(KdEdgeError):
-    """SIGINT or SIGTERM stopped a command at a safe point: what it had written is complete and kept."""
+    """SIGINT or SIGTERM stopped a command at a safe point: what it had written is complete and kept
+    (``finished``: the signal came after the last safe point, and the command had done its work)."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self, message: str, signum: int, finished: bool = False):
         super().__init__(message)
-        self.signum = signum
+        self.signum, self.finished = signum, finished
 
 
 class TrainingInterrupted(Interrupted):

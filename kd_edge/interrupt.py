@@ -44,12 +44,23 @@ def _handle(signum, frame) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """Within the block, SIGINT and SIGTERM request a clean stop instead of killing the process."""
+    """Within the block, SIGINT and SIGTERM request a clean stop instead of killing the process. A signal that
+    nothing acted on ends the block with ``Interrupted`` too, so that the exit code says it came."""
     global _requested
     _requested = None
     previous = {sig: signal.signal(sig, _handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+        signum = _requested
+        if signum is not None:  # it came after the last safe point: the work is done, but the exit says so
+            from kd_edge.errors import Interrupted
+
+            raise Interrupted(
+                f"{signal.Signals(signum).name} came after the last step that could stop; the command had finished "
+                "and everything it writes is complete",
+                signum,
+                finished=True,
+            )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -122,11 +122,11 @@ def test_a_run_resumes_on_another_process_count_under_a_step_budget(tmp_path, ea
 def test_the_pipeline_trains_under_torchrun_and_rank_0_finishes_it(tmp_path, easy_npz):
     fast = tmp_path / "fast.toml"
     fast.write_text(
-        "[quantize]\noptimize-latency = false\nmax-accuracy-drop = 100\n[bundle]\nform = 'int8'\n"
-        "samples = 30\n[bench]\nthreads = [1]\nruns = 10\nrounds = 1\n"
+        "[distill]\nbatch-size = 16\n[quantize]\noptimize-latency = false\nmax-accuracy-drop = 100\n"
+        "[bundle]\nform = 'int8'\nsamples = 30\n[bench]\nthreads = [1]\nruns = 10\nrounds = 1\n"
     )
     out = tmp_path / "pipe"
-    args = ["pipeline", "--dataset", f"npz:{easy_npz}", "--epochs", "2", "--teacher-model", "cnn-small",
+    args = ["pipeline", "--dataset", f"npz:{easy_npz}", "--epochs", "3", "--teacher-model", "cnn-small",
             "--student-model", "cnn-tiny", "--config", str(fast), "--out", str(out)]  # fmt: skip
     result = run([*TORCHRUN, *args])
     assert result.stdout.count("kd-edge pipeline in") == 1

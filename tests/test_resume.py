@@ -1,6 +1,7 @@
 """Crash-safe, resumable training: SIGKILL, SIGTERM, a signal mid-epoch, damaged state, changed settings."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -247,3 +248,15 @@ def test_cli_resume_message_and_exit_code(tmp_path, easy_npz, monkeypatch):
     assert again.exit_code == 1 and "--resume to continue it" in again.output
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_signal_that_came_after_the_last_safe_point_still_sets_the_exit_code():
+    """A command that finished its work after a SIGTERM still exits 143 (a supervisor learns its signal came),
+    and says that nothing is left to continue."""
+    from kd_edge.errors import Interrupted
+
+    with pytest.raises(Interrupted) as stopped, interrupt.stop_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler records it; no safe point follows
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.finished
+    assert "had finished" in str(stopped.value) and interrupt.requested() is None

@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kd_edge"
 FILE_OPTIONS = {
     "out", "force", "resume", "config_path", "preset", "teacher", "data_dir", "json_path", "json_output", "markdown",
     "plot", "name", "int8", "bundle", "onnx", "calibration", "cache_dir", "dataset", "data", "nproc", "models",
-    "inputs", "model", "source", "run_dir", "help",
+    "inputs", "model", "source", "run_dir", "frames", "help",
 }  # fmt: skip
 
 

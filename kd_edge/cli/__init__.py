@@ -98,8 +98,8 @@ def user_errors(command, name: str):
                 return command(*args, **kwargs)
         except Interrupted as exc:
             if os.environ.get("RANK", "0") == "0":  # every rank stops; one says so
-                typer.echo(f"Stopped: {exc}. To continue, {CONTINUE_WITH.get(name, 'run the same command again')}.",
-                           err=True)  # fmt: skip
+                again = CONTINUE_WITH.get(name, "run the same command again")
+                typer.echo(f"Stopped: {exc}." + ("" if exc.finished else f" To continue, {again}."), err=True)
             raise typer.Exit(128 + exc.signum) from None
         except KdEdgeError as exc:
             typer.echo(f"Error: {exc}", err=True)

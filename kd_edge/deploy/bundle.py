@@ -26,6 +26,7 @@ from kd_edge import __version__
 from kd_edge.deploy.board_wheel import write_wheel
 from kd_edge.deploy.form_choice import FormDecision, decide_form
 from kd_edge.errors import ConfigError, OutputError
+from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import ensure_writable_dir
 from kd_edge.log import step
 from kd_edge.runtime.bundle_files import (
@@ -83,6 +84,7 @@ def write_bundle(
     step(f"bundle: sampling {config.samples} labelled test images")
     samples = sample_images(next(iter(models.values())), config.samples, data_dir)
     decision = choose(config, models, samples[0], int8_refused, chosen)
+    stop_if_requested(f"writing the bundle {out}")  # the wheel and the archive take seconds: not after a signal
     form = decision.form
     deployable = models[form]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
