@@ -14,6 +14,7 @@ the commands, so ``kd-edge --help`` is instant and works without the ``train`` e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -83,6 +84,7 @@ def user_errors(command, name: str):
     def wrapper(*args, **kwargs):
         from kd_edge.cli.console import console
         from kd_edge.cli.progress_bar import live_line
+        from kd_edge.interrupt import stop_on_signals
         from kd_edge.log import steps_shown, verbose
 
         def show(message: str) -> None:
@@ -93,8 +95,10 @@ def user_errors(command, name: str):
             if os.environ.get("RANK", "0") == "0":
                 live_line.show(console(), message)
 
+        # The long commands stop cleanly on SIGINT/SIGTERM, from their first step to their last line of output
+        stops = stop_on_signals() if name in CONTINUE_WITH else contextlib.nullcontext()
         try:
-            with steps_shown(show, None if verbose() else show_live):
+            with steps_shown(show, None if verbose() else show_live), stops:
                 return command(*args, **kwargs)
         except Interrupted as exc:
             if os.environ.get("RANK", "0") == "0":  # every rank stops; one says so

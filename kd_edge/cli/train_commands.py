@@ -150,15 +150,14 @@ def require_training_extra(
 
 @contextlib.contextmanager
 def training_process(device: str):
-    """Process-wide settings for a training command (never set by the library itself): the allocator's,
-    SIGINT/SIGTERM asking training to save its state and stop at the next step, and, under torchrun, the
-    process group (gloo on CPU, nccl on CUDA)."""
-    from kd_edge.interrupt import stop_on_signals
+    """Process-wide settings for a training command (never set by the library itself): the allocator's and,
+    under torchrun, the process group (gloo on CPU, nccl on CUDA). (SIGINT and SIGTERM asking for a clean stop
+    are the command line's, for the command's whole life: ``kd_edge.cli.user_errors``.)"""
     from kd_edge.training.device import keep_freed_memory
     from kd_edge.training.distributed import process_group
 
     keep_freed_memory()
-    with stop_on_signals(), process_group(device):
+    with process_group(device):
         yield
 
 
