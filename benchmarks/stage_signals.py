@@ -54,11 +54,13 @@ def run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def stop_after(args: list[str], delay: float) -> tuple[int, str, float]:
-    """Start ``args``, SIGTERM it after ``delay`` s; (exit code, where it stopped, seconds from signal to exit)."""
+def stop_after(args: list[str], delay: float, done: Path) -> tuple[int, str, float]:
+    """Start ``args``, SIGTERM it after ``delay`` s; (exit code, where it stopped, seconds from signal to exit).
+    A run whose last output (``done``) exists by then had finished its work: it does not count as a trial."""
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
-    if child.poll() is not None:
+    if child.poll() is not None or done.exists():
+        child.communicate()
         return child.returncode, "finished before the signal", 0.0
     signalled = time.perf_counter()
     child.send_signal(signal.SIGTERM)
@@ -97,7 +99,7 @@ def pipeline_trials(work: Path, trials: int, rng: random.Random) -> tuple[list[d
         record = {name: value for name, value in state.items() if name not in POST_TRAINING}
         (folder / "pipeline.json").write_text(json.dumps(record))
         delay = rng.uniform(1.5, 1.5 + window)  # about 1.5 s of start-up (imports, reading the record) first
-        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay)
+        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / "report.html")
         if where == "finished before the signal":
             continue
         again = run([*args, "--out", str(folder)], check=False)
@@ -143,7 +145,7 @@ def search_trials(work: Path, teacher: Path, trials: int, rng: random.Random) ->
         shutil.rmtree(folder, ignore_errors=True)
         low, high = windows[len(rows) % 2]
         delay = rng.uniform(low, high)
-        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay)
+        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / "search.json")
         if where == "finished before the signal":
             continue
         again = run([*args, "--out", str(folder)], check=False)
@@ -171,7 +173,7 @@ def sweep_trials(work: Path, teacher: Path, trials: int, rng: random.Random) -> 
         folder = work / f"sweep-{len(rows)}"
         shutil.rmtree(folder, ignore_errors=True)
         delay = rng.uniform(2.0, length)
-        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay)
+        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / "sweep.json")
         if where == "finished before the signal":
             continue
         again = run([*args, "--out", str(folder)], check=False)
