@@ -98,6 +98,7 @@ def pipeline_trials(work: Path, trials: int, rng: random.Random) -> tuple[list[d
         shutil.copytree(reference, folder)
         record = {name: value for name, value in state.items() if name not in POST_TRAINING}
         (folder / "pipeline.json").write_text(json.dumps(record))
+        (folder / "report.html").unlink()  # the last output: its return marks a run that had finished
         delay = rng.uniform(1.5, 1.5 + window)  # about 1.5 s of start-up (imports, reading the record) first
         code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / "report.html")
         if where == "finished before the signal":
