@@ -7,7 +7,7 @@ soft_labels.py  frozen teachers' outputs and the one KD step (distill and QAT)
 losses.py       the distillation losses, pure functions
 fit.py          the fit loop (FitPlan, FitHooks); fit_state.py, what --resume continues from
 optimizers.py   the optimiser and learning-rate schedule
-splits.py       the run's dataset on its device; batches.py, batches normalised and augmented
+splits.py       the run's dataset on its device; batches.py, batches normalised; augment.py, --augment
 evaluate.py     predictions, accuracy, the chance level
 device.py       device, precision, threads, seeding, memory layout
 run_folder.py   the run folder's files and the rules of resuming it
