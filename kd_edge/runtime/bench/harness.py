@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import platform
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -288,11 +289,14 @@ def measure_in_rounds(
         (label, threads, batch) for threads in config.threads for batch in config.batch_sizes for label in job.models
     ]
     frames = read_frames(Path(job.frames)) if job.frames else ()
+    total, started = config.rounds * len(settings), time.perf_counter()
     for round_index in range(config.rounds):
-        for label, threads, batch in settings:
+        for number, (label, threads, batch) in enumerate(settings, start=round_index * len(settings)):
             where = f"bench round {round_index + 1}/{config.rounds} of {label} ({threads} thread(s), batch {batch})"
             stop_if_requested(where)
-            progress(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch}")
+            left = f", about {remaining(started, number, total):.0f} s left" if number else ""
+            progress(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch} "
+                     f"(measurement {number + 1}/{total}{left})")  # fmt: skip
             first = round_index == 0  # accuracy and the drone loop are measured once
             job = Measurement(
                 model=str(files[label]),
@@ -314,6 +318,11 @@ def measure_in_rounds(
                 raise KdEdgeError(reading)
             readings.setdefault((label, threads, batch), []).append(reading)
     return readings
+
+
+def remaining(started: float, done: int, total: int) -> float:
+    """Seconds the ``total - done`` measurements left should take, at the pace of the ``done`` ones."""
+    return (time.perf_counter() - started) / done * (total - done)
 
 
 MAX_FRAMES = 50  # enough for a median; a folder of thousands would cost minutes a setting
