@@ -246,3 +246,11 @@ def test_channels_reads_a_colour_folder_as_grey_and_a_grey_one_as_colour(tmp_pat
     assert grey.input_shape == (1, 10, 10) and load_dataset(f"folder:{colour}").input_shape == (3, 10, 10)
     make_image_folder(tmp_path / "digits")  # grey PNGs in train/ and val/
     assert load_dataset(f"folder:{tmp_path / 'digits'}", channels=3).input_shape == (3, 12, 12)
+
+
+def test_splits_whose_images_differ_are_named_with_the_options_that_align_them(tmp_path):
+    make_image_folder(tmp_path / "mixed", splits=("train",), size=12)
+    make_image_folder(tmp_path / "mixed", splits=("val",), size=14)
+    with pytest.raises(DatasetError, match="--image-size and --channels"):
+        load_dataset(f"folder:{tmp_path / 'mixed'}")
+    assert load_dataset(f"folder:{tmp_path / 'mixed'}", image_size=12).input_shape == (1, 12, 12)

@@ -80,8 +80,12 @@ def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
             "folders up into the folder itself to have it split for you"
         )
     decoded = {name: decode_cached(root, list_images(root / name, classes, root), reading) for name in names}
-    if decoded["train"].split.images.shape[1:] != next(iter(decoded.values())).split.images.shape[1:]:
-        raise DatasetError(f"{str(root)!r}: the splits' images differ in size; pass --image-size")
+    shapes = {name: d.split.images.shape[1:] for name, d in decoded.items()}
+    if len(set(shapes.values())) > 1:  # each split's size and channels follow its own first image
+        raise DatasetError(
+            f"{str(root)!r}: the splits' images differ ({shapes}, channels, height, width); pass --image-size and "
+            "--channels to read them all alike"
+        )
     splits = {name: d.split for name, d in decoded.items()}
     files = {name: d.files for name, d in decoded.items()}
     files["skipped"] = [bad for d in decoded.values() for bad in d.skipped]
