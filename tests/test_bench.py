@@ -529,3 +529,29 @@ def test_frames_time_the_whole_camera_path(tmp_path, tiny):
     assert "frame path" in result.output and "decode" in result.output
     missing = bench(tiny, "--frames", tmp_path / "nowhere", *QUICK, ok=False)
     assert missing.exit_code == 1 and "not a folder" in missing.output
+
+
+def blocked_signals(queue):
+    import signal
+
+    queue.put(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+
+
+def test_a_measurement_child_starts_and_runs_with_ctrl_c_held_back():
+    """Ctrl-C reaches the whole process group. A bench child killed while reading its job left the parent writing
+    to the pipe forever (a pipeline SIGINTed during its bundle's timing hung); the children now start with SIGINT
+    and SIGTERM blocked, and the parent, whose mask is restored, stops at its next safe point."""
+    import multiprocessing
+    import signal
+
+    from kd_edge.runtime.bench.child import signals_held
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with signals_held():
+        child = context.Process(target=blocked_signals, args=(queue,))
+        child.start()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # the parent hears signals again
+    assert {signal.SIGINT, signal.SIGTERM} <= set(queue.get(timeout=60))
+    child.join(timeout=60)

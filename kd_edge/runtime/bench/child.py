@@ -251,7 +251,7 @@ def single_threaded_blas():
 def measure_in_child(context, job: Measurement) -> Reading | str:
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=child_main, args=(job, sender), daemon=True)
-    with single_threaded_blas():
+    with single_threaded_blas(), signals_held():
         process.start()
     sender.close()
     try:
@@ -265,6 +265,23 @@ def measure_in_child(context, job: Measurement) -> Reading | str:
         where = f"{job.model} at batch {job.batch_size}"
         return f"the benchmark process for {where} died{cap} (exit {process.exitcode}); {ADVICE}"
     return reading
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM held back while a child starts, and held back in the child for its life (a blocked
+    signal stays blocked across exec). Ctrl-C reaches the whole process group: a child killed while still
+    reading its job from the parent's pipe left the parent writing to it forever (multiprocessing's spawn
+    keeps the pipe's read end open in the parent until the write ends). The parent gets its signal when the
+    start is done, and stops at its next safe point; the child finishes its one measurement, seconds."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def child_main(job: Measurement, sender) -> None:
