@@ -1,4 +1,4 @@
-"""SIGTERM at random moments of the stages that do not train (export, quantize, bundle, bench, a search's
+"""SIGTERM (or, with --ctrl-c, SIGINT to the whole process group) at random moments of the stages that do not train (export, quantize, bundle, bench, a search's
 timing) and of sweeps, each stopped run continued by running the same command again, each result compared
 with an uninterrupted run's.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -34,6 +35,7 @@ from pathlib import Path
 
 KD_EDGE = [sys.executable, "-m", "kd_edge"]
 POST_TRAINING = ("export", "quantize", "bundle", "bench", "report")
+SIGNAL = (signal.SIGTERM, False)  # (signal, to the whole process group); --ctrl-c: (SIGINT, True)
 CONFIG = """
 [quantize]
 optimize-latency = false
@@ -57,13 +59,17 @@ def run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
 def stop_after(args: list[str], delay: float, done: Path) -> tuple[int, str, float]:
     """Start ``args``, SIGTERM it after ``delay`` s; (exit code, where it stopped, seconds from signal to exit).
     A run whose last output (``done``) exists by then had finished its work: it does not count as a trial."""
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    signum, group = SIGNAL
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
     time.sleep(delay)
     if child.poll() is not None or done.exists():
         child.communicate()
         return child.returncode, "finished before the signal", 0.0
     signalled = time.perf_counter()
-    child.send_signal(signal.SIGTERM)
+    if group:  # Ctrl-C in a terminal: every process of the foreground group, the bench children included
+        os.killpg(child.pid, signum)
+    else:
+        child.send_signal(signum)
     _, stderr = child.communicate(timeout=600)
     stopped = re.search(r"Stopped: (.*?)(?:; everything written|; the state is saved|\. To continue)", stderr)
     where = stopped.group(1) if stopped else stderr.strip().splitlines()[-1][:120] if stderr.strip() else "?"
@@ -198,9 +204,10 @@ def row(command, delay, code, where, exit_s, again, same) -> dict:
 
 def markdown(rows: list[dict], seed: int) -> str:
     lines = [
-        f"SIGTERM at random moments, then the same command run again (`benchmarks/stage_signals.py`, seed {seed}).",
+        f"{'SIGINT to the process group (Ctrl-C)' if SIGNAL[1] else 'SIGTERM'} at random moments, then the same "
+        f"command run again (`benchmarks/stage_signals.py`, seed {seed}).",
         "",
-        "| command | SIGTERM after | exit | where it stopped | exit after signal | run again | same result |",
+        "| command | signal after | exit | where it stopped | exit after signal | run again | same result |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -208,8 +215,9 @@ def markdown(rows: list[dict], seed: int) -> str:
             f"| {r['command']} | {r['signal_after_s']} s | {r['exit']} | {r['stopped']} | {r['exit_after_signal_s']} s "
             f"| {r['run_again']} | {'yes' if r['same_result'] else 'NO'} |"
         )
-    ok = sum(r["exit"] == 143 and r["run_again"] == 0 and r["same_result"] for r in rows)
-    lines += ["", f"{ok} of {len(rows)} stopped with 143 and, run again, gave the uninterrupted run's result."]
+    code = 128 + SIGNAL[0]
+    ok = sum(r["exit"] == code and r["run_again"] == 0 and r["same_result"] for r in rows)
+    lines += ["", f"{ok} of {len(rows)} stopped with {code} and, run again, gave the uninterrupted run's result."]
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +228,10 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--ctrl-c", action="store_true", help="SIGINT to the whole process group, as a terminal sends")
     args = parser.parse_args()
+    global SIGNAL
+    SIGNAL = (signal.SIGINT, True) if args.ctrl_c else SIGNAL
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="stage-signals-") as work:
         work = Path(work)
