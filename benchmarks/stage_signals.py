@@ -1,6 +1,6 @@
-"""SIGTERM (or, with --ctrl-c, SIGINT to the whole process group) at random moments of the stages that do not train (export, quantize, bundle, bench, a search's
-timing) and of sweeps, each stopped run continued by running the same command again, each result compared
-with an uninterrupted run's.
+"""SIGTERM (or, with --ctrl-c, SIGINT to the whole process group) at random moments of the stages that do
+not train (export, quantize, bundle, bench, a search's timing) and of sweeps, each stopped run continued by
+running the same command again, each result compared with an uninterrupted run's.
 
     .venv/bin/python benchmarks/stage_signals.py --pipeline 8 --search 3 --sweep 3 \\
         --markdown benchmarks/results/stage-signals.md
