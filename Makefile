@@ -12,7 +12,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Without an NVIDIA GPU (no nvidia-smi), torch's CPU build from PyTorch's own index: PyPI's torch for Linux
 # x86_64 is the CUDA build, 5.8 GB of environment that such a machine never uses. `make demo TORCH_INDEX=`
 # installs PyPI's build (CUDA) instead. Where that index cannot be reached, the next attempts install as before.
-TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,--index-url https://download.pytorch.org/whl/cpu)
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,--index-url https://download.pytorch.org/whl/cpu --retries 1)
 
 .PHONY: demo test test-fast lint venv clean
 
