@@ -540,7 +540,8 @@ def blocked_signals(queue):
 def test_a_measurement_child_starts_and_runs_with_ctrl_c_held_back():
     """Ctrl-C reaches the whole process group. A bench child killed while reading its job left the parent writing
     to the pipe forever (a pipeline SIGINTed during its bundle's timing hung); the children now start with SIGINT
-    and SIGTERM blocked, and the parent, whose mask is restored, stops at its next safe point."""
+    and SIGTERM blocked until they have read their job, and the parent, whose mask is restored, stops at its next
+    safe point."""
     import multiprocessing
     import signal
 

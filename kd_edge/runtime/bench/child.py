@@ -269,11 +269,12 @@ def measure_in_child(context, job: Measurement) -> Reading | str:
 
 @contextlib.contextmanager
 def signals_held():
-    """SIGINT and SIGTERM held back while a child starts, and held back in the child for its life (a blocked
-    signal stays blocked across exec). Ctrl-C reaches the whole process group: a child killed while still
-    reading its job from the parent's pipe left the parent writing to it forever (multiprocessing's spawn
-    keeps the pipe's read end open in the parent until the write ends). The parent gets its signal when the
-    start is done, and stops at its next safe point; the child finishes its one measurement, seconds."""
+    """SIGINT and SIGTERM held back while a child starts, in the parent and in the child (a blocked signal
+    stays blocked across exec) until the child has read its job (``child_main``). Ctrl-C reaches the whole
+    process group: a child killed while still reading its job from the parent's pipe left the parent writing
+    to it forever (multiprocessing's spawn keeps the pipe's read end open in the parent until the write ends).
+    Once started, both hear signals again: the child dies or finishes, the parent stops at its next safe
+    point."""
     import signal
 
     held = {signal.SIGINT, signal.SIGTERM}
@@ -285,5 +286,8 @@ def signals_held():
 
 
 def child_main(job: Measurement, sender) -> None:
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # the job is read: see signals_held
     sender.send(measure(job))
     sender.close()
