@@ -249,45 +249,53 @@ def single_threaded_blas():
 
 
 def measure_in_child(context, job: Measurement) -> Reading | str:
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=child_main, args=(job, sender), daemon=True)
-    with single_threaded_blas(), signals_held():
-        process.start()
-    sender.close()
-    try:
-        reading = receiver.recv()
-    except EOFError:  # the child died before answering: OOM-killed under a cgroup memory cap, or a runtime crash
-        reading = None
-    process.join()
+    reading, process = in_child(context, measure, job)
     release_cgroups(process.pid)
-    if reading is None:
+    if reading is None:  # the child died before answering: OOM-killed under a cgroup memory cap, or a crash
         cap = f" under the {job.constraints.memory_bytes:,}-byte memory cap" if job.constraints.memory_bytes else ""
         where = f"{job.model} at batch {job.batch_size}"
         return f"the benchmark process for {where} died{cap} (exit {process.exitcode}); {ADVICE}"
     return reading
 
 
+def in_child(context, target, *args):
+    """``target(*args)`` in a fresh spawned process: (its result, the finished process); the result is None when
+    the child died before answering. (Not a multiprocessing Pool: a pool worker killed by Ctrl-C loses its
+    task, and the pool waits for it forever.)"""
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=answer, args=(sender, target, *args), daemon=True)
+    with single_threaded_blas(), signals_held():
+        process.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    process.join()
+    return result, process
+
+
 @contextlib.contextmanager
 def signals_held():
     """SIGINT and SIGTERM held back while a child starts, in the parent and in the child (a blocked signal
-    stays blocked across exec) until the child has read its job (``child_main``). Ctrl-C reaches the whole
+    stays blocked across exec) until the child has read its job (``answer``). Ctrl-C reaches the whole
     process group: a child killed while still reading its job from the parent's pipe left the parent writing
     to it forever (multiprocessing's spawn keeps the pipe's read end open in the parent until the write ends).
     Once started, both hear signals again: the child dies or finishes, the parent stops at its next safe
     point."""
     import signal
 
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def child_main(job: Measurement, sender) -> None:
+def answer(sender, target, *args) -> None:
+    """The child's side of ``in_child``: its job read, it hears signals again, computes, answers."""
     import signal
 
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # the job is read: see signals_held
-    sender.send(measure(job))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    sender.send(target(*args))
     sender.close()

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.runtime.bench.child import single_threaded_blas
+from kd_edge.errors import KdEdgeError
+from kd_edge.interrupt import stop_if_requested
+from kd_edge.runtime.bench.child import in_child
 from kd_edge.runtime.bench.profiles import DeviceProfile
 from kd_edge.runtime.session import OnnxModel
 
@@ -34,9 +36,11 @@ def host_throughput_per_core() -> dict[str, float]:
     Measured in a spawned child pinned to one core, in single-threaded sessions: the
     same kernels (MLAS) the models' Conv, Gemm and their INT8 forms run on.
     """
-    context = multiprocessing.get_context("spawn")
-    with single_threaded_blas(), context.Pool(1) as pool:
-        return pool.apply(gemm_throughput)
+    throughput, process = in_child(multiprocessing.get_context("spawn"), gemm_throughput)
+    if throughput is None:
+        stop_if_requested("measuring this host's throughput")  # Ctrl-C reached the child too
+        raise KdEdgeError(f"the host's throughput measurement died (exit {process.exitcode}); run the command again")
+    return throughput
 
 
 def gemm_throughput(seconds: float = 0.4) -> dict[str, float]:
