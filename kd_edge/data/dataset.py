@@ -125,6 +125,15 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED
     return keep, held
 
 
+def three_way_split(labels: np.ndarray, fractions) -> dict[str, np.ndarray]:
+    """Indices of train, val and test, ``fractions`` of every class (train, val, test), seeded as
+    ``stratified_split``: test is held out first, then val from the rest."""
+    _, val_share, test_share = fractions
+    rest, test = stratified_split(labels, test_share)
+    keep, val = stratified_split(labels[rest], val_share / (1 - test_share))
+    return {"train": rest[keep], "val": rest[val], "test": test}
+
+
 def carve_validation(train: Split, fraction: float = VAL_FRACTION) -> tuple[Split, Split]:
     keep, held = stratified_split(train.labels, fraction)
     return train.subset(keep), train.subset(held)

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats
+from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, three_way_split
 from kd_edge.errors import DatasetError
 
 GREY_MODES = ("1", "L", "I;16", "I")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-SPLIT_SEED = 0  # fixed: every training seed of a comparison sees the same split
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
         )
     items = list_images(root, classes)
     decoded = decode_cached(root, items, reading)
-    parts = stratified_parts(decoded.split.labels, tuple(reading.split))
+    parts = three_way_split(decoded.split.labels, reading.split)
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
     return assemble(root, classes, splits, {**files, "skipped": decoded.skipped})
@@ -124,21 +123,6 @@ def list_images(folder: Path, classes: list[str], relative_to: Path | None = Non
     if not items:
         raise DatasetError(f"{str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return items
-
-
-def stratified_parts(labels: np.ndarray, split: tuple) -> dict[str, np.ndarray]:
-    """Indices of train, val and test: in every class, a seeded shuffle cut at the fractions (each part at least
-    one image of a class that has three)."""
-    rng = np.random.default_rng(SPLIT_SEED)
-    parts = {"train": [], "val": [], "test": []}
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        rng.shuffle(members)
-        n_val, n_test = (max(1, round(len(members) * f)) if len(members) >= 3 else 0 for f in split[1:])
-        parts["test"].append(members[:n_test])
-        parts["val"].append(members[n_test : n_test + n_val])
-        parts["train"].append(members[n_test + n_val :])
-    return {name: np.sort(np.concatenate(chosen)) for name, chosen in parts.items()}
 
 
 class Decoded:

@@ -21,7 +21,7 @@ from kd_edge.data.dataset import (
     Split,
     carve_validation,
     channel_stats,
-    stratified_split,
+    three_way_split,
 )
 from kd_edge.errors import DatasetError
 
@@ -74,10 +74,8 @@ def make_dataset(
 def split_pool(name, classes, images: np.ndarray, labels: np.ndarray) -> ImageDataset:
     """Split one labelled pool 80/10/10 into train/val/test, stratified by class."""
     pool = Split(images, labels)
-    rest, test_idx = stratified_split(labels, 0.1)
-    rest_split = pool.subset(rest)
-    train_idx, val_idx = stratified_split(rest_split.labels, 1 / 9)
-    return make_dataset(name, classes, rest_split.subset(train_idx), pool.subset(test_idx), rest_split.subset(val_idx))
+    parts = {name: pool.subset(indices) for name, indices in three_way_split(labels, (0.8, 0.1, 0.1)).items()}
+    return make_dataset(name, classes, parts["train"], parts["test"], parts["val"])
 
 
 def as_nchw(images: np.ndarray) -> np.ndarray:
