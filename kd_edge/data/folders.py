@@ -125,11 +125,13 @@ def list_images(folder: Path, classes: list[str], relative_to: Path | None = Non
     return items
 
 
+@dataclass(frozen=True)
 class Decoded:
     """A folder's images decoded: the arrays, the files they came from and those left out (with the reason)."""
 
-    def __init__(self, split: Split, files: list[str], skipped: list[dict]):
-        self.split, self.files, self.skipped = split, files, skipped
+    split: Split
+    files: list[str]
+    skipped: list[dict]
 
 
 def decode_cached(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decoded:

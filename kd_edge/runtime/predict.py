@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.errors import DatasetError
 from kd_edge.runtime.session import OnnxModel
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,22 +78,31 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
             "uint8 images, which needs nothing more)"
         ) from None
 
-    channels, height, width = model.input_shape
     try:
         with Image.open(path) as image:
             image.load()
             original = image.size
-            converted = image.convert("L" if channels == 1 else "RGB")
+            pixels = model_pixels(image, model.input_shape)
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(
             f"cannot read {str(path)!r} as an image ({exc}); give PNG, JPEG or another format Pillow reads"
         ) from exc
-    note = None
+    _, height, width = model.input_shape
+    note = f"resized from {original[0]}x{original[1]} to {width}x{height}" if original != (width, height) else None
+    return pixels, note
+
+
+def model_pixels(image, input_shape) -> np.ndarray:
+    """A decoded Pillow image as the model takes it: its channels (grey or RGB), resized to its input size
+    (bilinear), (C, H, W) uint8."""
+    from PIL import Image
+
+    channels, height, width = input_shape
+    converted = image.convert("L" if channels == 1 else "RGB")
     if converted.size != (width, height):
         converted = converted.resize((width, height), Image.BILINEAR)
-        note = f"resized from {original[0]}x{original[1]} to {width}x{height}"
     pixels = np.asarray(converted, dtype=np.uint8)
-    return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), note
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

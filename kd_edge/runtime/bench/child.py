@@ -124,7 +124,8 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
         raise KdEdgeError("--frames decodes images with Pillow: pip install 'kd-edge[images]'") from None
     import io
 
-    channels, height, width = model.input_shape
+    from kd_edge.runtime.predict import model_pixels
+
     parts: dict[str, list[float]] = {"decode_ms": [], "resize_ms": [], "inference_ms": []}
     sizes = set()
     for _ in range(passes):
@@ -134,11 +135,9 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
                 image.load()
                 decoded = time.perf_counter()
                 sizes.add(image.size)
-                converted = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.uint8)
-            pixels = pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]
+                pixels = model_pixels(image, model.input_shape)
             resized = time.perf_counter()
-            model.logits(model.preprocess(pixels))
+            model.logits(model.preprocess(pixels[None]))
             done = time.perf_counter()
             for name, seconds in (("decode_ms", decoded - started), ("resize_ms", resized - decoded),
                                   ("inference_ms", done - resized)):  # fmt: skip

@@ -330,7 +330,7 @@ MAX_FRAMES = 50  # enough for a median; a folder of thousands would cost minutes
 
 def read_frames(folder: Path) -> tuple[bytes, ...]:
     """The encoded bytes of up to ``MAX_FRAMES`` image files of ``folder`` (searched below it), in name order."""
-    from kd_edge.runtime.predict import IMAGE_SUFFIXES
+    from kd_edge.data.folders import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         raise DatasetError(f"--frames {str(folder)!r} is not a folder; give a folder of camera frames (JPEG, PNG...)")
