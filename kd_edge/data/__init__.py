@@ -94,8 +94,8 @@ def load_dataset(
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
-def load_data(ref: DataRef, data_dir: str | Path | None = None) -> ImageDataset:
-    """The dataset a model was trained on, from its ``DataRef``; never downloads.
+def load_data(ref: DataRef, data_dir: str | Path | None = None, download: bool = False) -> ImageDataset:
+    """The dataset a model was (or is to be) trained on, from its ``DataRef``; downloads only when asked.
 
     ``data_dir`` overrides the folder the training run read (the files may have moved).
     Later stages (export, quantize, QAT, bench) all resolve a model's data through here,
@@ -105,7 +105,7 @@ def load_data(ref: DataRef, data_dir: str | Path | None = None) -> ImageDataset:
         ref.dataset,
         data_dir or ref.data_dir,
         ref.image_size,
-        download=False,
+        download=download,
         split=ref.split,
         bad_images=ref.bad_images,
         channels=ref.channels,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kd_edge.data.ref import DataRef
 from kd_edge.errors import ModelCardError
+from kd_edge.settings.data import BAD_IMAGES
 
 PREFIX = "kd_edge."
 REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
@@ -166,7 +167,7 @@ def check_data(name, value):
     if split is not None and not (isinstance(split, (list, tuple)) and len(split) == 3 and all(map(is_number, split))):
         raise fail(name, "an object whose split is three fractions or null", value)
     bad_images, channels = value.get("bad_images"), value.get("channels")
-    if bad_images not in (None, "refuse", "skip") or channels not in (None, 1, 3):
+    if bad_images not in (None, *BAD_IMAGES) or channels not in (None, 1, 3):
         raise fail(name, 'an object whose bad_images is "refuse", "skip" or null and channels 1, 3 or null', value)
     return DataRef(
         dataset=value["dataset"],

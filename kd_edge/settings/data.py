@@ -81,13 +81,11 @@ class DataSettings:
 
     @property
     def folder_options(self) -> dict:
-        """What a folder: dataset is loaded with (split, bad_images, channels), as a DataRef records it: None where
-        default, and for other datasets."""
-        if not self.dataset.startswith("folder:"):
-            return {"split": None, "bad_images": None, "channels": None}
-        default = type(self)()
+        """What a folder: dataset is loaded with (split, bad_images, channels), as a DataRef records it; None for
+        the other datasets, which take none of them."""
+        folder = self.dataset.startswith("folder:")
         return {
-            "split": None if self.split == default.split else tuple(self.split),
-            "bad_images": None if self.bad_images == default.bad_images else self.bad_images,
-            "channels": self.channels,
+            "split": tuple(self.split) if folder else None,
+            "bad_images": self.bad_images if folder else None,
+            "channels": self.channels if folder else None,
         }

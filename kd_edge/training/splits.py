@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from kd_edge.data import DataRef, ImageDataset, load_dataset
+from kd_edge.data import DataRef, ImageDataset, load_data
 from kd_edge.errors import ConfigError
 from kd_edge.io import atomic_write_json
 from kd_edge.log import step
@@ -57,9 +57,7 @@ def load_splits(run: RunSettings, data: DataSettings) -> tuple[DeviceDataset, fl
     """The dataset on the run's device (and how long loading took); bad data fails here, before any output."""
     started = time.perf_counter()
     ref = DataRef(dataset=data.dataset, data_dir=data.data_dir, image_size=data.image_size, **data.folder_options)
-    dataset = load_dataset(
-        ref.dataset, ref.data_dir, ref.image_size, split=ref.split, bad_images=ref.bad_images, channels=ref.channels
-    )
+    dataset = load_data(ref, download=True)
     device = resolve_device(run.device)
     splits = DeviceDataset(dataset, ref, device, resolve_precision(run.precision, device))
     return splits, time.perf_counter() - started
