@@ -87,12 +87,14 @@ def user_errors(command, name: str):
         from kd_edge.interrupt import stop_on_signals
         from kd_edge.log import steps_shown, verbose
 
+        speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
+
         def show(message: str) -> None:
-            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            if speaks:
                 console().print(f"[dim]{message}[/]", soft_wrap=True, highlight=False)
 
         def show_live(message: str) -> None:
-            if os.environ.get("RANK", "0") == "0":
+            if speaks:
                 live_line.show(console(), message)
 
         # The long commands stop cleanly on SIGINT/SIGTERM, from their first step to their last line of output
@@ -101,7 +103,7 @@ def user_errors(command, name: str):
             with steps_shown(show, None if verbose() else show_live), stops:
                 return command(*args, **kwargs)
         except Interrupted as exc:
-            if os.environ.get("RANK", "0") == "0":  # every rank stops; one says so
+            if speaks:  # every rank stops; one says so
                 again = CONTINUE_WITH.get(name, "run the same command again")
                 typer.echo(f"Stopped: {exc}." + ("" if exc.finished else f" To continue, {again}."), err=True)
             raise typer.Exit(128 + exc.signum) from None

@@ -295,8 +295,7 @@ def measure_in_rounds(
             where = f"bench round {round_index + 1}/{config.rounds} of {label} ({threads} thread(s), batch {batch})"
             stop_if_requested(where)
             left = f", about {remaining(started, number, total):.0f} s left" if number else ""
-            progress(f"bench: round {round_index + 1}/{config.rounds}, {label}, {threads} thread(s), batch {batch} "
-                     f"(measurement {number + 1}/{total}{left})")  # fmt: skip
+            progress(f"bench: {where.removeprefix('bench ')}, measurement {number + 1}/{total}{left}")
             first = round_index == 0  # accuracy and the drone loop are measured once
             job = Measurement(
                 model=str(files[label]),
