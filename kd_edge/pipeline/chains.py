@@ -28,13 +28,11 @@ def deploy(source, out, settings: DeploySettings | None = None, *, data_dir: str
     get_profile(settings.bundle.profile)
     bundle = {"data_dir": data_dir, "force": force}
     fp32, int8 = exports_of_run(source, settings)
-    if fp32 is not None and settings.bundle.form == "fp32":
-        step(f"bundle: {source}'s student.onnx was made from its student.pt with these settings: bundled as it is")
-        return write_bundle(out, settings.bundle, fp32=fp32, int8=None, int8_refused="--form fp32 was given", **bundle)
-    if fp32 is not None and int8 is not None:
-        step(f"bundle: {source}'s student.onnx and student.int8.onnx were made from its student.pt with these "
-             "settings: bundled as they are")  # fmt: skip
-        return write_bundle(out, settings.bundle, fp32=fp32, int8=int8, **bundle)
+    int8 = None if settings.bundle.form == "fp32" else int8
+    if fp32 is not None and (int8 is not None or settings.bundle.form == "fp32"):
+        step(f"bundle: {source}'s exports were made from its student.pt with these settings: bundled as they are")
+        refused = "--form fp32 was given" if int8 is None else None
+        return write_bundle(out, settings.bundle, fp32=fp32, int8=int8, int8_refused=refused, **bundle)
     with tempfile.TemporaryDirectory(prefix="kd-edge-deploy-") as scratch:
         if source.suffix == ".onnx":
             if read_card(source).quantization is not None:
