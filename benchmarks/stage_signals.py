@@ -149,20 +149,8 @@ def search_trials(work: Path, teacher: Path, trials: int, rng: random.Random) ->
     print(f"search reference: phases {phases}; {expected}", flush=True)
     # the stages that do not train: timing the untrained candidates, then the finalists (export, INT8, timing)
     windows = [(2.0, phases["candidates"]), (phases["finalists"], phases["end"])]
-    rows = []
-    while len(rows) < trials:
-        folder = work / f"search-{len(rows)}"
-        shutil.rmtree(folder, ignore_errors=True)
-        low, high = windows[len(rows) % 2]
-        delay = rng.uniform(low, high)
-        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / "search.json")
-        if where == "finished before the signal":
-            continue
-        again = run([*args, "--out", str(folder)], check=False)
-        same = again.returncode == 0 and search_result(folder) == expected
-        rows.append(row("search", delay, code, where, exit_s, again.returncode, same))
-        print(rows[-1], flush=True)
-    return rows
+    return run_trials("search", args, work, trials, lambda n: rng.uniform(*windows[n % 2]), "search.json",
+                      search_result, expected)  # fmt: skip
 
 
 def sweep_result(folder: Path) -> list:
@@ -178,17 +166,24 @@ def sweep_trials(work: Path, teacher: Path, trials: int, rng: random.Random) -> 
     run([*args, "--out", str(work / "sweep-reference")])
     length, expected = time.perf_counter() - started, sweep_result(work / "sweep-reference")
     print(f"sweep reference: {length:.1f} s; {expected}", flush=True)
+    return run_trials("sweep", args, work, trials, lambda n: rng.uniform(2.0, length), "sweep.json", sweep_result,
+                      expected)  # fmt: skip
+
+
+def run_trials(command, args, work: Path, trials: int, delay_of, done: str, result, expected) -> list[dict]:
+    """``trials`` runs of ``args``, the n-th signalled after ``delay_of(n)`` s, each run again and its ``result``
+    (of its folder) compared with ``expected``; a run that wrote ``done`` before the signal is not a trial."""
     rows = []
     while len(rows) < trials:
-        folder = work / f"sweep-{len(rows)}"
+        folder = work / f"{command}-{len(rows)}"
         shutil.rmtree(folder, ignore_errors=True)
-        delay = rng.uniform(2.0, length)
-        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / "sweep.json")
+        delay = delay_of(len(rows))
+        code, where, exit_s = stop_after([*args, "--out", str(folder)], delay, folder / done)
         if where == "finished before the signal":
             continue
         again = run([*args, "--out", str(folder)], check=False)
-        same = again.returncode == 0 and sweep_result(folder) == expected
-        rows.append(row("sweep", delay, code, where, exit_s, again.returncode, same))
+        same = again.returncode == 0 and result(folder) == expected
+        rows.append(row(command, delay, code, where, exit_s, again.returncode, same))
         print(rows[-1], flush=True)
     return rows
 
