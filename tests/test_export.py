@@ -17,6 +17,7 @@ from kd_edge.runtime import DataRef, ModelCard, OnnxModel, read_card, read_onnx_
 from kd_edge.settings import ExportSettings
 from kd_edge.settings.deploy import EXPORTERS
 from kd_edge.training import models as registry
+from kd_edge.training.batches import Normalizer
 from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.training.models import ModelSpec, list_models
 from tests.conftest import easy_images
@@ -75,13 +76,45 @@ def test_every_registered_model_exports_with_parity(tmp_path, rgb_npz, name, exp
 def test_dynamic_batch_runs_at_1_3_and_8(tmp_path, student_checkpoint):
     result = export_onnx(student_checkpoint, tmp_path / "out")
     model = OnnxModel(result.path)
-    torch_model = load_checkpoint(student_checkpoint).build_model().eval()
+    checkpoint = load_checkpoint(student_checkpoint)
+    torch_model = checkpoint.build_model().eval()
+    normalise = Normalizer(checkpoint.card.mean, checkpoint.card.std, "cpu")
     images = np.random.default_rng(0).integers(0, 255, (8, 1, 16, 16), dtype=np.uint8)
     for batch in (1, 3, 8):
-        inputs = model.preprocess(images[:batch])
-        expected = torch_model(torch.from_numpy(inputs)).detach().numpy()
-        got = model.logits(inputs)
+        expected = torch_model(normalise(torch.from_numpy(images[:batch]))).detach().numpy()
+        got = model.logits(images[:batch].transpose(0, 2, 3, 1))  # the graph's own input: uint8 NHWC
         assert got.shape == (batch, 3) and np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout, order", [("nhwc", "rgb"), ("nhwc", "bgr"), ("nchw", "rgb")])
+def test_the_graph_takes_the_camera_frame_and_computes_the_float_pipeline(tmp_path, rgb_npz, layout, order):
+    """A plain ONNX Runtime session fed the frame's uint8 pixels as a camera library lays them out (no
+    arithmetic) gives the logits the network gives on the float tensor training normalised."""
+    import onnxruntime as ort
+
+    path = checkpoint_for(tmp_path, rgb_npz, "mobile@w0.5", channels=3, size=32)
+    result = export_onnx(path, tmp_path / "out", ExportSettings(input_layout=layout, channel_order=order))
+    card = read_card(result.path)
+    assert (card.input_type, card.layout, card.channel_order) == ("uint8", layout.upper(), order.upper())
+    rgb_hwc = np.load(rgb_npz)["images"][:5].transpose(0, 2, 3, 1)  # as Pillow decodes them
+    frames = rgb_hwc[..., ::-1] if order == "bgr" else rgb_hwc  # as OpenCV decodes them
+    frames = np.ascontiguousarray(frames if layout == "nhwc" else frames.transpose(0, 3, 1, 2))
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    got = session.run(None, {session.get_inputs()[0].name: frames})[0]
+    checkpoint = load_checkpoint(path)
+    normalised = Normalizer(card.mean, card.std, "cpu")(torch.from_numpy(rgb_hwc.transpose(0, 3, 1, 2).copy()))
+    with torch.no_grad():
+        expected = checkpoint.build_model().eval()(normalised).numpy()
+    assert np.abs(got - expected).max() < 1e-4
+    # kd-edge's runtime takes the dataset's NCHW RGB images and lays them out for the graph itself.
+    assert (
+        np.abs(
+            OnnxModel(result.path).logits(OnnxModel(result.path).preprocess(np.load(rgb_npz)["images"][:5])) - expected
+        ).max()
+        < 1e-4
+    )
 
 
 @pytest.mark.slow
@@ -91,7 +124,8 @@ def test_metadata_round_trip(tmp_path, student_checkpoint):
     meta = read_onnx_metadata(result.path)
     # The contract other tools read (DESIGN.md), as plain JSON strings:
     assert json.loads(meta["kd_edge.classes"]) == list(checkpoint.card.classes) == ["a", "b", "c"]
-    assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and meta["kd_edge.layout"] == "NCHW"
+    assert json.loads(meta["kd_edge.input_shape"]) == [1, 16, 16] and meta["kd_edge.layout"] == "NHWC"
+    assert meta["kd_edge.input_type"] == "uint8" and meta["kd_edge.channel_order"] == "GRAY"
     assert json.loads(meta["kd_edge.mean"]) == list(checkpoint.card.mean) and json.loads(meta["kd_edge.std"]) == list(
         checkpoint.card.std
     )

@@ -1,6 +1,7 @@
 """The training engine: soft labels computed once, a frozen teacher, divergence handling, augmentation."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -239,3 +240,22 @@ def test_a_plain_folder_run_records_its_split_and_later_stages_load_the_same_one
     (root / "field" / "new.jpg").write_bytes((root / "field" / "000.jpg").read_bytes())
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 1 and "split anew" in resumed.output, resumed.output
+
+
+@pytest.mark.parametrize("steps, said", [(20_000, ["about 5.6 h", "warning"]), (400, ["about 6 min"]), (30, [])])
+def test_the_stage_says_its_time_from_the_first_steps_and_warns_past_half_an_hour(monkeypatch, steps, said):
+    """One second a step, measured after the first two: a long stage is announced and warned about, a short one
+    says nothing; every call still reaches the progress the caller gave."""
+    from kd_edge.log import steps_shown
+    from kd_edge.training import fit as fit_module
+
+    calls, messages = [], []
+    monkeypatch.setattr(fit_module.time, "perf_counter", lambda: float(len(calls)))  # a second a step
+    progress = fit_module.PaceEstimate(SimpleNamespace(step=lambda *a: calls.append(a)), "teacher", steps)
+    with steps_shown(messages.append):
+        for _ in range(20):
+            progress.step(1.0, 100.0)
+    assert len(calls) == 20
+    text = " ".join(messages)
+    assert all(words in text for words in said) and ("warning" in text) == ("warning" in said)
+    assert bool(messages) == bool(said)

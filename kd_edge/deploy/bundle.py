@@ -124,7 +124,7 @@ def check_outputs(out, force: bool) -> tuple[Path, Path]:
 
 
 def sample_images(model: OnnxModel, samples: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``samples`` test images, the same number from every class."""
+    """Up to ``samples`` test images, the same number from every class, laid out as the model takes them."""
     from kd_edge.data import load_data
 
     if model.card.data is None:
@@ -132,7 +132,7 @@ def sample_images(model: OnnxModel, samples: int, data_dir: str | None) -> tuple
     test = load_data(model.card.data, data_dir).test
     per_class = max(samples // len(model.classes), 1)
     picks = np.sort(np.concatenate([np.flatnonzero(test.labels == c)[:per_class] for c in range(len(model.classes))]))
-    return test.images[picks], test.labels[picks]
+    return model.check_images(test.images[picks]), test.labels[picks]
 
 
 def choose(
@@ -187,9 +187,8 @@ def board_readme(name: str, card, info: dict) -> str:
 Made by kd-edge {__version__}. `model.onnx` is the deployable model ({info["deployable"]["form"].upper()},
 {info["deployable"]["size_bytes"]:,} bytes, test accuracy {accuracy}). Why this form: {info["reason"]}.
 
-Input: uint8 images of shape {list(card.input_shape)} (channels, height, width); {len(card.classes)} classes:
-{shown_classes}. The model takes float32 NCHW `(pixel / 255 - mean) / std` with
-mean {list(card.mean)} and std {list(card.std)}; kd-edge's runtime does that for you.
+Input: {input_description(card)}; {len(card.classes)} classes: {shown_classes}.
+`samples.npz` holds `images` in that layout and their `labels`.
 
 ## On the board
 
@@ -219,6 +218,22 @@ print((model.predict(samples["images"]) == samples["labels"]).mean(), model.clas
 ```
 
 From C++, ROS or any ONNX Runtime binding: open `model.onnx` with default session options, feed the
-normalised float32 tensor named `input`, read `logits`. The model's card is in its metadata (`kd_edge.*`)
+tensor named `input` as described above, read `logits`. The model's card is in its metadata (`kd_edge.*`)
 and in `model.json`.
 """
+
+
+def input_description(card) -> str:
+    """What a consumer feeds the model, in a sentence."""
+    channels, height, width = card.input_shape
+    if card.input_type == "float32":
+        return (
+            f"float32 NCHW (N, {channels}, {height}, {width}), `(pixel / 255 - mean) / std` with mean "
+            f"{list(card.mean)} and std {list(card.std)} (kd-edge's runtime does that for you)"
+        )
+    shape = (height, width, channels) if card.layout == "NHWC" else (channels, height, width)
+    return (
+        f"the camera frame's uint8 pixels, {card.layout} (N, {', '.join(map(str, shape))}), {card.channel_order}, "
+        f"resized to {width}x{height} and nothing else: the graph applies `(pixel / 255 - mean) / std` (mean "
+        f"{list(card.mean)}, std {list(card.std)}) itself"
+    )

@@ -28,15 +28,20 @@ from kd_edge.settings.data import BAD_IMAGES
 
 PREFIX = "kd_edge."
 REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
-PLAIN_STRINGS = ("layout", "model", "source_sha256")  # stored as they are; every other value as JSON
-LAYOUTS = ("NCHW",)
+PLAIN_STRINGS = ("layout", "input_type", "channel_order", "model", "source_sha256")  # as they are; others as JSON
+LAYOUTS = ("NCHW", "NHWC")
+INPUT_TYPES = ("uint8", "float32")
+CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelCard:
     """Preprocessing (classes, input shape, layout, mean, std), provenance and figures of one model.
 
-    The input is ``(pixel / 255 - mean) / std`` per channel, NCHW, float32.
+    ``input_shape`` is always ``[C, H, W]``; ``layout`` says how the graph's input holds it. An exported
+    model takes the camera frame's ``uint8`` pixels (``input_type``) in ``layout`` and ``channel_order``
+    and applies ``(pixel / 255 - mean) / std`` inside its graph. A ``float32`` input (a checkpoint's
+    network, or a model from kd-edge 0.x) is the normalised NCHW tensor itself.
     """
 
     classes: tuple[str, ...]
@@ -44,6 +49,8 @@ class ModelCard:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     layout: str = "NCHW"
+    input_type: str = "float32"  # uint8: normalisation inside the graph
+    channel_order: str | None = None  # RGB, BGR or GRAY, of a uint8 input
     data: DataRef | None = None
     model: str | None = None  # registry name
     parameters: int | None = None
@@ -67,6 +74,16 @@ class ModelCard:
                 )
         if min(self.std) <= 0:
             raise ModelCardError(f"{PREFIX}std must be positive, got {list(self.std)}")
+        if self.input_type == "float32" and self.layout != "NCHW":
+            raise ModelCardError(f"{PREFIX}layout of a float32 input is NCHW, got {self.layout}")
+        if self.channel_order is not None and (self.channel_order == "GRAY") != (channels == 1):
+            raise ModelCardError(f"{PREFIX}channel_order {self.channel_order} does not fit {channels} channel(s)")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """One image as the graph's input holds it: (C, H, W) or (H, W, C)."""
+        channels, height, width = self.input_shape
+        return (height, width, channels) if self.layout == "NHWC" else (channels, height, width)
 
     def to_dict(self) -> dict:
         """The card as JSON-ready data (model.json, checkpoints)."""
@@ -149,10 +166,13 @@ def check_numbers(name, value):
     return tuple(float(v) for v in value)
 
 
-def check_layout(name, value):
-    if value not in LAYOUTS:
-        raise fail(name, f"one of {LAYOUTS}", value)
-    return value
+def one_of(choices: tuple[str, ...]):
+    def checked(name, value):
+        if value not in choices:
+            raise fail(name, f"one of {choices}", value)
+        return value
+
+    return checked
 
 
 def check_data(name, value):
@@ -201,7 +221,9 @@ FIELD_CHECKS = {
     "input_shape": check_shape,
     "mean": check_numbers,
     "std": check_numbers,
-    "layout": check_layout,
+    "layout": one_of(LAYOUTS),
+    "input_type": one_of(INPUT_TYPES),
+    "channel_order": optional(lambda v: v in CHANNEL_ORDERS, f"one of {CHANNEL_ORDERS}"),
     "data": check_data,
     "model": optional(lambda v: isinstance(v, str), "a model name"),
     "parameters": optional(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),

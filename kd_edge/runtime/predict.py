@@ -51,7 +51,7 @@ def predict_files(model: OnnxModel, paths: list[Path], top_k: int) -> list[Predi
 
 
 def read_input(model: OnnxModel, path: Path) -> tuple[np.ndarray, list[str], list[str | None]]:
-    """(uint8 NCHW images, a name for each, how each was adapted) from an .npz, a folder or an image file."""
+    """(uint8 images, a name for each, how each was adapted) from an .npz, a folder or an image file."""
     if not path.exists():
         raise DatasetError(f"{str(path)!r} does not exist; give image files, folders of images, or an .npz")
     if path.suffix == ".npz":
@@ -94,7 +94,8 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
 
 def model_pixels(image, input_shape) -> np.ndarray:
     """A decoded Pillow image as the model takes it: its channels (grey or RGB), resized to its input size
-    (bilinear), (C, H, W) uint8."""
+    (bilinear), (H, W, C) uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes
+    either layout)."""
     from PIL import Image
 
     channels, height, width = input_shape
@@ -102,7 +103,7 @@ def model_pixels(image, input_shape) -> np.ndarray:
     if converted.size != (width, height):
         converted = converted.resize((width, height), Image.BILINEAR)
     pixels = np.asarray(converted, dtype=np.uint8)
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return pixels[..., None] if channels == 1 else pixels
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

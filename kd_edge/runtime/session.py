@@ -88,17 +88,28 @@ class OnnxModel:
             self.session = open_session(model_path, threads)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.card = ModelCard.from_metadata(self.metadata, repr(str(self.path)))
-        self.input_shape = self.card.input_shape
+        self.input_shape = self.card.input_shape  # (C, H, W), whatever the layout
+        self.image_shape = self.card.image_shape  # one image as the graph takes it
         self.classes = list(self.card.classes)
         self.mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(self.card.std, dtype=np.float32).reshape(1, -1, 1, 1)
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
-        fixed = [(i, d) for i, d in enumerate(graph_input.shape[1:]) if isinstance(d, int)]
-        if len(graph_input.shape) != 4 or any(self.input_shape[i] != d for i, d in fixed):
+        self.check_graph(graph_input)
+
+    def check_graph(self, graph_input) -> None:
+        """The card describes this graph: input type and shape, one score per class."""
+        graph_type = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}.get(graph_input.type, graph_input.type)
+        if graph_type != self.card.input_type:
             raise ModelCardError(
-                f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} disagrees with the graph's "
-                f"input {graph_input.shape}"
+                f"{str(self.path)!r}: kd_edge.input_type says {self.card.input_type} but the graph takes {graph_type}; "
+                "re-export the model with `kd-edge export`"
+            )
+        fixed = [(i, d) for i, d in enumerate(graph_input.shape[1:]) if isinstance(d, int)]
+        if len(graph_input.shape) != 4 or any(self.image_shape[i] != d for i, d in fixed):
+            raise ModelCardError(
+                f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} in layout {self.card.layout} "
+                f"disagrees with the graph's input {graph_input.shape}"
             )
         width = self.session.get_outputs()[0].shape[-1]
         if isinstance(width, int) and width != len(self.classes):
@@ -109,29 +120,39 @@ class OnnxModel:
             )
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
-        """uint8 pixels (0-255) in (N, C, H, W), or (N, H, W) for a one-channel model; else a clear error."""
+        """uint8 pixels (0-255) in (N, C, H, W) or (N, H, W, C), or (N, H, W) for a one-channel model, as the
+        graph lays them out (a copy only where the layout differs); else a clear error."""
         images = np.asarray(images)
-        if images.ndim == 3 and self.input_shape[0] == 1:
-            images = images[:, None]
-        shape = f"(N, {', '.join(map(str, self.input_shape))})"
+        channels, height, width = self.input_shape
+        if images.ndim == 3 and channels == 1:
+            images = images[..., None] if self.card.layout == "NHWC" else images[:, None]
         if images.dtype != np.uint8:
             raise DatasetError(
-                f"{str(self.path)!r} takes raw uint8 pixel values 0-255, got {images.dtype}: the model's card "
-                "normalises "
+                f"{str(self.path)!r} takes raw uint8 pixel values 0-255, got {images.dtype}: the model normalises "
                 "them itself. Pass the images before any scaling (for floats in [0, 1]: (x * "
                 "255).round().astype('uint8'))"
             )
-        if images.ndim != 4 or images.shape[1:] != self.input_shape:
+        nchw, nhwc = (channels, height, width), (height, width, channels)
+        if images.ndim != 4 or images.shape[1:] not in (nchw, nhwc):
             raise DatasetError(
-                f"{str(self.path)!r} takes images of shape {shape} (batch, channels, height, width), got "
-                f"{images.shape}; "
-                "resize them (kd-edge predict does for image files) or use a model trained for this size"
+                f"{str(self.path)!r} takes images of shape (N, {', '.join(map(str, nchw))}) or (N, "
+                f"{', '.join(map(str, nhwc))}) (batch, then channels, height, width in either order), got "
+                f"{images.shape}; resize them (kd-edge predict does for image files) or use a model trained for this "
+                "size"
             )
-        return images
+        if images.shape[1:] == self.image_shape:
+            return images
+        return images.transpose(0, 2, 3, 1) if self.card.layout == "NHWC" else images.transpose(0, 3, 1, 2)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """``(pixel / 255 - mean) / std`` as float32 NCHW, exactly as in training."""
+        """The graph's input for uint8 ``images``: the pixels themselves, in the graph's layout and channel order
+        (normalisation is in the graph); for a float32 graph, ``(pixel / 255 - mean) / std`` as float32 NCHW,
+        exactly as in training."""
         images = self.check_images(images)
+        if self.card.input_type == "uint8":
+            if self.card.channel_order == "BGR":
+                images = images[..., ::-1] if self.card.layout == "NHWC" else images[:, ::-1]
+            return np.ascontiguousarray(images)
         return (images.astype(np.float32) * np.float32(1 / 255) - self.mean) / self.std
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ DEFAULT_EXPORTER = "dynamo"
 # The dynamo exporter implements opset 18 and later; converting its graph down to 17 fails
 # for models with a global average pool (ReduceMean's axes became an input in opset 18).
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+INPUT_LAYOUTS = ("nhwc", "nchw")
+ORDERS = ("rgb", "bgr")
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
 FORMS = ("auto", "int8", "fp32")
@@ -34,6 +36,15 @@ class ExportSettings:
     )
     opset: int | None = knob(
         None, "ONNX opset; both exporters' files load in ONNX Runtime 1.16+", none="18 with dynamo, 17 with torchscript"
+    )
+    input_layout: str = knob(
+        "nhwc",
+        "How the model takes the camera frame's uint8 pixels: nhwc (as cameras and image libraries give them) or "
+        "nchw; normalisation happens inside the graph.",
+        choices=INPUT_LAYOUTS,
+    )
+    channel_order: str = knob(
+        "rgb", "Channel order of a colour frame (bgr: as OpenCV gives it); grey models ignore it.", choices=ORDERS
     )
 
     def __post_init__(self):

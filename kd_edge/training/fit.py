@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_edge import log
 from kd_edge.errors import TrainingDivergedError
 from kd_edge.settings.training import OptimSettings
 from kd_edge.training import distributed
@@ -53,6 +54,7 @@ class FitPlan:
     precision: str = "fp32"
     deterministic: bool = False  # torch refuses nondeterministic kernels
     networks: list[nn.Module] = field(default_factory=list)
+    summary: str = ""  # what is trained, for the plan line: "cnn-base, 1.2 M MACs an image"
 
     def __post_init__(self):
         self.networks = self.networks or [self.model]
@@ -113,12 +115,15 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
         if hooks.resume_from is not None:
             state.restore(hooks.resume_from)
         trained = distributed.wrap(plan.model)  # under torchrun, DistributedDataParallel averages the gradients
-        hooks.progress.start(plan.stage, plan.epochs, state.steps_per_epoch)
+        left = plan.epochs * state.steps_per_epoch - (state.epoch - 1) * state.steps_per_epoch - state.steps_done
+        say_plan(plan, state.steps_per_epoch)
+        progress = PaceEstimate(hooks.progress, plan.stage, left)
+        progress.start(plan.stage, plan.epochs, state.steps_per_epoch)
         for epoch in range(state.epoch, plan.epochs + 1):
             state.epoch = epoch
             values = hooks.before_epoch(epoch, plan.epochs, state.val_history()) if hooks.before_epoch else {}
             step = OptimizerStep(trained, state.optimizers, state.schedulers, plan, epoch, state.last_saved)
-            means, train_accuracy, seen, seconds = train_epoch(step, plan, hooks.progress, state)
+            means, train_accuracy, seen, seconds = train_epoch(step, plan, progress, state)
             distributed.share_main_buffers(plan.model)  # every rank evaluates, and keeps, rank 0's model
             val_accuracy = accuracy(plan.model, plan.val, plan.normalize)
             log = EpochLog(
@@ -132,7 +137,7 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
                 if hooks.save_best is not None:
                     state.last_saved = hooks.save_best(plan.model, {"epoch": epoch, "val_accuracy": val_accuracy})
             state.epoch_finished()
-            hooks.progress.epoch_done(log)
+            progress.epoch_done(log)
     plan.model.load_state_dict(state.best_state)
     images = distributed.per_rank(sum(round(log.images_per_second * log.seconds) for log in state.history))
     return FitResult(state.best_val_accuracy, state.best_epoch, state.history, state.elapsed(), images)
@@ -177,6 +182,65 @@ class OptimizerStep:
             if scheduler is not None:
                 scheduler.step()
         return terms
+
+
+def say_plan(plan: FitPlan, steps_per_epoch: int) -> None:
+    _, channels, height, width = plan.train.images.shape
+    what = f"{plan.summary} " if plan.summary else ""
+    augmentation = "no augmentation" if plan.augment == "none" else f"{plan.augment} augmentation"
+    log.step(
+        f"{plan.stage}: plan: {what}on {width}x{height}x{channels} images, {plan.epochs} epoch(s) of "
+        f"{steps_per_epoch} steps (batch {plan.optim.batch_size}, {augmentation})"
+    )
+
+
+# Steps timed (after the first two, which pay for warm-up) before the stage's time is estimated; a stage
+# estimated under half a minute is not worth a line.
+PACE_STEPS = 10
+SAY_PACE_SECONDS = 30
+LONG_PLAN_SECONDS = 30 * 60
+
+
+class PaceEstimate:
+    """A progress that passes everything on and, once ``PACE_STEPS`` steps are timed, says how long the
+    stage's remaining ``steps`` will take at that pace (evaluation comes on top), with a warning and what to
+    change when that is over half an hour. The live bar's remaining time follows the pace from then on."""
+
+    def __init__(self, progress, stage: str, steps: int):
+        self.progress, self.stage, self.steps = progress, stage, steps
+        self.count, self.started = 0, None
+
+    def __getattr__(self, name):
+        return getattr(self.progress, name)
+
+    def step(self, loss: float, images_per_second: float) -> None:
+        self.progress.step(loss, images_per_second)
+        self.count += 1
+        if self.count == 2:
+            self.started = time.perf_counter()
+        elif self.count == 2 + PACE_STEPS:
+            self.tell((time.perf_counter() - self.started) / PACE_STEPS)
+
+    def tell(self, seconds_per_step: float) -> None:
+        seconds = seconds_per_step * (self.steps - self.count)
+        if seconds < SAY_PACE_SECONDS:
+            return
+        log.step(
+            f"{self.stage}: about {duration(seconds)} more on this machine ({1e3 * seconds_per_step:,.0f} ms a "
+            f"step over {PACE_STEPS} steps; each epoch's evaluation comes on top)"
+        )
+        if seconds > LONG_PLAN_SECONDS:
+            log.step(
+                f"warning: {self.stage} will take over half an hour. To shorten it: a smaller --image-size, fewer "
+                "epochs (--epochs / --steps, or the teacher's and student's own), or a smaller model (`kd-edge "
+                "models`); Ctrl-C stops it and --resume continues it"
+            )
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def train_epoch(step: OptimizerStep, plan: FitPlan, progress, loop: FitState) -> tuple[dict, float, int, float]:

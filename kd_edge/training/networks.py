@@ -114,6 +114,7 @@ def train_and_save(
         precision=splits.precision,
         deterministic=context.deterministic,
         networks=[network.model for network in networks],
+        summary=" + ".join(f"{n.info['model']} ({n.info['macs'] / 1e6:,.1f} M MACs an image)" for n in networks),
     )
     hooks = FitHooks(
         save_best=save_best,
