@@ -33,6 +33,15 @@ def test_static_int8_within_budget(fp32_model):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert result.int8_bytes < result.fp32_bytes == fp32_model.stat().st_size
     assert result.latency is None  # compare_latency=False starts no timing process
+    # The frame's cast, layout and normalisation stay FP32: the first QuantizeLinear is the first Conv's input.
+    graph = onnx.load(str(result.path)).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    first_quantize = next(node for node in graph.node if node.op_type == "QuantizeLinear")
+    before = [first_quantize]
+    while before[-1].input[0] in producers:
+        before.append(producers[before[-1].input[0]])
+    assert [node.op_type for node in before[1:]] == ["Sub", "Mul", "Transpose", "Cast"]
+    assert before[-1].input[0] == graph.input[0].name
 
 
 @pytest.mark.slow

@@ -286,8 +286,9 @@ def quantize_file(
                 nodes_to_exclude=excluded,
             )
         else:
+            graph = onnx.load(str(prepared))
             quantize_static(
-                pool_before_relu(onnx.load(str(prepared)), set(excluded)),
+                pool_before_relu(graph, set(excluded)),
                 str(target),
                 ImageReader(fp32, calib_images),
                 quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
@@ -296,7 +297,7 @@ def quantize_file(
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[config.method],
-                nodes_to_exclude=excluded,
+                nodes_to_exclude=[*excluded, *frame_nodes(graph)],
             )
     make_file_portable(target)  # what is timed and scored here is what an older runtime loads
 
@@ -334,6 +335,20 @@ def pool_before_relu(model, fp32_nodes: set[str]):
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model
+
+
+def frame_nodes(model) -> list[str]:
+    """The nodes between the uint8 frame and the first Conv, Gemm or MatMul (cast, layout, channel order,
+    normalisation): left in FP32, so that no quantization pair sits on raw pixels; the first quantizable node
+    quantizes its own input."""
+    frame = {model.graph.input[0].name}
+    names = []
+    for node in model.graph.node:  # topological order
+        if node.op_type in QUANTIZABLE_OPS or not frame.intersection(node.input):
+            continue
+        names.append(node.name)
+        frame.update(node.output)
+    return names
 
 
 def quantizable_nodes(prepared: Path) -> list[str]:
