@@ -1,5 +1,7 @@
 """Every registered model runs forward and backward at each input shape it supports."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -126,3 +128,27 @@ def test_every_registry_model_keeps_batchnorm_statistics_that_follow_a_short_run
         model = ModelSpec(name, 7, 3, 64).build()
         momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
         assert all(momentum is None or momentum >= 0.1 for momentum in momenta), (name, momenta)
+
+
+@pytest.mark.parametrize("name", ["pooled-small", "pooled-base", "mobile-small"])
+def test_camera_sized_models_keep_their_size_and_their_cost_follows_the_pixels(name):
+    """From 64 to 224 px: the same parameters (a pooled classifier, not one that grows with the image), MACs in
+    proportion to the pixels (a stride-2 stem from 64 px), and the right output at every size."""
+    sizes = (64, 128, 224)
+    models = {size: create_model(name, num_classes=7, in_channels=3, image_size=size).eval() for size in sizes}
+    assert len({count_parameters(model) for model in models.values()}) == 1
+    macs = {size: count_macs(model, (3, size, size)) for size, model in models.items()}
+    for size in sizes[1:]:
+        assert macs[size] / macs[64] == pytest.approx((size / 64) ** 2, rel=0.1)
+    with torch.no_grad():
+        assert models[224](torch.zeros(2, 3, 224, 224)).shape == (2, 7)
+
+
+def test_the_default_models_are_chosen_by_the_image_size():
+    from kd_edge.settings import DistillSettings
+
+    settings = DistillSettings()
+    assert [settings.teacher.for_images(28).model, settings.student.for_images(28).model] == ["cnn-base", "cnn-small"]
+    chosen = [settings.teacher.for_images(64).model, settings.student.for_images(128).model]
+    assert chosen == ["pooled-base", "pooled-small"]
+    assert replace(settings.student, model="resnet18").for_images(128).model == "resnet18"

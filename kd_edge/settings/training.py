@@ -72,15 +72,23 @@ class OptimSettings:
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
+CAMERA_SIZED = 64  # pixels a side from which the default models are the camera-sized ones
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkSettings:
     """One network: its architecture and its budget (``epochs``, or enough epochs for ``steps`` optimiser steps)."""
 
-    model: str = knob(help="Architecture (`kd-edge models`).")
+    model: str = knob(help=f"Architecture (`kd-edge models`); A|B: A under {CAMERA_SIZED} px, B from there.")
     epochs: int | None = knob(None, "Training epochs.", short="-e", none="enough for {steps} optimiser steps")
     steps: int = knob(help="Optimiser steps when no epochs are given (rounded up to whole epochs).")
 
     def __post_init__(self):
+        choices = self.model.split("|")
+        require(
+            len(choices) <= 2 and all(choices),
+            f"a model is a registry name, or SMALL|CAMERA (two names, e.g. cnn-base|pooled-base), not {self.model!r}",
+        )
         require(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
 
@@ -91,14 +99,20 @@ class NetworkSettings:
         steps_per_epoch = max(train_size // batch_size, 1)
         return min(max(math.ceil(self.steps / steps_per_epoch), 1), MAX_PLANNED_EPOCHS)
 
+    def for_images(self, side: int) -> NetworkSettings:
+        """The model for images of ``side`` pixels: SMALL|CAMERA resolved, a single name as it is."""
+        small, _, camera = self.model.partition("|")
+        return replace(self, model=(camera or small) if side >= CAMERA_SIZED else small)
+
     def planned(self, train_size: int, batch_size: int) -> NetworkSettings:
         return replace(self, epochs=self.planned_epochs(train_size, batch_size))
 
 
 # kd-edge's recipe: BatchNorm CNNs, AdamW with a one-cycle schedule, cached soft labels. The budgets
-# are 2 and 3 epochs on Fashion-MNIST, 17 and 30 on mnist-5k.
-TEACHER = NetworkSettings(model="cnn-base", steps=250)
-STUDENT = NetworkSettings(model="cnn-small", steps=450)
+# are 2 and 3 epochs on Fashion-MNIST, 17 and 30 on mnist-5k. Camera-sized images (64 px and up) take
+# the global-pooled CNNs, whose parameters do not grow with the image (benchmarks/results/aerial.md).
+TEACHER = NetworkSettings(model="cnn-base|pooled-base", steps=250)
+STUDENT = NetworkSettings(model="cnn-small|pooled-small", steps=450)
 
 
 @dataclass(frozen=True, kw_only=True)

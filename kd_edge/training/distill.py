@@ -41,6 +41,7 @@ def train_teacher(settings: TeacherSettings, out, *, force: bool = False, resume
     """Train a teacher with cross-entropy; writes OUT/teacher.pt, metrics.json and config.json."""
     with torch_threads(settings.run.threads):
         splits, load_seconds = load_splits(settings.run, settings.data)  # bad data fails before OUT is touched
+        settings = replace(settings, teacher=settings.teacher.for_images(image_side(splits)))
         check_models_build(splits, [settings.teacher.model])
         # The settings as given (a step budget, not the epochs it makes on this many processes) are what a
         # resume must match: a run started on 1 process continues on 2, its epochs planned for 2.
@@ -97,6 +98,8 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
     checkpoints = [load_checkpoint(path) for path in teachers] if settings.needs_teacher else []
     init = {"weights": load_weights(settings.init), "source": settings.init} if settings.init != "scratch" else None
     splits, load_seconds = load_splits(settings.run, settings.data)
+    side = image_side(splits)
+    settings = replace(settings, teacher=settings.teacher.for_images(side), student=settings.student.for_images(side))
     # Everything that can be refused is refused here, before the run folder is touched or any epoch runs.
     trains_teacher = settings.mode == "online" or (settings.needs_teacher and not teachers)
     check_models_build(splits, [settings.student.model, *([settings.teacher.model] if trains_teacher else [])])
@@ -170,6 +173,11 @@ def distill_online(
     context.run.record("teacher", teacher_info, seconds)
     context.run.record("student", student_info, seconds)
     return context.run.metrics
+
+
+def image_side(splits) -> int:
+    """The smaller side of the run's images, which picks a SMALL|CAMERA model."""
+    return min(splits.dataset.input_shape[1:])
 
 
 def planned(network: NetworkSettings, splits, batch_size: int) -> NetworkSettings:

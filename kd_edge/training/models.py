@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_edge.errors import ModelError
+from kd_edge.settings.training import CAMERA_SIZED  # from this size up, stems halve the resolution at once
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -156,12 +157,14 @@ class InvertedResidual(nn.Module):
 
 
 class MobileCNN(nn.Module):
-    """A MobileNet-style network for small images: a 3x3 stem, stages of inverted residual blocks
-    (the first of each stage halves the resolution), global average pooling, a linear classifier."""
+    """A MobileNet-style network: a 3x3 stem (stride 2 from 64 px), stages of inverted residual blocks
+    (the first of each stage halves the resolution), global average pooling, a linear classifier. Its
+    parameters do not depend on the input size; its cost grows with the pixels."""
 
     def __init__(self, num_classes, in_channels, image_size, widths=(16, 24, 40), depth=1, expand=4, stem=16):
         super().__init__()
-        layers = [*conv_bn_relu(in_channels, stem)]
+        stride = 2 if image_size >= CAMERA_SIZED else 1
+        layers = [*conv_bn_relu(in_channels, stem, stride)]
         channels = stem
         for width in widths:
             for block in range(depth):
@@ -276,10 +279,10 @@ def seed_family(num_classes, in_channels, image_size, width: float = 1.0, depth:
 # --- a configurable small CNN family ---------------------------------------------------------
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
     # No conv bias: BatchNorm's shift replaces it, and export folds BN into the conv.
     return [
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     ]
@@ -337,6 +340,45 @@ def cnn_small(num_classes, in_channels, image_size):
 @register_model("cnn-base", "cnn widths 32-64, hidden 128 (seed-teacher's size, with BatchNorm)")
 def cnn_base(num_classes, in_channels, image_size):
     return SmallCNN(num_classes, in_channels, image_size, widths=(32, 64), hidden=128)
+
+
+# --- camera-sized input: 64 to 224 px, colour, parameters that do not grow with the image ---------------
+
+
+class PooledCNN(nn.Module):
+    """Plain conv-BN-ReLU stages for camera-sized images: a stem (stride 2 from 64 px), then per stage a 2x2
+    max-pool and ``depth`` 3x3 convs, then global average pooling and a linear classifier. Plain 3x3
+    convolutions are what CPUs (x86 oneDNN, ARM NEON in ONNX Runtime) run fastest per MAC, in training too."""
+
+    def __init__(self, num_classes, in_channels, image_size, widths=(32, 64, 128), depth=1, stem=16):
+        super().__init__()
+        stride = 2 if image_size >= CAMERA_SIZED else 1
+        layers, channels = [*conv_bn_relu(in_channels, stem, stride)], stem
+        for width in widths:
+            layers.append(nn.MaxPool2d(2))
+            for _ in range(depth):
+                layers += conv_bn_relu(channels, width)
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@register_model("pooled-small", "camera-sized student: plain conv stages 32-64-128, global pooling")
+def pooled_small(num_classes, in_channels, image_size):
+    return PooledCNN(num_classes, in_channels, image_size, widths=(32, 64, 128), depth=1, stem=16)
+
+
+@register_model("pooled-base", "camera-sized teacher: plain conv stages 64-128-256 (two convs each), global pooling")
+def pooled_base(num_classes, in_channels, image_size):
+    return PooledCNN(num_classes, in_channels, image_size, widths=(64, 128, 256), depth=2, stem=32)
+
+
+@register_model("mobile-small", "camera-sized student: inverted residual stages 24-48-96 (two blocks each)")
+def mobile_small(num_classes, in_channels, image_size):
+    return MobileCNN(num_classes, in_channels, image_size, widths=(24, 48, 96), depth=2, stem=16)
 
 
 # --- torchvision models adapted to small inputs ----------------------------------------------
