@@ -19,6 +19,14 @@ def augment_policy(value) -> str:
 
 
 BAD_IMAGES = ("refuse", "skip")
+CAMERA_SIZED = 64  # pixels a side from which an A|B default (models, augmentation) takes B
+
+
+def by_image_size(value: str, side: int) -> str:
+    """``value`` for images of ``side`` pixels: of ``A|B``, A under ``CAMERA_SIZED`` and B from there; a single
+    value as it is."""
+    small, _, camera = value.partition("|")
+    return (camera or small) if side >= CAMERA_SIZED else small
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,17 +59,22 @@ class DataSettings:
         choices=NORMALIZATIONS,
     )
     augment: str = knob(
-        "none",
+        "none|aerial",
         "Training-time augmentation: none; shift (up to 2 px, for digits and small objects); aerial (for imagery "
-        "from above: the 8 flips and quarter turns, random 70-100 % crops, brightness and contrast jitter). Frozen "
-        "teachers then run on every augmented batch.",
-        choices=AUGMENTATIONS,
+        "from above: the 8 flips and quarter turns, random 70-100 % crops, brightness and contrast jitter); A|B: A "
+        "under {CAMERA_SIZED} px, B from there. Frozen teachers then run on every augmented batch.",
         parse=augment_policy,
     )
 
     def __post_init__(self):
         object.__setattr__(self, "augment", augment_policy(self.augment))  # a library caller's True or False
         check_choices(self)
+        policies = self.augment.split("|")
+        require(
+            len(policies) <= 2 and all(policy in AUGMENTATIONS for policy in policies),
+            f"--augment takes one of {', '.join(AUGMENTATIONS)}, or A|B (A under {CAMERA_SIZED} px, B from there), not "
+            f"{self.augment!r}",
+        )
         require(
             self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"
         )

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from kd_edge.errors import ConfigError
-from kd_edge.settings.data import DataSettings
+from kd_edge.settings.data import CAMERA_SIZED, DataSettings, by_image_size
 from kd_edge.settings.fields import check_choices, knob, leaf_paths, require, with_changes
 from kd_edge.settings.schedules import parse_schedule
 
@@ -72,9 +72,6 @@ class OptimSettings:
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
-CAMERA_SIZED = 64  # pixels a side from which the default models are the camera-sized ones
-
-
 @dataclass(frozen=True, kw_only=True)
 class NetworkSettings:
     """One network: its architecture and its budget (``epochs``, or enough epochs for ``steps`` optimiser steps)."""
@@ -100,9 +97,8 @@ class NetworkSettings:
         return min(max(math.ceil(self.steps / steps_per_epoch), 1), MAX_PLANNED_EPOCHS)
 
     def for_images(self, side: int) -> NetworkSettings:
-        """The model for images of ``side`` pixels: SMALL|CAMERA resolved, a single name as it is."""
-        small, _, camera = self.model.partition("|")
-        return replace(self, model=(camera or small) if side >= CAMERA_SIZED else small)
+        """The model for images of ``side`` pixels (``by_image_size``)."""
+        return replace(self, model=by_image_size(self.model, side))
 
     def planned(self, train_size: int, batch_size: int) -> NetworkSettings:
         return replace(self, epochs=self.planned_epochs(train_size, batch_size))

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, replace
 
 from kd_edge.log import step
+from kd_edge.settings.data import by_image_size
 from kd_edge.settings.training import DistillSettings, NetworkSettings, TeacherSettings
 from kd_edge.training.batches import normalization
 from kd_edge.training.checkpoint import file_sha256, load_checkpoint, load_weights
@@ -41,7 +42,7 @@ def train_teacher(settings: TeacherSettings, out, *, force: bool = False, resume
     """Train a teacher with cross-entropy; writes OUT/teacher.pt, metrics.json and config.json."""
     with torch_threads(settings.run.threads):
         splits, load_seconds = load_splits(settings.run, settings.data)  # bad data fails before OUT is touched
-        settings = replace(settings, teacher=settings.teacher.for_images(image_side(splits)))
+        settings = for_images(settings, splits)
         check_models_build(splits, [settings.teacher.model])
         # The settings as given (a step budget, not the epochs it makes on this many processes) are what a
         # resume must match: a run started on 1 process continues on 2, its epochs planned for 2.
@@ -98,8 +99,7 @@ def distill_in_process(settings: DistillSettings, out, teachers, force, resume, 
     checkpoints = [load_checkpoint(path) for path in teachers] if settings.needs_teacher else []
     init = {"weights": load_weights(settings.init), "source": settings.init} if settings.init != "scratch" else None
     splits, load_seconds = load_splits(settings.run, settings.data)
-    side = image_side(splits)
-    settings = replace(settings, teacher=settings.teacher.for_images(side), student=settings.student.for_images(side))
+    settings = for_images(settings, splits)
     # Everything that can be refused is refused here, before the run folder is touched or any epoch runs.
     trains_teacher = settings.mode == "online" or (settings.needs_teacher and not teachers)
     check_models_build(splits, [settings.student.model, *([settings.teacher.model] if trains_teacher else [])])
@@ -175,9 +175,15 @@ def distill_online(
     return context.run.metrics
 
 
-def image_side(splits) -> int:
-    """The smaller side of the run's images, which picks a SMALL|CAMERA model."""
-    return min(splits.dataset.input_shape[1:])
+def for_images(settings: TeacherSettings | DistillSettings, splits):
+    """``settings`` with each A|B choice (models, augmentation) made for the run's images (``by_image_size``):
+    what the run folder's config.json records."""
+    side = min(splits.dataset.input_shape[1:])
+    chosen = {"data": replace(settings.data, augment=by_image_size(settings.data.augment, side))}
+    chosen["teacher"] = settings.teacher.for_images(side)
+    if isinstance(settings, DistillSettings):
+        chosen["student"] = settings.student.for_images(side)
+    return replace(settings, **chosen)
 
 
 def planned(network: NetworkSettings, splits, batch_size: int) -> NetworkSettings:

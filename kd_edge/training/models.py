@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_edge.errors import ModelError
-from kd_edge.settings.training import CAMERA_SIZED  # from this size up, stems halve the resolution at once
+from kd_edge.settings.data import CAMERA_SIZED  # from this size up, stems halve the resolution at once
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
