@@ -254,3 +254,19 @@ def test_splits_whose_images_differ_are_named_with_the_options_that_align_them(t
     with pytest.raises(DatasetError, match="--image-size and --channels"):
         load_dataset(f"folder:{tmp_path / 'mixed'}")
     assert load_dataset(f"folder:{tmp_path / 'mixed'}", image_size=12).input_shape == (1, 12, 12)
+
+
+def test_a_folder_of_large_or_oblong_photos_is_read_at_most_64_px_square_unless_asked(tmp_path):
+    """The default keeps a 2-core machine's training in minutes: the first image's shorter side, at most 64;
+    --image-size asks for any other size."""
+    from PIL import Image
+
+    for cls in ("cars", "roads"):
+        (tmp_path / "big" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (300, 200), (40 * i, 90, 10)).save(tmp_path / "big" / cls / f"{i}.jpg")
+    assert load_dataset(f"folder:{tmp_path / 'big'}", split=(0.5, 0.25, 0.25)).input_shape == (3, 64, 64)
+    asked = load_dataset(f"folder:{tmp_path / 'big'}", split=(0.5, 0.25, 0.25), image_size=128)
+    assert asked.input_shape == (3, 128, 128)
+    small = make_plain_tree(tmp_path / "small", size=10)
+    assert load_dataset(f"folder:{small}").input_shape == (3, 10, 10)

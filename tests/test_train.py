@@ -259,3 +259,20 @@ def test_the_stage_says_its_time_from_the_first_steps_and_warns_past_half_an_hou
     text = " ".join(messages)
     assert all(words in text for words in said) and ("warning" in text) == ("warning" in said)
     assert bool(messages) == bool(said)
+
+
+@pytest.mark.slow
+def test_camera_sized_images_get_the_pooled_models_and_aerial_augmentation_by_default(tmp_path):
+    """Given only the data: 64 px colour images train pooled-base and pooled-small under aerial augmentation,
+    and the run folder records the choices made (a resume compares them)."""
+    from tests.conftest import easy_images
+
+    images, labels = easy_images(12, channels=3, size=64)
+    np.savez(tmp_path / "camera.npz", images=images, labels=labels)
+    args = ["distill", "--dataset", f"npz:{tmp_path / 'camera.npz'}", "--epochs", "1", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code in (0, 1), result.output  # 1 epoch on 24 images may stay at chance: the choice is tested
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["teacher"]["model"], config["student"]["model"]) == ("pooled-base", "pooled-small")
+    assert config["data"]["augment"] == "aerial"
+    assert "pooled-base (" in result.output and "aerial augmentation" in result.output

@@ -25,6 +25,7 @@ import numpy as np
 
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, three_way_split
 from kd_edge.errors import DatasetError
+from kd_edge.settings.data import DEFAULT_LARGEST_SIDE
 
 GREY_MODES = ("1", "L", "I;16", "I")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -32,9 +33,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass(frozen=True)
 class Reading:
-    """How a folder's images are read: resized to ``image_size`` (None: the first image's size), as
-    ``channels`` 1 or 3 (None: grey if the first image is), a plain tree cut at ``split``, unreadable
-    files refused or skipped (``bad_images``)."""
+    """How a folder's images are read: resized to ``image_size`` squares (None: the first image's shorter side,
+    at most ``DEFAULT_LARGEST_SIDE``), as ``channels`` 1 or 3 (None: grey if the first image is), a plain tree
+    cut at ``split``, unreadable files refused or skipped (``bad_images``)."""
 
     image_size: int | None
     channels: int | None
@@ -164,7 +165,8 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
                 if mode is None:
                     grey = reading.channels == 1 or (reading.channels is None and image.mode in GREY_MODES)
                     mode = "L" if grey else "RGB"
-                    size = (reading.image_size,) * 2 if reading.image_size else image.size
+                    side = reading.image_size or min(*image.size, DEFAULT_LARGEST_SIDE)
+                    size = (side, side)
                 image = image.convert(mode)
                 arrays.append(np.asarray(image if image.size == size else image.resize(size), dtype=np.uint8))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
@@ -188,7 +190,7 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
 
 def cache_key(root: Path, items: list[tuple[str, int]], reading: Reading) -> str:
     """A digest of every file's relative path, label and bytes, and of how they are read (the split aside)."""
-    digest = hashlib.sha256(f"v2 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
+    digest = hashlib.sha256(f"v3 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
     for file, label in items:
         digest.update(f"{file}\0{label}\0".encode())
         digest.update(hashlib.sha256((root / file).read_bytes()).digest())

@@ -20,6 +20,10 @@ def augment_policy(value) -> str:
 
 BAD_IMAGES = ("refuse", "skip")
 CAMERA_SIZED = 64  # pixels a side from which an A|B default (models, augmentation) takes B
+# A folder's images are resized to at most this side by default: on a 2-core CPU a 64 px teacher trains in
+# minutes where a 128 px one takes 4x as long, for no better accuracy at the default budget on RSSCN7
+# (benchmarks/results/aerial.md); --image-size asks for more.
+DEFAULT_LARGEST_SIDE = 64
 
 
 def by_image_size(value: str, side: int) -> str:
@@ -37,7 +41,11 @@ class DataSettings:
         short="-d",
     )
     data_dir: str | None = knob(None, "Folder holding dataset files.", none="$KD_EDGE_DATA")
-    image_size: int | None = knob(None, "Resize folder: images to this side length.", none="the first image's size")
+    image_size: int | None = knob(
+        None,
+        "Resize folder: images to this side length (square).",
+        none=f"the first image's shorter side, at most {DEFAULT_LARGEST_SIDE}",
+    )
     channels: int | None = knob(
         None, "Read folder: images as 1 (grey) or 3 (RGB) channels.", none="grey if the first image is grey"
     )

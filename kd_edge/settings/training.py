@@ -72,13 +72,25 @@ class OptimSettings:
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
 
 
+def step_budget(value) -> int | str:
+    """A step count, or ``A|B`` (two counts, by image size) as text; a clear error for anything else."""
+    parts = str(value).split("|")
+    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
+        raise ConfigError(f"--steps takes a number of optimiser steps, or A|B (two numbers), not {value!r}")
+    return int(parts[0]) if len(parts) == 1 else "|".join(part.strip() for part in parts)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkSettings:
     """One network: its architecture and its budget (``epochs``, or enough epochs for ``steps`` optimiser steps)."""
 
     model: str = knob(help=f"Architecture (`kd-edge models`); A|B: A under {CAMERA_SIZED} px, B from there.")
     epochs: int | None = knob(None, "Training epochs.", short="-e", none="enough for {steps} optimiser steps")
-    steps: int = knob(help="Optimiser steps when no epochs are given (rounded up to whole epochs).")
+    steps: int | str = knob(
+        help=f"Optimiser steps when no epochs are given (rounded up to whole epochs); A|B: A under {CAMERA_SIZED} px, "
+        "B from there.",
+        parse=step_budget,
+    )
 
     def __post_init__(self):
         choices = self.model.split("|")
@@ -87,18 +99,20 @@ class NetworkSettings:
             f"a model is a registry name, or SMALL|CAMERA (two names, e.g. cnn-base|pooled-base), not {self.model!r}",
         )
         require(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+        object.__setattr__(self, "steps", step_budget(self.steps))
+        budgets = [int(part) for part in str(self.steps).split("|")]
+        require(min(budgets) >= 1, f"--steps must be at least 1, got {self.steps}")
 
     def planned_epochs(self, train_size: int, batch_size: int) -> int:
         """``epochs``, or the fewest whole epochs that make ``steps`` optimiser steps (at most 200)."""
         if self.epochs is not None:
             return self.epochs
         steps_per_epoch = max(train_size // batch_size, 1)
-        return min(max(math.ceil(self.steps / steps_per_epoch), 1), MAX_PLANNED_EPOCHS)
+        return min(max(math.ceil(int(self.steps) / steps_per_epoch), 1), MAX_PLANNED_EPOCHS)
 
     def for_images(self, side: int) -> NetworkSettings:
-        """The model for images of ``side`` pixels (``by_image_size``)."""
-        return replace(self, model=by_image_size(self.model, side))
+        """The model and step budget for images of ``side`` pixels (``by_image_size``)."""
+        return replace(self, model=by_image_size(self.model, side), steps=int(by_image_size(str(self.steps), side)))
 
     def planned(self, train_size: int, batch_size: int) -> NetworkSettings:
         return replace(self, epochs=self.planned_epochs(train_size, batch_size))
