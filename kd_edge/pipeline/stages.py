@@ -103,7 +103,10 @@ def run_bench(settings: PipelineSettings, run_dir: Path, progress) -> dict:
 
     bundle = open_bundle(run_dir / "bundle")
     models = tuple(str(path) for path in bundle.forms().values())
-    report = run_benchmark(BenchJob(models=models, settings=settings.bench, data=str(bundle.samples_path)))
+    # Under the board the bundle was made for, unless --profile says otherwise (the forms are timed as files,
+    # which do not carry the bundle's profile as `kd-edge bench BUNDLE` reads it).
+    bench = settings.bench if settings.bench.profile else replace(settings.bench, profile=settings.bundle.profile)
+    report = run_benchmark(BenchJob(models=models, settings=bench, data=str(bundle.samples_path)))
     atomic_write_json(run_dir / "bench.json", report.to_dict())
     rows = [
         {

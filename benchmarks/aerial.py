@@ -1,0 +1,130 @@
+"""RSSCN7 end to end (issue 21): the defaults, distillation against the student alone, a longer recipe.
+
+    .venv/bin/python benchmarks/aerial.py defaults --markdown benchmarks/results/aerial.md   # ~15 min
+    .venv/bin/python benchmarks/aerial.py paired --markdown benchmarks/results/aerial.md     # ~25 min
+    .venv/bin/python benchmarks/aerial.py longer --markdown benchmarks/results/aerial.md     # ~30 min
+
+defaults  `kd-edge pipeline --dataset folder:RSSCN7 --out WORK/defaults`, nothing else: wall time of the whole
+          command and of each stage, teacher, student, FP32 and INT8 test accuracy, the bundle's form, the
+          student's projected per-frame latency on the rpi4 profile (the pipeline's bench).
+paired    the default student alone (--alpha 1) against the default student distilled (the defaults), both from
+          the defaults run's frozen teacher, seeds 0, 1, 2: within a seed both start from the same weights and
+          see the data in the same order and under the same augmentation draws.
+longer    the documented longer recipe (LONGER below) as one pipeline.
+
+Runs go through the kd-edge CLI into --work; a finished run is kept and not rerun (its times then are those
+of the run that made it). RSSCN7 is read from ../shared/datasets/rsscn7 (--data). Test accuracy is reported;
+every selection is on validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = (0, 1, 2)
+LONGER = ["--image-size", "96", "--teacher-steps", "1600", "--steps", "2400"]
+
+
+def kd_edge(*args) -> float:
+    """Run a kd-edge command; its wall time in seconds."""
+    started = time.perf_counter()
+    subprocess.run([str(ROOT / ".venv" / "bin" / "kd-edge"), *map(str, args)], check=True)
+    return time.perf_counter() - started
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def pipeline(run: Path, data: Path, extra: list[str]) -> list[str]:
+    """One pipeline run and its figures, as markdown lines."""
+    wall = None if (run / "report.md").is_file() else kd_edge("pipeline", "--dataset", f"folder:{data}", *extra,
+                                                                "--out", run)  # fmt: skip
+    m = metrics(run)
+    times = m["wall_time_s"]
+    names = ("teacher", "student", "export", "quantize", "bundle", "bench", "report")
+    stages = ", ".join(f"{name} {times[name]:.0f} s" for name in names if name in times)
+    q = m["quantize"]
+    bench = [r for r in m["bench"]["results"] if r.get("batch_size") == 1]
+    projected = "; ".join(
+        f"{Path(r['model']).name} {r['threads']} thread(s): {r['latency_ms']['p50']:.3f} ms host"
+        + (f", {r['projection']['latency_ms']:.3f} ms projected" if r.get("projection") else "")
+        for r in bench
+    )
+    return [
+        f"* command: `kd-edge pipeline --dataset folder:RSSCN7 {' '.join(extra)} --out {run.name}`",
+        f"* wall time: {wall:.0f} s (this run)" if wall else "* wall time: (kept run; see its metrics.json)",
+        f"* stages: {stages}; total {times.get('total', 0):.0f} s",
+        f"* data: {m['data']['train']} train / {m['data']['val']} val / {m['data']['test']} test, input "
+        f"{m['data']['input_shape']}",
+        *(
+            f"* {role} {m[role]['model']} ({m[role]['epochs']} epochs): test {m[role]['test_accuracy']:.2%}"
+            for role in ("teacher", "student")
+        ),
+        f"* FP32 {q['fp32_test_accuracy']:.2%}, INT8 {q['int8_test_accuracy']:.2%} on test "
+        f"(drop {q['test_drop_points']:.2f} points; validation drop {q['val_drop_points']:.2f})",
+        f"* bundle: {m['bundle']['form']} ({m['bundle']['reason']})",
+        f"* bench (profile {m['bench']['profile']}): {projected}",
+    ]
+
+
+def paired(work: Path, data: Path, teacher: Path) -> list[str]:
+    cells = {"student alone (alpha 1)": ["--alpha", "1"], "distilled (defaults)": []}
+    results: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+    for name, options in cells.items():
+        for seed in SEEDS:
+            run = work / f"paired-{'alone' if options else 'kd'}-{seed}"
+            if not (run / "metrics.json").is_file() or "student" not in metrics(run):
+                kd_edge("distill", "--dataset", f"folder:{data}", "--teacher", teacher, *options, "--seed", seed,
+                        "--out", run, "--force")  # fmt: skip
+            m = metrics(run)["student"]
+            results.setdefault(name, []).append(m["test_accuracy"])
+            seconds.setdefault(name, []).append(m["train_seconds"])
+    lines = [
+        "| student | test accuracy, seeds 0, 1, 2 | mean +- std | train seconds (mean) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, values in results.items():
+        listed = ", ".join(f"{100 * v:.2f}" for v in values)
+        lines.append(f"| {name} | {listed} | {pm(values)} | {statistics.mean(seconds[name]):.0f} |")
+    alone, distilled = results.values()
+    gains = [100 * (kd - solo) for solo, kd in zip(alone, distilled, strict=True)]
+    lines.append(f"\nPaired gain of distillation per seed: {', '.join(f'{g:+.2f}' for g in gains)} points.")
+    return lines
+
+
+def pm(values: list[float]) -> str:
+    return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f} %"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("defaults", "paired", "longer"))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "rsscn7")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "aerial-benchmark")
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.what == "defaults":
+        lines = pipeline(args.work / "defaults", args.data, [])
+    elif args.what == "longer":
+        lines = pipeline(args.work / "longer", args.data, LONGER)
+    else:
+        lines = paired(args.work, args.data, args.work / "defaults" / "teacher.pt")
+    text = "\n".join([f"## {args.what} ({time.strftime('%Y-%m-%d')})", "", *lines, ""])
+    print(text)
+    if args.markdown:
+        with args.markdown.open("a") as handle:
+            handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
