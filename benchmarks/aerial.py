@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
-LONGER = ["--image-size", "96", "--teacher-steps", "1600", "--steps", "2400"]
+LONGER = ["--image-size", "96", "--teacher-epochs", "250", "--epochs", "300"]
 
 
 def kd_edge(*args) -> float:
@@ -54,8 +54,8 @@ def pipeline(run: Path, data: Path, extra: list[str]) -> list[str]:
     q = m["quantize"]
     bench = [r for r in m["bench"]["results"] if r.get("batch_size") == 1]
     projected = "; ".join(
-        f"{Path(r['model']).name} {r['threads']} thread(s): {r['latency_ms']['p50']:.3f} ms host"
-        + (f", {r['projection']['latency_ms']:.3f} ms projected" if r.get("projection") else "")
+        f"{r['model']} {r['threads']} thread(s): {r['p50_ms']:.3f} ms on this host"
+        + (f", {r['projected_p50_ms']:.3f} ms projected" if r.get("projected_p50_ms") else "")
         for r in bench
     )
     return [
@@ -76,15 +76,14 @@ def pipeline(run: Path, data: Path, extra: list[str]) -> list[str]:
 
 
 def paired(work: Path, data: Path, teacher: Path) -> list[str]:
-    cells = {"student alone (alpha 1)": ["--alpha", "1"], "distilled (defaults)": []}
+    cells = {"student alone (alpha 1)": ["--alpha", "1"], "distilled (defaults)": ["--teacher", teacher]}
     results: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
     for name, options in cells.items():
         for seed in SEEDS:
-            run = work / f"paired-{'alone' if options else 'kd'}-{seed}"
+            run = work / f"paired-{'alone' if '--alpha' in options else 'kd'}-{seed}"
             if not (run / "metrics.json").is_file() or "student" not in metrics(run):
-                kd_edge("distill", "--dataset", f"folder:{data}", "--teacher", teacher, *options, "--seed", seed,
-                        "--out", run, "--force")  # fmt: skip
+                kd_edge("distill", "--dataset", f"folder:{data}", *options, "--seed", seed, "--out", run, "--force")
             m = metrics(run)["student"]
             results.setdefault(name, []).append(m["test_accuracy"])
             seconds.setdefault(name, []).append(m["train_seconds"])

@@ -95,6 +95,8 @@ def test_end_to_end_on_the_built_in_dataset(tmp_path):
         "total",
     }
     assert "report.html" in result.output and "mnist-5k" in (out / "kd-edge.toml").read_text()
+    # Benchmarked under the board the bundle was made for, with its projection, as the docs say.
+    assert metrics["bench"]["profile"] == "rpi4" and all(r["projected_p50_ms"] for r in metrics["bench"]["results"])
     # The bundle runs with the base install alone: torch made unimportable.
     code = (
         "import sys; sys.modules['torch'] = None\nfrom kd_edge.cli import app\n"
