@@ -54,7 +54,7 @@ class FitPlan:
     precision: str = "fp32"
     deterministic: bool = False  # torch refuses nondeterministic kernels
     networks: list[nn.Module] = field(default_factory=list)
-    summary: str = ""  # what is trained, for the plan line: "cnn-base, 1.2 M MACs an image"
+    summary: str = ""  # what is trained, for the plan line: "cnn-base (4.2 M MACs an image)"
 
     def __post_init__(self):
         self.networks = self.networks or [self.model]
@@ -115,7 +115,7 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
         if hooks.resume_from is not None:
             state.restore(hooks.resume_from)
         trained = distributed.wrap(plan.model)  # under torchrun, DistributedDataParallel averages the gradients
-        left = plan.epochs * state.steps_per_epoch - (state.epoch - 1) * state.steps_per_epoch - state.steps_done
+        left = (plan.epochs - state.epoch + 1) * state.steps_per_epoch - state.steps_done
         say_plan(plan, state.steps_per_epoch)
         progress = PaceEstimate(hooks.progress, plan.stage, left)
         progress.start(plan.stage, plan.epochs, state.steps_per_epoch)
@@ -126,20 +126,20 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
             means, train_accuracy, seen, seconds = train_epoch(step, plan, progress, state)
             distributed.share_main_buffers(plan.model)  # every rank evaluates, and keeps, rank 0's model
             val_accuracy = accuracy(plan.model, plan.val, plan.normalize)
-            log = EpochLog(
+            epoch_log = EpochLog(
                 plan.stage, epoch, plan.epochs, means.pop("loss"), train_accuracy, val_accuracy, seen / seconds,
                 seconds, means, values,
             )  # fmt: skip
-            state.history.append(log)
+            state.history.append(epoch_log)
             if val_accuracy > state.best_val_accuracy:
                 state.best_val_accuracy, state.best_epoch = val_accuracy, epoch
                 state.best_state = copy.deepcopy(plan.model.state_dict())
                 if hooks.save_best is not None:
                     state.last_saved = hooks.save_best(plan.model, {"epoch": epoch, "val_accuracy": val_accuracy})
             state.epoch_finished()
-            progress.epoch_done(log)
+            progress.epoch_done(epoch_log)
     plan.model.load_state_dict(state.best_state)
-    images = distributed.per_rank(sum(round(log.images_per_second * log.seconds) for log in state.history))
+    images = distributed.per_rank(sum(round(e.images_per_second * e.seconds) for e in state.history))
     return FitResult(state.best_val_accuracy, state.best_epoch, state.history, state.elapsed(), images)
 
 
