@@ -130,7 +130,7 @@ def test_every_registry_model_keeps_batchnorm_statistics_that_follow_a_short_run
         assert all(momentum is None or momentum >= 0.1 for momentum in momenta), (name, momenta)
 
 
-@pytest.mark.parametrize("name", ["pooled-small", "pooled-base", "mobile-small"])
+@pytest.mark.parametrize("name", ["pooled-small", "pooled-base", "pooled-large", "mobile-small"])
 def test_camera_sized_models_keep_their_size_and_their_cost_follows_the_pixels(name):
     """From 64 to 224 px: the same parameters (a pooled classifier, not one that grows with the image), MACs in
     proportion to the pixels (a stride-2 stem from 64 px), and the right output at every size."""
@@ -150,5 +150,5 @@ def test_the_default_models_are_chosen_by_the_image_size():
     settings = DistillSettings()
     assert [settings.teacher.for_images(28).model, settings.student.for_images(28).model] == ["cnn-base", "cnn-small"]
     chosen = [settings.teacher.for_images(64).model, settings.student.for_images(128).model]
-    assert chosen == ["pooled-base", "pooled-small"]
+    assert chosen == ["pooled-large", "pooled-base"]
     assert replace(settings.student, model="resnet18").for_images(128).model == "resnet18"

@@ -177,7 +177,7 @@ def test_version():
 def test_help_shows_the_default_presets_values_and_no_placeholders():
     distill = invoke("distill", "--help").output
     budget = "default: enough for 450|1200 optimiser steps"
-    assert budget in " ".join(distill.split()) and "cnn-small|pooled-small" in "".join(distill.split())
+    assert budget in " ".join(distill.split()) and "cnn-small|pooled-base" in "".join(distill.split())
     for command in ("distill", "export", "bench", "quantize", "bundle", "pipeline", "predict"):
         text = invoke(command, "--help").output
         options = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("-"))

@@ -263,7 +263,7 @@ def test_the_stage_says_its_time_from_the_first_steps_and_warns_past_half_an_hou
 
 @pytest.mark.slow
 def test_camera_sized_images_get_the_pooled_models_and_aerial_augmentation_by_default(tmp_path):
-    """Given only the data: 64 px colour images train pooled-base and pooled-small under aerial augmentation,
+    """Given only the data: 64 px colour images train pooled-large and pooled-base under aerial augmentation,
     and the run folder records the choices made (a resume compares them)."""
     from tests.conftest import easy_images
 
@@ -273,6 +273,6 @@ def test_camera_sized_images_get_the_pooled_models_and_aerial_augmentation_by_de
     result = CliRunner().invoke(app, args)
     assert result.exit_code in (0, 1), result.output  # 1 epoch on 24 images may stay at chance: the choice is tested
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["teacher"]["model"], config["student"]["model"]) == ("pooled-base", "pooled-small")
+    assert (config["teacher"]["model"], config["student"]["model"]) == ("pooled-large", "pooled-base")
     assert config["data"]["augment"] == "aerial"
-    assert "pooled-base (" in result.output and "aerial augmentation" in result.output
+    assert "pooled-large (" in result.output and "aerial augmentation" in result.output

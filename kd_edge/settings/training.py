@@ -122,8 +122,8 @@ class NetworkSettings:
 # are 2 and 3 epochs on Fashion-MNIST, 17 and 30 on mnist-5k. Camera-sized images (64 px and up) take
 # the global-pooled CNNs, whose parameters do not grow with the image, and longer budgets under aerial
 # augmentation: on RSSCN7's 1,787 training images, 134 and 200 epochs (benchmarks/results/aerial.md).
-TEACHER = NetworkSettings(model="cnn-base|pooled-base", steps="250|800")
-STUDENT = NetworkSettings(model="cnn-small|pooled-small", steps="450|1200")
+TEACHER = NetworkSettings(model="cnn-base|pooled-large", steps="250|800")
+STUDENT = NetworkSettings(model="cnn-small|pooled-base", steps="450|1200")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -376,6 +376,11 @@ def pooled_base(num_classes, in_channels, image_size):
     return PooledCNN(num_classes, in_channels, image_size, widths=(64, 128, 256), depth=2, stem=32)
 
 
+@register_model("pooled-large", "camera-sized teacher: plain conv stages 96-192-384 (two convs each), global pooling")
+def pooled_large(num_classes, in_channels, image_size):
+    return PooledCNN(num_classes, in_channels, image_size, widths=(96, 192, 384), depth=2, stem=32)
+
+
 @register_model("mobile-small", "camera-sized student: inverted residual stages 24-48-96 (two blocks each)")
 def mobile_small(num_classes, in_channels, image_size):
     return MobileCNN(num_classes, in_channels, image_size, widths=(24, 48, 96), depth=2, stem=16)
