@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,18 +76,31 @@ def pipeline(run: Path, data: Path, extra: list[str]) -> list[str]:
     ]
 
 
-def paired(work: Path, data: Path, teacher: Path) -> list[str]:
+def paired(work: Path, data: Path, teacher: Path, jobs: int) -> list[str]:
+    """Each (cell, seed) run once; with ``jobs`` 2, two at once with one thread each (the accuracies do not
+    depend on it; the train seconds then are those of a shared machine)."""
     cells = {"student alone (alpha 1)": ["--alpha", "1"], "distilled (defaults)": ["--teacher", teacher]}
+    threads = ["--threads", "1"] if jobs > 1 else []
+    runs = {
+        (name, seed): work / f"paired-{'alone' if '--alpha' in options else 'kd'}-{seed}"
+        for name, options in cells.items()
+        for seed in SEEDS
+    }
+
+    def train(key) -> None:
+        (name, seed), run = key, runs[key]
+        if not (run / "metrics.json").is_file() or "student" not in metrics(run):
+            kd_edge("distill", "--dataset", f"folder:{data}", *cells[name], *threads, "--seed", seed, "--out", run,
+                    "--force")  # fmt: skip
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(train, runs))
     results: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
-    for name, options in cells.items():
-        for seed in SEEDS:
-            run = work / f"paired-{'alone' if '--alpha' in options else 'kd'}-{seed}"
-            if not (run / "metrics.json").is_file() or "student" not in metrics(run):
-                kd_edge("distill", "--dataset", f"folder:{data}", *options, "--seed", seed, "--out", run, "--force")
-            m = metrics(run)["student"]
-            results.setdefault(name, []).append(m["test_accuracy"])
-            seconds.setdefault(name, []).append(m["train_seconds"])
+    for (name, _), run in runs.items():
+        m = metrics(run)["student"]
+        results.setdefault(name, []).append(m["test_accuracy"])
+        seconds.setdefault(name, []).append(m["train_seconds"])
     lines = [
         "| student | test accuracy, seeds 0, 1, 2 | mean +- std | train seconds (mean) |",
         "| --- | --- | --- | --- |",
@@ -97,6 +111,8 @@ def paired(work: Path, data: Path, teacher: Path) -> list[str]:
     alone, distilled = results.values()
     gains = [100 * (kd - solo) for solo, kd in zip(alone, distilled, strict=True)]
     lines.append(f"\nPaired gain of distillation per seed: {', '.join(f'{g:+.2f}' for g in gains)} points.")
+    if jobs > 1:
+        lines.append(f"Train seconds with {jobs} runs at once, one thread each.")
     return lines
 
 
@@ -110,6 +126,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "rsscn7")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "aerial-benchmark")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--jobs", type=int, default=1, help="paired runs at once (one thread each when 2)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.what == "defaults":
@@ -117,7 +134,7 @@ def main() -> None:
     elif args.what == "longer":
         lines = pipeline(args.work / "longer", args.data, LONGER)
     else:
-        lines = paired(args.work, args.data, args.work / "defaults" / "teacher.pt")
+        lines = paired(args.work, args.data, args.work / "defaults" / "teacher.pt", args.jobs)
     text = "\n".join([f"## {args.what} ({time.strftime('%Y-%m-%d')})", "", *lines, ""])
     print(text)
     if args.markdown:
