@@ -1,6 +1,7 @@
 """The newcomer's path: errors before the wait, no silent minutes, predict, --version, hints to the right extra."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -184,6 +185,8 @@ def test_help_shows_the_default_presets_values_and_no_placeholders():
         assert (
             "<bool>" not in text and "<list[" not in options and "{source}" not in text and "the preset's" not in text
         )
+        described = " ".join(text.split("Options:", 1)[-1].split())  # the usage line names arguments {LIKE_THIS}
+        assert re.search(r"\{[A-Za-z_]+\}", described) is None, "an unformatted {NAME} in an option's help"
 
 
 def test_predict_image_files_a_folder_and_an_npz(tmp_path, exported_student, easy_npz):

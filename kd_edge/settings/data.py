@@ -70,7 +70,7 @@ class DataSettings:
         "none|aerial",
         "Training-time augmentation: none; shift (up to 2 px, for digits and small objects); aerial (for imagery "
         "from above: the 8 flips and quarter turns, random 70-100 % crops, brightness and contrast jitter); A|B: A "
-        "under {CAMERA_SIZED} px, B from there. Frozen teachers then run on every augmented batch.",
+        f"under {CAMERA_SIZED} px, B from there. Frozen teachers then run on every augmented batch.",
         parse=augment_policy,
     )
 

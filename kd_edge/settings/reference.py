@@ -63,8 +63,13 @@ def option_table(options: tuple[Option, ...], command: CommandOptions) -> list[s
         flags = " / ".join(f"`{flag}`" for flag in option.flags())
         choices = option.field.metadata.get("choices")
         text = option.help + (f" One of: {', '.join(choices)}." if choices else "")
-        rows.append(f"| {flags} | {default.replace('|', '/')} | {text.replace('|', '/')} |")
+        rows.append(f"| {flags} | {cell(default)} | {cell(text)} |")
     return rows
+
+
+def cell(text: str) -> str:
+    """``text`` in a table cell: a ``|`` escaped, so that defaults such as ``none|aerial`` read as they are typed."""
+    return text.replace("|", "\\|")
 
 
 if __name__ == "__main__":
