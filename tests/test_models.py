@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kd_edge.errors import ModelError
+from kd_edge.errors import ConfigError, ModelError
+from kd_edge.settings import DataSettings, NetworkSettings
 from kd_edge.training.models import (
     InvertedResidual,
     ModelSpec,
@@ -152,3 +153,18 @@ def test_the_default_models_are_chosen_by_the_image_size():
     chosen = [settings.teacher.for_images(64).model, settings.student.for_images(128).model]
     assert chosen == ["pooled-large", "pooled-base"]
     assert replace(settings.student, model="resnet18").for_images(128).model == "resnet18"
+
+
+@pytest.mark.parametrize(
+    "build, option",
+    [
+        (lambda: NetworkSettings(model="a|b|c", steps=1), "--model"),
+        (lambda: NetworkSettings(model="|pooled-base", steps=1), "--model"),
+        (lambda: NetworkSettings(model="cnn-small", steps="450|0"), "--steps"),
+        (lambda: NetworkSettings(model="cnn-small", steps="many"), "--steps"),
+        (lambda: DataSettings(augment="none|upside-down"), "--augment"),
+    ],
+)
+def test_a_malformed_size_choice_is_refused_naming_its_option(build, option):
+    with pytest.raises(ConfigError, match=f"{option} takes .* or A\\|B"):
+        build()

@@ -26,10 +26,21 @@ CAMERA_SIZED = 64  # pixels a side from which an A|B default (models, augmentati
 DEFAULT_LARGEST_SIDE = 64
 
 
-def by_image_size(value: str, side: int) -> str:
+def by_size_parts(value, option: str, valid, expected: str) -> list[str]:
+    """The one or two parts of an ``A|B`` setting (A under ``CAMERA_SIZED`` px, B from there), each checked by
+    ``valid``; a ConfigError that says what ``option`` takes otherwise."""
+    parts = [part.strip() for part in str(value).split("|")]
+    require(
+        len(parts) <= 2 and all(valid(part) for part in parts),
+        f"{option} takes {expected}, or A|B (A under {CAMERA_SIZED} px, B from there), not {value!r}",
+    )
+    return parts
+
+
+def by_image_size(value, side: int) -> str:
     """``value`` for images of ``side`` pixels: of ``A|B``, A under ``CAMERA_SIZED`` and B from there; a single
     value as it is."""
-    small, _, camera = value.partition("|")
+    small, _, camera = str(value).partition("|")
     return (camera or small) if side >= CAMERA_SIZED else small
 
 
@@ -77,12 +88,7 @@ class DataSettings:
     def __post_init__(self):
         object.__setattr__(self, "augment", augment_policy(self.augment))  # a library caller's True or False
         check_choices(self)
-        policies = self.augment.split("|")
-        require(
-            len(policies) <= 2 and all(policy in AUGMENTATIONS for policy in policies),
-            f"--augment takes one of {', '.join(AUGMENTATIONS)}, or A|B (A under {CAMERA_SIZED} px, B from there), not "
-            f"{self.augment!r}",
-        )
+        by_size_parts(self.augment, "--augment", AUGMENTATIONS.__contains__, f"one of {', '.join(AUGMENTATIONS)}")
         require(
             self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"
         )

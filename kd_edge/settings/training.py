@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from kd_edge.errors import ConfigError
-from kd_edge.settings.data import CAMERA_SIZED, DataSettings, by_image_size
+from kd_edge.settings.data import CAMERA_SIZED, DataSettings, by_image_size, by_size_parts
 from kd_edge.settings.fields import check_choices, knob, leaf_paths, require, with_changes
 from kd_edge.settings.schedules import parse_schedule
 
@@ -74,10 +74,8 @@ class OptimSettings:
 
 def step_budget(value) -> int | str:
     """A step count, or ``A|B`` (two counts, by image size) as text; a clear error for anything else."""
-    parts = str(value).split("|")
-    if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
-        raise ConfigError(f"--steps takes a number of optimiser steps, or A|B (two numbers), not {value!r}")
-    return int(parts[0]) if len(parts) == 1 else "|".join(part.strip() for part in parts)
+    parts = by_size_parts(value, "--steps", lambda part: part.isdigit() and int(part) >= 1, "a number of steps (>= 1)")
+    return int(parts[0]) if len(parts) == 1 else "|".join(parts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,15 +91,9 @@ class NetworkSettings:
     )
 
     def __post_init__(self):
-        choices = self.model.split("|")
-        require(
-            len(choices) <= 2 and all(choices),
-            f"a model is a registry name, or SMALL|CAMERA (two names, e.g. cnn-base|pooled-base), not {self.model!r}",
-        )
+        by_size_parts(self.model, "--model", bool, "a registry name (`kd-edge models`)")
         require(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         object.__setattr__(self, "steps", step_budget(self.steps))
-        budgets = [int(part) for part in str(self.steps).split("|")]
-        require(min(budgets) >= 1, f"--steps must be at least 1, got {self.steps}")
 
     def planned_epochs(self, train_size: int, batch_size: int) -> int:
         """``epochs``, or the fewest whole epochs that make ``steps`` optimiser steps (at most 200)."""
@@ -112,7 +104,7 @@ class NetworkSettings:
 
     def for_images(self, side: int) -> NetworkSettings:
         """The model and step budget for images of ``side`` pixels (``by_image_size``)."""
-        return replace(self, model=by_image_size(self.model, side), steps=int(by_image_size(str(self.steps), side)))
+        return replace(self, model=by_image_size(self.model, side), steps=int(by_image_size(self.steps, side)))
 
     def planned(self, train_size: int, batch_size: int) -> NetworkSettings:
         return replace(self, epochs=self.planned_epochs(train_size, batch_size))
