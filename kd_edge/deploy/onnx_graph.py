@@ -40,6 +40,7 @@ from kd_edge.errors import ExportError, ExportParityError
 from kd_edge.log import heartbeat, quiet_loggers, step
 from kd_edge.runtime.card import ModelCard, write_card
 from kd_edge.settings.deploy import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, ExportSettings
+from kd_edge.training.batches import Normalizer
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Float32 logits of ~10 in magnitude, summed over ~1,500 products in another order
@@ -61,17 +62,16 @@ class ParityReport:
 
 class CameraInput(torch.nn.Module):
     """``network`` behind the camera frame's uint8 pixels: cast, layout, channel order and normalisation in the
-    graph, computed as training's ``Normalizer`` computes them."""
+    graph, with training's ``Normalizer`` constants."""
 
     def __init__(self, network: torch.nn.Module, card: ModelCard):
         super().__init__()
         self.network = network
         self.nhwc = card.layout == "NHWC"
         self.bgr = card.channel_order == "BGR"
-        mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std))
-        self.register_buffer("shift", mean / std)
+        normalizer = Normalizer(card.mean, card.std, "cpu")
+        self.register_buffer("scale", normalizer.scale)
+        self.register_buffer("shift", normalizer.shift)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         images = pixels.to(torch.float32)
@@ -199,7 +199,6 @@ def check_parity(
     images (all of them, by default) get the same top-1 class.
     """
     from kd_edge.runtime import OnnxModel
-    from kd_edge.training.batches import Normalizer
 
     onnx_model = OnnxModel(path)
     card = onnx_model.card
