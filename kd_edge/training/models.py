@@ -11,6 +11,7 @@ constructor arguments, which is what checkpoints store (see ``ModelSpec``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -366,24 +367,24 @@ class PooledCNN(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("pooled-small", "camera-sized student: plain conv stages 32-64-128, global pooling")
-def pooled_small(num_classes, in_channels, image_size):
-    return PooledCNN(num_classes, in_channels, image_size, widths=(32, 64, 128), depth=1, stem=16)
-
-
-@register_model("pooled-base", "camera-sized teacher: plain conv stages 64-128-256 (two convs each), global pooling")
-def pooled_base(num_classes, in_channels, image_size):
-    return PooledCNN(num_classes, in_channels, image_size, widths=(64, 128, 256), depth=2, stem=32)
-
-
-@register_model("pooled-large", "camera-sized teacher: plain conv stages 96-192-384 (two convs each), global pooling")
-def pooled_large(num_classes, in_channels, image_size):
-    return PooledCNN(num_classes, in_channels, image_size, widths=(96, 192, 384), depth=2, stem=32)
-
-
-@register_model("mobile-small", "camera-sized student: inverted residual stages 24-48-96 (two blocks each)")
-def mobile_small(num_classes, in_channels, image_size):
-    return MobileCNN(num_classes, in_channels, image_size, widths=(24, 48, 96), depth=2, stem=16)
+# name: (network, its arguments, what it is)
+CAMERA_MODELS = {
+    "pooled-small": (PooledCNN, {"widths": (32, 64, 128), "depth": 1, "stem": 16}, "student: conv stages 32-64-128"),
+    "pooled-base": (
+        PooledCNN, {"widths": (64, 128, 256), "depth": 2, "stem": 32},
+        "student (the default) or teacher: conv stages 64-128-256, two convs each",
+    ),
+    "pooled-large": (
+        PooledCNN, {"widths": (96, 192, 384), "depth": 2, "stem": 32},
+        "teacher (the default): conv stages 96-192-384, two convs each",
+    ),
+    "mobile-small": (
+        MobileCNN, {"widths": (24, 48, 96), "depth": 2, "stem": 16},
+        "student: inverted residual stages 24-48-96, two blocks each",
+    ),
+}  # fmt: skip
+for name, (network, arguments, description) in CAMERA_MODELS.items():
+    register_model(name, f"camera-sized {description}, global pooling")(functools.partial(network, **arguments))
 
 
 # --- torchvision models adapted to small inputs ----------------------------------------------
