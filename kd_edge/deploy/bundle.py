@@ -188,7 +188,7 @@ Made by kd-edge {__version__}. `model.onnx` is the deployable model ({info["depl
 {info["deployable"]["size_bytes"]:,} bytes, test accuracy {accuracy}). Why this form: {info["reason"]}.
 
 Input: {input_description(card)}; {len(card.classes)} classes: {shown_classes}.
-`samples.npz` holds `images` in that layout and their `labels`.
+`samples.npz` holds `images` in that layout (colour ones in RGB order) and their `labels`.
 
 ## On the board
 
