@@ -372,11 +372,11 @@ CAMERA_MODELS = {
     "pooled-small": (PooledCNN, {"widths": (32, 64, 128), "depth": 1, "stem": 16}, "student: conv stages 32-64-128"),
     "pooled-base": (
         PooledCNN, {"widths": (64, 128, 256), "depth": 2, "stem": 32},
-        "student (the default) or teacher: conv stages 64-128-256, two convs each",
+        "student or teacher: conv stages 64-128-256, two convs each",
     ),
     "pooled-large": (
         PooledCNN, {"widths": (96, 192, 384), "depth": 2, "stem": 32},
-        "teacher (the default): conv stages 96-192-384, two convs each",
+        "teacher: conv stages 96-192-384, two convs each",
     ),
     "mobile-small": (
         MobileCNN, {"widths": (24, 48, 96), "depth": 2, "stem": 16},
