@@ -75,7 +75,7 @@ def test_bundle_with_both_forms_records_the_decision(tmp_path, exported_student,
     monkeypatch.setattr(bundle_stage, "decide_form", timed)
     result = write_bundle(tmp_path / "b", BundleSettings(samples=30), fp32=exported_student, int8=int8_student)
     assert result.form == "int8" and "not slower than FP32 beyond the noise" in result.reason
-    assert seen == {"threads": min(4, len(os.sched_getaffinity(0))), "batch": 1, "profile": "rpi4"}
+    assert seen == {"threads": 4, "batch": 1, "profile": "rpi4"}  # the board's own cores (projected)
     opened = open_bundle(result.folder)
     assert set(opened.forms()) == {"int8", "fp32"} and opened.forms()["fp32"].name == "model.fp32.onnx"
     decision = opened.info["form_decision"]
@@ -114,6 +114,49 @@ def test_the_rule_does_not_flip_with_timing_noise(true_ratio, noise, form):
         int8 = true_ratio * (1.0 + rng.uniform(-noise, noise, 7))
         forms.add(rule_verdict(list(fp32), list(int8)).form)
     assert forms == {form}
+
+
+@pytest.mark.parametrize("profile", ["rpi4", "host"])
+def test_on_a_board_the_forms_are_compared_as_projected_there(monkeypatch, profile):
+    """INT8 0.8x FP32 on this host's AVX2 can be twice as slow on a Cortex-A72 without the dot product: on a board
+    profile the rule reads the projected ratio (host 1-thread ratio x the board's INT8/FP32 cost scale, the
+    host's throughput measured each round), on the host profile the host's own."""
+    from kd_edge.deploy import form_choice
+    from kd_edge.runtime.bench import projection
+    from kd_edge.runtime.bench.profiles import get_profile
+
+    timed_at = []
+
+    def time_both(fp32, int8, images, settings, threads):
+        timed_at.append(threads)
+        return [1.0, 1.1, 0.9, 1.0, 1.05], [0.8, 0.88, 0.72, 0.8, 0.84]  # INT8 0.8x here, every round
+
+    throughput = {"fp32": 75.0, "int8": 240.0}  # this host: int8 products 3.2x faster than float32
+    monkeypatch.setattr(form_choice, "time_both", time_both)
+    monkeypatch.setattr(projection, "host_throughput_rounds", lambda rounds: [throughput] * rounds)
+    decision = form_choice.decide_form("a.onnx", "b.onnx", np.zeros((8, 4)), BundleSettings(profile=profile, rounds=5))
+    if profile == "host":
+        assert timed_at == [len(os.sched_getaffinity(0))] and decision.board_scales is None
+        assert decision.form == "int8" and decision.ratio == pytest.approx(0.8)
+        return
+    board = get_profile("rpi4")  # 4 cores; per core fp32 8 FLOP/cycle, int8 16 ops/cycle at 1.5 GHz
+
+    def cost(dtype, per_cycle):
+        serial = board.serial_fraction[dtype]
+        return throughput[dtype] / (per_cycle * 1.5 * board.efficiency[dtype]) * (serial + (1 - serial) / 4)
+
+    scale = cost("int8", 16) / cost("fp32", 8)
+    assert timed_at == [1] and decision.threads == 4 and decision.board_scales == pytest.approx([scale] * 5)
+    assert decision.ratio == pytest.approx(0.8 * scale) and scale > 1.5
+    assert decision.form == "fp32" and "projected on rpi4 at 4 thread(s)" in decision.reason
+
+
+def test_the_host_throughput_is_measured_once_a_round():
+    from kd_edge.runtime.bench.projection import host_throughput_rounds
+
+    rounds = host_throughput_rounds(3, seconds=0.05)
+    assert len(rounds) == 3 and all(set(r) == {"fp32", "int8"} and min(r.values()) > 0 for r in rounds)
+    assert len({r["fp32"] for r in rounds}) == 3  # three measurements, not one repeated
 
 
 def test_the_bound_is_a_paired_t_interval_on_log_ratios():

@@ -121,19 +121,24 @@ class QATSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class BundleSettings:
-    """What a bundle ships and for which board. With ``form`` auto, INT8 ships unless it is measured slower than
-    FP32 beyond the timing noise, at the board's thread count and batch size (the rule is in model.json)."""
+    """What a bundle ships and for which board. With ``form`` auto, INT8 ships unless it is slower than FP32
+    beyond the timing noise on the board (projected from this host's timings), at its thread count and batch size
+    (the rule is in model.json)."""
 
     form: str = knob(
         "auto",
-        "auto: quantize, time both forms at the board's setting, ship INT8 unless it is slower beyond the noise; "
+        "auto: quantize, time both forms, ship INT8 unless it is slower on the board (projected) beyond the noise; "
         "int8: ship INT8 (it must meet its accuracy budget), untimed; fp32: ship FP32, no quantization.",
         choices=FORMS,
     )
     profile: str = knob(
         "rpi4", "The board (`kd-edge profiles`): its cores set the timing's threads; `kd-edge bench BUNDLE` uses it."
     )
-    threads: int | None = knob(None, "Threads the forms are timed at.", none="the profile's cores, at most this host's")
+    threads: int | None = knob(
+        None,
+        "Threads the forms are compared at (on a board, projected).",
+        none="the profile's cores (host: this host's)",
+    )
     batch_size: int = knob(1, "Batch size the forms are timed at (a drone classifies frame by frame).")
     rounds: int = knob(15, "Interleaved timing rounds; each times both forms, each in a fresh process.")
     samples: int = knob(300, "Labelled test images in samples.npz, the same number per class.")

@@ -36,14 +36,20 @@ def host_throughput_per_core() -> dict[str, float]:
     Measured in a spawned child pinned to one core, in single-threaded sessions: the
     same kernels (MLAS) the models' Conv, Gemm and their INT8 forms run on.
     """
-    throughput, process = in_child(multiprocessing.get_context("spawn"), gemm_throughput)
+    return host_throughput_rounds(1, seconds=0.4)[0]
+
+
+def host_throughput_rounds(rounds: int, seconds: float = 0.2) -> list[dict[str, float]]:
+    """``rounds`` measurements of ``host_throughput_per_core``, one after the other in one child: their spread
+    is the measurement's noise."""
+    throughput, process = in_child(multiprocessing.get_context("spawn"), gemm_throughput, rounds, seconds)
     if throughput is None:
         stop_if_requested("measuring this host's throughput")  # Ctrl-C reached the child too
         raise KdEdgeError(f"the host's throughput measurement died (exit {process.exitcode}); run the command again")
     return throughput
 
 
-def gemm_throughput(seconds: float = 0.4) -> dict[str, float]:
+def gemm_throughput(rounds: int, seconds: float) -> list[dict[str, float]]:
     import onnxruntime as ort
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -59,21 +65,24 @@ def gemm_throughput(seconds: float = 0.4) -> dict[str, float]:
             "b": rng.integers(-128, 128, (n, n), dtype=np.int8),
         },
     }
-    throughput = {}
-    for dtype, feed in feeds.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(
-            str(KERNELS / f"matmul_{dtype}.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sessions = {
+        dtype: ort.InferenceSession(str(KERNELS / f"matmul_{dtype}.onnx"), options, providers=["CPUExecutionProvider"])
+        for dtype in feeds
+    }
+    for dtype, session in sessions.items():
         for _ in range(5):
-            session.run(None, feed)
+            session.run(None, feeds[dtype])
+
+    def measure(dtype: str) -> float:
         repeats, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            session.run(None, feed)
+            sessions[dtype].run(None, feeds[dtype])
             repeats += 1
-        throughput[dtype] = 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
-    return throughput
+        return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+
+    return [{dtype: measure(dtype) for dtype in feeds} for _ in range(rounds)]
 
 
 def data_type(model: OnnxModel) -> str:
@@ -89,6 +98,18 @@ def amdahl(serial_fraction: float, threads: int) -> float:
     return serial_fraction + (1 - serial_fraction) / threads
 
 
+def board_factor(profile: DeviceProfile, dtype: str, host_throughput: dict) -> float:
+    """How many times longer the board's single thread takes than the host's on work in ``dtype``: the host's
+    measured per-core throughput over the board's peak x its calibrated efficiency."""
+    efficiency = (profile.efficiency or {}).get(dtype, 1.0)
+    return host_throughput[dtype] / (profile.peak_gops_per_core(dtype) * efficiency)
+
+
+def thread_scaling(profile: DeviceProfile, dtype: str, threads: int) -> float:
+    """The share of the board's 1-thread latency left at ``threads`` threads (Amdahl, calibrated per data type)."""
+    return amdahl((profile.serial_fraction or {}).get(dtype, 1.0), threads)
+
+
 def projection(
     host_one_thread_ms: float | None, threads: int, dtype: str, profile: DeviceProfile, host_throughput: dict
 ) -> dict:
@@ -101,16 +122,18 @@ def projection(
     if host_one_thread_ms is None:
         return {"enforced": False, "reason": "no 1-thread measurement of this model and batch size to project from"}
     efficiency = (profile.efficiency or {}).get(dtype, 1.0)
-    board = profile.peak_gops_per_core(dtype) * efficiency
-    factor = host_throughput[dtype] / board
+    factor = board_factor(profile, dtype, host_throughput)
     serial = (profile.serial_fraction or {}).get(dtype, 1.0)
-    by_threads = {n: host_one_thread_ms * factor * amdahl(serial, n) for n in PROJECTED_THREADS if n <= profile.cores}
+
+    def at(n: int) -> float:
+        return host_one_thread_ms * factor * thread_scaling(profile, dtype, n)
+
     result = {
         "enforced": False,
-        "projected_p50_ms": host_one_thread_ms * factor * amdahl(serial, threads) if threads <= profile.cores else None,
-        "by_threads": by_threads,
+        "projected_p50_ms": at(threads) if threads <= profile.cores else None,
+        "by_threads": {n: at(n) for n in PROJECTED_THREADS if n <= profile.cores},
         "factor": factor,
-        "thread_scaling": amdahl(serial, threads),
+        "thread_scaling": thread_scaling(profile, dtype, threads),
         "data_type": dtype,
         "method": (
             f"PROJECTION, not a measurement: host 1-thread p50 {host_one_thread_ms:.4g} ms x (host {dtype} "
