@@ -1,0 +1,107 @@
+"""Centroid detection on aerial-cars (issue 24): teacher, student alone, student distilled, paired per seed.
+
+    .venv/bin/python benchmarks/detection.py --seeds 0 1 2 --markdown benchmarks/results/detection.md
+
+The data is ../shared/datasets/aerial-cars (YOLO format), read at 512 px on the long side and split by
+source (the file name without its frame number: no video has frames on two sides), seeded. Per seed:
+the teacher (fomo-base) trains on labels alone; the student (fomo-small) trains alone and distilled from
+that teacher (alpha 0.5, T 2), both from the same initial weights and the same tile draws. Each keeps
+its best weights and decoding threshold on validation; F1 (per class and over all), precision,
+recall and the counting error are then measured on the test split's whole images. A detection is
+correct when its centre lies inside a box of its class (kd_edge.runtime.detections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
+
+
+def run_seed(seed: int, data: Path, steps: int, teacher_steps: int) -> dict:
+    import numpy as np
+    import torch
+
+    from kd_edge.data.dataset import channel_stats
+    from kd_edge.data.yolo import read_classes, read_yolo, split_by_group
+    from kd_edge.training.batches import Normalizer
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
+    from kd_edge.training.detectors import create_detector
+    from kd_edge.training.models import count_macs, count_parameters
+
+    classes = read_classes(data)
+    splits = split_by_group(read_yolo(data, longest_side=512), (0.8, 0.1, 0.1), seed)
+    pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
+    mean, std = channel_stats(pixels.T[None, :, :, None])
+    out = {"split": {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()},
+           "sizes": {name: len(scenes) for name, scenes in splits.items()}}  # fmt: skip
+
+    def train(name: str, model_steps: int, teacher=None) -> tuple[torch.nn.Module, dict]:
+        torch.manual_seed(seed)
+        model = create_detector(name, len(classes))
+        plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=len(classes),
+                            steps=model_steps, seed=seed, mean=mean, std=std)  # fmt: skip
+        result = fit_detector(plan, teacher)
+        logits = scene_logits(model, splits["test"], Normalizer(mean, std, "cpu"))
+        summary = score_scenes(logits, splits["test"], len(classes), result.threshold)
+        named = {classes[int(k)]: v for k, v in summary.per_class.items()}
+        return model, {
+            "test": {**summary.to_dict(), "per_class": named}, "val_f1": result.best_val_f1,
+            "threshold": result.threshold, "best_step": result.best_step, "seconds": result.seconds,
+            "parameters": count_parameters(model), "macs_512": count_macs(model, (3, 512, 512)),
+        }  # fmt: skip
+
+    teacher, out["teacher"] = train("fomo-base", teacher_steps)
+    _, out["student alone"] = train("fomo-small", steps)
+    _, out["student distilled"] = train("fomo-small", steps, teacher)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--teacher-steps", type=int, default=1500)
+    parser.add_argument("--work", type=Path, default=Path("runs/detection"))
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for seed in args.seeds:
+        path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}.json"
+        if not path.is_file():  # a finished seed is kept
+            started = time.perf_counter()
+            result = run_seed(seed, args.data, args.steps, args.teacher_steps)
+            path.write_text(json.dumps({**result, "wall_seconds": time.perf_counter() - started}, indent=1))
+        runs[seed] = json.loads(path.read_text())
+    header = "| model | car F1 (test) per seed | mean +- std | overall F1 | counting error / image | parameters | "
+    lines = [f"## Centroid detection on aerial-cars, seeds {', '.join(map(str, args.seeds))}", "",
+             header + "MACs at 512x512 | train s |", "| --- " * 8 + "|"]  # fmt: skip
+    for name in ("teacher", "student alone", "student distilled"):
+        car = [runs[s][name]["test"]["per_class"].get("car", {}).get("f1", 0.0) for s in args.seeds]
+        overall = [runs[s][name]["test"]["overall"]["f1"] for s in args.seeds]
+        counting = [runs[s][name]["test"]["counting_error"] for s in args.seeds]
+        first = runs[args.seeds[0]][name]
+        spread = statistics.stdev(car) if len(car) > 1 else 0.0
+        lines.append(
+            f"| {name} | {', '.join(f'{v:.3f}' for v in car)} | {statistics.mean(car):.3f} +- {spread:.3f} | "
+            f"{statistics.mean(overall):.3f} | {statistics.mean(counting):.1f} | {first['parameters']:,} | "
+            f"{first['macs_512'] / 1e6:.0f} M | {statistics.mean(runs[s][name]['seconds'] for s in args.seeds):.0f} |"
+        )
+    for seed in args.seeds:
+        lines.append(f"\nseed {seed}: split {runs[seed]['split']} ({runs[seed]['sizes']})")
+    lines += ["", f"`.venv/bin/python benchmarks/detection.py --seeds {' '.join(map(str, args.seeds))}`", ""]
+    print("\n".join(lines))
+    if args.markdown:
+        with args.markdown.open("a") as handle:
+            handle.write("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

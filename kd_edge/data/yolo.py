@@ -1,0 +1,170 @@
+"""Detection data in YOLO format: ``images/`` and ``labels/`` side by side, and ``classes.txt``.
+
+    scenes = read_yolo(Path("aerial-cars"), longest_side=512)
+    splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=0)
+
+A label file holds one line per object, ``class x_center y_center width height``, the box
+normalised to 0-1 by the image's width and height, so it stays valid when the image is resized.
+Every bad line (a number that is not one, an unknown class, a centre outside the image, a box of
+zero size) and every empty label file is named with its file and line, all at once, before
+anything trains.
+
+Frames of one video are near-duplicates: the split is by group (``group_of``: the file name
+without its trailing frame number), so no video has frames on two sides.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.data.folders import IMAGE_SUFFIXES
+from kd_edge.errors import DatasetError
+
+SPLIT_NAMES = ("train", "val", "test")
+LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
+
+
+@dataclass
+class Scene:
+    """One image and its objects: ``image`` uint8 (height, width, 3) at the working scale, ``boxes`` float32
+    (objects, 4) as normalised (x_center, y_center, width, height), ``labels`` int64 class indices."""
+
+    file: str  # relative to images/
+    group: str
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+def group_of(file: str) -> str:
+    """The source an image comes from: its name without the trailing frame number and its separator
+    (``DJI_0005-0019.jpg`` -> ``DJI_0005``, ``MOS155.jpg`` -> ``MOS``)."""
+    stem = Path(file).stem
+    return re.sub(r"[-_ ]?\d+$", "", stem) or stem
+
+
+def read_classes(root: Path) -> list[str]:
+    path = root / "classes.txt"
+    if not path.is_file():
+        raise DatasetError(f"{str(root)!r} has no classes.txt: write one class name a line, in label-index order")
+    classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not classes:
+        raise DatasetError(f"{str(path)!r} is empty: write one class name a line, in label-index order")
+    return classes
+
+
+def parse_labels(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(boxes, labels, problems) of one label file; a problem names the file, the line and what is wrong."""
+    name = f"labels/{path.name}"
+    lines = [(number, line.split()) for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not lines:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), [f"{name}: empty (no object)"]
+    boxes, labels, problems = [], [], []
+    for number, fields in lines:
+        where = f"{name} line {number}"
+        problem = line_problem(fields, len(classes))
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        labels.append(int(float(fields[0])))
+        boxes.append([float(value) for value in fields[1:]])
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64), problems
+
+
+def line_problem(fields: list[str], classes: int) -> str | None:
+    """What is wrong with one label line, or None."""
+    if len(fields) != 5:
+        return f"{len(fields)} fields, expected 5 (class x_center y_center width height)"
+    try:
+        values = [float(field) for field in fields]
+    except ValueError:
+        return f"not numbers: {' '.join(fields)}"
+    if not all(math.isfinite(v) for v in values):
+        return f"not finite: {' '.join(fields)}"
+    label, x, y, width, height = values
+    if label != int(label) or not 0 <= label < classes:
+        return f"class {fields[0]} unknown (classes.txt has {classes}: 0 to {classes - 1})"
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        return f"centre ({x}, {y}) outside the image (normalised coordinates are 0-1)"
+    if not (0 < width <= 1 and 0 < height <= 1):
+        return f"box of size {width} x {height}: width and height must be above 0 and at most 1"
+    return None
+
+
+def read_yolo(root: Path, longest_side: int) -> list[Scene]:
+    """Every labelled image of ``root``, resized so that its longer side is ``longest_side`` pixels (RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    classes = read_classes(root)
+    images = root / "images"
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else []
+    if not files:
+        raise DatasetError(f"{str(images)!r} holds no image: a YOLO dataset is images/, labels/ and classes.txt")
+    scenes, problems = [], []
+    for path in files:
+        label_file = root / "labels" / f"{path.stem}.txt"
+        if not label_file.is_file():
+            problems.append(f"images/{path.name}: no label file labels/{label_file.name}")
+            continue
+        boxes, labels, found = parse_labels(label_file, classes)
+        problems += found
+        try:
+            with Image.open(path) as opened:
+                image = resized(opened.convert("RGB"), longest_side)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            problems.append(f"images/{path.name}: cannot be read ({exc or type(exc).__name__})")
+            continue
+        scenes.append(Scene(path.name, group_of(path.name), image, boxes, labels))
+    if problems:
+        more = f"; and {len(problems) - LISTED_PROBLEMS} more" if len(problems) > LISTED_PROBLEMS else ""
+        raise DatasetError(
+            f"{len(problems)} problem(s) in {str(root)!r}: {'; '.join(problems[:LISTED_PROBLEMS])}{more}. Fix or "
+            "remove those files: each label line is `class x_center y_center width height`, normalised to 0-1."
+        )
+    return scenes
+
+
+def resized(image, longest_side: int) -> np.ndarray:
+    width, height = image.size
+    scale = longest_side / max(width, height)
+    if scale != 1:
+        image = image.resize((max(round(width * scale), 1), max(round(height * scale), 1)))
+    return np.array(image, dtype=np.uint8)  # a writable copy (torch refuses read-only arrays)
+
+
+def split_by_group(scenes: list[Scene], fractions: tuple[float, ...], seed: int) -> dict[str, list[Scene]]:
+    """Whole groups to train, val and test, as near ``fractions`` of the images as whole groups allow.
+
+    Groups are shuffled with ``seed``, then each goes to the split furthest below its share; a split left
+    empty takes the smallest group of train, so that each has at least one."""
+    groups: dict[str, list[Scene]] = {}
+    for scene in scenes:
+        groups.setdefault(scene.group, []).append(scene)
+    if len(groups) < 3:
+        raise DatasetError(
+            f"{len(groups)} group(s) of images ({', '.join(groups)}): a split by group needs at least 3, one for "
+            "each of train, val and test. Name frames of different sources differently (the group is the file name "
+            "without its trailing number)."
+        )
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    chosen: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
+    sizes = dict.fromkeys(SPLIT_NAMES, 0)
+    for group in order:
+        deficit = {name: fractions[i] * len(scenes) - sizes[name] for i, name in enumerate(SPLIT_NAMES)}
+        name = max(deficit, key=deficit.get)
+        chosen[name].append(group)
+        sizes[name] += len(groups[group])
+    for name in ("val", "test"):
+        if not chosen[name]:
+            smallest = min(chosen["train"], key=lambda group: len(groups[group]))
+            chosen["train"].remove(smallest)
+            chosen[name].append(smallest)
+    return {name: [scene for group in chosen[name] for scene in groups[group]] for name in SPLIT_NAMES}

@@ -1,0 +1,129 @@
+"""Train a centroid detector on tiles, alone or from a teacher's heatmaps; keep the weights and the threshold
+that score best on validation (F1 over whole validation images).
+
+    result = fit_detector(DetectorPlan(model=net, train=splits["train"], val=splits["val"], classes=5), teacher)
+
+The loss is ``alpha * centre_loss + (1 - alpha) * heatmap_distillation_loss`` (the classifiers'
+distillation, per cell); without a teacher, ``alpha`` is 1. Evaluation runs on whole images, as the
+board will: the network is fully convolutional.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from kd_edge import log
+from kd_edge.data.yolo import Scene
+from kd_edge.runtime.detections import DetectionSummary, decode, match, summarise
+from kd_edge.settings.training import OptimSettings
+from kd_edge.training.batches import Normalizer
+from kd_edge.training.detection_tiles import draw_tiles
+from kd_edge.training.detectors import STRIDE, centre_loss, heatmap_distillation_loss
+from kd_edge.training.optimizers import make_optimizer, make_scheduler
+
+THRESHOLDS = tuple(np.round(np.arange(0.3, 0.96, 0.05), 2))  # the decoding thresholds validation chooses from
+
+
+@dataclass(kw_only=True)
+class DetectorPlan:
+    model: nn.Module
+    train: list[Scene]
+    val: list[Scene]
+    classes: int
+    steps: int = 1500
+    batch_size: int = 32
+    tile: int = 128
+    augment: str = "aerial"
+    object_weight: float = 10.0
+    alpha: float = 0.5  # weight of the labels' loss when there is a teacher
+    temperature: float = 2.0
+    evaluate_every: int = 100
+    seed: int = 0
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.25, 0.25, 0.25)
+
+
+@dataclass
+class DetectorResult:
+    best_val_f1: float
+    threshold: float
+    best_step: int
+    seconds: float
+    history: list[dict]
+
+
+def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> DetectorResult:
+    """Train ``plan.model`` for ``plan.steps`` steps and leave it holding its best-on-validation weights."""
+    model, normalize = plan.model, Normalizer(plan.mean, plan.std, "cpu")
+    optimizer = make_optimizer(model, plan.optim)
+    scheduler = make_scheduler(optimizer, plan.optim, plan.steps)
+    generator = torch.Generator().manual_seed(plan.seed)
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
+    best = (-1.0, 0.5, 0, None)
+    history, started = [], time.perf_counter()
+    for step in range(1, plan.steps + 1):
+        model.train()
+        images, targets = draw_tiles(plan.train, plan.batch_size, plan.tile, STRIDE, generator, plan.augment)
+        inputs = normalize(images)
+        logits = model(inputs)
+        loss = centre_loss(logits, targets, plan.object_weight)
+        if teacher is not None:
+            with torch.no_grad():
+                soft = teacher(inputs)
+            loss = plan.alpha * loss + (1 - plan.alpha) * heatmap_distillation_loss(logits, soft, plan.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % plan.evaluate_every == 0 or step == plan.steps:
+            f1, threshold = best_threshold(model, plan.val, normalize, plan.classes)
+            history.append({"step": step, "loss": loss.item(), "val_f1": f1, "threshold": threshold})
+            log.step(f"detector: step {step}/{plan.steps}, loss {loss.item():.4f}, val F1 {f1:.3f} at {threshold}")
+            if f1 > best[0]:
+                best = (f1, threshold, step, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[3])
+    return DetectorResult(best[0], best[1], best[2], time.perf_counter() - started, history)
+
+
+@torch.no_grad()
+def scene_logits(model: nn.Module, scenes: list[Scene], normalize: Normalizer) -> list[np.ndarray]:
+    """Each scene's (classes + 1, h, w) logits on its whole image, zero-padded to a multiple of the stride."""
+    model.eval()
+    out = []
+    for scene in scenes:
+        image = torch.from_numpy(scene.image).permute(2, 0, 1)[None]
+        height, width = image.shape[2:]
+        padded = torch.nn.functional.pad(image, (0, -width % STRIDE, 0, -height % STRIDE))
+        out.append(model(normalize(padded))[0].float().numpy())
+    return out
+
+
+def truths_in_pixels(scene: Scene) -> np.ndarray:
+    """(objects, 5): class, x, y, width, height in the scene image's pixels."""
+    height, width = scene.image.shape[:2]
+    boxes = scene.boxes * np.array([width, height, width, height], dtype=np.float32)
+    return np.column_stack([scene.labels.astype(np.float32), boxes])
+
+
+def score_scenes(logits: list[np.ndarray], scenes: list[Scene], classes: int, threshold: float) -> DetectionSummary:
+    scores = [
+        match(decode(heatmap, STRIDE, threshold), truths_in_pixels(scene), classes)
+        for heatmap, scene in zip(logits, scenes, strict=True)
+    ]
+    return summarise(scores, [str(i) for i in range(classes)])
+
+
+def best_threshold(model: nn.Module, scenes: list[Scene], normalize: Normalizer, classes: int) -> tuple[float, float]:
+    """(F1 over all classes, the threshold giving it): the best of ``THRESHOLDS`` on ``scenes``."""
+    logits = scene_logits(model, scenes, normalize)
+    results = {t: score_scenes(logits, scenes, classes, t).overall["f1"] for t in THRESHOLDS}
+    threshold = max(results, key=results.get)
+    return results[threshold], float(threshold)

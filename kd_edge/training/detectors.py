@@ -1,0 +1,74 @@
+"""Centroid detectors for drone frames, in the manner of Edge Impulse's FOMO, and their losses.
+
+A detector is fully convolutional: a frame of any size in, one logit per class *and background* for
+each ``STRIDE x STRIDE`` cell out, (N, classes + 1, H / 8, W / 8). An object is found where its
+class wins a cell and is a local maximum (``kd_edge.runtime.detections``): no boxes, no NMS in the
+graph. Objects from above are small and alike in size, so a centre is what a drone needs (count,
+track, steer around).
+
+Plain 3x3 conv-BN-ReLU stages, stride 2 each, to stride 8, then a few convolutions there for
+context, then a 1x1 head: the operations CPUs (and INT8 on ARM) run fastest per MAC.
+
+Kept apart from the classifiers' registry (``kd_edge.training.models``): a detector there would
+be offered to `kd-edge distill` on class labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd_edge.errors import ModelError
+from kd_edge.training.losses import kd_kl_loss
+from kd_edge.training.models import conv_bn_relu
+
+STRIDE = 8  # input pixels per output cell, for every detector here
+
+
+class CentroidNet(nn.Module):
+    """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8,
+    and a 1x1 head to ``classes + 1`` logits a cell (index 0: background)."""
+
+    def __init__(self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2):
+        super().__init__()
+        layers, channels = [], in_channels
+        for width in widths:
+            layers += conv_bn_relu(channels, width, stride=2)
+            layers += [module for _ in range(depth - 1) for module in conv_bn_relu(width, width)]
+            channels = width
+        layers += [module for _ in range(context) for module in conv_bn_relu(channels, channels)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(channels, classes + 1, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+# name: (arguments, what it is)
+DETECTORS = {
+    "fomo-small": ({"widths": (8, 16, 32), "depth": 1, "context": 2}, "student: stages 8-16-32, 2 context convs"),
+    "fomo-base": ({"widths": (16, 32, 64), "depth": 2, "context": 2}, "teacher: stages 16-32-64, two convs each"),
+}
+
+
+def create_detector(name: str, classes: int, in_channels: int = 3) -> CentroidNet:
+    if name not in DETECTORS:
+        raise ModelError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+    return CentroidNet(classes, in_channels, **DETECTORS[name][0])
+
+
+def centre_loss(logits: torch.Tensor, targets: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Cross-entropy per cell, object cells weighted ``object_weight`` times the background's: a frame is mostly
+    background, and unweighted the network learns to say "background" everywhere. Normalised by the weights'
+    sum, so the loss's scale does not move with the number of objects in a batch."""
+    weights = torch.where(targets > 0, object_weight, 1.0)
+    per_cell = F.cross_entropy(logits, targets, reduction="none")
+    return (per_cell * weights).sum() / weights.sum()
+
+
+def heatmap_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL`` between the teacher's and the student's softened per-cell distributions, averaged over cells."""
+    classes = student.shape[1]
+    flat = (logits.permute(0, 2, 3, 1).reshape(-1, classes) for logits in (student, teacher))
+    return kd_kl_loss(*flat, temperature)

@@ -1,0 +1,223 @@
+"""Centroid detection: YOLO labels and their errors, the split by source, tiles whose labels follow the pixels,
+the decoder, the metric, the losses, and a detector that learns squares."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kd_edge.data.yolo import Scene, group_of, read_yolo, split_by_group
+from kd_edge.errors import DatasetError
+from kd_edge.runtime.detections import Detection, decode, local_maxima, match, summarise
+from kd_edge.training.detection_tiles import centre_map, draw_tiles
+from kd_edge.training.detectors import STRIDE, centre_loss, create_detector, heatmap_distillation_loss
+
+CLASSES = ["car", "bus"]
+
+
+def write_scene(root: Path, name: str, squares: list[tuple[int, int, int, int]], size=(96, 64)) -> None:
+    """An image ``size`` (width, height) with grey noise and, per (class, x, y, side), a square centred at
+    (x, y): red for class 0, blue for class 1; its YOLO label file."""
+    from PIL import Image
+
+    width, height = size
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    pixels = rng.integers(90, 110, (height, width, 3), dtype=np.uint8)
+    lines = []
+    for label, x, y, side in squares:
+        colour = (230, 20, 20) if label == 0 else (20, 20, 230)
+        pixels[y - side // 2 : y + side // 2, x - side // 2 : x + side // 2] = colour
+        lines.append(f"{label} {x / width} {y / height} {side / width} {side / height}")
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    Image.fromarray(pixels).save(root / "images" / f"{name}.png")
+    (root / "labels" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def squares_dataset(root: Path, groups=("alpha", "beta", "gamma", "delta"), frames=6) -> Path:
+    rng = np.random.default_rng(0)
+    for group in groups:
+        for frame in range(frames):
+            squares = [(int(rng.integers(2)), int(rng.integers(10, 86)), int(rng.integers(10, 54)), 8)
+                       for _ in range(int(rng.integers(1, 4)))]  # fmt: skip
+            write_scene(root, f"{group}-{frame:04d}", squares)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+def test_labels_are_read_and_images_scaled_to_the_working_size(tmp_path):
+    write_scene(tmp_path, "one-0001", [(1, 48, 32, 8)])
+    (tmp_path / "classes.txt").write_text("car\nbus\n")
+    (scene,) = read_yolo(tmp_path, longest_side=48)
+    assert scene.image.shape == (32, 48, 3) and scene.group == "one"
+    assert scene.labels.tolist() == [1] and scene.boxes[0].tolist() == pytest.approx([0.5, 0.5, 8 / 96, 8 / 64])
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("7 0.5 0.5 0.1 0.1", "labels/bad-0001.txt line 2: class 7 unknown"),
+        ("0 1.5 0.5 0.1 0.1", "line 2: centre (1.5, 0.5) outside the image"),
+        ("0 0.5 0.5 0 0.1", "line 2: box of size 0.0 x 0.1"),
+        ("0 0.5 0.5 0.1", "line 2: 4 fields, expected 5"),
+        ("car 0.5 0.5 0.1 0.1", "line 2: not numbers"),
+        ("0 nan 0.5 0.1 0.1", "line 2: not finite"),
+    ],
+)
+def test_each_bad_label_line_is_named_with_its_file_and_line(tmp_path, line, problem):
+    squares_dataset(tmp_path, groups=("ok",), frames=1)
+    write_scene(tmp_path, "bad-0001", [(0, 48, 32, 8)])
+    with (tmp_path / "labels" / "bad-0001.txt").open("a") as handle:
+        handle.write(line + "\n")
+    with pytest.raises(DatasetError, match="1 problem") as error:
+        read_yolo(tmp_path, 96)
+    assert problem in str(error.value)
+
+
+def test_empty_and_missing_label_files_and_unreadable_images_are_named_together(tmp_path):
+    squares_dataset(tmp_path, groups=("ok",), frames=1)
+    write_scene(tmp_path, "empty-0001", [])
+    (tmp_path / "labels" / "empty-0001.txt").write_text("\n")
+    write_scene(tmp_path, "lost-0001", [(0, 48, 32, 8)])
+    (tmp_path / "labels" / "lost-0001.txt").unlink()
+    (tmp_path / "images" / "broken-0001.png").write_bytes(b"not a png")
+    (tmp_path / "labels" / "broken-0001.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DatasetError, match="3 problem") as error:
+        read_yolo(tmp_path, 96)
+    message = str(error.value)
+    assert "labels/empty-0001.txt: empty" in message and "images/lost-0001.png: no label file" in message
+    assert "images/broken-0001.png: cannot be read" in message
+
+
+def test_a_dataset_without_classes_or_images_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match=r"no classes\.txt"):
+        read_yolo(tmp_path, 96)
+    (tmp_path / "classes.txt").write_text("car\n")
+    with pytest.raises(DatasetError, match="holds no image"):
+        read_yolo(tmp_path, 96)
+
+
+@pytest.mark.parametrize(
+    "file, group",
+    [("DJI_0005-0019.jpg", "DJI_0005"), ("DJI-00760-00001.jpg", "DJI-00760"), ("MOS155.jpg", "MOS"),
+     ("MunichStreet02-MOS74.jpg", "MunichStreet02-MOS"), ("DJI_0031.jpg", "DJI"), ("street.png", "street")],
+)  # fmt: skip
+def test_the_group_is_the_name_without_its_frame_number(file, group):
+    assert group_of(file) == group
+
+
+def test_the_split_keeps_each_group_on_one_side_and_is_seeded(tmp_path):
+    scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c", "d", "e", "f", "g", "h")), 96)
+    splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=3)
+    groups = {name: {s.group for s in part} for name, part in splits.items()}
+    assert all(groups.values()) and sum(len(part) for part in splits.values()) == len(scenes)
+    assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
+    again = split_by_group(scenes, (0.8, 0.1, 0.1), seed=3)
+    assert [[s.file for s in again[name]] for name in again] == [[s.file for s in splits[name]] for name in splits]
+    assert len(splits["train"]) >= 5 * 6  # about 0.8 of 8 groups
+    with pytest.raises(DatasetError, match="needs at least 3"):
+        split_by_group([s for s in scenes if s.group in ("a", "b")], (0.8, 0.1, 0.1), seed=0)
+
+
+def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
+    """One white 4x4 mark on a black image: in every augmented tile, the cell the label names is the cell holding
+    the mark's centre as the tile's pixels show it (the mean of its bright pixels)."""
+    image = np.zeros((80, 100, 3), dtype=np.uint8)
+    image[38:42, 58:62] = 255  # pixels 58-61 and 38-41: centre (60, 40)
+    scene = Scene("mark-0001.png", "mark", image, np.array([[60 / 100, 40 / 80, 4 / 100, 4 / 80]], np.float32),
+                  np.array([1]))  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for _ in range(30):
+        images, targets = draw_tiles([scene], 8, 64, STRIDE, generator, augment="aerial")
+        for tile, target in zip(images, targets, strict=True):
+            brightness = tile.float().mean(0)
+            if brightness.max() < 100:  # the mark is outside this crop, and no label may say otherwise
+                assert target.sum() == 0
+                continue
+            bright = brightness >= brightness.max() * 0.5
+            if bright[[0, -1]].any() or bright[:, [0, -1]].any():
+                continue  # cut by the tile's edge: its centre may lie outside
+            rows, cols = torch.nonzero(bright, as_tuple=True)
+            centre = (rows.float().mean().item() + 0.5, cols.float().mean().item() + 0.5)  # pixel i spans [i, i + 1)
+            if any(abs(c - round(c / STRIDE) * STRIDE) < 0.75 for c in centre):
+                continue  # on a cell border: either cell is right within the resize's rounding
+            cell = (int(centre[0] // STRIDE), int(centre[1] // STRIDE))
+            assert torch.nonzero(target).tolist() == [list(cell)] and target[cell] == 2  # class 1 is 2 (0: none)
+            checked += 1
+    assert checked > 80  # of 240 tiles
+
+
+def test_centre_map_marks_each_centre_cell_and_drops_centres_outside():
+    target = centre_map(np.array([[3.0, 3.0], [20.0, 9.0], [40.0, 5.0]]), np.array([0, 1, 0]), 32, 8)
+    assert target.shape == (4, 4) and target[0, 0] == 1 and target[1, 2] == 2 and target.sum() == 3
+
+
+def logits_with_peaks(peaks: dict[tuple[int, int], tuple[int, float]], shape=(3, 6, 8)) -> np.ndarray:
+    """Logits whose softmax gives ``probability`` to class ``label`` at the cells named, background elsewhere."""
+    logits = np.zeros(shape, np.float32)
+    logits[0] = 5.0
+    for (row, col), (label, probability) in peaks.items():
+        logits[:, row, col] = 0.0
+        logits[label + 1, row, col] = np.log(probability / (1 - probability) * (shape[0] - 1))
+    return logits
+
+
+def test_the_decoder_finds_known_centres_once_above_the_threshold():
+    logits = logits_with_peaks({(1, 2): (0, 0.9), (1, 3): (0, 0.7), (4, 6): (1, 0.8), (5, 0): (0, 0.4)})
+    found = decode(logits, stride=8, threshold=0.5, scale=(2.0, 1.0))
+    # (1, 3) is next to the stronger (1, 2): one object; (5, 0) is under the threshold
+    assert [(d.label, d.x, d.y) for d in found] == [(0, 2.5 * 8 * 2, 1.5 * 8), (1, 6.5 * 8 * 2, 4.5 * 8)]
+    assert found[0].score == pytest.approx(0.9, abs=1e-4)
+    assert local_maxima(np.array([[1.0, 1.0], [0.0, 0.5]])).tolist() == [[True, True], [False, False]]
+
+
+def test_the_metric_on_hand_made_cases():
+    truths = np.array([[0, 10, 10, 8, 8], [0, 30, 10, 8, 8], [1, 50, 50, 10, 10]])
+    found = [
+        Detection(0, 12, 11, 0.9),  # inside the first car: correct
+        Detection(0, 13, 9, 0.8),  # the first car again: taken already, a false positive
+        Detection(0, 30, 20, 0.7),  # 10 px below the second car's centre, outside its 8 px box: wrong
+        Detection(0, 50, 50, 0.6),  # a car where a bus is: wrong class
+        Detection(1, 54, 46, 0.5),  # inside the bus: correct
+    ]
+    score = match(found, truths, classes=2)
+    assert score.true_positives.tolist() == [1, 1] and score.false_positives.tolist() == [3, 0]
+    assert score.false_negatives.tolist() == [1, 0] and (score.found, score.present) == (5, 3)
+    summary = summarise([score, match([], truths[:1], classes=2)], CLASSES)
+    car = summary.per_class["car"]
+    assert (car["precision"], car["recall"]) == (pytest.approx(1 / 4), pytest.approx(1 / 3))
+    assert car["f1"] == pytest.approx(2 * (1 / 4) * (1 / 3) / (1 / 4 + 1 / 3))
+    assert summary.per_class["bus"]["f1"] == 1.0 and summary.counting_error == pytest.approx((2 + 1) / 2)
+    assert summary.overall["true_positives"] == 2 and summary.overall["false_negatives"] == 2
+
+
+def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
+    targets = torch.zeros(1, 4, 4, dtype=torch.int64)
+    targets[0, 1, 1] = 1
+    logits = torch.zeros(1, 3, 4, 4)
+    ce = torch.log(torch.tensor(3.0))  # uniform logits: every cell's CE is log 3
+    assert centre_loss(logits, targets, object_weight=10.0) == pytest.approx(ce.item())
+    logits[0, 0] = 4.0  # confident background everywhere: the object cell's error now weighs 10 of 25
+    plain, weighted = centre_loss(logits, targets, 1.0), centre_loss(logits, targets, 10.0)
+    assert weighted > 3 * plain
+    assert heatmap_distillation_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert heatmap_distillation_loss(logits, torch.zeros_like(logits), 2.0) > 0
+
+
+def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
+    from kd_edge.training.batches import Normalizer
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
+
+    scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=8), 96)
+    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0)
+    torch.manual_seed(0)
+    model = create_detector("fomo-small", classes=2)
+    assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64 // STRIDE, 96 // STRIDE)
+    plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=2, steps=150, batch_size=16,
+                        tile=48, evaluate_every=50, seed=0)  # fmt: skip
+    result = fit_detector(plan)
+    logits = scene_logits(model, splits["test"], Normalizer(plan.mean, plan.std, "cpu"))
+    summary = score_scenes(logits, splits["test"], 2, result.threshold)
+    assert result.best_val_f1 > 0.8 and summary.overall["f1"] > 0.8, (result, summary)
