@@ -10,8 +10,9 @@ import torch
 from kd_edge.data.yolo import Scene, group_of, read_yolo, split_by_group
 from kd_edge.errors import DatasetError
 from kd_edge.runtime.detections import Detection, decode, local_maxima, match, summarise
+from kd_edge.settings.detection import STRIDE
 from kd_edge.training.detection_tiles import centre_map, draw_tiles
-from kd_edge.training.detectors import STRIDE, centre_loss, create_detector, heatmap_distillation_loss
+from kd_edge.training.detectors import centre_loss, create_detector, heatmap_distillation_loss
 
 CLASSES = ["car", "bus"]
 
@@ -221,3 +222,48 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     logits = scene_logits(model, splits["test"], Normalizer(plan.mean, plan.std, "cpu"))
     summary = score_scenes(logits, splits["test"], 2, result.threshold)
     assert result.best_val_f1 > 0.8 and summary.overall["f1"] > 0.8, (result, summary)
+
+
+@pytest.mark.slow
+def test_detect_export_predict_from_the_command_line(tmp_path):
+    """A user's path: `kd-edge detect` on YOLO frames, `export --onnx`, then `predict` finds the squares where they
+    are in the original image's pixels; what does not handle detectors yet says so."""
+    import json
+
+    import onnxruntime as ort
+    from typer.testing import CliRunner
+
+    from kd_edge.cli import app
+    from kd_edge.training.checkpoint import load_checkpoint
+
+    data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c", "d"), frames=8)
+    run, runner = tmp_path / "run", CliRunner()
+    common = ["--dataset", f"yolo:{data}", "--frame-size", "96", "--tile", "48", "--batch-size", "16"]
+    result = runner.invoke(app, ["detect", *common, "--teacher-steps", "150", "--steps", "150", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["student"]["distilled"] and metrics["student"]["test"]["overall"]["f1"] > 0.8, metrics["student"]
+    groups = json.loads((run / "split.json").read_text())["groups"]
+    assert sum(map(len, groups.values())) == 4 and not set(groups["train"]) & set(groups["test"])
+    student = load_checkpoint(run / "student.pt")  # weights_only: plain numbers in its metrics
+    assert student.card.task == "detect" and student.card.detection["stride"] == STRIDE
+
+    result = runner.invoke(app, ["export", str(run), "--onnx", "--out", str(tmp_path / "exports")])
+    assert result.exit_code == 0, result.output
+    onnx_file = tmp_path / "exports" / "run.onnx"
+    session = ort.InferenceSession(str(onnx_file))  # a plain session, fed a uint8 NHWC frame
+    assert session.run(None, {"input": np.zeros((1, 96, 96, 3), np.uint8)})[0].shape == (1, 3, 12, 12)
+
+    write_scene(tmp_path / "new", "frame-0001", [(0, 60, 20, 8), (1, 150, 90, 8)], size=(192, 128))  # twice the size
+    image = tmp_path / "new" / "images" / "frame-0001.png"
+    result = runner.invoke(app, ["predict", str(onnx_file), str(image), "--json", "--draw", str(tmp_path / "d.png")])
+    assert result.exit_code == 0, result.output
+    (frame,) = json.loads(result.output)
+    assert (frame["width"], frame["height"]) == (192, 128) and (tmp_path / "d.png").stat().st_size > 0
+    for name, x, y in (("car", 60, 20), ("bus", 150, 90)):  # a cell is 16 px here: its centre within 11.3 px
+        assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 11.4
+
+    result = runner.invoke(app, ["quantize", str(onnx_file)])
+    assert result.exit_code != 0 and "this model is a detector" in result.output
+    result = runner.invoke(app, ["distill", "--dataset", f"yolo:{data}", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "train a detector on it with `kd-edge detect" in result.output

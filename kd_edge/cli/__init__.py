@@ -1,6 +1,6 @@
 """The ``kd-edge`` command line: this module registers the command groups and maps errors to exit codes once.
 
-    train_commands.py     teacher, distill, sweep       deploy_commands.py  export, quantize, qat, bundle, verify-arm
+    train_commands.py     teacher, distill, sweep, detect deploy_commands.py  export, quantize, qat, bundle, verify-arm
     bench_commands.py     bench, predict, profiles      search_commands.py  search
     pipeline_commands.py  pipeline, report              info_commands.py    models, datasets
     options.py            options generated from the settings dataclasses, and the file options commands share

@@ -9,6 +9,7 @@ import typer
 
 from kd_edge.cli.console import console, next_step, print_bench_table
 from kd_edge.cli.options import DataDirOpt, settings_command
+from kd_edge.errors import ConfigError
 from kd_edge.settings.bench import BenchSettings, PredictSettings
 
 
@@ -91,12 +92,25 @@ def predict(
     json_output: Annotated[
         bool, typer.Option("--json", metavar="", help="Print JSON (one object per input) instead of a table.")
     ] = False,
+    draw: Annotated[
+        Path | None,
+        typer.Option(
+            help="A detector: write each image with its objects marked, to this file (one input image) or into this "
+            "folder (several)."
+        ),
+    ] = None,
 ):
-    """The model's top classes, with probabilities, for each input. Needs no torch (runs on the board)."""
+    """The model's top classes, with probabilities, for each input; for a detector, the objects it finds (class,
+    centre in the image's pixels, score). Needs no torch (runs on the board)."""
     from kd_edge.runtime import OnnxModel
     from kd_edge.runtime.predict import predict_files
 
     onnx_model = OnnxModel(model, threads=settings.threads)
+    if onnx_model.card.task == "detect":
+        predict_objects(onnx_model, inputs, settings.threshold, json_output, draw)
+        return
+    if draw is not None or settings.threshold is not None:
+        raise ConfigError(f"--draw and --threshold are for a detector's objects; {model} is a classifier")
     rows = predict_files(onnx_model, inputs, top_k=min(settings.top_k, len(onnx_model.classes)))
     if json_output:
         import json
@@ -111,6 +125,28 @@ def predict(
     for row in rows:
         table.add_row(row.input, *(f"{name} {p:.1%}" for name, p in row.top), row.note or "")
     console().print(table)
+
+
+def predict_objects(model, inputs: list[Path], threshold: float | None, json_output: bool, draw: Path | None):
+    import json
+
+    from kd_edge.runtime.detections import detect_files, draw_objects
+
+    frames = detect_files(model, inputs, threshold)
+    if draw is not None:
+        several = len(frames) > 1 or draw.is_dir()
+        if several:
+            draw.mkdir(parents=True, exist_ok=True)
+        for frame in frames:
+            draw_objects(frame, draw / f"{Path(frame.file).stem}.png" if several else draw)
+    if json_output:
+        typer.echo(json.dumps([frame.to_dict() for frame in frames], indent=2))
+        return
+    for frame in frames:
+        found = ", ".join(f"{frame.classes[d.label]} ({d.x:.0f}, {d.y:.0f}) {d.score:.2f}" for d in frame.objects)
+        console().print(f"{frame.file}: {len(frame.objects)} object(s){': ' + found if found else ''}")
+    if draw is not None:
+        console().print(f"drawn: {draw}")
 
 
 def profiles():

@@ -12,6 +12,7 @@ import typer
 from kd_edge.cli.console import console, make_progress, next_step, print_summary
 from kd_edge.cli.options import ForceOpt, NprocOpt, ResumeOpt, TeachersOpt, settings_command
 from kd_edge.errors import ConfigError, MissingDependencyError
+from kd_edge.settings.detection import DetectSettings
 from kd_edge.settings.search import SweepSettings
 from kd_edge.settings.training import DistillSettings, TeacherSettings
 
@@ -128,7 +129,35 @@ def sweep(
     )
 
 
-COMMANDS = {"teacher": teacher, "distill": distill, "sweep": sweep}
+@settings_command("detect")
+def detect(
+    settings: DetectSettings,
+    given: set[str],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split.json and metrics.json.")]
+    = Path("runs/detect"),
+    force: ForceOpt = False,
+):  # fmt: skip
+    """Train a centroid detector on YOLO-labelled frames: a teacher, then a student distilled from its heatmaps.
+
+    Each network answers, per 8x8 cell of the frame, which class has an object centred there (or none);
+    objects are the cells that win above a threshold, one per local maximum. The weights and the threshold
+    are chosen on validation; precision, recall and F1 of the centres (inside the object's box) are reported
+    on test. Writes OUT/teacher.pt, student.pt, split.json and metrics.json.
+    """
+    require_training_extra()
+    from kd_edge.training.detect_run import train_detectors
+
+    with training_process("cpu"):
+        metrics = train_detectors(settings, out, force=force)
+    student = metrics["student"]["test"]["overall"]
+    console().print(
+        f"student {metrics['student']['model']}: test F1 {student['f1']:.3f} (precision {student['precision']:.3f}, "
+        f"recall {student['recall']:.3f}); metrics in {out / 'metrics.json'}"
+    )
+    next_step(f"kd-edge export {out} --onnx --out runs/exports")
+
+
+COMMANDS = {"teacher": teacher, "distill": distill, "sweep": sweep, "detect": detect}
 
 
 # --- what every training command needs ----------------------------------------------------------------------

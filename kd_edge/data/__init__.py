@@ -91,6 +91,11 @@ def load_dataset(
         return folders.load_image_folder(root, reading)
     if name.startswith("npz:"):
         return sources.load_npz_dataset(Path(name.removeprefix("npz:")).expanduser())
+    if name.startswith("yolo:"):
+        raise DatasetError(
+            f"{name!r} is detection data (boxes, not one class an image): train a detector on it with `kd-edge detect "
+            f"--dataset {name}`; this command classifies (folder:, npz: and the built-in datasets)"
+        )
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 

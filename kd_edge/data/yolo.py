@@ -25,6 +25,7 @@ import numpy as np
 
 from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.errors import DatasetError
+from kd_edge.runtime.detections import longer_side
 
 SPLIT_NAMES = ("train", "val", "test")
 LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
@@ -117,7 +118,7 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
         problems += found
         try:
             with Image.open(path) as opened:
-                image = resized(opened.convert("RGB"), longest_side)
+                image = longer_side(opened, longest_side)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             problems.append(f"images/{path.name}: cannot be read ({exc or type(exc).__name__})")
             continue
@@ -129,14 +130,6 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
             "remove those files: each label line is `class x_center y_center width height`, normalised to 0-1."
         )
     return scenes
-
-
-def resized(image, longest_side: int) -> np.ndarray:
-    width, height = image.size
-    scale = longest_side / max(width, height)
-    if scale != 1:
-        image = image.resize((max(round(width * scale), 1), max(round(height * scale), 1)))
-    return np.array(image, dtype=np.uint8)  # a writable copy (torch refuses read-only arrays)
 
 
 def split_by_group(scenes: list[Scene], fractions: tuple[float, ...], seed: int) -> dict[str, list[Scene]]:

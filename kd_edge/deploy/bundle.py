@@ -40,6 +40,7 @@ from kd_edge.runtime.bundle_files import (
     file_sha256,
     write_archive,
 )
+from kd_edge.runtime.card import require_classifier
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.settings.deploy import BundleSettings
 
@@ -81,6 +82,8 @@ def write_bundle(
     models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
     if not models:
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
+    for model in models.values():
+        require_classifier(model.card, "`kd-edge bundle`")
     step(f"bundle: sampling {config.samples} labelled test images")
     samples = sample_images(next(iter(models.values())), config.samples, data_dir)
     decision = choose(config, models, samples[0], int8_refused, chosen)

@@ -12,7 +12,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_edge.deploy.from_checkpoint import checkpoint_dataset, export_card, export_name, resolve_checkpoint
+from kd_edge.deploy.from_checkpoint import (
+    checkpoint_dataset,
+    detection_frames,
+    export_card,
+    export_name,
+    resolve_checkpoint,
+)
 from kd_edge.deploy.onnx_graph import ParityReport, check_parity, parity_images, write_onnx
 from kd_edge.errors import OutputError
 from kd_edge.io import ensure_writable_dir
@@ -52,7 +58,10 @@ def export_onnx(
         "export: loading validation images of "
         f"{checkpoint.card.data.dataset if checkpoint.card.data else 'its dataset'} for the parity check"
     )
-    images = parity_images(checkpoint_dataset(checkpoint, data_dir))
+    if checkpoint.card.task == "detect":  # whole frames: the detector's output is a heatmap a frame
+        images = detection_frames(checkpoint, data_dir)
+    else:
+        images = parity_images(checkpoint_dataset(checkpoint, data_dir))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:
         draft = Path(scratch) / path.name
         card = write_onnx(model, export_card(checkpoint, model), draft, settings)

@@ -64,3 +64,18 @@ def checkpoint_dataset(checkpoint: Checkpoint, data_dir: str | None):
             f"{list(checkpoint.card.input_shape)}"
         )
     return dataset
+
+
+def detection_frames(checkpoint: Checkpoint, data_dir: str | None, limit: int = 16):
+    """Up to ``limit`` validation frames of a detector's data, as its export takes them: (N, 3, S, S) uint8, each
+    read at the card's frame size and zero-padded to a square (``kd_edge.runtime.detections.letterbox``)."""
+    import numpy as np
+
+    from kd_edge.runtime.detections import pad_square
+    from kd_edge.training.detect_run import detection_splits
+
+    card = checkpoint.card
+    root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
+    side = card.input_shape[1]
+    val = detection_splits(root, side, card.data.split, card.detection["seed"])["val"][:limit]
+    return np.stack([pad_square(scene.image, side).transpose(2, 0, 1) for scene in val])

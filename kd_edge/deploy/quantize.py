@@ -30,7 +30,7 @@ from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationE
 from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import ensure_writable_dir
 from kd_edge.log import progress, quiet_third_party, step
-from kd_edge.runtime.card import write_card
+from kd_edge.runtime.card import require_classifier, write_card
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.settings.deploy import QuantizeSettings
 
@@ -87,6 +87,7 @@ def quantize(
     config = settings or QuantizeSettings()
     source = Path(model)
     fp32 = OnnxModel(source)  # proves it is a loadable, kd-edge-described model
+    require_classifier(fp32.card, "INT8 quantization")
     check_onnx(source)
     out = Path(out) if out else default_output(source)
     if out.exists() and not force:

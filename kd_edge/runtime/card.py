@@ -28,10 +28,12 @@ from kd_edge.settings.data import BAD_IMAGES
 
 PREFIX = "kd_edge."
 REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
-PLAIN_STRINGS = ("layout", "input_type", "channel_order", "model", "source_sha256")  # as they are; others as JSON
+PLAIN_STRINGS = ("layout", "input_type", "channel_order", "model", "source_sha256", "task")  # others as JSON
 LAYOUTS = ("NCHW", "NHWC")
 INPUT_TYPES = ("uint8", "float32")
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
+TASKS = ("classify", "detect")
+DETECTION_KEYS = ("stride", "threshold")  # what a detector's card must say to decode its output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +63,8 @@ class ModelCard:
     calibration: dict | None = None  # dataset, split, size, method, hash of the sample's indices
     source_sha256: str | None = None  # of the checkpoint it was exported from
     versions: dict = field(default_factory=dict)  # kd_edge, torch, onnx opset, exporter
+    task: str = "classify"  # detect: the output is (classes + 1, H / stride, W / stride) logits a cell
+    detection: dict | None = None  # a detector's decoding rule (stride, threshold) and its F1 figures
 
     def __post_init__(self):
         normalised = {name: check(name, getattr(self, name)) for name in FIELD_CHECKS}
@@ -76,6 +80,8 @@ class ModelCard:
             raise ModelCardError(f"{PREFIX}std must be positive, got {list(self.std)}")
         if self.input_type == "float32" and self.layout != "NCHW":
             raise ModelCardError(f"{PREFIX}layout of a float32 input is NCHW, got {self.layout}")
+        if self.task == "detect" and not all(key in (self.detection or {}) for key in DETECTION_KEYS):
+            raise ModelCardError(f"{PREFIX}detection of a detector must give {' and '.join(DETECTION_KEYS)}")
         if self.channel_order is not None and (self.channel_order == "GRAY") != (channels == 1):
             raise ModelCardError(f"{PREFIX}channel_order {self.channel_order} does not fit {channels} channel(s)")
 
@@ -234,11 +240,22 @@ FIELD_CHECKS = {
     "calibration": optional(lambda v: isinstance(v, dict), "an object"),
     "source_sha256": optional(lambda v: isinstance(v, str), "a hex digest"),
     "versions": check_versions,
+    "task": one_of(TASKS),
+    "detection": optional(lambda v: isinstance(v, dict), "an object"),
 }
 
 
 def check(name: str, value):
     return FIELD_CHECKS[name](name, value)
+
+
+def require_classifier(card: ModelCard, what: str) -> None:
+    """Refuse a detector where only classifiers are handled yet, saying what works for it."""
+    if card.task != "classify":
+        raise ModelCardError(
+            f"{what} handles classifiers so far, and this model is a detector (kd_edge.task {card.task}). A detector "
+            "goes through `kd-edge detect`, `kd-edge export --onnx` (FP32), `kd-edge bench` and `kd-edge predict`."
+        )
 
 
 def write_card(path: str | Path, card: ModelCard) -> None:

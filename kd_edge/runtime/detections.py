@@ -1,6 +1,8 @@
 """From a centroid detector's per-cell logits to objects, and how good those are. NumPy only (no torch): the
 board runs this too.
 
+    pixels, scale = letterbox(pil_image, 512)      # the frame as the exported model takes it
+
     found = decode(logits, stride=8, threshold=0.5, scale=(sx, sy))      # one image's (classes + 1, h, w)
     score = match(found, truths, classes=2)                               # truths: [(class, x, y, w, h)] px
     summary = summarise([score, ...], class_names)
@@ -19,10 +21,36 @@ F1 follow, per class and over all classes, and the counting error per image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 MATCH_FRACTION = 0.5  # a detection's centre must be within this fraction of the box's size of its centre
+
+
+def letterbox(image, side: int) -> tuple[np.ndarray, float]:
+    """A decoded Pillow image as a detector takes it: ``longer_side`` resized, then zero-padded at the bottom and
+    right to ``side`` x ``side``, (H, W, 3) uint8; and the original's pixels per input pixel (to map detections
+    back)."""
+    return pad_square(longer_side(image, side), side), max(image.size) / side
+
+
+def longer_side(image, side: int) -> np.ndarray:
+    """A decoded Pillow image in RGB, resized (bilinear) so that its longer side is ``side``: (H, W, 3) uint8, a
+    writable copy. Training reads its frames through this too, so the board sees what training saw."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    scale = side / max(rgb.size)
+    size = (max(round(rgb.size[0] * scale), 1), max(round(rgb.size[1] * scale), 1))
+    return np.array(rgb if rgb.size == size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
+def pad_square(pixels: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, C) uint8 with H, W <= ``side``, zero-padded at the bottom and right to (side, side, C)."""
+    out = np.zeros((side, side, pixels.shape[2]), dtype=np.uint8)
+    out[: pixels.shape[0], : pixels.shape[1]] = pixels
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,11 +135,12 @@ class DetectionSummary:
 
 
 def rates(tp: int, fp: int, fn: int) -> dict[str, float]:
+    tp, fp, fn = int(tp), int(fp), int(fn)  # plain numbers: checkpoints load only those (weights_only)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "true_positives": int(tp),
-            "false_positives": int(fp), "false_negatives": int(fn)}  # fmt: skip
+    return {"precision": precision, "recall": recall, "f1": f1, "true_positives": tp, "false_positives": fp,
+            "false_negatives": fn}  # fmt: skip
 
 
 def summarise(scores: list[ImageScore], class_names: list[str]) -> DetectionSummary:
@@ -122,3 +151,74 @@ def summarise(scores: list[ImageScore], class_names: list[str]) -> DetectionSumm
     }  # classes never present nor predicted are left out
     counting = float(np.mean([abs(s.found - s.present) for s in scores])) if scores else 0.0
     return DetectionSummary(per_class, rates(tp.sum(), fp.sum(), fn.sum()), counting, len(scores))
+
+
+# --- kd-edge predict for a detector: image files in, objects in the original image's pixels out ---------------
+
+
+@dataclass
+class FrameObjects:
+    file: str
+    width: int
+    height: int
+    objects: list[Detection]
+    classes: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "width": self.width,
+            "height": self.height,
+            "detections": [
+                {"class": self.classes[d.label], "x": round(d.x, 1), "y": round(d.y, 1), "score": round(d.score, 4)}
+                for d in self.objects
+            ],
+        }
+
+
+def detect_files(model, paths: list[Path], threshold: float | None = None) -> list[FrameObjects]:
+    """The objects a detector (an ``OnnxModel`` whose card says ``task: detect``) finds in image files or folders of
+    them, at the card's threshold unless ``threshold`` is given, in each original image's pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    from kd_edge.data.folders import IMAGE_SUFFIXES
+    from kd_edge.errors import DatasetError
+
+    rule = model.card.detection
+    side, threshold = model.input_shape[1], rule["threshold"] if threshold is None else threshold
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DatasetError(f"{str(path)!r} does not exist; give image files or folders of them")
+        files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise DatasetError(f"no images in {', '.join(map(str, paths))}; give image files or folders of them")
+    results = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+                pixels, scale = letterbox(image, side)
+                size = image.size
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"cannot read {str(file)!r} as an image ({exc}); give PNG, JPEG or another") from exc
+        logits = model.logits(model.preprocess(pixels[None]))[0]
+        objects = decode(logits, rule["stride"], threshold, scale=(scale, scale))
+        objects = [d for d in objects if d.x < size[0] and d.y < size[1]]  # not in the padding
+        results.append(FrameObjects(str(file), size[0], size[1], objects, list(model.classes)))
+    return results
+
+
+def draw_objects(frame: FrameObjects, out: Path) -> Path:
+    """The image with a circle and its class name at each object, written to ``out`` (PNG, JPEG... by suffix)."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(frame.file) as image:
+        canvas = image.convert("RGB")
+    pen = ImageDraw.Draw(canvas)
+    radius = max(3, round(max(canvas.size) / 100))
+    for d in frame.objects:
+        pen.ellipse((d.x - radius, d.y - radius, d.x + radius, d.y + radius), outline=(255, 40, 40), width=2)
+        pen.text((d.x + radius + 1, d.y - radius), f"{frame.classes[d.label]} {d.score:.2f}", fill=(255, 255, 0))
+    canvas.save(out)
+    return out

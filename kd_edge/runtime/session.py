@@ -111,8 +111,10 @@ class OnnxModel:
                 f"{str(self.path)!r}: kd_edge.input_shape {list(self.input_shape)} in layout {self.card.layout} "
                 f"disagrees with the graph's input {graph_input.shape}"
             )
-        width = self.session.get_outputs()[0].shape[-1]
-        if isinstance(width, int) and width != len(self.classes):
+        output = self.session.get_outputs()[0].shape
+        detector = self.card.task == "detect"  # (N, classes + 1, H / stride, W / stride): background is a class
+        width, expected = (output[1], len(self.classes) + 1) if detector else (output[-1], len(self.classes))
+        if isinstance(width, int) and width != expected:
             raise ModelCardError(
                 f"{str(self.path)!r}: the card names {len(self.classes)} classes but the model outputs {width} "
                 "scores; the card belongs to another model. Re-export it with `kd-edge export` (the card is written "

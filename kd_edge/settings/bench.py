@@ -77,7 +77,13 @@ class BenchSettings:
 class PredictSettings:
     top_k: int = knob(3, "Classes shown per input.", short="-k")
     threads: int = knob(1, "ONNX Runtime intra-op threads.")
+    threshold: float | None = knob(
+        None, "A detector's score threshold, 0-1.", none="the one its training chose on validation (in its card)"
+    )
 
     def __post_init__(self):
         require(self.top_k >= 1, f"--top-k must be at least 1, got {self.top_k}")
+        require(
+            self.threshold is None or 0 < self.threshold < 1, f"--threshold must be in (0, 1), got {self.threshold}"
+        )
         require(self.threads >= 1, f"--threads must be at least 1, got {self.threads}")

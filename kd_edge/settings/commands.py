@@ -24,6 +24,7 @@ from kd_edge.settings.deploy import (
     QATSettings,
     QuantizeSettings,
 )
+from kd_edge.settings.detection import DetectSettings
 from kd_edge.settings.fields import Option, apply, options_of
 from kd_edge.settings.pipeline import PipelineSettings
 from kd_edge.settings.search import SearchSettings, SweepSettings
@@ -78,6 +79,11 @@ QAT_OPTIONS = (
     "epochs", "lr", "batch_size", "run.seed",
     *(f"quantize.{name}" for name in (*QUANTIZE_IN_QAT, "compare_latency", "threads")),
 )  # fmt: skip
+DETECT = {
+    "rename": {"teacher.model": "teacher_model", "teacher.steps": "teacher_steps", "student.model": "student_model",
+               "student.steps": "steps"},
+    "exclude": ("run.device", "run.precision", "run.deterministic", "optim.lr_scaling"),
+}  # fmt: skip
 PIPELINE_OPTIONS = (
     "distill.data.", "distill.run.", "bundle.profile",
     *(f"distill.{network}.{name}" for network in ("teacher", "student") for name in ("model", "epochs")),
@@ -101,6 +107,7 @@ COMMANDS: dict[str, CommandOptions] = {
         command("teacher", TeacherSettings(), presets=True),
         command("distill", DistillSettings(), presets=True, notes=DISTILL_NOTES, **DISTILL),
         sweep_command(),
+        command("detect", DetectSettings(), **DETECT),
         command("search", SearchSettings(), rename=SEARCH_NAMES, exclude=SEARCH_IGNORES),
         command(
             "export", DeploySettings(), include=("export.", "quantize.optimize_latency", "quantize.compare_latency")

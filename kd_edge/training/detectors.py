@@ -23,8 +23,6 @@ from kd_edge.errors import ModelError
 from kd_edge.training.losses import kd_kl_loss
 from kd_edge.training.models import conv_bn_relu
 
-STRIDE = 8  # input pixels per output cell, for every detector here
-
 
 class CentroidNet(nn.Module):
     """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8,

@@ -57,8 +57,13 @@ class ModelSpec:
     in_channels: int = 1
     image_size: int = 28
     kwargs: dict = field(default_factory=dict)
+    task: str = "classify"  # or "detect": a centroid detector (kd_edge.training.detectors), num_classes objects
 
     def build(self) -> nn.Module:
+        if self.task == "detect":
+            from kd_edge.training.detectors import create_detector
+
+            return create_detector(self.name, self.num_classes, self.in_channels)
         return create_model(self.name, self.num_classes, self.in_channels, self.image_size, **self.kwargs)
 
     def to_dict(self) -> dict:

@@ -1,0 +1,87 @@
+"""``kd-edge detect``: a centroid detector on YOLO-labelled frames, a teacher and a student distilled from its
+heatmaps (``kd_edge.training.detect_run``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kd_edge.settings.fields import check_choices, knob, require
+from kd_edge.settings.parse import number_list
+from kd_edge.settings.training import OptimSettings, RunSettings
+
+DETECTION_AUGMENTATIONS = ("none", "aerial")
+STRIDE = 8  # input pixels per output cell of every detector (kd_edge.training.detectors)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorNetwork:
+    """One detector: its architecture (`kd-edge models --task detect`) and its optimiser steps."""
+
+    model: str = knob(help="Detector architecture: fomo-small (student) or fomo-base (teacher).")
+    steps: int = knob(help="Optimiser steps, each on a batch of tiles.")
+
+    def __post_init__(self):
+        require(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectSettings:
+    """`kd-edge detect`: the teacher trains on the labels; the student learns
+    ``alpha * weighted CE(labels) + (1 - alpha) * T^2 * KL(teacher's cells || student's)``."""
+
+    dataset: str | None = knob(
+        None, "yolo:PATH: PATH/images/, PATH/labels/ (one `class x y w h` line a box, 0-1) and PATH/classes.txt.",
+        short="-d", required=True, none="required",
+    )  # fmt: skip
+    frame_size: int = knob(
+        512, "Frames are read with this longer side (px); the exported model takes frame-size squares."
+    )
+    tile: int = knob(128, "Side of the square training tiles cut from the frames (px, a multiple of 8).")
+    split: tuple[float, ...] = knob(
+        (0.8, 0.1, 0.1),
+        "Fractions train,val,test of the images, by group: the file name without its frame number, so that no "
+        "video has frames on two sides; seeded by --seed.",
+        parse=number_list("--split"),
+    )
+    augment: str = knob(
+        "aerial",
+        "aerial: random scale (0.75-1.33), the 8 flips and quarter turns, brightness and contrast jitter, on the "
+        "tiles and their labels alike; none.",
+        choices=DETECTION_AUGMENTATIONS,
+    )
+    teacher: DetectorNetwork = DetectorNetwork(model="fomo-base", steps=1500)
+    student: DetectorNetwork = DetectorNetwork(model="fomo-small", steps=1500)
+    alpha: float = knob(0.5, "Weight of the labels' loss for the student; 1 trains it alone (no teacher).")
+    temperature: float = knob(2.0, "Softmax temperature of the teacher's per-cell outputs.", short="-T")
+    object_weight: float = knob(
+        10.0, "Weight of a cell holding an object against a background cell in the labels' loss."
+    )
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(batch_size=32))
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self):
+        check_choices(self)
+        require(
+            self.dataset is None or self.dataset.startswith("yolo:"),
+            f"`kd-edge detect` reads YOLO-labelled frames: --dataset yolo:PATH, got {self.dataset!r} (classifiers "
+            "train with `kd-edge distill`)",
+        )
+        require(self.frame_size >= 32, f"--frame-size must be at least 32 px, got {self.frame_size}")
+        require(
+            self.tile >= STRIDE and self.tile % STRIDE == 0,
+            f"--tile must be a multiple of {STRIDE} px, got {self.tile}",
+        )
+        require(self.tile <= self.frame_size, f"--tile ({self.tile}) must fit in --frame-size ({self.frame_size})")
+        require(self.frame_size % STRIDE == 0, f"--frame-size must be a multiple of {STRIDE} px, got {self.frame_size}")
+        require(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
+        require(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
+        require(self.object_weight > 0, f"--object-weight must be positive, got {self.object_weight}")
+        require(
+            len(self.split) == 3 and min(self.split) > 0 and abs(sum(self.split) - 1) < 1e-6,
+            f"--split takes three positive fractions train,val,test that sum to 1, e.g. 0.8,0.1,0.1; got {self.split}",
+        )
+        require(self.run.device == "cpu", "`kd-edge detect` trains on the CPU for now; drop --device")
+
+    @property
+    def root(self) -> str:
+        return self.dataset.removeprefix("yolo:")

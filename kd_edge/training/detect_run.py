@@ -1,0 +1,112 @@
+"""``kd-edge detect``: YOLO-labelled frames to a teacher and a distilled student detector, in a run folder.
+
+RUN_DIR/teacher.pt, student.pt   checkpoints (task "detect": the card holds the decoding rule)
+RUN_DIR/split.json               the files and groups of each split
+RUN_DIR/metrics.json             per network: validation F1 (which chose the weights and the threshold),
+                                 test precision, recall and F1 per class, counting error; times
+RUN_DIR/config.json              the settings
+
+Every choice (weights, threshold) is made on validation; the test split is only reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from kd_edge.data.dataset import channel_stats
+from kd_edge.data.ref import DataRef
+from kd_edge.data.yolo import Scene, read_classes, read_yolo, split_by_group
+from kd_edge.io import atomic_write_json
+from kd_edge.log import step
+from kd_edge.runtime.card import ModelCard
+from kd_edge.settings.detection import STRIDE, DetectorNetwork, DetectSettings
+from kd_edge.training.batches import Normalizer
+from kd_edge.training.checkpoint import save_checkpoint
+from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
+from kd_edge.training.detectors import create_detector
+from kd_edge.training.device import seeded, torch_threads
+from kd_edge.training.models import ModelSpec, count_macs, count_parameters
+from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
+
+SPLIT_FILE = "split.json"
+
+
+def detection_splits(root: Path, frame_size: int, fractions, seed: int) -> dict[str, list[Scene]]:
+    """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
+    check, quantize's calibration) read, from the card's data reference and seed."""
+    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed)
+
+
+def train_detectors(settings: DetectSettings, out, *, force: bool = False) -> dict:
+    """Train the teacher on the labels, then the student from its heatmaps (alone at ``alpha`` 1)."""
+    with torch_threads(settings.run.threads):
+        started = time.perf_counter()
+        root = Path(settings.root)
+        classes = read_classes(root)
+        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed)
+        run = RunFolder(out, {"stage": "detect", **asdict(settings)}, [TEACHER_FILE, STUDENT_FILE], force=force)
+        record_split(run, splits, time.perf_counter() - started)
+        pixels = np.concatenate([scene.image.reshape(-1, 3) for scene in splits["train"]])
+        mean, std = channel_stats(pixels.T[None, :, :, None])  # as (1, 3, pixels, 1)
+        card = ModelCard(
+            classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
+            data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
+            task="detect", detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed},
+        )  # fmt: skip
+        teacher = None
+        if settings.alpha < 1.0:
+            teacher = train_one(run, "teacher", settings.teacher, settings, splits, card, None)
+        train_one(run, "student", settings.student, settings, splits, card, teacher)
+        return run.metrics
+
+
+def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float) -> None:
+    files = {name: [scene.file for scene in scenes] for name, scenes in splits.items()}
+    groups = {name: sorted({scene.group for scene in scenes}) for name, scenes in splits.items()}
+    atomic_write_json(run.dir / SPLIT_FILE, {"files": files, "groups": groups})
+    sizes = {name: len(scenes) for name, scenes in splits.items()}
+    objects = {name: int(sum(len(scene.labels) for scene in scenes)) for name, scenes in splits.items()}
+    step(f"data: {sizes} images, {objects} objects, groups by split {groups}")
+    run.record("data", {**sizes, "objects": objects, "groups": groups, "files": SPLIT_FILE}, seconds)
+
+
+def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSettings, splits, card, teacher):
+    """Train one network (the student from ``teacher`` when there is one), score it, save its checkpoint."""
+    classes = len(card.classes)
+    with seeded(settings.run.seed):  # a student alone or distilled: the same initial weights
+        model = create_detector(network.model, classes)
+    macs = count_macs(model, card.input_shape)
+    step(f"{stage}: plan: {network.model} ({macs / 1e6:,.0f} M MACs a {settings.frame_size} px frame), "
+         f"{network.steps} steps of {settings.optim.batch_size} {settings.tile} px tiles, {settings.augment} "
+         f"augmentation{', distilled from the teacher' if teacher is not None else ''}")  # fmt: skip
+    plan = DetectorPlan(
+        model=model, train=splits["train"], val=splits["val"], classes=classes, steps=network.steps,
+        batch_size=settings.optim.batch_size, tile=settings.tile, augment=settings.augment,
+        object_weight=settings.object_weight, alpha=settings.alpha if teacher is not None else 1.0,
+        temperature=settings.temperature, seed=settings.run.seed, optim=settings.optim, mean=card.mean, std=card.std,
+    )  # fmt: skip
+    result = fit_detector(plan, teacher)
+    logits = scene_logits(model, splits["test"], Normalizer(card.mean, card.std, "cpu"))
+    test = score_scenes(logits, splits["test"], classes, result.threshold)
+    per_class = {card.classes[int(index)]: rates for index, rates in test.per_class.items()}
+    info = {
+        "model": network.model, "parameters": count_parameters(model), "macs": macs, "steps": network.steps,
+        "val_f1": result.best_val_f1, "threshold": result.threshold, "best_step": result.best_step,
+        "test": {**test.to_dict(), "per_class": per_class}, "history": result.history,
+        "distilled": teacher is not None,
+    }  # fmt: skip
+    detection = {**card.detection, "threshold": result.threshold, "val_f1": result.best_val_f1,
+                 "test_f1": test.overall["f1"]}  # fmt: skip
+    own_card = ModelCard(**{**asdict(card), "data": card.data, "model": network.model,
+                            "parameters": info["parameters"], "macs": macs, "detection": detection})  # fmt: skip
+    spec = ModelSpec(network.model, classes, 3, card.input_shape[1], task="detect")
+    save_checkpoint(run.dir / f"{stage}.pt", model, spec, own_card, info, run.config)
+    run.record(stage, info, result.seconds)
+    step(f"{stage}: test F1 {test.overall['f1']:.3f} (precision {test.overall['precision']:.3f}, recall "
+         f"{test.overall['recall']:.3f}) at threshold {result.threshold} chosen on validation (F1 "
+         f"{result.best_val_f1:.3f}); counting error {test.counting_error:.1f} objects an image")  # fmt: skip
+    return model
