@@ -29,11 +29,14 @@ def run_seed(seed: int, data: Path, steps: int, teacher_steps: int) -> dict:
 
     from kd_edge.data.dataset import channel_stats
     from kd_edge.data.yolo import read_classes, read_yolo, split_by_group
+    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.settings.training import RunSettings
     from kd_edge.training.batches import Normalizer
     from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
     from kd_edge.training.detectors import create_detector
     from kd_edge.training.models import count_macs, count_parameters
 
+    settings = DetectSettings(dataset=f"yolo:{data}", run=RunSettings(seed=seed))  # kd-edge detect's defaults
     classes = read_classes(data)
     splits = split_by_group(read_yolo(data, longest_side=512), (0.8, 0.1, 0.1), seed)
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
@@ -45,7 +48,7 @@ def run_seed(seed: int, data: Path, steps: int, teacher_steps: int) -> dict:
         torch.manual_seed(seed)
         model = create_detector(name, len(classes))
         plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=len(classes),
-                            steps=model_steps, seed=seed, mean=mean, std=std)  # fmt: skip
+                            steps=model_steps, settings=settings, mean=mean, std=std)  # fmt: skip
         result = fit_detector(plan, teacher)
         logits = scene_logits(model, splits["test"], Normalizer(mean, std, "cpu"))
         summary = score_scenes(logits, splits["test"], len(classes), result.threshold)

@@ -131,7 +131,7 @@ def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
     generator = torch.Generator().manual_seed(0)
     checked = 0
     for _ in range(30):
-        images, targets = draw_tiles([scene], 8, 64, STRIDE, generator, augment="aerial")
+        images, targets = draw_tiles([scene], 8, 64, STRIDE, generator, "aerial")
         for tile, target in zip(images, targets, strict=True):
             brightness = tile.float().mean(0)
             if brightness.max() < 100:  # the mark is outside this crop, and no label may say otherwise
@@ -208,6 +208,8 @@ def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
 
 
 def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
+    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.settings.training import OptimSettings
     from kd_edge.training.batches import Normalizer
     from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
 
@@ -216,8 +218,9 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     torch.manual_seed(0)
     model = create_detector("fomo-small", classes=2)
     assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64 // STRIDE, 96 // STRIDE)
-    plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=2, steps=150, batch_size=16,
-                        tile=48, evaluate_every=50, seed=0)  # fmt: skip
+    settings = DetectSettings(dataset="yolo:squares", frame_size=96, tile=48, optim=OptimSettings(batch_size=16))
+    plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=2, steps=150,
+                        settings=settings, mean=(0.5,) * 3, std=(0.25,) * 3, evaluate_every=50)  # fmt: skip
     result = fit_detector(plan)
     logits = scene_logits(model, splits["test"], Normalizer(plan.mean, plan.std, "cpu"))
     summary = score_scenes(logits, splits["test"], 2, result.threshold)

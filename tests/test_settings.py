@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kd_edge"
 FILE_OPTIONS = {
     "out", "force", "resume", "config_path", "preset", "teacher", "data_dir", "json_path", "json_output", "markdown",
     "plot", "name", "int8", "bundle", "onnx", "calibration", "cache_dir", "dataset", "data", "nproc", "models",
-    "inputs", "model", "source", "run_dir", "frames", "help",
+    "inputs", "model", "source", "run_dir", "frames", "help", "draw",
 }  # fmt: skip
 
 
@@ -86,8 +86,10 @@ COMMANDS_BY_CLASS = {NetworkSettings: NetworkSettings(model="cnn-small", steps=1
 def test_the_library_defaults_are_the_command_line_defaults():
     """What `kd-edge distill` trains with no option is what DistillSettings() trains: one recipe."""
     for command in COMMANDS.values():
-        if command.name != "search":  # its budget has no default: tested below
+        if command.name not in ("search", "detect"):  # the budget, the data have no default: tested below
             assert resolve(command, {}) == command.settings
+    detect = COMMANDS["detect"]
+    assert resolve(detect, {"dataset": "yolo:cars"}) == dataclasses.replace(detect.settings, dataset="yolo:cars")
     search = COMMANDS["search"]
     assert resolve(search, {"latency_budget": "1ms"}) == dataclasses.replace(search.settings, latency_budget_ms=1.0)
     assert resolve(COMMANDS["distill"], {}) == DistillSettings()

@@ -25,7 +25,6 @@ import numpy as np
 
 from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.errors import DatasetError
-from kd_edge.runtime.detections import longer_side
 
 SPLIT_NAMES = ("train", "val", "test")
 LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
@@ -130,6 +129,17 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
             "remove those files: each label line is `class x_center y_center width height`, normalised to 0-1."
         )
     return scenes
+
+
+def longer_side(image, side: int) -> np.ndarray:
+    """A decoded Pillow image in RGB, resized (bilinear) so that its longer side is ``side``: (H, W, 3) uint8, a
+    writable copy. Training reads its frames through this too, so the board sees what training saw."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    scale = side / max(rgb.size)
+    size = (max(round(rgb.size[0] * scale), 1), max(round(rgb.size[1] * scale), 1))
+    return np.array(rgb if rgb.size == size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
 
 
 def split_by_group(scenes: list[Scene], fractions: tuple[float, ...], seed: int) -> dict[str, list[Scene]]:

@@ -32,18 +32,9 @@ def letterbox(image, side: int) -> tuple[np.ndarray, float]:
     """A decoded Pillow image as a detector takes it: ``longer_side`` resized, then zero-padded at the bottom and
     right to ``side`` x ``side``, (H, W, 3) uint8; and the original's pixels per input pixel (to map detections
     back)."""
+    from kd_edge.data.yolo import longer_side
+
     return pad_square(longer_side(image, side), side), max(image.size) / side
-
-
-def longer_side(image, side: int) -> np.ndarray:
-    """A decoded Pillow image in RGB, resized (bilinear) so that its longer side is ``side``: (H, W, 3) uint8, a
-    writable copy. Training reads its frames through this too, so the board sees what training saw."""
-    from PIL import Image
-
-    rgb = image.convert("RGB")
-    scale = side / max(rgb.size)
-    size = (max(round(rgb.size[0] * scale), 1), max(round(rgb.size[1] * scale), 1))
-    return np.array(rgb if rgb.size == size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
 
 
 def pad_square(pixels: np.ndarray, side: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from kd_edge.errors import CheckpointError
 from kd_edge.io import atomic_write
 from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
+from kd_edge.training.detectors import create_detector
 from kd_edge.training.models import ModelSpec
 
 FORMAT = "kd-edge-checkpoint"
@@ -40,7 +41,10 @@ class Checkpoint:
     kd_edge_version: str
 
     def build_model(self) -> nn.Module:
-        model = self.spec.build()
+        spec = self.spec
+        model = (
+            create_detector(spec.name, spec.num_classes, spec.in_channels) if spec.task == "detect" else spec.build()
+        )
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:

@@ -85,9 +85,7 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
          f"augmentation{', distilled from the teacher' if teacher is not None else ''}")  # fmt: skip
     plan = DetectorPlan(
         model=model, train=splits["train"], val=splits["val"], classes=classes, steps=network.steps,
-        batch_size=settings.optim.batch_size, tile=settings.tile, augment=settings.augment,
-        object_weight=settings.object_weight, alpha=settings.alpha if teacher is not None else 1.0,
-        temperature=settings.temperature, seed=settings.run.seed, optim=settings.optim, mean=card.mean, std=card.std,
+        settings=settings, mean=card.mean, std=card.std,
     )  # fmt: skip
     result = fit_detector(plan, teacher)
     logits = scene_logits(model, splits["test"], Normalizer(card.mean, card.std, "cpu"))

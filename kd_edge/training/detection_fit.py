@@ -1,7 +1,8 @@
 """Train a centroid detector on tiles, alone or from a teacher's heatmaps; keep the weights and the threshold
 that score best on validation (F1 over whole validation images).
 
-    result = fit_detector(DetectorPlan(model=net, train=splits["train"], val=splits["val"], classes=5), teacher)
+    result = fit_detector(DetectorPlan(model=net, train=train, val=val, classes=5, steps=1500, settings=settings,
+                                       mean=mean, std=std), teacher)
 
 The loss is ``alpha * centre_loss + (1 - alpha) * heatmap_distillation_loss`` (the classifiers'
 distillation, per cell); without a teacher, ``alpha`` is 1. Evaluation runs on whole images, as the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,8 +23,7 @@ from kd_edge import log
 from kd_edge.data.yolo import Scene
 from kd_edge.interrupt import stop_if_requested
 from kd_edge.runtime.detections import DetectionSummary, decode, match, summarise
-from kd_edge.settings.detection import STRIDE
-from kd_edge.settings.training import OptimSettings
+from kd_edge.settings.detection import STRIDE, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.detection_tiles import draw_tiles
 from kd_edge.training.detectors import centre_loss, heatmap_distillation_loss
@@ -32,24 +32,23 @@ from kd_edge.training.optimizers import make_optimizer, make_scheduler
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.3 to 0.95: what validation chooses from
 
 
+EVALUATE_EVERY = 100  # steps between validation scorings (each may keep the weights)
+
+
 @dataclass(kw_only=True)
 class DetectorPlan:
+    """What one detector fit trains (``steps`` steps of ``model``), on what, and how: ``settings`` owns every knob
+    (tiles, augmentation, loss weights, optimiser, seed); ``mean``/``std`` are the input's normalisation."""
+
     model: nn.Module
     train: list[Scene]
     val: list[Scene]
     classes: int
-    steps: int = 1500
-    batch_size: int = 32
-    tile: int = 128
-    augment: str = "aerial"
-    object_weight: float = 10.0
-    alpha: float = 0.5  # weight of the labels' loss when there is a teacher
-    temperature: float = 2.0
-    evaluate_every: int = 100
-    seed: int = 0
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    steps: int
+    settings: DetectSettings
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    evaluate_every: int = EVALUATE_EVERY
 
 
 @dataclass
@@ -63,10 +62,10 @@ class DetectorResult:
 
 def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> DetectorResult:
     """Train ``plan.model`` for ``plan.steps`` steps and leave it holding its best-on-validation weights."""
-    model, normalize = plan.model, Normalizer(plan.mean, plan.std, "cpu")
-    optimizer = make_optimizer(model, plan.optim)
-    scheduler = make_scheduler(optimizer, plan.optim, plan.steps)
-    generator = torch.Generator().manual_seed(plan.seed)
+    model, normalize, knobs = plan.model, Normalizer(plan.mean, plan.std, "cpu"), plan.settings
+    optimizer = make_optimizer(model, knobs.optim)
+    scheduler = make_scheduler(optimizer, knobs.optim, plan.steps)
+    generator = torch.Generator().manual_seed(knobs.run.seed)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
     best = (-1.0, 0.5, 0, None)
@@ -74,14 +73,16 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
     for step in range(1, plan.steps + 1):
         stop_if_requested(f"detector training step {step} of {plan.steps}")  # Ctrl-C or SIGTERM: stop cleanly
         model.train()
-        images, targets = draw_tiles(plan.train, plan.batch_size, plan.tile, STRIDE, generator, plan.augment)
+        batch = knobs.optim.batch_size
+        images, targets = draw_tiles(plan.train, batch, knobs.tile, STRIDE, generator, knobs.augment)
         inputs = normalize(images)
         logits = model(inputs)
-        loss = centre_loss(logits, targets, plan.object_weight)
+        loss = centre_loss(logits, targets, knobs.object_weight)
         if teacher is not None:
             with torch.no_grad():
                 soft = teacher(inputs)
-            loss = plan.alpha * loss + (1 - plan.alpha) * heatmap_distillation_loss(logits, soft, plan.temperature)
+            alpha = knobs.alpha
+            loss = alpha * loss + (1 - alpha) * heatmap_distillation_loss(logits, soft, knobs.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -56,7 +56,7 @@ def crop(scene: Scene, x0: int, y0: int, side: int, tile: int) -> tuple[torch.Te
 
 
 def draw_tiles(
-    scenes: list[Scene], count: int, tile: int, stride: int, generator: torch.Generator, augment: str = "aerial"
+    scenes: list[Scene], count: int, tile: int, stride: int, generator: torch.Generator, augment: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` tiles from randomly chosen scenes: (count, 3, tile, tile) uint8 images and their
     (count, tile // stride, tile // stride) class maps. ``augment`` is ``none`` or ``aerial``."""

@@ -60,10 +60,10 @@ class ModelSpec:
     task: str = "classify"  # or "detect": a centroid detector (kd_edge.training.detectors), num_classes objects
 
     def build(self) -> nn.Module:
-        if self.task == "detect":
-            from kd_edge.training.detectors import create_detector
-
-            return create_detector(self.name, self.num_classes, self.in_channels)
+        if self.task != "classify":
+            raise ModelError(
+                f"{self.name!r} is a {self.task} model: build it from its checkpoint (Checkpoint.build_model)"
+            )
         return create_model(self.name, self.num_classes, self.in_channels, self.image_size, **self.kwargs)
 
     def to_dict(self) -> dict:
