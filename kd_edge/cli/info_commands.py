@@ -50,6 +50,25 @@ def models(settings: DataSettings, given: set[str]):
     console().print("families, any width and depth as FAMILY@wWIDTHdDEPTH (e.g. --student-model cnn@w0.5d2):")
     for family in list_families():
         console().print(f"  {family}: {family_doc(family)}")
+    console().print(detectors_table())
+
+
+def detectors_table():
+    """The centroid detectors of `kd-edge detect`, their cost on a frame of the default --frame-size."""
+    from rich.table import Table
+
+    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.training.detectors import DETECTORS, create_detector
+    from kd_edge.training.models import count_macs, count_parameters
+
+    side = DetectSettings().frame_size
+    table = Table(title=f"detectors (kd-edge detect) on a {side}x{side} frame, one class")
+    for column in ("model", "parameters", "MACs", "description"):
+        table.add_column(column, justify="left" if column in ("model", "description") else "right")
+    for name, (_, description) in DETECTORS.items():
+        net = create_detector(name, classes=1)
+        table.add_row(name, f"{count_parameters(net):,}", f"{count_macs(net, (3, side, side)):,}", description)
+    return table
 
 
 def datasets():

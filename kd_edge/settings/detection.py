@@ -15,9 +15,9 @@ STRIDE = 8  # input pixels per output cell of every detector (kd_edge.training.d
 
 @dataclass(frozen=True, kw_only=True)
 class DetectorNetwork:
-    """One detector: its architecture (`kd-edge models --task detect`) and its optimiser steps."""
+    """One detector: its architecture (`kd-edge models` lists them) and its optimiser steps."""
 
-    model: str = knob(help="Detector architecture: fomo-small (student) or fomo-base (teacher).")
+    model: str = knob(help="Detector architecture (`kd-edge models`, last table).")
     steps: int = knob(help="Optimiser steps, each on a batch of tiles.")
 
     def __post_init__(self):
