@@ -85,7 +85,7 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
          f"augmentation{', distilled from the teacher' if teacher is not None else ''}")  # fmt: skip
     plan = DetectorPlan(
         model=model, train=splits["train"], val=splits["val"], classes=classes, steps=network.steps,
-        settings=settings, mean=card.mean, std=card.std,
+        settings=settings, mean=card.mean, std=card.std, stage=stage,
     )  # fmt: skip
     result = fit_detector(plan, teacher)
     logits = scene_logits(model, splits["test"], Normalizer(card.mean, card.std, "cpu"))

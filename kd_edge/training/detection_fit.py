@@ -27,7 +27,9 @@ from kd_edge.settings.detection import STRIDE, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.detection_tiles import draw_tiles
 from kd_edge.training.detectors import centre_loss, heatmap_distillation_loss
+from kd_edge.training.fit import PaceEstimate
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
+from kd_edge.training.progress import SilentProgress
 
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.3 to 0.95: what validation chooses from
 
@@ -49,6 +51,7 @@ class DetectorPlan:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     evaluate_every: int = EVALUATE_EVERY
+    stage: str = "detector"  # what the log lines call it: teacher, student
 
 
 @dataclass
@@ -70,6 +73,8 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         teacher.eval().requires_grad_(False)
     best = (-1.0, 0.5, 0, None)
     history, started = [], time.perf_counter()
+    advice = "a smaller --frame-size or --tile, fewer --steps or --teacher-steps; Ctrl-C stops it"
+    pace = PaceEstimate(SilentProgress(), plan.stage, plan.steps, advice)  # the time left, after its first steps
     for step in range(1, plan.steps + 1):
         stop_if_requested(f"detector training step {step} of {plan.steps}")  # Ctrl-C or SIGTERM: stop cleanly
         model.train()
@@ -87,10 +92,11 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         loss.backward()
         optimizer.step()
         scheduler.step()
+        pace.step(loss.item(), len(images) / max(time.perf_counter() - started, 1e-9))
         if step % plan.evaluate_every == 0 or step == plan.steps:
             f1, threshold = best_threshold(model, plan.val, normalize, plan.classes)
             history.append({"step": step, "loss": loss.item(), "val_f1": f1, "threshold": threshold})
-            log.step(f"detector: step {step}/{plan.steps}, loss {loss.item():.4f}, val F1 {f1:.3f} at {threshold}")
+            log.step(f"{plan.stage}: step {step}/{plan.steps}, loss {loss.item():.4f}, val F1 {f1:.3f} at {threshold}")
             if f1 > best[0]:
                 best = (f1, threshold, step, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[3])

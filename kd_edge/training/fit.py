@@ -206,8 +206,12 @@ class PaceEstimate:
     stage's remaining ``steps`` will take at that pace (evaluation comes on top), with a warning and what to
     change when that is over half an hour. The live bar's remaining time follows the pace from then on."""
 
-    def __init__(self, progress, stage: str, steps: int):
+    def __init__(self, progress, stage: str, steps: int, advice: str = ""):
         self.progress, self.stage, self.steps = progress, stage, steps
+        self.advice = advice or (
+            "a smaller --image-size, fewer epochs (--epochs / --steps, or the teacher's and student's own), or a "
+            "smaller model (`kd-edge models`); Ctrl-C stops it and --resume continues it"
+        )
         self.count, self.started = 0, None
 
     def __getattr__(self, name):
@@ -230,11 +234,7 @@ class PaceEstimate:
             f"step over {PACE_STEPS} steps; each epoch's evaluation comes on top)"
         )
         if seconds > LONG_PLAN_SECONDS:
-            log.step(
-                f"warning: {self.stage} will take over half an hour. To shorten it: a smaller --image-size, fewer "
-                "epochs (--epochs / --steps, or the teacher's and student's own), or a smaller model (`kd-edge "
-                "models`); Ctrl-C stops it and --resume continues it"
-            )
+            log.step(f"warning: {self.stage} will take over half an hour. To shorten it: {self.advice}")
 
 
 def duration(seconds: float) -> str:
