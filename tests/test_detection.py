@@ -237,6 +237,7 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     from typer.testing import CliRunner
 
     from kd_edge.cli import app
+    from kd_edge.runtime import OnnxModel
     from kd_edge.training.checkpoint import load_checkpoint
 
     data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c", "d"), frames=8)
@@ -266,7 +267,13 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     for name, x, y in (("car", 60, 20), ("bus", 150, 90)):  # a cell is 16 px here: its centre within 11.3 px
         assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 11.4
 
-    result = runner.invoke(app, ["quantize", str(onnx_file)])
+    result = runner.invoke(app, ["quantize", str(onnx_file)])  # calibrated on training frames, judged by F1
+    assert result.exit_code == 0, result.output
+    int8 = OnnxModel(tmp_path / "exports" / "run.int8.onnx")
+    budget = int8.card.quantization["f1_budget"]
+    assert budget["split"] == "val" and budget["drop"] <= 0.02 and int8.card.detection["test_f1"] > 0.7
+    assert int8.card.calibration["split"] == "train"
+    result = runner.invoke(app, ["bundle", str(onnx_file), "--out", str(tmp_path / "bundle")])
     assert result.exit_code != 0 and "this model is a detector" in result.output
     result = runner.invoke(app, ["distill", "--dataset", f"yolo:{data}", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "train a detector on it with `kd-edge detect" in result.output

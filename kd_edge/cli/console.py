@@ -11,7 +11,9 @@ def print_quantize_result(result) -> None:
 
     table = Table(title=f"INT8 model {result.path}")
     batches = list(result.latency.fp32_ms) if result.latency else []
-    for column in ["model", "size (bytes)", "val acc", "test acc", *(f"batch {b} (ms)" for b in batches)]:
+    f1 = result.metric == "f1"
+    score = "F1" if f1 else "acc"
+    for column in ["model", "size (bytes)", f"val {score}", f"test {score}", *(f"batch {b} (ms)" for b in batches)]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in ("fp32", "int8"):
         latency = (
@@ -22,9 +24,18 @@ def print_quantize_result(result) -> None:
             getattr(result, f"{name}_val_accuracy"),
             getattr(result, f"{name}_test_accuracy"),
         )
-        table.add_row(name, f"{sizes:,}", f"{val:.2%}", f"{test:.2%}", *latency)
+        table.add_row(name, f"{sizes:,}", *(f"{v:.3f}" if f1 else f"{v:.2%}" for v in (val, test)), *latency)
     out = console()
     out.print(table)
+    if f1:
+        val_drop, test_drop = (getattr(result, f"fp32_{s}_accuracy") - getattr(result, f"int8_{s}_accuracy")
+                               for s in ("val", "test"))  # fmt: skip
+        out.print(
+            f"F1 drop {val_drop:.3f} on the validation frames (the budget's), {test_drop:.3f} on test; "
+            f"calibration: {result.calibration['size']} training frames ({result.calibration['method']}); time a "
+            "frame of each with `kd-edge bench`"
+        )
+        return
     out.print(
         f"accuracy drop {result.val_drop_points:.2f} points on the validation split (the budget's), "
         f"{result.test_drop_points:.2f} on test; nodes kept in FP32: {', '.join(result.excluded_nodes) or 'none'}; "

@@ -112,6 +112,9 @@ def quantize(
         model, settings, out=out, calibration=calibration, data_dir=optional_str(data_dir), force=force
     )
     print_quantize_result(result)
+    if result.metric == "f1":  # a detector
+        next_step(f"kd-edge bench {model} {result.path} --profile rpi4 --threads 1 (a whole frame of each)")
+        return
     next_step(f"kd-edge bench {model} {result.path} --threads 2 (or kd-edge bundle {result.path} --out runs/bundle)")
 
 

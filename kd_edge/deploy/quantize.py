@@ -30,7 +30,7 @@ from kd_edge.errors import ConfigError, DatasetError, OutputError, QuantizationE
 from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import ensure_writable_dir
 from kd_edge.log import progress, quiet_third_party, step
-from kd_edge.runtime.card import require_classifier, write_card
+from kd_edge.runtime.card import write_card
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.settings.deploy import QuantizeSettings
 
@@ -51,6 +51,7 @@ class QuantizeResult:
     latency: LatencyComparison | None = None  # None when compare_latency is off
     fp32_bytes: int
     int8_bytes: int
+    metric: str = "accuracy"  # what the *_accuracy fields hold: top-1 accuracy, or F1 for a detector
 
     @property
     def val_drop_points(self) -> float:
@@ -87,12 +88,15 @@ def quantize(
     config = settings or QuantizeSettings()
     source = Path(model)
     fp32 = OnnxModel(source)  # proves it is a loadable, kd-edge-described model
-    require_classifier(fp32.card, "INT8 quantization")
     check_onnx(source)
     out = Path(out) if out else default_output(source)
     if out.exists() and not force:
         raise OutputError(f"{str(out)!r} already exists; pass --force to replace it or choose another --out")
     ensure_writable_dir(out.parent)
+    if fp32.card.task == "detect":
+        from kd_edge.deploy.quantize_detector import quantize_detector
+
+        return quantize_detector(source, fp32, config, out, data_dir)
     step(f"quantize: loading the data of {source.name}")
     dataset = calibration_dataset(fp32, calibration, data_dir)
     calib_images, calib_info, val = calibration_sample(dataset, config.calibration_size, config.method)

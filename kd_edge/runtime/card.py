@@ -254,7 +254,8 @@ def require_classifier(card: ModelCard, what: str) -> None:
     if card.task != "classify":
         raise ModelCardError(
             f"{what} handles classifiers so far, and this model is a detector (kd_edge.task {card.task}). A detector "
-            "goes through `kd-edge detect`, `kd-edge export --onnx` (FP32), `kd-edge bench` and `kd-edge predict`."
+            "goes through `kd-edge detect`, `kd-edge export --onnx`, `kd-edge quantize`, `kd-edge bench` and `kd-edge "
+            "predict`."
         )
 
 

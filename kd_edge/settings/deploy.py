@@ -73,6 +73,9 @@ class QuantizeSettings:
     max_accuracy_drop: float = knob(
         0.5, "Largest accuracy drop allowed on the validation split, in points; nodes stay FP32 until it fits."
     )
+    max_f1_drop: float = knob(
+        0.02, "A detector's largest F1 drop allowed on the validation frames (0-1); INT8 is refused beyond it."
+    )
     exclude: tuple[str, ...] = knob((), "Node names to keep in FP32 from the start (repeatable).", none="none")
     reduce_range: bool = knob(
         True,
@@ -96,6 +99,7 @@ class QuantizeSettings:
             f"--max-accuracy-drop is in points and cannot be negative, got {self.max_accuracy_drop}",
         )
         require(self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
+        require(0 <= self.max_f1_drop <= 1, f"--max-f1-drop is an F1 difference in [0, 1], got {self.max_f1_drop}")
 
     @property
     def weight_qmax(self) -> int:
