@@ -71,10 +71,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--teacher-steps", type=int, default=1500)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     runs = {}
     for seed in args.seeds:
         path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}.json"

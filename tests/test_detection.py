@@ -192,6 +192,10 @@ def test_the_metric_on_hand_made_cases():
     assert car["f1"] == pytest.approx(2 * (1 / 4) * (1 / 3) / (1 / 4 + 1 / 3))
     assert summary.per_class["bus"]["f1"] == 1.0 and summary.counting_error == pytest.approx((2 + 1) / 2)
     assert summary.overall["true_positives"] == 2 and summary.overall["false_negatives"] == 2
+    thin = np.array([[0, 20, 20, 12, 4]])  # a car 4 px tall: its centre cell's centre can be 4 px off
+    off = [Detection(0, 21, 23.5, 0.9)]
+    assert match(off, thin, 1).true_positives[0] == 0 and match(off, thin, 1, min_distance=4).true_positives[0] == 1
+    assert match([Detection(0, 21, 25, 0.9)], thin, 1, min_distance=4).true_positives[0] == 0
 
 
 def test_losses_weight_objects_and_vanish_when_student_matches_teacher():

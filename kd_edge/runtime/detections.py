@@ -14,7 +14,9 @@ covering two cells is found once). Its centre is the cell's centre, in input pix
 
 A detection is correct when its centre lies inside a ground-truth box of its class (``fraction``
 0.5: within half the box's width and half its height of the box's centre, that is within the object
-itself) that no higher-scored detection took; each box is found at most once. Precision, recall and
+itself), or, along a side shorter than a cell, within half a cell (``min_distance``: a detector of
+stride 8 places a centre to within 4 px, so a 6 px-tall car would otherwise be missed by a correct
+cell), that no higher-scored detection took; each box is found at most once. Precision, recall and
 F1 follow, per class and over all classes, and the counting error per image.
 """
 
@@ -89,17 +91,20 @@ class ImageScore:
     present: int = 0
 
 
-def match(found: list[Detection], truths: np.ndarray, classes: int, fraction: float = MATCH_FRACTION) -> ImageScore:
+def match(
+    found: list[Detection], truths: np.ndarray, classes: int, fraction: float = MATCH_FRACTION, min_distance=0.0
+) -> ImageScore:
     """Score one image. ``truths`` is (objects, 5): class, x_center, y_center, width, height in the same pixels
     as the detections. Greedy by score: each detection takes the nearest untaken box of its class whose centre
-    is within ``fraction`` of the box's width and height."""
+    is within ``fraction`` of the box's width and height, or ``min_distance`` pixels where that is more."""
     truths = np.asarray(truths, dtype=np.float64).reshape(-1, 5)
     taken = np.zeros(len(truths), dtype=bool)
     tp, fp = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
     for detection in sorted(found, key=lambda d: -d.score):
         dx, dy = np.abs(truths[:, 1] - detection.x), np.abs(truths[:, 2] - detection.y)
         inside = (truths[:, 0] == detection.label) & ~taken
-        inside &= (dx <= fraction * truths[:, 3]) & (dy <= fraction * truths[:, 4])
+        inside &= dx <= np.maximum(fraction * truths[:, 3], min_distance)
+        inside &= dy <= np.maximum(fraction * truths[:, 4], min_distance)
         if inside.any():
             candidates = np.flatnonzero(inside)
             taken[candidates[np.argmin(np.hypot(dx, dy)[candidates])]] = True

@@ -130,7 +130,7 @@ def score_scenes(logits: list[np.ndarray], scenes: list[Scene], classes: int, th
     for heatmap, scene in zip(logits, scenes, strict=True):
         height, width = scene.image.shape[:2]
         found = [d for d in decode(heatmap, STRIDE, threshold) if d.x < width and d.y < height]
-        scores.append(match(found, truths_in_pixels(scene), classes))
+        scores.append(match(found, truths_in_pixels(scene), classes, min_distance=STRIDE / 2))
     return summarise(scores, [str(i) for i in range(classes)])
 
 
