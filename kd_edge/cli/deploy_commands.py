@@ -80,7 +80,10 @@ def export(
         return
     both = f"{chain.export.path} {chain.quantized.path}" if chain.quantized else str(chain.export.path)
     if chain.export.card.task == "detect":
-        next_step(f"kd-edge predict {both} IMAGE.jpg --draw found.png, and kd-edge bench {both} --profile rpi4")
+        last = chain.quantized.path if chain.quantized else chain.export.path
+        next_step(
+            f"kd-edge predict {last} IMAGE.jpg --draw found.png, and kd-edge bench {both} --profile rpi4 --threads 1"
+        )
         return
     next_step(f"kd-edge bench {both} --threads 2 (or kd-edge bundle {source} --out runs/bundle)")
 

@@ -12,7 +12,7 @@ user says otherwise. Each round gives a paired INT8/FP32 ratio:
   the board's threads: ``kd_edge.runtime.bench.projection``). The host's throughput is measured
   once per round, so its noise enters the rounds' spread too. Host and board disagree often:
   this host's AVX2 runs int8 products 3x faster than float32, a Cortex-A72 without the dot-
-  product instructions much less (on RSSCN7's pooled-base, INT8 0.8x FP32 here, 2.2x projected);
+  product instructions much less (on RSSCN7's pooled-base, INT8 0.78x FP32 here, 1.8x projected);
 * for the host profile, the ratio measured at the host's thread count (or ``--threads``).
 
 The rule: FP32 ships only when INT8 is slower beyond the noise, that is when the one-sided
