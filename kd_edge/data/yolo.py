@@ -171,3 +171,9 @@ def split_by_group(scenes: list[Scene], fractions: tuple[float, ...], seed: int)
             chosen["train"].remove(smallest)
             chosen[name].append(smallest)
     return {name: [scene for group in chosen[name] for scene in groups[group]] for name in SPLIT_NAMES}
+
+
+def detection_splits(root: Path, frame_size: int, fractions, seed: int) -> dict[str, list[Scene]]:
+    """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
+    check, quantize's calibration) read, from the card's data reference and seed."""
+    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed)

@@ -71,8 +71,8 @@ def detection_frames(checkpoint: Checkpoint, data_dir: str | None, limit: int = 
     read at the card's frame size and zero-padded to a square (``kd_edge.runtime.detections.letterbox``)."""
     import numpy as np
 
+    from kd_edge.data.yolo import detection_splits
     from kd_edge.runtime.detections import pad_square
-    from kd_edge.training.detect_run import detection_splits
 
     card = checkpoint.card
     root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))

@@ -19,7 +19,7 @@ import numpy as np
 
 from kd_edge.data.dataset import channel_stats
 from kd_edge.data.ref import DataRef
-from kd_edge.data.yolo import Scene, read_classes, read_yolo, split_by_group
+from kd_edge.data.yolo import Scene, detection_splits, read_classes
 from kd_edge.io import atomic_write_json
 from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
@@ -33,12 +33,6 @@ from kd_edge.training.models import ModelSpec, count_macs, count_parameters
 from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
 
 SPLIT_FILE = "split.json"
-
-
-def detection_splits(root: Path, frame_size: int, fractions, seed: int) -> dict[str, list[Scene]]:
-    """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
-    check, quantize's calibration) read, from the card's data reference and seed."""
-    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed)
 
 
 def train_detectors(settings: DetectSettings, out, *, force: bool = False) -> dict:
