@@ -92,6 +92,8 @@ def test_empty_and_missing_label_files_and_unreadable_images_are_named_together(
 
 
 def test_a_dataset_without_classes_or_images_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match="is not a folder"):
+        read_yolo(tmp_path / "nowhere", 96)
     with pytest.raises(DatasetError, match=r"no classes\.txt"):
         read_yolo(tmp_path, 96)
     (tmp_path / "classes.txt").write_text("car\n")
@@ -279,5 +281,8 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     assert int8.card.calibration["split"] == "train"
     result = runner.invoke(app, ["bundle", str(onnx_file), "--out", str(tmp_path / "bundle")])
     assert result.exit_code != 0 and "this model is a detector" in result.output
+    result = runner.invoke(app, ["detect", *common, "--student-model", "fomo-huge", "--out", str(tmp_path / "y")])
+    assert result.exit_code != 0 and "unknown detector 'fomo-huge'" in result.output
+    assert not (tmp_path / "y").exists()  # refused before the run folder or the teacher
     result = runner.invoke(app, ["distill", "--dataset", f"yolo:{data}", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "train a detector on it with `kd-edge detect" in result.output

@@ -50,6 +50,9 @@ def group_of(file: str) -> str:
 
 
 def read_classes(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise DatasetError(f"{str(root)!r} is not a folder; give yolo:PATH with PATH/images/, PATH/labels/ and "
+                           "PATH/classes.txt")  # fmt: skip
     path = root / "classes.txt"
     if not path.is_file():
         raise DatasetError(f"{str(root)!r} has no classes.txt: write one class name a line, in label-index order")

@@ -41,6 +41,8 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False) -> di
         started = time.perf_counter()
         root = Path(settings.root)
         classes = read_classes(root)
+        for network in (settings.teacher, settings.student):  # an unknown name fails now, not after the teacher
+            create_detector(network.model, len(classes))
         splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed)
         run = RunFolder(out, {"stage": "detect", **asdict(settings)}, [TEACHER_FILE, STUDENT_FILE], force=force)
         record_split(run, splits, time.perf_counter() - started)
