@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
 
-def run_seed(seed: int, data: Path, steps: int, teacher_steps: int) -> dict:
+def run_seed(seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: str) -> dict:
     import numpy as np
     import torch
 
@@ -36,7 +36,7 @@ def run_seed(seed: int, data: Path, steps: int, teacher_steps: int) -> dict:
     from kd_edge.training.detectors import create_detector
     from kd_edge.training.models import count_macs, count_parameters
 
-    settings = DetectSettings(dataset=f"yolo:{data}", run=RunSettings(seed=seed))  # kd-edge detect's defaults
+    settings = DetectSettings(dataset=f"yolo:{data}", run=RunSettings(seed=seed), kd_cells=kd_cells)  # defaults else
     classes = read_classes(data)
     splits = split_by_group(read_yolo(data, longest_side=512), (0.8, 0.1, 0.1), seed)
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--teacher-steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--kd-cells", default="equal", choices=("equal", "objects"))
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
@@ -82,10 +83,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     runs = {}
     for seed in args.seeds:
-        path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}.json"
+        variant = "" if args.kd_cells == "equal" else f"-kd-{args.kd_cells}"
+        path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}{variant}.json"
         if not path.is_file():  # a finished seed is kept
             started = time.perf_counter()
-            result = run_seed(seed, args.data, args.steps, args.teacher_steps)
+            result = run_seed(seed, args.data, args.steps, args.teacher_steps, args.kd_cells)
             path.write_text(json.dumps({**result, "wall_seconds": time.perf_counter() - started}, indent=1))
         runs[seed] = json.loads(path.read_text())
     header = "| model | car F1 (test) per seed | mean +- std | overall F1 | counting error / image | parameters | "

@@ -56,6 +56,12 @@ class DetectSettings:
     object_weight: float = knob(
         10.0, "Weight of a cell holding an object against a background cell in the labels' loss."
     )
+    kd_cells: str = knob(
+        "equal",
+        "Cells of the distillation term: equal (every cell alike), or objects (cells the label or the teacher "
+        "calls an object weigh --object-weight).",
+        choices=("equal", "objects"),
+    )
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(batch_size=32))
     run: RunSettings = field(default_factory=RunSettings)
 

@@ -26,7 +26,7 @@ from kd_edge.runtime.detections import DetectionSummary, decode, match, summaris
 from kd_edge.settings.detection import STRIDE, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.detection_tiles import draw_tiles
-from kd_edge.training.detectors import centre_loss, heatmap_distillation_loss
+from kd_edge.training.detectors import centre_loss, heatmap_distillation_loss, object_cells
 from kd_edge.training.fit import PaceEstimate
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
 from kd_edge.training.progress import SilentProgress
@@ -87,7 +87,8 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
             with torch.no_grad():
                 soft = teacher(inputs)
             alpha = knobs.alpha
-            loss = alpha * loss + (1 - alpha) * heatmap_distillation_loss(logits, soft, knobs.temperature)
+            cells = object_cells(targets, soft, knobs.object_weight) if knobs.kd_cells == "objects" else None
+            loss = alpha * loss + (1 - alpha) * heatmap_distillation_loss(logits, soft, knobs.temperature, cells)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -65,8 +65,23 @@ def centre_loss(logits: torch.Tensor, targets: torch.Tensor, object_weight: floa
     return (per_cell * weights).sum() / weights.sum()
 
 
-def heatmap_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL`` between the teacher's and the student's softened per-cell distributions, averaged over cells."""
-    classes = student.shape[1]
-    flat = (logits.permute(0, 2, 3, 1).reshape(-1, classes) for logits in (student, teacher))
-    return kd_kl_loss(*flat, temperature)
+def heatmap_distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``T^2 * KL`` between the teacher's and the student's softened per-cell distributions, averaged over cells
+    (weighted by ``weights``, (N, H, W), where given)."""
+    if weights is None:
+        classes = student.shape[1]
+        flat = (logits.permute(0, 2, 3, 1).reshape(-1, classes) for logits in (student, teacher))
+        return kd_kl_loss(*flat, temperature)
+    log_student = F.log_softmax(student / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher / temperature, dim=1)
+    per_cell = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    return temperature**2 * (per_cell * weights).sum() / weights.sum()
+
+
+def object_cells(targets: torch.Tensor, teacher: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Per-cell weights of the distillation term under ``--kd-cells objects``: ``object_weight`` where the label
+    or the teacher says object, 1 elsewhere (the centre loss's weighting, so that the background's many cells
+    do not drown what the teacher knows about objects)."""
+    return torch.where((targets > 0) | (teacher.argmax(1) > 0), object_weight, 1.0)
