@@ -12,7 +12,7 @@ from kd_edge.errors import DatasetError
 from kd_edge.runtime.detections import Detection, decode, local_maxima, match, summarise
 from kd_edge.settings.detection import STRIDE
 from kd_edge.training.detection_tiles import centre_map, draw_tiles
-from kd_edge.training.detectors import centre_loss, create_detector, heatmap_distillation_loss
+from kd_edge.training.detectors import centre_loss, create_detector, heatmap_distillation_loss, object_cells
 
 CLASSES = ["car", "bus"]
 
@@ -211,6 +211,15 @@ def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
     assert weighted > 3 * plain
     assert heatmap_distillation_loss(logits, logits.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
     assert heatmap_distillation_loss(logits, torch.zeros_like(logits), 2.0) > 0
+    # --kd-cells objects: the cells the label or the teacher calls an object weigh object_weight
+    teacher = torch.zeros(1, 3, 4, 4)
+    teacher[0, 2, 3, 3] = 5.0  # the teacher sees an object where the label has none
+    cells = object_cells(targets, teacher, 10.0)
+    assert cells[0, 1, 1] == cells[0, 3, 3] == 10.0 and cells.sum() == 14 + 20
+    student = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    even = heatmap_distillation_loss(student, teacher, 2.0)
+    assert heatmap_distillation_loss(student, teacher, 2.0, torch.ones(1, 4, 4)).item() == pytest.approx(even.item())
+    assert heatmap_distillation_loss(student, teacher, 2.0, cells).item() != pytest.approx(even.item())
 
 
 def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
