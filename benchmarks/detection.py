@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--teacher-steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--kd-cells", default="equal", choices=("equal", "objects"))
+    parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
@@ -83,7 +83,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     runs = {}
     for seed in args.seeds:
-        variant = "" if args.kd_cells == "equal" else f"-kd-{args.kd_cells}"
+        variant = "" if args.kd_cells == "equal" else f"-kd-{args.kd_cells}"  # files of the first round: equal
         path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}{variant}.json"
         if not path.is_file():  # a finished seed is kept
             started = time.perf_counter()

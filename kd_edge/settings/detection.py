@@ -57,9 +57,9 @@ class DetectSettings:
         10.0, "Weight of a cell holding an object against a background cell in the labels' loss."
     )
     kd_cells: str = knob(
-        "equal",
-        "Cells of the distillation term: equal (every cell alike), or objects (cells the label or the teacher "
-        "calls an object weigh --object-weight).",
+        "objects",
+        "Cells of the distillation term: objects (cells the label or the teacher calls an object weigh "
+        "--object-weight, as in the labels' loss), or equal (every cell alike; worse on aerial-cars).",
         choices=("equal", "objects"),
     )
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(batch_size=32))
