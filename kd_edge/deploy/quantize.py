@@ -422,7 +422,7 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
         if fp32_val - int8_val > config.max_f1_drop:
             raise QuantizationError(
                 f"INT8 loses {fp32_val - int8_val:.3f} F1 on the validation frames ({fp32_val:.3f} to {int8_val:.3f}), "
-                f"more than --max-f1-drop {config.max_f1_drop}; the FP32 model is kept. Try --method entropy or "
+                f"more than --max-f1-drop {config.max_f1_drop}; the FP32 model is kept. Try --method percentile or "
                 "--per-tensor, or keep nodes in FP32 with --exclude"
             )
         step("quantize: scoring FP32 and INT8 on the test frames (reported only)")
