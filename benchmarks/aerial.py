@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from markdown_out import show
+
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
 LONGER = ["--image-size", "96", "--teacher-epochs", "250", "--epochs", "300"]
@@ -135,11 +137,7 @@ def main() -> None:
         lines = pipeline(args.work / "longer", args.data, LONGER)
     else:
         lines = paired(args.work, args.data, args.work / "defaults" / "teacher.pt", args.jobs)
-    text = "\n".join([f"## {args.what} ({time.strftime('%Y-%m-%d')})", "", *lines, ""])
-    print(text)
-    if args.markdown:
-        with args.markdown.open("a") as handle:
-            handle.write(text + "\n")
+    show([f"## {args.what} ({time.strftime('%Y-%m-%d')})", "", *lines], args.markdown)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
+from markdown_out import show
+
 DATA = (
     Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "rsscn7"
 )  # ../shared beside the repository
@@ -113,10 +115,7 @@ def main() -> None:
         )
     lines += ["", f"`.venv/bin/python benchmarks/checkpoint_choice.py --seeds {' '.join(map(str, args.seeds))}`; "
               f"one thread, {statistics.mean(seconds.values()):.0f} s a seed.", ""]  # fmt: skip
-    print("\n".join(lines))
-    if args.markdown:
-        with args.markdown.open("a") as handle:
-            handle.write("\n" + "\n".join(lines))
+    show(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from markdown_out import show
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
@@ -28,17 +30,18 @@ def run_seed(seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: st
     import torch
 
     from kd_edge.data.dataset import channel_stats
-    from kd_edge.data.yolo import read_classes, read_yolo, split_by_group
-    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.data.yolo import detection_splits, read_classes
+    from kd_edge.runtime.detections import score_frames
+    from kd_edge.settings.detection import STRIDE, DetectSettings
     from kd_edge.settings.training import RunSettings
     from kd_edge.training.batches import Normalizer
-    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
     from kd_edge.training.detectors import create_detector
     from kd_edge.training.models import count_macs, count_parameters
 
     settings = DetectSettings(dataset=f"yolo:{data}", run=RunSettings(seed=seed), kd_cells=kd_cells)  # defaults else
-    classes = read_classes(data)
-    splits = split_by_group(read_yolo(data, longest_side=512), (0.8, 0.1, 0.1), seed)
+    classes, side = read_classes(data), settings.frame_size
+    splits = detection_splits(data, settings.frame_size, settings.split, seed)
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
     mean, std = channel_stats(pixels.T[None, :, :, None])
     out = {"split": {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()},
@@ -47,16 +50,15 @@ def run_seed(seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: st
     def train(name: str, model_steps: int, teacher=None) -> tuple[torch.nn.Module, dict]:
         torch.manual_seed(seed)
         model = create_detector(name, len(classes))
-        plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=len(classes),
+        plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=tuple(classes),
                             steps=model_steps, settings=settings, mean=mean, std=std)  # fmt: skip
         result = fit_detector(plan, teacher)
         logits = scene_logits(model, splits["test"], Normalizer(mean, std, "cpu"))
-        summary = score_scenes(logits, splits["test"], len(classes), result.threshold)
-        named = {classes[int(k)]: v for k, v in summary.per_class.items()}
+        summary = score_frames(logits, splits["test"], classes, result.threshold, STRIDE)
         return model, {
-            "test": {**summary.to_dict(), "per_class": named}, "val_f1": result.best_val_f1,
+            "test": summary.to_dict(), "val_f1": result.best_val_f1,
             "threshold": result.threshold, "best_step": result.best_step, "seconds": result.seconds,
-            "parameters": count_parameters(model), "macs_512": count_macs(model, (3, 512, 512)),
+            "parameters": count_parameters(model), "macs_512": count_macs(model, (3, side, side)),
         }  # fmt: skip
 
     teacher, out["teacher"] = train("fomo-base", teacher_steps)
@@ -107,10 +109,7 @@ def main() -> None:
     for seed in args.seeds:
         lines.append(f"\nseed {seed}: split {runs[seed]['split']} ({runs[seed]['sizes']})")
     lines += ["", f"`.venv/bin/python benchmarks/detection.py --seeds {' '.join(map(str, args.seeds))}`", ""]
-    print("\n".join(lines))
-    if args.markdown:
-        with args.markdown.open("a") as handle:
-            handle.write("\n" + "\n".join(lines))
+    show(lines, args.markdown)
 
 
 if __name__ == "__main__":

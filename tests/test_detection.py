@@ -223,10 +223,11 @@ def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
 
 
 def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
+    from kd_edge.runtime.detections import score_frames
     from kd_edge.settings.detection import DetectSettings
     from kd_edge.settings.training import OptimSettings
     from kd_edge.training.batches import Normalizer
-    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
 
     scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=8), 96)
     splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0)
@@ -234,11 +235,11 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     model = create_detector("fomo-small", classes=2)
     assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64 // STRIDE, 96 // STRIDE)
     settings = DetectSettings(dataset="yolo:squares", frame_size=96, tile=48, optim=OptimSettings(batch_size=16))
-    plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=2, steps=150,
+    plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=tuple(CLASSES), steps=150,
                         settings=settings, mean=(0.5,) * 3, std=(0.25,) * 3, evaluate_every=50)  # fmt: skip
     result = fit_detector(plan)
     logits = scene_logits(model, splits["test"], Normalizer(plan.mean, plan.std, "cpu"))
-    summary = score_scenes(logits, splits["test"], 2, result.threshold)
+    summary = score_frames(logits, splits["test"], CLASSES, result.threshold, STRIDE)
     assert result.best_val_f1 > 0.8 and summary.overall["f1"] > 0.8, (result, summary)
 
 

@@ -28,10 +28,9 @@ def print_quantize_result(result) -> None:
     out = console()
     out.print(table)
     if f1:
-        val_drop, test_drop = (getattr(result, f"fp32_{s}_accuracy") - getattr(result, f"int8_{s}_accuracy")
-                               for s in ("val", "test"))  # fmt: skip
         out.print(
-            f"F1 drop {val_drop:.3f} on the validation frames (the budget's), {test_drop:.3f} on test; "
+            f"F1 drop {result.val_drop_points / 100:.3f} on the validation frames (the budget's), "
+            f"{result.test_drop_points / 100:.3f} on test; "
             f"calibration: {result.calibration['size']} training frames ({result.calibration['method']}); time a "
             "frame of each with `kd-edge bench`"
         )

@@ -41,6 +41,12 @@ class Scene:
     boxes: np.ndarray
     labels: np.ndarray
 
+    def truths(self) -> np.ndarray:
+        """(objects, 5): class, x_center, y_center, width, height in this image's pixels."""
+        height, width = self.image.shape[:2]
+        boxes = self.boxes * np.array([width, height, width, height], dtype=np.float32)
+        return np.column_stack([self.labels.astype(np.float32), boxes])
+
 
 def group_of(file: str) -> str:
     """The source an image comes from: its name without the trailing frame number and its separator
@@ -180,3 +186,10 @@ def detection_splits(root: Path, frame_size: int, fractions, seed: int) -> dict[
     """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
     check, quantize's calibration) read, from the card's data reference and seed."""
     return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed)
+
+
+def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
+    """The splits a detector's model card says it trained on (its data reference, frame size and seed), read from
+    ``data_dir`` when the folder has moved: what export's parity check and quantize's calibration read."""
+    root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
+    return detection_splits(root, card.input_shape[1], card.data.split, card.detection["seed"])

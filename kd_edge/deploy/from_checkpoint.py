@@ -71,11 +71,9 @@ def detection_frames(checkpoint: Checkpoint, data_dir: str | None, limit: int = 
     read at the card's frame size and zero-padded to a square (``kd_edge.runtime.detections.letterbox``)."""
     import numpy as np
 
-    from kd_edge.data.yolo import detection_splits
+    from kd_edge.data.yolo import card_splits
     from kd_edge.runtime.detections import pad_square
 
-    card = checkpoint.card
-    root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
-    side = card.input_shape[1]
-    val = detection_splits(root, side, card.data.split, card.detection["seed"])["val"][:limit]
+    side = checkpoint.card.input_shape[1]
+    val = card_splits(checkpoint.card, data_dir)["val"][:limit]
     return np.stack([pad_square(scene.image, side).transpose(2, 0, 1) for scene in val])

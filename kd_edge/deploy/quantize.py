@@ -34,7 +34,7 @@ from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import ensure_writable_dir
 from kd_edge.log import progress, quiet_third_party, step
 from kd_edge.runtime.card import write_card
-from kd_edge.runtime.detections import pad_square
+from kd_edge.runtime.detections import pad_square, score_frames
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.settings.deploy import QuantizeSettings
 
@@ -401,12 +401,11 @@ CALIBRATION_FRAMES = 32  # whole frames: each holds 4,096 cells, so a few dozen 
 def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, out: Path, data_dir: str | None):
     """Quantize the detector ``fp32`` (loaded from ``source``) to ``out``; the figures as a ``QuantizeResult``
     whose scores are F1 (``metric`` "f1")."""
-    from kd_edge.data.yolo import detection_splits
+    from kd_edge.data.yolo import card_splits
 
     card, side = fp32.card, fp32.input_shape[1]
     step(f"quantize: reading the frames of {card.data.dataset}")
-    root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
-    splits = detection_splits(root, side, card.data.split, card.detection["seed"])
+    splits = card_splits(card, data_dir)
     train = splits["train"]
     picks = np.linspace(0, len(train) - 1, min(CALIBRATION_FRAMES, config.calibration_size, len(train))).astype(int)
     calibration = np.stack([pad_square(train[i].image, side) for i in sorted(set(picks))])
@@ -445,8 +444,6 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
 
 def frames_f1(model: OnnxModel, scenes) -> float:
     """F1 over all objects of ``scenes``' whole frames, decoded at the card's threshold."""
-    from kd_edge.training.detection_fit import score_scenes
-
-    side = model.input_shape[1]
+    side, rule = model.input_shape[1], model.card.detection
     logits = [model.logits(model.preprocess(pad_square(scene.image, side)[None]))[0] for scene in scenes]
-    return score_scenes(logits, scenes, len(model.classes), model.card.detection["threshold"]).overall["f1"]
+    return score_frames(logits, scenes, model.classes, rule["threshold"], rule["stride"]).overall["f1"]

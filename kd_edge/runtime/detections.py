@@ -67,8 +67,9 @@ def local_maxima(scores: np.ndarray) -> np.ndarray:
     return scores >= neighbours.max(axis=0)
 
 
-def decode(logits: np.ndarray, stride: int, threshold: float, scale=(1.0, 1.0)) -> list[Detection]:
-    """The objects in one image's logits (classes + 1, h, w); index 0 is background."""
+def decode(logits: np.ndarray, stride: int, threshold: float, scale=(1.0, 1.0), size=None) -> list[Detection]:
+    """The objects in one image's logits (classes + 1, h, w); index 0 is background. With ``size`` (width,
+    height, in the scaled pixels), objects in the padding beyond the image are left out."""
     probabilities = softmax(logits.astype(np.float32), axis=0)
     found = []
     for label in range(1, probabilities.shape[0]):
@@ -76,7 +77,8 @@ def decode(logits: np.ndarray, stride: int, threshold: float, scale=(1.0, 1.0)) 
         rows, cols = np.nonzero((scores >= threshold) & local_maxima(scores))
         for row, col in zip(rows, cols, strict=True):
             x, y = (col + 0.5) * stride * scale[0], (row + 0.5) * stride * scale[1]
-            found.append(Detection(label - 1, float(x), float(y), float(scores[row, col])))
+            if size is None or (x < size[0] and y < size[1]):
+                found.append(Detection(label - 1, float(x), float(y), float(scores[row, col])))
     return sorted(found, key=lambda d: -d.score)
 
 
@@ -128,6 +130,17 @@ class DetectionSummary:
     def to_dict(self) -> dict:
         return {"per_class": self.per_class, "overall": self.overall, "counting_error": self.counting_error,
                 "images": self.images}  # fmt: skip
+
+
+def score_frames(logits: list[np.ndarray], scenes, classes, threshold: float, stride: int) -> DetectionSummary:
+    """How well ``logits`` (one per scene, as ``decode`` takes them) find ``scenes``' objects (``Scene.truths``)
+    at ``threshold``; a centre within half a cell counts along a side shorter than a cell."""
+    scores = []
+    for heatmap, scene in zip(logits, scenes, strict=True):
+        height, width = scene.image.shape[:2]
+        found = decode(heatmap, stride, threshold, size=(width, height))
+        scores.append(match(found, scene.truths(), len(classes), min_distance=stride / 2))
+    return summarise(scores, list(classes))
 
 
 def rates(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -199,8 +212,7 @@ def detect_files(model, paths: list[Path], threshold: float | None = None) -> li
         except (OSError, UnidentifiedImageError) as exc:
             raise DatasetError(f"cannot read {str(file)!r} as an image ({exc}); give PNG, JPEG or another") from exc
         logits = model.logits(model.preprocess(pixels[None]))[0]
-        objects = decode(logits, rule["stride"], threshold, scale=(scale, scale))
-        objects = [d for d in objects if d.x < size[0] and d.y < size[1]]  # not in the padding
+        objects = decode(logits, rule["stride"], threshold, scale=(scale, scale), size=size)
         results.append(FrameObjects(str(file), size[0], size[1], objects, list(model.classes)))
     return results
 

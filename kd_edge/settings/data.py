@@ -26,6 +26,17 @@ CAMERA_SIZED = 64  # pixels a side from which an A|B default (models, augmentati
 DEFAULT_LARGEST_SIDE = 64
 
 
+DEFAULT_SPLIT = (0.8, 0.1, 0.1)  # train, val, test: for a class-folder tree (per class) and for detection (per source)
+
+
+def check_split(split: tuple[float, ...]) -> None:
+    """A ConfigError unless ``split`` is three positive fractions train,val,test that sum to 1."""
+    require(
+        len(split) == 3 and min(split) > 0 and abs(sum(split) - 1) < 1e-6,
+        f"--split takes three positive fractions train,val,test that sum to 1, e.g. 0.8,0.1,0.1; got {split}",
+    )
+
+
 def by_size_parts(value, option: str, valid, expected: str) -> list[str]:
     """The one or two parts of an ``A|B`` setting (A under ``CAMERA_SIZED`` px, B from there), each checked by
     ``valid``; a ConfigError that says what ``option`` takes otherwise."""
@@ -61,7 +72,7 @@ class DataSettings:
         None, "Read folder: images as 1 (grey) or 3 (RGB) channels.", none="grey if the first image is grey"
     )
     split: tuple[float, ...] = knob(
-        (0.8, 0.1, 0.1),
+        DEFAULT_SPLIT,
         "Fractions train,val,test a plain class-folder tree (folder:PATH without train/) is split into: per class, "
         "seeded, the same on every run; the file lists go to the run folder's split.json.",
         parse=number_list("--split"),
@@ -101,10 +112,7 @@ class DataSettings:
             self.channels is None or self.dataset.startswith("folder:"),
             f"--channels converts the images of a folder: dataset; {self.dataset!r} keeps its own, so drop it",
         )
-        require(
-            len(self.split) == 3 and min(self.split) > 0 and abs(sum(self.split) - 1) < 1e-6,
-            f"--split takes three positive fractions train,val,test that sum to 1, e.g. 0.8,0.1,0.1; got {self.split}",
-        )
+        check_split(self.split)
 
     @property
     def folder_options(self) -> dict:

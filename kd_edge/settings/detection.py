@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kd_edge.settings.data import DEFAULT_SPLIT, check_split
 from kd_edge.settings.fields import check_choices, knob, require
 from kd_edge.settings.parse import number_list
 from kd_edge.settings.training import OptimSettings, RunSettings
@@ -38,7 +39,7 @@ class DetectSettings:
     )
     tile: int = knob(128, "Side of the square training tiles cut from the frames (px, a multiple of 8).")
     split: tuple[float, ...] = knob(
-        (0.8, 0.1, 0.1),
+        DEFAULT_SPLIT,
         "Fractions train,val,test of the images, by group: the file name without its frame number, so that no "
         "video has frames on two sides; seeded by --seed.",
         parse=number_list("--split"),
@@ -82,10 +83,7 @@ class DetectSettings:
         require(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
         require(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
         require(self.object_weight > 0, f"--object-weight must be positive, got {self.object_weight}")
-        require(
-            len(self.split) == 3 and min(self.split) > 0 and abs(sum(self.split) - 1) < 1e-6,
-            f"--split takes three positive fractions train,val,test that sum to 1, e.g. 0.8,0.1,0.1; got {self.split}",
-        )
+        check_split(self.split)
         require(self.run.device == "cpu", "`kd-edge detect` trains on the CPU for now; drop --device")
 
     @property

@@ -12,7 +12,7 @@ Every choice (weights, threshold) is made on validation; the test split is only 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +23,11 @@ from kd_edge.data.yolo import Scene, detection_splits, read_classes
 from kd_edge.io import atomic_write_json
 from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
+from kd_edge.runtime.detections import score_frames
 from kd_edge.settings.detection import STRIDE, DetectorNetwork, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.checkpoint import save_checkpoint
-from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, score_scenes
+from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
 from kd_edge.training.detectors import create_detector
 from kd_edge.training.device import seeded, torch_threads
 from kd_edge.training.models import ModelSpec, count_macs, count_parameters
@@ -80,23 +81,21 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
          f"{network.steps} steps of {settings.optim.batch_size} {settings.tile} px tiles, {settings.augment} "
          f"augmentation{', distilled from the teacher' if teacher is not None else ''}")  # fmt: skip
     plan = DetectorPlan(
-        model=model, train=splits["train"], val=splits["val"], classes=classes, steps=network.steps,
+        model=model, train=splits["train"], val=splits["val"], classes=card.classes, steps=network.steps,
         settings=settings, mean=card.mean, std=card.std, stage=stage,
     )  # fmt: skip
     result = fit_detector(plan, teacher)
     logits = scene_logits(model, splits["test"], Normalizer(card.mean, card.std, "cpu"))
-    test = score_scenes(logits, splits["test"], classes, result.threshold)
-    per_class = {card.classes[int(index)]: rates for index, rates in test.per_class.items()}
+    test = score_frames(logits, splits["test"], card.classes, result.threshold, STRIDE)
     info = {
         "model": network.model, "parameters": count_parameters(model), "macs": macs, "steps": network.steps,
         "val_f1": result.best_val_f1, "threshold": result.threshold, "best_step": result.best_step,
-        "test": {**test.to_dict(), "per_class": per_class}, "history": result.history,
+        "test": test.to_dict(), "history": result.history,
         "distilled": teacher is not None,
     }  # fmt: skip
     detection = {**card.detection, "threshold": result.threshold, "val_f1": result.best_val_f1,
                  "test_f1": test.overall["f1"]}  # fmt: skip
-    own_card = ModelCard(**{**asdict(card), "data": card.data, "model": network.model,
-                            "parameters": info["parameters"], "macs": macs, "detection": detection})  # fmt: skip
+    own_card = replace(card, model=network.model, parameters=info["parameters"], macs=macs, detection=detection)
     spec = ModelSpec(network.model, classes, 3, card.input_shape[1], task="detect")
     save_checkpoint(run.dir / f"{stage}.pt", model, spec, own_card, info, run.config)
     run.record(stage, info, result.seconds)

@@ -1,7 +1,7 @@
 """Train a centroid detector on tiles, alone or from a teacher's heatmaps; keep the weights and the threshold
 that score best on validation (F1 over whole validation images).
 
-    result = fit_detector(DetectorPlan(model=net, train=train, val=val, classes=5, steps=1500, settings=settings,
+    result = fit_detector(DetectorPlan(model=net, train=train, val=val, classes=("car",), steps=1500, settings=settings,
                                        mean=mean, std=std), teacher)
 
 The loss is ``alpha * centre_loss + (1 - alpha) * heatmap_distillation_loss`` (the classifiers'
@@ -22,7 +22,7 @@ from torch import nn
 from kd_edge import log
 from kd_edge.data.yolo import Scene
 from kd_edge.interrupt import stop_if_requested
-from kd_edge.runtime.detections import DetectionSummary, decode, match, summarise
+from kd_edge.runtime.detections import score_frames
 from kd_edge.settings.detection import STRIDE, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.detection_tiles import draw_tiles
@@ -45,7 +45,7 @@ class DetectorPlan:
     model: nn.Module
     train: list[Scene]
     val: list[Scene]
-    classes: int
+    classes: tuple[str, ...]
     steps: int
     settings: DetectSettings
     mean: tuple[float, ...]
@@ -117,27 +117,9 @@ def scene_logits(model: nn.Module, scenes: list[Scene], normalize: Normalizer) -
     return out
 
 
-def truths_in_pixels(scene: Scene) -> np.ndarray:
-    """(objects, 5): class, x, y, width, height in the scene image's pixels."""
-    height, width = scene.image.shape[:2]
-    boxes = scene.boxes * np.array([width, height, width, height], dtype=np.float32)
-    return np.column_stack([scene.labels.astype(np.float32), boxes])
-
-
-def score_scenes(logits: list[np.ndarray], scenes: list[Scene], classes: int, threshold: float) -> DetectionSummary:
-    """Precision, recall and F1 of each scene's logits decoded at ``threshold`` (objects found in the padding beyond
-    the image, as `kd-edge predict` does, left out)."""
-    scores = []
-    for heatmap, scene in zip(logits, scenes, strict=True):
-        height, width = scene.image.shape[:2]
-        found = [d for d in decode(heatmap, STRIDE, threshold) if d.x < width and d.y < height]
-        scores.append(match(found, truths_in_pixels(scene), classes, min_distance=STRIDE / 2))
-    return summarise(scores, [str(i) for i in range(classes)])
-
-
-def best_threshold(model: nn.Module, scenes: list[Scene], normalize: Normalizer, classes: int) -> tuple[float, float]:
+def best_threshold(model: nn.Module, scenes: list[Scene], normalize: Normalizer, classes) -> tuple[float, float]:
     """(F1 over all classes, the threshold giving it): the best of ``THRESHOLDS`` on ``scenes``."""
     logits = scene_logits(model, scenes, normalize)
-    results = {t: score_scenes(logits, scenes, classes, t).overall["f1"] for t in THRESHOLDS}
+    results = {t: score_frames(logits, scenes, classes, t, STRIDE).overall["f1"] for t in THRESHOLDS}
     threshold = max(results, key=results.get)
     return float(results[threshold]), threshold

@@ -35,12 +35,6 @@ def centre_map(centres: np.ndarray, labels: np.ndarray, side: int, stride: int) 
     return target
 
 
-def pixel_centres(scene: Scene) -> np.ndarray:
-    """(objects, 2) centres in the scene image's pixels."""
-    height, width = scene.image.shape[:2]
-    return scene.boxes[:, :2] * np.array([width, height], dtype=np.float32)
-
-
 def crop(scene: Scene, x0: int, y0: int, side: int, tile: int) -> tuple[torch.Tensor, np.ndarray]:
     """The ``side`` x ``side`` crop at (x0, y0) (zero beyond the image), resized to ``tile``: the (3, tile, tile)
     uint8 image and the objects' centres in its pixels."""
@@ -51,7 +45,7 @@ def crop(scene: Scene, x0: int, y0: int, side: int, tile: int) -> tuple[torch.Te
     if side != tile:
         out = F.interpolate(out[None].float(), size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
         out = out[0].round().clamp(0, 255).to(torch.uint8)
-    centres = (pixel_centres(scene) - np.array([x0, y0], dtype=np.float32)) * (tile / side)
+    centres = (scene.truths()[:, 1:3] - np.array([x0, y0], dtype=np.float32)) * (tile / side)
     return out, centres
 
 

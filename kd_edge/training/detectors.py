@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_edge.errors import ModelError
-from kd_edge.training.losses import kd_kl_loss
 from kd_edge.training.models import conv_bn_relu
 
 
@@ -69,14 +68,11 @@ def heatmap_distillation_loss(
     student: torch.Tensor, teacher: torch.Tensor, temperature: float, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``T^2 * KL`` between the teacher's and the student's softened per-cell distributions, averaged over cells
-    (weighted by ``weights``, (N, H, W), where given)."""
-    if weights is None:
-        classes = student.shape[1]
-        flat = (logits.permute(0, 2, 3, 1).reshape(-1, classes) for logits in (student, teacher))
-        return kd_kl_loss(*flat, temperature)
+    (weighted by ``weights``, (N, H, W), where given): the classifiers' ``kd_kl_loss``, a cell for an image."""
     log_student = F.log_softmax(student / temperature, dim=1)
     log_teacher = F.log_softmax(teacher / temperature, dim=1)
-    per_cell = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    per_cell = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(dim=1)
+    weights = torch.ones_like(per_cell) if weights is None else weights
     return temperature**2 * (per_cell * weights).sum() / weights.sum()
 
 
