@@ -49,12 +49,17 @@ def print_arm_result(result) -> None:
 
     table = Table(title=f"aarch64 (QEMU user mode) against {result.host['machine']} (ONNX Runtime "
                         f"{result.host['onnxruntime']})")  # fmt: skip
-    columns = ("emulated CPU", "ONNX Runtime", "form", "samples", "top-1 agreement", "max |logit diff|",
-               "accuracy host", "accuracy aarch64", "verdict")  # fmt: skip
+    detector = any(check.object_agreement is not None for check in result.checks)
+    score = "F1" if detector else "accuracy"  # a detector's agreement is per cell, and on its decoded objects
+    columns = ("emulated CPU", "ONNX Runtime", "form", "samples", "cells alike" if detector else "top-1 agreement",
+               *(("objects alike",) if detector else ()), "max |logit diff|", f"{score} host", f"{score} aarch64",
+               "verdict")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("emulated CPU", "form", "verdict") else "right")
     for check in result.checks:
-        accuracy = ["n/a" if a is None else f"{a:.2%}" for a in (check.host_accuracy, check.arm_accuracy)]
+        shown = "{:.3f}" if detector else "{:.2%}"
+        accuracy = ["n/a" if a is None else shown.format(a) for a in (check.host_accuracy, check.arm_accuracy)]
+        objects = () if not detector else (f"{check.object_agreement:.2%}",)
         verdict = (
             "agrees"
             if check.passed
@@ -66,6 +71,7 @@ def print_arm_result(result) -> None:
             check.form,
             str(check.samples),
             f"{check.top1_agreement:.2%}",
+            *objects,
             f"{check.max_abs_logit_diff:.2e}",
             *accuracy,
             verdict,
@@ -74,13 +80,17 @@ def print_arm_result(result) -> None:
     out.print(table)
     for check in result.checks:
         for item in check.disagreements:
+            if "what" in item:  # a detector's frame
+                out.print(f"{check.cpu} {check.form}: {item['what']}")
+                continue
             out.print(
                 f"{check.cpu} {check.form}: sample {item['sample']} is class {item['aarch64_class']} on aarch64, "
                 f"{item['host_class']} on the host (host's top-2 margin {item['host_margin']:.3g})"
             )
     out.print(
         f"{'all agree' if result.passed else 'NOT all agree'} (FP32 must agree on every sample within 1e-4, INT8 on "
-        f"99.9 %); emulated timings are not latencies and are not shown. Userland: {result.userland}"
+        f"99.9 %{' of cells and 99 % of objects' if detector else ''}); emulated timings are not latencies and are "
+        f"not shown. Userland: {result.userland}"
     )
     if result.recorded_in:
         out.print(f"recorded in {result.recorded_in} (bundle.verified), its SHA256SUMS and archive written again")
@@ -195,13 +205,22 @@ def print_pipeline_summary(result) -> None:
     table = Table(title=f"kd-edge pipeline in {result.run_dir}")
     for column in ("stage", "this run", "seconds", "result"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
+    quantized = metrics.get("quantize", {})
+    detector = quantized.get("metric") == "f1" or "detect" in metrics["wall_time_s"]
+    int8_test = quantized.get("int8_test_accuracy", 0)
     outcome = {
+        "detect": "test F1 "
+        + ", ".join(
+            f"{n} {metrics.get(n, {}).get('test', {}).get('overall', {}).get('f1', 0):.3f}"
+            for n in ("teacher", "student")
+            if n in metrics
+        ),
         "teacher": f"test accuracy {metrics.get('teacher', {}).get('test_accuracy', 0):.2%}",
         "student": f"test accuracy {metrics.get('student', {}).get('test_accuracy', 0):.2%}",
         "export": f"{export.get('bytes', 0):,} bytes, parity {export.get('parity', {}).get('max_abs_diff', 0):.1e}",
         "quantize": "refused: " + metrics["quantize"]["refused"][:60]
         if "refused" in metrics.get("quantize", {})
-        else f"INT8 test accuracy {metrics.get('quantize', {}).get('int8_test_accuracy', 0):.2%}",
+        else f"INT8 test {f'F1 {int8_test:.3f}' if detector else f'accuracy {int8_test:.2%}'}",
         "bundle": f"deployable: {metrics.get('bundle', {}).get('form', '?').upper()}",
         "bench": ", ".join(
             f"{r['model']} t{r['threads']} {1e3 * r['p50_ms']:.1f} us"

@@ -49,10 +49,12 @@ def pipeline(
     """Teacher, distillation, export, INT8, bundle, benchmark and report in one run folder, resumable.
 
     Settings of each stage come from --config's tables ([distill], [export], [quantize], [bundle], [bench], as
-    the commands of the same names take them); the options here win over the file. The resolved settings are
+    the commands of the same names take them); the options here win over the file. A yolo:PATH dataset trains a
+    teacher and a student detector instead, as `kd-edge detect` does ([detect] table). The resolved settings are
     written to OUT/kd-edge.toml: `kd-edge pipeline --config OUT/kd-edge.toml --out NEW` repeats the run.
     """
     require_training_extra()
+    refuse_classifier_options(settings, given)
     from kd_edge.cli.progress_bar import RichProgress, new_display
     from kd_edge.pipeline.runner import run_pipeline
     from kd_edge.training.distributed import is_main
@@ -69,6 +71,21 @@ def pipeline(
             settings, out, force=force, display=display, progress_factory=lambda: RichProgress(display=display)
         )
     print_pipeline_summary(result)
+
+
+# The pipeline's own options that only a classifier takes: detectors read frames as they are and train on the CPU.
+CLASSIFIER_ONLY = ("teacher_model", "student_model", "teacher_epochs", "epochs", "image_size", "channels", "bad_images",
+                   "normalization", "augment", "device", "precision", "deterministic")  # fmt: skip
+
+
+def refuse_classifier_options(settings: PipelineSettings, given: set[str]) -> None:
+    ignored = [f"--{name.replace('_', '-')}" for name in CLASSIFIER_ONLY if name in given]
+    if settings.detects and ignored:
+        raise ConfigError(
+            f"{', '.join(ignored)}: for classifiers only, and {settings.distill.data.dataset!r} trains detectors: set "
+            "the detectors' options (teacher-model, student-model, steps, frame-size...; `kd-edge detect --help`) in "
+            "the [detect] table of --config"
+        )
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder of `kd-edge pipeline`.")]):

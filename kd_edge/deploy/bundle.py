@@ -40,7 +40,7 @@ from kd_edge.runtime.bundle_files import (
     file_sha256,
     write_archive,
 )
-from kd_edge.runtime.card import require_classifier
+from kd_edge.runtime.samples import labelled_samples
 from kd_edge.runtime.session import OnnxModel
 from kd_edge.settings.deploy import BundleSettings
 
@@ -82,11 +82,10 @@ def write_bundle(
     models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
     if not models:
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
-    for model in models.values():
-        require_classifier(model.card, "`kd-edge bundle`")
-    step(f"bundle: sampling {config.samples} labelled test images")
-    samples = sample_images(next(iter(models.values())), config.samples, data_dir)
-    decision = choose(config, models, samples[0], int8_refused, chosen)
+    first = next(iter(models.values()))
+    step(f"bundle: sampling labelled test {'frames' if first.card.task == 'detect' else 'images'}")
+    samples = labelled_samples(first, config.samples, data_dir)
+    decision = choose(config, models, samples["images"], int8_refused, chosen)
     stop_if_requested(f"writing the bundle {out}")  # the wheel and the archive take seconds: not after a signal
     form = decision.form
     deployable = models[form]
@@ -98,12 +97,10 @@ def write_bundle(
         for other, model in models.items():
             if other != form:
                 shutil.copyfile(model.path, folder / OTHER_FORM_FILES[other])
-                others.append(
-                    {"file": OTHER_FORM_FILES[other], "form": other, "test_accuracy": model.card.test_accuracy}
-                )
-        np.savez_compressed(folder / SAMPLES_FILE, images=samples[0], labels=samples[1])
+                others.append({"file": OTHER_FORM_FILES[other], "form": other, **test_score(model.card)})
+        np.savez_compressed(folder / SAMPLES_FILE, **samples)
         write_wheel(folder)  # what the board installs kd-edge from, offline
-        info = bundle_info(folder, decision, config.profile, others, len(samples[1]))
+        info = bundle_info(folder, decision, config.profile, others, samples_info(deployable.card, samples))
         # The folder is a scratch one, moved into place whole below: plain writes are safe here.
         (folder / CARD_FILE).write_text(json.dumps({**deployable.card.to_dict(), "bundle": info}, indent=2) + "\n")
         (folder / README_FILE).write_text(board_readme(out.name, deployable.card, info))
@@ -126,16 +123,20 @@ def check_outputs(out, force: bool) -> tuple[Path, Path]:
     return out, archive
 
 
-def sample_images(model: OnnxModel, samples: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``samples`` test images, the same number from every class, laid out as the model takes them."""
-    from kd_edge.data import load_data
+def samples_info(card, samples: dict[str, np.ndarray]) -> dict:
+    """model.json's word on samples.npz."""
+    if card.task == "detect":
+        return {"file": SAMPLES_FILE, "count": len(samples["images"]), "split": "test", "frames": True,
+                "boxes": "frame index, class, x_center, y_center, width, height in the frame's pixels",
+                "sizes": "width and height of the image within each (padded) frame"}  # fmt: skip
+    return {"file": SAMPLES_FILE, "count": len(samples["labels"]), "split": "test", "stratified_by_class": True}
 
-    if model.card.data is None:
-        raise ConfigError(f"{str(model.path)!r} does not name its dataset, so no labelled samples can be bundled")
-    test = load_data(model.card.data, data_dir).test
-    per_class = max(samples // len(model.classes), 1)
-    picks = np.sort(np.concatenate([np.flatnonzero(test.labels == c)[:per_class] for c in range(len(model.classes))]))
-    return model.check_images(test.images[picks]), test.labels[picks]
+
+def test_score(card) -> dict:
+    """The model's test figure, as the card gives it: accuracy, or a detector's F1."""
+    if card.task == "detect":
+        return {"test_f1": card.detection.get("test_f1")}
+    return {"test_accuracy": card.test_accuracy}
 
 
 def choose(
@@ -153,7 +154,7 @@ def choose(
     return decide_form(models["fp32"].path, models["int8"].path, images, config)
 
 
-def bundle_info(folder: Path, decision: FormDecision, profile: str, others: list[dict], samples: int) -> dict:
+def bundle_info(folder: Path, decision: FormDecision, profile: str, others: list[dict], samples: dict) -> dict:
     deployable = {
         "file": MODEL_FILE,
         "form": decision.form,
@@ -173,12 +174,12 @@ def bundle_info(folder: Path, decision: FormDecision, profile: str, others: list
             "method": "each model alone in a fresh process, ONNX Runtime's default session options but "
             "intra_op_num_threads, interleaved rounds on the bundle's sample images (`kd-edge bench`'s harness)",
         },
-        "samples": {"file": SAMPLES_FILE, "count": samples, "split": "test", "stratified_by_class": True},
+        "samples": samples,
     }
 
 
 def board_readme(name: str, card, info: dict) -> str:
-    accuracy = "unknown" if card.test_accuracy is None else f"{card.test_accuracy:.2%}"
+    text = detector_text(card) if card.task == "detect" else classifier_text(card)
     shown_classes = ", ".join(card.classes[:10]) + (", ..." if len(card.classes) > 10 else "")
     other_forms = "".join(
         f"~/kd-edge/bin/kd-edge bench {MODEL_FILE} {other['file']} --data samples.npz --threads 2   # "
@@ -188,10 +189,10 @@ def board_readme(name: str, card, info: dict) -> str:
     return f"""# {name}: {card.model or "model"} for {card.data.dataset if card.data else "its dataset"}
 
 Made by kd-edge {__version__}. `model.onnx` is the deployable model ({info["deployable"]["form"].upper()},
-{info["deployable"]["size_bytes"]:,} bytes, test accuracy {accuracy}). Why this form: {info["reason"]}.
+{info["deployable"]["size_bytes"]:,} bytes, {text["score"]}). Why this form: {info["reason"]}.
 
 Input: {input_description(card)}; {len(card.classes)} classes: {shown_classes}.
-`samples.npz` holds `images` in that layout (colour ones in RGB order) and their `labels`.
+{text["samples"]}
 
 ## On the board
 
@@ -203,9 +204,9 @@ installs from this folder, offline, without torch:
 sha256sum -c SHA256SUMS                                       # every file is as it was made
 python3 -m venv --system-site-packages ~/kd-edge              # sees the board's numpy and onnxruntime
 ~/kd-edge/bin/pip install --no-index --find-links . kd-edge   # this folder's kd_edge-*.whl, no network
-~/kd-edge/bin/kd-edge bench . --threads 2 --rate 30           # latency, accuracy on samples.npz, 30 fps verdict
-~/kd-edge/bin/kd-edge check .                                 # accuracy of every form on samples.npz
-~/kd-edge/bin/kd-edge predict . samples.npz                   # top classes (image files need Pillow)
+~/kd-edge/bin/kd-edge bench . --threads 2 --rate 30           # {text["bench"]}
+~/kd-edge/bin/kd-edge check .                                 # {text["check"]}
+{text["predict"]}
 {other_forms}```
 
 Without typer installed, `kd-edge` offers these runtime commands (bench, predict, check, profiles);
@@ -217,13 +218,50 @@ from kd_edge.runtime import OnnxModel
 
 model = OnnxModel(".", threads=2)                          # checks SHA256SUMS, reads model.json
 samples = np.load("samples.npz")
-print((model.predict(samples["images"]) == samples["labels"]).mean(), model.classes)
+{text["python"]}
 ```
 
 From C++, ROS or any ONNX Runtime binding: open `model.onnx` with default session options, feed the
-tensor named `input` as described above, read `logits`. The model's card is in its metadata (`kd_edge.*`)
-and in `model.json`.
+tensor named `input` as described above, read `logits`{text["output"]}. The model's card is in its metadata
+(`kd_edge.*`) and in `model.json`.
 """
+
+
+def classifier_text(card) -> dict[str, str]:
+    """The board README's words for a classifier."""
+    accuracy = "unknown" if card.test_accuracy is None else f"{card.test_accuracy:.2%}"
+    return {
+        "score": f"test accuracy {accuracy}",
+        "samples": "`samples.npz` holds `images` in that layout (colour ones in RGB order) and their `labels`.",
+        "bench": "latency, accuracy on samples.npz, 30 fps verdict",
+        "check": "accuracy of every form on samples.npz",
+        "predict": "~/kd-edge/bin/kd-edge predict . samples.npz                   # top classes (image files need "
+        "Pillow)",
+        "python": 'print((model.predict(samples["images"]) == samples["labels"]).mean(), model.classes)',
+        "output": "",
+    }
+
+
+def detector_text(card) -> dict[str, str]:
+    """The board README's words for a detector: its decoding rule, and how to apply it."""
+    rule = card.detection
+    f1 = rule.get("test_f1")
+    return {
+        "score": f"test F1 {'unknown' if f1 is None else f'{f1:.3f}'}, objects decoded at stride {rule['stride']}, "
+        f"threshold {rule['threshold']}",
+        "samples": "`samples.npz` holds test frames `images` in that layout (RGB), their objects `boxes` (frame, "
+        "class, x, y, width, height in the frame's pixels) and the image's `sizes` within each padded frame.",
+        "bench": "per-frame latency, 30 fps verdict",
+        "check": "F1 of every form on samples.npz",
+        "predict": "~/kd-edge/bin/kd-edge predict . frame.jpg --json objects.json   # objects in the image's "
+        "pixels (needs Pillow)",
+        "python": "from kd_edge.runtime.detections import decode\n\n"
+        'logits = model.logits(model.preprocess(samples["images"][:1]))[0]   # (classes + 1, h, w), 0 is background\n'
+        'print(decode(logits, model.card.detection["stride"], model.card.detection["threshold"]))',
+        "output": f" (N, {len(card.classes) + 1}, H / {rule['stride']}, W / {rule['stride']}): per cell, background "
+        "then each class; an object is a cell whose class probability (softmax over that axis) is at least the "
+        "threshold and the largest in its 3x3 neighbourhood, at the cell's centre",
+    }
 
 
 def input_description(card) -> str:

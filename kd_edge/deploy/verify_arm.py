@@ -43,6 +43,8 @@ FP32_MIN_AGREEMENT = 1.0
 INT8_MIN_AGREEMENT = 0.999
 # The export's own parity tolerance: float32 sums in another order differ by 1e-6 to 1e-5 at these magnitudes.
 FP32_MAX_LOGIT_DIFF = 1e-4
+# A detector's INT8 objects may differ where a cell's probability sits on the threshold and kernels round differently.
+INT8_MIN_OBJECT_AGREEMENT = 0.99
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,12 +56,13 @@ class FormCheck:
     form: str
     samples: int
     machine: str  # as the emulated Python reported it: aarch64, or the check did not run where it should
-    top1_agreement: float
+    top1_agreement: float  # a detector's: per cell
     max_abs_logit_diff: float
-    host_accuracy: float | None
+    host_accuracy: float | None  # a detector's: F1 on the samples' objects
     arm_accuracy: float | None
-    disagreements: list[dict]  # sample index, host class, aarch64 class, host's top-2 margin
+    disagreements: list[dict]  # sample index, host class, aarch64 class, host's top-2 margin; a detector's: "what"
     passed: bool
+    object_agreement: float | None = None  # a detector's decoded objects found alike on both, over all found on either
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +100,7 @@ def verify_arm(
     import onnxruntime as ort
 
     from kd_edge.runtime.check import forms_of, runtime_facts, sample_logits
+    from kd_edge.runtime.session import OnnxModel
 
     config = settings or ArmSettings()
     releases = sorted(config.onnxruntime or (ort.__version__,), key=parse_version)
@@ -107,9 +111,11 @@ def verify_arm(
     with tempfile.TemporaryDirectory(prefix="kd-edge-arm-") as scratch:
         scratch = Path(scratch)
         local, forms = local_forms(source, scratch / "bundle", forms_of)
-        images, labels = check_samples(local, config.samples, data_dir, scratch / "samples.npz")
+        samples = check_samples(local, config.samples, data_dir, scratch / "samples.npz")
+        images = samples["images"]
         progress(f"host: {len(images)} samples through {', '.join(forms)}")
         host_logits = sample_logits(forms, images)
+        card = OnnxModel(next(iter(forms.values()))).card
         site = install_kd_edge(scratch / "kd-edge-site")
         checks, emulated = [], {}
         for release in releases:
@@ -120,9 +126,10 @@ def verify_arm(
                 arm_logits, facts = run_emulated(userland, site, cpu, local, scratch / "samples.npz", out)
                 emulated[f"{cpu}, ONNX Runtime {release}"] = facts
                 checks += [
-                    compare(cpu, release, form, facts["machine"], host_logits[form], arm_logits[form], labels)
+                    compare_form(card, (cpu, release, form, facts["machine"]), host_logits[form], arm_logits[form],
+                                 samples)
                     for form in forms
-                ]
+                ]  # fmt: skip
     result = ArmResult(
         checks=checks,
         host=runtime_facts(),
@@ -151,30 +158,35 @@ def local_forms(source: Path, unpack_to: Path, forms_of) -> tuple[Path, dict[str
     return source, forms_of(source)
 
 
-def check_samples(source: Path, count: int, data_dir: str | None, target: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The bundle's samples, or a bare model's class-stratified test sample of its dataset; written to ``target``."""
+def check_samples(source: Path, count: int, data_dir: str | None, target: Path) -> dict[str, np.ndarray]:
+    """The bundle's samples, or a bare model's (as ``kd-edge bundle`` would take them), at most ``count``
+    images or frames; written to ``target`` for the emulated run."""
+    from kd_edge.runtime.samples import labelled_samples
     from kd_edge.runtime.session import OnnxModel
 
     model = OnnxModel(source)
     if model.bundle is not None and model.bundle.samples_path is not None:
         with np.load(model.bundle.samples_path) as archive:
-            images, labels = archive["images"], archive["labels"]
+            samples = {name: archive[name] for name in archive.files}
     elif model.card.data is not None:
-        from kd_edge.data import load_data
-
-        test = load_data(model.card.data, data_dir).test
-        per_class = max(count // len(model.classes), 1)
-        picks = np.sort(
-            np.concatenate([np.flatnonzero(test.labels == c)[:per_class] for c in range(len(model.classes))])
-        )
-        images, labels = test.images[picks], test.labels[picks]
+        samples = labelled_samples(model, count, data_dir)
     else:
         raise ConfigError(
             f"{str(source)!r} has no samples and its card names no dataset; bundle it with `kd-edge bundle`"
         )
-    images, labels = images[:count], labels[:count]
-    np.savez(target, images=images, labels=labels)
-    return images, labels
+    if "boxes" in samples:  # a detector's frames: keep the objects of the frames kept
+        samples["boxes"] = samples["boxes"][samples["boxes"][:, 0] < count]
+        samples["sizes"] = samples["sizes"][:count]
+    samples = {name: values[:count] if name in ("images", "labels") else values for name, values in samples.items()}
+    np.savez(target, **samples)
+    return samples
+
+
+def compare_form(card, where: tuple[str, str, str, str], host: np.ndarray, arm: np.ndarray, samples) -> FormCheck:
+    """The verdict on one form, a classifier's or a detector's; ``where`` is (cpu, release, form, machine)."""
+    if card.task == "detect":
+        return compare_detections(*where, host, arm, samples, card)
+    return compare(*where, host, arm, samples.get("labels"))
 
 
 def compare(
@@ -212,3 +224,35 @@ def compare(
         ],
         passed=machine == "aarch64" and agreement >= minimum and close,
     )
+
+
+def compare_detections(cpu, release, form, machine, host, arm, samples, card) -> FormCheck:
+    """A detector's verdict: run on aarch64; the same class in every cell (INT8: 99.9 % of cells) and the same
+    decoded objects (INT8: 99 % of those found on either side); FP32 logits within float32's reordering error."""
+    from kd_edge.runtime.detections import decode, score_samples
+
+    rule, sizes = card.detection, samples["sizes"]
+    found = [
+        [{(d.label, d.x, d.y) for d in decode(frame, rule["stride"], rule["threshold"], size=tuple(size))}
+         for frame, size in zip(logits, sizes, strict=True)]
+        for logits in (host, arm)
+    ]  # fmt: skip
+    alike = sum(len(h & a) for h, a in zip(*found, strict=True))
+    either = sum(len(h | a) for h, a in zip(*found, strict=True))
+    objects = alike / either if either else 1.0
+    cells = float((host.argmax(1) == arm.argmax(1)).mean())
+    difference = float(np.abs(host - arm).max())
+    fp32 = form != "int8"
+    passed = (cells == 1.0 and objects == 1.0 and difference <= FP32_MAX_LOGIT_DIFF) if fp32 else (
+        cells >= INT8_MIN_AGREEMENT and objects >= INT8_MIN_OBJECT_AGREEMENT)  # fmt: skip
+    f1 = [score_samples(logits, samples, card.classes, rule).overall["f1"] for logits in (host, arm)]
+    return FormCheck(
+        cpu=cpu, onnxruntime=release, form=form, samples=len(host), machine=machine, top1_agreement=cells,
+        max_abs_logit_diff=difference, host_accuracy=f1[0], arm_accuracy=f1[1], object_agreement=objects,
+        disagreements=[
+            {"sample": i, "what": f"frame {i}: {len(h - a)} object(s) found only on the host, {len(a - h)} only on "
+             "aarch64"}
+            for i, (h, a) in enumerate(zip(*found, strict=True)) if h != a
+        ],
+        passed=machine == "aarch64" and passed,
+    )  # fmt: skip

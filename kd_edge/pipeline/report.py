@@ -10,88 +10,13 @@ deployable model (the confusion matrix); nothing is typed by hand. Plots need ma
 
 from __future__ import annotations
 
-import base64
-import html
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from kd_edge.io import atomic_save_figure
+from kd_edge.pipeline.document import NO_PLOT, Document, pyplot, read_json, save
 
 FIGURES = "report"  # PNGs for report.md live in RUN_DIR/report/; report.html embeds them
-
-
-@dataclass
-class Document:
-    """A report as blocks, rendered to Markdown and to HTML alike."""
-
-    title: str
-    blocks: list[tuple] = field(default_factory=list)
-
-    def heading(self, text: str):
-        self.blocks.append(("h2", text))
-
-    def text(self, text: str):
-        self.blocks.append(("p", text))
-
-    def table(self, headers: list[str], rows: list[list]):
-        self.blocks.append(("table", headers, [[str(cell) for cell in row] for row in rows]))
-
-    def image(self, path: Path | None, alt: str, missing: str):
-        self.blocks.append(("img", path, alt) if path is not None else ("p", missing))
-
-    def preformatted(self, text: str):
-        self.blocks.append(("pre", text))
-
-    def markdown(self, folder: Path) -> str:
-        lines = [f"# {self.title}", ""]
-        for block in self.blocks:
-            kind = block[0]
-            if kind == "h2":
-                lines += [f"## {block[1]}", ""]
-            elif kind == "p":
-                lines += [block[1], ""]
-            elif kind == "table":
-                lines += ["| " + " | ".join(block[1]) + " |", "|" + " --- |" * len(block[1])]
-                lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in block[2]] + [""]
-            elif kind == "img":
-                lines += [f"![{block[2]}]({block[1].relative_to(folder)})", ""]
-            elif kind == "pre":
-                lines += ["```", block[1].rstrip(), "```", ""]
-        return "\n".join(lines)
-
-    def html(self) -> str:
-        parts = [f"<h1>{html.escape(self.title)}</h1>"]
-        for block in self.blocks:
-            kind = block[0]
-            if kind == "h2":
-                parts.append(f"<h2>{html.escape(block[1])}</h2>")
-            elif kind == "p":
-                parts.append(f"<p>{html.escape(block[1])}</p>")
-            elif kind == "table":
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block[2]
-                )
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode(block[1].read_bytes()).decode()
-                parts.append(
-                    f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
-                )
-            elif kind == "pre":
-                parts.append(f"<pre>{html.escape(block[1])}</pre>")
-        style = (
-            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-            "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-            "pre{background:#f6f6f6;padding:1em;overflow:auto}figcaption{color:#666;font-size:90%}"
-        )
-        head = f'<meta charset="utf-8"><title>{html.escape(self.title)}</title><style>{style}</style>'
-        return f'<!doctype html><html lang="en"><head>{head}</head><body>{"".join(parts)}</body></html>\n'
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:
@@ -103,11 +28,16 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     figures = run_dir / FIGURES
     figures.mkdir(exist_ok=True)
     document = Document(title=f"kd-edge report: {run_dir.name}")
-    add_summary(document, run_dir, metrics)
-    add_training(document, metrics, figures)
-    add_latency(document, run_dir, figures)
-    add_errors(document, run_dir, figures)
-    add_quantization(document, run_dir)
+    if read_json(run_dir / "bundle" / "model.json").get("task") == "detect":
+        from kd_edge.pipeline.detection_report import add_detection_sections
+
+        add_detection_sections(document, run_dir, metrics, figures)
+    else:
+        add_summary(document, run_dir, metrics)
+        add_training(document, metrics, figures)
+        add_latency(document, run_dir, figures)
+        add_errors(document, run_dir, figures)
+        add_quantization(document, run_dir)
     add_reproduction(document, run_dir, metrics)
     paths = {"markdown": run_dir / "report.md", "html": run_dir / "report.html"}
     markdown, page = document.markdown(run_dir), document.html()
@@ -116,26 +46,8 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
-
-
-def pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-NO_PLOT = "(No plot: matplotlib is not installed; `pip install matplotlib` or the `plot` extra adds it.)"
 
 
 # --- sections ------------------------------------------------------------------------------------------------
@@ -424,7 +336,9 @@ def run_versions(metrics: dict) -> list[list[str]]:
 def add_reproduction(document: Document, run_dir: Path, metrics: dict) -> None:
     document.heading("How to repeat this run")
     data = metrics.get("data", {})
-    versions = [*run_versions(metrics), ["data", f"{data.get('dataset')} sha256 {data.get('sha256', 'n/a')}"]]
+    versions = run_versions(metrics)
+    if "dataset" in data:  # a detection run's data section gives its split's groups and files instead
+        versions.append(["data", f"{data['dataset']} sha256 {data.get('sha256', 'n/a')}"])
     document.table(["component", "version (the stages that ran with it)"], versions)
     document.text(f"kd-edge pipeline --config {run_dir / 'kd-edge.toml'} --out NEW_RUN_DIR")
     config = run_dir / "kd-edge.toml"
@@ -436,10 +350,3 @@ def add_reproduction(document: Document, run_dir: Path, metrics: dict) -> None:
             ["stage", "seconds", "fingerprint"],
             [[name, f"{record['seconds']:.1f}", record["fingerprint"][:16]] for name, record in stages.items()],
         )
-
-
-def save(figure, plt, path: Path) -> Path:
-    figure.tight_layout()
-    atomic_save_figure(figure, path, dpi=90)
-    plt.close(figure)
-    return path

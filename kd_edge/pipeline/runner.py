@@ -21,7 +21,7 @@ from kd_edge import __version__
 from kd_edge.errors import OutputError
 from kd_edge.interrupt import stop_if_requested
 from kd_edge.io import atomic_write_json, ensure_writable_dir
-from kd_edge.pipeline.stages import STAGES, TRAINING_STAGES, Stage
+from kd_edge.pipeline.stages import TRAINING_STAGES, Stage, stages_of
 from kd_edge.settings.commands import PIPELINE_TABLES
 from kd_edge.settings.files import toml_tables, write_toml
 from kd_edge.settings.pipeline import PipelineSettings
@@ -56,23 +56,25 @@ def run_pipeline(
     state = read_state(run_dir, force)
     barrier()  # every rank has read the record before rank 0 writes into the folder
     if main:
-        write_toml(run_dir / CONFIG_FILE, toml_tables(settings, PIPELINE_TABLES), CONFIG_HEADER)
+        tables = {name: options for name, options in PIPELINE_TABLES.items() if name != "detect" or settings.detects}
+        write_toml(run_dir / CONFIG_FILE, toml_tables(settings, tables), CONFIG_HEADER)
     started = time.perf_counter()
     ran, skipped = [], []
-    task = display.add_task("pipeline", total=len(STAGES)) if display is not None else None
+    stages = stages_of(settings)
+    task = display.add_task("pipeline", total=len(stages)) if display is not None else None
     say = display.console.print if display is not None and main else (lambda *args, **kwargs: None)
-    for number, stage in enumerate(STAGES, start=1):
+    for number, stage in enumerate(stages, start=1):
         if not main and stage.name not in TRAINING_STAGES:
             break
         if stage.name not in TRAINING_STAGES:  # training stops itself, at a step all ranks agree on
-            stop_if_requested(f"stage {number}/{len(STAGES)}, {stage.name}")
+            stop_if_requested(f"stage {number}/{len(stages)}, {stage.name}")
         if display is not None:
-            display.update(task, description=f"stage {number}/{len(STAGES)}: {stage.name}")
+            display.update(task, description=f"stage {number}/{len(stages)}: {stage.name}")
         fingerprint = stage_fingerprint(stage, settings, state)
         done = is_done(run_dir, state.get(stage.name), fingerprint)
         if from_main(done) if stage.name in TRAINING_STAGES else done:  # all ranks decide as rank 0 does
             skipped.append(stage.name)
-            say(f"[{number}/{len(STAGES)}] {stage.name}: unchanged, kept")
+            say(f"[{number}/{len(stages)}] {stage.name}: unchanged, kept")
         else:
             stage_started = time.perf_counter()
             sections = stage.run(settings, run_dir, progress_factory() if progress_factory else None)
@@ -87,9 +89,9 @@ def run_pipeline(
                     "versions": installed_versions(),
                 }
                 write_state(run_dir, state)
-            say(f"[{number}/{len(STAGES)}] {stage.name}: done in {seconds:.1f} s")
+            say(f"[{number}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
         if main:
-            merge_metrics(run_dir, state, time.perf_counter() - started)
+            merge_metrics(run_dir, state, stages, time.perf_counter() - started)
         if display is not None:
             display.advance(task)
     # The ranks leave the process group together: a rank that tore gloo down while rank 0 was
@@ -172,14 +174,14 @@ def installed_versions() -> dict[str, str]:
     return versions
 
 
-def merge_metrics(run_dir: Path, state: dict, total_seconds: float) -> None:
+def merge_metrics(run_dir: Path, state: dict, stages: tuple[Stage, ...], total_seconds: float) -> None:
     """metrics.json: every finished stage's sections, in pipeline order, and the wall time of each."""
     path = run_dir / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
-    for stage in STAGES:
+    for stage in stages:
         metrics.update(state.get(stage.name, {}).get("sections", {}))
-    metrics["wall_time_s"] = {stage.name: state[stage.name]["seconds"] for stage in STAGES if stage.name in state}
-    metrics["versions"] = {stage.name: state[stage.name].get("versions", {}) for stage in STAGES if stage.name in state}
+    metrics["wall_time_s"] = {stage.name: state[stage.name]["seconds"] for stage in stages if stage.name in state}
+    metrics["versions"] = {stage.name: state[stage.name].get("versions", {}) for stage in stages if stage.name in state}
     metrics["wall_time_s"]["total"] = round(sum(metrics["wall_time_s"].values()), 3)
     metrics["wall_time_s"]["this_invocation"] = round(total_seconds, 3)
     atomic_write_json(path, metrics)

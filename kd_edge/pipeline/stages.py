@@ -1,6 +1,7 @@
 """The pipeline's stages, in order: what each reads, writes, and depends on.
 
     teacher -> student -> export -> quantize -> bundle -> bench -> report
+    detect (a yolo: dataset: teacher and student detectors) -> export -> ... -> report
 
 Each stage runs one stage function of the packages below (``kd_edge.training``,
 ``kd_edge.deploy``, ``kd_edge.runtime.bench``) in the run folder and returns the sections
@@ -48,6 +49,13 @@ def run_student(settings: PipelineSettings, run_dir: Path, progress) -> dict:
     teachers = (str(run_dir / "teacher.pt"),)
     metrics = distill(settings.distill, run_dir, teachers=teachers, force=True, progress=progress)
     return {name: metrics[name] for name in ("data", "soft_labels", "student") if name in metrics}
+
+
+def run_detect(settings: PipelineSettings, run_dir: Path, progress) -> dict:
+    from kd_edge.training.detect_run import train_detectors
+
+    metrics = train_detectors(settings.detection(), run_dir, force=True)
+    return {name: metrics[name] for name in ("data", "teacher", "student") if name in metrics}
 
 
 def run_export(settings: PipelineSettings, run_dir: Path, progress) -> dict:
@@ -147,19 +155,34 @@ def what_training_computes(settings: dict) -> dict:
     return {**settings, "run": {k: v for k, v in settings["run"].items() if k != "threads"}}
 
 
+def detect_fingerprint(settings: PipelineSettings) -> dict:
+    return what_training_computes(asdict(settings.detection()))
+
+
+def deployment(trained: str) -> tuple[Stage, ...]:
+    """The stages from the trained student (the output of stage ``trained``) to the report."""
+    stages = (
+        Stage("export", (trained,), ("student.onnx",), lambda s: asdict(s.export), run_export),
+        Stage("quantize", ("export",), ("quantize.json", "student.int8.onnx"), lambda s: asdict(s.quantize),
+              run_quantize),
+        Stage("bundle", ("export", "quantize"), ("bundle", "bundle.tar.gz"), lambda s: asdict(s.bundle), run_bundle),
+        Stage("bench", ("bundle",), ("bench.json",), lambda s: asdict(s.bench), run_bench),
+    )  # fmt: skip
+    report_needs = (*(() if trained == "detect" else ("teacher",)), trained, *(stage.name for stage in stages))
+    return (*stages, Stage("report", report_needs, ("report.md", "report.html"), lambda s: {}, run_report))
+
+
 STAGES = (
     Stage("teacher", (), ("teacher.pt",), teacher_fingerprint, run_teacher),
     Stage("student", ("teacher",), ("student.pt",), student_fingerprint, run_student),
-    Stage("export", ("student",), ("student.onnx",), lambda s: asdict(s.export), run_export),
-    Stage("quantize", ("export",), ("quantize.json", "student.int8.onnx"), lambda s: asdict(s.quantize), run_quantize),
-    Stage("bundle", ("export", "quantize"), ("bundle", "bundle.tar.gz"), lambda s: asdict(s.bundle), run_bundle),
-    Stage("bench", ("bundle",), ("bench.json",), lambda s: asdict(s.bench), run_bench),
-    Stage(
-        "report",
-        ("teacher", "student", "export", "quantize", "bundle", "bench"),
-        ("report.md", "report.html"),
-        lambda s: {},
-        run_report,
-    ),
+    *deployment("student"),
 )
-TRAINING_STAGES = ("teacher", "student")  # the stages every torchrun rank takes part in
+DETECTION_STAGES = (
+    Stage("detect", (), ("teacher.pt", "student.pt", "split.json"), detect_fingerprint, run_detect),
+    *deployment("detect"),
+)
+TRAINING_STAGES = ("teacher", "student")  # the stages every torchrun rank takes part in (detectors train on one)
+
+
+def stages_of(settings: PipelineSettings) -> tuple[Stage, ...]:
+    return DETECTION_STAGES if settings.detects else STAGES

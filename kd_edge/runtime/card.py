@@ -249,16 +249,6 @@ def check(name: str, value):
     return FIELD_CHECKS[name](name, value)
 
 
-def require_classifier(card: ModelCard, what: str) -> None:
-    """Refuse a detector where only classifiers are handled yet, saying what works for it."""
-    if card.task != "classify":
-        raise ModelCardError(
-            f"{what} handles classifiers so far, and this model is a detector (kd_edge.task {card.task}). A detector "
-            "goes through `kd-edge detect`, `kd-edge export --onnx`, `kd-edge quantize`, `kd-edge bench` and `kd-edge "
-            "predict`."
-        )
-
-
 def write_card(path: str | Path, card: ModelCard) -> None:
     """Replace the ``kd_edge.*`` metadata of the ONNX model at ``path`` with ``card``, atomically."""
     import onnx

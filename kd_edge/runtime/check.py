@@ -69,19 +69,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_forms(model: Path, samples: Path | None, out: Path | None) -> int:
-    """Print every form's accuracy on ``samples`` (and save the logits to ``out``)."""
+    """Print every form's accuracy (a detector's F1) on ``samples`` (and save the logits to ``out``)."""
     if samples is None:
         raise ConfigError(f"{str(model)!r} is a bare model, with no samples: give an .npz of images with --images")
     forms = forms_of(model)
     with np.load(samples, allow_pickle=False) as archive:
-        images, labels = archive["images"], archive["labels"] if "labels" in archive.files else None
-    logits = sample_logits(forms, images)
+        arrays = {name: archive[name] for name in archive.files}
+    logits = sample_logits(forms, arrays["images"])
     if out:
         np.savez(out, facts=json.dumps(runtime_facts()), **logits)
     for form, values in logits.items():
-        accuracy = "no labels" if labels is None else f"accuracy {(values.argmax(1) == labels).mean():.2%}"
-        print(f"{form}: {len(values)} samples, {accuracy} ({platform.machine()})")
+        print(f"{form}: {len(values)} samples, {sample_score(forms[form], values, arrays)} ({platform.machine()})")
     return 0
+
+
+def sample_score(path: Path, logits: np.ndarray, samples: dict[str, np.ndarray]) -> str:
+    """Accuracy on labelled images, or a detector's F1 on frames with their objects, in words."""
+    card = OnnxModel(path).card
+    if card.task == "detect":
+        if "boxes" not in samples:
+            return "no objects given (boxes)"
+        from kd_edge.runtime.detections import score_samples
+
+        overall = score_samples(logits, samples, card.classes, card.detection).overall
+        return f"F1 {overall['f1']:.3f} (precision {overall['precision']:.3f}, recall {overall['recall']:.3f})"
+    if "labels" not in samples:
+        return "no labels"
+    return f"accuracy {(logits.argmax(1) == samples['labels']).mean():.2%}"
 
 
 if __name__ == "__main__":

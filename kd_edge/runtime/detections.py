@@ -135,12 +135,42 @@ class DetectionSummary:
 def score_frames(logits: list[np.ndarray], scenes, classes, threshold: float, stride: int) -> DetectionSummary:
     """How well ``logits`` (one per scene, as ``decode`` takes them) find ``scenes``' objects (``Scene.truths``)
     at ``threshold``; a centre within half a cell counts along a side shorter than a cell."""
-    scores = []
-    for heatmap, scene in zip(logits, scenes, strict=True):
-        height, width = scene.image.shape[:2]
-        found = decode(heatmap, stride, threshold, size=(width, height))
-        scores.append(match(found, scene.truths(), len(classes), min_distance=stride / 2))
+    truths = [scene.truths() for scene in scenes]
+    sizes = [scene.image.shape[1::-1] for scene in scenes]  # (width, height)
+    return score_truths(logits, truths, sizes, classes, threshold, stride)
+
+
+def score_truths(logits, truths, sizes, classes, threshold: float, stride: int) -> DetectionSummary:
+    """``score_frames`` from each frame's truths (objects, 5) and (width, height) of its image in the frame (the
+    rest is padding, where nothing is looked for)."""
+    scores = [
+        match(decode(heatmap, stride, threshold, size=tuple(size)), boxes, len(classes), min_distance=stride / 2)
+        for heatmap, boxes, size in zip(logits, truths, sizes, strict=True)
+    ]
     return summarise(scores, list(classes))
+
+
+# --- a detector's labelled samples (a bundle's samples.npz): whole frames and their objects ------------------
+
+
+def frame_samples(scenes, side: int) -> dict[str, np.ndarray]:
+    """``scenes`` as arrays to save: ``images`` (N, side, side, 3) uint8 frames as the model takes them (padded at
+    the bottom and right); ``boxes`` (objects, 6) float32: frame index, class, x_center, y_center, width, height
+    in the frame's pixels; ``sizes`` (N, 2): the width and height of the image within each frame."""
+    boxes = [np.column_stack([np.full(len(s.labels), i, np.float32), s.truths()]) for i, s in enumerate(scenes)]
+    return {
+        "images": np.stack([pad_square(scene.image, side) for scene in scenes]),
+        "boxes": np.concatenate(boxes).astype(np.float32).reshape(-1, 6),
+        "sizes": np.array([scene.image.shape[1::-1] for scene in scenes], dtype=np.int64),
+    }
+
+
+def score_samples(logits: np.ndarray, samples, classes, rule: dict) -> DetectionSummary:
+    """How well ``logits`` (N, classes + 1, h, w) find the objects of ``frame_samples``' arrays, decoded by a
+    card's ``rule`` (stride, threshold)."""
+    boxes = samples["boxes"]
+    truths = [boxes[boxes[:, 0] == i, 1:] for i in range(len(logits))]
+    return score_truths(list(logits), truths, samples["sizes"], classes, rule["threshold"], rule["stride"])
 
 
 def rates(tp: int, fp: int, fn: int) -> dict[str, float]:

@@ -141,6 +141,10 @@ PIPELINE_TABLES: dict[str, tuple[Option, ...]] = {
     "quantize": prefixed(options_of(QuantizeSettings(), exclude=("compare_latency",)), "quantize."),
     "bundle": prefixed(options_of(BundleSettings()), "bundle."),
     "bench": prefixed(options_of(BenchSettings(), rename=BENCH_NAMES), "bench."),
+    # A yolo: dataset's detectors; the dataset, split, seed and threads are [distill]'s (the pipeline's options).
+    "detect": prefixed(
+        options_of(DetectSettings(), rename=DETECT["rename"], exclude=("dataset", "split", "run.")), "detect."
+    ),
 }
 
 
