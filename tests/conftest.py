@@ -101,6 +101,27 @@ def fp32_model(tmp_path, exported_student):
     return shutil.copy(exported_student, folder / exported_student.name)
 
 
+OLDEST_ONNXRUNTIME = "1.16.3"  # the oldest release kd-edge supports on a board
+
+
+@pytest.fixture(scope="module")
+def arm_cache():
+    """The aarch64 userland in the user's cache, as `kd-edge verify-arm` keeps it (XDG_CACHE_HOME moves it): built
+    once per machine, about a minute; skips where the registries cannot be reached."""
+    import onnxruntime as ort
+
+    from kd_edge.deploy import arm_userland as module
+    from kd_edge.errors import ArmSetupError
+
+    cache = module.cache_root(None).parent
+    try:
+        for release in (OLDEST_ONNXRUNTIME, ort.__version__):
+            module.prepare_userland(module.cache_root(str(cache)), release, progress=lambda message: None)
+    except ArmSetupError as exc:
+        pytest.skip(f"no aarch64 userland here: {exc}")
+    return cache
+
+
 def pytest_collection_modifyitems(items):
     """Slow tests first: under two workers the long ones then overlap, instead of the run ending on one worker
     (single-threaded, see above) while the other waits."""

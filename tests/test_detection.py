@@ -200,6 +200,65 @@ def test_the_metric_on_hand_made_cases():
     assert match([Detection(0, 21, 25, 0.9)], thin, 1, min_distance=4).true_positives[0] == 0
 
 
+def test_bundled_frames_keep_each_frames_objects_and_score_as_the_scenes_do():
+    """samples.npz's arrays (frames, boxes with their frame index, image sizes) give the same F1 as the scenes."""
+    from kd_edge.runtime.detections import frame_samples, score_frames, score_samples
+
+    scenes = [
+        Scene("a-1.png", "a", np.zeros((40, 48, 3), np.uint8), np.array([[0.25, 0.3, 0.1, 0.1]], np.float32),
+              np.array([0])),
+        Scene("b-1.png", "b", np.zeros((48, 32, 3), np.uint8),
+              np.array([[0.5, 0.5, 0.2, 0.2], [0.25, 0.75, 0.2, 0.2]], np.float32), np.array([1, 0])),
+    ]  # fmt: skip
+    samples = frame_samples(scenes, 48)
+    assert samples["images"].shape == (2, 48, 48, 3) and samples["sizes"].tolist() == [[48, 40], [32, 48]]
+    assert samples["boxes"][:, :2].tolist() == [[0, 0], [1, 1], [1, 0]]
+    assert samples["boxes"][0, 2:4].tolist() == [12, 12]  # 0.25 of 48 px wide, 0.3 of 40 px high
+    # Frame 0: its car found (cell (1, 1): centre 12, 12); frame 1: its bus found, its car missed, and one object
+    # in the padding beyond its 32 px width, which is not looked for.
+    logits = np.stack([logits_with_peaks({(1, 1): (0, 0.9)}, (3, 6, 6)),
+                       logits_with_peaks({(2, 2): (1, 0.9), (2, 5): (0, 0.9)}, (3, 6, 6))])  # fmt: skip
+    rule = {"stride": 8, "threshold": 0.5}
+    summary = score_samples(logits, samples, CLASSES, rule)
+    assert summary.to_dict() == score_frames(list(logits), scenes, CLASSES, 0.5, 8).to_dict()
+    assert summary.overall["true_positives"] == 2 and summary.overall["false_negatives"] == 1
+    assert summary.overall["false_positives"] == 0
+
+
+def test_verify_arm_compares_a_detectors_cells_and_decoded_objects():
+    from kd_edge.deploy.verify_arm import compare_detections
+    from kd_edge.runtime.card import ModelCard
+
+    card = ModelCard(classes=tuple(CLASSES), input_shape=(3, 48, 64), mean=(0.5,) * 3, std=(0.2,) * 3,
+                     task="detect", detection={"stride": 8, "threshold": 0.5})  # fmt: skip
+    samples = {"sizes": np.array([[64, 48], [64, 48]]), "boxes": np.array([[0, 0, 20, 12, 8, 8]], np.float32)}
+    host = np.stack([logits_with_peaks({(1, 2): (0, 0.9)}), logits_with_peaks({(4, 6): (1, 0.8)})])
+    alike = compare_detections("cortex-a72", "1.16.3", "fp32", "aarch64", host, host + 5e-5, samples, card)
+    assert alike.passed and alike.object_agreement == 1.0 and alike.top1_agreement == 1.0
+    assert alike.host_accuracy == alike.arm_accuracy == pytest.approx(2 / 3)  # 1 found, 1 false: F1 2/3
+    moved = host.copy()
+    moved[1] = logits_with_peaks({(4, 5): (1, 0.8)})  # the bus one cell to the left on aarch64
+    for form in ("fp32", "int8"):
+        check = compare_detections("cortex-a72", "1.16.3", form, "aarch64", host, moved, samples, card)
+        assert not check.passed and check.object_agreement == pytest.approx(1 / 3)  # 1 alike of 3 found
+        assert check.disagreements == [
+            {"sample": 1, "what": "frame 1: 1 object(s) found only on the host, 1 only on aarch64"}
+        ]
+    assert not compare_detections("cortex-a72", "1.16.3", "fp32", "x86_64", host, host, samples, card).passed
+
+
+def test_the_pipeline_refuses_classifier_options_for_detection_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from kd_edge.cli import app
+
+    data = squares_dataset(tmp_path / "squares", frames=1)
+    args = ["pipeline", "--dataset", f"yolo:{data}", "--student-model", "resnet18", "--epochs", "3"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "--student-model, --epochs: for classifiers only" in result.output
+    assert "[detect] table" in result.output and not (tmp_path / "run").exists()
+
+
 def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
     targets = torch.zeros(1, 4, 4, dtype=torch.int64)
     targets[0, 1, 1] = 1
@@ -246,7 +305,7 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
 @pytest.mark.slow
 def test_detect_export_predict_from_the_command_line(tmp_path):
     """A user's path: `kd-edge detect` on YOLO frames, `export --onnx`, then `predict` finds the squares where they
-    are in the original image's pixels; what does not handle detectors yet says so."""
+    are in the original image's pixels; `quantize` and `bundle` take the run; what does not apply says so."""
     import json
 
     import onnxruntime as ort
@@ -289,8 +348,10 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     budget = int8.card.quantization["f1_budget"]
     assert budget["split"] == "val" and budget["drop"] <= 0.02 and int8.card.detection["test_f1"] > 0.7
     assert int8.card.calibration["split"] == "train"
-    result = runner.invoke(app, ["bundle", str(onnx_file), "--out", str(tmp_path / "bundle")])
-    assert result.exit_code != 0 and "this model is a detector" in result.output
+    result = runner.invoke(app, ["bundle", str(run), "--out", str(tmp_path / "bundle")])  # export, INT8, bundle
+    assert result.exit_code == 0, result.output
+    bundled = OnnxModel(tmp_path / "bundle")  # its checksums hold
+    assert bundled.card.task == "detect" and bundled.card.detection["threshold"] == student.card.detection["threshold"]
     result = runner.invoke(app, ["detect", *common, "--student-model", "fomo-huge", "--out", str(tmp_path / "y")])
     assert result.exit_code != 0 and "unknown detector 'fomo-huge'" in result.output
     assert not (tmp_path / "y").exists()  # refused before the run folder or the teacher

@@ -12,8 +12,7 @@ from kd_edge.deploy.bundle import write_bundle
 from kd_edge.deploy.verify_arm import compare
 from kd_edge.errors import ArmSetupError, ConfigError
 from kd_edge.settings import ArmSettings, BundleSettings, QuantizeSettings
-
-OLDEST = "1.16.3"
+from tests.conftest import OLDEST_ONNXRUNTIME as OLDEST
 
 # Slow (QEMU, aarch64 ONNX Runtime); one xdist worker builds the aarch64 userland once for the module.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("arm")]
@@ -29,21 +28,6 @@ def two_form_bundle(tmp_path_factory, exported_student):
     int8 = quantize(exported_student, settings, out=folder / "s.int8.onnx")
     bundle = BundleSettings(samples=18, form="int8")
     return write_bundle(folder / "bundle", bundle, fp32=exported_student, int8=int8.path).folder
-
-
-@pytest.fixture(scope="module")
-def arm_cache():
-    """The aarch64 userland in the user's cache, as `kd-edge verify-arm` keeps it (XDG_CACHE_HOME moves it): built
-    once per machine, about a minute; skips where the registries cannot be reached."""
-    import onnxruntime as ort
-
-    cache = module.cache_root(None).parent
-    try:
-        for release in (OLDEST, ort.__version__):
-            module.prepare_userland(module.cache_root(str(cache)), release, progress=lambda message: None)
-    except ArmSetupError as exc:
-        pytest.skip(f"no aarch64 userland here: {exc}")
-    return cache
 
 
 def test_bundle_agrees_on_neon_only_and_dot_product_cpus_and_the_oldest_runtime(tmp_path, two_form_bundle, arm_cache):
