@@ -123,8 +123,13 @@ def draw_frames(document: Document, scenes, logits, model, figures: Path) -> Non
         return
     rule = model.card.detection
     picks = sorted({round(i * (len(scenes) - 1) / max(DRAWN_FRAMES - 1, 1)) for i in range(DRAWN_FRAMES)})
-    figure, axes = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 4.2), squeeze=False)
-    for axis, index in zip(axes[0], picks, strict=True):
+    columns = 2 if len(picks) > 1 else 1  # two frames a row: drone frames are often wide
+    rows = -(-len(picks) // columns)
+    aspect = max(scene.image.shape[0] / scene.image.shape[1] for scene in scenes)  # height over width
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, (6 * aspect + 0.4) * rows), squeeze=False)
+    for axis in axes.flat[len(picks) :]:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, picks, strict=False):
         scene = scenes[index]
         axis.imshow(scene.image)
         for _, x, y, w, h in scene.truths():
