@@ -33,6 +33,7 @@ def test_static_int8_within_budget(fp32_model):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert result.int8_bytes < result.fp32_bytes == fp32_model.stat().st_size
     assert result.latency is None  # compare_latency=False starts no timing process
+    assert model.card.calibration["method"] == "minmax"  # --method auto's choice for a classifier
     # The frame's cast, layout and normalisation stay FP32: the first QuantizeLinear is the first Conv's input.
     graph = onnx.load(str(result.path)).graph
     producers = {output: node for node in graph.node for output in node.output}

@@ -101,7 +101,7 @@ def quantize(
         return quantize_detector(source, fp32, config, out, data_dir)
     step(f"quantize: loading the data of {source.name}")
     dataset = calibration_dataset(fp32, calibration, data_dir)
-    calib_images, calib_info, val = calibration_sample(dataset, config.calibration_size, config.method)
+    calib_images, calib_info, val = calibration_sample(dataset, config.calibration_size, config.method_for("classify"))
     test = dataset.test
     fp32_val = fp32.accuracy(val.images, val.labels)
 
@@ -114,7 +114,7 @@ def quantize(
         def build(excluded: list[str]) -> OnnxModel:
             kept = f", {', '.join(excluded)} in FP32" if excluded else ""
             stop_if_requested(f"quantizing {out.name}{kept}")  # the scratch folder goes; out is written last
-            progress(f"quantize: calibrating on {len(calib_images)} validation images ({config.method}){kept}")
+            progress(f"quantize: calibrating on {len(calib_images)} validation images ({calib_info['method']}){kept}")
             quantize_file(prepared, candidate, config, fp32, calib_images, excluded)
             return OnnxModel(candidate)
 
@@ -303,7 +303,7 @@ def quantize_file(
                 reduce_range=config.reduce_range,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=methods[config.method],
+                calibrate_method=methods[config.method_for(fp32.card.task)],
                 nodes_to_exclude=[*excluded, *frame_nodes(graph)],
             )
     make_file_portable(target)  # what is timed and scored here is what an older runtime loads
@@ -414,7 +414,7 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
         prepared = preprocess_model(source, Path(scratch) / "prepared.onnx")
         candidate = Path(scratch) / out.name
-        step(f"quantize: calibrating on {len(calibration)} training frames ({config.method})")
+        step(f"quantize: calibrating on {len(calibration)} training frames ({config.method_for('detect')})")
         quantize_file(prepared, candidate, config, fp32, calibration, excluded)
         int8 = OnnxModel(candidate)
         int8_val = frames_f1(int8, splits["val"])
@@ -428,10 +428,15 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
         int8_test = frames_f1(int8, splits["test"])
         quantization = {
             "mode": "static", "format": config.format, "per_channel": config.per_channel, "activation_type": "int8",
-            "weight_type": "int8", "excluded_nodes": excluded,
+            "weight_type": "int8", "excluded_nodes": excluded, "settings": made_with(config),
             "f1_budget": {"split": "val", "max_drop": config.max_f1_drop, "drop": fp32_val - int8_val},
         }  # fmt: skip
-        info = {"dataset": card.data.dataset, "split": "train", "size": len(calibration), "method": config.method}
+        info = {
+            "dataset": card.data.dataset,
+            "split": "train",
+            "size": len(calibration),
+            "method": config.method_for("detect"),
+        }
         detection = {**card.detection, "test_f1": int8_test, "fp32_test_f1": fp32_test}
         write_card(candidate, replace(card, quantization=quantization, calibration=info, detection=detection))
         candidate.replace(out)
