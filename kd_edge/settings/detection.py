@@ -63,6 +63,11 @@ class DetectSettings:
         "--object-weight, as in the labels' loss), or equal (every cell alike; worse on aerial-cars).",
         choices=("equal", "objects"),
     )
+    feature_weight: float = knob(
+        0.0,
+        "Weight of a feature term for the student: its stride-8 features through a 1x1 projector (trained with it, "
+        "not exported) against the teacher's, mean squared error; 0 leaves it out.",
+    )
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(batch_size=32))
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -83,6 +88,7 @@ class DetectSettings:
         require(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
         require(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
         require(self.object_weight > 0, f"--object-weight must be positive, got {self.object_weight}")
+        require(self.feature_weight >= 0, f"--feature-weight cannot be negative, got {self.feature_weight}")
         check_split(self.split)
         require(self.run.device == "cpu", "`kd-edge detect` trains on the CPU for now; drop --device")
 

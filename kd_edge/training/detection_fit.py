@@ -5,7 +5,8 @@ that score best on validation (F1 over whole validation images).
                                        mean=mean, std=std), teacher)
 
 The loss is ``alpha * centre_loss + (1 - alpha) * heatmap_distillation_loss`` (the classifiers'
-distillation, per cell); without a teacher, ``alpha`` is 1. Evaluation runs on whole images, as the
+distillation, per cell), plus ``feature_weight * feature_distillation_loss`` through a 1x1 projector when
+that weight is above 0; without a teacher, ``alpha`` is 1. Evaluation runs on whole images, as the
 board will: the network is fully convolutional.
 """
 
@@ -26,7 +27,13 @@ from kd_edge.runtime.detections import score_frames
 from kd_edge.settings.detection import STRIDE, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.detection_tiles import draw_tiles
-from kd_edge.training.detectors import centre_loss, heatmap_distillation_loss, object_cells
+from kd_edge.training.detectors import (
+    centre_loss,
+    feature_distillation_loss,
+    feature_projector,
+    heatmap_distillation_loss,
+    object_cells,
+)
 from kd_edge.training.fit import PaceEstimate
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
 from kd_edge.training.progress import SilentProgress
@@ -66,7 +73,8 @@ class DetectorResult:
 def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> DetectorResult:
     """Train ``plan.model`` for ``plan.steps`` steps and leave it holding its best-on-validation weights."""
     model, normalize, knobs = plan.model, Normalizer(plan.mean, plan.std, "cpu"), plan.settings
-    optimizer = make_optimizer(model, knobs.optim)
+    projector = feature_projector(model, teacher) if teacher is not None and knobs.feature_weight > 0 else None
+    optimizer = make_optimizer(model if projector is None else nn.ModuleList([model, projector]), knobs.optim)
     scheduler = make_scheduler(optimizer, knobs.optim, plan.steps)
     generator = torch.Generator().manual_seed(knobs.run.seed)
     if teacher is not None:
@@ -81,14 +89,16 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         batch = knobs.optim.batch_size
         images, targets = draw_tiles(plan.train, batch, knobs.tile, STRIDE, generator, knobs.augment)
         inputs = normalize(images)
-        logits = model(inputs)
+        features, logits = model.features_and_logits(inputs)
         loss = centre_loss(logits, targets, knobs.object_weight)
         if teacher is not None:
             with torch.no_grad():
-                soft = teacher(inputs)
+                teacher_features, soft = teacher.features_and_logits(inputs)
             alpha = knobs.alpha
             cells = object_cells(targets, soft, knobs.object_weight) if knobs.kd_cells == "objects" else None
             loss = alpha * loss + (1 - alpha) * heatmap_distillation_loss(logits, soft, knobs.temperature, cells)
+            if projector is not None:
+                loss = loss + knobs.feature_weight * feature_distillation_loss(projector(features), teacher_features)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -41,6 +41,15 @@ class CentroidNet(nn.Module):
     def forward(self, x):
         return self.head(self.features(x))
 
+    def features_and_logits(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-8 features the head reads, and the logits: what feature distillation compares."""
+        features = self.features(x)
+        return features, self.head(features)
+
+    @property
+    def feature_channels(self) -> int:
+        return self.head.in_channels
+
 
 # name: (arguments, what it is)
 DETECTORS = {
@@ -81,3 +90,14 @@ def object_cells(targets: torch.Tensor, teacher: torch.Tensor, object_weight: fl
     or the teacher says object, 1 elsewhere (the centre loss's weighting, so that the background's many cells
     do not drown what the teacher knows about objects)."""
     return torch.where((targets > 0) | (teacher.argmax(1) > 0), object_weight, 1.0)
+
+
+def feature_projector(student: CentroidNet, teacher: CentroidNet) -> nn.Conv2d:
+    """The 1x1 convolution that maps the student's stride-8 features onto the teacher's channels (FitNets' hint
+    regressor): trained with the student, used by the loss only, never exported."""
+    return nn.Conv2d(student.feature_channels, teacher.feature_channels, 1)
+
+
+def feature_distillation_loss(projected: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the student's projected features and the teacher's, over every cell and channel."""
+    return F.mse_loss(projected, teacher_features)
