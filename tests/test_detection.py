@@ -302,6 +302,41 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     assert result.best_val_f1 > 0.8 and summary.overall["f1"] > 0.8, (result, summary)
 
 
+def test_the_feature_term_changes_what_the_student_learns_and_nothing_it_exports(tmp_path):
+    """--feature-weight: the student's features, through a 1x1 projector, learn the teacher's; the projector is the
+    fit's own (the student's weights keep their names and shapes: nothing more is exported)."""
+    from kd_edge.errors import ConfigError
+    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.settings.training import OptimSettings
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector
+    from kd_edge.training.detectors import feature_distillation_loss, feature_projector
+
+    torch.manual_seed(0)
+    teacher, student = create_detector("fomo-base", 2), create_detector("fomo-small", 2)
+    projector = feature_projector(student, teacher)
+    features, _ = student.features_and_logits(torch.zeros(1, 3, 32, 32))
+    assert projector(features).shape == (1, teacher.feature_channels, 4, 4) == (1, 64, 4, 4)
+    same = torch.randn(1, 64, 4, 4)
+    assert feature_distillation_loss(same, same.clone()).item() == 0.0 and feature_distillation_loss(same, 0 * same) > 0
+    with pytest.raises(ConfigError, match="--feature-weight cannot be negative"):
+        DetectSettings(dataset="yolo:x", feature_weight=-1.0)
+
+    scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=3), 96)
+    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0)
+    trained = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(1)
+        model = create_detector("fomo-small", 2)
+        settings = DetectSettings(dataset="yolo:squares", frame_size=96, tile=48, feature_weight=weight,
+                                  optim=OptimSettings(batch_size=8))  # fmt: skip
+        plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=tuple(CLASSES), steps=5,
+                            settings=settings, mean=(0.5,) * 3, std=(0.25,) * 3, evaluate_every=5)  # fmt: skip
+        fit_detector(plan, teacher)
+        trained[weight] = model.state_dict()
+    assert trained[0.0].keys() == trained[1.0].keys() == student.state_dict().keys()
+    assert not torch.equal(trained[0.0]["features.0.weight"], trained[1.0]["features.0.weight"])
+
+
 @pytest.mark.slow
 def test_detect_export_predict_from_the_command_line(tmp_path):
     """A user's path: `kd-edge detect` on YOLO frames, `export --onnx`, then `predict` finds the squares where they
