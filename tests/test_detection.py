@@ -337,6 +337,43 @@ def test_the_feature_term_changes_what_the_student_learns_and_nothing_it_exports
     assert not torch.equal(trained[0.0]["features.0.weight"], trained[1.0]["features.0.weight"])
 
 
+def test_a_detect_run_stopped_in_the_student_resumes_with_its_finished_teacher(tmp_path, monkeypatch):
+    """SIGTERM while the student trains: the teacher and its metrics are kept; a rerun without --resume says how to
+    continue, and --resume trains only the student."""
+    import signal
+
+    from kd_edge import interrupt
+    from kd_edge.errors import Interrupted, OutputError
+    from kd_edge.settings.detection import DetectorNetwork, DetectSettings
+    from kd_edge.settings.training import OptimSettings
+    from kd_edge.training import detect_run, detection_fit
+
+    data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c"), frames=2)
+    settings = DetectSettings(dataset=f"yolo:{data}", frame_size=48, tile=24, optim=OptimSettings(batch_size=4),
+                              teacher=DetectorNetwork(model="fomo-base", steps=3),
+                              student=DetectorNetwork(model="fomo-small", steps=3))  # fmt: skip
+    original = detection_fit.fit_detector
+
+    def stop_in_the_student(plan, teacher=None):
+        if plan.stage == "student":
+            monkeypatch.setattr(interrupt, "_requested", signal.SIGTERM)
+        return original(plan, teacher)
+
+    monkeypatch.setattr(detect_run, "fit_detector", stop_in_the_student)
+    with pytest.raises(Interrupted):
+        detect_run.train_detectors(settings, tmp_path / "run")
+    monkeypatch.setattr(interrupt, "_requested", None)
+    assert (tmp_path / "run" / "teacher.pt").is_file() and not (tmp_path / "run" / "student.pt").exists()
+    with pytest.raises(OutputError, match="--resume continues this run"):
+        detect_run.train_detectors(settings, tmp_path / "run")
+    stages = []
+    monkeypatch.setattr(detect_run, "fit_detector", lambda plan, teacher=None: stages.append(plan.stage) or
+                        original(plan, teacher))  # fmt: skip
+    metrics = detect_run.train_detectors(settings, tmp_path / "run", resume=True)
+    assert stages == ["student"] and metrics["student"]["distilled"] and metrics["resumed"] == 1
+    assert "teacher" in metrics and (tmp_path / "run" / "student.pt").is_file()
+
+
 @pytest.mark.slow
 def test_detect_export_predict_from_the_command_line(tmp_path):
     """A user's path: `kd-edge detect` on YOLO frames, `export --onnx`, then `predict` finds the squares where they

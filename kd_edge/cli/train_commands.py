@@ -136,6 +136,7 @@ def detect(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split.json and metrics.json.")]
     = Path("runs/detect"),
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ):  # fmt: skip
     """Train a centroid detector on YOLO-labelled frames: a teacher, then a student distilled from its heatmaps.
 
@@ -148,7 +149,7 @@ def detect(
     from kd_edge.training.detect_run import train_detectors
 
     with training_process("cpu"):
-        metrics = train_detectors(settings, out, force=force)
+        metrics = train_detectors(settings, out, force=force, resume=resume)
     student = metrics["student"]["test"]["overall"]
     console().print(
         f"student {metrics['student']['model']}: test F1 {student['f1']:.3f} (precision {student['precision']:.3f}, "

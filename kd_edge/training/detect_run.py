@@ -26,7 +26,7 @@ from kd_edge.runtime.card import ModelCard
 from kd_edge.runtime.detections import score_frames
 from kd_edge.settings.detection import STRIDE, DetectorNetwork, DetectSettings
 from kd_edge.training.batches import Normalizer
-from kd_edge.training.checkpoint import save_checkpoint
+from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
 from kd_edge.training.detectors import create_detector
 from kd_edge.training.device import seeded, torch_threads
@@ -36,8 +36,9 @@ from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
 SPLIT_FILE = "split.json"
 
 
-def train_detectors(settings: DetectSettings, out, *, force: bool = False) -> dict:
-    """Train the teacher on the labels, then the student from its heatmaps (alone at ``alpha`` 1)."""
+def train_detectors(settings: DetectSettings, out, *, force: bool = False, resume: bool = False) -> dict:
+    """Train the teacher on the labels, then the student from its heatmaps (alone at ``alpha`` 1). With ``resume``,
+    a network an earlier run of the same settings in ``out`` finished is loaded, not trained again."""
     with torch_threads(settings.run.threads):
         started = time.perf_counter()
         root = Path(settings.root)
@@ -45,7 +46,11 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False) -> di
         for network in (settings.teacher, settings.student):  # an unknown name fails now, not after the teacher
             create_detector(network.model, len(classes))
         splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed)
-        run = RunFolder(out, {"stage": "detect", **asdict(settings)}, [TEACHER_FILE, STUDENT_FILE], force=force)
+        config = {"stage": "detect", **asdict(settings)}
+        run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
+        if run.finished("student"):
+            step(f"detect: {run.dir} finished already (student.pt and its metrics): nothing to resume")
+            return run.metrics
         record_split(run, splits, time.perf_counter() - started)
         pixels = np.concatenate([scene.image.reshape(-1, 3) for scene in splits["train"]])
         mean, std = channel_stats(pixels.T[None, :, :, None])  # as (1, 3, pixels, 1)
@@ -55,7 +60,10 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False) -> di
             task="detect", detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed},
         )  # fmt: skip
         teacher = None
-        if settings.alpha < 1.0:
+        if settings.alpha < 1.0 and run.finished("teacher"):
+            step(f"teacher: kept from the interrupted run ({run.dir / TEACHER_FILE})")
+            teacher = load_checkpoint(run.dir / TEACHER_FILE).build_model()
+        elif settings.alpha < 1.0:
             teacher = train_one(run, "teacher", settings.teacher, settings, splits, card, None)
         train_one(run, "student", settings.student, settings, splits, card, teacher)
         return run.metrics

@@ -58,6 +58,8 @@ class RunFolder:
                 reuse = (
                     f" It holds a teacher: to distil from it, pass --teacher {teacher} and another --out, or --resume "
                     "to continue this run."
+                    if config.get("stage") != "detect"  # a detector's student is trained only by its own run
+                    else " It holds a finished teacher: --resume continues this run from it."
                 )
             raise OutputError(
                 f"{str(self.dir)!r} already holds {', '.join(existing)} from an earlier run; choose another --out, "
