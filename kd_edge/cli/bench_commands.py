@@ -60,7 +60,6 @@ def bench(
         data_dir=None if data_dir is None else str(data_dir),
         frames=None if frames is None else str(frames),
     )
-    from kd_edge.runtime.session import read_card
 
     report = run_benchmark(job)
     out = console()
@@ -68,7 +67,7 @@ def bench(
         out.print(f"[bold yellow]warning:[/] {warning}")
     print_bench_table(report)
     files = not any(r.model.endswith(".tar.gz") or Path(r.model).is_dir() for r in report.results)
-    if files and read_card(report.results[0].model).task == "classify":  # bundles take classifiers (so far)
+    if files:
         next_step(f"kd-edge bundle {report.results[0].model} --out runs/bundle (a deployable folder for the board)")
     if json_path:
         atomic_write_json(json_path, report.to_dict())
