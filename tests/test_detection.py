@@ -133,7 +133,7 @@ def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
     generator = torch.Generator().manual_seed(0)
     checked = 0
     for _ in range(30):
-        images, targets = draw_tiles([scene], 8, 64, STRIDE, generator, "aerial")
+        images, targets = draw_tiles([scene], 8, 64, STRIDE, generator, "aerial", scales=(0.5, 2.0))
         for tile, target in zip(images, targets, strict=True):
             brightness = tile.float().mean(0)
             if brightness.max() < 100:  # the mark is outside this crop, and no label may say otherwise

@@ -50,6 +50,12 @@ class DetectSettings:
         "tiles and their labels alike; none.",
         choices=DETECTION_AUGMENTATIONS,
     )
+    scales: tuple[float, ...] = knob(
+        (0.75, 1.33),
+        "Under --augment aerial, a training crop's side is the tile's times a factor drawn uniformly from this "
+        "range, min,max (then resized to the tile): objects seen smaller (above 1) and larger (below 1).",
+        parse=number_list("--scales"),
+    )
     teacher: DetectorNetwork = DetectorNetwork(model="fomo-base", steps=1500)
     student: DetectorNetwork = DetectorNetwork(model="fomo-small", steps=1500)
     alpha: float = knob(0.5, "Weight of the labels' loss for the student; 1 trains it alone (no teacher).")
@@ -90,6 +96,10 @@ class DetectSettings:
         require(self.object_weight > 0, f"--object-weight must be positive, got {self.object_weight}")
         require(self.feature_weight >= 0, f"--feature-weight cannot be negative, got {self.feature_weight}")
         check_split(self.split)
+        require(
+            len(self.scales) == 2 and 0 < self.scales[0] <= self.scales[1],
+            f"--scales takes min,max with 0 < min <= max, got {','.join(map(str, self.scales))}",
+        )
         require(self.run.device == "cpu", "`kd-edge detect` trains on the CPU for now; drop --device")
 
     @property

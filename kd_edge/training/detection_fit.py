@@ -87,7 +87,7 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         stop_if_requested(f"detector training step {step} of {plan.steps}")  # Ctrl-C or SIGTERM: stop cleanly
         model.train()
         batch = knobs.optim.batch_size
-        images, targets = draw_tiles(plan.train, batch, knobs.tile, STRIDE, generator, knobs.augment)
+        images, targets = draw_tiles(plan.train, batch, knobs.tile, STRIDE, generator, knobs.augment, knobs.scales)
         inputs = normalize(images)
         features, logits = model.features_and_logits(inputs)
         loss = centre_loss(logits, targets, knobs.object_weight)

@@ -1,6 +1,7 @@
 """Training tiles for a centroid detector: random crops of the scenes, their per-cell class maps, augmented alike.
 
-    images, targets = draw_tiles(scenes, count=32, tile=128, stride=8, generator=g, augment="aerial")
+    images, targets = draw_tiles(scenes, count=32, tile=128, stride=8, generator=g, augment="aerial",
+                                 scales=(0.75, 1.33))
 
 A detector of stride ``s`` answers, for each ``s x s`` cell of its input, "which class has an object centred
 here, or none" (``centre_map``: 0 is background, class ``c`` is ``c + 1``). The images are large and
@@ -20,8 +21,6 @@ import torch.nn.functional as F
 
 from kd_edge.data.yolo import Scene
 from kd_edge.training.augment import dihedral, jitter
-
-SCALE_RANGE = (0.75, 1.33)  # under aerial augmentation, the crop's side is the tile's times this (then resized)
 
 
 def centre_map(centres: np.ndarray, labels: np.ndarray, side: int, stride: int) -> torch.Tensor:
@@ -50,10 +49,17 @@ def crop(scene: Scene, x0: int, y0: int, side: int, tile: int) -> tuple[torch.Te
 
 
 def draw_tiles(
-    scenes: list[Scene], count: int, tile: int, stride: int, generator: torch.Generator, augment: str
+    scenes: list[Scene],
+    count: int,
+    tile: int,
+    stride: int,
+    generator: torch.Generator,
+    augment: str,
+    scales: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` tiles from randomly chosen scenes: (count, 3, tile, tile) uint8 images and their
-    (count, tile // stride, tile // stride) class maps. ``augment`` is ``none`` or ``aerial``."""
+    (count, tile // stride, tile // stride) class maps. ``augment`` is ``none`` or ``aerial``; under ``aerial``
+    a crop's side is the tile's times a factor drawn uniformly from ``scales`` (then resized to the tile)."""
     if tile % stride:
         raise ValueError(f"the tile ({tile} px) must be a multiple of the stride ({stride})")
     images, targets = [], []
@@ -61,7 +67,7 @@ def draw_tiles(
         scene = scenes[int(torch.randint(len(scenes), (1,), generator=generator))]
         side = tile
         if augment == "aerial":
-            scale = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * float(torch.rand(1, generator=generator))
+            scale = scales[0] + (scales[1] - scales[0]) * float(torch.rand(1, generator=generator))
             side = max(round(tile * scale), stride)
         height, width = scene.image.shape[:2]
         x0 = int(torch.randint(max(width - side, 0) + 1, (1,), generator=generator))
