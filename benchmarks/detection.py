@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
 
-def run_seed(seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: str, feature_weight: float) -> dict:
+def run_seed(
+    seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: str, feature_weight: float, scales: tuple
+) -> dict:
     import numpy as np
     import torch
 
@@ -40,7 +42,11 @@ def run_seed(seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: st
     from kd_edge.training.models import count_macs, count_parameters
 
     settings = DetectSettings(
-        dataset=f"yolo:{data}", run=RunSettings(seed=seed), kd_cells=kd_cells, feature_weight=feature_weight
+        dataset=f"yolo:{data}",
+        run=RunSettings(seed=seed),
+        kd_cells=kd_cells,
+        feature_weight=feature_weight,
+        scales=scales,
     )  # kd-edge detect's defaults otherwise
     classes, side = read_classes(data), settings.frame_size
     splits = detection_splits(data, settings.frame_size, settings.split, seed)
@@ -78,6 +84,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
+    parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
@@ -90,10 +97,13 @@ def main() -> None:
     for seed in args.seeds:
         variant = "" if args.kd_cells == "equal" else f"-kd-{args.kd_cells}"  # files of the first round: equal
         variant += f"-features-{args.feature_weight:g}" if args.feature_weight else ""
+        variant += "" if args.scales == [0.75, 1.33] else f"-scales-{args.scales[0]:g}-{args.scales[1]:g}"
         path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}{variant}.json"
         if not path.is_file():  # a finished seed is kept
             started = time.perf_counter()
-            result = run_seed(seed, args.data, args.steps, args.teacher_steps, args.kd_cells, args.feature_weight)
+            result = run_seed(
+                seed, args.data, args.steps, args.teacher_steps, args.kd_cells, args.feature_weight, tuple(args.scales)
+            )
             path.write_text(json.dumps({**result, "wall_seconds": time.perf_counter() - started}, indent=1))
         runs[seed] = json.loads(path.read_text())
     header = "| model | car F1 (test) per seed | mean +- std | overall F1 | counting error / image | parameters | "
