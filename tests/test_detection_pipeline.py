@@ -92,6 +92,11 @@ def test_the_bundle_scores_its_frames_on_the_boards_own_code_and_predicts_from_i
     (frame,) = json.loads(result.output)
     for name, x, y in (("car", 30, 20), ("bus", 70, 44)):  # a cell is 8 px here: its centre within 5.7 px
         assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 5.7
+    # The board's own command line (no typer there): the same objects, and the image drawn.
+    board = [sys.executable, "-m", "kd_edge.runtime.board_cli", "predict", str(detection_run / "bundle"),
+             str(tmp_path / "images" / "frame-0001.png"), "--json", "--draw", str(tmp_path / "drawn.png")]  # fmt: skip
+    on_board = subprocess.run(board, capture_output=True, text=True, check=True)
+    assert json.loads(on_board.stdout) == [frame] and (tmp_path / "drawn.png").stat().st_size > 0
 
 
 def test_the_detector_bundle_agrees_on_aarch64(detection_run, tmp_path, arm_cache):

@@ -132,21 +132,16 @@ def predict(
 def predict_objects(model, inputs: list[Path], threshold: float | None, json_output: bool, draw: Path | None):
     import json
 
-    from kd_edge.runtime.detections import detect_files, draw_objects
+    from kd_edge.runtime.detections import detect_files, draw_frames, frame_lines
 
     frames = detect_files(model, inputs, threshold)
     if draw is not None:
-        several = len(frames) > 1 or draw.is_dir()
-        if several:
-            draw.mkdir(parents=True, exist_ok=True)
-        for frame in frames:
-            draw_objects(frame, draw / f"{Path(frame.file).stem}.png" if several else draw)
+        draw_frames(frames, draw)
     if json_output:
         typer.echo(json.dumps([frame.to_dict() for frame in frames], indent=2))
         return
-    for frame in frames:
-        found = ", ".join(f"{frame.classes[d.label]} ({d.x:.0f}, {d.y:.0f}) {d.score:.2f}" for d in frame.objects)
-        console().print(f"{frame.file}: {len(frame.objects)} object(s){': ' + found if found else ''}")
+    for line in frame_lines(frames):
+        console().print(line)
     if draw is not None:
         console().print(f"drawn: {draw}")
 

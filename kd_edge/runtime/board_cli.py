@@ -2,6 +2,7 @@
 
     kd-edge bench bundle/ --threads 2 --rate 30      # latency, accuracy on samples.npz, the drone loop's verdict
     kd-edge predict bundle/ frame.npz                 # top classes per image (image files need Pillow)
+    kd-edge predict detector/ frame.jpg --json        # a detector's objects (class, x, y, score) in the image
     kd-edge check bundle/                             # every form's accuracy on samples.npz
     kd-edge profiles
 
@@ -73,6 +74,9 @@ def predict(args: argparse.Namespace) -> None:
 
     settings = settings_from(args, COMMANDS["predict"])
     model = OnnxModel(args.model, threads=settings.threads)
+    if model.card.task == "detect":
+        predict_objects(model, args, settings.threshold)
+        return
     rows = predict_files(model, args.inputs, top_k=min(settings.top_k, len(model.classes)))
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
@@ -80,6 +84,16 @@ def predict(args: argparse.Namespace) -> None:
     for row in rows:
         top = ", ".join(f"{name} {p:.1%}" for name, p in row.top)
         print(f"{row.input}: {top}" + (f" ({row.note})" if row.note else ""))
+
+
+def predict_objects(model, args: argparse.Namespace, threshold: float | None) -> None:
+    """A detector's objects in each image, in the image's own pixels (``--draw`` marks them on a copy)."""
+    from kd_edge.runtime.detections import detect_files, draw_frames, frame_lines
+
+    frames = detect_files(model, args.inputs, threshold)
+    if args.draw is not None:
+        draw_frames(frames, args.draw)
+    print(json.dumps([frame.to_dict() for frame in frames], indent=2) if args.json else "\n".join(frame_lines(frames)))
 
 
 def profiles(args: argparse.Namespace) -> None:
@@ -106,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("model", type=Path, help="an .onnx model, or a bundle folder or .tar.gz")
     predict_parser.add_argument("inputs", nargs="+", type=Path, help="image files, folders of them, or .npz files")
     predict_parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    predict_parser.add_argument(
+        "--draw", type=Path, help="a detector: each image with its objects marked, to this file or into this folder"
+    )
     add_options(predict_parser, COMMANDS["predict"])
     predict_parser.set_defaults(run=predict)
     check_parser = commands.add_parser("check", help="Every form's accuracy on a bundle's samples.", add_help=False)

@@ -260,3 +260,21 @@ def draw_objects(frame: FrameObjects, out: Path) -> Path:
         pen.text((d.x + radius + 1, d.y - radius), f"{frame.classes[d.label]} {d.score:.2f}", fill=(255, 255, 0))
     canvas.save(out)
     return out
+
+
+def draw_frames(frames: list[FrameObjects], draw: Path) -> None:
+    """Each frame drawn with its objects: to ``draw`` itself for one frame, into the folder ``draw`` for more."""
+    several = len(frames) > 1 or draw.is_dir()
+    if several:
+        draw.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        draw_objects(frame, draw / f"{Path(frame.file).stem}.png" if several else draw)
+
+
+def frame_lines(frames: list[FrameObjects]) -> list[str]:
+    """A line per frame: its objects, class, centre in the image's pixels and score."""
+    lines = []
+    for frame in frames:
+        found = ", ".join(f"{frame.classes[d.label]} ({d.x:.0f}, {d.y:.0f}) {d.score:.2f}" for d in frame.objects)
+        lines.append(f"{frame.file}: {len(frame.objects)} object(s){': ' + found if found else ''}")
+    return lines
