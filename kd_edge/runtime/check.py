@@ -2,7 +2,7 @@
 
 The same code runs on the host, on a board, and under QEMU for ``kd-edge verify-arm``:
 
-    python -m kd_edge.runtime.check bundle/ --out logits.npz      # on the board: prints accuracy per form
+    python -m kd_edge.runtime.check bundle/ --out logits.npz      # on the board: accuracy (a detector: F1) per form
 
 Numpy and onnxruntime only.
 """
