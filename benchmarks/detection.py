@@ -49,7 +49,7 @@ def run_seed(
         scales=scales,
     )  # kd-edge detect's defaults otherwise
     classes, side = read_classes(data), settings.frame_size
-    splits = detection_splits(data, settings.frame_size, settings.split, seed)
+    splits = detection_splits(data, settings.frame_size, settings.split, seed, settings.group_by)
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
     mean, std = channel_stats(pixels.T[None, :, :, None])
     out = {"split": {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()},

@@ -112,15 +112,21 @@ def test_the_group_is_the_name_without_its_frame_number(file, group):
 
 def test_the_split_keeps_each_group_on_one_side_and_is_seeded(tmp_path):
     scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c", "d", "e", "f", "g", "h")), 96)
-    splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=3)
+    splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=3, group_by="prefix")
     groups = {name: {s.group for s in part} for name, part in splits.items()}
     assert all(groups.values()) and sum(len(part) for part in splits.values()) == len(scenes)
     assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
-    again = split_by_group(scenes, (0.8, 0.1, 0.1), seed=3)
+    again = split_by_group(scenes, (0.8, 0.1, 0.1), seed=3, group_by="prefix")
     assert [[s.file for s in again[name]] for name in again] == [[s.file for s in splits[name]] for name in splits]
     assert len(splits["train"]) >= 5 * 6  # about 0.8 of 8 groups
-    with pytest.raises(DatasetError, match="needs at least 3"):
-        split_by_group([s for s in scenes if s.group in ("a", "b")], (0.8, 0.1, 0.1), seed=0)
+    with pytest.raises(DatasetError, match=r"needs at least 3.*--group-by file"):
+        split_by_group([s for s in scenes if s.group in ("a", "b")], (0.8, 0.1, 0.1), seed=0, group_by="prefix")
+    # --group-by file: independent photos, each its own group; near the fractions of the images, still seeded
+    two_sources = [s for s in scenes if s.group in ("a", "b")]
+    photos = split_by_group(two_sources, (0.5, 0.25, 0.25), seed=0, group_by="file")
+    assert [len(photos[name]) for name in ("train", "val", "test")] == [6, 3, 3]
+    assert {s.group for s in photos["train"]} & {s.group for s in photos["test"]}  # a source on two sides now
+    assert photos == split_by_group(two_sources, (0.5, 0.25, 0.25), seed=0, group_by="file")
 
 
 def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
@@ -289,7 +295,7 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
 
     scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=8), 96)
-    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0)
+    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0, group_by="prefix")
     torch.manual_seed(0)
     model = create_detector("fomo-small", classes=2)
     assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64 // STRIDE, 96 // STRIDE)
@@ -322,7 +328,7 @@ def test_the_feature_term_changes_what_the_student_learns_and_nothing_it_exports
         DetectSettings(dataset="yolo:x", feature_weight=-1.0)
 
     scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=3), 96)
-    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0)
+    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0, group_by="prefix")
     trained = {}
     for weight in (0.0, 1.0):
         torch.manual_seed(1)
@@ -398,6 +404,7 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     assert sum(map(len, groups.values())) == 4 and not set(groups["train"]) & set(groups["test"])
     student = load_checkpoint(run / "student.pt")  # weights_only: plain numbers in its metrics
     assert student.card.task == "detect" and student.card.detection["stride"] == STRIDE
+    assert student.card.detection["group_by"] == "prefix"  # later stages split the frames as training did
 
     result = runner.invoke(app, ["export", str(run), "--onnx", "--out", str(tmp_path / "exports")])
     assert result.exit_code == 0, result.output

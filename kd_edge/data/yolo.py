@@ -1,7 +1,7 @@
 """Detection data in YOLO format: ``images/`` and ``labels/`` side by side, and ``classes.txt``.
 
     scenes = read_yolo(Path("aerial-cars"), longest_side=512)
-    splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=0)
+    splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=0, group_by="prefix")
 
 A label file holds one line per object, ``class x_center y_center width height``, the box
 normalised to 0-1 by the image's width and height, so it stays valid when the image is resized.
@@ -151,19 +151,22 @@ def longer_side(image, side: int) -> np.ndarray:
     return np.array(rgb if rgb.size == size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
 
 
-def split_by_group(scenes: list[Scene], fractions: tuple[float, ...], seed: int) -> dict[str, list[Scene]]:
-    """Whole groups to train, val and test, as near ``fractions`` of the images as whole groups allow.
+def split_by_group(
+    scenes: list[Scene], fractions: tuple[float, ...], seed: int, group_by: str
+) -> dict[str, list[Scene]]:
+    """Whole groups to train, val and test, as near ``fractions`` of the images as whole groups allow. A group is
+    a source (``group_by`` prefix: ``Scene.group``) or every image alone (file: for independent photos).
 
     Groups are shuffled with ``seed``, then each goes to the split furthest below its share; a split left
     empty takes the smallest group of train, so that each has at least one."""
     groups: dict[str, list[Scene]] = {}
     for scene in scenes:
-        groups.setdefault(scene.group, []).append(scene)
+        groups.setdefault(scene.group if group_by == "prefix" else scene.file, []).append(scene)
     if len(groups) < 3:
         raise DatasetError(
             f"{len(groups)} group(s) of images ({', '.join(groups)}): a split by group needs at least 3, one for "
             "each of train, val and test. Name frames of different sources differently (the group is the file name "
-            "without its trailing number)."
+            "without its trailing number), or split image by image with --group-by file."
         )
     order = sorted(groups)
     random.Random(seed).shuffle(order)
@@ -182,14 +185,15 @@ def split_by_group(scenes: list[Scene], fractions: tuple[float, ...], seed: int)
     return {name: [scene for group in chosen[name] for scene in groups[group]] for name in SPLIT_NAMES}
 
 
-def detection_splits(root: Path, frame_size: int, fractions, seed: int) -> dict[str, list[Scene]]:
+def detection_splits(root: Path, frame_size: int, fractions, seed: int, group_by: str) -> dict[str, list[Scene]]:
     """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
-    check, quantize's calibration) read, from the card's data reference and seed."""
-    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed)
+    check, quantize's calibration) read, from the card's data reference, seed and grouping."""
+    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed, group_by)
 
 
 def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
     """The splits a detector's model card says it trained on (its data reference, frame size and seed), read from
     ``data_dir`` when the folder has moved: what export's parity check and quantize's calibration read."""
     root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
-    return detection_splits(root, card.input_shape[1], card.data.split, card.detection["seed"])
+    rule = card.detection
+    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], rule.get("group_by", "prefix"))

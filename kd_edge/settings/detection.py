@@ -44,6 +44,12 @@ class DetectSettings:
         "video has frames on two sides; seeded by --seed.",
         parse=number_list("--split"),
     )
+    group_by: str = knob(
+        "prefix",
+        "What the split keeps together: prefix (a source: the file name without its trailing frame number, so that "
+        "a video's near-duplicate frames never sit on two sides) or file (each image alone: independent photos).",
+        choices=("prefix", "file"),
+    )
     augment: str = knob(
         "aerial",
         "aerial: random scale (0.75-1.33), the 8 flips and quarter turns, brightness and contrast jitter, on the "

@@ -45,7 +45,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         classes = read_classes(root)
         for network in (settings.teacher, settings.student):  # an unknown name fails now, not after the teacher
             create_detector(network.model, len(classes))
-        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed)
+        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed, settings.group_by)
         config = {"stage": "detect", **asdict(settings)}
         run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
         if run.finished("student"):
@@ -57,7 +57,8 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         card = ModelCard(
             classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
-            task="detect", detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed},
+            task="detect",
+            detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by},
         )  # fmt: skip
         teacher = None
         if settings.alpha < 1.0 and run.finished("teacher"):
