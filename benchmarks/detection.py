@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
 
-def run_seed(
-    seed: int, data: Path, steps: int, teacher_steps: int, kd_cells: str, feature_weight: float, scales: tuple
-) -> dict:
+def run_seed(seed: int, args: argparse.Namespace) -> dict:
+    """One seed's teacher, student alone and student distilled, under the command line's recipe ``args``."""
     import numpy as np
     import torch
 
@@ -41,12 +40,13 @@ def run_seed(
     from kd_edge.training.detectors import create_detector
     from kd_edge.training.models import count_macs, count_parameters
 
+    data, steps, teacher_steps = args.data, args.steps, args.teacher_steps
     settings = DetectSettings(
         dataset=f"yolo:{data}",
         run=RunSettings(seed=seed),
-        kd_cells=kd_cells,
-        feature_weight=feature_weight,
-        scales=scales,
+        kd_cells=args.kd_cells,
+        feature_weight=args.feature_weight,
+        scales=tuple(args.scales),
     )  # kd-edge detect's defaults otherwise
     classes, side = read_classes(data), settings.frame_size
     splits = detection_splits(data, settings.frame_size, settings.split, seed, settings.group_by)
@@ -70,8 +70,8 @@ def run_seed(
         }  # fmt: skip
 
     teacher, out["teacher"] = train("fomo-base", teacher_steps)
-    _, out["student alone"] = train("fomo-small", steps)
-    _, out["student distilled"] = train("fomo-small", steps, teacher)
+    _, out["student alone"] = train(args.student, steps)
+    _, out["student distilled"] = train(args.student, steps, teacher)
     return out
 
 
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
+    parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
@@ -98,12 +99,11 @@ def main() -> None:
         variant = "" if args.kd_cells == "equal" else f"-kd-{args.kd_cells}"  # files of the first round: equal
         variant += f"-features-{args.feature_weight:g}" if args.feature_weight else ""
         variant += "" if args.scales == [0.75, 1.33] else f"-scales-{args.scales[0]:g}-{args.scales[1]:g}"
+        variant += "" if args.student == "fomo-small" else f"-{args.student}"
         path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}{variant}.json"
         if not path.is_file():  # a finished seed is kept
             started = time.perf_counter()
-            result = run_seed(
-                seed, args.data, args.steps, args.teacher_steps, args.kd_cells, args.feature_weight, tuple(args.scales)
-            )
+            result = run_seed(seed, args)
             path.write_text(json.dumps({**result, "wall_seconds": time.perf_counter() - started}, indent=1))
         runs[seed] = json.loads(path.read_text())
     header = "| model | car F1 (test) per seed | mean +- std | overall F1 | counting error / image | parameters | "

@@ -54,6 +54,7 @@ class CentroidNet(nn.Module):
 # name: (arguments, what it is)
 DETECTORS = {
     "fomo-small": ({"widths": (8, 16, 32), "depth": 1, "context": 2}, "student: stages 8-16-32, 2 context convs"),
+    "fomo-lite": ({"widths": (8, 16, 32), "depth": 1, "context": 1}, "fomo-small with one context conv"),
     "fomo-base": ({"widths": (16, 32, 64), "depth": 2, "context": 2}, "teacher: stages 16-32-64, two convs each"),
 }
 
