@@ -60,14 +60,12 @@ def bench(
         data_dir=None if data_dir is None else str(data_dir),
         frames=None if frames is None else str(frames),
     )
-
     report = run_benchmark(job)
     out = console()
     for warning in report.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}")
     print_bench_table(report)
-    files = not any(r.model.endswith(".tar.gz") or Path(r.model).is_dir() for r in report.results)
-    if files:
+    if not any(r.model.endswith(".tar.gz") or Path(r.model).is_dir() for r in report.results):
         next_step(f"kd-edge bundle {report.results[0].model} --out runs/bundle (a deployable folder for the board)")
     if json_path:
         atomic_write_json(json_path, report.to_dict())

@@ -403,7 +403,7 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
     whose scores are F1 (``metric`` "f1")."""
     from kd_edge.data.yolo import card_splits
 
-    card, side = fp32.card, fp32.input_shape[1]
+    card, side, method = fp32.card, fp32.input_shape[1], config.method_for("detect")
     step(f"quantize: reading the frames of {card.data.dataset}")
     splits = card_splits(card, data_dir)
     train = splits["train"]
@@ -414,7 +414,7 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
         prepared = preprocess_model(source, Path(scratch) / "prepared.onnx")
         candidate = Path(scratch) / out.name
-        step(f"quantize: calibrating on {len(calibration)} training frames ({config.method_for('detect')})")
+        step(f"quantize: calibrating on {len(calibration)} training frames ({method})")
         quantize_file(prepared, candidate, config, fp32, calibration, excluded)
         int8 = OnnxModel(candidate)
         int8_val = frames_f1(int8, splits["val"])
@@ -435,7 +435,7 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
             "dataset": card.data.dataset,
             "split": "train",
             "size": len(calibration),
-            "method": config.method_for("detect"),
+            "method": method,
         }
         detection = {**card.detection, "test_f1": int8_test, "fp32_test_f1": fp32_test}
         write_card(candidate, replace(card, quantization=quantization, calibration=info, detection=detection))

@@ -100,7 +100,7 @@ def verify_arm(
     import onnxruntime as ort
 
     from kd_edge.runtime.check import forms_of, runtime_facts, sample_logits
-    from kd_edge.runtime.session import OnnxModel
+    from kd_edge.runtime.session import read_card
 
     config = settings or ArmSettings()
     releases = sorted(config.onnxruntime or (ort.__version__,), key=parse_version)
@@ -115,7 +115,7 @@ def verify_arm(
         images = samples["images"]
         progress(f"host: {len(images)} samples through {', '.join(forms)}")
         host_logits = sample_logits(forms, images)
-        card = OnnxModel(next(iter(forms.values()))).card
+        card = read_card(next(iter(forms.values())))  # the forms share the task and its decoding rule
         site = install_kd_edge(scratch / "kd-edge-site")
         checks, emulated = [], {}
         for release in releases:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kd_edge.pipeline.document import NO_PLOT, Document, pyplot, read_json, save
+from kd_edge.pipeline.document import NO_PLOT, Document, bundled_forms, deployable_on_test, pyplot, read_json, save
 
 DRAWN_FRAMES = 4
 
@@ -40,17 +40,12 @@ def add_models(document: Document, run_dir: Path, metrics: dict) -> None:
             rows.append([f"{stage} (PyTorch, {kind})", info["model"], f1(info["test"]["overall"]["f1"]),
                          f1(info["val_f1"]), info["threshold"], f"{info['parameters']:,}", f"{info['macs']:,}", "",
                          ""])  # fmt: skip
-    forms = [(bundle["deployable"]["file"], bundle["deployable"]["form"], card.get("detection", {}).get("test_f1"))]
-    forms += [(other["file"], other["form"], other.get("test_f1")) for other in bundle.get("other_forms", [])]
-    for file, form, test_f1 in forms if bundle else []:
-        one = [r for r in bench.get("results", []) if Path(r["model"]).name == file and r["batch_size"] == 1]
-        latency = ", ".join(f"{r['latency_ms']['p50']:.1f} ms ({r['threads']} thr)" for r in one) or "n/a"
-        projected = [r["emulation"]["projection"].get("projected_p50_ms") for r in one if r["threads"] == 1]
+    for form in bundled_forms(run_dir, card, card.get("detection", {}).get("test_f1"), "test_f1"):
+        latency = ", ".join(f"{r['latency_ms']['p50']:.1f} ms ({r['threads']} thr)" for r in form.timings) or "n/a"
+        projected = [r["emulation"]["projection"].get("projected_p50_ms") for r in form.timings if r["threads"] == 1]
         shown = next((f"{p:.1f} ms" for p in projected if p is not None), "n/a")
-        label = f"student {form.upper()} ({'deployable' if file == 'model.onnx' else 'other form'})"
-        size = (run_dir / "bundle" / file).stat().st_size
-        rows.append([label, f"{file}, {size:,} bytes", f1(test_f1), "", card["detection"]["threshold"], "", "",
-                     latency, shown])  # fmt: skip
+        rows.append([form.label, f"{form.file}, {form.size:,} bytes", f1(form.test_score), "",
+                     card["detection"]["threshold"], "", "", latency, shown])  # fmt: skip
     document.table(["model", "architecture or file", "test F1", "validation F1", "threshold", "parameters",
                     "MACs a frame", "p50 a frame, host", "projected p50, 1 thread"], rows)  # fmt: skip
     side = card.get("input_shape", [0, 0, 0])[1]
@@ -87,19 +82,13 @@ def add_training(document: Document, metrics: dict, figures: Path) -> None:
 def add_test_frames(document: Document, run_dir: Path, figures: Path) -> None:
     """F1 per class of the deployable model on the test split, and a few test frames drawn."""
     from kd_edge.data.yolo import card_splits
-    from kd_edge.errors import KdEdgeError
-    from kd_edge.runtime import OnnxModel
     from kd_edge.runtime.detections import pad_square, score_frames
 
-    if not (run_dir / "bundle").is_dir():
+    heading = "The deployable model on the test split"
+    found = deployable_on_test(document, run_dir, heading, lambda card: card_splits(card)["test"])
+    if found is None:
         return
-    document.heading("The deployable model on the test split")
-    model = OnnxModel(run_dir / "bundle")
-    try:
-        test = card_splits(model.card)["test"]
-    except KdEdgeError as exc:
-        document.text(f"(The test frames are not here: {exc})")
-        return
+    model, test = found
     rule, side = model.card.detection, model.input_shape[1]
     logits = [model.logits(model.preprocess(pad_square(scene.image, side)[None]))[0] for scene in test]
     summary = score_frames(logits, test, model.classes, rule["threshold"], rule["stride"])

@@ -1,5 +1,6 @@
 """A report as blocks (headings, text, tables, images), rendered to Markdown and to self-contained HTML alike,
-and the helpers its sections share (JSON files that may be missing, matplotlib where it is installed)."""
+and the helpers its sections share (JSON files that may be missing, matplotlib where it is installed, the
+bundle's forms with their timings, the deployable model with its test split)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,51 @@ def save(figure, plt, path: Path) -> Path:
     atomic_save_figure(figure, path, dpi=90)
     plt.close(figure)
     return path
+
+
+@dataclass(frozen=True)
+class BundledForm:
+    """One model file of the run's bundle, as the report shows it."""
+
+    file: str
+    form: str  # fp32 or int8
+    test_score: float | None  # as the card gives it: accuracy, or a detector's F1
+    size: int
+    label: str
+    timings: list[dict]  # its batch-1 results in bench.json
+
+
+def bundled_forms(run_dir: Path, card: dict, deployable_score, other_key: str) -> list[BundledForm]:
+    """The forms in the run's bundle (``card``: its model.json), the deployable one first, its test score
+    ``deployable_score`` and each other form's ``other_key`` from the bundle section."""
+    bundle = card.get("bundle")
+    if not bundle:
+        return []
+    bench = read_json(run_dir / "bench.json").get("results", [])
+    forms = [(bundle["deployable"]["file"], bundle["deployable"]["form"], deployable_score)]
+    forms += [(other["file"], other["form"], other.get(other_key)) for other in bundle.get("other_forms", [])]
+    return [
+        BundledForm(
+            file=file, form=form, test_score=score, size=(run_dir / "bundle" / file).stat().st_size,
+            label=f"student {form.upper()} ({'deployable' if file == 'model.onnx' else 'other form'})",
+            timings=[r for r in bench if Path(r["model"]).name == file and r["batch_size"] == 1],
+        )
+        for file, form, score in forms
+    ]  # fmt: skip
+
+
+def deployable_on_test(document: Document, run_dir: Path, heading: str, read_test):
+    """(the bundle's deployable model, ``read_test(card)``: its test split) under ``heading``; None where there is
+    no bundle, or where the split is not here (the report says so)."""
+    from kd_edge.errors import KdEdgeError
+    from kd_edge.runtime import OnnxModel
+
+    if not (run_dir / "bundle").is_dir():
+        return None
+    document.heading(heading)
+    model = OnnxModel(run_dir / "bundle")
+    try:
+        return model, read_test(model.card)
+    except KdEdgeError as exc:
+        document.text(f"(The test split is not here: {exc})")
+        return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.pipeline.document import NO_PLOT, Document, pyplot, read_json, save
+from kd_edge.pipeline.document import NO_PLOT, Document, bundled_forms, deployable_on_test, pyplot, read_json, save
 
 FIGURES = "report"  # PNGs for report.md live in RUN_DIR/report/; report.html embeds them
 
@@ -56,7 +56,6 @@ def percent(value) -> str:
 def add_summary(document: Document, run_dir: Path, metrics: dict) -> None:
     card = read_json(run_dir / "bundle" / "model.json")
     bundle = card.get("bundle", {})
-    bench = read_json(run_dir / "bench.json").get("results", [])
     student = metrics.get("student", {})
     document.heading("Models")
     rows = []
@@ -76,23 +75,18 @@ def add_summary(document: Document, run_dir: Path, metrics: dict) -> None:
                     "",
                 ]
             )
-    forms = [(bundle["deployable"]["file"], bundle["deployable"]["form"], card.get("test_accuracy"))] if bundle else []
-    forms += [(other["file"], other["form"], other.get("test_accuracy")) for other in bundle.get("other_forms", [])]
-    for file, form, test_accuracy in forms:
-        one = [r for r in bench if Path(r["model"]).name == file and r["batch_size"] == 1]
-        latency = ", ".join(f"{r['latency_ms']['p50'] * 1e3:.1f} us ({r['threads']} thr)" for r in one)
-        projections = [r["emulation"]["projection"].get("projected_p50_ms") for r in one]
+    for form in bundled_forms(run_dir, card, card.get("test_accuracy"), "test_accuracy"):
+        latency = ", ".join(f"{r['latency_ms']['p50'] * 1e3:.1f} us ({r['threads']} thr)" for r in form.timings)
+        projections = [r["emulation"]["projection"].get("projected_p50_ms") for r in form.timings]
         projected = ", ".join(f"{p:.3f} ms" for p in projections if p is not None) or "n/a"
-        accuracy = next((r["accuracy"] for r in one if r["accuracy"] is not None), None)
-        label = f"student {form.upper()} ({'deployable' if file == 'model.onnx' else 'other form'})"
-        size = (run_dir / "bundle" / file).stat().st_size
+        accuracy = next((r["accuracy"] for r in form.timings if r["accuracy"] is not None), None)
         rows.append(
             [
-                label,
-                file,
-                percent(test_accuracy),
+                form.label,
+                form.file,
+                percent(form.test_score),
                 percent(accuracy),
-                f"{size:,}",
+                f"{form.size:,}",
                 f"{student.get('parameters', 0):,}",
                 f"{student.get('macs', 0):,}",
                 latency,
@@ -194,18 +188,13 @@ def add_latency(document: Document, run_dir: Path, figures: Path) -> None:
 def add_errors(document: Document, run_dir: Path, figures: Path) -> None:
     """Confusion matrix of the deployable model on the test split, its most confused pairs, some mistakes."""
     from kd_edge.data import load_data
-    from kd_edge.errors import KdEdgeError
-    from kd_edge.runtime import OnnxModel
 
-    if not (run_dir / "bundle").is_dir():
+    found = deployable_on_test(
+        document, run_dir, "Errors of the deployable model", lambda card: load_data(card.data).test
+    )
+    if found is None:
         return
-    document.heading("Errors of the deployable model")
-    model = OnnxModel(run_dir / "bundle")
-    try:
-        test = load_data(model.card.data).test
-    except KdEdgeError as exc:
-        document.text(f"(The test split is not here: {exc})")
-        return
+    model, test = found
     predicted = model.predict(test.images)
     classes = model.classes
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)

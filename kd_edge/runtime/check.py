@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.errors import ConfigError, KdEdgeError
-from kd_edge.runtime.session import OnnxModel, model_file
+from kd_edge.runtime.session import OnnxModel, model_file, read_card
 
 
 def forms_of(path: Path) -> dict[str, Path]:
@@ -85,7 +85,7 @@ def check_forms(model: Path, samples: Path | None, out: Path | None) -> int:
 
 def sample_score(path: Path, logits: np.ndarray, samples: dict[str, np.ndarray]) -> str:
     """Accuracy on labelled images, or a detector's F1 on frames with their objects, in words."""
-    card = OnnxModel(path).card
+    card = read_card(path)
     if card.task == "detect":
         if "boxes" not in samples:
             return "no objects given (boxes)"

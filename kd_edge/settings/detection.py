@@ -52,7 +52,7 @@ class DetectSettings:
     )
     augment: str = knob(
         "aerial",
-        "aerial: random scale (0.75-1.33), the 8 flips and quarter turns, brightness and contrast jitter, on the "
+        "aerial: random scale (--scales), the 8 flips and quarter turns, brightness and contrast jitter, on the "
         "tiles and their labels alike; none.",
         choices=DETECTION_AUGMENTATIONS,
     )
