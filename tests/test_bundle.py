@@ -249,6 +249,24 @@ def test_damaged_archive_is_a_clear_error(tmp_path, fp32_bundle):
         OnnxModel(damaged)
 
 
+def test_an_archive_of_the_same_files_is_the_same_bytes(tmp_path, fp32_bundle):
+    """A bundle made twice is one artifact: the archive carries no time, owner or permission of the machine."""
+    import os
+    import tarfile
+
+    from kd_edge.runtime.bundle_files import write_archive
+
+    first = fp32_bundle.archive.read_bytes()
+    for path in fp32_bundle.folder.iterdir():
+        os.utime(path, (1_000_000_000, 1_000_000_000))  # the files touched again, years apart
+        path.chmod(0o600)
+    write_archive(fp32_bundle.folder, tmp_path / "again.tar.gz")
+    assert (tmp_path / "again.tar.gz").read_bytes() == first
+    with tarfile.open(tmp_path / "again.tar.gz") as tar:
+        assert {m.name for m in tar.getmembers()} == {f"bundle/{p.name}" for p in fp32_bundle.folder.iterdir()}
+        assert all(m.isfile() and m.mtime == 0 and m.mode == 0o644 for m in tar.getmembers())
+
+
 def test_existing_bundle_needs_force(fp32_bundle, exported_student):
     settings = BundleSettings(samples=30)
     with pytest.raises(OutputError, match="--force"):

@@ -151,15 +151,21 @@ def amend_card(folder: Path, section: str, values: dict) -> None:
 
 
 def write_archive(folder: Path, archive: Path) -> None:
-    """``folder`` as a .tar.gz holding one top-level folder of plain files, written atomically."""
+    """``folder`` as a .tar.gz holding one top-level folder of plain files, written atomically. The same files give
+    the same bytes: no time, owner or permission of this machine goes into the archive (a bundle made twice is
+    one artifact, its digest comparable)."""
+    import gzip
     import io
 
     from kd_edge.io import atomic_write
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
         for path in sorted(folder.iterdir()):
-            tar.add(path, arcname=f"{folder.name}/{path.name}", recursive=False)
+            member = tarfile.TarInfo(f"{folder.name}/{path.name}")
+            member.size, member.mode = path.stat().st_size, 0o644
+            with open(path, "rb") as handle:
+                tar.addfile(member, handle)
     atomic_write(archive, lambda handle: handle.write(buffer.getvalue()))
 
 
