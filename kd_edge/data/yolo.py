@@ -196,4 +196,5 @@ def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
     ``data_dir`` when the folder has moved: what export's parity check and quantize's calibration read."""
     root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
     rule = card.detection
-    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], rule.get("group_by", "prefix"))
+    grouping = rule.get("group_by", "prefix")  # cards written before --group-by existed were split by source
+    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], grouping)

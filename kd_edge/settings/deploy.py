@@ -156,7 +156,10 @@ class BundleSettings:
     )
     batch_size: int = knob(1, "Batch size the forms are timed at (a drone classifies frame by frame).")
     rounds: int = knob(15, "Interleaved timing rounds; each times both forms, each in a fresh process.")
-    samples: int = knob(300, "Labelled test images in samples.npz, the same number per class.")
+    samples: int = knob(
+        300,
+        "Labelled test images in samples.npz, the same number per class (a detector's: whole test frames, at most 8).",
+    )
 
     def __post_init__(self):
         check_choices(self)
