@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from kd_edge.data import load_dataset, stratified_split
+from kd_edge.data import dataset, load_dataset, stratified_split
 from kd_edge.errors import DatasetError
 from tests.conftest import easy_images
 
@@ -23,6 +23,18 @@ def test_builtin_mnist_5k_split():
     train_keys = {img.tobytes() for img in ds.train.images}
     assert not any(img.tobytes() in train_keys for img in ds.test.images)
     assert 0.05 < ds.mean[0] < 0.3 and 0.2 < ds.std[0] < 0.5
+
+
+def test_channel_stats_are_the_float_mean_and_std_whatever_the_block_size(monkeypatch):
+    images = np.random.default_rng(0).integers(0, 256, (50, 3, 9, 7), dtype=np.uint8)
+    images[:, 1] //= 4  # channels that differ
+    pixels = images.astype(np.float64) / 255
+    expected = pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3))
+    for block_pixels in (1, 100, 1 << 20):  # one image a block, several, all at once
+        monkeypatch.setattr(dataset, "HISTOGRAM_PIXELS", block_pixels)
+        means, stds = dataset.channel_stats(images)
+        np.testing.assert_allclose(means, expected[0], atol=1e-4)
+        np.testing.assert_allclose(stds, expected[1], atol=1e-4)
 
 
 def test_stratified_split_holds_out_each_class():

@@ -88,19 +88,28 @@ class ImageDataset:
         return digest.hexdigest()
 
 
+HISTOGRAM_PIXELS = 1 << 20  # pixels counted at once by channel_stats: 8 MB of int64
+
+
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images, in the [0, 1] scale of ``pixel / 255``.
 
     Computed from a 256-bin histogram per channel: exact, and ten times faster
-    than converting the whole split to float.
+    than converting the whole split to float. The histogram is counted a block of
+    images at a time: ``np.bincount`` widens its input to int64, which for the whole
+    of Fashion-MNIST was a 340 MB spike (the run's peak memory) and 2 s.
     """
     if images.size == 0:
         # Without this check the mean is 0/0: NaN, which fails much later, far from its cause.
         raise DatasetError(f"the training split holds no pixels (images of shape {images.shape}); add images to it")
     values = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
+    block = max(1, HISTOGRAM_PIXELS // max(1, images[0, 0].size))
     for channel in range(images.shape[1]):
-        counts = np.bincount(images[:, channel].ravel(), minlength=256)
+        counts = sum(
+            np.bincount(images[start : start + block, channel].ravel(), minlength=256)
+            for start in range(0, len(images), block)
+        )
         mean = (counts * values).sum() / counts.sum()
         var = (counts * (values - mean) ** 2).sum() / counts.sum()
         means.append(round(float(mean), 4))
