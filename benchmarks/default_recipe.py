@@ -29,7 +29,8 @@ def run(recipe: tuple[int, int], seed: int, data_dir: Path, work: Path) -> dict:
     out = work / f"t{teacher_epochs}-s{student_epochs}-seed{seed}"
     kd_edge = str(Path(sys.executable).with_name("kd-edge"))
     command = [kd_edge, "distill", "--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out),
-               "--force", "--seed", str(seed), "--teacher-epochs", str(teacher_epochs), "--epochs", str(student_epochs)]  # fmt: skip
+               "--force", "--seed", str(seed), "--teacher-epochs", str(teacher_epochs),
+               "--epochs", str(student_epochs)]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - started

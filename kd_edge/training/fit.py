@@ -164,7 +164,7 @@ class OptimizerStep:
     """One optimiser step of one epoch: forward through ``step_fn``, check, backward, update."""
 
     model: nn.Module
-    optimizers: list[torch.optim.Optimizer]
+    optimizers: list  # kd_edge.training.optimizers.Optimizer
     schedulers: list
     plan: FitPlan
     epoch: int

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-import warnings
 
 import torch
 
@@ -83,13 +82,13 @@ class FitState:
                     scheduler.load_state_dict(saved)
         else:  # another number of processes: as far through this run's plan as the saved run was through its own
             (self.epoch, self.steps_done), self.totals = self.position_in_this_plan(state), None
+            # The moments, with this run's hyperparameters: the saved learning rates are the old process count's
+            # (--lr-scaling); the schedule then moves on to where this run stands.
             for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
-                load_moments_only(optimizer, saved)
-            with warnings.catch_warnings():  # torch warns of a schedule stepped before its optimiser: meant here
-                warnings.simplefilter("ignore", UserWarning)
-                for scheduler in self.schedulers:
-                    for _ in range((self.epoch - 1) * self.steps_per_epoch + self.steps_done) if scheduler else ():
-                        scheduler.step()
+                optimizer.load_state_dict(saved, moments_only=True)
+            for scheduler in self.schedulers:
+                if scheduler is not None:
+                    scheduler.load_state_dict({"steps": (self.epoch - 1) * self.steps_per_epoch + self.steps_done})
         self.epoch_generator_state = state["epoch_generator_state"]
         self.resume_generator_state = state["generator_state"]
         torch.set_rng_state(state["torch_rng_state"])
@@ -135,16 +134,6 @@ class FitState:
         self.steps_done, self.totals = 0, None
         self.epoch_generator_state = self.generator.get_state()
         self.save()
-
-
-def load_moments_only(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """The saved per-parameter state (Adam's moments, SGD's momentum), with this run's hyperparameters: a
-    plain ``load_state_dict`` would bring back the learning rates of the old process count (``--lr-scaling``),
-    and a fresh schedule would then read them."""
-    fresh_groups = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
-        group.update(fresh)
 
 
 def signal_name(signum: int) -> str:

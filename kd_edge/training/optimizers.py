@@ -1,6 +1,20 @@
-"""The optimiser and learning-rate schedule of ``OptimSettings``, with the learning rate scaled for torchrun."""
+"""The optimiser and learning-rate schedule of ``OptimSettings``, with the learning rate scaled for torchrun.
+
+kd-edge keeps its own small optimiser and schedules, which apply torch's update rules operation
+for operation (AdamW, Adam and SGD as ``torch.optim``'s single-tensor code does on a CPU; the
+one-cycle and cosine schedules as ``torch.optim.lr_scheduler``'s: ``tests/test_optimizers.py``
+compares the weights with ``torch.optim``'s step by step). Why not ``torch.optim`` itself: every
+``torch.optim.Optimizer`` imports ``torch._dynamo`` when it is built and at its first step, which
+took 2 s and about 150 MB of resident memory in every training process, for a compiler that
+kd-edge does not use (benchmarks/results/training-memory.md).
+
+The objects keep the names ``torch.optim``'s have (``param_groups``, ``state_dict``, ``step``,
+``zero_grad``) so that the training state saved for ``--resume`` reads the same way.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -8,21 +22,160 @@ from torch import nn
 from kd_edge.settings.training import OptimSettings
 from kd_edge.training import distributed
 
-
-def make_optimizer(model: nn.Module, config: OptimSettings) -> torch.optim.Optimizer:
-    params, lr = model.parameters(), distributed.scaled_lr(config.lr, config.lr_scaling)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+SGD_MOMENTUM = 0.9
+ONE_CYCLE_WARMUP = 0.3  # the fraction of the steps the learning rate rises for
+ONE_CYCLE_MOMENTA = (0.85, 0.95)  # the momentum's (Adam's beta1) low and high
 
 
-def make_scheduler(optimizer, config: OptimSettings, total_steps: int):
+class Optimizer:
+    """One parameter group: the parameters that train, their state, and the hyperparameters a schedule moves
+    (``lr``; ``betas`` or ``momentum``, as torch names them)."""
+
+    def __init__(self, model: nn.Module, rule: str, lr: float, weight_decay: float):
+        self.rule = rule  # "adamw" (decoupled weight decay), "adam" (L2 in the gradient) or "sgd" (Nesterov)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        group = {"lr": lr, "weight_decay": weight_decay}
+        group.update({"momentum": SGD_MOMENTUM} if rule == "sgd" else {"betas": ADAM_BETAS})
+        self.param_groups = [group]
+        self.state: list[dict] = [{} for _ in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        update = sgd_update if self.rule == "sgd" else adam_update
+        for param, state in zip(self.params, self.state, strict=True):
+            if param.grad is not None:  # a parameter the loss did not reach keeps its value, as in torch
+                update(param, param.grad, state, group, decoupled=self.rule == "adamw")
+
+    def state_dict(self) -> dict:
+        return {
+            "rule": self.rule,
+            "param_groups": [dict(self.param_groups[0])],
+            "state": {index: dict(state) for index, state in enumerate(self.state) if state},
+        }
+
+    def load_state_dict(self, saved: dict, moments_only: bool = False) -> None:
+        """The saved state; with ``moments_only`` the per-parameter state alone (Adam's moments, SGD's
+        momentum), keeping this optimiser's hyperparameters."""
+        if saved.get("rule") != self.rule or max(saved["state"], default=-1) >= len(self.params):
+            raise ValueError(
+                f"the saved optimiser state ({saved.get('rule')}) does not fit this {self.rule} optimiser of "
+                f"{len(self.params)} parameters"
+            )
+        if not moments_only:
+            self.param_groups[0].update(saved["param_groups"][0])
+        self.state = [dict(saved["state"].get(i, {})) for i in range(len(self.params))]
+
+
+def adam_update(param, grad, state: dict, group: dict, decoupled: bool) -> None:
+    """torch's ``_single_tensor_adam`` (no amsgrad, not maximising)."""
+    if not state:
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    (beta1, beta2), lr, weight_decay = group["betas"], group["lr"], group["weight_decay"]
+    state["step"] += 1
+    if weight_decay != 0:
+        if decoupled:
+            param.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(param, alpha=weight_decay)
+    state["exp_avg"].lerp_(grad, 1 - beta1)
+    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step = state["step"].item()
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+    param.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1**step))
+
+
+def sgd_update(param, grad, state: dict, group: dict, decoupled: bool = False) -> None:
+    """torch's ``_single_tensor_sgd`` with Nesterov momentum and no dampening."""
+    momentum, lr, weight_decay = group["momentum"], group["lr"], group["weight_decay"]
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)
+    if "momentum_buffer" not in state:
+        state["momentum_buffer"] = grad.detach().clone()
+    else:
+        state["momentum_buffer"].mul_(momentum).add_(grad)
+    param.add_(grad.add(state["momentum_buffer"], alpha=momentum), alpha=-lr)
+
+
+def make_optimizer(model: nn.Module, config: OptimSettings) -> Optimizer:
+    lr = distributed.scaled_lr(config.lr, config.lr_scaling)
+    return Optimizer(model, config.optimizer, lr, config.weight_decay)
+
+
+class Schedule:
+    """A per-step learning rate (and, for one-cycle, momentum) set on the optimiser's group before each step."""
+
+    def __init__(self, optimizer: Optimizer, values, total_steps: int):
+        self.optimizer, self.values, self.total_steps = optimizer, values, total_steps
+        self.steps = 0
+        self.apply()
+
+    def step(self) -> None:
+        self.steps += 1
+        self.apply()
+
+    def apply(self) -> None:
+        lr, momentum = self.values(min(self.steps, self.total_steps))
+        group = self.optimizer.param_groups[0]
+        group["lr"] = lr
+        if momentum is not None:
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.steps = saved["steps"]
+        self.apply()
+
+
+def annealed(start: float, end: float, fraction: float) -> float:
+    """Cosine annealing from ``start`` to ``end`` as ``fraction`` goes from 0 to 1."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
+
+
+def one_cycle(max_lr: float, total_steps: int):
+    """torch's ``OneCycleLR`` with its defaults: from max_lr/25 up to max_lr over the first 30 % of the steps, then
+    down to max_lr/25/1e4, both cosine; momentum (Adam's beta1) the other way, 0.95 -> 0.85 -> 0.95."""
+    low, high = ONE_CYCLE_MOMENTA
+    initial = max_lr / 25.0
+    phases = [  # (last step of the phase, lr from, lr to, momentum from, momentum to)
+        (float(ONE_CYCLE_WARMUP * total_steps) - 1, initial, max_lr, high, low),
+        (total_steps - 1, max_lr, initial / 1e4, low, high),
+    ]
+
+    def values(step: int):
+        start = 0.0
+        for number, (end, lr_from, lr_to, momentum_from, momentum_to) in enumerate(phases):
+            if step <= end or number == len(phases) - 1:
+                fraction = (step - start) / (end - start)
+                return annealed(lr_from, lr_to, fraction), annealed(momentum_from, momentum_to, fraction)
+            start = end
+        raise AssertionError("unreachable: the last phase takes every later step")
+
+    return values
+
+
+def make_scheduler(optimizer: Optimizer, config: OptimSettings, total_steps: int) -> Schedule | None:
     """A per-step learning-rate schedule, or None for a constant rate."""
+    lr = optimizer.param_groups[0]["lr"]
     if config.schedule == "onecycle":
-        lr = distributed.scaled_lr(config.lr, config.lr_scaling)
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+        return Schedule(optimizer, one_cycle(lr, total_steps), total_steps)
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return Schedule(optimizer, lambda step: (annealed(lr, 0.0, step / total_steps), None), total_steps)
     return None
