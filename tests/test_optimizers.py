@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from kd_edge.errors import CheckpointError
 from kd_edge.settings import OptimSettings
+from kd_edge.training.checkpoint import TrainingStateFile
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
 
 STEPS = 25
@@ -98,6 +100,13 @@ def test_a_saved_state_of_another_rule_is_refused():
     saved = make_optimizer(model, OptimSettings(optimizer="sgd")).state_dict()
     with pytest.raises(ValueError, match="does not fit"):
         make_optimizer(model, OptimSettings(optimizer="adamw")).load_state_dict(saved)
+
+
+def test_a_training_state_saved_with_torch_optim_is_refused_with_what_to_do(tmp_path):
+    model = small_network()
+    TrainingStateFile(tmp_path, "student").save({"optimizers": [torch.optim.AdamW(model.parameters()).state_dict()]})
+    with pytest.raises(CheckpointError, match="--force instead of --resume"):
+        TrainingStateFile(tmp_path, "student").load()
 
 
 @pytest.mark.slow

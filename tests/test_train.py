@@ -1,5 +1,6 @@
 """The training engine: soft labels computed once, a frozen teacher, divergence handling, augmentation."""
 
+import contextlib
 import json
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from kd_edge.cli import app
 from kd_edge.data import load_dataset
-from kd_edge.errors import TrainingDivergedError
+from kd_edge.errors import TeacherTooWeakError, TrainingDivergedError
 from kd_edge.settings import DataSettings, DistillSettings, NetworkSettings, OptimSettings, RunSettings
 from kd_edge.settings.training import TeacherSettings
 from kd_edge.training import device
@@ -165,6 +166,27 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(device, "has_native_bf16", lambda: False)
     assert device.resolve_precision("auto", cpu) == "fp32"
     assert device.resolve_precision("bf16", cpu) == "bf16" and device.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_auto_precision_keeps_depthwise_networks_in_float32_on_a_cpu(monkeypatch, tmp_path, easy_npz):
+    """bf16 autocast made them slower on a CPU with native bf16 (benchmarks/results/training-speed.md)."""
+    from kd_edge.training.models import create_model
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "has_native_bf16", lambda: True)
+    plain, depthwise = create_model("cnn-tiny", image_size=28), create_model("mobile-small", image_size=28)
+    assert device.resolve_precision("auto", cpu, (plain,)) == "bf16"
+    assert device.resolve_precision("auto", cpu, (plain, depthwise)) == "fp32"
+    assert device.resolve_precision("bf16", cpu, (depthwise,)) == "bf16"  # asked for: done
+    settings = TeacherSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}"),
+        teacher=NetworkSettings(model="mobile-small", epochs=1, steps=1),
+        optim=OptimSettings(batch_size=32),
+    )
+    with contextlib.suppress(TeacherTooWeakError):  # one epoch may leave it at chance: its metrics are written
+        train_teacher(settings, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # what the run records, and trains in
+    assert (metrics["data"]["precision"], metrics["teacher"]["precision"]) == ("bf16", "fp32")
 
 
 def test_bf16_training_keeps_float32_weights_and_learns(tmp_path, easy_npz):

@@ -203,6 +203,11 @@ class TrainingStateFile:
 
         if not is_main():  # rank 0 checks for all (only it computed the fingerprint: file hashes)
             return
+        if any("rule" not in optimizer for optimizer in state.get("optimizers", [])):
+            raise CheckpointError(
+                f"cannot resume from {path}: its optimiser state is torch.optim's, saved by an earlier kd-edge "
+                "(kd-edge now keeps its own). Start the stage over with --force instead of --resume."
+            )
         saved = state.get("fingerprint", {})
         changed = [key for key in self.fingerprint if saved.get(key) != self.fingerprint[key]]
         if changed:

@@ -190,7 +190,7 @@ def say_plan(plan: FitPlan, steps_per_epoch: int) -> None:
     augmentation = "no augmentation" if plan.augment == "none" else f"{plan.augment} augmentation"
     log.step(
         f"{plan.stage}: plan: {what}on {width}x{height}x{channels} images, {plan.epochs} epoch(s) of "
-        f"{steps_per_epoch} steps (batch {plan.optim.batch_size}, {augmentation})"
+        f"{steps_per_epoch} steps (batch {plan.optim.batch_size}, {augmentation}, {plan.precision})"
     )
 
 

@@ -96,6 +96,10 @@ def train_and_save(
     if resume_from is not None:
         step(f"{networks[-1].name}: resuming at epoch {resume_from['epoch']}, step {resume_from['steps_done']}")
 
+    precision = splits.precision_for(network.model for network in networks)
+    for network in networks:
+        network.info["precision"] = precision
+
     def save_best(_, progress_info):
         paths = [save_network(run, network, {**progress_info, "complete": False}) for network in networks]
         return str(paths[-1])
@@ -111,7 +115,7 @@ def train_and_save(
         stage=networks[-1].name if len(networks) == 1 else "+".join(n.name for n in networks),
         seed=seed,
         augment=context.augment,
-        precision=splits.precision,
+        precision=precision,
         deterministic=context.deterministic,
         networks=[network.model for network in networks],
         summary=" + ".join(f"{n.info['model']} ({n.info['macs'] / 1e6:,.1f} M MACs an image)" for n in networks),

@@ -27,10 +27,16 @@ class DeviceDataset:
         self.dataset = dataset
         self.ref = ref
         self.device = device
-        self.precision = precision
+        self.precision_setting = precision  # --precision as given
+        self.precision = resolve_precision(precision, device)  # the run's, before any network is known
         self.train, self.val, self.test = (
             DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test")
         )
+
+    def precision_for(self, models) -> str:
+        """The precision ``models`` train or infer in (``resolve_precision``: on a CPU, ``auto`` keeps
+        networks with depthwise convolutions in float32)."""
+        return resolve_precision(self.precision_setting, self.device, tuple(models))
 
     def images_per_process(self) -> int:
         """Training images each process takes an epoch (all of them, outside torchrun): what a step budget
@@ -59,7 +65,7 @@ def load_splits(run: RunSettings, data: DataSettings) -> tuple[DeviceDataset, fl
     ref = DataRef(dataset=data.dataset, data_dir=data.data_dir, image_size=data.image_size, **data.folder_options)
     dataset = load_data(ref, download=True)
     device = resolve_device(run.device)
-    splits = DeviceDataset(dataset, ref, device, resolve_precision(run.precision, device))
+    splits = DeviceDataset(dataset, ref, device, run.precision)
     return splits, time.perf_counter() - started
 
 
