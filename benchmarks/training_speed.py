@@ -82,7 +82,7 @@ def kd_edge_train(spec: ModelSpec, split: Split, val: Split) -> float:
         step_fn=cross_entropy_step(normalize),
         stage="speed",
         seed=0,
-        precision=resolve_precision("auto", device),
+        precision=resolve_precision("auto", device, (model,)),
     )
     return fit(plan).history[0].images_per_second
 
@@ -103,7 +103,7 @@ def kd_edge_infer(spec: ModelSpec, split: Split) -> float:
     model = to_channels_last(build_seeded(spec, 0))
     normalize = Normalizer((0.5,) * spec.in_channels, (0.5,) * spec.in_channels, device)
     data = DeviceSplit(split, device)
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision("auto", device)  # soft labels: the run's precision
     predict_logits(model, DeviceSplit(split.subset(np.arange(BATCH)), device), normalize, precision)
     started = time.perf_counter()
     predict_logits(model, data, normalize, precision)
@@ -162,8 +162,9 @@ def main():
             print(render(rows[-1:], "").splitlines()[-1], flush=True)
     header = (
         f"Median images/s of {args.rounds} alternating rounds, batch {BATCH}, on {platform.processor() or 'cpu'} "
-        f"with {torch.get_num_threads()} threads, torch {torch.__version__}, precision "
-        f"{resolve_precision('auto', torch.device('cpu'))}. `.venv/bin/python benchmarks/training_speed.py`"
+        f"with {torch.get_num_threads()} threads, torch {torch.__version__}, kd-edge's precision "
+        f"{resolve_precision('auto', torch.device('cpu'))} (float32 for networks with depthwise convolutions). "
+        "`.venv/bin/python benchmarks/training_speed.py`"
     )
     args.out.write_text(render(rows, header))
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")

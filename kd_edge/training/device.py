@@ -52,9 +52,9 @@ def resolve_precision(name: str, device: torch.device, models: tuple[nn.Module, 
 
     Only the forward and backward passes run in bfloat16 (``torch.autocast``): weights,
     optimiser state and checkpoints stay float32, and accuracy is measured in float32.
-    On a CPU with native bf16, autocast trained the plain-convolution networks 1.7-2.3x faster
-    and the depthwise ones slower (mobilenet-v3-small 0.44-0.53x, mobile-small 0.70x, mobilenet-v2
-    0.96x: benchmarks/results/training-speed.md).
+    On a CPU with native bf16, autocast trained the plain-convolution networks 1.5-2.0x faster
+    and the depthwise ones slower (mobilenet-v3-small 0.41-0.46x, mobile-small 0.91x, mobilenet-v2
+    0.97x: benchmarks/precision_speed.py, benchmarks/results/training-speed.md).
     """
     if name != "auto":
         return name

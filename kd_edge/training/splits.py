@@ -34,8 +34,9 @@ class DeviceDataset:
         )
 
     def precision_for(self, models) -> str:
-        """The precision ``models`` train or infer in (``resolve_precision``: on a CPU, ``auto`` keeps
-        networks with depthwise convolutions in float32)."""
+        """The precision ``models`` train in (``resolve_precision``: on a CPU, ``auto`` trains networks with
+        depthwise convolutions in float32). Soft labels are computed in the run's ``precision``: there bf16
+        was the faster for those networks too."""
         return resolve_precision(self.precision_setting, self.device, tuple(models))
 
     def images_per_process(self) -> int:

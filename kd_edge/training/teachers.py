@@ -57,17 +57,16 @@ def frozen_teachers(
         run.record("soft_labels", {"cached": False}, 0.0)
     else:
         started = time.perf_counter()
-        precision = splits.precision_for(models)
         reusable = cache is not None and bool(checkpoints)
         key = (  # hashed only when a cache is kept: a plain distill reads no teacher file twice
-            (tuple(file_sha256(c.path) for c in checkpoints), run.metrics["data"]["sha256"], precision)
+            (tuple(file_sha256(c.path) for c in checkpoints), run.metrics["data"]["sha256"], splits.precision)
             if reusable
             else None
         )
         if reusable and key in cache:
             teachers.cached = cache[key]
         else:
-            teachers.cache(splits.train, precision)
+            teachers.cache(splits.train, splits.precision)
             if reusable:
                 cache[key] = teachers.cached
         run.record("soft_labels", {"cached": True, "shape": list(teachers.cached.shape)}, time.perf_counter() - started)
