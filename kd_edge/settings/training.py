@@ -39,7 +39,8 @@ class RunSettings:
     threads: int | None = knob(None, "Torch CPU threads.", none="torch's choice")
     precision: str = knob(
         "auto",
-        "auto: bf16 where the hardware has it natively, else fp32; bf16 runs autocast (weights stay fp32).",
+        "auto: bf16 where the hardware has it natively (on a CPU, not for networks with depthwise convolutions, "
+        "which train faster in fp32), else fp32; bf16 runs autocast (weights stay fp32).",
         choices=PRECISIONS,
     )
     deterministic: bool = knob(False, "Only deterministic torch kernels: the same --seed gives the same metrics.")
