@@ -104,7 +104,9 @@ def test_a_saved_state_of_another_rule_is_refused():
 
 def test_a_training_state_saved_with_torch_optim_is_refused_with_what_to_do(tmp_path):
     model = small_network()
-    TrainingStateFile(tmp_path, "student").save({"optimizers": [torch.optim.AdamW(model.parameters()).state_dict()]})
+    state_file = TrainingStateFile(tmp_path, "student")
+    # as an earlier kd-edge wrote it: torch.optim's state, no format number
+    torch.save({"optimizers": [torch.optim.AdamW(model.parameters()).state_dict()]}, state_file.path)
     with pytest.raises(CheckpointError, match="--force instead of --resume"):
         TrainingStateFile(tmp_path, "student").load()
 

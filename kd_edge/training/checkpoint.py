@@ -155,6 +155,10 @@ def transfer_matching(model: nn.Module, weights: dict[str, torch.Tensor], source
     }
 
 
+# What a training state holds, numbered: 2 since kd-edge keeps its own optimiser state (1: torch.optim's).
+STATE_FORMAT = 2
+
+
 class TrainingStateFile:
     """``RUN_DIR/<stage>.state.pt``: everything ``--resume`` needs to continue a stage exactly.
 
@@ -170,7 +174,7 @@ class TrainingStateFile:
 
     def save(self, state: dict) -> None:
         buffer = io.BytesIO()
-        torch.save({**state, "fingerprint": self.fingerprint}, buffer)
+        torch.save({**state, "fingerprint": self.fingerprint, "format": STATE_FORMAT}, buffer)
         if self.path.exists():
             os.replace(self.path, self.previous)
         atomic_write(self.path, lambda handle: handle.write(buffer.getbuffer()))
@@ -203,10 +207,11 @@ class TrainingStateFile:
 
         if not is_main():  # rank 0 checks for all (only it computed the fingerprint: file hashes)
             return
-        if any("rule" not in optimizer for optimizer in state.get("optimizers", [])):
+        if state.get("format", 1) != STATE_FORMAT:
             raise CheckpointError(
-                f"cannot resume from {path}: its optimiser state is torch.optim's, saved by an earlier kd-edge "
-                "(kd-edge now keeps its own). Start the stage over with --force instead of --resume."
+                f"cannot resume from {path}: it was saved by another kd-edge, in training-state format "
+                f"{state.get('format', 1)} (this one reads {STATE_FORMAT}). Start the stage over with --force "
+                "instead of --resume."
             )
         saved = state.get("fingerprint", {})
         changed = [key for key in self.fingerprint if saved.get(key) != self.fingerprint[key]]

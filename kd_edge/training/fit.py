@@ -29,6 +29,7 @@ from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import autocast, seeded
 from kd_edge.training.evaluate import accuracy
 from kd_edge.training.fit_state import FitState
+from kd_edge.training.optimizers import Optimizer, Schedule
 from kd_edge.training.progress import EpochLog, SilentProgress
 
 # A step function maps (model, indices, uint8 images, labels) to named loss terms;
@@ -164,8 +165,8 @@ class OptimizerStep:
     """One optimiser step of one epoch: forward through ``step_fn``, check, backward, update."""
 
     model: nn.Module
-    optimizers: list  # kd_edge.training.optimizers.Optimizer
-    schedulers: list
+    optimizers: list[Optimizer]
+    schedulers: list[Schedule | None]
     plan: FitPlan
     epoch: int
     last_saved: str | None

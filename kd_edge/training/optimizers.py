@@ -6,7 +6,7 @@ one-cycle and cosine schedules as ``torch.optim.lr_scheduler``'s: ``tests/test_o
 compares the weights with ``torch.optim``'s step by step). Why not ``torch.optim`` itself: every
 ``torch.optim.Optimizer`` imports ``torch._dynamo`` when it is built and at its first step, which
 took 2 s and about 150 MB of resident memory in every training process, for a compiler that
-kd-edge does not use (benchmarks/results/training-memory.md).
+kd-edge does not use (benchmarks/results/training-speed.md).
 
 The objects keep the names ``torch.optim``'s have (``param_groups``, ``state_dict``, ``step``,
 ``zero_grad``) so that the training state saved for ``--resume`` reads the same way.
@@ -51,10 +51,13 @@ class Optimizer:
     @torch.no_grad()
     def step(self) -> None:
         group = self.param_groups[0]
-        update = sgd_update if self.rule == "sgd" else adam_update
         for param, state in zip(self.params, self.state, strict=True):
-            if param.grad is not None:  # a parameter the loss did not reach keeps its value, as in torch
-                update(param, param.grad, state, group, decoupled=self.rule == "adamw")
+            if param.grad is None:  # a parameter the loss did not reach keeps its value, as in torch
+                continue
+            if self.rule == "sgd":
+                sgd_update(param, param.grad, state, group)
+            else:
+                adam_update(param, param.grad, state, group, decoupled=self.rule == "adamw")
 
     def state_dict(self) -> dict:
         return {
@@ -97,7 +100,7 @@ def adam_update(param, grad, state: dict, group: dict, decoupled: bool) -> None:
     param.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1**step))
 
 
-def sgd_update(param, grad, state: dict, group: dict, decoupled: bool = False) -> None:
+def sgd_update(param, grad, state: dict, group: dict) -> None:
     """torch's ``_single_tensor_sgd`` with Nesterov momentum and no dampening."""
     momentum, lr, weight_decay = group["momentum"], group["lr"], group["weight_decay"]
     if weight_decay != 0:
@@ -154,19 +157,14 @@ def one_cycle(max_lr: float, total_steps: int):
     down to max_lr/25/1e4, both cosine; momentum (Adam's beta1) the other way, 0.95 -> 0.85 -> 0.95."""
     low, high = ONE_CYCLE_MOMENTA
     initial = max_lr / 25.0
-    phases = [  # (last step of the phase, lr from, lr to, momentum from, momentum to)
-        (float(ONE_CYCLE_WARMUP * total_steps) - 1, initial, max_lr, high, low),
-        (total_steps - 1, max_lr, initial / 1e4, low, high),
-    ]
+    peak = float(ONE_CYCLE_WARMUP * total_steps) - 1  # the step the learning rate peaks at
 
     def values(step: int):
-        start = 0.0
-        for number, (end, lr_from, lr_to, momentum_from, momentum_to) in enumerate(phases):
-            if step <= end or number == len(phases) - 1:
-                fraction = (step - start) / (end - start)
-                return annealed(lr_from, lr_to, fraction), annealed(momentum_from, momentum_to, fraction)
-            start = end
-        raise AssertionError("unreachable: the last phase takes every later step")
+        if step <= peak:
+            fraction = step / peak
+            return annealed(initial, max_lr, fraction), annealed(high, low, fraction)
+        fraction = (step - peak) / (total_steps - 1 - peak)
+        return annealed(max_lr, initial / 1e4, fraction), annealed(low, high, fraction)
 
     return values
 

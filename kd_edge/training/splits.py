@@ -28,10 +28,14 @@ class DeviceDataset:
         self.ref = ref
         self.device = device
         self.precision_setting = precision  # --precision as given
-        self.precision = resolve_precision(precision, device)  # the run's, before any network is known
         self.train, self.val, self.test = (
             DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test")
         )
+
+    @property
+    def precision(self) -> str:
+        """The run's precision, before any network is known: what soft labels are computed in."""
+        return self.precision_for(())
 
     def precision_for(self, models) -> str:
         """The precision ``models`` train in (``resolve_precision``: on a CPU, ``auto`` trains networks with
