@@ -380,6 +380,33 @@ def test_a_detect_run_stopped_in_the_student_resumes_with_its_finished_teacher(t
     assert "teacher" in metrics and (tmp_path / "run" / "student.pt").is_file()
 
 
+def test_the_detector_teachers_pace_counts_the_student_after_it(tmp_path, monkeypatch):
+    """The teacher's plan carries the student's steps in its own steps' worth of MACs (training 3 for each forward
+    one, plus the teacher's forward pass on the student's every batch); the student has nothing after it."""
+    from kd_edge.settings.detection import DetectorNetwork, DetectSettings
+    from kd_edge.settings.training import OptimSettings
+    from kd_edge.training import detect_run
+    from kd_edge.training.models import count_macs
+
+    data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c"), frames=2)
+    settings = DetectSettings(dataset=f"yolo:{data}", frame_size=48, tile=24, optim=OptimSettings(batch_size=4),
+                              teacher=DetectorNetwork(model="fomo-base", steps=2),
+                              student=DetectorNetwork(model="fomo-small", steps=5))  # fmt: skip
+    plans = {}
+    original = detect_run.fit_detector
+    monkeypatch.setattr(detect_run, "fit_detector", lambda plan, teacher=None: plans.setdefault(plan.stage, plan) and
+                        original(plan, teacher))  # fmt: skip
+    detect_run.train_detectors(settings, tmp_path / "run")
+    teacher, student = (
+        count_macs(create_detector(name, len(CLASSES)), (3, 48, 48)) for name in ("fomo-base", "fomo-small")
+    )
+    (later,) = plans["teacher"].later
+    assert later.stage == "student" and later.step_equivalents == pytest.approx(
+        5 * (3 * student + teacher) / (3 * teacher)
+    )
+    assert plans["student"].later == ()
+
+
 @pytest.mark.slow
 def test_detect_export_predict_from_the_command_line(tmp_path):
     """A user's path: `kd-edge detect` on YOLO frames, `export --onnx`, then `predict` finds the squares where they

@@ -283,6 +283,64 @@ def test_the_stage_says_its_time_from_the_first_steps_and_warns_past_half_an_hou
     assert bool(messages) == bool(said)
 
 
+def test_the_teachers_pace_line_estimates_the_student_after_it_and_warns_on_the_whole(monkeypatch):
+    """A teacher of 7 minutes before a student of 28 (in its steps' worth): each is said, with the total, and
+    the warning is for the whole training, though neither stage alone passes half an hour."""
+    from kd_edge.log import steps_shown
+    from kd_edge.training import fit as fit_module
+
+    calls, messages = [], []
+    monkeypatch.setattr(fit_module.time, "perf_counter", lambda: float(len(calls)))  # a second a step
+    later = (fit_module.LaterStage("student", 1680.0),)
+    progress = fit_module.PaceEstimate(SimpleNamespace(step=lambda *a: calls.append(a)), "teacher", 432, later=later)
+    with steps_shown(messages.append):
+        for _ in range(12):
+            progress.step(1.0, 100.0)
+    text = " ".join(messages)
+    assert "teacher: about 7 min more" in text and "the student about 28 min" in text
+    assert "training in all about 35 min" in text
+    assert "warning: training (teacher and student) will take over half an hour" in text
+
+
+@pytest.mark.parametrize("augment", ["none", "shift"])
+def test_the_student_is_counted_in_the_teachers_steps_by_its_macs(tmp_path, easy_npz, monkeypatch, augment):
+    """kd-edge distill and the pipeline's teacher stage (``train_teacher(then=...)``) hand the teacher's pace
+    the student's training: 3 MACs a training image for each forward one, plus the teacher's own forward pass
+    on every augmented batch, or once over the train split for its cached soft labels."""
+    from kd_edge.training import fit as fit_module
+    from kd_edge.training.models import ModelSpec, count_macs
+
+    handed = []
+    original = fit_module.PaceEstimate
+    monkeypatch.setattr(fit_module, "PaceEstimate", lambda *a, **k: handed.append(k.get("later")) or original(*a, **k))
+    data = DataSettings(dataset=f"npz:{easy_npz}", augment=augment)
+    optim = OptimSettings(batch_size=32)
+    settings = DistillSettings(
+        data=data,
+        teacher=NetworkSettings(model="cnn-small", epochs=1, steps=1),
+        student=NetworkSettings(model="cnn-tiny", epochs=3, steps=1),
+        optim=optim,
+    )
+    distill(settings, tmp_path / "distill", stop_at_chance=False)
+    teacher_settings = TeacherSettings(data=data, teacher=settings.teacher, optim=optim)
+    train_teacher(teacher_settings, tmp_path / "teacher", then=settings)
+
+    spec = load_dataset(f"npz:{easy_npz}")
+    train_images = len(spec.train)
+    teacher, student = (
+        count_macs(device.build_seeded(ModelSpec(name, 3, in_channels=1, image_size=16), 0), (1, 16, 16))
+        for name in ("cnn-small", "cnn-tiny")
+    )
+    steps_per_epoch = train_images // 32
+    per_step = 3 * student + (teacher if augment != "none" else 0)
+    soft_labels = steps_per_epoch * teacher if augment == "none" else 0
+    expected = (3 * steps_per_epoch * per_step + soft_labels) / (3 * teacher)
+    teacher_calls = [later for later in handed if later]  # the student's own fit has nothing after it
+    assert len(teacher_calls) == 2 and len(handed) == 3
+    for (stage,) in teacher_calls:
+        assert stage.stage == "student" and stage.step_equivalents == pytest.approx(expected)
+
+
 @pytest.mark.slow
 def test_camera_sized_images_get_the_pooled_models_and_aerial_augmentation_by_default(tmp_path):
     """Given only the data: 64 px colour images train pooled-large and pooled-base under aerial augmentation,

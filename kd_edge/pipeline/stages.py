@@ -39,7 +39,7 @@ def teacher_settings(settings: PipelineSettings) -> TeacherSettings:
 def run_teacher(settings: PipelineSettings, run_dir: Path, progress) -> dict:
     from kd_edge.training.distill import train_teacher
 
-    metrics = train_teacher(teacher_settings(settings), run_dir, force=True, progress=progress)
+    metrics = train_teacher(teacher_settings(settings), run_dir, force=True, progress=progress, then=settings.distill)
     return {"teacher": metrics["teacher"]}
 
 

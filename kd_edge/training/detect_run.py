@@ -30,6 +30,7 @@ from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
 from kd_edge.training.detectors import create_detector
 from kd_edge.training.device import seeded, torch_threads
+from kd_edge.training.fit import LaterStage
 from kd_edge.training.models import ModelSpec, count_macs, count_parameters
 from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
 
@@ -65,7 +66,8 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
             step(f"teacher: kept from the interrupted run ({run.dir / TEACHER_FILE})")
             teacher = load_checkpoint(run.dir / TEACHER_FILE).build_model()
         elif settings.alpha < 1.0:
-            teacher = train_one(run, "teacher", settings.teacher, settings, splits, card, None)
+            later = (student_after_teacher(settings, card),)
+            teacher = train_one(run, "teacher", settings.teacher, settings, splits, card, None, later)
         train_one(run, "student", settings.student, settings, splits, card, teacher)
         return run.metrics
 
@@ -80,8 +82,20 @@ def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float)
     run.record("data", {**sizes, "objects": objects, "groups": groups, "files": SPLIT_FILE}, seconds)
 
 
-def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSettings, splits, card, teacher):
-    """Train one network (the student from ``teacher`` when there is one), score it, save its checkpoint."""
+def student_after_teacher(settings: DetectSettings, card: ModelCard) -> LaterStage:
+    """The student's training counted in the teacher's steps, by MACs (a backward pass costs about two forward
+    passes; the teacher's forward pass on every batch comes on top): the teacher's pace line estimates it."""
+    with seeded(0):  # a count must not move the caller's RNG
+        teacher, student = (
+            count_macs(create_detector(network.model, len(card.classes)), card.input_shape)
+            for network in (settings.teacher, settings.student)
+        )
+    return LaterStage("student", settings.student.steps * (3 * student + teacher) / (3 * teacher))
+
+
+def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSettings, splits, card, teacher, later=()):
+    """Train one network (the student from ``teacher`` when there is one), score it, save its checkpoint.
+    ``later``: the stages after this one, whose time its pace line estimates too."""
     classes = len(card.classes)
     with seeded(settings.run.seed):  # a student alone or distilled: the same initial weights
         model = create_detector(network.model, classes)
@@ -91,7 +105,7 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
          f"augmentation{', distilled from the teacher' if teacher is not None else ''}")  # fmt: skip
     plan = DetectorPlan(
         model=model, train=splits["train"], val=splits["val"], classes=card.classes, steps=network.steps,
-        settings=settings, mean=card.mean, std=card.std, stage=stage,
+        settings=settings, mean=card.mean, std=card.std, stage=stage, later=later,
     )  # fmt: skip
     result = fit_detector(plan, teacher)
     logits = scene_logits(model, splits["test"], Normalizer(card.mean, card.std, "cpu"))

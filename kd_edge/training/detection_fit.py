@@ -34,7 +34,7 @@ from kd_edge.training.detectors import (
     heatmap_distillation_loss,
     object_cells,
 )
-from kd_edge.training.fit import PaceEstimate
+from kd_edge.training.fit import LaterStage, PaceEstimate
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
 from kd_edge.training.progress import SilentProgress
 
@@ -59,6 +59,7 @@ class DetectorPlan:
     std: tuple[float, ...]
     evaluate_every: int = EVALUATE_EVERY
     stage: str = "detector"  # what the log lines call it: teacher, student
+    later: tuple[LaterStage, ...] = ()  # the stages after this one, whose time its pace line estimates
 
 
 @dataclass
@@ -82,7 +83,8 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
     best = (-1.0, 0.5, 0, None)
     history, started = [], time.perf_counter()
     advice = "a smaller --frame-size or --tile, fewer --steps or --teacher-steps; Ctrl-C stops it"
-    pace = PaceEstimate(SilentProgress(), plan.stage, plan.steps, advice)  # the time left, after its first steps
+    # the time left, and the later stages', after its first steps
+    pace = PaceEstimate(SilentProgress(), plan.stage, plan.steps, advice, plan.later)
     for step in range(1, plan.steps + 1):
         stop_if_requested(f"detector training step {step} of {plan.steps}")  # Ctrl-C or SIGTERM: stop cleanly
         model.train()

@@ -61,6 +61,16 @@ class FitPlan:
         self.networks = self.networks or [self.model]
 
 
+@dataclass(frozen=True)
+class LaterStage:
+    """A stage that trains after this one, in the same command or pipeline. Its time is estimated before it
+    starts from this stage's measured pace: ``step_equivalents`` says how many of this stage's optimiser steps
+    its work comes to (``kd_edge.training.distill.student_after_teacher`` counts them in MACs)."""
+
+    stage: str
+    step_equivalents: float
+
+
 @dataclass(kw_only=True)
 class FitHooks:
     """What the caller hears and keeps.
@@ -78,6 +88,7 @@ class FitHooks:
     before_epoch: Callable[[int, int, list[float]], dict] | None = None
     state_file: object = None
     resume_from: dict | None = None
+    later: tuple[LaterStage, ...] = ()  # stages that train after this one, in the same command or pipeline
 
 
 @dataclass
@@ -118,7 +129,7 @@ def fit(plan: FitPlan, hooks: FitHooks | None = None) -> FitResult:
         trained = distributed.wrap(plan.model)  # under torchrun, DistributedDataParallel averages the gradients
         left = (plan.epochs - state.epoch + 1) * state.steps_per_epoch - state.steps_done
         say_plan(plan, state.steps_per_epoch)
-        progress = PaceEstimate(hooks.progress, plan.stage, left)
+        progress = PaceEstimate(hooks.progress, plan.stage, left, later=hooks.later)
         progress.start(plan.stage, plan.epochs, state.steps_per_epoch)
         for epoch in range(state.epoch, plan.epochs + 1):
             state.epoch = epoch
@@ -204,11 +215,12 @@ LONG_PLAN_SECONDS = 30 * 60
 
 class PaceEstimate:
     """A progress that passes everything on and, once ``PACE_STEPS`` steps are timed, says how long the
-    stage's remaining ``steps`` will take at that pace (evaluation comes on top), with a warning and what to
-    change when that is over half an hour. The live bar's remaining time follows the pace from then on."""
+    stage's remaining ``steps`` will take at that pace (evaluation comes on top), and the ``later`` stages of
+    the same training after it, with a warning and what to change when all of it is over half an hour. The
+    live bar's remaining time follows the pace from then on."""
 
-    def __init__(self, progress, stage: str, steps: int, advice: str = ""):
-        self.progress, self.stage, self.steps = progress, stage, steps
+    def __init__(self, progress, stage: str, steps: int, advice: str = "", later: tuple[LaterStage, ...] = ()):
+        self.progress, self.stage, self.steps, self.later = progress, stage, steps, later
         self.advice = advice or (
             "a smaller --image-size, fewer epochs (--epochs / --steps, or the teacher's and student's own), or a "
             "smaller model (`kd-edge models`); Ctrl-C stops it and --resume continues it"
@@ -228,14 +240,23 @@ class PaceEstimate:
 
     def tell(self, seconds_per_step: float) -> None:
         seconds = seconds_per_step * (self.steps - self.count)
-        if seconds < SAY_PACE_SECONDS:
+        later = {stage.stage: seconds_per_step * stage.step_equivalents for stage in self.later}
+        total = seconds + sum(later.values())
+        if total < SAY_PACE_SECONDS:
             return
         log.step(
             f"{self.stage}: about {duration(seconds)} more on this machine ({1e3 * seconds_per_step:,.0f} ms a "
             f"step over {PACE_STEPS} steps; each epoch's evaluation comes on top)"
         )
-        if seconds > LONG_PLAN_SECONDS:
-            log.step(f"warning: {self.stage} will take over half an hour. To shorten it: {self.advice}")
+        if later:
+            after = ", ".join(f"the {name} about {duration(value)}" for name, value in later.items())
+            log.step(
+                f"{self.stage}: then {after} (estimated from this pace and the networks' MACs; its own estimate "
+                f"follows when it starts): training in all about {duration(total)}"
+            )
+        if total > LONG_PLAN_SECONDS:
+            what = self.stage if not later else f"training ({self.stage} and {', '.join(later)})"
+            log.step(f"warning: {what} will take over half an hour. To shorten it: {self.advice}")
 
 
 def duration(seconds: float) -> str:

@@ -16,7 +16,7 @@ from kd_edge.training.checkpoint import TrainingStateFile, file_sha256, save_che
 from kd_edge.training.device import build_seeded, to_channels_last
 from kd_edge.training.distributed import describe, is_main
 from kd_edge.training.evaluate import accuracy
-from kd_edge.training.fit import FitHooks, FitPlan, StepFn, cross_entropy_step, fit
+from kd_edge.training.fit import FitHooks, FitPlan, LaterStage, StepFn, cross_entropy_step, fit
 from kd_edge.training.models import ModelSpec, count_macs, count_parameters
 from kd_edge.training.progress import SilentProgress
 from kd_edge.training.run_folder import RunFolder
@@ -82,13 +82,15 @@ def train_and_save(
     before_epoch=None,
     extra_metrics: dict | None = None,
     fingerprint: dict | None = None,
+    later: tuple[LaterStage, ...] = (),
 ) -> list[dict]:
     """Fit, test and save every network; returns each network's metrics.
 
     ``trained`` (default: the only network) is what ``fit`` trains and selects on: for online
     distillation, the pair, selected on the student. The training state goes to
     ``RUN_DIR/<last network>.state.pt`` as it trains; a resumed run continues from it
-    (``fingerprint`` must match), and it is removed once the stage is done.
+    (``fingerprint`` must match), and it is removed once the stage is done. ``later``: the stages that train
+    after this one, whose time the pace line estimates too.
     """
     run, splits = context.run, context.splits
     state_file = TrainingStateFile(run.dir, networks[-1].name, fingerprint)
@@ -126,6 +128,7 @@ def train_and_save(
         before_epoch=before_epoch,
         state_file=state_file,
         resume_from=resume_from,
+        later=later,
     )
     result = fit(plan, hooks)
     history = [
@@ -160,12 +163,16 @@ def train_and_save(
     return [network.info for network in networks]
 
 
-def cross_entropy_teacher(context: RunContext, view: InputView, teacher: NetworkSettings, seed: int) -> Network:
+def cross_entropy_teacher(
+    context: RunContext, view: InputView, teacher: NetworkSettings, seed: int, later: tuple[LaterStage, ...] = ()
+) -> Network:
     """Train the run's teacher with cross-entropy (``teacher.epochs`` already planned) and save it."""
     network = new_network(context.splits, view, teacher.model, "teacher", seed)
     network.info["source"] = "trained"
     step_fn = cross_entropy_step(view.normalize)
-    train_and_save(context, [network], epochs=teacher.epochs, step_fn=step_fn, normalize=view.normalize, seed=seed)
+    train_and_save(
+        context, [network], epochs=teacher.epochs, step_fn=step_fn, normalize=view.normalize, seed=seed, later=later
+    )
     return network
 
 

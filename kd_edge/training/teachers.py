@@ -14,6 +14,7 @@ from kd_edge.settings.training import DistillSettings, teacher_mixing
 from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.training.device import to_channels_last
 from kd_edge.training.evaluate import accuracy, chance_threshold
+from kd_edge.training.fit import LaterStage
 from kd_edge.training.models import count_macs, count_parameters
 from kd_edge.training.networks import RunContext, cross_entropy_teacher
 from kd_edge.training.run_folder import TEACHER_FILE, RunFolder
@@ -27,11 +28,13 @@ def frozen_teachers(
     view: InputView,
     checkpoints: list[Checkpoint],
     cache: dict | None = None,
+    later: tuple[LaterStage, ...] = (),
 ) -> FrozenTeachers:
     """The teacher(s) of offline and multi-teacher distillation: trained here, or loaded and scored; checked
     against chance; their logits on the train split cached unless augmentation changes the images.
 
-    ``cache`` (a dict the caller keeps) reuses loaded teachers' logits across calls on the same data.
+    ``cache`` (a dict the caller keeps) reuses loaded teachers' logits across calls on the same data;
+    ``later`` is the student's training, whose time a teacher trained here estimates with its own.
     """
     started = time.perf_counter()
     run, splits = context.run, context.splits
@@ -41,7 +44,7 @@ def frozen_teachers(
     elif run.finished("teacher"):  # resuming: the teacher this run trained, as it recorded it
         models, views, infos = [finished_teacher(run, splits)], [view], [run.metrics["teacher"]]
     else:
-        trained = cross_entropy_teacher(context, view, settings.teacher, settings.run.seed)
+        trained = cross_entropy_teacher(context, view, settings.teacher, settings.run.seed, later)
         models, views, infos = [trained.model], [view], [trained.info]
     for info in infos:
         check_teacher(info["val_accuracy"], splits.dataset, settings.kd.min_teacher_accuracy, info["source"])
