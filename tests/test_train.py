@@ -2,6 +2,10 @@
 
 import contextlib
 import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -356,3 +360,35 @@ def test_camera_sized_images_get_the_pooled_models_and_aerial_augmentation_by_de
     assert (config["teacher"]["model"], config["student"]["model"]) == ("pooled-large", "pooled-base")
     assert config["data"]["augment"] == "aerial"
     assert "pooled-large (" in result.output and "aerial augmentation" in result.output
+
+
+MEMORY_PROBE = """
+import re, torch
+from kd_edge.training.device import evaluation_memory, keep_freed_memory
+
+def anonymous_mb():
+    return int(re.search(r"RssAnon:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+def activations():  # 100 blocks of 1 MB, written, then freed: an evaluation's batches
+    blocks = [torch.ones(256 * 1024) for _ in range(100)]
+    del blocks
+
+keep_freed_memory()
+before = anonymous_mb()
+with evaluation_memory():
+    activations()
+inside = anonymous_mb() - before
+activations()
+print(inside, anonymous_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_an_evaluation_gives_its_memory_back_where_training_steps_keep_theirs():
+    """In a training command the heap keeps freed activations for the next step; an evaluation's come from fresh
+    mappings that go back when freed, so they cannot grow the heap the steps use (a child process: the allocator's
+    settings are process-wide)."""
+    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True)
+    inside, outside = (float(value) for value in probe.stdout.split())
+    assert inside < 20, probe.stdout  # MB still held after the evaluation's 100 MB were freed
+    assert outside > 80, probe.stdout  # the training path keeps them, as keep_freed_memory means it to

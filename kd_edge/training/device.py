@@ -2,12 +2,13 @@
 
 Library functions leave process-wide state as they found it (``torch_threads`` and ``seeded``
 restore what they change); the command line alone sets the process-wide allocator options
-(``keep_freed_memory``).
+(``keep_freed_memory``), which an evaluation lowers for its own duration (``evaluation_memory``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch import nn
@@ -24,6 +25,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The mmap threshold a training command set (``keep_freed_memory``); None: glibc's own, left alone.
+_KEPT_THRESHOLD: int | None = None
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+EVALUATION_MMAP_THRESHOLD = 256 * 1024
+
+
+@functools.cache
+def glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> None:
     """Process-wide: stop glibc from returning each step's activations to the OS only to fault them in again.
 
@@ -33,17 +52,33 @@ def keep_freed_memory() -> None:
     thresholds made a Fashion-MNIST teacher epoch about 20 % faster here
     (benchmarks/RESULTS.md). No effect and no harm where the C library is not glibc.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    global _KEPT_THRESHOLD
+    mallopt = glibc_mallopt()
+    if mallopt is None:
         return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
+    _KEPT_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit
+    mallopt(M_MMAP_THRESHOLD, _KEPT_THRESHOLD)
     mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
+
+
+@contextlib.contextmanager
+def evaluation_memory():
+    """Inside a training command (``keep_freed_memory``), serve the block's large blocks from fresh mmaps that
+    go back to the OS when freed; elsewhere change nothing.
+
+    An evaluation in float32 after training steps in bf16 asks for blocks of other sizes than the steps left
+    free in the heap, so the heap grew by 0-250 MB in an evaluation, by chance of its layout: the peak RSS of
+    the same run varied by 300 MB. Evaluations are a small part of the work, so their page faults cost little
+    (benchmarks/results/training-memory-bf16-host.md)."""
+    mallopt = glibc_mallopt() if _KEPT_THRESHOLD is not None else None
+    if mallopt is None:
+        yield
+        return
+    mallopt(M_MMAP_THRESHOLD, EVALUATION_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        mallopt(M_MMAP_THRESHOLD, _KEPT_THRESHOLD)
 
 
 def resolve_precision(name: str, device: torch.device, models: tuple[nn.Module, ...] = ()) -> str:
