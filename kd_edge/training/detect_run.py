@@ -30,7 +30,7 @@ from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
 from kd_edge.training.detectors import create_detector
 from kd_edge.training.device import seeded, torch_threads
-from kd_edge.training.fit import LaterStage
+from kd_edge.training.fit import LaterStage, distilled_student
 from kd_edge.training.models import ModelSpec, count_macs, count_parameters
 from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
 
@@ -83,14 +83,15 @@ def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float)
 
 
 def student_after_teacher(settings: DetectSettings, card: ModelCard) -> LaterStage:
-    """The student's training counted in the teacher's steps, by MACs (a backward pass costs about two forward
-    passes; the teacher's forward pass on every batch comes on top): the teacher's pace line estimates it."""
+    """The student's training counted in the teacher's steps (``distilled_student``; the teacher sees every
+    batch): the teacher's pace line estimates it."""
     with seeded(0):  # a count must not move the caller's RNG
         teacher, student = (
             count_macs(create_detector(network.model, len(card.classes)), card.input_shape)
             for network in (settings.teacher, settings.student)
         )
-    return LaterStage("student", settings.student.steps * (3 * student + teacher) / (3 * teacher))
+    steps = settings.student.steps
+    return distilled_student(teacher, student, steps, teacher_passes=steps)
 
 
 def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSettings, splits, card, teacher, later=()):

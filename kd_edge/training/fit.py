@@ -65,10 +65,18 @@ class FitPlan:
 class LaterStage:
     """A stage that trains after this one, in the same command or pipeline. Its time is estimated before it
     starts from this stage's measured pace: ``step_equivalents`` says how many of this stage's optimiser steps
-    its work comes to (``kd_edge.training.distill.student_after_teacher`` counts them in MACs)."""
+    its work comes to (``distilled_student`` counts a student's in MACs)."""
 
     stage: str
     step_equivalents: float
+
+
+def distilled_student(teacher_macs: int, student_macs: int, steps: int, teacher_passes: int) -> LaterStage:
+    """A student's ``steps`` of distillation counted in its teacher's training steps, by MACs: a training step
+    costs about 3 forward passes (the backward pass two), and the teacher's forward pass comes on top for
+    ``teacher_passes`` batches (every step's, or once over the train split for cached soft labels)."""
+    work = 3 * student_macs * steps + teacher_macs * teacher_passes
+    return LaterStage("student", work / (3 * teacher_macs))
 
 
 @dataclass(kw_only=True)
