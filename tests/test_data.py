@@ -7,6 +7,7 @@ import pytest
 
 from kd_edge.data import dataset, load_dataset, stratified_split
 from kd_edge.errors import DatasetError
+from kd_edge.training.models import create_model
 from tests.conftest import easy_images
 
 
@@ -185,7 +186,7 @@ def test_unknown_dataset_lists_valid_names():
 # --- a plain class-folder tree, split here ------------------------------------------------------------------
 
 
-def make_plain_tree(root, per_class=20, classes=("field", "forest", "river"), size=10):
+def make_plain_tree(root, per_class=20, classes=("field", "forest", "river"), size=12):
     """root/<class>/<n>.jpg, the layout users have; class k is a brightness band, each image a little apart."""
     from PIL import Image
 
@@ -200,7 +201,7 @@ def make_plain_tree(root, per_class=20, classes=("field", "forest", "river"), si
 def test_a_plain_class_tree_is_split_stratified_and_the_same_every_time(tmp_path):
     root = make_plain_tree(tmp_path / "aerial")
     first = load_dataset(f"folder:{root}")
-    assert first.classes == ("field", "forest", "river") and first.input_shape == (3, 10, 10)
+    assert first.classes == ("field", "forest", "river") and first.input_shape == (3, 12, 12)
     for name, per_class in (("train", 16), ("val", 2), ("test", 2)):  # 0.8, 0.1, 0.1 of each class
         assert np.bincount(getattr(first, name).labels).tolist() == [per_class] * 3, name
     files = first.files
@@ -255,21 +256,20 @@ def test_a_folder_without_class_folders_says_what_layout_is_expected(tmp_path):
 def test_channels_reads_a_colour_folder_as_grey_and_a_grey_one_as_colour(tmp_path):
     colour = make_plain_tree(tmp_path / "colour", per_class=5)
     grey = load_dataset(f"folder:{colour}", channels=1)
-    assert grey.input_shape == (1, 10, 10) and load_dataset(f"folder:{colour}").input_shape == (3, 10, 10)
+    assert grey.input_shape == (1, 12, 12) and load_dataset(f"folder:{colour}").input_shape == (3, 12, 12)
     make_image_folder(tmp_path / "digits")  # grey PNGs in train/ and val/
     assert load_dataset(f"folder:{tmp_path / 'digits'}", channels=3).input_shape == (3, 12, 12)
 
 
-def test_splits_whose_images_differ_are_named_with_the_options_that_align_them(tmp_path):
-    make_image_folder(tmp_path / "mixed", splits=("train",), size=12)
-    make_image_folder(tmp_path / "mixed", splits=("val",), size=14)
-    with pytest.raises(DatasetError, match="--image-size and --channels"):
-        load_dataset(f"folder:{tmp_path / 'mixed'}")
+def test_splits_whose_images_differ_are_read_alike_at_the_median_size(tmp_path):
+    make_image_folder(tmp_path / "mixed", splits=("train",), size=12)  # 20 images
+    make_image_folder(tmp_path / "mixed", splits=("val", "test"), size=16)  # 40
+    assert load_dataset(f"folder:{tmp_path / 'mixed'}").input_shape == (1, 16, 16)
     assert load_dataset(f"folder:{tmp_path / 'mixed'}", image_size=12).input_shape == (1, 12, 12)
 
 
 def test_a_folder_of_large_or_oblong_photos_is_read_at_most_64_px_square_unless_asked(tmp_path):
-    """The default keeps a 2-core machine's training in minutes: the first image's shorter side, at most 64;
+    """The default keeps a 2-core machine's training in minutes: the images' median shorter side, at most 64;
     --image-size asks for any other size."""
     from PIL import Image
 
@@ -280,5 +280,24 @@ def test_a_folder_of_large_or_oblong_photos_is_read_at_most_64_px_square_unless_
     assert load_dataset(f"folder:{tmp_path / 'big'}", split=(0.5, 0.25, 0.25)).input_shape == (3, 64, 64)
     asked = load_dataset(f"folder:{tmp_path / 'big'}", split=(0.5, 0.25, 0.25), image_size=128)
     assert asked.input_shape == (3, 128, 128)
-    small = make_plain_tree(tmp_path / "small", size=10)
-    assert load_dataset(f"folder:{small}").input_shape == (3, 10, 10)
+    small = make_plain_tree(tmp_path / "small", size=12)
+    assert load_dataset(f"folder:{small}").input_shape == (3, 12, 12)
+
+
+def test_a_folder_of_odd_sizes_and_modes_is_read_as_the_default_models_take_it(tmp_path):
+    """A user's photos vary: the size comes from the median image, not the first one, rounded down to a multiple
+    of 4 (each default classifier halves the image twice), and one grey image among colour ones leaves them all
+    in colour; the default models then train on it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, cls in enumerate(("a", "b")):
+        (tmp_path / "odd" / cls).mkdir(parents=True)
+        for i in range(12):
+            size = (40 + i, 30 + i % 3) if i else (20, 18)  # the first file of each class is small and grey
+            tint = rng.integers(0, 20, (1, 1, 3), np.uint8)
+            image = Image.fromarray(np.full((size[1], size[0], 3), 60 + 100 * label, np.uint8) + tint)
+            image.convert("L" if i == 0 else ("P" if i == 1 else "RGB")).save(tmp_path / "odd" / cls / f"{i:02d}.png")
+    ds = load_dataset(f"folder:{tmp_path / 'odd'}")
+    assert ds.input_shape == (3, 28, 28)  # median shorter side 31, not the first image's 18 (or its grey)
+    create_model("cnn-base", num_classes=2, in_channels=3, image_size=ds.input_shape[-1])

@@ -79,7 +79,7 @@ def test_unknown_model_lists_valid_names():
 def test_bad_arguments_are_a_model_error():
     with pytest.raises(ModelError, match="bad arguments"):
         create_model("cnn", colour="blue")
-    with pytest.raises(ModelError, match="divisible by 4"):
+    with pytest.raises(ModelError, match="divisible by 4, got 30: use images of 28 or 32 px"):
         create_model("seed-student", image_size=30)
 
 

@@ -72,11 +72,11 @@ def load_dataset(
     Args:
         name: one of ``list_datasets()``; ``folder:PATH`` and ``npz:PATH`` take a path.
         data_dir: where to look for (and download) files; defaults to ``$KD_EDGE_DATA``.
-        image_size: side length to resize ``folder:`` images to (default: keep the first image's size).
+        image_size: side length to resize ``folder:`` images to (None: ``folders.surveyed`` chooses).
         download: let torchvision download a missing public dataset when the network allows.
         split: fractions train, val, test of a plain class-folder tree (None: ``DataSettings``'s default).
         bad_images: a ``folder:`` image that cannot be read: "refuse" or "skip" (None: ``DataSettings``'s).
-        channels: read ``folder:`` images as 1 (grey) or 3 (RGB) channels (None: grey if the first image is).
+        channels: read ``folder:`` images as 1 (grey) or 3 (RGB) channels (None: grey if every image is).
     """
     if name == "mnist-5k":
         return sources.load_builtin_mnist_5k()

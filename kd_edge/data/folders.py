@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, three_way_split
 from kd_edge.errors import DatasetError
-from kd_edge.settings.data import DEFAULT_LARGEST_SIDE
+from kd_edge.settings.data import default_side
 
-GREY_MODES = ("1", "L", "I;16", "I")
+GREY_MODES = ("1", "L", "LA", "I;16", "I")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
 @dataclass(frozen=True)
 class Reading:
-    """How a folder's images are read: resized to ``image_size`` squares (None: the first image's shorter side,
-    at most ``DEFAULT_LARGEST_SIDE``), as ``channels`` 1 or 3 (None: grey if the first image is), a plain tree
-    cut at ``split``, unreadable files refused or skipped (``bad_images``)."""
+    """How a folder's images are read: resized to ``image_size`` squares, as ``channels`` 1 or 3 (``surveyed``
+    chooses both where they are None), a plain tree cut at ``split``, unreadable files refused or skipped
+    (``bad_images``)."""
 
     image_size: int | None
     channels: int | None
@@ -60,7 +60,7 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
             "train/<class>/, val/<class>/ and test/<class>/ sub-folders)"
         )
     items = list_images(root, classes)
-    decoded = decode_cached(root, items, reading)
+    decoded = decode_cached(root, items, surveyed(root, items, reading))
     parts = three_way_split(decoded.split.labels, reading.split)
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
@@ -79,13 +79,9 @@ def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
             f"folder dataset {str(root)!r} has train/ but no val/ or test/ next to it; add one, or move the class "
             "folders up into the folder itself to have it split for you"
         )
-    decoded = {name: decode_cached(root, list_images(root / name, classes, root), reading) for name in names}
-    shapes = {name: d.split.images.shape[1:] for name, d in decoded.items()}
-    if len(set(shapes.values())) > 1:  # each split's size and channels follow its own first image
-        raise DatasetError(
-            f"{str(root)!r}: the splits' images differ ({shapes}, channels, height, width); pass --image-size and "
-            "--channels to read them all alike"
-        )
+    listed = {name: list_images(root / name, classes, root) for name in names}
+    reading = surveyed(root, [item for items in listed.values() for item in items], reading)  # one for all splits
+    decoded = {name: decode_cached(root, items, reading) for name, items in listed.items()}
     splits = {name: d.split for name, d in decoded.items()}
     files = {name: d.files for name, d in decoded.items()}
     files["skipped"] = [bad for d in decoded.values() for bad in d.skipped]
@@ -126,6 +122,29 @@ def list_images(folder: Path, classes: list[str], relative_to: Path | None = Non
     return items
 
 
+def surveyed(root: Path, items: list[tuple[str, int]], reading: Reading) -> Reading:
+    """``reading`` with the size and channels it leaves open chosen for the whole folder, from the images' headers
+    (no decoding): colour if any image is, and ``default_side`` of the median shorter side. Not from one image: a
+    single grey photo or odd size among many would decide for all of them."""
+    if reading.image_size is not None and reading.channels is not None:
+        return reading
+    from PIL import Image
+
+    modes, shorter_sides = set(), []
+    for file, _ in items:
+        try:
+            with Image.open(root / file) as image:
+                modes.add(image.mode)
+                shorter_sides.append(min(image.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # decode reads it again, and names it with its reason
+    if not shorter_sides:
+        return reading
+    channels = reading.channels or (1 if modes <= set(GREY_MODES) else 3)
+    image_size = reading.image_size or default_side(sorted(shorter_sides)[len(shorter_sides) // 2])
+    return replace(reading, image_size=image_size, channels=channels)
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A folder's images decoded: the arrays, the files they came from and those left out (with the reason)."""
@@ -157,16 +176,11 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
     from PIL import Image, UnidentifiedImageError
 
     arrays, labels, files, skipped = [], [], [], []
-    size = mode = None
+    mode, size = ("L" if reading.channels == 1 else "RGB"), (reading.image_size, reading.image_size)
     for file, label in items:
         try:
             with Image.open(root / file) as image:
                 image.load()
-                if mode is None:
-                    grey = reading.channels == 1 or (reading.channels is None and image.mode in GREY_MODES)
-                    mode = "L" if grey else "RGB"
-                    side = reading.image_size or min(*image.size, DEFAULT_LARGEST_SIDE)
-                    size = (side, side)
                 image = image.convert(mode)
                 arrays.append(np.asarray(image if image.size == size else image.resize(size), dtype=np.uint8))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
@@ -190,7 +204,7 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
 
 def cache_key(root: Path, items: list[tuple[str, int]], reading: Reading) -> str:
     """A digest of every file's relative path, label and bytes, and of how they are read (the split aside)."""
-    digest = hashlib.sha256(f"v3 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
+    digest = hashlib.sha256(f"v4 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
     for file, label in items:
         digest.update(f"{file}\0{label}\0".encode())
         digest.update(hashlib.sha256((root / file).read_bytes()).digest())

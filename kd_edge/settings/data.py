@@ -24,6 +24,15 @@ CAMERA_SIZED = 64  # pixels a side from which an A|B default (models, augmentati
 # minutes where a 128 px one takes 4x as long, for no better accuracy at the default budget on RSSCN7
 # (benchmarks/results/aerial.md); --image-size asks for more.
 DEFAULT_LARGEST_SIDE = 64
+# ...and rounded down to a multiple of this: every registry classifier halves the image at least twice
+# (a 30x40 photo would otherwise give 30 px squares, which no default model takes).
+DEFAULT_SIDE_MULTIPLE = 4
+
+
+def default_side(shorter_side: int) -> int:
+    """The side a folder's images are resized to when --image-size is not given, from their median shorter side."""
+    side = min(shorter_side, DEFAULT_LARGEST_SIDE)
+    return max(DEFAULT_SIDE_MULTIPLE, side - side % DEFAULT_SIDE_MULTIPLE)
 
 
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)  # train, val, test: for a class-folder tree (per class) and for detection (per source)
@@ -66,10 +75,11 @@ class DataSettings:
     image_size: int | None = knob(
         None,
         "Resize folder: images to this side length (square).",
-        none=f"the first image's shorter side, at most {DEFAULT_LARGEST_SIDE}",
+        none=f"the images' median shorter side, at most {DEFAULT_LARGEST_SIDE}, rounded down to a multiple of "
+        f"{DEFAULT_SIDE_MULTIPLE}",
     )
     channels: int | None = knob(
-        None, "Read folder: images as 1 (grey) or 3 (RGB) channels.", none="grey if the first image is grey"
+        None, "Read folder: images as 1 (grey) or 3 (RGB) channels.", none="grey if every image is grey"
     )
     split: tuple[float, ...] = knob(
         DEFAULT_SPLIT,

@@ -242,6 +242,17 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return macs
 
 
+def require_divisible(what: str, image_size: int, multiple: int) -> None:
+    """Networks that flatten their last feature map need the image to halve exactly at each pooling."""
+    if image_size % multiple:
+        below = max(multiple, image_size - image_size % multiple)
+        raise ModelError(
+            f"{what} needs an image size divisible by {multiple}, got {image_size}: use images of {below} or "
+            f"{below + multiple} px a side (--image-size resizes a folder: dataset's), or a pooled-* model, which "
+            "takes any size"
+        )
+
+
 # --- the reference script's two CNNs ---------------------------------------------------------
 
 
@@ -250,8 +261,7 @@ class SeedCNN(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, widths: tuple[int, int], hidden: int):
         super().__init__()
-        if image_size % 4:
-            raise ModelError(f"the seed CNNs need an image size divisible by 4, got {image_size}")
+        require_divisible("the seed CNNs", image_size, 4)
         self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(widths[0], widths[1], kernel_size=3, padding=1)
         self.fc1 = nn.Linear(widths[1] * (image_size // 4) ** 2, hidden)
@@ -305,10 +315,7 @@ class SmallCNN(nn.Module):
         widths = tuple(int(w) for w in widths)
         if not widths or depth < 1:
             raise ModelError("cnn needs at least one stage (widths) and depth >= 1")
-        if image_size % 2 ** len(widths):
-            raise ModelError(
-                f"cnn with {len(widths)} stages needs an image size divisible by {2 ** len(widths)}, got {image_size}"
-            )
+        require_divisible(f"cnn with {len(widths)} stages", image_size, 2 ** len(widths))
         layers, channels = [], in_channels
         for width in widths:
             for _ in range(depth):
