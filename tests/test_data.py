@@ -298,6 +298,11 @@ def test_a_folder_of_odd_sizes_and_modes_is_read_as_the_default_models_take_it(t
             tint = rng.integers(0, 20, (1, 1, 3), np.uint8)
             image = Image.fromarray(np.full((size[1], size[0], 3), 60 + 100 * label, np.uint8) + tint)
             image.convert("L" if i == 0 else ("P" if i == 1 else "RGB")).save(tmp_path / "odd" / cls / f"{i:02d}.png")
+    (tmp_path / "odd" / "a" / "2019").mkdir()  # a class's sub-folders are its images too, as in ImageFolder
+    Image.new("RGB", (40, 31)).save(tmp_path / "odd" / "a" / "2019" / "late.png")
+    (tmp_path / "odd" / "a" / ".ipynb_checkpoints").mkdir()  # hidden: not images of the class
+    Image.new("RGB", (40, 31)).save(tmp_path / "odd" / "a" / ".ipynb_checkpoints" / "late-checkpoint.png")
     ds = load_dataset(f"folder:{tmp_path / 'odd'}")
     assert ds.input_shape == (3, 28, 28)  # median shorter side 31, not the first image's 18 (or its grey)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 25 and "a/2019/late.png" in sum(ds.files.values(), [])
     create_model("cnn-base", num_classes=2, in_channels=3, image_size=ds.input_shape[-1])

@@ -1,7 +1,8 @@
 """Image folders, as users have them, decoded once.
 
     root/<class>/*.jpg                      a plain class-folder tree (torchvision's ImageFolder, Keras'
-                                            image_dataset_from_directory): split here, per class, seeded
+                                            image_dataset_from_directory; sub-folders of a class are read
+                                            too): split here, per class, seeded
     root/train/<class>/*, root/val/..., root/test/...
                                             splits as given (validation carved from train/ when absent)
 
@@ -115,7 +116,7 @@ def list_images(folder: Path, classes: list[str], relative_to: Path | None = Non
         if sub.name not in classes:
             raise DatasetError(f"{str(sub)!r} is a class that train/ does not have; train/ has {classes}")
         label = classes.index(sub.name)
-        images = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        images = sorted(f for f in sub.rglob("*") if is_image_file(f, sub))  # nested folders too, as ImageFolder
         items += [(f.relative_to(base).as_posix(), label) for f in images]
     if not items:
         raise DatasetError(f"{str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -143,6 +144,12 @@ def surveyed(root: Path, items: list[tuple[str, int]], reading: Reading) -> Read
     channels = reading.channels or (1 if modes <= set(GREY_MODES) else 3)
     image_size = reading.image_size or default_side(sorted(shorter_sides)[len(shorter_sides) // 2])
     return replace(reading, image_size=image_size, channels=channels)
+
+
+def is_image_file(path: Path, class_folder: Path) -> bool:
+    """An image of the class, at any depth; hidden files and folders (.DS_Store, .ipynb_checkpoints) are not."""
+    hidden = any(part.startswith(".") for part in path.relative_to(class_folder).parts)
+    return not hidden and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 @dataclass(frozen=True)
