@@ -304,5 +304,6 @@ def test_a_folder_of_odd_sizes_and_modes_is_read_as_the_default_models_take_it(t
     Image.new("RGB", (40, 31)).save(tmp_path / "odd" / "a" / ".ipynb_checkpoints" / "late-checkpoint.png")
     ds = load_dataset(f"folder:{tmp_path / 'odd'}")
     assert ds.input_shape == (3, 28, 28)  # median shorter side 31, not the first image's 18 (or its grey)
-    assert len(ds.train) + len(ds.val) + len(ds.test) == 25 and "a/2019/late.png" in sum(ds.files.values(), [])
+    listed = ds.files["train"] + ds.files["val"] + ds.files["test"]
+    assert len(listed) == 25 and "a/2019/late.png" in listed
     create_model("cnn-base", num_classes=2, in_channels=3, image_size=ds.input_shape[-1])
