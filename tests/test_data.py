@@ -45,6 +45,23 @@ def test_stratified_split_holds_out_each_class():
     assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(labels)
 
 
+def test_a_class_of_one_or_two_images_keeps_one_for_training():
+    """Held out first, a rare class would leave training without it: the model could never learn it."""
+    from kd_edge.data.dataset import three_way_split
+
+    labels = np.repeat(np.arange(3), [40, 2, 1])
+    parts = three_way_split(labels, (0.8, 0.1, 0.1))
+    assert np.bincount(labels[parts["train"]], minlength=3).tolist() == [32, 1, 1]
+    assert np.bincount(labels[parts["test"]], minlength=3).tolist() == [4, 1, 0]
+
+
+def test_a_class_folder_without_images_is_named(tmp_path):
+    root = make_plain_tree(tmp_path / "aerial", per_class=5)
+    (root / "harbour").mkdir()  # created, never filled
+    with pytest.raises(DatasetError, match=r"'harbour' in .* hold no images: add images to them, or remove them"):
+        load_dataset(f"folder:{root}")
+
+
 def write_idx(path, array):
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
     data = header + array.astype(np.uint8).tobytes()

@@ -128,7 +128,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
         rng.shuffle(members)
-        held_out.append(members[: max(1, round(len(members) * fraction))])
+        # at least one of each class held out, but never a class's last member: training must see every class
+        held_out.append(members[: min(max(1, round(len(members) * fraction)), len(members) - 1)])
     held = np.sort(np.concatenate(held_out))
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return keep, held

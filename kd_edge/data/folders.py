@@ -61,6 +61,7 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
             "train/<class>/, val/<class>/ and test/<class>/ sub-folders)"
         )
     items = list_images(root, classes)
+    require_every_class(items, classes, root)
     decoded = decode_cached(root, items, surveyed(root, items, reading))
     parts = three_way_split(decoded.split.labels, reading.split)
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
@@ -81,6 +82,7 @@ def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
             "folders up into the folder itself to have it split for you"
         )
     listed = {name: list_images(root / name, classes, root) for name in names}
+    require_every_class(listed["train"], classes, root / "train")
     reading = surveyed(root, [item for items in listed.values() for item in items], reading)  # one for all splits
     decoded = {name: decode_cached(root, items, reading) for name, items in listed.items()}
     splits = {name: d.split for name, d in decoded.items()}
@@ -144,6 +146,17 @@ def surveyed(root: Path, items: list[tuple[str, int]], reading: Reading) -> Read
     channels = reading.channels or (1 if modes <= set(GREY_MODES) else 3)
     image_size = reading.image_size or default_side(sorted(shorter_sides)[len(shorter_sides) // 2])
     return replace(reading, image_size=image_size, channels=channels)
+
+
+def require_every_class(items: list[tuple[str, int]], classes: list[str], folder: Path) -> None:
+    """A class folder without images (a typo, an unfinished copy) would give the model a class it never sees."""
+    present = {label for _, label in items}
+    empty = [name for index, name in enumerate(classes) if index not in present]
+    if empty:
+        raise DatasetError(
+            f"class folder(s) {', '.join(repr(name) for name in empty)} in {str(folder)!r} hold no images: add "
+            f"images to them, or remove them ({', '.join(sorted(IMAGE_SUFFIXES))} files, at any depth)"
+        )
 
 
 def is_image_file(path: Path, class_folder: Path) -> bool:
