@@ -21,6 +21,7 @@ CARD = ModelCard(
     quantization={"mode": "static", "excluded_nodes": ["conv1"]},
     source_sha256="ab" * 32,
     versions={"kd_edge": "0.1.0", "opset": 17},
+    resize="bicubic",
 )
 
 
@@ -35,6 +36,15 @@ def test_metadata_round_trip():
         0.25,
     ]
     assert ModelCard.from_metadata(metadata) == CARD
+
+
+def test_the_resize_filter_is_a_plain_string_and_older_cards_get_the_one_their_training_used():
+    assert CARD.to_metadata()["kd_edge.resize"] == "bicubic"  # what a C++ consumer reads
+    older = {key: value for key, value in CARD.to_metadata().items() if key != "kd_edge.resize"}
+    assert ModelCard.from_metadata(older).resize_filter == "bicubic"  # folders were always read bicubic
+    rule = {"stride": 8, "threshold": 0.5}
+    detector = ModelCard.from_dict({**CARD.to_dict(), "resize": None, "task": "detect", "detection": rule})
+    assert detector.resize_filter == "bilinear"
 
 
 def test_json_round_trip():
@@ -91,6 +101,7 @@ def test_a_missing_required_key_is_named(key):
         ("kd_edge.layout", "NHWC", "kd_edge.layout of a float32 input is NCHW"),
         ("kd_edge.input_type", "int8", "kd_edge.input_type must be one of"),
         ("kd_edge.channel_order", "GRAY", "kd_edge.channel_order GRAY does not fit 3 channel"),
+        ("kd_edge.resize", "lanczos", "kd_edge.resize must be one of"),
         ("kd_edge.test_accuracy", "1.5", "kd_edge.test_accuracy must be a fraction"),
         ("kd_edge.parameters", "-3", "kd_edge.parameters must be a count"),
         ("kd_edge.data", '{"data_dir": "x"}', 'kd_edge.data must be an object with a "dataset" name'),

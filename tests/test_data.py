@@ -278,6 +278,27 @@ def test_channels_reads_a_colour_folder_as_grey_and_a_grey_one_as_colour(tmp_pat
     assert load_dataset(f"folder:{tmp_path / 'digits'}", channels=3).input_shape == (3, 12, 12)
 
 
+def test_a_photo_reaches_the_deployed_model_as_it_reached_training(tmp_path):
+    """`kd-edge predict` and `bench --frames` resize a photo with the filter the card names, the one training used:
+    the pixels are the same to the last bit (a bilinear deployment of a bicubic training differs by several levels)."""
+    from PIL import Image
+
+    from kd_edge.data import folders
+    from kd_edge.runtime.card import ModelCard  # as training writes it (kd_edge.training.splits.InputView)
+    from kd_edge.runtime.predict import model_pixels
+
+    rng = np.random.default_rng(1)
+    for cls in ("field", "forest"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (50, 50, 3), np.uint8)).save(tmp_path / "photos" / cls / f"{i}.png")
+    ds = load_dataset(f"folder:{tmp_path / 'photos'}", image_size=32)
+    card = ModelCard(classes=ds.classes, input_shape=ds.input_shape, mean=ds.mean, std=ds.std, resize=folders.RESIZE)
+    with Image.open(tmp_path / "photos" / ds.files["test"][0]) as photo:
+        deployed = model_pixels(photo, card.input_shape, card.resize_filter)
+    np.testing.assert_array_equal(deployed.transpose(2, 0, 1), ds.test.images[0])
+
+
 def test_splits_whose_images_differ_are_read_alike_at_the_median_size(tmp_path):
     make_image_folder(tmp_path / "mixed", splits=("train",), size=12)  # 20 images
     make_image_folder(tmp_path / "mixed", splits=("val", "test"), size=16)  # 40

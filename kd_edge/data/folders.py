@@ -28,6 +28,7 @@ from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_
 from kd_edge.errors import DatasetError
 from kd_edge.settings.data import default_side
 
+RESIZE = "bicubic"  # Pillow's default filter, which trained every folder model so far; the card records it
 GREY_MODES = ("1", "L", "LA", "I;16", "I")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -195,14 +196,15 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
     """Every image as uint8, read as ``reading`` says."""
     from PIL import Image, UnidentifiedImageError
 
+    from kd_edge.runtime.predict import model_pixels  # the very function `kd-edge predict` reads images with
+
     arrays, labels, files, skipped = [], [], [], []
-    mode, size = ("L" if reading.channels == 1 else "RGB"), (reading.image_size, reading.image_size)
+    shape = (3 if reading.channels is None else reading.channels, reading.image_size, reading.image_size)
     for file, label in items:
         try:
             with Image.open(root / file) as image:
                 image.load()
-                image = image.convert(mode)
-                arrays.append(np.asarray(image if image.size == size else image.resize(size), dtype=np.uint8))
+                arrays.append(model_pixels(image, shape, RESIZE))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append({"file": file, "reason": str(exc) or type(exc).__name__})
             continue
@@ -217,8 +219,7 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
         )
     if not arrays:
         raise DatasetError(f"no image in {str(root)!r} could be read")
-    images = np.stack(arrays)
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    images = np.stack(arrays).transpose(0, 3, 1, 2)  # (N, H, W, C) to (N, C, H, W)
     return Decoded(Split(np.ascontiguousarray(images), np.array(labels, dtype=np.int64)), files, skipped)
 
 

@@ -29,6 +29,8 @@ from kd_edge.errors import DatasetError
 SPLIT_NAMES = ("train", "val", "test")
 LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
 
+RESIZE = "bilinear"  # how frames are brought to the detector's size (``longer_side``); the card records it
+
 
 @dataclass
 class Scene:
@@ -141,14 +143,14 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
 
 
 def longer_side(image, side: int) -> np.ndarray:
-    """A decoded Pillow image in RGB, resized (bilinear) so that its longer side is ``side``: (H, W, 3) uint8, a
+    """A decoded Pillow image in RGB, resized (``RESIZE``) so that its longer side is ``side``: (H, W, 3) uint8, a
     writable copy. Training reads its frames through this too, so the board sees what training saw."""
-    from PIL import Image
+    from kd_edge.runtime.predict import pillow_filter
 
     rgb = image.convert("RGB")
     scale = side / max(rgb.size)
     size = (max(round(rgb.size[0] * scale), 1), max(round(rgb.size[1] * scale), 1))
-    return np.array(rgb if rgb.size == size else rgb.resize(size, Image.BILINEAR), dtype=np.uint8)
+    return np.array(rgb if rgb.size == size else rgb.resize(size, pillow_filter(RESIZE)), dtype=np.uint8)
 
 
 def split_by_group(

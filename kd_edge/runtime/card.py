@@ -28,11 +28,12 @@ from kd_edge.settings.data import BAD_IMAGES
 
 PREFIX = "kd_edge."
 REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
-PLAIN_STRINGS = ("layout", "input_type", "channel_order", "model", "source_sha256", "task")  # others as JSON
+PLAIN_STRINGS = ("layout", "input_type", "channel_order", "resize", "model", "source_sha256", "task")  # others JSON
 LAYOUTS = ("NCHW", "NHWC")
 INPUT_TYPES = ("uint8", "float32")
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
 TASKS = ("classify", "detect")
+RESIZE_FILTERS = ("bicubic", "bilinear")  # Pillow's, antialiased when they shrink
 DETECTION_KEYS = ("stride", "threshold")  # what a detector's card must say to decode its output
 
 
@@ -53,6 +54,7 @@ class ModelCard:
     layout: str = "NCHW"
     input_type: str = "float32"  # uint8: normalisation inside the graph
     channel_order: str | None = None  # RGB, BGR or GRAY, of a uint8 input
+    resize: str | None = None  # the filter training resized its images with; None (older cards): ``resize_filter``
     data: DataRef | None = None
     model: str | None = None  # registry name
     parameters: int | None = None
@@ -84,6 +86,12 @@ class ModelCard:
             raise ModelCardError(f"{PREFIX}detection of a detector must give {' and '.join(DETECTION_KEYS)}")
         if self.channel_order is not None and (self.channel_order == "GRAY") != (channels == 1):
             raise ModelCardError(f"{PREFIX}channel_order {self.channel_order} does not fit {channels} channel(s)")
+
+    @property
+    def resize_filter(self) -> str:
+        """How a frame of another size is brought to the input size, as training brought its images: a detector's
+        frames bilinear (``kd_edge.data.yolo``), a classifier's folder images bicubic (``kd_edge.data.folders``)."""
+        return self.resize or ("bilinear" if self.task == "detect" else "bicubic")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -230,6 +238,7 @@ FIELD_CHECKS = {
     "layout": one_of(LAYOUTS),
     "input_type": one_of(INPUT_TYPES),
     "channel_order": optional(lambda v: v in CHANNEL_ORDERS, f"one of {CHANNEL_ORDERS}"),
+    "resize": optional(lambda v: v in RESIZE_FILTERS, f"one of {RESIZE_FILTERS}"),
     "data": check_data,
     "model": optional(lambda v: isinstance(v, str), "a model name"),
     "parameters": optional(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a count"),

@@ -82,7 +82,7 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
         with Image.open(path) as image:
             image.load()
             original = image.size
-            pixels = model_pixels(image, model.input_shape)
+            pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(
             f"cannot read {str(path)!r} as an image ({exc}); give PNG, JPEG or another format Pillow reads"
@@ -92,18 +92,24 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
     return pixels, note
 
 
-def model_pixels(image, input_shape) -> np.ndarray:
-    """A decoded Pillow image as the model takes it: its channels (grey or RGB), resized to its input size
-    (bilinear), (H, W, C) uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes
-    either layout)."""
-    from PIL import Image
-
+def model_pixels(image, input_shape, resize: str) -> np.ndarray:
+    """A decoded Pillow image as the model takes it: its channels (grey or RGB), resized to its input size with
+    ``resize`` (the card's ``resize_filter``: what training resized with), (H, W, C) uint8, the layout of an
+    exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads folder images through
+    this too."""
     channels, height, width = input_shape
     converted = image.convert("L" if channels == 1 else "RGB")
     if converted.size != (width, height):
-        converted = converted.resize((width, height), Image.BILINEAR)
+        converted = converted.resize((width, height), pillow_filter(resize))
     pixels = np.asarray(converted, dtype=np.uint8)
     return pixels[..., None] if channels == 1 else pixels
+
+
+def pillow_filter(name: str):
+    """Pillow's resampling filter for a card's ``resize`` name (``kd_edge.runtime.card.RESIZE_FILTERS``)."""
+    from PIL import Image
+
+    return {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[name]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

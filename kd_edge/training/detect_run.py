@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kd_edge.data import yolo
 from kd_edge.data.dataset import channel_stats
 from kd_edge.data.ref import DataRef
 from kd_edge.data.yolo import Scene, detection_splits, read_classes
@@ -58,7 +59,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         card = ModelCard(
             classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
-            task="detect",
+            task="detect", resize=yolo.RESIZE,
             detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by},
         )  # fmt: skip
         teacher = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from kd_edge.data import DataRef, ImageDataset, load_data
+from kd_edge.data import DataRef, ImageDataset, folders, load_data
 from kd_edge.errors import ConfigError
 from kd_edge.io import atomic_write_json
 from kd_edge.log import step
@@ -60,8 +60,9 @@ class InputView:
         self.normalize = Normalizer(mean, std, splits.device)
         dataset = splits.dataset
         self.card = ModelCard(
-            classes=dataset.classes, input_shape=dataset.input_shape, mean=mean, std=std, data=splits.ref
-        )
+            classes=dataset.classes, input_shape=dataset.input_shape, mean=mean, std=std, data=splits.ref,
+            resize=folders.RESIZE,
+        )  # fmt: skip
 
 
 def load_splits(run: RunSettings, data: DataSettings) -> tuple[DeviceDataset, float]:

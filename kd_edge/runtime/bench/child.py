@@ -117,7 +117,7 @@ def measure(job: Measurement) -> Reading | str:
 
 def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> dict:
     """Each encoded frame as a camera pipeline takes it, batch 1, ``passes`` times: decode (Pillow), convert to the
-    model's channels and resize to its input (bilinear), then preprocess and infer. Medians in ms."""
+    model's channels and resize to its input (as training did), then preprocess and infer. Medians in ms."""
     try:
         from PIL import Image
     except ModuleNotFoundError:
@@ -135,7 +135,7 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
                 image.load()
                 decoded = time.perf_counter()
                 sizes.add(image.size)
-                pixels = model_pixels(image, model.input_shape)
+                pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
             resized = time.perf_counter()
             model.logits(model.preprocess(pixels[None]))
             done = time.perf_counter()
