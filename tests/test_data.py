@@ -288,15 +288,19 @@ def test_a_photo_reaches_the_deployed_model_as_it_reached_training(tmp_path):
     from kd_edge.runtime.predict import model_pixels
 
     rng = np.random.default_rng(1)
-    for cls in ("field", "forest"):
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).resize((300, 300)))
+    for cls in ("field", "forest"):  # camera-sized JPEGs: decoded at a quarter of their size, for 32 px
         (tmp_path / "photos" / cls).mkdir(parents=True)
         for i in range(10):
-            Image.fromarray(rng.integers(0, 255, (50, 50, 3), np.uint8)).save(tmp_path / "photos" / cls / f"{i}.png")
+            Image.fromarray(np.roll(smooth, 20 * i, axis=1)).save(tmp_path / "photos" / cls / f"{i}.jpg", quality=95)
     ds = load_dataset(f"folder:{tmp_path / 'photos'}", image_size=32)
     card = ModelCard(classes=ds.classes, input_shape=ds.input_shape, mean=ds.mean, std=ds.std, resize=folders.RESIZE)
     with Image.open(tmp_path / "photos" / ds.files["test"][0]) as photo:
         deployed = model_pixels(photo, card.input_shape, card.resize_filter)
     np.testing.assert_array_equal(deployed.transpose(2, 0, 1), ds.test.images[0])
+    with Image.open(tmp_path / "photos" / ds.files["test"][0]) as photo:  # decoded in full, then resized
+        full = np.asarray(photo.convert("RGB").resize((32, 32), Image.BICUBIC)).transpose(2, 0, 1)
+    assert np.abs(full.astype(int) - ds.test.images[0]).mean() < 1.0
 
 
 def test_splits_whose_images_differ_are_read_alike_at_the_median_size(tmp_path):

@@ -447,6 +447,14 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     assert (frame["width"], frame["height"]) == (192, 128) and (tmp_path / "d.png").stat().st_size > 0
     for name, x, y in (("car", 60, 20), ("bus", 150, 90)):  # a cell is 16 px here: its centre within 11.3 px
         assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 11.4
+    from PIL import Image  # a camera's JPEG 4x the frame: decoded at half scale, its objects still where they are
+
+    write_scene(tmp_path / "big", "frame-0001", [(0, 120, 40, 32), (1, 300, 180, 32)], size=(384, 256))
+    Image.open(tmp_path / "big" / "images" / "frame-0001.png").save(tmp_path / "big.jpg", quality=95)
+    (frame,) = json.loads(runner.invoke(app, ["predict", str(onnx_file), str(tmp_path / "big.jpg"), "--json"]).output)
+    assert (frame["width"], frame["height"]) == (384, 256)
+    for name, x, y in (("car", 120, 40), ("bus", 300, 180)):  # a cell is 32 px here
+        assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 22.7
 
     result = runner.invoke(app, ["quantize", str(onnx_file)])  # calibrated on training frames, judged by F1
     assert result.exit_code == 0, result.output

@@ -142,14 +142,20 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
     return scenes
 
 
+def fitted(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer is ``side``."""
+    scale = side / max(size)
+    return max(round(size[0] * scale), 1), max(round(size[1] * scale), 1)
+
+
 def longer_side(image, side: int) -> np.ndarray:
     """A decoded Pillow image in RGB, resized (``RESIZE``) so that its longer side is ``side``: (H, W, 3) uint8, a
     writable copy. Training reads its frames through this too, so the board sees what training saw."""
-    from kd_edge.runtime.predict import pillow_filter
+    from kd_edge.runtime.predict import load_reduced, pillow_filter
 
+    size = fitted(image.size, side)
+    load_reduced(image, size)
     rgb = image.convert("RGB")
-    scale = side / max(rgb.size)
-    size = (max(round(rgb.size[0] * scale), 1), max(round(rgb.size[1] * scale), 1))
     return np.array(rgb if rgb.size == size else rgb.resize(size, pillow_filter(RESIZE)), dtype=np.uint8)
 
 

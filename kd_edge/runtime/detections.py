@@ -36,7 +36,8 @@ def letterbox(image, side: int) -> tuple[np.ndarray, float]:
     back)."""
     from kd_edge.data.yolo import longer_side
 
-    return pad_square(longer_side(image, side), side), max(image.size) / side
+    scale = max(image.size) / side  # of the image as opened: longer_side may decode it at a reduced scale
+    return pad_square(longer_side(image, side), side), scale
 
 
 def pad_square(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -236,9 +237,8 @@ def detect_files(model, paths: list[Path], threshold: float | None = None) -> li
     for file in files:
         try:
             with Image.open(file) as image:
-                image.load()
-                pixels, scale = letterbox(image, side)
                 size = image.size
+                pixels, scale = letterbox(image, side)
         except (OSError, UnidentifiedImageError) as exc:
             raise DatasetError(f"cannot read {str(file)!r} as an image ({exc}); give PNG, JPEG or another") from exc
         logits = model.logits(model.preprocess(pixels[None]))[0]

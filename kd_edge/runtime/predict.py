@@ -80,8 +80,7 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
 
     try:
         with Image.open(path) as image:
-            image.load()
-            original = image.size
+            original = image.size  # before model_pixels decodes it, maybe at a reduced scale
             pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(
@@ -98,11 +97,21 @@ def model_pixels(image, input_shape, resize: str) -> np.ndarray:
     exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads folder images through
     this too."""
     channels, height, width = input_shape
+    load_reduced(image, (width, height))
     converted = image.convert("L" if channels == 1 else "RGB")
     if converted.size != (width, height):
         converted = converted.resize((width, height), pillow_filter(resize))
     pixels = np.asarray(converted, dtype=np.uint8)
     return pixels[..., None] if channels == 1 else pixels
+
+
+def load_reduced(image, size: tuple[int, int]) -> None:
+    """Decode an opened image for resizing to ``size``: a JPEG at the smallest of its built-in scales (1/2, 1/4,
+    1/8) that keeps at least twice ``size`` on each side, any other image (or one loaded already) as it is. A 12 MP
+    photo for a 64 px model decodes in about 15 ms instead of 240, its pixels within one level of a full decode's
+    (benchmarks/results/frame-decode.md); images up to twice the input decode in full, as before."""
+    image.draft(None, (2 * size[0], 2 * size[1]))
+    image.load()
 
 
 def pillow_filter(name: str):

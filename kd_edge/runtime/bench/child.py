@@ -116,26 +116,33 @@ def measure(job: Measurement) -> Reading | str:
 
 
 def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> dict:
-    """Each encoded frame as a camera pipeline takes it, batch 1, ``passes`` times: decode (Pillow), convert to the
-    model's channels and resize to its input (as training did), then preprocess and infer. Medians in ms."""
+    """Each encoded frame as a camera pipeline takes it, batch 1, ``passes`` times: decode (Pillow; a JPEG at a
+    reduced scale where it is over twice the input), convert to the model's channels and resize to its input (a
+    detector's letterboxed) as `kd-edge predict` does, then preprocess and infer. Medians in ms."""
     try:
         from PIL import Image
     except ModuleNotFoundError:
         raise KdEdgeError("--frames decodes images with Pillow: pip install 'kd-edge[images]'") from None
     import io
 
-    from kd_edge.runtime.predict import model_pixels
+    from kd_edge.data.yolo import fitted
+    from kd_edge.runtime.detections import letterbox
+    from kd_edge.runtime.predict import load_reduced, model_pixels
 
+    detector, (_, height, width) = model.card.task == "detect", model.input_shape
     parts: dict[str, list[float]] = {"decode_ms": [], "resize_ms": [], "inference_ms": []}
     sizes = set()
     for _ in range(passes):
         for encoded in frames:
             started = time.perf_counter()
             with Image.open(io.BytesIO(encoded)) as image:
-                image.load()
-                decoded = time.perf_counter()
                 sizes.add(image.size)
-                pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
+                load_reduced(image, fitted(image.size, width) if detector else (width, height))
+                decoded = time.perf_counter()
+                if detector:  # as `kd-edge predict` reads a frame for it
+                    pixels = letterbox(image, width)[0]
+                else:
+                    pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
             resized = time.perf_counter()
             model.logits(model.preprocess(pixels[None]))
             done = time.perf_counter()
