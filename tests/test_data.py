@@ -186,8 +186,9 @@ def test_image_folder_grayscale_resized(tmp_path):
 
 def test_image_folder_rgb_with_test(tmp_path):
     make_image_folder(tmp_path, splits=("train", "val", "test"), mode="RGB")
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # Jupyter's: not a class
     ds = load_dataset(f"folder:{tmp_path}")
-    assert ds.input_shape == (3, 12, 12) and len(ds.val) == 20 and len(ds.test) == 20
+    assert ds.input_shape == (3, 12, 12) and len(ds.val) == 20 and len(ds.test) == 20 and ds.classes == ("cat", "dog")
 
 
 def test_image_folder_without_train(tmp_path):

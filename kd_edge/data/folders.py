@@ -71,7 +71,7 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
 
 
 def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DatasetError(
             f"{str(root / 'train')!r} has no class sub-folders; put each class's images in train/<class>/"
