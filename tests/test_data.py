@@ -250,6 +250,23 @@ def test_a_folder_is_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch
     assert len(decodes) == 3
 
 
+def test_a_cached_folder_of_the_default_size_and_a_split_layout_load_without_reading_a_header(
+    tmp_path, monkeypatch, folder_cache
+):
+    """The default size and colour come from the images' headers, a third of a cached RSSCN7 load's time when read:
+    a cache entry is keyed by the options as given, so a hit reads no header; a split layout is one entry."""
+    from kd_edge.data import folders
+
+    make_image_folder(tmp_path / "given", splits=("train", "val", "test"))
+    (tmp_path / "given" / "val" / "dog" / "9.png").write_bytes(b"")  # unreadable: left out of val only
+    first = load_dataset(f"folder:{tmp_path / 'given'}", bad_images="skip")
+    assert len(first.val) == 19 and [bad["file"] for bad in first.files["skipped"]] == ["val/dog/9.png"]
+    monkeypatch.setattr(folders, "surveyed", lambda *a: pytest.fail("a cached load read the headers"))
+    again = load_dataset(f"folder:{tmp_path / 'given'}", bad_images="skip")
+    assert again.sha256() == first.sha256() and again.files == first.files
+    assert len(list(folder_cache.glob("*.npz"))) == 1
+
+
 def test_unreadable_images_are_named_and_refused_or_skipped_as_asked(tmp_path):
     root = make_plain_tree(tmp_path / "aerial", per_class=6)
     (root / "forest" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")

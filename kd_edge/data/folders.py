@@ -63,7 +63,7 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
         )
     items = list_images(root, classes)
     require_every_class(items, classes, root)
-    decoded = decode_cached(root, items, surveyed(root, items, reading))
+    decoded = decode_cached(root, items, reading)
     parts = three_way_split(decoded.split.labels, reading.split)
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
@@ -84,8 +84,8 @@ def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
         )
     listed = {name: list_images(root / name, classes, root) for name in names}
     require_every_class(listed["train"], classes, root / "train")
-    reading = surveyed(root, [item for items in listed.values() for item in items], reading)  # one for all splits
-    decoded = {name: decode_cached(root, items, reading) for name, items in listed.items()}
+    every_file = [item for items in listed.values() for item in items]
+    decoded = by_split(decode_cached(root, every_file, reading), listed)  # one size and colour for all splits
     splits = {name: d.split for name, d in decoded.items()}
     files = {name: d.files for name, d in decoded.items()}
     files["skipped"] = [bad for d in decoded.values() for bad in d.skipped]
@@ -175,8 +175,21 @@ class Decoded:
     skipped: list[dict]
 
 
+def by_split(decoded: Decoded, listed: dict[str, list[tuple[str, int]]]) -> dict[str, Decoded]:
+    """``decoded`` (every split's files together) cut back into ``listed``'s splits."""
+    position = {file: index for index, file in enumerate(decoded.files)}
+    out = {}
+    for name, items in listed.items():
+        files = [file for file, _ in items if file in position]
+        names = {file for file, _ in items}
+        skipped = [bad for bad in decoded.skipped if bad["file"] in names]
+        out[name] = Decoded(decoded.split.subset(np.array([position[f] for f in files], int)), files, skipped)
+    return out
+
+
 def decode_cached(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decoded:
-    """``decode``, from the cache when the same files (by content) were read the same way before."""
+    """``decode``, from the cache when the same files (by content) were read the same way before. The key holds
+    ``reading`` as asked: what ``surveyed`` chooses for it follows from the files, so a hit skips the survey."""
     key = cache_key(root, items, reading)
     path = cache_dir() / f"{key}.npz"
     if path.is_file():
@@ -187,7 +200,7 @@ def decode_cached(root: Path, items: list[tuple[str, int]], reading: Reading) ->
                 return Decoded(split, [str(f) for f in cached["files"]], skipped)
         except (OSError, ValueError, KeyError, DatasetError):
             path.unlink(missing_ok=True)  # a damaged cache entry costs one decode
-    decoded = decode(root, items, reading)
+    decoded = decode(root, items, surveyed(root, items, reading))
     store(path, decoded)
     return decoded
 
@@ -224,7 +237,7 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
 
 def cache_key(root: Path, items: list[tuple[str, int]], reading: Reading) -> str:
     """A digest of every file's relative path, label and bytes, and of how they are read (the split aside)."""
-    digest = hashlib.sha256(f"v5 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
+    digest = hashlib.sha256(f"v6 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
     for file, label in items:
         digest.update(f"{file}\0{label}\0".encode())
         digest.update(hashlib.sha256((root / file).read_bytes()).digest())
