@@ -37,17 +37,19 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="the class-folder tree the run trained on")
     args = parser.parse_args()
-    files = json.loads((args.run / "split.json").read_text())["test"]
+    split = json.loads((args.run / "split.json").read_text())
     for name in ("model.fp32.onnx", "model.onnx"):
         path = args.bundle / name
         if not path.is_file():
             continue
         model = OnnxModel(path)
         card_filter = model.card.resize_filter
-        figures = {f: accuracy(model, args.data, files, f) for f in dict.fromkeys((card_filter, "bilinear"))}
-        shown = ", ".join(f"{f} {100 * a:.2f} %" for f, a in figures.items())
-        print(f"{name}: {len(files)} test photos, card's filter {card_filter}: {shown}; card says "
-              f"{100 * (model.card.test_accuracy or np.nan):.2f} %")  # fmt: skip
+        for part in ("val", "test"):
+            files = split[part]
+            figures = {f: accuracy(model, args.data, files, f) for f in dict.fromkeys((card_filter, "bilinear"))}
+            shown = ", ".join(f"{f} {100 * a:.2f} %" for f, a in figures.items())
+            print(f"{name}: {len(files)} {part} photos, card's filter {card_filter}: {shown}")
+        print(f"{name}: the card's test accuracy {100 * (model.card.test_accuracy or np.nan):.2f} %")
 
 
 if __name__ == "__main__":
