@@ -150,7 +150,8 @@ def fitted(size: tuple[int, int], side: int) -> tuple[int, int]:
 
 def longer_side(image, side: int) -> np.ndarray:
     """An opened Pillow image (decoded by ``load_reduced``) in RGB, resized (``RESIZE``) so that its longer side is
-    ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the board sees what training saw."""
+    ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the board sees what
+    training saw."""
     from kd_edge.runtime.predict import load_reduced, pillow_filter
 
     size = fitted(image.size, side)

@@ -93,10 +93,9 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
 
 def model_pixels(image, input_shape, resize: str) -> np.ndarray:
     """An opened Pillow image as the model takes it (decoded by ``load_reduced``): its channels (grey or RGB),
-    resized to its input size with
-    ``resize`` (the card's ``resize_filter``: what training resized with), (H, W, C) uint8, the layout of an
-    exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads folder images through
-    this too."""
+    resized to its input size with ``resize`` (the card's ``resize_filter``: what training resized with), (H, W, C)
+    uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads
+    folder images through this too."""
     channels, height, width = input_shape
     load_reduced(image, (width, height))
     converted = image.convert("L" if channels == 1 else "RGB")
