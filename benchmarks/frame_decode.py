@@ -1,5 +1,5 @@
 """What decoding a camera's JPEG at a reduced scale saves, and what it changes: full decode then resize, against
-``kd_edge.runtime.predict.load_reduced`` then the same resize, for a classifier's 64 px square and a detector's
+``kd_edge.data.pixels.load_reduced`` then the same resize, for a classifier's 64 px square and a detector's
 512 px frame.
 
     .venv/bin/python benchmarks/frame_decode.py --markdown benchmarks/results/frame-decode.md
@@ -22,8 +22,8 @@ import numpy as np
 from markdown_out import show
 from PIL import Image
 
+from kd_edge.data.pixels import load_reduced, pillow_filter
 from kd_edge.data.yolo import fitted
-from kd_edge.runtime.predict import load_reduced, pillow_filter
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA_SIZES = {"12 MP still": (4000, 3000), "1080p frame": (1920, 1080)}

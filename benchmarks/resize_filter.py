@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kd_edge.runtime.predict import model_pixels
+from kd_edge.data.pixels import model_pixels
 from kd_edge.runtime.session import OnnxModel
 
 

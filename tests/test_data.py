@@ -302,8 +302,8 @@ def test_a_photo_reaches_the_deployed_model_as_it_reached_training(tmp_path):
     from PIL import Image
 
     from kd_edge.data import folders
+    from kd_edge.data.pixels import model_pixels
     from kd_edge.runtime.card import ModelCard  # as training writes it (kd_edge.training.splits.InputView)
-    from kd_edge.runtime.predict import model_pixels
 
     rng = np.random.default_rng(1)
     smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).resize((300, 300)))

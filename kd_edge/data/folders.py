@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, three_way_split
+from kd_edge.data.pixels import model_pixels  # the very function `kd-edge predict` reads images with
 from kd_edge.errors import DatasetError
 from kd_edge.settings.data import default_side
 
@@ -208,8 +209,6 @@ def decode_cached(root: Path, items: list[tuple[str, int]], reading: Reading) ->
 def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decoded:
     """Every image as uint8, read as ``reading`` says."""
     from PIL import Image, UnidentifiedImageError
-
-    from kd_edge.runtime.predict import model_pixels  # the very function `kd-edge predict` reads images with
 
     arrays, labels, files, skipped = [], [], [], []
     shape = (3 if reading.channels is None else reading.channels, reading.image_size, reading.image_size)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.data.folders import IMAGE_SUFFIXES
+from kd_edge.data.pixels import load_reduced, pillow_filter
 from kd_edge.errors import DatasetError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -152,8 +153,6 @@ def longer_side(image, side: int) -> np.ndarray:
     """An opened Pillow image (decoded by ``load_reduced``) in RGB, resized (``RESIZE``) so that its longer side is
     ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the board sees what
     training saw."""
-    from kd_edge.runtime.predict import load_reduced, pillow_filter
-
     size = fitted(image.size, side)
     load_reduced(image, size)
     rgb = image.convert("RGB")

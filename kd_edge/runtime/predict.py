@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.data.folders import IMAGE_SUFFIXES
+from kd_edge.data.pixels import model_pixels
 from kd_edge.errors import DatasetError
 from kd_edge.runtime.session import OnnxModel
 
@@ -89,36 +90,6 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
     _, height, width = model.input_shape
     note = f"resized from {original[0]}x{original[1]} to {width}x{height}" if original != (width, height) else None
     return pixels, note
-
-
-def model_pixels(image, input_shape, resize: str) -> np.ndarray:
-    """An opened Pillow image as the model takes it (decoded by ``load_reduced``): its channels (grey or RGB),
-    resized to its input size with ``resize`` (the card's ``resize_filter``: what training resized with), (H, W, C)
-    uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads
-    folder images through this too."""
-    channels, height, width = input_shape
-    load_reduced(image, (width, height))
-    converted = image.convert("L" if channels == 1 else "RGB")
-    if converted.size != (width, height):
-        converted = converted.resize((width, height), pillow_filter(resize))
-    pixels = np.asarray(converted, dtype=np.uint8)
-    return pixels[..., None] if channels == 1 else pixels
-
-
-def load_reduced(image, size: tuple[int, int]) -> None:
-    """Decode an opened image for resizing to ``size``: a JPEG at the smallest of its built-in scales (1/2, 1/4,
-    1/8) that keeps at least twice ``size`` on each side, any other image (or one loaded already) as it is. A 12 MP
-    photo for a 64 px model is read in 13 ms instead of 140, its pixels 0.1 level from a full decode's on average
-    (benchmarks/results/frame-decode.md); images up to twice the input decode in full, as before."""
-    image.draft(None, (2 * size[0], 2 * size[1]))
-    image.load()
-
-
-def pillow_filter(name: str):
-    """Pillow's resampling filter for a card's ``resize`` name (``kd_edge.runtime.card.RESIZE_FILTERS``)."""
-    from PIL import Image
-
-    return {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[name]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -125,9 +125,9 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
         raise KdEdgeError("--frames decodes images with Pillow: pip install 'kd-edge[images]'") from None
     import io
 
+    from kd_edge.data.pixels import load_reduced, model_pixels
     from kd_edge.data.yolo import fitted
     from kd_edge.runtime.detections import letterbox
-    from kd_edge.runtime.predict import load_reduced, model_pixels
 
     detector, (_, height, width) = model.card.task == "detect", model.input_shape
     parts: dict[str, list[float]] = {"decode_ms": [], "resize_ms": [], "inference_ms": []}
