@@ -140,7 +140,7 @@ def rule_verdict(fp32_ms: list[float], int8_ms: list[float], scales: list[float]
         where = f"projected on {setting.get('profile')} {where} (from 1 host thread)"
     measured = (
         f"INT8/FP32 p50 {ratio:.2f}x {where} over {len(ratios)} rounds, 95 % lower bound {bound:.2f}x, "
-        f"round ratios {min(ratios):.2f}x to {max(ratios):.2f}x"
+        f"round ratios {min(ratios):.2f}x to {max(ratios):.2f}x; the noise floor is {1 + NOISE_FLOOR:.2f}x"
     )
     if bound > 1 + NOISE_FLOOR:
         form, reason = "fp32", f"INT8 met its accuracy budget but is slower than FP32 beyond the noise: {measured}"
