@@ -24,8 +24,8 @@ CAMERA_SIZED = 64  # pixels a side from which an A|B default (models, augmentati
 # minutes where a 128 px one takes 4x as long, for no better accuracy at the default budget on RSSCN7
 # (benchmarks/results/aerial.md); --image-size asks for more.
 DEFAULT_LARGEST_SIDE = 64
-# ...and rounded down to a multiple of this: every registry classifier halves the image at least twice
-# (a 30x40 photo would otherwise give 30 px squares, which no default model takes).
+# ...and rounded down to a multiple of this: the default classifiers under 64 px (cnn-base, cnn-small) halve
+# the image twice and flatten it (a folder of 30x40 photos would otherwise give 30 px squares, which they refuse).
 DEFAULT_SIDE_MULTIPLE = 4
 
 
