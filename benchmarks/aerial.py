@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/aerial.py defaults --markdown benchmarks/results/aerial.md   # ~15 min
     .venv/bin/python benchmarks/aerial.py paired --markdown benchmarks/results/aerial.md     # ~25 min
     .venv/bin/python benchmarks/aerial.py longer --markdown benchmarks/results/aerial.md     # ~37 min
-    .venv/bin/python benchmarks/aerial.py alone-128 --seeds 0 1 --markdown benchmarks/results/aerial.md  # 26 min/seed
+    .venv/bin/python benchmarks/aerial.py alone-128 --seeds 0 1 2 --markdown benchmarks/results/aerial.md  # 26 min/seed
 
 defaults  `kd-edge pipeline --dataset folder:RSSCN7 --out WORK/defaults`, nothing else: wall time of the whole
           command and of each stage, teacher, student, FP32 and INT8 test accuracy, the bundle's form, the
