@@ -301,9 +301,9 @@ def test_a_photo_reaches_the_deployed_model_as_it_reached_training(tmp_path):
     the pixels are the same to the last bit (a bilinear deployment of a bicubic training differs by several levels)."""
     from PIL import Image
 
-    from kd_edge.data import folders
     from kd_edge.data.pixels import model_pixels
     from kd_edge.runtime.card import ModelCard  # as training writes it (kd_edge.training.splits.InputView)
+    from kd_edge.settings.data import FOLDER_RESIZE
 
     rng = np.random.default_rng(1)
     smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).resize((300, 300)))
@@ -312,7 +312,7 @@ def test_a_photo_reaches_the_deployed_model_as_it_reached_training(tmp_path):
         for i in range(10):
             Image.fromarray(np.roll(smooth, 20 * i, axis=1)).save(tmp_path / "photos" / cls / f"{i}.jpg", quality=95)
     ds = load_dataset(f"folder:{tmp_path / 'photos'}", image_size=32)
-    card = ModelCard(classes=ds.classes, input_shape=ds.input_shape, mean=ds.mean, std=ds.std, resize=folders.RESIZE)
+    card = ModelCard(classes=ds.classes, input_shape=ds.input_shape, mean=ds.mean, std=ds.std, resize=FOLDER_RESIZE)
     with Image.open(tmp_path / "photos" / ds.files["test"][0]) as photo:
         deployed = model_pixels(photo, card.input_shape, card.resize_filter)
     np.testing.assert_array_equal(deployed.transpose(2, 0, 1), ds.test.images[0])

@@ -27,9 +27,8 @@ import numpy as np
 from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, three_way_split
 from kd_edge.data.pixels import model_pixels  # the very function `kd-edge predict` reads images with
 from kd_edge.errors import DatasetError
-from kd_edge.settings.data import default_side
+from kd_edge.settings.data import FOLDER_RESIZE, default_side
 
-RESIZE = "bicubic"  # Pillow's default filter, which trained every folder model so far; the card records it
 GREY_MODES = ("1", "L", "LA", "I;16", "I")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -215,7 +214,7 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
     for file, label in items:
         try:
             with Image.open(root / file) as image:
-                arrays.append(model_pixels(image, shape, RESIZE))
+                arrays.append(model_pixels(image, shape, FOLDER_RESIZE))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append({"file": file, "reason": str(exc) or type(exc).__name__})
             continue

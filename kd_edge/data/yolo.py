@@ -26,11 +26,10 @@ import numpy as np
 from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.data.pixels import load_reduced, pillow_filter
 from kd_edge.errors import DatasetError
+from kd_edge.settings.data import FRAME_RESIZE
 
 SPLIT_NAMES = ("train", "val", "test")
 LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
-
-RESIZE = "bilinear"  # how frames are brought to the detector's size (``longer_side``); the card records it
 
 
 @dataclass
@@ -150,13 +149,13 @@ def fitted(size: tuple[int, int], side: int) -> tuple[int, int]:
 
 
 def longer_side(image, side: int) -> np.ndarray:
-    """An opened Pillow image (decoded by ``load_reduced``) in RGB, resized (``RESIZE``) so that its longer side is
-    ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the board sees what
-    training saw."""
+    """An opened Pillow image (decoded by ``load_reduced``) in RGB, resized (``FRAME_RESIZE``) so that its longer
+    side is ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the board
+    sees what training saw."""
     size = fitted(image.size, side)
     load_reduced(image, size)
     rgb = image.convert("RGB")
-    return np.array(rgb if rgb.size == size else rgb.resize(size, pillow_filter(RESIZE)), dtype=np.uint8)
+    return np.array(rgb if rgb.size == size else rgb.resize(size, pillow_filter(FRAME_RESIZE)), dtype=np.uint8)
 
 
 def split_by_group(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kd_edge.data.ref import DataRef
 from kd_edge.errors import ModelCardError
-from kd_edge.settings.data import BAD_IMAGES
+from kd_edge.settings.data import BAD_IMAGES, FOLDER_RESIZE, FRAME_RESIZE
 
 PREFIX = "kd_edge."
 REQUIRED = ("classes", "input_shape", "layout", "mean", "std")
@@ -89,9 +89,9 @@ class ModelCard:
 
     @property
     def resize_filter(self) -> str:
-        """How a frame of another size is brought to the input size, as training brought its images: a detector's
-        frames bilinear (``kd_edge.data.yolo``), a classifier's folder images bicubic (``kd_edge.data.folders``)."""
-        return self.resize or ("bilinear" if self.task == "detect" else "bicubic")
+        """How a frame of another size is brought to the input size, as training brought its images (older cards
+        do not say: their task's filter, which has not changed)."""
+        return self.resize or (FRAME_RESIZE if self.task == "detect" else FOLDER_RESIZE)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -35,6 +35,12 @@ def default_side(shorter_side: int) -> int:
     return max(DEFAULT_SIDE_MULTIPLE, side - side % DEFAULT_SIDE_MULTIPLE)
 
 
+# How training brings an image to the model's size, which the model card records (``kd_edge.resize``) and the
+# board repeats: a classifier's folder photos bicubic (Pillow's default, which trained every folder model so far),
+# a detector's frames bilinear.
+FOLDER_RESIZE = "bicubic"
+FRAME_RESIZE = "bilinear"
+
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)  # train, val, test: for a class-folder tree (per class) and for detection (per source)
 
 

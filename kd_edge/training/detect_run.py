@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data import yolo
 from kd_edge.data.dataset import channel_stats
 from kd_edge.data.ref import DataRef
 from kd_edge.data.yolo import Scene, detection_splits, read_classes
@@ -25,6 +24,7 @@ from kd_edge.io import atomic_write_json
 from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
 from kd_edge.runtime.detections import score_frames
+from kd_edge.settings.data import FRAME_RESIZE
 from kd_edge.settings.detection import STRIDE, DetectorNetwork, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
@@ -59,7 +59,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         card = ModelCard(
             classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
-            task="detect", resize=yolo.RESIZE,
+            task="detect", resize=FRAME_RESIZE,
             detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by},
         )  # fmt: skip
         teacher = None

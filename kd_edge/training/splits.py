@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from kd_edge.data import DataRef, ImageDataset, folders, load_data
+from kd_edge.data import DataRef, ImageDataset, load_data
 from kd_edge.errors import ConfigError
 from kd_edge.io import atomic_write_json
 from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
-from kd_edge.settings.data import DataSettings
+from kd_edge.settings.data import FOLDER_RESIZE, DataSettings
 from kd_edge.settings.training import RunSettings
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import resolve_device, resolve_precision
@@ -61,7 +61,7 @@ class InputView:
         dataset = splits.dataset
         self.card = ModelCard(
             classes=dataset.classes, input_shape=dataset.input_shape, mean=mean, std=std, data=splits.ref,
-            resize=folders.RESIZE,
+            resize=FOLDER_RESIZE,
         )  # fmt: skip
 
 
