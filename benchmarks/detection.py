@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
 
-def run_seed(seed: int, args: argparse.Namespace) -> dict:
-    """One seed's teacher, student alone and student distilled, under the command line's recipe ``args``."""
+def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> dict:
+    """One seed's teacher, student alone and student distilled, under the command line's recipe ``args``. With
+    ``keep`` (a dict), each network's validation and test logits are put there too, by its name, with the
+    split's scenes and classes (what benchmarks/detection_decoding.py decodes again)."""
     import numpy as np
     import torch
 
@@ -63,6 +65,10 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
         result = fit_detector(plan, teacher)
         logits = scene_logits(model, splits["test"], Normalizer(mean, std, "cpu"))
         summary = score_frames(logits, splits["test"], classes, result.threshold, STRIDE)
+        if keep is not None:
+            val_logits = scene_logits(model, splits["val"], Normalizer(mean, std, "cpu"))
+            keep[name + (" distilled" if teacher is not None else "")] = (val_logits, logits)
+            keep.update(splits=splits, classes=classes)
         return model, {
             "test": summary.to_dict(), "val_f1": result.best_val_f1,
             "threshold": result.threshold, "best_step": result.best_step, "seconds": result.seconds,
@@ -75,7 +81,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     return out
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The recipe's options (kd-edge detect's defaults), which benchmarks/detection_decoding.py shares."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -88,12 +95,22 @@ def main() -> None:
     parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args()
+    return parser
+
+
+def parsed_arguments() -> argparse.Namespace:
+    """The command line's options, with the work folder made and torch's threads set."""
+    args = arguments().parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    args = parsed_arguments()
     runs = {}
     for seed in args.seeds:
         variant = "" if args.kd_cells == "equal" else f"-kd-{args.kd_cells}"  # files of the first round: equal

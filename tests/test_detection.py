@@ -182,6 +182,15 @@ def test_the_decoder_finds_known_centres_once_above_the_threshold():
     assert local_maxima(np.array([[1.0, 1.0], [0.0, 0.5]])).tolist() == [[True, True], [False, False]]
 
 
+def test_the_four_neighbour_rule_keeps_diagonal_neighbours_apart():
+    # two cars parked corner to corner: diagonal cells, each the peak of its own object
+    logits = logits_with_peaks({(2, 2): (0, 0.9), (3, 3): (0, 0.8), (3, 4): (0, 0.7)})
+    eight, four = (decode(logits, 8, 0.5, neighbours=n) for n in (8, 4))
+    assert [(d.x, d.y) for d in eight] == [(2.5 * 8, 2.5 * 8)]
+    # (3, 4) beats no edge neighbour of its own ((3, 3) is stronger): one object fewer than cells
+    assert [(d.x, d.y) for d in four] == [(2.5 * 8, 2.5 * 8), (3.5 * 8, 3.5 * 8)]
+
+
 def test_the_metric_on_hand_made_cases():
     truths = np.array([[0, 10, 10, 8, 8], [0, 30, 10, 8, 8], [1, 50, 50, 10, 10]])
     found = [

@@ -60,22 +60,29 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
-def local_maxima(scores: np.ndarray) -> np.ndarray:
-    """Cells whose score is the largest of the 3x3 cells around them (ties kept), as a boolean map."""
+# Which cells around a cell it must beat to be an object: all 8 (the 3x3 around it), or its 4 edge neighbours only
+# (two objects diagonally adjacent, as in a dense parking row, are then both found).
+NEIGHBOURHOODS = {8: [(dy, dx) for dy in range(3) for dx in range(3)], 4: [(0, 1), (1, 0), (1, 1), (1, 2), (2, 1)]}
+
+
+def local_maxima(scores: np.ndarray, neighbours: int = 8) -> np.ndarray:
+    """Cells whose score is the largest of their ``neighbours`` (8 or 4) cells (ties kept), as a boolean map."""
     padded = np.pad(scores, 1, constant_values=-np.inf)
     h, w = scores.shape
-    neighbours = np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)])
-    return scores >= neighbours.max(axis=0)
+    around = np.stack([padded[dy : dy + h, dx : dx + w] for dy, dx in NEIGHBOURHOODS[neighbours]])
+    return scores >= around.max(axis=0)
 
 
-def decode(logits: np.ndarray, stride: int, threshold: float, scale=(1.0, 1.0), size=None) -> list[Detection]:
+def decode(
+    logits: np.ndarray, stride: int, threshold: float, scale=(1.0, 1.0), size=None, neighbours: int = 8
+) -> list[Detection]:
     """The objects in one image's logits (classes + 1, h, w); index 0 is background. With ``size`` (width,
     height, in the scaled pixels), objects in the padding beyond the image are left out."""
     probabilities = softmax(logits.astype(np.float32), axis=0)
     found = []
     for label in range(1, probabilities.shape[0]):
         scores = probabilities[label]
-        rows, cols = np.nonzero((scores >= threshold) & local_maxima(scores))
+        rows, cols = np.nonzero((scores >= threshold) & local_maxima(scores, neighbours))
         for row, col in zip(rows, cols, strict=True):
             x, y = (col + 0.5) * stride * scale[0], (row + 0.5) * stride * scale[1]
             if size is None or (x < size[0] and y < size[1]):
@@ -133,19 +140,28 @@ class DetectionSummary:
                 "images": self.images}  # fmt: skip
 
 
-def score_frames(logits: list[np.ndarray], scenes, classes, threshold: float, stride: int) -> DetectionSummary:
+def score_frames(
+    logits: list[np.ndarray], scenes, classes, threshold: float, stride: int, neighbours: int = 8
+) -> DetectionSummary:
     """How well ``logits`` (one per scene, as ``decode`` takes them) find ``scenes``' objects (``Scene.truths``)
     at ``threshold``; a centre within half a cell counts along a side shorter than a cell."""
     truths = [scene.truths() for scene in scenes]
     sizes = [scene.image.shape[1::-1] for scene in scenes]  # (width, height)
-    return score_truths(logits, truths, sizes, classes, threshold, stride)
+    return score_truths(logits, truths, sizes, classes, threshold, stride, neighbours)
 
 
-def score_truths(logits, truths, sizes, classes, threshold: float, stride: int) -> DetectionSummary:
+def score_truths(
+    logits, truths, sizes, classes, threshold: float, stride: int, neighbours: int = 8
+) -> DetectionSummary:
     """``score_frames`` from each frame's truths (objects, 5) and (width, height) of its image in the frame (the
     rest is padding, where nothing is looked for)."""
     scores = [
-        match(decode(heatmap, stride, threshold, size=tuple(size)), boxes, len(classes), min_distance=stride / 2)
+        match(
+            decode(heatmap, stride, threshold, size=tuple(size), neighbours=neighbours),
+            boxes,
+            len(classes),
+            min_distance=stride / 2,
+        )
         for heatmap, boxes, size in zip(logits, truths, sizes, strict=True)
     ]
     return summarise(scores, list(classes))
