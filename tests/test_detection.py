@@ -317,6 +317,18 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     assert result.best_val_f1 > 0.8 and summary.overall["f1"] > 0.8, (result, summary)
 
 
+def test_every_detector_gives_a_cell_per_stride_and_the_cheaper_ones_cost_less():
+    from kd_edge.training.detectors import DETECTORS
+    from kd_edge.training.models import count_macs
+
+    for name in DETECTORS:
+        assert create_detector(name, classes=2)(torch.zeros(1, 3, 40, 72)).shape == (1, 3, 40 // STRIDE, 72 // STRIDE)
+    macs = {name: count_macs(create_detector(name, 2), (3, 512, 512)) for name in DETECTORS}
+    assert macs["fomo-sep"] < macs["fomo-lite"] < macs["fomo-small"] < macs["fomo-base"]
+    depthwise = [m for m in create_detector("fomo-sep", 2).modules() if getattr(m, "groups", 1) > 1]
+    assert [m.groups for m in depthwise] == [32, 32, 32]  # the three context convs, at stride 8's 32 channels
+
+
 def test_the_feature_term_changes_what_the_student_learns_and_nothing_it_exports(tmp_path):
     """--feature-weight: the student's features, through a 1x1 projector, learn the teacher's; the projector is the
     fit's own (the student's weights keep their names and shapes: nothing more is exported)."""

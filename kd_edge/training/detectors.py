@@ -24,17 +24,22 @@ from kd_edge.training.models import conv_bn_relu
 
 
 class CentroidNet(nn.Module):
-    """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8,
-    and a 1x1 head to ``classes + 1`` logits a cell (index 0: background)."""
+    """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8
+    (``separable``: each a depthwise 3x3 then a 1x1, a seventh of the MACs), and a 1x1 head to ``classes + 1``
+    logits a cell (index 0: background)."""
 
-    def __init__(self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2):
+    def __init__(
+        self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2,
+        separable: bool = False,
+    ):  # fmt: skip
         super().__init__()
         layers, channels = [], in_channels
         for width in widths:
             layers += conv_bn_relu(channels, width, stride=2)
             layers += [module for _ in range(depth - 1) for module in conv_bn_relu(width, width)]
             channels = width
-        layers += [module for _ in range(context) for module in conv_bn_relu(channels, channels)]
+        context_conv = separable_conv if separable else conv_bn_relu
+        layers += [module for _ in range(context) for module in context_conv(channels, channels)]
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(channels, classes + 1, 1)
 
@@ -51,10 +56,21 @@ class CentroidNet(nn.Module):
         return self.head.in_channels
 
 
+def separable_conv(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """A depthwise 3x3 conv-BN-ReLU, then a 1x1 conv-BN-ReLU (MobileNet's block, without its expansion)."""
+    depthwise = [nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)]
+    return [*depthwise, nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True), nn.Conv2d(in_channels, out_channels, 1,
+            bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]  # fmt: skip
+
+
 # name: (arguments, what it is)
 DETECTORS = {
     "fomo-small": ({"widths": (8, 16, 32), "depth": 1, "context": 2}, "student: stages 8-16-32, 2 context convs"),
     "fomo-lite": ({"widths": (8, 16, 32), "depth": 1, "context": 1}, "fomo-small with one context conv"),
+    "fomo-sep": (
+        {"widths": (8, 16, 32), "depth": 1, "context": 3, "separable": True},
+        "fomo-small with 3 depthwise-separable context convs",
+    ),
     "fomo-base": ({"widths": (16, 32, 64), "depth": 2, "context": 2}, "teacher: stages 16-32-64, two convs each"),
 }
 
