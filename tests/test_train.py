@@ -244,6 +244,26 @@ def test_a_student_no_better_than_chance_stops_the_run_with_an_explanation(tmp_p
     assert "next:" not in result.output and (tmp_path / "run" / "student.pt").is_file()
 
 
+def test_a_teacher_at_chance_is_told_apart_from_one_that_fits_only_in_training():
+    """The teacher's chance check names the cause as the student's does: a teacher that fits its training batches
+    but guesses in evaluation mode (too few steps for BatchNorm's running statistics) is not a collapsed one."""
+    from types import SimpleNamespace
+
+    from kd_edge.training.teachers import check_teacher
+
+    dataset = SimpleNamespace(val=SimpleNamespace(labels=np.repeat(np.arange(3), 20)))
+    lagging = {"val_accuracy": 1 / 3, "source": "trained", "history": [{"train_accuracy": 0.885}]}
+    with pytest.raises(
+        TeacherTooWeakError, match=r"88\.5% train accuracy.*BatchNorm.*--teacher-epochs or --teacher-steps"
+    ):
+        check_teacher(lagging, dataset, min_accuracy=0.0)
+    collapsed = {**lagging, "history": [{"train_accuracy": 0.34}]}
+    with pytest.raises(TeacherTooWeakError, match="its training collapsed") as refused:
+        check_teacher(collapsed, dataset, min_accuracy=0.0)
+    assert "BatchNorm" not in str(refused.value)
+    check_teacher({**lagging, "val_accuracy": 0.9}, dataset, min_accuracy=0.0)  # above chance: nothing to say
+
+
 def test_a_plain_folder_run_records_its_split_and_later_stages_load_the_same_one(tmp_path):
     from kd_edge.data import load_data
     from kd_edge.training.checkpoint import load_checkpoint

@@ -47,7 +47,7 @@ def frozen_teachers(
         trained = cross_entropy_teacher(context, view, settings.teacher, settings.run.seed, later)
         models, views, infos = [trained.model], [view], [trained.info]
     for info in infos:
-        check_teacher(info["val_accuracy"], splits.dataset, settings.kd.min_teacher_accuracy, info["source"])
+        check_teacher(info, splits.dataset, settings.kd.min_teacher_accuracy)
     weighting = teacher_mixing(settings.teacher_weights, len(models))
     teachers = FrozenTeachers(models, [v.normalize for v in views], weighting)
     if len(models) == 1:
@@ -146,13 +146,8 @@ def check_student(info: dict, val_labels, run_dir) -> None:
     chance, threshold = chance_threshold(val_labels)
     if info["val_accuracy"] > threshold:
         return
-    train = info["history"][-1]["train_accuracy"] if info.get("history") else 0.0
-    why = (
-        f"it fits its training batches ({train:.1%} train accuracy in its last epoch) but not in evaluation mode: "
-        "its BatchNorm running statistics lag its weights (too few optimiser steps: more --epochs or --steps, a "
-        "smaller --batch-size) or it memorises the training split (--augment)"
-        if train > threshold
-        else "its training did not take off: try a lower --lr, more --epochs or another --student-model, and check "
+    why = fits_only_in_training(info, threshold, "more --epochs or --steps") or (
+        "its training did not take off: try a lower --lr, more --epochs or another --student-model, and check "
         "that the images and labels match (`kd-edge datasets`)"
     )
     raise StudentTooWeakError(
@@ -162,16 +157,33 @@ def check_student(info: dict, val_labels, run_dir) -> None:
     )
 
 
-def check_teacher(val_accuracy: float, dataset: ImageDataset, min_accuracy: float, source: str = "trained") -> None:
-    """Stop before a student learns from a teacher that is no better than chance, or below the user's bar."""
+def fits_only_in_training(info: dict, threshold: float, more_steps: str) -> str | None:
+    """Why a network at chance on validation got there, when its last epoch's training batches say it learnt:
+    evaluation mode (BatchNorm's running statistics) is what fails, not the learning."""
+    train = info["history"][-1]["train_accuracy"] if info.get("history") else 0.0
+    if train <= threshold:
+        return None
+    return (
+        f"it fits its training batches ({train:.1%} train accuracy in its last epoch) but not in evaluation mode: "
+        f"its BatchNorm running statistics lag its weights (too few optimiser steps: {more_steps}, a smaller "
+        "--batch-size) or it memorises the training split (--augment)"
+    )
+
+
+def check_teacher(info: dict, dataset: ImageDataset, min_accuracy: float) -> None:
+    """Stop before a student learns from a teacher (``info``: its metrics) that is no better than chance, or below
+    the user's bar."""
+    source, val_accuracy = info.get("source", "trained"), info["val_accuracy"]
     name = "the teacher" if source == "trained" else f"the teacher {source!r}"
     chance, threshold = chance_threshold(dataset.val.labels)
     if val_accuracy <= threshold:
+        why = fits_only_in_training(info, threshold, "more --teacher-epochs or --teacher-steps") or (
+            "its training collapsed, as the reference recipe (Adam, lr 0.01) sometimes does: train it again with "
+            "another --seed, a lower --lr or more --teacher-epochs"
+        )
         raise TeacherTooWeakError(
-            f"{name} reaches {val_accuracy:.1%} on the validation split, no better than chance "
-            f"({chance:.1%}; a guesser stays below {threshold:.1%}). Its training collapsed, as the reference "
-            "recipe (Adam, lr 0.01) sometimes does: distilling from it would teach the student nothing. "
-            "Train it again with another --seed, a lower --lr or more --teacher-epochs."
+            f"{name} reaches {val_accuracy:.1%} on the validation split, no better than chance ({chance:.1%}; a "
+            f"guesser stays below {threshold:.1%}): {why}. Distilling from it would teach the student nothing."
         )
     if val_accuracy < min_accuracy:
         raise TeacherTooWeakError(
