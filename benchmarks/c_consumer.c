@@ -1,0 +1,95 @@
+/* A board's own C program running a kd-edge bundle, as the bundle's README tells it to: ONNX Runtime's C API,
+ * default session options, uint8 frames as they are (NHWC), input "input", output "logits"; no kd-edge, no
+ * Python, no arithmetic on the pixels.
+ *
+ *     c_consumer MODEL.onnx FRAMES.u8 N H W C OUTPUTS > predictions.txt
+ *
+ * FRAMES.u8 holds N frames of H x W x C uint8 pixels one after the other; OUTPUTS is the number of floats the
+ * model gives a frame (its classes, or a detector's cells). One line a frame: the index of its largest output, then
+ * every output (for the caller to compare), separated by spaces.
+ *
+ * No header of ONNX Runtime is needed: OrtGetApiBase() gives the OrtApi table, whose entries keep their
+ * positions in every release (the C API only appends), so the few this program calls are taken by index.
+ * benchmarks/c_consumer.py builds it against the libonnxruntime.so of the onnxruntime wheel.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef void *Status; /* OrtStatus*: NULL on success */
+typedef struct {
+    void *const *(*get_api)(uint32_t version);
+    const char *(*get_version_string)(void);
+} ApiBase;
+extern const ApiBase *OrtGetApiBase(void);
+
+/* Positions in the OrtApi table (onnxruntime_c_api.h). */
+enum { GET_ERROR_MESSAGE = 2, CREATE_ENV = 3, CREATE_SESSION = 7, RUN = 9, CREATE_SESSION_OPTIONS = 10,
+       CREATE_TENSOR_WITH_DATA = 49, GET_TENSOR_MUTABLE_DATA = 51, CREATE_CPU_MEMORY_INFO = 69,
+       RELEASE_VALUE = 96 };
+enum { LOGGING_WARNING = 2, ELEMENT_UINT8 = 2, ARENA_ALLOCATOR = 1, MEM_TYPE_DEFAULT = 0 };
+/* The C API's first version, which every entry used here exists in. */
+#define API_VERSION 1
+
+static void *const *api;
+
+static void check(Status status, const char *what) {
+    if (status == NULL) return;
+    const char *(*message)(Status) = (const char *(*)(Status))api[GET_ERROR_MESSAGE];
+    fprintf(stderr, "c_consumer: %s failed: %s\n", what, message(status));
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    const ApiBase *base = OrtGetApiBase();
+    api = base->get_api(API_VERSION);
+    fprintf(stderr, "c_consumer: ONNX Runtime %s\n", base->get_version_string());
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s MODEL.onnx FRAMES.u8 N H W C OUTPUTS\n", argv[0]);
+        return 2;
+    }
+    const char *model = argv[1], *frames_path = argv[2];
+    long n = atol(argv[3]), h = atol(argv[4]), w = atol(argv[5]), c = atol(argv[6]), outputs = atol(argv[7]);
+
+    size_t frame_bytes = (size_t)(h * w * c);
+    uint8_t *frames = malloc(frame_bytes * n);
+    FILE *file = fopen(frames_path, "rb");
+    if (file == NULL || fread(frames, 1, frame_bytes * n, file) != frame_bytes * n) {
+        fprintf(stderr, "c_consumer: cannot read %ld frames of %zu bytes from %s\n", n, frame_bytes, frames_path);
+        return 1;
+    }
+    fclose(file);
+
+    void *env, *options, *session, *memory;
+    check(((Status(*)(int, const char *, void **))api[CREATE_ENV])(LOGGING_WARNING, "c_consumer", &env), "CreateEnv");
+    check(((Status(*)(void **))api[CREATE_SESSION_OPTIONS])(&options), "CreateSessionOptions");
+    check(((Status(*)(void *, const char *, void *, void **))api[CREATE_SESSION])(env, model, options, &session),
+          "CreateSession");
+    check(((Status(*)(int, int, void **))api[CREATE_CPU_MEMORY_INFO])(ARENA_ALLOCATOR, MEM_TYPE_DEFAULT, &memory),
+          "CreateCpuMemoryInfo");
+
+    const char *input_names[] = {"input"}, *output_names[] = {"logits"};
+    int64_t shape[] = {1, h, w, c};
+    for (long i = 0; i < n; i++) { /* one frame at a time, as a camera gives them */
+        void *input = NULL, *output = NULL;
+        float *values;
+        check(((Status(*)(void *, void *, size_t, const int64_t *, size_t, int, void **))api[CREATE_TENSOR_WITH_DATA])(
+                  memory, frames + i * frame_bytes, frame_bytes, shape, 4, ELEMENT_UINT8, &input),
+              "CreateTensorWithDataAsOrtValue");
+        check(((Status(*)(void *, void *, const char *const *, void *const *, size_t, const char *const *, size_t,
+                          void **))api[RUN])(session, NULL, input_names, (void *const *)&input, 1, output_names, 1,
+                                             &output),
+              "Run");
+        check(((Status(*)(void *, void **))api[GET_TENSOR_MUTABLE_DATA])(output, (void **)&values),
+              "GetTensorMutableData");
+        long best = 0;
+        for (long k = 1; k < outputs; k++)
+            if (values[k] > values[best]) best = k;
+        printf("%ld", best);
+        for (long k = 0; k < outputs; k++) printf(" %.9g", values[k]);
+        printf("\n");
+        ((void (*)(void *))api[RELEASE_VALUE])(output);
+        ((void (*)(void *))api[RELEASE_VALUE])(input);
+    }
+    return 0;
+}
