@@ -2,19 +2,24 @@
  * default session options, uint8 frames as they are (NHWC), input "input", output "logits"; no kd-edge, no
  * Python, no arithmetic on the pixels.
  *
- *     c_consumer MODEL.onnx FRAMES.u8 N H W C OUTPUTS > predictions.txt
+ *     c_consumer MODEL.onnx FRAMES.u8 N H W C OUTPUTS [THREADS] > predictions.txt
  *
  * FRAMES.u8 holds N frames of H x W x C uint8 pixels one after the other; OUTPUTS is the number of floats the
  * model gives a frame (its classes, or a detector's cells). One line a frame: the index of its largest output, then
- * every output (for the caller to compare), separated by spaces.
+ * every output (for the caller to compare), separated by spaces. THREADS sets ONNX Runtime's intra-op threads (the
+ * default: its own choice) and makes at least 100 timed runs (the frames again where there are fewer). On stderr:
+ * the runtime's version, then the median time of a Run call by this program's own clock (the first 5 runs, warm-up,
+ * not counted).
  *
  * No header of ONNX Runtime is needed: OrtGetApiBase() gives the OrtApi table, whose entries keep their
  * positions in every release (the C API only appends), so the few this program calls are taken by index.
  * benchmarks/c_consumer.py builds it against the libonnxruntime.so of the onnxruntime wheel.
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef void *Status; /* OrtStatus*: NULL on success */
 typedef struct {
@@ -25,13 +30,26 @@ extern const ApiBase *OrtGetApiBase(void);
 
 /* Positions in the OrtApi table (onnxruntime_c_api.h). */
 enum { GET_ERROR_MESSAGE = 2, CREATE_ENV = 3, CREATE_SESSION = 7, RUN = 9, CREATE_SESSION_OPTIONS = 10,
-       CREATE_TENSOR_WITH_DATA = 49, GET_TENSOR_MUTABLE_DATA = 51, CREATE_CPU_MEMORY_INFO = 69,
+       SET_INTRA_OP_NUM_THREADS = 24, CREATE_TENSOR_WITH_DATA = 49, GET_TENSOR_MUTABLE_DATA = 51, CREATE_CPU_MEMORY_INFO = 69,
        RELEASE_VALUE = 96 };
 enum { LOGGING_WARNING = 2, ELEMENT_UINT8 = 2, ARENA_ALLOCATOR = 1, MEM_TYPE_DEFAULT = 0 };
 /* The C API's first version, which every entry used here exists in. */
 #define API_VERSION 1
 
+#define WARM_UP 5
+
 static void *const *api;
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static void check(Status status, const char *what) {
     if (status == NULL) return;
@@ -44,8 +62,8 @@ int main(int argc, char **argv) {
     const ApiBase *base = OrtGetApiBase();
     api = base->get_api(API_VERSION);
     fprintf(stderr, "c_consumer: ONNX Runtime %s\n", base->get_version_string());
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s MODEL.onnx FRAMES.u8 N H W C OUTPUTS\n", argv[0]);
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: %s MODEL.onnx FRAMES.u8 N H W C OUTPUTS [THREADS]\n", argv[0]);
         return 2;
     }
     const char *model = argv[1], *frames_path = argv[2];
@@ -63,6 +81,8 @@ int main(int argc, char **argv) {
     void *env, *options, *session, *memory;
     check(((Status(*)(int, const char *, void **))api[CREATE_ENV])(LOGGING_WARNING, "c_consumer", &env), "CreateEnv");
     check(((Status(*)(void **))api[CREATE_SESSION_OPTIONS])(&options), "CreateSessionOptions");
+    if (argc == 9)
+        check(((Status(*)(void *, int))api[SET_INTRA_OP_NUM_THREADS])(options, atoi(argv[8])), "SetIntraOpNumThreads");
     check(((Status(*)(void *, const char *, void *, void **))api[CREATE_SESSION])(env, model, options, &session),
           "CreateSession");
     check(((Status(*)(int, int, void **))api[CREATE_CPU_MEMORY_INFO])(ARENA_ALLOCATOR, MEM_TYPE_DEFAULT, &memory),
@@ -70,26 +90,36 @@ int main(int argc, char **argv) {
 
     const char *input_names[] = {"input"}, *output_names[] = {"logits"};
     int64_t shape[] = {1, h, w, c};
-    for (long i = 0; i < n; i++) { /* one frame at a time, as a camera gives them */
+    /* With THREADS (timing), at least 100 timed runs: the frames again from the first where there are fewer. */
+    long runs = argc == 9 && n < 100 + WARM_UP ? 100 + WARM_UP : n;
+    double *run_ms = malloc(sizeof(double) * runs);
+    for (long i = 0; i < runs; i++) { /* one frame at a time, as a camera gives them */
         void *input = NULL, *output = NULL;
         float *values;
         check(((Status(*)(void *, void *, size_t, const int64_t *, size_t, int, void **))api[CREATE_TENSOR_WITH_DATA])(
-                  memory, frames + i * frame_bytes, frame_bytes, shape, 4, ELEMENT_UINT8, &input),
+                  memory, frames + (i % n) * frame_bytes, frame_bytes, shape, 4, ELEMENT_UINT8, &input),
               "CreateTensorWithDataAsOrtValue");
+        double started = now_ms();
         check(((Status(*)(void *, void *, const char *const *, void *const *, size_t, const char *const *, size_t,
                           void **))api[RUN])(session, NULL, input_names, (void *const *)&input, 1, output_names, 1,
                                              &output),
               "Run");
+        run_ms[i] = now_ms() - started;
         check(((Status(*)(void *, void **))api[GET_TENSOR_MUTABLE_DATA])(output, (void **)&values),
               "GetTensorMutableData");
-        long best = 0;
-        for (long k = 1; k < outputs; k++)
-            if (values[k] > values[best]) best = k;
-        printf("%ld", best);
-        for (long k = 0; k < outputs; k++) printf(" %.9g", values[k]);
-        printf("\n");
+        if (i < n) {
+            long best = 0;
+            for (long k = 1; k < outputs; k++)
+                if (values[k] > values[best]) best = k;
+            printf("%ld", best);
+            for (long k = 0; k < outputs; k++) printf(" %.9g", values[k]);
+            printf("\n");
+        }
         ((void (*)(void *))api[RELEASE_VALUE])(output);
         ((void (*)(void *))api[RELEASE_VALUE])(input);
     }
+    long timed = runs > 2 * WARM_UP ? runs - WARM_UP : runs;
+    qsort(run_ms + (runs - timed), timed, sizeof(double), by_value);
+    fprintf(stderr, "c_consumer: Run p50 %.4f ms over %ld runs\n", run_ms[runs - timed + timed / 2], timed);
     return 0;
 }

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -84,7 +85,21 @@ def card_accuracy(card: dict, file: str) -> float | None:
     return next((form.get("test_accuracy") for form in bundle.get("other_forms", []) if form["file"] == file), None)
 
 
-def compare(binary: Path, bundle: Path, work: Path, run_with: list[str]) -> list[dict]:
+def c_p50(stderr: str) -> float:
+    """The C program's own median Run time (ms), from its last stderr line."""
+    return float(stderr.strip().splitlines()[-1].split("p50 ")[1].split(" ms")[0])
+
+
+def bench_p50(model: Path, threads: int, work: Path) -> float:
+    """``kd-edge bench``'s p50 (ms) of ``model`` at batch 1 and ``threads`` on this host."""
+    report = work / "bench.json"
+    kd_edge = Path(sys.executable).with_name("kd-edge")
+    subprocess.run([str(kd_edge), "bench", str(model), "--threads", str(threads), "--batch-size", "1", "--json",
+                    str(report)], check=True, capture_output=True)  # fmt: skip
+    return json.loads(report.read_text())["results"][0]["latency_ms"]["p50"]
+
+
+def compare(binary: Path, bundle: Path, work: Path, run_with: list[str], timing: tuple[int, int] | None) -> list[dict]:
     """Each ONNX file of ``bundle`` run by the C program and by a plain Python session on the bundle's samples."""
     import onnxruntime
 
@@ -99,7 +114,7 @@ def compare(binary: Path, bundle: Path, work: Path, run_with: list[str]) -> list
         expected = np.concatenate([python.run(None, {"input": frame[None]})[0] for frame in frames])
         outputs = int(np.prod(expected.shape[1:]))
         command = [*run_with, str(binary), str(model), str(frames_file), str(len(frames)), *map(str, frames.shape[1:]),
-                   str(outputs)]  # fmt: skip
+                   str(outputs), *([str(timing[0])] if timing else [])]  # fmt: skip
         lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
         from_c = np.array([[float(v) for v in line.split()[1:]] for line in lines], dtype=np.float32)
         row = {"bundle": bundle.name, "model": model.name, "frames": len(frames),
@@ -109,6 +124,11 @@ def compare(binary: Path, bundle: Path, work: Path, run_with: list[str]) -> list
             row["c_accuracy"] = float((predicted == samples["labels"]).mean())
             row["python_accuracy"] = float((expected.argmax(1) == samples["labels"]).mean())
             row["card_accuracy"] = card_accuracy(card, model.name)
+        if timing:  # alternating rounds: the C program's own clock, then kd-edge bench's, on a quiet host
+            threads, rounds = timing
+            pairs = [(c_p50(subprocess.run(command, check=True, capture_output=True, text=True).stderr),
+                      bench_p50(model, threads, work)) for _ in range(rounds)]  # fmt: skip
+            row["c_p50_ms"], row["bench_p50_ms"] = (float(np.median(column)) for column in zip(*pairs, strict=True))
         rows.append(row)
     return rows
 
@@ -125,8 +145,14 @@ def main() -> None:
         "(cortex-a53, cortex-a72, cortex-a76), in the userland `kd-edge verify-arm` keeps, with its ONNX Runtime",
     )
     parser.add_argument("--onnxruntime", default="1.32.0", help="with --arm: the aarch64 ONNX Runtime release")
+    parser.add_argument(
+        "--time", type=int, nargs=2, metavar=("THREADS", "ROUNDS"), help="also time a frame at THREADS intra-op "
+        "threads, the C program's clock against `kd-edge bench`'s, ROUNDS alternating rounds (not with --arm)",
+    )  # fmt: skip
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
+    if args.arm and args.time:
+        parser.error("--time measures this host; under QEMU a frame's time is the emulator's, not a board's")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         if args.arm:
@@ -136,7 +162,7 @@ def main() -> None:
             binary, run_with, lock = build(args.cc, args.library or wheel_library(), work), [], contextlib.nullcontext()
         with lock:
             version = subprocess.run([*run_with, str(binary)], capture_output=True, text=True).stderr.splitlines()[0]
-            rows = [row for bundle in args.bundles for row in compare(binary, bundle, work, run_with)]
+            rows = [row for bundle in args.bundles for row in compare(binary, bundle, work, run_with, args.time)]
     percent = lambda value: "n/a" if value is None else f"{value:.2%}"  # noqa: E731
     lines = ["| bundle | model | samples | C program's accuracy | Python session's | the card's (whole test split) | "
              "largest output difference |", "| --- " * 7 + "|"]  # fmt: skip
@@ -145,7 +171,14 @@ def main() -> None:
             f"| {row['bundle']} | {row['model']} | {row['frames']} | {percent(row.get('c_accuracy'))} | "
             f"{percent(row.get('python_accuracy'))} | {percent(row.get('card_accuracy'))} | {row['max_abs_diff']:.2g} |"
         )
+    if args.time:
+        lines += ["", f"A frame at batch 1, {args.time[0]} intra-op thread(s), medians of {args.time[1]} alternating "
+                  "rounds:", "", "| bundle | model | C program's clock, p50 ms | kd-edge bench p50 ms | ratio |",
+                  "| --- " * 5 + "|"]  # fmt: skip
+        lines += [f"| {r['bundle']} | {r['model']} | {r['c_p50_ms']:.4f} | {r['bench_p50_ms']:.4f} | "
+                  f"{r['c_p50_ms'] / r['bench_p50_ms']:.3f} |" for r in rows]  # fmt: skip
     options = f" --library {args.library}" if args.library else ""
+    options += f" --time {args.time[0]} {args.time[1]}" if args.time else ""
     options += f" --arm {args.arm} --onnxruntime {args.onnxruntime}" if args.arm else ""
     where = f"aarch64 under QEMU as {args.arm}" if args.arm else "this host"
     lines += ["", f"{version.removeprefix('c_consumer: ')} on {where}: `.venv/bin/python benchmarks/c_consumer.py "
