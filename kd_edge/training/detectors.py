@@ -29,9 +29,8 @@ class CentroidNet(nn.Module):
     logits a cell (index 0: background)."""
 
     def __init__(
-        self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2,
-        separable: bool = False,
-    ):  # fmt: skip
+        self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
+    ):
         super().__init__()
         layers, channels = [], in_channels
         for width in widths:
@@ -58,9 +57,14 @@ class CentroidNet(nn.Module):
 
 def separable_conv(in_channels: int, out_channels: int) -> list[nn.Module]:
     """A depthwise 3x3 conv-BN-ReLU, then a 1x1 conv-BN-ReLU (MobileNet's block, without its expansion)."""
-    depthwise = [nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)]
-    return [*depthwise, nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True), nn.Conv2d(in_channels, out_channels, 1,
-            bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]  # fmt: skip
+    return [
+        nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
 
 
 # name: (arguments, what it is)
