@@ -163,6 +163,11 @@ def main() -> None:
         with lock:
             version = subprocess.run([*run_with, str(binary)], capture_output=True, text=True).stderr.splitlines()[0]
             rows = [row for bundle in args.bundles for row in compare(binary, bundle, work, run_with, args.time)]
+    show(table(rows, args, version.removeprefix("c_consumer: ")), args.markdown)
+
+
+def table(rows: list[dict], args: argparse.Namespace, runtime: str) -> list[str]:
+    """The comparison as Markdown, with the command that gives it."""
     percent = lambda value: "n/a" if value is None else f"{value:.2%}"  # noqa: E731
     lines = ["| bundle | model | samples | C program's accuracy | Python session's | the card's (whole test split) | "
              "largest output difference |", "| --- " * 7 + "|"]  # fmt: skip
@@ -181,9 +186,9 @@ def main() -> None:
     options += f" --time {args.time[0]} {args.time[1]}" if args.time else ""
     options += f" --arm {args.arm} --onnxruntime {args.onnxruntime}" if args.arm else ""
     where = f"aarch64 under QEMU as {args.arm}" if args.arm else "this host"
-    lines += ["", f"{version.removeprefix('c_consumer: ')} on {where}: `.venv/bin/python benchmarks/c_consumer.py "
-              f"{' '.join(map(str, args.bundles))}{options}`", ""]  # fmt: skip
-    show(lines, args.markdown)
+    lines += ["", f"{runtime} on {where} (the Python session: this host's onnxruntime): `.venv/bin/python "
+              f"benchmarks/c_consumer.py {' '.join(map(str, args.bundles))}{options}`", ""]  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":
