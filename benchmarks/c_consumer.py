@@ -1,7 +1,7 @@
-"""Does a bundle's figure hold in a board's own C program? benchmarks/c_consumer.c, built against ONNX Runtime's C
-library, runs each model of a bundle on its samples one frame at a time, as the bundle's README says (default
-session options, the uint8 frames as they are); this compares what it computes with a plain Python
-InferenceSession and, for a classifier, its accuracy with the model card's.
+"""Does a bundle's figure hold in a board's own C program? The bundle's consumer.c (kd_edge/runtime/consumer.c),
+built against ONNX Runtime's C library, runs each model of a bundle on its samples one frame at a time, as the
+bundle's README says (default session options, the uint8 frames as they are); this compares what it computes with
+a plain Python InferenceSession and, for a classifier, its accuracy with the model card's.
 
     .venv/bin/python benchmarks/c_consumer.py BUNDLE [BUNDLE ...] [--markdown FILE]
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from markdown_out import show
 
-SOURCE = Path(__file__).with_name("c_consumer.c")
+SOURCE = Path(__file__).resolve().parent.parent / "kd_edge" / "runtime" / "consumer.c"  # what every bundle carries
 
 
 def wheel_library() -> Path:
@@ -42,7 +42,7 @@ def build(compiler: str, library: Path, out: Path) -> Path:
     # The library's own name (SONAME) is libonnxruntime.so.1, which a wheel does not carry: a link of that name
     # next to the program, where it looks first (rpath), is what a board's install puts in /usr/lib.
     (out / "libonnxruntime.so.1").symlink_to(library.resolve())
-    binary = out / "c_consumer"
+    binary = out / "consumer"
     command = [compiler, "-O2", "-std=c11", str(SOURCE), "-o", str(binary), f"-L{out}", "-l:libonnxruntime.so.1",
                f"-Wl,-rpath,{out}"]  # fmt: skip
     subprocess.run(command, check=True)
@@ -163,7 +163,7 @@ def main() -> None:
         with lock:
             version = subprocess.run([*run_with, str(binary)], capture_output=True, text=True).stderr.splitlines()[0]
             rows = [row for bundle in args.bundles for row in compare(binary, bundle, work, run_with, args.time)]
-    show(table(rows, args, version.removeprefix("c_consumer: ")), args.markdown)
+    show(table(rows, args, version.removeprefix("consumer: ")), args.markdown)
 
 
 def table(rows: list[dict], args: argparse.Namespace, runtime: str) -> list[str]:

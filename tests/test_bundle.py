@@ -42,6 +42,7 @@ def test_fp32_bundle_round_trip(fp32_bundle, exported_student):
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md",
         "SHA256SUMS",
+        "consumer.c",
         f"kd_edge-{__version__}-py3-none-any.whl",
         "model.json",
         "model.onnx",

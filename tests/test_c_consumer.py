@@ -1,10 +1,13 @@
-"""A board's own C program, as the bundle's README tells it to run the model (ONNX Runtime's C API, default
-session options, the uint8 frames as they are, input "input", output "logits"), computes what kd-edge does."""
+"""A board's own C program: the bundle's consumer.c, built and run as the bundle's README says (ONNX Runtime's C
+API, default session options, the uint8 frames as they are, input "input", output "logits"), computes what kd-edge
+does."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,6 @@ import pytest
 from kd_edge.deploy.bundle import write_bundle
 from kd_edge.runtime import OnnxModel
 from kd_edge.settings import BundleSettings
-
-SOURCE = Path(__file__).resolve().parent.parent / "benchmarks" / "c_consumer.c"
 
 
 def onnxruntime_c_library() -> Path | None:
@@ -26,21 +27,27 @@ def onnxruntime_c_library() -> Path | None:
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
 @pytest.mark.skipif(onnxruntime_c_library() is None, reason="this onnxruntime wheel carries no libonnxruntime.so")
-def test_a_c_program_following_the_bundle_readme_gets_kd_edges_outputs(tmp_path, exported_student):
+def test_the_bundles_c_program_built_and_run_as_its_readme_says_gets_kd_edges_outputs(tmp_path, exported_student):
     bundle = write_bundle(tmp_path / "bundle", BundleSettings(samples=9), fp32=exported_student, int8=None).folder
-    (tmp_path / "libonnxruntime.so.1").symlink_to(onnxruntime_c_library())  # the library's own name (SONAME)
-    binary = tmp_path / "c_consumer"
-    subprocess.run(["cc", "-O2", "-std=c11", str(SOURCE), "-o", str(binary), f"-L{tmp_path}", "-l:libonnxruntime.so.1",
-                    f"-Wl,-rpath,{tmp_path}"], check=True)  # fmt: skip
+    readme = (bundle / "README.md").read_text()
+    build, extract, consumer = (
+        shlex.split(line.replace("/tmp/", f"{tmp_path}/"), comments=True)  # the README's commands, in tmp_path
+        for line in readme.splitlines()
+        if line.startswith(("cc -O2 consumer.c", "python3 -c", "/tmp/consumer model.onnx"))
+    )
+    for name in ("libonnxruntime.so", "libonnxruntime.so.1"):  # what a board's install of the C library puts in lib/
+        (tmp_path / name).symlink_to(onnxruntime_c_library())
+    subprocess.run([*build, f"-L{tmp_path}", f"-Wl,-rpath,{tmp_path}"], cwd=bundle, check=True)
+    subprocess.run([sys.executable, *extract[1:]], cwd=bundle, check=True)
     samples = np.load(bundle / "samples.npz")
-    frames = np.ascontiguousarray(samples["images"])
+    frames = samples["images"]
     assert frames.dtype == np.uint8 and frames.shape[1:] == (16, 16, 1)  # NHWC, what the README says it takes
-    frames.tofile(tmp_path / "frames.u8")
     model = OnnxModel(bundle)
     expected = model.logits(model.preprocess(frames))
-    command = [str(binary), str(bundle / "model.onnx"), str(tmp_path / "frames.u8"), str(len(frames)),
-               *map(str, frames.shape[1:]), str(expected.shape[1])]  # fmt: skip
-    run = subprocess.run(command, check=True, capture_output=True, text=True)
+    command = consumer[: consumer.index(">")]
+    assert command[3:8] == [str(len(frames)), "16", "16", "1", str(expected.shape[1])]  # the README's numbers
+    run = subprocess.run(command, cwd=bundle, check=True, capture_output=True, text=True)
+    OnnxModel(bundle)  # the README's commands left the folder as it was: it still passes its checksums
     rows = [line.split() for line in run.stdout.splitlines()]
     assert "ONNX Runtime" in run.stderr and len(rows) == len(frames)
     assert [int(row[0]) for row in rows] == expected.argmax(1).tolist()

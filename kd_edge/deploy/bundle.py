@@ -31,6 +31,8 @@ from kd_edge.io import ensure_writable_dir
 from kd_edge.log import step
 from kd_edge.runtime.bundle_files import (
     CARD_FILE,
+    CONSUMER_FILE,
+    CONSUMER_SOURCE,
     MODEL_FILE,
     OTHER_FORM_FILES,
     README_FILE,
@@ -100,6 +102,7 @@ def write_bundle(
                 others.append({"file": OTHER_FORM_FILES[other], "form": other, **test_score(model.card)})
         np.savez_compressed(folder / SAMPLES_FILE, **samples)
         write_wheel(folder)  # what the board installs kd-edge from, offline
+        shutil.copyfile(CONSUMER_SOURCE, folder / CONSUMER_FILE)  # what a board without Python builds
         info = bundle_info(folder, decision, config.profile, others, samples_info(deployable.card, samples))
         # The folder is a scratch one, moved into place whole below: plain writes are safe here.
         (folder / CARD_FILE).write_text(json.dumps({**deployable.card.to_dict(), "bundle": info}, indent=2) + "\n")
@@ -224,6 +227,34 @@ samples = np.load("samples.npz")
 From C++, ROS or any ONNX Runtime binding: open `model.onnx` with default session options, feed the
 tensor named `input` as described above, read `logits`{text["output"]}. The model's card is in its metadata
 (`kd_edge.*`) and in `model.json`.
+{consumer_text(card, info["samples"]["count"])}"""
+
+
+def consumer_text(card, count: int) -> str:
+    """The README's words on consumer.c, for a model that takes uint8 frames (a float32 one needs normalising, which
+    the program does not do)."""
+    if card.input_type != "uint8":
+        return ""
+    channels, height, width = card.input_shape
+    frame = (height, width, channels) if card.layout == "NHWC" else (channels, height, width)
+    if card.task == "detect":
+        stride = card.detection["stride"]
+        outputs = (len(card.classes) + 1) * (height // stride) * (width // stride)
+    else:
+        outputs = len(card.classes)
+    return f"""
+`{CONSUMER_FILE}` is such a program, in C, with no Python: it runs a file of frames ({card.layout} uint8, one after
+the other) one frame at a time and prints, a line a frame, the index of the largest output and every output ({outputs}),
+then the median time of a frame on stderr. With ONNX Runtime's C library installed (its release archive's
+`lib/`, or the board vendor's package):
+
+```bash
+cc -O2 {CONSUMER_FILE} -o /tmp/consumer -lonnxruntime   # add -L DIR where libonnxruntime.so is not in /usr/lib
+python3 -c "import numpy; numpy.load('samples.npz')['images'].tofile('/tmp/samples.u8')"   # the frames, raw
+/tmp/consumer model.onnx /tmp/samples.u8 {count} {" ".join(map(str, frame))} {outputs} 2 > /tmp/outputs.txt  # 2 threads
+```
+
+(Its files go outside this folder, whose checksums list every file in it.)
 """
 
 

@@ -1,19 +1,21 @@
-/* A board's own C program running a kd-edge bundle, as the bundle's README tells it to: ONNX Runtime's C API,
- * default session options, uint8 frames as they are (NHWC), input "input", output "logits"; no kd-edge, no
- * Python, no arithmetic on the pixels.
+/* A board's own C program running a kd-edge bundle's model, as the bundle's README says: ONNX Runtime's C API,
+ * the camera frame's uint8 pixels as they are, input "input", output "logits"; no kd-edge, no Python, no
+ * arithmetic on the pixels (the graph normalises them).
  *
- *     c_consumer MODEL.onnx FRAMES.u8 N H W C OUTPUTS [THREADS] > predictions.txt
+ *     consumer MODEL.onnx FRAMES.u8 N H W C OUTPUTS [THREADS] > outputs.txt
  *
- * FRAMES.u8 holds N frames of H x W x C uint8 pixels one after the other; OUTPUTS is the number of floats the
- * model gives a frame (its classes, or a detector's cells). One line a frame: the index of its largest output, then
- * every output (for the caller to compare), separated by spaces. THREADS sets ONNX Runtime's intra-op threads (the
- * default: its own choice) and makes at least 100 timed runs (the frames again where there are fewer). On stderr:
- * the runtime's version, then the median time of a Run call by this program's own clock (the first 5 runs, warm-up,
- * not counted).
+ * FRAMES.u8 holds N frames one after the other, each H x W x C uint8 pixels (or C x H x W for a model whose card
+ * says NCHW: the three numbers are the frame's dimensions in the model's order). OUTPUTS is the number of floats
+ * the model gives a frame (its classes, or a detector's cells times its classes and background). One line a
+ * frame: the index of its largest output, then every output, separated by spaces. Without THREADS the session
+ * has ONNX Runtime's default options; THREADS sets its intra-op threads and makes at least 100 timed runs (the
+ * frames again where there are fewer). On stderr: the runtime's version, then the median time of a Run call by
+ * this program's own clock (the first 5 runs, warm-up, not counted).
  *
- * No header of ONNX Runtime is needed: OrtGetApiBase() gives the OrtApi table, whose entries keep their
- * positions in every release (the C API only appends), so the few this program calls are taken by index.
- * benchmarks/c_consumer.py builds it against the libonnxruntime.so of the onnxruntime wheel.
+ * No header of ONNX Runtime is needed, only its library (cc -O2 consumer.c -o consumer -lonnxruntime):
+ * OrtGetApiBase() gives the OrtApi table, whose entries keep their positions in every release (the C API only
+ * appends), so the few this program calls are taken by index. Tested by tests/test_c_consumer.py; measured on
+ * x86 and emulated aarch64 by benchmarks/c_consumer.py.
  */
 #define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include <stdint.h>
@@ -54,14 +56,14 @@ static int by_value(const void *a, const void *b) {
 static void check(Status status, const char *what) {
     if (status == NULL) return;
     const char *(*message)(Status) = (const char *(*)(Status))api[GET_ERROR_MESSAGE];
-    fprintf(stderr, "c_consumer: %s failed: %s\n", what, message(status));
+    fprintf(stderr, "consumer: %s failed: %s\n", what, message(status));
     exit(1);
 }
 
 int main(int argc, char **argv) {
     const ApiBase *base = OrtGetApiBase();
     api = base->get_api(API_VERSION);
-    fprintf(stderr, "c_consumer: ONNX Runtime %s\n", base->get_version_string());
+    fprintf(stderr, "consumer: ONNX Runtime %s\n", base->get_version_string());
     if (argc != 8 && argc != 9) {
         fprintf(stderr, "usage: %s MODEL.onnx FRAMES.u8 N H W C OUTPUTS [THREADS]\n", argv[0]);
         return 2;
@@ -73,13 +75,13 @@ int main(int argc, char **argv) {
     uint8_t *frames = malloc(frame_bytes * n);
     FILE *file = fopen(frames_path, "rb");
     if (file == NULL || fread(frames, 1, frame_bytes * n, file) != frame_bytes * n) {
-        fprintf(stderr, "c_consumer: cannot read %ld frames of %zu bytes from %s\n", n, frame_bytes, frames_path);
+        fprintf(stderr, "consumer: cannot read %ld frames of %zu bytes from %s\n", n, frame_bytes, frames_path);
         return 1;
     }
     fclose(file);
 
     void *env, *options, *session, *memory;
-    check(((Status(*)(int, const char *, void **))api[CREATE_ENV])(LOGGING_WARNING, "c_consumer", &env), "CreateEnv");
+    check(((Status(*)(int, const char *, void **))api[CREATE_ENV])(LOGGING_WARNING, "consumer", &env), "CreateEnv");
     check(((Status(*)(void **))api[CREATE_SESSION_OPTIONS])(&options), "CreateSessionOptions");
     if (argc == 9)
         check(((Status(*)(void *, int))api[SET_INTRA_OP_NUM_THREADS])(options, atoi(argv[8])), "SetIntraOpNumThreads");
@@ -120,6 +122,6 @@ int main(int argc, char **argv) {
     }
     long timed = runs > 2 * WARM_UP ? runs - WARM_UP : runs;
     qsort(run_ms + (runs - timed), timed, sizeof(double), by_value);
-    fprintf(stderr, "c_consumer: Run p50 %.4f ms over %ld runs\n", run_ms[runs - timed + timed / 2], timed);
+    fprintf(stderr, "consumer: Run p50 %.4f ms over %ld runs\n", run_ms[runs - timed + timed / 2], timed);
     return 0;
 }
