@@ -239,14 +239,15 @@ def consumer_text(card, count: int) -> str:
     frame = (height, width, channels) if card.layout == "NHWC" else (channels, height, width)
     if card.task == "detect":
         stride = card.detection["stride"]
-        outputs = (len(card.classes) + 1) * (height // stride) * (width // stride)
+        cells = (len(card.classes) + 1, height // stride, width // stride)
+        outputs, what = int(np.prod(cells)), f"the {' x '.join(map(str, cells))} logits above, in that order"
     else:
-        outputs = len(card.classes)
+        outputs, what = len(card.classes), "one logit a class"
     return f"""
 `{CONSUMER_FILE}` is such a program, in C, with no Python: it runs a file of frames ({card.layout} uint8, one after
-the other) one frame at a time and prints, a line a frame, the index of the largest output and every output ({outputs}),
-then the median time of a frame on stderr. With ONNX Runtime's C library installed (its release archive's
-`lib/`, or the board vendor's package):
+the other) one frame at a time and prints, a line a frame, the index of the largest output, then every output
+({outputs}: {what}); then the median time of a frame on stderr. With ONNX Runtime's C library
+installed (its release archive's `lib/`, or the board vendor's package):
 
 ```bash
 cc -O2 {CONSUMER_FILE} -o /tmp/consumer -lonnxruntime   # add -L DIR where libonnxruntime.so is not in /usr/lib
