@@ -112,9 +112,8 @@ def compare(binary: Path, bundle: Path, work: Path, run_with: list[str], timing:
     for model in sorted(bundle.glob("*.onnx")):
         python = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         expected = np.concatenate([python.run(None, {"input": frame[None]})[0] for frame in frames])
-        outputs = int(np.prod(expected.shape[1:]))
         command = [*run_with, str(binary), str(model), str(frames_file), str(len(frames)), *map(str, frames.shape[1:]),
-                   str(outputs), *([str(timing[0])] if timing else [])]  # fmt: skip
+                   *([str(timing[0])] if timing else [])]  # fmt: skip
         lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
         from_c = np.array([[float(v) for v in line.split()[1:]] for line in lines], dtype=np.float32)
         row = {"bundle": bundle.name, "model": model.name, "frames": len(frames),
@@ -144,7 +143,9 @@ def main() -> None:
         help="build for aarch64 (--cc aarch64-linux-gnu-gcc) and run under QEMU as CPU "
         "(cortex-a53, cortex-a72, cortex-a76), in the userland `kd-edge verify-arm` keeps, with its ONNX Runtime",
     )
-    parser.add_argument("--onnxruntime", default="1.32.0", help="with --arm: the aarch64 ONNX Runtime release")
+    parser.add_argument(
+        "--onnxruntime", help="with --arm: the aarch64 ONNX Runtime release (default: this host's, as verify-arm's)"
+    )
     parser.add_argument(
         "--time", type=int, nargs=2, metavar=("THREADS", "ROUNDS"), help="also time a frame at THREADS intra-op "
         "threads, the C program's clock against `kd-edge bench`'s, ROUNDS alternating rounds (not with --arm)",
@@ -156,6 +157,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         if args.arm:
+            import onnxruntime
+
+            args.onnxruntime = args.onnxruntime or onnxruntime.__version__
             library, run_with, lock = emulated_aarch64(args.arm, args.onnxruntime)
             binary = build(args.cc if args.cc != "cc" else "aarch64-linux-gnu-gcc", library, work)
         else:

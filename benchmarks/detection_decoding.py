@@ -52,10 +52,10 @@ def scored(arrays: dict, network: str, rule: int) -> dict:
     from kd_edge.training.detection_fit import THRESHOLDS
 
     classes = list(arrays["classes"])
+    parts = {part: [frames(arrays, key, part) for key in (network, "truths", "sizes")] for part in ("val", "test")}
 
     def score(part: str, threshold: float):
-        logits, truths, sizes = (frames(arrays, key, part) for key in (network, "truths", "sizes"))
-        return score_truths(logits, truths, sizes, classes, threshold, STRIDE, rule)
+        return score_truths(*parts[part], classes, threshold, STRIDE, rule)
 
     threshold = max(THRESHOLDS, key=lambda t: score("val", t).overall["f1"])
     val, test = score("val", threshold), score("test", threshold)

@@ -235,24 +235,18 @@ def consumer_text(card, count: int) -> str:
     the program does not do)."""
     if card.input_type != "uint8":
         return ""
-    channels, height, width = card.input_shape
-    frame = (height, width, channels) if card.layout == "NHWC" else (channels, height, width)
-    if card.task == "detect":
-        stride = card.detection["stride"]
-        cells = (len(card.classes) + 1, height // stride, width // stride)
-        outputs, what = int(np.prod(cells)), f"the {' x '.join(map(str, cells))} logits above, in that order"
-    else:
-        outputs, what = len(card.classes), "one logit a class"
+    what = "the logits above, in the graph's order" if card.task == "detect" else "one logit a class"
+    frame = " ".join(map(str, frame_shape(card)))
     return f"""
 `{CONSUMER_FILE}` is such a program, in C, with no Python: it runs a file of frames ({card.layout} uint8, one after
 the other) one frame at a time and prints, a line a frame, the index of the largest output, then every output
-({outputs}: {what}); then the median time of a frame on stderr. With ONNX Runtime's C library
-installed (its release archive's `lib/`, or the board vendor's package):
+({what}); then the median time of a frame on stderr. With ONNX Runtime's C library installed (its
+release archive's `lib/`, or the board vendor's package):
 
 ```bash
 cc -O2 {CONSUMER_FILE} -o /tmp/consumer -lonnxruntime   # add -L DIR where libonnxruntime.so is not in /usr/lib
 python3 -c "import numpy; numpy.load('samples.npz')['images'].tofile('/tmp/samples.u8')"   # the frames, raw
-/tmp/consumer model.onnx /tmp/samples.u8 {count} {" ".join(map(str, frame))} {outputs} 2 > /tmp/outputs.txt  # 2 threads
+/tmp/consumer model.onnx /tmp/samples.u8 {count} {frame} 2 > /tmp/outputs.txt   # N, a frame's size, 2 threads
 ```
 
 (Its files go outside this folder, whose checksums list every file in it.)
@@ -296,6 +290,12 @@ def detector_text(card) -> dict[str, str]:
     }
 
 
+def frame_shape(card) -> tuple[int, int, int]:
+    """One uint8 frame's dimensions in the order the model takes them: (H, W, C) for NHWC, (C, H, W) for NCHW."""
+    channels, height, width = card.input_shape
+    return (height, width, channels) if card.layout == "NHWC" else (channels, height, width)
+
+
 def input_description(card) -> str:
     """What a consumer feeds the model, in a sentence."""
     channels, height, width = card.input_shape
@@ -304,9 +304,9 @@ def input_description(card) -> str:
             f"float32 NCHW (N, {channels}, {height}, {width}), `(pixel / 255 - mean) / std` with mean "
             f"{list(card.mean)} and std {list(card.std)} (kd-edge's runtime does that for you)"
         )
-    shape = (height, width, channels) if card.layout == "NHWC" else (channels, height, width)
     return (
-        f"the camera frame's uint8 pixels, {card.layout} (N, {', '.join(map(str, shape))}), {card.channel_order}, "
+        f"the camera frame's uint8 pixels, {card.layout} (N, {', '.join(map(str, frame_shape(card)))}), "
+        f"{card.channel_order}, "
         f"resized to {width}x{height} and nothing else: the graph applies `(pixel / 255 - mean) / std` (mean "
         f"{list(card.mean)}, std {list(card.std)}) itself"
     )
