@@ -1,6 +1,7 @@
 """RSSCN7 end to end (issue 21): the defaults, distillation against the student alone, a longer recipe.
 
     .venv/bin/python benchmarks/aerial.py defaults --markdown benchmarks/results/aerial.md   # ~15 min
+    .venv/bin/python benchmarks/aerial.py seeds --seeds 0 1 2 --jobs 2                       # ~45 min
     .venv/bin/python benchmarks/aerial.py paired --markdown benchmarks/results/aerial.md     # ~25 min
     .venv/bin/python benchmarks/aerial.py longer --markdown benchmarks/results/aerial.md     # ~37 min
     .venv/bin/python benchmarks/aerial.py alone-128 --seeds 0 1 2 --markdown benchmarks/results/aerial.md  # 26 min/seed
@@ -8,6 +9,8 @@
 defaults  `kd-edge pipeline --dataset folder:RSSCN7 --out WORK/defaults`, nothing else: wall time of the whole
           command and of each stage, teacher, student, FP32 and INT8 test accuracy, the bundle's form, the
           student's projected per-frame latency on the rpi4 profile (the pipeline's bench).
+seeds     the defaults as whole pipeline runs with `--seed S` for each of --seeds (--jobs 2: two at once, one
+          thread each): teacher and student validation and test accuracy, INT8, wall time; mean and std.
 paired    the default student alone (--alpha 1) against the default student distilled (the defaults), both from
           the defaults run's frozen teacher, seeds 0, 1, 2: within a seed both start from the same weights and
           see the data in the same order and under the same augmentation draws.
@@ -143,22 +146,57 @@ def alone_128(work: Path, data: Path, seeds: list[int]) -> list[str]:
     return lines
 
 
+def seeded_defaults(work: Path, data: Path, seeds: list[int], jobs: int) -> list[str]:
+    """The defaults' pipeline once per seed, ``jobs`` at once (one thread each when more than one)."""
+    threads = ["--threads", "1"] if jobs > 1 else []
+
+    def run(seed: int) -> None:
+        out = work / f"defaults-seed{seed}"
+        if not (out / "report.md").is_file():
+            kd_edge("pipeline", "--dataset", f"folder:{data}", "--seed", seed, *threads, "--out", out)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(run, seeds))
+    lines = [
+        "| seed | teacher val / test | student val / test | INT8 test | pipeline s |",
+        "| --- | --- | --- | --- | ---: |",
+    ]
+    students, validations = [], []
+    for seed in seeds:
+        m = metrics(work / f"defaults-seed{seed}")
+        teacher, student = m["teacher"], m["student"]
+        students.append(student["test_accuracy"])
+        validations.append(student["val_accuracy"])
+        lines.append(
+            f"| {seed} | {teacher['val_accuracy']:.2%} / {teacher['test_accuracy']:.2%} | {student['val_accuracy']:.2%}"
+            f" / {student['test_accuracy']:.2%} | {m['quantize']['int8_test_accuracy']:.2%} | "
+            f"{m['wall_time_s']['total']:.0f} |"
+        )
+    listed = ", ".join(map(str, seeds))
+    lines.append(f"\nStudent over seeds {listed}: test {pm(students)}, validation {pm(validations)}.")
+    if jobs > 1:
+        lines.append(f"{jobs} runs at once, one thread each: their times are those of a shared machine.")
+    return lines
+
+
 def pm(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f} %"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("defaults", "paired", "longer", "alone-128"))
+    parser.add_argument("what", choices=("defaults", "seeds", "paired", "longer", "alone-128"))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "rsscn7")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "aerial-benchmark")
     parser.add_argument("--markdown", type=Path)
-    parser.add_argument("--jobs", type=int, default=1, help="paired runs at once (one thread each when 2)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="alone-128's seeds")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each when 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds' and alone-128's seeds")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.what == "defaults":
         lines = pipeline(args.work / "defaults", args.data, [])
+    elif args.what == "seeds":
+        lines = seeded_defaults(args.work, args.data, args.seeds, args.jobs)
     elif args.what == "longer":
         lines = pipeline(args.work / "longer", args.data, LONGER)
     elif args.what == "alone-128":

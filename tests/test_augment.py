@@ -59,6 +59,25 @@ def test_a_crop_is_70_to_100_percent_of_the_side_resized_back(monkeypatch):
     assert torch.equal(random_resized_crop(ramp, torch.Generator().manual_seed(1)), ramp)  # the whole image: itself
 
 
+def test_aerial_crops_cut_from_the_larger_copy_are_its_pixels_brought_down(monkeypatch):
+    from kd_edge.training import augment as module
+
+    images = arrow().repeat(24, 3, 1, 1)  # 16 px, three channels
+    sources = images.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # the same arrow at 32 px, 2x2 blocks
+    monkeypatch.setattr(module, "JITTER", 0.0)
+    monkeypatch.setattr(module, "CROP_SCALE", (1.0, 1.0))
+    out = augment(images, "aerial", torch.Generator().manual_seed(4), sources)
+    # each output pixel averages its 2x2 block: the 16 px arrow under the same symmetry, exactly
+    assert out.shape == images.shape and torch.equal(out, random_dihedral(images, torch.Generator().manual_seed(4)))
+    monkeypatch.setattr(module, "CROP_SCALE", (0.7, 1.0))
+    cropped = augment(images, "aerial", torch.Generator().manual_seed(4), sources)
+    assert cropped.shape == images.shape and not torch.equal(cropped, out)
+    # without sources nothing changes: crops the same size as their image sample once a pixel, as before
+    ramp = (8 * torch.arange(32)).to(torch.uint8).expand(4, 1, 32, 32).contiguous()
+    assert torch.equal(random_resized_crop(ramp, torch.Generator().manual_seed(1), (32, 32)),
+                       random_resized_crop(ramp, torch.Generator().manual_seed(1)))  # fmt: skip
+
+
 def test_jitter_changes_light_not_geometry():
     image = arrow().repeat(32, 1, 1, 1)
     lit = jitter(image, torch.Generator().manual_seed(2))

@@ -233,6 +233,41 @@ def test_a_plain_class_tree_is_split_stratified_and_the_same_every_time(tmp_path
     assert np.bincount(other.test.labels).tolist() == [4, 4, 4]
 
 
+def make_textured_tree(root, per_class=6, size=32):
+    """root/<class>/<n>.png of ``size`` px, each image different noise (so any mix-up of order shows)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("field", "forest"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["plain", "split"])
+def test_training_gets_the_train_photos_again_at_up_to_twice_the_side(tmp_path, folder_cache, layout, monkeypatch):
+    from kd_edge.data import folders
+
+    if layout == "plain":
+        root = make_textured_tree(tmp_path / "tree")
+    else:  # train/ alone with val/: validation carved from train/ by index, the copy carved alike
+        root = tmp_path / "given"
+        for split in ("train", "val"):
+            make_textured_tree(root / split)
+    small = load_dataset(f"folder:{root}", image_size=12, train_sources=True)
+    sources = small.train_sources
+    assert sources is not None and sources.images.shape == (len(small.train), 3, 24, 24)  # twice 12
+    at_24 = load_dataset(f"folder:{root}", image_size=24)
+    assert np.array_equal(sources.images, at_24.train.images) and np.array_equal(sources.labels, small.train.labels)
+    # the photos' own 32 px caps the copy; no copy where the photos are no larger than the input, or not asked
+    assert load_dataset(f"folder:{root}", image_size=20, train_sources=True).train_sources.images.shape[-1] == 32
+    assert load_dataset(f"folder:{root}", image_size=32, train_sources=True).train_sources is None
+    assert load_dataset(f"folder:{root}", image_size=12).train_sources is None
+    monkeypatch.setattr(folders, "SOURCES_MAX_BYTES", len(small.train) * 3 * 24 * 24 - 1)  # over the memory cap
+    assert load_dataset(f"folder:{root}", image_size=12, train_sources=True).train_sources is None
+
+
 def test_a_folder_is_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch, folder_cache):
     from kd_edge.data import folders
 

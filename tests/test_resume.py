@@ -260,3 +260,33 @@ def test_a_signal_that_came_after_the_last_safe_point_still_sets_the_exit_code()
         time.sleep(0.05)  # the handler records it; no safe point follows
     assert stopped.value.signum == signal.SIGTERM and stopped.value.finished
     assert "had finished" in str(stopped.value) and interrupt.requested() is None
+
+
+def test_aerial_crops_from_a_folders_larger_photos_resume_to_the_same_result(tmp_path, monkeypatch, folder_cache):
+    """Training crops cut from the photos' larger copy (a folder of 32 px photos, a 16 px model): the copy is made
+    again on resume, in the same order, so a run stopped mid-epoch ends where the uninterrupted one does."""
+    from kd_edge.training import fit as fit_module
+    from tests.test_data import make_plain_tree
+
+    root = make_plain_tree(tmp_path / "photos", per_class=15, size=32)
+    settings = DistillSettings(
+        data=DataSettings(dataset=f"folder:{root}", image_size=16, augment="aerial", split=(0.6, 0.2, 0.2)),
+        student=NetworkSettings(model="cnn-tiny", epochs=8, steps=1),
+        optim=OptimSettings(batch_size=8),
+        kd=KDSettings(alpha=1.0),
+        run=RunSettings(seed=5, deterministic=True),
+    )
+    cut_from = []
+    original = fit_module.augment
+    monkeypatch.setattr(fit_module, "augment", lambda *a: cut_from.append(a[3].shape[-1]) or original(*a))
+    straight = distill_module.distill(settings, tmp_path / "straight")
+    assert set(cut_from) == {32}  # every batch's crops came from the 32 px copy
+    stop_at(monkeypatch, "student", 3, 2)
+    with pytest.raises(TrainingInterrupted):
+        distill_module.distill(settings, tmp_path / "run")
+    monkeypatch.setattr(interrupt, "_requested", None)
+    resumed = distill_module.distill(settings, tmp_path / "run", resume=True)
+    assert same_training(resumed, straight)
+    assert all(
+        torch.equal(v, student_weights(tmp_path / "straight")[k]) for k, v in student_weights(tmp_path / "run").items()
+    )

@@ -66,6 +66,7 @@ def load_dataset(
     split: tuple[float, float, float] | None = None,
     bad_images: str | None = None,
     channels: int | None = None,
+    train_sources: bool = False,
 ) -> ImageDataset:
     """Load a dataset by name into memory.
 
@@ -77,6 +78,7 @@ def load_dataset(
         split: fractions train, val, test of a plain class-folder tree (None: ``DataSettings``'s default).
         bad_images: a ``folder:`` image that cannot be read: "refuse" or "skip" (None: ``DataSettings``'s).
         channels: read ``folder:`` images as 1 (grey) or 3 (RGB) channels (None: grey if every image is).
+        train_sources: for training, a ``folder:``'s train split at a larger size too (``folders.with_sources``).
     """
     if name == "mnist-5k":
         return sources.load_builtin_mnist_5k()
@@ -87,7 +89,9 @@ def load_dataset(
     if name.startswith("folder:"):
         defaults = DataSettings()  # the owner of --split's and --bad-images' defaults
         root = Path(name.removeprefix("folder:")).expanduser()
-        reading = folders.Reading(image_size, channels, split or defaults.split, bad_images or defaults.bad_images)
+        reading = folders.Reading(
+            image_size, channels, split or defaults.split, bad_images or defaults.bad_images, train_sources
+        )
         return folders.load_image_folder(root, reading)
     if name.startswith("npz:"):
         return sources.load_npz_dataset(Path(name.removeprefix("npz:")).expanduser())
@@ -99,12 +103,15 @@ def load_dataset(
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
-def load_data(ref: DataRef, data_dir: str | Path | None = None, download: bool = False) -> ImageDataset:
+def load_data(
+    ref: DataRef, data_dir: str | Path | None = None, download: bool = False, train_sources: bool = False
+) -> ImageDataset:
     """The dataset a model was (or is to be) trained on, from its ``DataRef``; downloads only when asked.
 
     ``data_dir`` overrides the folder the training run read (the files may have moved).
     Later stages (export, quantize, QAT, bench) all resolve a model's data through here,
-    so that a ``folder:`` dataset comes back at the size, channels and split it was trained on.
+    so that a ``folder:`` dataset comes back at the size, channels and split it was trained on. Training asks
+    for ``train_sources`` (the train split at a larger size, for crops); later stages need none.
     """
     return load_dataset(
         ref.dataset,
@@ -114,4 +121,5 @@ def load_data(ref: DataRef, data_dir: str | Path | None = None, download: bool =
         split=ref.split,
         bad_images=ref.bad_images,
         channels=ref.channels,
+        train_sources=train_sources,
     )

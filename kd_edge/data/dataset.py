@@ -51,6 +51,9 @@ class ImageDataset:
     # Where the images came from, for a folder: relative paths per split (and "skipped": unreadable files, with
     # the reason), which a training run writes to its run folder
     files: dict | None = field(default=None, compare=False)
+    # The train images again at a larger size, in the same order, where a folder's photos are larger than the
+    # model's input: what the aerial augmentation cuts its crops from (kd_edge.training.augment)
+    train_sources: Split | None = field(default=None, compare=False)
 
     def __post_init__(self):
         for split_name in ("train", "val", "test"):

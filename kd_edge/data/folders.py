@@ -12,7 +12,9 @@ run writes the file lists to its run folder. Decoding (JPEG, PNG..., resizing) h
 folder content, size and colour mode: the arrays are cached under ``~/.cache/kd-edge/folders``,
 keyed by every file's path and bytes, so a second command on the same folder loads in seconds.
 An image that cannot be decoded is named with its reason: the load stops (``bad_images="refuse"``)
-or leaves it out and lists it (``"skip"``).
+or leaves it out and lists it (``"skip"``). For training (``Reading.sources``), where the photos are
+larger than the model's input, the train split is read a second time at up to twice the side: the
+copy the aerial augmentation cuts its crops from.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from kd_edge.errors import DatasetError
 from kd_edge.settings.data import FOLDER_RESIZE, default_side
 
 GREY_MODES = ("1", "L", "LA", "I;16", "I")
+SOURCES_SCALE = 2  # the train split's copy for crops: up to this times the model's side
+SOURCES_MAX_BYTES = 1 << 30  # and only while it fits in this much memory
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -37,12 +41,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 class Reading:
     """How a folder's images are read: resized to ``image_size`` squares, as ``channels`` 1 or 3 (``surveyed``
     chooses both where they are None), a plain tree cut at ``split``, unreadable files refused or skipped
-    (``bad_images``)."""
+    (``bad_images``); with ``sources``, the train split at a larger size too (``with_sources``)."""
 
     image_size: int | None
     channels: int | None
     split: tuple
     bad_images: str
+    sources: bool = False
 
 
 def load_image_folder(root: Path, reading: Reading) -> ImageDataset:
@@ -67,7 +72,8 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
     parts = three_way_split(decoded.split.labels, reading.split)
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
-    return assemble(root, classes, splits, {**files, "skipped": decoded.skipped})
+    dataset = assemble(root, classes, splits, {**files, "skipped": decoded.skipped})
+    return with_sources(root, reading, dataset, decoded.sides)
 
 
 def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
@@ -94,7 +100,8 @@ def load_split_layout(root: Path, reading: Reading) -> ImageDataset:
     if "val" not in splits:
         splits["train"], splits["val"] = carve_validation(splits["train"])
         files.pop("train")  # the carve is by index: the file lists of train and val are not recorded
-    return assemble(root, classes, splits, files)
+    dataset = assemble(root, classes, splits, files)
+    return with_sources(root, reading, dataset, np.concatenate([d.sides for d in decoded.values()]))
 
 
 def assemble(root: Path, classes: list[str], splits: dict, files: dict) -> ImageDataset:
@@ -109,6 +116,20 @@ def assemble(root: Path, classes: list[str], splits: dict, files: dict) -> Image
         std=std,
         files=files,
     )
+
+
+def with_sources(root: Path, reading: Reading, dataset: ImageDataset, sides: np.ndarray) -> ImageDataset:
+    """``dataset`` with its train split read again at up to ``SOURCES_SCALE`` times the side, where ``reading``
+    asks for it and the photos are larger than the model's input (their median shorter side, ``sides``), and the
+    copy fits in ``SOURCES_MAX_BYTES``. The same files in the same order: the same reading at another size."""
+    channels, side, _ = dataset.input_shape
+    larger = min(SOURCES_SCALE * side, int(np.median(sides))) if len(sides) else side
+    if not reading.sources or larger <= side or len(dataset.train) * channels * larger**2 > SOURCES_MAX_BYTES:
+        return dataset
+    again = load_image_folder(root, replace(reading, image_size=larger, channels=channels, sources=False))
+    if not np.array_equal(again.train.labels, dataset.train.labels):  # cannot happen unless the folder changed
+        raise DatasetError(f"{str(root)!r} changed while it was read; run the command again")
+    return replace(dataset, train_sources=again.train)
 
 
 def list_images(folder: Path, classes: list[str], relative_to: Path | None = None) -> list[tuple[str, int]]:
@@ -173,6 +194,7 @@ class Decoded:
     split: Split
     files: list[str]
     skipped: list[dict]
+    sides: np.ndarray  # each image's shorter side as stored (before any resizing)
 
 
 def by_split(decoded: Decoded, listed: dict[str, list[tuple[str, int]]]) -> dict[str, Decoded]:
@@ -183,7 +205,8 @@ def by_split(decoded: Decoded, listed: dict[str, list[tuple[str, int]]]) -> dict
         files = [file for file, _ in items if file in position]
         names = {file for file, _ in items}
         skipped = [bad for bad in decoded.skipped if bad["file"] in names]
-        out[name] = Decoded(decoded.split.subset(np.array([position[f] for f in files], int)), files, skipped)
+        chosen = np.array([position[f] for f in files], int)
+        out[name] = Decoded(decoded.split.subset(chosen), files, skipped, decoded.sides[chosen])
     return out
 
 
@@ -197,7 +220,7 @@ def decode_cached(root: Path, items: list[tuple[str, int]], reading: Reading) ->
             with np.load(path, allow_pickle=False) as cached:
                 skipped = [{"file": f, "reason": r} for f, r in zip(cached["skipped"], cached["reasons"], strict=True)]
                 split = Split(cached["images"], cached["labels"])
-                return Decoded(split, [str(f) for f in cached["files"]], skipped)
+                return Decoded(split, [str(f) for f in cached["files"]], skipped, cached["sides"])
         except (OSError, ValueError, KeyError, DatasetError):
             path.unlink(missing_ok=True)  # a damaged cache entry costs one decode
     decoded = decode(root, items, surveyed(root, items, reading))
@@ -209,17 +232,19 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
     """Every image as uint8, read as ``reading`` says."""
     from PIL import Image, UnidentifiedImageError
 
-    arrays, labels, files, skipped = [], [], [], []
+    arrays, labels, files, skipped, sides = [], [], [], [], []
     shape = (3 if reading.channels is None else reading.channels, reading.image_size, reading.image_size)
     for file, label in items:
         try:
             with Image.open(root / file) as image:
+                side = min(image.size)
                 arrays.append(model_pixels(image, shape, FOLDER_RESIZE))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append({"file": file, "reason": str(exc) or type(exc).__name__})
             continue
         labels.append(label)
         files.append(file)
+        sides.append(side)
     if skipped and reading.bad_images != "skip":
         listed = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
@@ -230,12 +255,13 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
     if not arrays:
         raise DatasetError(f"no image in {str(root)!r} could be read")
     images = np.stack(arrays).transpose(0, 3, 1, 2)  # (N, H, W, C) to (N, C, H, W)
-    return Decoded(Split(np.ascontiguousarray(images), np.array(labels, dtype=np.int64)), files, skipped)
+    split = Split(np.ascontiguousarray(images), np.array(labels, dtype=np.int64))
+    return Decoded(split, files, skipped, np.array(sides, dtype=np.int64))
 
 
 def cache_key(root: Path, items: list[tuple[str, int]], reading: Reading) -> str:
     """A digest of every file's relative path, label and bytes, and of how they are read (the split aside)."""
-    digest = hashlib.sha256(f"v6 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
+    digest = hashlib.sha256(f"v7 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
     for file, label in items:
         digest.update(f"{file}\0{label}\0".encode())
         digest.update(hashlib.sha256((root / file).read_bytes()).digest())
@@ -255,6 +281,7 @@ def store(path: Path, decoded: Decoded) -> None:
             partial,
             images=decoded.split.images,
             labels=decoded.split.labels,
+            sides=decoded.sides,
             files=np.array(decoded.files, dtype=str),
             skipped=np.array([s["file"] for s in decoded.skipped], dtype=str),
             reasons=np.array([s["reason"] for s in decoded.skipped], dtype=str),

@@ -107,7 +107,8 @@ class DataSettings:
     augment: str = knob(
         "none|aerial",
         "Training-time augmentation: none; shift (up to 2 px, for digits and small objects); aerial (for imagery "
-        "from above: the 8 flips and quarter turns, random 70-100 % crops, brightness and contrast jitter); A|B: A "
+        "from above: the 8 flips and quarter turns, random 70-100 % crops, cut from a folder's photos at up to twice "
+        "the input's side where they are larger, brightness and contrast jitter); A|B: A "
         f"under {CAMERA_SIZED} px, B from there. Frozen teachers then run on every augmented batch.",
         parse=augment_policy,
     )

@@ -37,11 +37,17 @@ class Normalizer:
 
 
 class DeviceSplit:
-    """A split held on the device as uint8, served as shuffled batches of indices."""
+    """A split held on the device as uint8, served as shuffled batches of indices; ``sources``, where given, the
+    same images at a larger size (what the aerial augmentation crops from)."""
 
-    def __init__(self, split: Split, device: torch.device):
+    def __init__(self, split: Split, device: torch.device, sources: Split | None = None):
         self.images = torch.from_numpy(split.images).to(device)
         self.labels = torch.from_numpy(split.labels).to(device)
+        self.sources = None if sources is None else torch.from_numpy(sources.images).to(device)
+
+    def sources_of(self, index: torch.Tensor) -> torch.Tensor | None:
+        """The larger copies of the images at ``index``, or None where the split has none."""
+        return None if self.sources is None else self.sources[index]
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -208,6 +208,8 @@ def say_plan(plan: FitPlan, steps_per_epoch: int) -> None:
     _, channels, height, width = plan.train.images.shape
     what = f"{plan.summary} " if plan.summary else ""
     augmentation = "no augmentation" if plan.augment == "none" else f"{plan.augment} augmentation"
+    if plan.augment == "aerial" and plan.train.sources is not None:
+        augmentation += f" cropped from the photos at {plan.train.sources.shape[-1]} px"
     log.step(
         f"{plan.stage}: plan: {what}on {width}x{height}x{channels} images, {plan.epochs} epoch(s) of "
         f"{steps_per_epoch} steps (batch {plan.optim.batch_size}, {augmentation}, {plan.precision})"
@@ -293,7 +295,7 @@ def train_epoch(step: OptimizerStep, plan: FitPlan, progress, loop: FitState) ->
         if number <= loop.steps_done:
             continue
         if plan.augment != "none":
-            images = augment(images, plan.augment, generator)
+            images = augment(images, plan.augment, generator, train.sources_of(index))
         terms = step(number, index, images, labels)
         totals["seen"] += len(labels)
         totals["correct"] += (terms["logits"].argmax(1) == labels).sum().item()

@@ -28,9 +28,8 @@ class DeviceDataset:
         self.ref = ref
         self.device = device
         self.precision_setting = precision  # --precision as given
-        self.train, self.val, self.test = (
-            DeviceSplit(getattr(dataset, name), device) for name in ("train", "val", "test")
-        )
+        self.train = DeviceSplit(dataset.train, device, dataset.train_sources)
+        self.val, self.test = DeviceSplit(dataset.val, device), DeviceSplit(dataset.test, device)
 
     @property
     def precision(self) -> str:
@@ -69,7 +68,7 @@ def load_splits(run: RunSettings, data: DataSettings) -> tuple[DeviceDataset, fl
     """The dataset on the run's device (and how long loading took); bad data fails here, before any output."""
     started = time.perf_counter()
     ref = DataRef(dataset=data.dataset, data_dir=data.data_dir, image_size=data.image_size, **data.folder_options)
-    dataset = load_data(ref, download=True)
+    dataset = load_data(ref, download=True, train_sources="aerial" in data.augment)  # what aerial crops cut from
     device = resolve_device(run.device)
     splits = DeviceDataset(dataset, ref, device, run.precision)
     return splits, time.perf_counter() - started
