@@ -1,6 +1,7 @@
 """Aerial crops cut from the photos' own size or from the model's copy (RSSCN7, issue 21).
 
     .venv/bin/python benchmarks/sharp_crops.py --seeds 0 1 2 --markdown benchmarks/results/aerial.md  # ~11 min a run
+    .venv/bin/python benchmarks/sharp_crops.py --cost      # what a batch's augmentation costs, against a training step
 
 The aerial augmentation crops 70-100 % of an image's side and resizes the crop to the model's input. Cut from the
 64 px copy training keeps, a crop is enlarged back to 64 px and comes out blurrier than any photo the model meets
@@ -67,6 +68,50 @@ def train(seed: int, data: Path, sharp: bool) -> list[tuple[int, float, float]]:
     return rows
 
 
+def cost(rounds: int = 3) -> list[str]:
+    """Milliseconds to augment a batch of 256 cut from the 64 px copy and from 128 px sources, and one training
+    step of the default student (bf16, 2 threads), ``rounds`` readings each, alternating."""
+    import torch
+    import torch.nn.functional as F
+
+    from kd_edge.training.augment import augment
+    from kd_edge.training.device import autocast
+    from kd_edge.training.models import ModelSpec
+
+    torch.set_num_threads(2)
+    images = torch.randint(0, 256, (256, 3, 64, 64), dtype=torch.uint8)
+    sources = torch.randint(0, 256, (256, 3, 128, 128), dtype=torch.uint8)
+    labels = torch.randint(0, 7, (256,))
+    generator = torch.Generator().manual_seed(0)
+    model = ModelSpec("pooled-base", 7, 3, 64).build().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step() -> None:
+        with autocast(images.device, "bf16"):
+            batch = (images.float() / 255).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(batch), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def timed(work, repeats: int = 8) -> float:
+        work()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            work()
+        return 1000 * (time.perf_counter() - started) / repeats
+
+    lines = [
+        "| round | augment from the 64 px copy, ms | from 128 px sources, ms | training step, ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for number in range(1, rounds + 1):
+        copy = timed(lambda: augment(images, "aerial", generator))
+        sharp = timed(lambda: augment(images, "aerial", generator, sources))
+        lines.append(f"| {number} | {copy:.1f} | {sharp:.1f} | {timed(step):.1f} |")
+    return lines
+
+
 def summary(rows: list) -> tuple[float, float, float]:
     """(test at the best validation epoch, validation there, mean validation of the last 20 epochs)."""
     best = max(rows, key=lambda row: row[1])  # the first best epoch, as kd-edge keeps it
@@ -79,7 +124,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--work", type=Path, default=Path("runs/sharp-crops"))
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--cost", action="store_true", help="time a batch's augmentation both ways, and a step")
     args = parser.parse_args()
+    if args.cost:
+        show(cost(), args.markdown)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
     for sharp, variant in enumerate(VARIANTS):
