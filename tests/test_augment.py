@@ -72,10 +72,17 @@ def test_aerial_crops_cut_from_the_larger_copy_are_its_pixels_brought_down(monke
     monkeypatch.setattr(module, "CROP_SCALE", (0.7, 1.0))
     cropped = augment(images, "aerial", torch.Generator().manual_seed(4), sources)
     assert cropped.shape == images.shape and not torch.equal(cropped, out)
-    # without sources nothing changes: crops the same size as their image sample once a pixel, as before
-    ramp = (8 * torch.arange(32)).to(torch.uint8).expand(4, 1, 32, 32).contiguous()
-    assert torch.equal(random_resized_crop(ramp, torch.Generator().manual_seed(1), (32, 32)),
-                       random_resized_crop(ramp, torch.Generator().manual_seed(1)))  # fmt: skip
+    # without sources nothing changes: crops the same size as their image sample once a pixel, as the code before
+    # sources did (roi_align with sampling_ratio=1, the same draws)
+    from torchvision.ops import roi_align
+
+    noise = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    draws = torch.Generator().manual_seed(1)
+    scale = 0.7 + 0.3 * torch.rand(16, generator=draws)
+    top, left = torch.rand(16, generator=draws) * (32 - 32 * scale), torch.rand(16, generator=draws) * (32 - 32 * scale)
+    boxes = torch.stack([torch.arange(16.0), left, top, left + 32 * scale, top + 32 * scale], dim=1)
+    before = roi_align(noise.float(), boxes, (32, 32), sampling_ratio=1, aligned=True).round_().clamp_(0, 255)
+    assert torch.equal(random_resized_crop(noise, torch.Generator().manual_seed(1)), before.to(torch.uint8))
 
 
 def test_jitter_changes_light_not_geometry():
