@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from markdown_out import show
 
-SOURCE = Path(__file__).resolve().parent.parent / "kd_edge" / "runtime" / "consumer.c"  # what every bundle carries
+from kd_edge.runtime.bundle_files import CONSUMER_SOURCE as SOURCE  # what every bundle carries
 
 
 def wheel_library() -> Path:
