@@ -51,8 +51,7 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
         scales=tuple(args.scales),
     )  # kd-edge detect's defaults otherwise
     classes, side = read_classes(data), settings.frame_size
-    sources = args.crops == "photos" and settings.augment == "aerial"
-    splits = detection_splits(data, settings.frame_size, settings.split, seed, settings.group_by, sources=sources)
+    splits = detection_splits(data, settings.frame_size, settings.split, seed, settings.group_by)
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
     mean, std = channel_stats(pixels.T[None, :, :, None])
     out = {"split": {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()},
@@ -93,13 +92,6 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
-    parser.add_argument(
-        "--crops",
-        default="photos",
-        choices=("photos", "frames"),
-        help="tiles cut from the photos read at up to twice the frame (kd-edge detect's way), or "
-        "from the 512 px frames, enlarged where a crop is smaller than the tile (before)",
-    )
     parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
@@ -125,7 +117,6 @@ def main() -> None:
         variant += f"-features-{args.feature_weight:g}" if args.feature_weight else ""
         variant += "" if args.scales == [0.75, 1.33] else f"-scales-{args.scales[0]:g}-{args.scales[1]:g}"
         variant += "" if args.student == "fomo-small" else f"-{args.student}"
-        variant += "" if args.crops == "photos" else "-frame-crops"
         path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}{variant}.json"
         if not path.is_file():  # a finished seed is kept
             started = time.perf_counter()

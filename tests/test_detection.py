@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from kd_edge.data import yolo
-from kd_edge.data.yolo import Scene, detection_splits, group_of, read_yolo, split_by_group, with_sources
+from kd_edge.data.yolo import Scene, group_of, read_yolo, split_by_group
 from kd_edge.errors import DatasetError
 from kd_edge.runtime.detections import Detection, decode, local_maxima, match, summarise
 from kd_edge.settings.detection import STRIDE
-from kd_edge.training.detection_tiles import centre_map, crop, draw_tiles
+from kd_edge.training.detection_tiles import centre_map, draw_tiles
 from kd_edge.training.detectors import centre_loss, create_detector, heatmap_distillation_loss, object_cells
 
 CLASSES = ["car", "bus"]
@@ -130,16 +129,13 @@ def test_the_split_keeps_each_group_on_one_side_and_is_seeded(tmp_path):
     assert photos == split_by_group(two_sources, (0.5, 0.25, 0.25), seed=0, group_by="file")
 
 
-@pytest.mark.parametrize("read_larger", [False, True])
-def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns(read_larger):
+def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
     """One white 4x4 mark on a black image: in every augmented tile, the cell the label names is the cell holding
-    the mark's centre as the tile's pixels show it (the mean of its bright pixels); the same when the tiles are cut
-    from the scene read at twice the size."""
+    the mark's centre as the tile's pixels show it (the mean of its bright pixels)."""
     image = np.zeros((80, 100, 3), dtype=np.uint8)
     image[38:42, 58:62] = 255  # pixels 58-61 and 38-41: centre (60, 40)
-    source = image.repeat(2, 0).repeat(2, 1) if read_larger else None
     scene = Scene("mark-0001.png", "mark", image, np.array([[60 / 100, 40 / 80, 4 / 100, 4 / 80]], np.float32),
-                  np.array([1]), source)  # fmt: skip
+                  np.array([1]))  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     checked = 0
     for _ in range(30):
@@ -160,39 +156,6 @@ def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns(read_l
             assert torch.nonzero(target).tolist() == [list(cell)] and target[cell] == 2  # class 1 is 2 (0: none)
             checked += 1
     assert checked > 80  # of 240 tiles
-
-
-def test_a_crop_smaller_than_the_tile_is_cut_from_the_larger_source_not_enlarged():
-    """A frame and its source at twice the size in 2x2 blocks (the same picture, no detail lost): a crop of half
-    the tile's side comes out as the source's pixels of that region, exactly; enlarged from the frame it is not."""
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    boxes, labels = np.array([[0.5, 0.5, 0.1, 0.1]], np.float32), np.array([0])
-    larger = Scene("a-0001.png", "a", image, boxes, labels, image.repeat(2, 0).repeat(2, 1))
-    tile, x0, y0 = 32, 10, 6
-    cut, centres = crop(larger, x0, y0, tile // 2, tile)
-    region = image[y0 : y0 + tile // 2, x0 : x0 + tile // 2].repeat(2, 0).repeat(2, 1)
-    assert np.array_equal(cut.permute(1, 2, 0).numpy(), region)
-    enlarged, same_centres = crop(Scene("a-0001.png", "a", image, boxes, labels), x0, y0, tile // 2, tile)
-    assert not np.array_equal(enlarged.permute(1, 2, 0).numpy(), region)
-    assert np.array_equal(centres, same_centres) and centres[0].tolist() == [(25 - x0) * 2, (20 - y0) * 2]
-    same, _ = crop(Scene("a-0001.png", "a", image, boxes, labels), x0, y0, tile, tile)  # no resize: the frame's own
-    assert np.array_equal(same.permute(1, 2, 0).numpy(), image[y0 : y0 + tile, x0 : x0 + tile])
-
-
-def test_training_scenes_are_read_again_larger_up_to_twice_the_frame_and_within_memory(tmp_path, monkeypatch):
-    root = squares_dataset(tmp_path, frames=2)  # 96 x 64 photos
-    splits = detection_splits(root, 32, (0.5, 0.25, 0.25), seed=0, group_by="prefix", sources=True)
-    assert all(scene.source.shape == (43, 64, 3) for scene in splits["train"])  # twice the frame's 32 x 21
-    assert all(scene.source is None for scene in splits["val"] + splits["test"])
-    frames = detection_splits(root, 64, (0.5, 0.25, 0.25), seed=0, group_by="prefix")["train"]
-    assert all(scene.source is None for scene in frames)  # not asked
-    full = with_sources(root, frames, 64)  # twice would be 128: the photo's own 96 x 64
-    assert all(scene.source.shape == (64, 96, 3) for scene in full)
-    plain = detection_splits(root, 96, (0.5, 0.25, 0.25), seed=0, group_by="prefix", sources=True)
-    assert all(scene.source is None for scene in plain["train"])  # no larger than the frame: nothing to read
-    monkeypatch.setattr(yolo, "SOURCES_MAX_BYTES", 3 * 96 * 64 * len(frames) - 1)
-    assert all(scene.source is None for scene in with_sources(root, frames, 64))
 
 
 def test_centre_map_marks_each_centre_cell_and_drops_centres_outside():

@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.folders import IMAGE_SUFFIXES, SOURCES_MAX_BYTES, SOURCES_SCALE
+from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.data.pixels import load_reduced, pillow_filter
 from kd_edge.errors import DatasetError
 from kd_edge.settings.data import FRAME_RESIZE
@@ -35,16 +35,13 @@ LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
 @dataclass
 class Scene:
     """One image and its objects: ``image`` uint8 (height, width, 3) at the working scale, ``boxes`` float32
-    (objects, 4) as normalised (x_center, y_center, width, height), ``labels`` int64 class indices. A training
-    scene may also hold ``source``, the same image read larger (``with_sources``), which training tiles are cut
-    from."""
+    (objects, 4) as normalised (x_center, y_center, width, height), ``labels`` int64 class indices."""
 
     file: str  # relative to images/
     group: str
     image: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
-    source: np.ndarray | None = None
 
     def truths(self) -> np.ndarray:
         """(objects, 5): class, x_center, y_center, width, height in this image's pixels."""
@@ -195,40 +192,10 @@ def split_by_group(
     return {name: [scene for group in chosen[name] for scene in groups[group]] for name in SPLIT_NAMES}
 
 
-def detection_splits(
-    root: Path, frame_size: int, fractions, seed: int, group_by: str, sources: bool = False
-) -> dict[str, list[Scene]]:
+def detection_splits(root: Path, frame_size: int, fractions, seed: int, group_by: str) -> dict[str, list[Scene]]:
     """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
-    check, quantize's calibration) read, from the card's data reference, seed and grouping. With ``sources``
-    (training under scale augmentation), the train split's scenes also hold their image read larger."""
-    splits = split_by_group(read_yolo(root, frame_size), tuple(fractions), seed, group_by)
-    if sources:
-        splits["train"] = with_sources(Path(root), splits["train"], frame_size)
-    return splits
-
-
-def with_sources(root: Path, scenes: list[Scene], frame_size: int) -> list[Scene]:
-    """``scenes``, each with its image read again with the longer side at up to ``SOURCES_SCALE`` times
-    ``frame_size`` (never above the file's own), as ``source``: a training tile whose crop is smaller than the
-    tile is then cut from the photo's pixels, not enlarged from the frame's, so it is as sharp as the frames the
-    model meets afterwards. No source for a file no larger than its frame; none at all when the copies would
-    take more than ``SOURCES_MAX_BYTES``."""
-    from PIL import Image
-
-    sizes = []  # (width, height) of each scene's source, None where the file is no larger than its frame
-    for scene in scenes:
-        with Image.open(root / "images" / scene.file) as opened:
-            side = min(SOURCES_SCALE * frame_size, max(opened.size))
-            sizes.append(fitted(opened.size, side) if side > max(scene.image.shape[:2]) else None)
-    if sum(3 * width * height for width, height in filter(None, sizes)) > SOURCES_MAX_BYTES:
-        return scenes
-    read = []
-    for scene, size in zip(scenes, sizes, strict=True):
-        if size is not None:
-            with Image.open(root / "images" / scene.file) as opened:
-                scene = replace(scene, source=longer_side(opened, max(size)))
-        read.append(scene)
-    return read
+    check, quantize's calibration) read, from the card's data reference, seed and grouping."""
+    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed, group_by)
 
 
 def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:

@@ -47,10 +47,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         classes = read_classes(root)
         for network in (settings.teacher, settings.student):  # an unknown name fails now, not after the teacher
             create_detector(network.model, len(classes))
-        sources = settings.augment == "aerial"  # scale jitter's crops are cut from the photos (detection_tiles)
-        splits = detection_splits(
-            root, settings.frame_size, settings.split, settings.run.seed, settings.group_by, sources=sources
-        )
+        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed, settings.group_by)
         config = {"stage": "detect", **asdict(settings)}
         run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
         if run.finished("student"):

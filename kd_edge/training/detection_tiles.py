@@ -6,8 +6,7 @@
 A detector of stride ``s`` answers, for each ``s x s`` cell of its input, "which class has an object centred
 here, or none" (``centre_map``: 0 is background, class ``c`` is ``c + 1``). The images are large and
 the objects small, so the network trains on tiles: a random crop (under ``aerial``, of a random scale,
-resized to the tile), whose objects are those centred inside it. A scene read larger as well (its ``source``)
-gives the crop's pixels from there, so a crop smaller than the tile is not an enlarged, blurred frame.
+resized to the tile), whose objects are those centred inside it.
 
 The 8 flips and 90-degree rotations are applied to the tile *and to its class map* with the same torch
 call: a square tile whose side is a multiple of the stride maps whole cells onto whole cells, so the
@@ -36,20 +35,13 @@ def centre_map(centres: np.ndarray, labels: np.ndarray, side: int, stride: int) 
 
 
 def crop(scene: Scene, x0: int, y0: int, side: int, tile: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The ``side`` x ``side`` crop at (x0, y0) of the frame (zero beyond the image), resized to ``tile``: the
-    (3, tile, tile) uint8 image and the objects' centres in its pixels. The pixels come from the scene's larger
-    ``source`` where it has one (the same region, at the source's scale), so that no crop is enlarged where the
-    photo has the detail."""
-    pixels = scene.image if scene.source is None else scene.source
-    height, width = scene.image.shape[:2]
-    scale_y, scale_x = pixels.shape[0] / height, pixels.shape[1] / width
-    left, top = round(x0 * scale_x), round(y0 * scale_y)
-    out_w, out_h = max(round(side * scale_x), 1), max(round(side * scale_y), 1)
-    image = torch.from_numpy(pixels).permute(2, 0, 1)
-    out = torch.zeros(3, out_h, out_w, dtype=torch.uint8)
-    part = image[:, top : top + out_h, left : left + out_w]
+    """The ``side`` x ``side`` crop at (x0, y0) (zero beyond the image), resized to ``tile``: the (3, tile, tile)
+    uint8 image and the objects' centres in its pixels."""
+    image = torch.from_numpy(scene.image).permute(2, 0, 1)
+    out = torch.zeros(3, side, side, dtype=torch.uint8)
+    part = image[:, y0 : y0 + side, x0 : x0 + side]
     out[:, : part.shape[1], : part.shape[2]] = part
-    if (out_h, out_w) != (tile, tile):
+    if side != tile:
         out = F.interpolate(out[None].float(), size=(tile, tile), mode="bilinear", antialias=True, align_corners=False)
         out = out[0].round().clamp(0, 255).to(torch.uint8)
     centres = (scene.truths()[:, 1:3] - np.array([x0, y0], dtype=np.float32)) * (tile / side)
