@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from kd_edge.settings import DataSettings
-from kd_edge.training.augment import augment, dihedral, jitter, random_dihedral, random_resized_crop, random_shift
+from kd_edge.training.augment import (
+    augment,
+    cutmix,
+    dihedral,
+    jitter,
+    random_dihedral,
+    random_resized_crop,
+    random_shift,
+)
 
 
 def arrow(size: int = 16) -> torch.Tensor:
@@ -104,6 +112,34 @@ def test_each_policy_keeps_dtype_shape_and_draws_only_from_the_generator(policy)
     again = augment(images, policy, torch.Generator().manual_seed(3))
     assert first.dtype == torch.uint8 and first.shape == images.shape and torch.equal(first, again)
     assert torch.equal(first, images) == (policy == "none")
+
+
+def test_cutmix_puts_one_box_of_another_image_in_each_and_weights_the_labels_by_area():
+    """Image i is flat grey level i: after CutMix each image shows its own level outside one box and one partner's
+    inside it (the same box for the batch), and its target gives each class the share of pixels it shows."""
+    n, classes = 8, 10
+    images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, 12, 16).clone()
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 9])
+    generator = torch.Generator().manual_seed(4)
+    checked = 0
+    for _ in range(20):
+        mixed, targets = cutmix(images, labels, classes, generator)
+        assert mixed.dtype == torch.uint8 and mixed.shape == images.shape and targets.shape == (n, classes)
+        assert torch.allclose(targets.sum(1), torch.ones(n))
+        box = mixed[:, 0] != images[:, 0]  # where each image shows another's pixels
+        common = box.any(0)  # the one box of the batch: a rectangle, the same in each image not paired with itself
+        assert torch.equal(common, common.any(1)[:, None] & common.any(0)[None, :])
+        assert all(torch.equal(each, common) or not each.any() for each in box)
+        for i in range(n):
+            levels = mixed[i, 0].unique().tolist()
+            shown = {labels[level].item(): (mixed[i, 0] == level).float().mean().item() for level in levels}
+            expected = {c: w for c, w in enumerate(targets[i].tolist()) if w > 0}
+            assert shown.keys() == expected.keys() and all(abs(shown[c] - expected[c]) < 1e-6 for c in shown)
+            checked += len(levels) == 2
+    assert checked > 50  # most images do get a partner's box
+    again = cutmix(images, labels, classes, torch.Generator().manual_seed(4))
+    first = cutmix(images, labels, classes, torch.Generator().manual_seed(4))
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])  # the generator's draws alone
 
 
 def test_configs_written_when_augment_was_a_switch_still_read():

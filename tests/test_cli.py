@@ -93,6 +93,7 @@ def test_reference_preset_is_the_reference_recipe(tmp_path):
         "lr": 0.01,
         "weight_decay": 0.0,
         "schedule": "constant",
+        "cutmix": 0.0,
     }
     assert config["kd"]["temperature"] == 4.0 and config["kd"]["alpha"] == 0.5
     assert config["data"]["normalization"] == "half" and config["run"]["precision"] == "fp32"

@@ -19,12 +19,12 @@ from kd_edge.training import distill as distill_module
 from kd_edge.training import fit_state, networks
 
 
-def settings_for(easy_npz, epochs=4, kd=None) -> DistillSettings:
+def settings_for(easy_npz, epochs=4, kd=None, cutmix=0.0) -> DistillSettings:
     return DistillSettings(
         data=DataSettings(dataset=f"npz:{easy_npz}", augment="shift"),  # augmentation: the generator matters mid-epoch
         teacher=NetworkSettings(model="cnn-tiny", epochs=3, steps=1),
         student=NetworkSettings(model="cnn-tiny", epochs=epochs, steps=1),
-        optim=OptimSettings(batch_size=32),
+        optim=OptimSettings(batch_size=32, cutmix=cutmix),
         kd=kd or KDSettings(temperature_schedule="linear:2"),
         run=RunSettings(seed=5, deterministic=True),
     )
@@ -81,6 +81,39 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_result(
     assert all(torch.equal(v, student_weights(straight_dir)[k]) for k, v in student_weights(out).items())
     assert not list(out.glob("*.state*.pt"))  # removed once the stage is done
     assert resumed["resumed"] == 1
+
+
+def test_a_run_with_cutmix_stopped_mid_epoch_resumes_to_the_same_result(tmp_path, easy_npz, uninterrupted, monkeypatch):
+    """CutMix's own generator is saved with the state: the resumed student mixes the same batches the same way."""
+    straight = run_distill(easy_npz, tmp_path / "straight", cutmix=0.5)
+    assert not same_training(straight, uninterrupted[1])  # the mixing did change what was learnt
+    assert straight["soft_labels"]["cached"] is False  # the teacher ran on each mixed batch
+    stop_at(monkeypatch, "student", 2, 3)
+    with pytest.raises(TrainingInterrupted):
+        run_distill(easy_npz, tmp_path / "run", cutmix=0.5)
+    monkeypatch.setattr(interrupt, "_requested", None)
+    monkeypatch.undo()
+    resumed = run_distill(easy_npz, tmp_path / "run", resume=True, cutmix=0.5)
+    assert same_training(resumed, straight)
+    assert all(
+        torch.equal(v, student_weights(tmp_path / "straight")[k]) for k, v in student_weights(tmp_path / "run").items()
+    )
+
+
+def test_a_run_written_before_cutmix_existed_resumes(tmp_path, easy_npz, monkeypatch):
+    """Its config.json has no optim.cutmix: it trained without, today's default, so it resumes; with CutMix asked
+    for now, it is refused."""
+    stop_at(monkeypatch, "student", 2, 3)
+    with pytest.raises(TrainingInterrupted):
+        run_distill(easy_npz, tmp_path / "run")
+    monkeypatch.setattr(interrupt, "_requested", None)
+    monkeypatch.undo()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    del config["optim"]["cutmix"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"optim.cutmix: 0.0 then, 0.5 now"):
+        run_distill(easy_npz, tmp_path / "run", resume=True, cutmix=0.5)
+    assert run_distill(easy_npz, tmp_path / "run", resume=True)["resumed"] == 1
 
 
 def test_a_finished_teacher_is_not_trained_again(tmp_path, easy_npz, monkeypatch):

@@ -65,10 +65,16 @@ class OptimSettings:
         "times N (linear) or times sqrt(N) (sqrt).",
         choices=LR_SCALINGS,
     )
+    cutmix: float = knob(
+        0.0,
+        "Probability, 0-1, that a training batch is mixed by CutMix: a box of each image replaced by the same box "
+        "of another, its label a mix of the two classes by area (teachers then run on every batch). 0: never.",
+    )
 
     def __post_init__(self):
         check_choices(self)
         require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        require(0 <= self.cutmix <= 1, f"--cutmix is a probability, 0-1, got {self.cutmix}")
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
 

@@ -9,8 +9,13 @@
   training crop is as sharp as a whole photo resized for the model;
 * none.
 
+``cutmix`` (``--cutmix P``: with probability P a batch is mixed) is the one step that changes labels: a box of each
+image comes from another, and the label mixes the two classes by area. It comes after the policy, from a generator
+of its own (``kd_edge.training.fit``), so a run with it sees the same images, in the same order and under the same
+draws, as one without.
+
 Every draw comes from the fit's generator, so a resumed epoch sees the same augmentations as an
-uninterrupted one. Labels are never touched: each transform keeps the image's class. Frozen
+uninterrupted one. The policies never touch labels: each transform keeps the image's class. Frozen
 teachers run on the augmented batch itself (``kd_edge.training.soft_labels``), so the student
 learns their view of exactly what it sees.
 """
@@ -101,6 +106,29 @@ def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     pixels = images.float()
     mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
     return (((pixels - mean) * contrast + mean) * brightness).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def cutmix(
+    images: torch.Tensor, labels: torch.Tensor, classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix (Yun et al., 2019): one box of each image replaced by the same box of another image of the batch, and
+    its label the two classes weighted by the areas they show. Returns the (N, C, H, W) uint8 images and (N,
+    ``classes``) float targets, which cross-entropy takes as class probabilities.
+
+    The box covers a fraction of the image drawn uniformly (Beta(1, 1), the paper's choice), with a random centre,
+    clipped at the edges (the weights are the areas after clipping); one box and one pairing for the batch."""
+    n, _, height, width = images.shape
+    kept = float(torch.rand(1, generator=generator))
+    partner = torch.randperm(n, generator=generator).to(images.device)
+    side_h, side_w = int(height * (1 - kept) ** 0.5), int(width * (1 - kept) ** 0.5)
+    cy, cx = (int(torch.randint(limit, (1,), generator=generator)) for limit in (height, width))
+    top, bottom = max(cy - side_h // 2, 0), min(cy + side_h // 2, height)
+    left, right = max(cx - side_w // 2, 0), min(cx + side_w // 2, width)
+    mixed = images.clone()
+    mixed[..., top:bottom, left:right] = images[partner][..., top:bottom, left:right]
+    kept = 1 - (bottom - top) * (right - left) / (height * width)
+    one_hot = F.one_hot(labels, classes).float()
+    return mixed, kept * one_hot + (1 - kept) * one_hot[partner]
 
 
 def draw_ints(low: int, high: int, n: int, generator: torch.Generator, device) -> torch.Tensor:

@@ -24,7 +24,7 @@ from kd_edge import log
 from kd_edge.errors import TrainingDivergedError
 from kd_edge.settings.training import OptimSettings
 from kd_edge.training import distributed
-from kd_edge.training.augment import augment
+from kd_edge.training.augment import augment, cutmix
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import autocast, seeded
 from kd_edge.training.evaluate import accuracy
@@ -56,9 +56,12 @@ class FitPlan:
     deterministic: bool = False  # torch refuses nondeterministic kernels
     networks: list[nn.Module] = field(default_factory=list)
     summary: str = ""  # what is trained, for the plan line: "cnn-base (4.2 M MACs an image)"
+    classes: int = 0  # the number of classes: the width of CutMix's targets (optim.cutmix)
 
     def __post_init__(self):
         self.networks = self.networks or [self.model]
+        if self.optim.cutmix and self.classes < 2:
+            raise ValueError("CutMix (optim.cutmix) needs the plan's number of classes")
 
 
 @dataclass(frozen=True)
@@ -296,9 +299,12 @@ def train_epoch(step: OptimizerStep, plan: FitPlan, progress, loop: FitState) ->
             continue
         if plan.augment != "none":
             images = augment(images, plan.augment, generator, train.sources_of(index))
+        if plan.optim.cutmix and float(torch.rand(1, generator=loop.mix_generator)) < plan.optim.cutmix:
+            images, labels = cutmix(images, labels, plan.classes, loop.mix_generator)  # labels: class weights now
         terms = step(number, index, images, labels)
         totals["seen"] += len(labels)
-        totals["correct"] += (terms["logits"].argmax(1) == labels).sum().item()
+        shown = labels if labels.dim() == 1 else labels.argmax(1)  # a mixed image's class: the larger area's
+        totals["correct"] += (terms["logits"].argmax(1) == shown).sum().item()
         for name, value in terms.items():
             if name != "logits":
                 sums[name] = sums.get(name, 0.0) + value.item() * len(labels)

@@ -14,6 +14,10 @@ from kd_edge.training import distributed
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
 from kd_edge.training.progress import EpochLog
 
+# CutMix draws from a generator of its own, seeded from the fit's seed plus this, so that the images, their order
+# and the augmentation draws are those of the same run without it.
+CUTMIX_SEED_OFFSET = 1000
+
 # Mid-epoch, the full training state is saved at most this often (and at every epoch's end),
 # so that a killed run loses at most this much work.
 STATE_INTERVAL_S = 60.0
@@ -30,6 +34,7 @@ class FitState:
     def __init__(self, plan, state_file):
         self.model, self.stage, self.state_file = plan.model, plan.stage, state_file
         self.generator = torch.Generator().manual_seed(plan.seed)
+        self.mix_generator = torch.Generator().manual_seed(plan.seed + CUTMIX_SEED_OFFSET)
         self.world_size, self.epochs = distributed.world()[1], plan.epochs
         self.steps_per_epoch = max(len(plan.train) // (plan.optim.batch_size * self.world_size), 1)
         self.optimizers = [make_optimizer(network, plan.optim) for network in plan.networks]
@@ -61,6 +66,7 @@ class FitState:
             "schedulers": [s.state_dict() if s is not None else None for s in self.schedulers],
             "epoch_generator_state": self.epoch_generator_state,
             "generator_state": self.generator.get_state(),
+            "mix_generator_state": self.mix_generator.get_state(),
             "torch_rng_state": torch.get_rng_state(),
             "best_val_accuracy": self.best_val_accuracy,
             "best_epoch": self.best_epoch,
@@ -91,6 +97,8 @@ class FitState:
                     scheduler.load_state_dict({"steps": (self.epoch - 1) * self.steps_per_epoch + self.steps_done})
         self.epoch_generator_state = state["epoch_generator_state"]
         self.resume_generator_state = state["generator_state"]
+        if "mix_generator_state" in state:  # saved before CutMix existed: it was not used
+            self.mix_generator.set_state(state["mix_generator_state"])
         torch.set_rng_state(state["torch_rng_state"])
         self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
         self.best_state, self.last_saved = state["best_state"], state["last_saved"]

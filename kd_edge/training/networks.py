@@ -121,6 +121,7 @@ def train_and_save(
         deterministic=context.deterministic,
         networks=[network.model for network in networks],
         summary=" + ".join(f"{n.info['model']} ({n.info['macs'] / 1e6:,.1f} M MACs an image)" for n in networks),
+        classes=splits.dataset.num_classes,
     )
     hooks = FitHooks(
         save_best=save_best,

@@ -90,16 +90,19 @@ class RunFolder:
 
 
 RESUMABLE_CHANGES = {("run", "resume"), ("run", "force"), ("run", "threads"), ("run", "device")}
+# Settings added since run folders were first written, with the value a run written before them trained with: such a
+# run resumes under today's defaults.
+ADDED_SETTINGS = {("optim", "cutmix"): 0.0}
 
 
 def check_same_config(earlier: dict, now: dict, run_dir: Path) -> None:
     """Refuse to resume a run with other settings: the result would match neither configuration."""
     differences = [
-        f"{section}.{key}: {earlier.get(section, {}).get(key)!r} then, {value!r} now"
+        f"{section}.{key}: {recorded(earlier, section, key)!r} then, {value!r} now"
         for section, values in now.items()
         if isinstance(values, dict)
         for key, value in values.items()
-        if (section, key) not in RESUMABLE_CHANGES and earlier.get(section, {}).get(key) != jsonable(value)
+        if (section, key) not in RESUMABLE_CHANGES and recorded(earlier, section, key) != jsonable(value)
     ]
     differences += [
         f"{key}: {earlier.get(key)!r} then, {value!r} now"
@@ -111,6 +114,11 @@ def check_same_config(earlier: dict, now: dict, run_dir: Path) -> None:
             f"cannot resume {str(run_dir)!r} with other settings ({'; '.join(differences)}). Resume with the "
             "settings it started with, or start anew with --force or another --out."
         )
+
+
+def recorded(config: dict, section: str, key: str):
+    """A setting as a run folder's config records it (``ADDED_SETTINGS``' value where it predates the setting)."""
+    return config.get(section, {}).get(key, ADDED_SETTINGS.get((section, key)))
 
 
 def jsonable(value):

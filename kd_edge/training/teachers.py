@@ -56,7 +56,7 @@ def frozen_teachers(
         run.record(
             "teacher", ensemble_info(teachers, infos, settings.teacher_weights, splits), time.perf_counter() - started
         )
-    if context.augment != "none":  # the teachers see each augmented batch: nothing to cache
+    if context.augment != "none" or context.optim.cutmix:  # the teachers see each batch as changed: nothing to cache
         run.record("soft_labels", {"cached": False}, 0.0)
     else:
         started = time.perf_counter()
