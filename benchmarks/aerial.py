@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/aerial.py longer --markdown benchmarks/results/aerial.md     # ~37 min
     .venv/bin/python benchmarks/aerial.py alone-128 --seeds 0 1 2 --markdown benchmarks/results/aerial.md  # 26 min/seed
     .venv/bin/python benchmarks/aerial.py alone-96 --seeds 0 1 2 --jobs 2                   # ~45 min
+    .venv/bin/python benchmarks/aerial.py alone-64-cutmix --seeds 0 1 2 --jobs 2            # ~25 min
+    .venv/bin/python benchmarks/aerial.py alone-128-cutmix --seeds 0 1 2 --jobs 3           # ~75 min
 
 defaults  `kd-edge pipeline --dataset folder:RSSCN7 --out WORK/defaults`, nothing else: wall time of the whole
           command and of each stage, teacher, student, FP32 and INT8 test accuracy, the bundle's form, the
@@ -19,6 +21,7 @@ longer    the longer distillation recipe (LONGER below) as one pipeline.
 alone-128 the recipe that reached 88 %: the student alone at the photos' own 128 px for 250 epochs (ALONE_128), then
           `kd-edge bundle`, per seed.
 alone-96  the same at 96 px (ALONE_96), its crops cut from the 128 px photos.
+alone-64-cutmix, alone-128-cutmix   the default student alone at 64 px, and the 128 px recipe, with --cutmix 0.5.
 
 Runs go through the kd-edge CLI into --work; a finished run is kept and not rerun (its times then are those
 of the run that made it). RSSCN7 is read from ../shared/datasets/rsscn7 (--data). Test accuracy is reported;
@@ -45,7 +48,13 @@ LONGER = ["--image-size", "96", "--teacher-model", "pooled-base", "--teacher-epo
 ALONE_128 = ["--image-size", "128", "--alpha", "1", "--student-model", "pooled-base", "--epochs", "250"]
 # the same at 96 px: crops cut from the 128 px photos (kd_edge.training.augment), 2.25x the 64 px student's cost
 ALONE_96 = ["--image-size", "96", "--alpha", "1", "--student-model", "pooled-base", "--epochs", "250"]
-ALONE = {"alone-128": ALONE_128, "alone-96": ALONE_96}
+# CutMix on half the batches (--cutmix 0.5), at the defaults' 64 px and in the 128 px recipe
+ALONE = {
+    "alone-128": ALONE_128,
+    "alone-96": ALONE_96,
+    "alone-64-cutmix": ["--alpha", "1", "--cutmix", "0.5"],
+    "alone-128-cutmix": [*ALONE_128, "--cutmix", "0.5"],
+}
 
 
 def kd_edge(*args) -> float:
