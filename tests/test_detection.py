@@ -274,6 +274,21 @@ def test_the_pipeline_refuses_classifier_options_for_detection_data(tmp_path):
     assert "[detect] table" in result.output and not (tmp_path / "run").exists()
 
 
+def test_cutmix_is_no_detect_option_and_a_detect_config_asking_for_it_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from kd_edge.cli import app
+    from kd_edge.errors import ConfigError
+    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.settings.training import OptimSettings
+
+    data = squares_dataset(tmp_path / "squares", frames=1)
+    result = CliRunner().invoke(app, ["detect", "--dataset", f"yolo:{data}", "--cutmix", "0.5", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--cutmix" in result.output
+    with pytest.raises(ConfigError, match="a detector's tiles do not take it"):
+        DetectSettings(dataset=f"yolo:{data}", optim=OptimSettings(cutmix=0.5))
+
+
 def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
     targets = torch.zeros(1, 4, 4, dtype=torch.int64)
     targets[0, 1, 1] = 1

@@ -82,7 +82,7 @@ QAT_OPTIONS = (
 DETECT = {
     "rename": {"teacher.model": "teacher_model", "teacher.steps": "teacher_steps", "student.model": "student_model",
                "student.steps": "steps"},
-    "exclude": ("run.device", "run.precision", "run.deterministic", "optim.lr_scaling"),
+    "exclude": ("run.device", "run.precision", "run.deterministic", "optim.lr_scaling", "optim.cutmix"),
 }  # fmt: skip
 PIPELINE_OPTIONS = (
     "distill.data.", "distill.run.", "bundle.profile",
@@ -143,7 +143,8 @@ PIPELINE_TABLES: dict[str, tuple[Option, ...]] = {
     "bench": prefixed(options_of(BenchSettings(), rename=BENCH_NAMES), "bench."),
     # A yolo: dataset's detectors; the dataset, split, seed and threads are [distill]'s (the pipeline's options).
     "detect": prefixed(
-        options_of(DetectSettings(), rename=DETECT["rename"], exclude=("dataset", "split", "run.")), "detect."
+        options_of(DetectSettings(), rename=DETECT["rename"], exclude=("dataset", "split", "run.", "optim.cutmix")),
+        "detect.",
     ),
 }
 

@@ -107,6 +107,10 @@ class DetectSettings:
             f"--scales takes min,max with 0 < min <= max, got {','.join(map(str, self.scales))}",
         )
         require(self.run.device == "cpu", "`kd-edge detect` trains on the CPU for now; drop --device")
+        require(
+            not self.optim.cutmix,
+            "CutMix (optim.cutmix) mixes a classifier's images and labels; a detector's tiles do not take it: drop it",
+        )
 
     @property
     def root(self) -> str:
