@@ -108,6 +108,12 @@ def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (((pixels - mean) * contrast + mean) * brightness).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def changes_batches(policy: str, cutmix_probability: float) -> bool:
+    """Whether training sees other pixels than the split's: then frozen teachers run on every batch, and no soft
+    labels can be cached by index."""
+    return policy != "none" or cutmix_probability > 0
+
+
 def cutmix(
     images: torch.Tensor, labels: torch.Tensor, classes: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from kd_edge.log import step
 from kd_edge.settings.data import by_image_size
 from kd_edge.settings.training import DistillSettings, NetworkSettings, TeacherSettings
+from kd_edge.training.augment import changes_batches
 from kd_edge.training.batches import normalization
 from kd_edge.training.checkpoint import file_sha256, load_checkpoint, load_weights
 from kd_edge.training.device import build_seeded, torch_threads
@@ -213,7 +214,7 @@ def student_after_teacher(settings: DistillSettings, splits) -> LaterStage:
 
     steps_per_epoch = max(splits.images_per_process() // settings.optim.batch_size, 1)
     steps = planned(settings.student, splits, settings.optim.batch_size).epochs * steps_per_epoch
-    teacher_passes = steps if settings.data.augment != "none" or settings.optim.cutmix else steps_per_epoch
+    teacher_passes = steps if changes_batches(settings.data.augment, settings.optim.cutmix) else steps_per_epoch
     return distilled_student(macs(settings.teacher.model), macs(settings.student.model), steps, teacher_passes)
 
 

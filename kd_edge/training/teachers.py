@@ -11,6 +11,7 @@ from kd_edge.data import ImageDataset
 from kd_edge.errors import CheckpointError, StudentTooWeakError, TeacherTooWeakError
 from kd_edge.log import step
 from kd_edge.settings.training import DistillSettings, teacher_mixing
+from kd_edge.training.augment import changes_batches
 from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from kd_edge.training.device import to_channels_last
 from kd_edge.training.evaluate import accuracy, chance_threshold
@@ -56,7 +57,7 @@ def frozen_teachers(
         run.record(
             "teacher", ensemble_info(teachers, infos, settings.teacher_weights, splits), time.perf_counter() - started
         )
-    if context.augment != "none" or context.optim.cutmix:  # the teachers see each batch as changed: nothing to cache
+    if changes_batches(context.augment, context.optim.cutmix):  # the teachers see each batch: nothing to cache
         run.record("soft_labels", {"cached": False}, 0.0)
     else:
         started = time.perf_counter()
