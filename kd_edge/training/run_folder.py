@@ -18,6 +18,7 @@ import torch
 from kd_edge import __version__
 from kd_edge.errors import ConfigError, OutputError
 from kd_edge.io import atomic_write_json, ensure_writable_dir
+from kd_edge.settings.training import OptimSettings
 from kd_edge.training.distributed import barrier, is_main
 
 TEACHER_FILE = "teacher.pt"
@@ -92,7 +93,7 @@ class RunFolder:
 RESUMABLE_CHANGES = {("run", "resume"), ("run", "force"), ("run", "threads"), ("run", "device")}
 # Settings added since run folders were first written, with the value a run written before them trained with: such a
 # run resumes under today's defaults.
-ADDED_SETTINGS = {("optim", "cutmix"): 0.0}
+ADDED_SETTINGS = {("optim", "cutmix"): OptimSettings().cutmix}
 
 
 def check_same_config(earlier: dict, now: dict, run_dir: Path) -> None:
