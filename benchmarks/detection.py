@@ -25,15 +25,31 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
 
+# (row name, detector, distilled from the teacher): benchmarks/detection.py's networks per seed
+ROWS = (("teacher", "fomo-base", False), ("student alone", None, False), ("student distilled", None, True))
+
+
 def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> dict:
-    """One seed's teacher, student alone and student distilled, under the command line's recipe ``args``. With
+    """One seed's teacher, student alone and student distilled, on the seed's split of the data, under the command
+    line's recipe ``args`` (see ``run_split``)."""
+    from kd_edge.data.yolo import detection_splits
+    from kd_edge.settings.detection import DetectSettings
+
+    defaults = DetectSettings(dataset=f"yolo:{args.data}")
+    splits = detection_splits(args.data, defaults.frame_size, defaults.split, seed, defaults.group_by)
+    return run_split(splits, seed, args, ROWS, keep)
+
+
+def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dict | None = None) -> dict:
+    """The teacher, then each of ``rows`` (name, detector or None for ``--student``, distilled or not), trained on
+    ``splits`` from seed ``seed``'s initial weights and tile draws, under the command line's recipe ``args``. With
     ``keep`` (a dict), each network's validation and test logits are put there too, by its name, with the
     split's scenes and classes (what benchmarks/detection_decoding.py decodes again)."""
     import numpy as np
     import torch
 
     from kd_edge.data.dataset import channel_stats
-    from kd_edge.data.yolo import detection_splits, read_classes
+    from kd_edge.data.yolo import read_classes
     from kd_edge.runtime.detections import score_frames
     from kd_edge.settings.detection import STRIDE, DetectSettings
     from kd_edge.settings.training import RunSettings
@@ -51,7 +67,6 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
         scales=tuple(args.scales),
     )  # kd-edge detect's defaults otherwise
     classes, side = read_classes(data), settings.frame_size
-    splits = detection_splits(data, settings.frame_size, settings.split, seed, settings.group_by)
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
     mean, std = channel_stats(pixels.T[None, :, :, None])
     out = {"split": {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()},
@@ -75,9 +90,12 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
             "parameters": count_parameters(model), "macs_512": count_macs(model, (3, side, side)),
         }  # fmt: skip
 
-    teacher, out["teacher"] = train("fomo-base", teacher_steps)
-    _, out["student alone"] = train(args.student, steps)
-    _, out["student distilled"] = train(args.student, steps, teacher)
+    teacher = None
+    for row, detector, distilled in rows:
+        if row == "teacher":
+            teacher, out[row] = train(detector, teacher_steps)
+        else:
+            _, out[row] = train(detector or args.student, steps, teacher if distilled else None)
     return out
 
 
