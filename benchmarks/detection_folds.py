@@ -7,10 +7,10 @@ A seed's split of aerial-cars puts one or two sources in validation and one in t
 chosen on one source, and the 3 seeds test only 2 different ones. Here fold k tests source k, validates on
 source k + 1 (sources sorted by name, the last validated on the first) and trains on the other five, so every
 source is tested once and validated on once. Per fold: the teacher (fomo-base), then each ``--students``
-detector alone and distilled from it (kd-edge detect's recipe, the benchmark's options; every network of a fold
-starts from seed ``--seed``'s weights and tile draws). Each network keeps its best weights on its fold's
-validation; its validation and test logits are kept in ``--work`` (``fold-K.npz``: a finished fold is not
-trained again; give each recipe a ``--work`` folder of its own).
+detector alone (unless ``--no-alone``) and distilled from it (kd-edge detect's recipe, the benchmark's options;
+every network of a fold starts from seed ``--seed``'s weights and tile draws). Each network keeps its best
+weights on its fold's validation; its validation and test logits are kept in ``--work`` (``fold-K.npz``: a
+finished fold is not trained again; give each recipe a ``--work`` folder of its own).
 
 Scores pool the folds: per fold and decoding rule (a local maximum over 8 or 4 neighbours), the threshold is the
 one its validation source scores best (overall F1); then true and false positives and misses are summed over
@@ -19,6 +19,7 @@ the 7 validation sources and over the 7 test sources. Validation decides between
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 
@@ -50,7 +51,8 @@ def fold_logits(k: int, fold: dict, args) -> dict:
         keep = {}
         rows = [("teacher", "fomo-base", False)]
         for name in args.students:
-            rows += [(f"{name} alone", name, False), (f"{name} distilled", name, True)]
+            rows += [(f"{name} alone", name, False)] if args.alone else []
+            rows += [(f"{name} distilled", name, True)]
         result = run_split(fold, args.seed, args, rows, keep)
         (args.work / f"fold-{k}.json").write_text(json.dumps(result, indent=1))
         splits, classes, arrays = keep.pop("splits"), keep.pop("classes"), {}
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", help="which folds to train (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and tile draws of every fold")
     parser.add_argument("--students", nargs="+", default=["fomo-small", "fomo-lite"])
+    parser.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True, help="students alone too")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -126,7 +129,8 @@ def main() -> None:
     arrays = {k: fold_logits(k, folds[k], args) for k in chosen}
     if len(arrays) < len(folds):
         return  # the table pools every fold: run the rest, then once without --folds
-    networks = ["fomo-base"] + [name + how for name in args.students for how in ("", " distilled")]
+    hows = ("", " distilled") if args.alone else (" distilled",)
+    networks = ["fomo-base"] + [name + how for name in args.students for how in hows]
     results = {k: {(n, rule): fold_counts(a, n, rule) for n in networks for rule in RULES} for k, a in arrays.items()}
     sources = [folds[k]["test"][0].group for k in sorted(arrays)]
     command = "`.venv/bin/python benchmarks/detection_folds.py --threads 1` (folds side by side: `--folds ...`)"
