@@ -69,7 +69,7 @@ def separable_conv(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 # name: (arguments, what it is)
 DETECTORS = {
-    "fomo-small": ({"widths": (8, 16, 32), "depth": 1, "context": 2}, "student: stages 8-16-32, 2 context convs"),
+    "fomo-small": ({"widths": (8, 16, 32), "depth": 1, "context": 2}, "stages 8-16-32, 2 context convs"),
     "fomo-lite": ({"widths": (8, 16, 32), "depth": 1, "context": 1}, "fomo-small with one context conv"),
     "fomo-sep": (
         {"widths": (8, 16, 32), "depth": 1, "context": 3, "separable": True},
