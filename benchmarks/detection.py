@@ -110,6 +110,7 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
+    # fomo-small, not kd-edge detect's default student: the student of detection.md's tables made by this script
     parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
