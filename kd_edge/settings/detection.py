@@ -64,7 +64,7 @@ class DetectSettings:
     )
     teacher: DetectorNetwork = DetectorNetwork(model="fomo-base", steps=1500)
     # fomo-lite, not fomo-small: a 512x512 frame within 50 ms on a Pi 4's one thread with a margin (fomo-small's is
-    # at that edge) for 0.027 less F1 on validation over aerial-cars' 7 sources (benchmarks/results/detection.md)
+    # at that edge), and the same validation F1 over aerial-cars' 7 sources, 2 seeds (benchmarks/results/detection.md)
     student: DetectorNetwork = DetectorNetwork(model="fomo-lite", steps=1500)
     alpha: float = knob(0.5, "Weight of the labels' loss for the student; 1 trains it alone (no teacher).")
     temperature: float = knob(2.0, "Softmax temperature of the teacher's per-cell outputs.", short="-T")
