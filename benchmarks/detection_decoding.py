@@ -28,16 +28,22 @@ def seed_logits(seed: int, args) -> dict:
     if not path.is_file():
         keep = {}
         run_seed(seed, args, keep)
-        splits, classes, arrays = keep.pop("splits"), keep.pop("classes"), {}
-        for name, (val, test) in keep.items():
-            arrays |= {f"{name}|val|{i}": a for i, a in enumerate(val)}
-            arrays |= {f"{name}|test|{i}": a for i, a in enumerate(test)}
-        for part in ("val", "test"):
-            arrays |= {f"truths|{part}|{i}": s.truths() for i, s in enumerate(splits[part])}
-            arrays |= {f"sizes|{part}|{i}": np.array(s.image.shape[1::-1]) for i, s in enumerate(splits[part])}
-        arrays["classes"] = np.array(classes)
-        np.savez_compressed(path, **arrays)
+        save_logits(path, keep)
     return dict(np.load(path))
+
+
+def save_logits(path, keep: dict) -> None:
+    """``keep`` (filled by ``run_split``: each network's validation and test logits, the splits, the classes) as
+    one .npz of arrays by ``network|part|frame``, with each frame's truths and image size."""
+    splits, classes, arrays = keep.pop("splits"), keep.pop("classes"), {}
+    for name, (val, test) in keep.items():
+        arrays |= {f"{name}|val|{i}": a for i, a in enumerate(val)}
+        arrays |= {f"{name}|test|{i}": a for i, a in enumerate(test)}
+    for part in ("val", "test"):
+        arrays |= {f"truths|{part}|{i}": s.truths() for i, s in enumerate(splits[part])}
+        arrays |= {f"sizes|{part}|{i}": np.array(s.image.shape[1::-1]) for i, s in enumerate(splits[part])}
+    arrays["classes"] = np.array(classes)
+    np.savez_compressed(path, **arrays)
 
 
 def frames(arrays: dict, key: str, part: str) -> list:
@@ -45,8 +51,9 @@ def frames(arrays: dict, key: str, part: str) -> list:
     return [arrays[f"{key}|{part}|{i}"] for i in range(count)]
 
 
-def scored(arrays: dict, network: str, rule: int) -> dict:
-    """The rule's threshold chosen on validation, and its validation and test scores."""
+def validated(arrays: dict, network: str, rule: int) -> dict:
+    """``network``'s threshold under ``rule`` chosen on validation (overall F1, as training does), and its
+    validation and test summaries there."""
     from kd_edge.runtime.detections import score_truths
     from kd_edge.settings.detection import STRIDE
     from kd_edge.training.detection_fit import THRESHOLDS
@@ -58,10 +65,16 @@ def scored(arrays: dict, network: str, rule: int) -> dict:
         return score_truths(*parts[part], classes, threshold, STRIDE, rule)
 
     threshold = max(THRESHOLDS, key=lambda t: score("val", t).overall["f1"])
-    val, test = score("val", threshold), score("test", threshold)
+    return {"threshold": threshold, "val": score("val", threshold), "test": score("test", threshold)}
+
+
+def scored(arrays: dict, network: str, rule: int) -> dict:
+    """The rule's threshold chosen on validation, and its validation and test scores."""
+    chosen = validated(arrays, network, rule)
+    val, test = chosen["val"], chosen["test"]
     car = test.per_class.get("car", {}).get("f1", 0.0)
-    return {"threshold": threshold, "val_f1": val.overall["f1"], "test_car_f1": car, "test_f1": test.overall["f1"],
-            "counting_error": test.counting_error}  # fmt: skip
+    return {"threshold": chosen["threshold"], "val_f1": val.overall["f1"], "test_car_f1": car,
+            "test_f1": test.overall["f1"], "counting_error": test.counting_error}  # fmt: skip
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import statistics
 
 import numpy as np
 from detection import arguments, run_split
-from detection_decoding import frames
+from detection_decoding import save_logits, validated
 from markdown_out import show
 
 RULES = (8, 4)
@@ -55,32 +55,8 @@ def fold_logits(k: int, fold: dict, args) -> dict:
             rows += [(f"{name} distilled", name, True)]
         result = run_split(fold, args.seed, args, rows, keep)
         (args.work / f"fold-{k}.json").write_text(json.dumps(result, indent=1))
-        splits, classes, arrays = keep.pop("splits"), keep.pop("classes"), {}
-        for name, (val, test) in keep.items():
-            arrays |= {f"{name}|val|{i}": a for i, a in enumerate(val)}
-            arrays |= {f"{name}|test|{i}": a for i, a in enumerate(test)}
-        for part in ("val", "test"):
-            arrays |= {f"truths|{part}|{i}": s.truths() for i, s in enumerate(splits[part])}
-            arrays |= {f"sizes|{part}|{i}": np.array(s.image.shape[1::-1]) for i, s in enumerate(splits[part])}
-        arrays["classes"] = np.array(classes)
-        np.savez_compressed(path, **arrays)
+        save_logits(path, keep)
     return dict(np.load(path))
-
-
-def fold_counts(arrays: dict, network: str, rule: int) -> dict:
-    """The fold's validation and test scores of ``network`` under ``rule``, at the threshold validation picks."""
-    from kd_edge.runtime.detections import score_truths
-    from kd_edge.settings.detection import STRIDE
-    from kd_edge.training.detection_fit import THRESHOLDS
-
-    classes = list(arrays["classes"])
-    parts = {part: [frames(arrays, key, part) for key in (network, "truths", "sizes")] for part in ("val", "test")}
-
-    def score(part: str, threshold: float):
-        return score_truths(*parts[part], classes, threshold, STRIDE, rule)
-
-    threshold = max(THRESHOLDS, key=lambda t: score("val", t).overall["f1"])
-    return {"threshold": threshold, "val": score("val", threshold), "test": score("test", threshold)}
 
 
 def pooled_f1(summaries: list, cls: str | None) -> float:
@@ -131,7 +107,7 @@ def main() -> None:
         return  # the table pools every fold: run the rest, then once without --folds
     hows = ("", " distilled") if args.alone else (" distilled",)
     networks = ["fomo-base"] + [name + how for name in args.students for how in hows]
-    results = {k: {(n, rule): fold_counts(a, n, rule) for n in networks for rule in RULES} for k, a in arrays.items()}
+    results = {k: {(n, rule): validated(a, n, rule) for n in networks for rule in RULES} for k, a in arrays.items()}
     sources = [folds[k]["test"][0].group for k in sorted(arrays)]
     command = "`.venv/bin/python benchmarks/detection_folds.py --threads 1` (folds side by side: `--folds ...`)"
     title = f"## Every source tested once: {len(folds)} folds, seed {args.seed}"
