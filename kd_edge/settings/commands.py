@@ -141,9 +141,10 @@ PIPELINE_TABLES: dict[str, tuple[Option, ...]] = {
     "quantize": prefixed(options_of(QuantizeSettings(), exclude=("compare_latency",)), "quantize."),
     "bundle": prefixed(options_of(BundleSettings()), "bundle."),
     "bench": prefixed(options_of(BenchSettings(), rename=BENCH_NAMES), "bench."),
-    # A yolo: dataset's detectors; the dataset, split, seed and threads are [distill]'s (the pipeline's options).
+    # A yolo: dataset's detectors: kd-edge detect's options, less the dataset, split, seed and threads, which are
+    # [distill]'s (the pipeline's options).
     "detect": prefixed(
-        options_of(DetectSettings(), rename=DETECT["rename"], exclude=("dataset", "split", "run.", "optim.cutmix")),
+        options_of(DetectSettings(), rename=DETECT["rename"], exclude=("dataset", "split", "run.", *DETECT["exclude"])),
         "detect.",
     ),
 }
