@@ -34,9 +34,11 @@ DERANDOMIZE = not os.environ.get("KD_EDGE_FUZZ_RANDOM")
 FUZZ = settings(max_examples=150, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
 
 
+SCRATCH = tempfile.TemporaryDirectory(prefix="kd-edge-fuzz-")  # the examples' files, removed when the tests end
+
+
 def scratch_file(data: bytes, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="kd-edge-fuzz-"))
-    path = folder / name
+    path = Path(SCRATCH.name) / name  # examples run one at a time: each overwrites the last one's file
     path.write_bytes(data)
     return path
 
@@ -145,18 +147,19 @@ image_files = st.one_of(
 )
 @pytest.mark.slow
 def test_image_folders(layout, image_size, bad_images):
-    root = Path(tempfile.mkdtemp(prefix="kd-edge-fuzz-folder-"))
-    for split, classes in layout.items():
-        (root / split).mkdir()
-        for name, files in classes.items():
-            (root / split / name).mkdir()
-            for number, data in enumerate(files):
-                (root / split / name / f"{number}.png").write_bytes(data)
-    try:
-        dataset = load_image_folder(root, Reading(image_size, None, (0.8, 0.1, 0.1), bad_images))
-    except DatasetError:
-        return
-    assert len(dataset.train) and len(dataset.val) and len(dataset.test)
+    with tempfile.TemporaryDirectory(prefix="kd-edge-fuzz-folder-") as folder:  # one per example: none left behind
+        root = Path(folder)
+        for split, classes in layout.items():
+            (root / split).mkdir()
+            for name, files in classes.items():
+                (root / split / name).mkdir()
+                for number, data in enumerate(files):
+                    (root / split / name / f"{number}.png").write_bytes(data)
+        try:
+            dataset = load_image_folder(root, Reading(image_size, None, (0.8, 0.1, 0.1), bad_images))
+        except DatasetError:
+            return
+        assert len(dataset.train) and len(dataset.val) and len(dataset.test)
 
 
 # --- model cards -------------------------------------------------------------------------------------
@@ -253,7 +256,7 @@ option_values = st.one_of(
 def test_distill_options(option, value):
     """Any value of any option: a usage error (2) or a one-paragraph refusal (1), never a traceback."""
     missing = "npz:/nonexistent/kd-edge-fuzz.npz"  # valid settings end at the data, before any training
-    result = CliRunner().invoke(app, ["distill", "--dataset", missing, "--out", tempfile.mkdtemp(), option, value])
+    result = CliRunner().invoke(app, ["distill", "--dataset", missing, "--out", f"{SCRATCH.name}/run", option, value])
     assert result.exit_code in (1, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
