@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "datasets" / "aerial-cars"
 
 
-# (row name, detector, distilled from the teacher): benchmarks/detection.py's networks per seed
-ROWS = (("teacher", "fomo-base", False), ("student alone", None, False), ("student distilled", None, True))
+# (row name, detector (None: --teacher's or --student's), distilled from the teacher): the networks per seed
+ROWS = (("teacher", None, False), ("student alone", None, False), ("student distilled", None, True))
 
 
 def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> dict:
@@ -41,17 +41,17 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
 
 
 def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dict | None = None) -> dict:
-    """The teacher, then each of ``rows`` (name, detector or None for ``--student``, distilled or not), trained on
-    ``splits`` from seed ``seed``'s initial weights and tile draws, under the command line's recipe ``args``. With
-    ``keep`` (a dict), each network's validation and test logits are put there too, by its name, with the
-    split's scenes and classes (what benchmarks/detection_decoding.py decodes again)."""
+    """The teacher, then each of ``rows`` (name, detector or None for ``--teacher`` or ``--student``, distilled or
+    not), trained on ``splits`` from seed ``seed``'s initial weights and tile draws, under the command line's recipe
+    ``args``. With ``keep`` (a dict), each network's validation and test logits are put there too, by its name,
+    with the split's scenes and classes (what benchmarks/detection_decoding.py decodes again)."""
     import numpy as np
     import torch
 
     from kd_edge.data.dataset import channel_stats
     from kd_edge.data.yolo import read_classes
     from kd_edge.runtime.detections import score_frames
-    from kd_edge.settings.detection import STRIDE, DetectSettings
+    from kd_edge.settings.detection import DetectSettings
     from kd_edge.settings.training import RunSettings
     from kd_edge.training.batches import Normalizer
     from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
@@ -79,7 +79,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
                             steps=model_steps, settings=settings, mean=mean, std=std)  # fmt: skip
         result = fit_detector(plan, teacher)
         logits = scene_logits(model, splits["test"], Normalizer(mean, std, "cpu"))
-        summary = score_frames(logits, splits["test"], classes, result.threshold, STRIDE)
+        summary = score_frames(logits, splits["test"], classes, result.threshold, model.stride)
         if keep is not None:
             val_logits = scene_logits(model, splits["val"], Normalizer(mean, std, "cpu"))
             keep[name + (" distilled" if teacher is not None else "")] = (val_logits, logits)
@@ -93,7 +93,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
     teacher = None
     for row, detector, distilled in rows:
         if row == "teacher":
-            teacher, out[row] = train(detector, teacher_steps)
+            teacher, out[row] = train(detector or args.teacher, teacher_steps)
         else:
             _, out[row] = train(detector or args.student, steps, teacher if distilled else None)
     return out
@@ -112,6 +112,7 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
     # fomo-small, not kd-edge detect's default student: the student of detection.md's tables made by this script
     parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
+    parser.add_argument("--teacher", default="fomo-base", help="the teacher detector, of the student's cells")
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     return parser

@@ -55,14 +55,15 @@ def validated(arrays: dict, network: str, rule: int) -> dict:
     """``network``'s threshold under ``rule`` chosen on validation (overall F1, as training does), and its
     validation and test summaries there."""
     from kd_edge.runtime.detections import score_truths
-    from kd_edge.settings.detection import STRIDE
     from kd_edge.training.detection_fit import THRESHOLDS
 
     classes = list(arrays["classes"])
     parts = {part: [frames(arrays, key, part) for key in (network, "truths", "sizes")] for part in ("val", "test")}
+    logits, _, sizes = parts["val"]
+    stride = round(sizes[0][1] / logits[0].shape[1])  # input pixels per cell: the frame's height over its rows
 
     def score(part: str, threshold: float):
-        return score_truths(*parts[part], classes, threshold, STRIDE, rule)
+        return score_truths(*parts[part], classes, threshold, stride, rule)
 
     threshold = max(THRESHOLDS, key=lambda t: score("val", t).overall["f1"])
     return {"threshold": threshold, "val": score("val", threshold), "test": score("test", threshold)}

@@ -6,7 +6,7 @@
 A seed's split of aerial-cars puts one or two sources in validation and one in test: a recipe chosen there is
 chosen on one source, and the 3 seeds test only 2 different ones. Here fold k tests source k, validates on
 source k + 1 (sources sorted by name, the last validated on the first) and trains on the other five, so every
-source is tested once and validated on once. Per fold: the teacher (fomo-base), then each ``--students``
+source is tested once and validated on once. Per fold: the ``--teacher`` (fomo-base), then each ``--students``
 detector alone (unless ``--no-alone``) and distilled from it (kd-edge detect's recipe, the benchmark's options;
 every network of a fold starts from seed ``--seed``'s weights and tile draws). Each network keeps its best
 weights on its fold's validation; its validation and test logits are kept in ``--work`` (``fold-K.npz``: a
@@ -49,7 +49,7 @@ def fold_logits(k: int, fold: dict, args) -> dict:
     path = args.work / f"fold-{k}.npz"
     if not path.is_file():
         keep = {}
-        rows = [("teacher", "fomo-base", False)]
+        rows = [("teacher", args.teacher, False)]
         for name in args.students:
             rows += [(f"{name} alone", name, False)] if args.alone else []
             rows += [(f"{name} distilled", name, True)]
@@ -106,7 +106,7 @@ def main() -> None:
     if len(arrays) < len(folds):
         return  # the table pools every fold: run the rest, then once without --folds
     hows = ("", " distilled") if args.alone else (" distilled",)
-    networks = ["fomo-base"] + [name + how for name in args.students for how in hows]
+    networks = [args.teacher] + [name + how for name in args.students for how in hows]
     results = {k: {(n, rule): validated(a, n, rule) for n in networks for rule in RULES} for k, a in arrays.items()}
     sources = [folds[k]["test"][0].group for k in sorted(arrays)]
     command = "`.venv/bin/python benchmarks/detection_folds.py --threads 1` (folds side by side: `--folds ...`)"

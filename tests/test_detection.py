@@ -1,6 +1,7 @@
 """Centroid detection: YOLO labels and their errors, the split by source, tiles whose labels follow the pixels,
 the decoder, the metric, the losses, and a detector that learns squares."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ import torch
 from kd_edge.data.yolo import Scene, group_of, read_yolo, split_by_group
 from kd_edge.errors import DatasetError
 from kd_edge.runtime.detections import Detection, decode, local_maxima, match, summarise
-from kd_edge.settings.detection import STRIDE
 from kd_edge.training.detection_tiles import centre_map, draw_tiles
 from kd_edge.training.detectors import centre_loss, create_detector, heatmap_distillation_loss, object_cells
 
@@ -129,7 +129,8 @@ def test_the_split_keeps_each_group_on_one_side_and_is_seeded(tmp_path):
     assert photos == split_by_group(two_sources, (0.5, 0.25, 0.25), seed=0, group_by="file")
 
 
-def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
+@pytest.mark.parametrize("stride", [8, 4])
+def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns(stride):
     """One white 4x4 mark on a black image: in every augmented tile, the cell the label names is the cell holding
     the mark's centre as the tile's pixels show it (the mean of its bright pixels)."""
     image = np.zeros((80, 100, 3), dtype=np.uint8)
@@ -139,7 +140,7 @@ def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
     generator = torch.Generator().manual_seed(0)
     checked = 0
     for _ in range(30):
-        images, targets = draw_tiles([scene], 8, 64, STRIDE, generator, "aerial", scales=(0.5, 2.0))
+        images, targets = draw_tiles([scene], 8, 64, stride, generator, "aerial", scales=(0.5, 2.0))
         for tile, target in zip(images, targets, strict=True):
             brightness = tile.float().mean(0)
             if brightness.max() < 100:  # the mark is outside this crop, and no label may say otherwise
@@ -150,9 +151,9 @@ def test_an_objects_label_follows_it_through_crops_scales_flips_and_turns():
                 continue  # cut by the tile's edge: its centre may lie outside
             rows, cols = torch.nonzero(bright, as_tuple=True)
             centre = (rows.float().mean().item() + 0.5, cols.float().mean().item() + 0.5)  # pixel i spans [i, i + 1)
-            if any(abs(c - round(c / STRIDE) * STRIDE) < 0.75 for c in centre):
+            if any(abs(c - round(c / stride) * stride) < 0.75 for c in centre):
                 continue  # on a cell border: either cell is right within the resize's rounding
-            cell = (int(centre[0] // STRIDE), int(centre[1] // STRIDE))
+            cell = (int(centre[0] // stride), int(centre[1] // stride))
             assert torch.nonzero(target).tolist() == [list(cell)] and target[cell] == 2  # class 1 is 2 (0: none)
             checked += 1
     assert checked > 80  # of 240 tiles
@@ -311,7 +312,8 @@ def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
     assert heatmap_distillation_loss(student, teacher, 2.0, cells).item() != pytest.approx(even.item())
 
 
-def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
+@pytest.mark.parametrize("name", ["fomo-small", "fomo-lite-s4"])
+def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path, name):
     from kd_edge.runtime.detections import score_frames
     from kd_edge.settings.detection import DetectSettings
     from kd_edge.settings.training import OptimSettings
@@ -321,27 +323,56 @@ def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path):
     scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=8), 96)
     splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0, group_by="prefix")
     torch.manual_seed(0)
-    model = create_detector("fomo-small", classes=2)
-    assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64 // STRIDE, 96 // STRIDE)
+    model = create_detector(name, classes=2)
+    assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64 // model.stride, 96 // model.stride)
     settings = DetectSettings(dataset="yolo:squares", frame_size=96, tile=48, optim=OptimSettings(batch_size=16))
     plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=tuple(CLASSES), steps=150,
                         settings=settings, mean=(0.5,) * 3, std=(0.25,) * 3, evaluate_every=50)  # fmt: skip
     result = fit_detector(plan)
     logits = scene_logits(model, splits["test"], Normalizer(plan.mean, plan.std, "cpu"))
-    summary = score_frames(logits, splits["test"], CLASSES, result.threshold, STRIDE)
+    summary = score_frames(logits, splits["test"], CLASSES, result.threshold, model.stride)
     assert result.best_val_f1 > 0.8 and summary.overall["f1"] > 0.8, (result, summary)
 
 
 def test_every_detector_gives_a_cell_per_stride_and_the_cheaper_ones_cost_less():
+    from kd_edge.training.batches import Normalizer
+    from kd_edge.training.detection_fit import scene_logits
     from kd_edge.training.detectors import DETECTORS
     from kd_edge.training.models import count_macs
 
+    odd = Scene("odd-0001.png", "odd", np.zeros((45, 83, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0))
     for name in DETECTORS:
-        assert create_detector(name, classes=2)(torch.zeros(1, 3, 40, 72)).shape == (1, 3, 40 // STRIDE, 72 // STRIDE)
+        model = create_detector(name, classes=2)
+        assert model(torch.zeros(1, 3, 40, 72)).shape == (1, 3, 40 // model.stride, 72 // model.stride)
+        assert model.stride == (4 if name.endswith("-s4") else 8)
+        # a frame of any size is padded to sides every network takes (multiples of 8, stride 8's)
+        (logits,) = scene_logits(model, [odd], Normalizer((0.5,) * 3, (0.25,) * 3, "cpu"))
+        assert logits.shape == (3, 48 // model.stride, 88 // model.stride)
     macs = {name: count_macs(create_detector(name, 2), (3, 512, 512)) for name in DETECTORS}
     assert macs["fomo-sep"] < macs["fomo-lite"] < macs["fomo-small"] < macs["fomo-base"]
+    for coarse in ("fomo-lite", "fomo-base"):  # 4 px cells: the fuse and head at stride 4 add under a sixth
+        assert macs[coarse] < macs[f"{coarse}-s4"] < 1.16 * macs[coarse]
     depthwise = [m for m in create_detector("fomo-sep", 2).modules() if getattr(m, "groups", 1) > 1]
     assert [m.groups for m in depthwise] == [32, 32, 32]  # the three context convs, at stride 8's 32 channels
+
+
+def test_a_student_of_other_cells_than_its_teacher_is_refused_before_anything_trains(tmp_path):
+    """Distillation compares heatmaps cell by cell: a stride-4 student from a stride-8 teacher is named as the
+    problem before the teacher trains; alone (--alpha 1) the stride-4 student trains and its card says 4 px."""
+    from kd_edge.errors import ConfigError
+    from kd_edge.settings.detection import DetectorNetwork, DetectSettings
+    from kd_edge.training.checkpoint import load_checkpoint
+    from kd_edge.training.detect_run import train_detectors
+
+    data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c"), frames=2)
+    networks = {"teacher": DetectorNetwork(model="fomo-base", steps=2),
+                "student": DetectorNetwork(model="fomo-lite-s4", steps=2)}  # fmt: skip
+    settings = DetectSettings(dataset=f"yolo:{data}", frame_size=96, tile=48, **networks)
+    with pytest.raises(ConfigError, match="teacher fomo-base has 8 px cells and the student fomo-lite-s4 4 px"):
+        train_detectors(settings, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    train_detectors(replace(settings, alpha=1.0), tmp_path / "alone")
+    assert load_checkpoint(tmp_path / "alone" / "student.pt").card.detection["stride"] == 4
 
 
 def test_the_feature_term_changes_what_the_student_learns_and_nothing_it_exports(tmp_path):
@@ -417,30 +448,35 @@ def test_a_detect_run_stopped_in_the_student_resumes_with_its_finished_teacher(t
 
 
 def test_the_detector_teachers_pace_counts_the_student_after_it(tmp_path, monkeypatch):
-    """The teacher's plan carries the student's steps in its own steps' worth of MACs (training 3 for each forward
-    one, plus the teacher's forward pass on the student's every batch); the student has nothing after it."""
+    """The teacher's plan carries the student's steps, each differing from the teacher's own by the networks'
+    timed part (a distilled step: the student's forward and backward passes and the teacher's forward pass); the
+    student has nothing after it."""
     from kd_edge.settings.detection import DetectorNetwork, DetectSettings
     from kd_edge.settings.training import OptimSettings
     from kd_edge.training import detect_run
-    from kd_edge.training.models import count_macs
+    from kd_edge.training.detection_fit import step_seconds
 
     data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c"), frames=2)
     settings = DetectSettings(dataset=f"yolo:{data}", frame_size=48, tile=24, optim=OptimSettings(batch_size=4),
                               teacher=DetectorNetwork(model="fomo-base", steps=2),
                               student=DetectorNetwork(model="fomo-small", steps=5))  # fmt: skip
-    plans = {}
+    plans, timed = {}, {64: (0.030, 0.010), 32: (0.012, 0.004)}  # (step, forward) s by width: fomo-base, fomo-small
     original = detect_run.fit_detector
     monkeypatch.setattr(detect_run, "fit_detector", lambda plan, teacher=None: plans.setdefault(plan.stage, plan) and
                         original(plan, teacher))  # fmt: skip
+    monkeypatch.setattr(detect_run, "step_seconds", lambda model, tiles: timed[model.feature_channels])
     detect_run.train_detectors(settings, tmp_path / "run")
-    teacher, student = (
-        count_macs(create_detector(name, len(CLASSES)), (3, 48, 48)) for name in ("fomo-base", "fomo-small")
-    )
     (later,) = plans["teacher"].later
-    assert later.stage == "student" and later.step_equivalents == pytest.approx(
-        5 * (3 * student + teacher) / (3 * teacher)
-    )
+    assert later.stage == "student" and later.step_equivalents == 5
+    assert later.extra_seconds == pytest.approx(5 * (0.012 + 0.010 - 0.030))
+    assert later.seconds(0.050) == pytest.approx(5 * (0.050 - 0.008))  # a teacher's step of 50 ms: 42 ms a step
     assert plans["student"].later == ()
+
+    # the timing itself: fomo-base's step takes longer than fomo-sep's (14x the MACs) and its own forward pass
+    tiles = torch.zeros(8, 3, 64, 64)
+    big_step, big_forward = step_seconds(create_detector("fomo-base", 1), tiles)
+    small_step, _ = step_seconds(create_detector("fomo-sep", 1), tiles)
+    assert big_step > max(small_step, big_forward) > 0
 
 
 @pytest.mark.slow
@@ -454,6 +490,7 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
 
     from kd_edge.cli import app
     from kd_edge.runtime import OnnxModel
+    from kd_edge.settings.detection import DetectSettings
     from kd_edge.training.checkpoint import load_checkpoint
 
     data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c", "d"), frames=8)
@@ -466,14 +503,15 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     groups = json.loads((run / "split.json").read_text())["groups"]
     assert sum(map(len, groups.values())) == 4 and not set(groups["train"]) & set(groups["test"])
     student = load_checkpoint(run / "student.pt")  # weights_only: plain numbers in its metrics
-    assert student.card.task == "detect" and student.card.detection["stride"] == STRIDE
+    stride = create_detector(DetectSettings.student.model, 2).stride  # the default student's cells
+    assert student.card.task == "detect" and student.card.detection["stride"] == stride
     assert student.card.detection["group_by"] == "prefix"  # later stages split the frames as training did
 
     result = runner.invoke(app, ["export", str(run), "--onnx", "--out", str(tmp_path / "exports")])
     assert result.exit_code == 0, result.output
     onnx_file = tmp_path / "exports" / "run.onnx"
     session = ort.InferenceSession(str(onnx_file))  # a plain session, fed a uint8 NHWC frame
-    assert session.run(None, {"input": np.zeros((1, 96, 96, 3), np.uint8)})[0].shape == (1, 3, 12, 12)
+    assert session.run(None, {"input": np.zeros((1, 96, 96, 3), np.uint8)})[0].shape == (1, 3, *[96 // stride] * 2)
 
     write_scene(tmp_path / "new", "frame-0001", [(0, 60, 20, 8), (1, 150, 90, 8)], size=(192, 128))  # twice the size
     image = tmp_path / "new" / "images" / "frame-0001.png"

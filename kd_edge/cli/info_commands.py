@@ -63,11 +63,12 @@ def detectors_table():
 
     side = DetectSettings().frame_size
     table = Table(title=f"detectors (kd-edge detect) on a {side}x{side} frame, one class")
-    for column in ("model", "parameters", "MACs", "description"):
+    for column in ("model", "cell px", "parameters", "MACs", "description"):
         table.add_column(column, justify="left" if column in ("model", "description") else "right")
     for name, (_, description) in DETECTORS.items():
         net = create_detector(name, classes=1)
-        table.add_row(name, f"{count_parameters(net):,}", f"{count_macs(net, (3, side, side)):,}", description)
+        macs = f"{count_macs(net, (3, side, side)):,}"
+        table.add_row(name, str(net.stride), f"{count_parameters(net):,}", macs, description)
     return table
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kd_edge.pipeline.document import NO_PLOT, Document, bundled_forms, deployable_on_test, pyplot, read_json, save
+from kd_edge.runtime.detections import MIN_DISTANCE
 
 DRAWN_FRAMES = 4
 
@@ -53,8 +54,8 @@ def add_models(document: Document, run_dir: Path, metrics: dict) -> None:
     document.text(
         f"A frame is {side}x{side} pixels. Weights and threshold were chosen on the validation split; the test split "
         "is reported only. A detection is correct when its centre lies inside a labelled box of its class (or within "
-        f"half a cell along a side shorter than a cell). Latency: this host under the {profile.get('name')} profile; "
-        "projections are estimates, not measurements."
+        f"{MIN_DISTANCE:g} px along a side shorter than {2 * MIN_DISTANCE:g} px). Latency: this host under the "
+        f"{profile.get('name')} profile; projections are estimates, not measurements."
     )
     if bundle:
         document.text(f"Deployable form: {bundle['deployable']['form'].upper()}. Why: {bundle['reason']}")

@@ -14,10 +14,11 @@ covering two cells is found once). Its centre is the cell's centre, in input pix
 
 A detection is correct when its centre lies inside a ground-truth box of its class (``fraction``
 0.5: within half the box's width and half its height of the box's centre, that is within the object
-itself), or, along a side shorter than a cell, within half a cell (``min_distance``: a detector of
-stride 8 places a centre to within 4 px, so a 6 px-tall car would otherwise be missed by a correct
-cell), that no higher-scored detection took; each box is found at most once. Precision, recall and
-F1 follow, per class and over all classes, and the counting error per image.
+itself), or, along a side shorter than 8 px, within 4 px (``MIN_DISTANCE``: a detector of stride 8
+places a centre to within 4 px, so a 6 px-tall car would otherwise be missed by a correct cell; the
+same for every detector, so that figures compare across strides), that no higher-scored detection
+took; each box is found at most once. Precision, recall and F1 follow, per class and over all
+classes, and the counting error per image.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 MATCH_FRACTION = 0.5  # a detection's centre must be within this fraction of the box's size of its centre
+MIN_DISTANCE = 4.0  # ... or within this many input pixels, where that is more: half a stride-8 cell
 
 
 def letterbox(image, side: int) -> tuple[np.ndarray, float]:
@@ -144,7 +146,7 @@ def score_frames(
     logits: list[np.ndarray], scenes, classes, threshold: float, stride: int, neighbours: int = 8
 ) -> DetectionSummary:
     """How well ``logits`` (one per scene, as ``decode`` takes them) find ``scenes``' objects (``Scene.truths``)
-    at ``threshold``; a centre within half a cell counts along a side shorter than a cell."""
+    at ``threshold``; a centre within ``MIN_DISTANCE`` counts along a side shorter than twice that."""
     truths = [scene.truths() for scene in scenes]
     sizes = [scene.image.shape[1::-1] for scene in scenes]  # (width, height)
     return score_truths(logits, truths, sizes, classes, threshold, stride, neighbours)
@@ -160,7 +162,7 @@ def score_truths(
             decode(heatmap, stride, threshold, size=tuple(size), neighbours=neighbours),
             boxes,
             len(classes),
-            min_distance=stride / 2,
+            min_distance=MIN_DISTANCE,
         )
         for heatmap, boxes, size in zip(logits, truths, sizes, strict=True)
     ]

@@ -11,7 +11,7 @@ from kd_edge.settings.parse import number_list
 from kd_edge.settings.training import OptimSettings, RunSettings
 
 DETECTION_AUGMENTATIONS = ("none", "aerial")
-STRIDE = 8  # input pixels per output cell of every detector (kd_edge.training.detectors)
+SIDE_MULTIPLE = 8  # a detector's input sides are multiples of its deepest stage's stride (kd_edge.training.detectors)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,11 +94,14 @@ class DetectSettings:
         )
         require(self.frame_size >= 32, f"--frame-size must be at least 32 px, got {self.frame_size}")
         require(
-            self.tile >= STRIDE and self.tile % STRIDE == 0,
-            f"--tile must be a multiple of {STRIDE} px, got {self.tile}",
+            self.tile >= SIDE_MULTIPLE and self.tile % SIDE_MULTIPLE == 0,
+            f"--tile must be a multiple of {SIDE_MULTIPLE} px, got {self.tile}",
         )
         require(self.tile <= self.frame_size, f"--tile ({self.tile}) must fit in --frame-size ({self.frame_size})")
-        require(self.frame_size % STRIDE == 0, f"--frame-size must be a multiple of {STRIDE} px, got {self.frame_size}")
+        require(
+            self.frame_size % SIDE_MULTIPLE == 0,
+            f"--frame-size must be a multiple of {SIDE_MULTIPLE} px, got {self.frame_size}",
+        )
         require(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
         require(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
         require(self.object_weight > 0, f"--object-weight must be positive, got {self.object_weight}")

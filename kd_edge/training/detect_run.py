@@ -16,22 +16,24 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kd_edge.data.dataset import channel_stats
 from kd_edge.data.ref import DataRef
 from kd_edge.data.yolo import Scene, detection_splits, read_classes
+from kd_edge.errors import ConfigError
 from kd_edge.io import atomic_write_json
 from kd_edge.log import step
 from kd_edge.runtime.card import ModelCard
 from kd_edge.runtime.detections import score_frames
 from kd_edge.settings.data import FRAME_RESIZE
-from kd_edge.settings.detection import STRIDE, DetectorNetwork, DetectSettings
+from kd_edge.settings.detection import DetectorNetwork, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
-from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
+from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, step_seconds
 from kd_edge.training.detectors import create_detector
 from kd_edge.training.device import seeded, torch_threads
-from kd_edge.training.fit import LaterStage, distilled_student
+from kd_edge.training.fit import LaterStage
 from kd_edge.training.models import ModelSpec, count_macs, count_parameters
 from kd_edge.training.run_folder import STUDENT_FILE, TEACHER_FILE, RunFolder
 
@@ -45,8 +47,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         started = time.perf_counter()
         root = Path(settings.root)
         classes = read_classes(root)
-        for network in (settings.teacher, settings.student):  # an unknown name fails now, not after the teacher
-            create_detector(network.model, len(classes))
+        stride = detector_stride(settings, len(classes))  # an unknown name fails now, not after the teacher
         splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed, settings.group_by)
         config = {"stage": "detect", **asdict(settings)}
         run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
@@ -60,7 +61,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
             classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
             task="detect", resize=FRAME_RESIZE,
-            detection={"stride": STRIDE, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by},
+            detection={"stride": stride, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by},
         )  # fmt: skip
         teacher = None
         if settings.alpha < 1.0 and run.finished("teacher"):
@@ -71,6 +72,20 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
             teacher = train_one(run, "teacher", settings.teacher, settings, splits, card, None, later)
         train_one(run, "student", settings.student, settings, splits, card, teacher)
         return run.metrics
+
+
+def detector_stride(settings: DetectSettings, classes: int) -> int:
+    """The input pixels per output cell of the run's networks: the teacher's and the student's must be the same
+    when the student learns from the teacher's heatmap, which is compared with its own cell by cell."""
+    student = create_detector(settings.student.model, classes).stride
+    teacher = create_detector(settings.teacher.model, classes).stride
+    if settings.alpha < 1.0 and teacher != student:
+        raise ConfigError(
+            f"the teacher {settings.teacher.model} has {teacher} px cells and the student {settings.student.model} "
+            f"{student} px: distillation compares their heatmaps cell by cell; choose networks of the same cells "
+            "(`kd-edge models`) or train the student alone (--alpha 1)"
+        )
+    return student
 
 
 def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float) -> None:
@@ -84,15 +99,19 @@ def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float)
 
 
 def student_after_teacher(settings: DetectSettings, card: ModelCard) -> LaterStage:
-    """The student's training counted in the teacher's steps (``distilled_student``; the teacher sees every
-    batch): the teacher's pace line estimates it."""
-    with seeded(0):  # a count must not move the caller's RNG
-        teacher, student = (
-            count_macs(create_detector(network.model, len(card.classes)), card.input_shape)
-            for network in (settings.teacher, settings.student)
-        )
+    """The student's training in the teacher's steps, which the teacher's pace line turns into time: as many steps,
+    each differing from the teacher's by the networks' part, timed here on a batch of tiles (a distilled step runs
+    the student's forward and backward passes and the teacher's forward pass). The rest of a step, tiles drawn and
+    augmented, the loss, the update, is alike for both. Not from MACs: a detector student of a tenth of the
+    teacher's MACs takes 0.8 of its step on a CPU (such small networks are bound by memory and overheads)."""
+    with seeded(0):  # fresh networks must not move the caller's RNG
+        teacher, student = (create_detector(n.model, len(card.classes)) for n in (settings.teacher, settings.student))
+    tiles = torch.zeros(settings.optim.batch_size, 3, settings.tile, settings.tile)
+    teacher_step, teacher_forward = step_seconds(teacher, tiles)
+    student_step, _ = step_seconds(student, tiles)
     steps = settings.student.steps
-    return distilled_student(teacher, student, steps, teacher_passes=steps)
+    extra = steps * (student_step + teacher_forward - teacher_step)
+    return LaterStage("student", steps, extra_seconds=extra, basis="both networks' steps timed on a batch")
 
 
 def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSettings, splits, card, teacher, later=()):
@@ -111,7 +130,7 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
     )  # fmt: skip
     result = fit_detector(plan, teacher)
     logits = scene_logits(model, splits["test"], Normalizer(card.mean, card.std, "cpu"))
-    test = score_frames(logits, splits["test"], card.classes, result.threshold, STRIDE)
+    test = score_frames(logits, splits["test"], card.classes, result.threshold, model.stride)
     info = {
         "model": network.model, "parameters": count_parameters(model), "macs": macs, "steps": network.steps,
         "val_f1": result.best_val_f1, "threshold": result.threshold, "best_step": result.best_step,

@@ -24,7 +24,7 @@ from kd_edge import log
 from kd_edge.data.yolo import Scene
 from kd_edge.interrupt import stop_if_requested
 from kd_edge.runtime.detections import score_frames
-from kd_edge.settings.detection import STRIDE, DetectSettings
+from kd_edge.settings.detection import SIDE_MULTIPLE, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.detection_tiles import draw_tiles
 from kd_edge.training.detectors import (
@@ -89,7 +89,9 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         stop_if_requested(f"detector training step {step} of {plan.steps}")  # Ctrl-C or SIGTERM: stop cleanly
         model.train()
         batch = knobs.optim.batch_size
-        images, targets = draw_tiles(plan.train, batch, knobs.tile, STRIDE, generator, knobs.augment, knobs.scales)
+        images, targets = draw_tiles(
+            plan.train, batch, knobs.tile, model.stride, generator, knobs.augment, knobs.scales
+        )
         inputs = normalize(images)
         features, logits = model.features_and_logits(inputs)
         loss = centre_loss(logits, targets, knobs.object_weight)
@@ -118,13 +120,13 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
 
 @torch.no_grad()
 def scene_logits(model: nn.Module, scenes: list[Scene], normalize: Normalizer) -> list[np.ndarray]:
-    """Each scene's (classes + 1, h, w) logits on its whole image, zero-padded to a multiple of the stride."""
+    """Each scene's (classes + 1, h, w) logits on its whole image, zero-padded to sides the network takes."""
     model.eval()
     out = []
     for scene in scenes:
         image = torch.from_numpy(scene.image).permute(2, 0, 1)[None]
         height, width = image.shape[2:]
-        padded = torch.nn.functional.pad(image, (0, -width % STRIDE, 0, -height % STRIDE))
+        padded = torch.nn.functional.pad(image, (0, -width % SIDE_MULTIPLE, 0, -height % SIDE_MULTIPLE))
         out.append(model(normalize(padded))[0].float().numpy())
     return out
 
@@ -132,6 +134,24 @@ def scene_logits(model: nn.Module, scenes: list[Scene], normalize: Normalizer) -
 def best_threshold(model: nn.Module, scenes: list[Scene], normalize: Normalizer, classes) -> tuple[float, float]:
     """(F1 over all classes, the threshold giving it): the best of ``THRESHOLDS`` on ``scenes``."""
     logits = scene_logits(model, scenes, normalize)
-    results = {t: score_frames(logits, scenes, classes, t, STRIDE).overall["f1"] for t in THRESHOLDS}
+    results = {t: score_frames(logits, scenes, classes, t, model.stride).overall["f1"] for t in THRESHOLDS}
     threshold = max(results, key=results.get)
     return float(results[threshold]), threshold
+
+
+def step_seconds(model: nn.Module, tiles: torch.Tensor, repeats: int = 3) -> tuple[float, float]:
+    """The fastest of ``repeats`` timings (after one to warm up) of ``model``'s training step on ``tiles`` (forward
+    and backward; the optimiser's update is small beside them) and of its forward pass without gradients. For a
+    network made to be timed: its batch-norm statistics move, and its gradients are dropped."""
+    model.train()
+    steps, forwards = [], []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        model(tiles).sum().backward()
+        steps.append(time.perf_counter() - started)
+        with torch.no_grad():
+            started = time.perf_counter()
+            model(tiles)
+            forwards.append(time.perf_counter() - started)
+    model.zero_grad(set_to_none=True)
+    return min(steps[1:]), min(forwards[1:])

@@ -1,13 +1,15 @@
 """Centroid detectors for drone frames, in the manner of Edge Impulse's FOMO, and their losses.
 
 A detector is fully convolutional: a frame of any size in, one logit per class *and background* for
-each ``STRIDE x STRIDE`` cell out, (N, classes + 1, H / 8, W / 8). An object is found where its
+each ``stride x stride`` cell out, (N, classes + 1, H / stride, W / stride), the stride 8 or 4 (the
+network's ``stride``). An object is found where its
 class wins a cell and is a local maximum (``kd_edge.runtime.detections``): no boxes, no NMS in the
 graph. Objects from above are small and alike in size, so a centre is what a drone needs (count,
 track, steer around).
 
 Plain 3x3 conv-BN-ReLU stages, stride 2 each, to stride 8, then a few convolutions there for
-context, then a 1x1 head: the operations CPUs (and INT8 on ARM) run fastest per MAC.
+context, then a 1x1 head: the operations CPUs (and INT8 on ARM) run fastest per MAC. A ``-s4``
+network brings those features back to stride 4 for its head, for objects closer than 8 px.
 
 Kept apart from the classifiers' registry (``kd_edge.training.models``): a detector there would
 be offered to `kd-edge distill` on class labels.
@@ -28,31 +30,67 @@ class CentroidNet(nn.Module):
     (``separable``: each a depthwise 3x3 then a 1x1, a seventh of the MACs), and a 1x1 head to ``classes + 1``
     logits a cell (index 0: background)."""
 
+    stride = 8  # input pixels per output cell
+
     def __init__(
         self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
     ):
         super().__init__()
-        layers, channels = [], in_channels
-        for width in widths:
-            layers += conv_bn_relu(channels, width, stride=2)
-            layers += [module for _ in range(depth - 1) for module in conv_bn_relu(width, width)]
-            channels = width
-        context_conv = separable_conv if separable else conv_bn_relu
-        layers += [module for _ in range(context) for module in context_conv(channels, channels)]
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(channels, classes + 1, 1)
+        self.features = nn.Sequential(
+            *stages(in_channels, widths, depth), *context_convs(widths[-1], context, separable)
+        )
+        self.head = nn.Conv2d(widths[-1], classes + 1, 1)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.features_and_logits(x)[1]
 
     def features_and_logits(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stride-8 features the head reads, and the logits: what feature distillation compares."""
+        """The features the head reads, and the logits: what feature distillation compares."""
         features = self.features(x)
         return features, self.head(features)
 
     @property
     def feature_channels(self) -> int:
         return self.head.in_channels
+
+
+class FineCentroidNet(CentroidNet):
+    """A ``CentroidNet`` whose cells are 4 px: the stride-8 features (with their context) upsampled 2x and
+    concatenated with the last stride-4 stage's, fused by a 1x1 conv, then the head. Two cars closer than 8 px
+    share a stride-8 cell, and one of them is lost; the smallest cars of aerial-cars are 6 px at 512 px.
+    Its input's sides stay multiples of 8."""
+
+    stride = 4
+
+    def __init__(
+        self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
+    ):
+        nn.Module.__init__(self)
+        fine, coarse = widths[-2], widths[-1]
+        self.fine = nn.Sequential(*stages(in_channels, widths[:-1], depth))
+        self.coarse = nn.Sequential(*stages(fine, widths[-1:], depth), *context_convs(coarse, context, separable))
+        self.fuse = nn.Sequential(nn.Conv2d(fine + coarse, fine, 1, bias=False), nn.BatchNorm2d(fine), nn.ReLU())
+        self.head = nn.Conv2d(fine, classes + 1, 1)
+
+    def features(self, x):
+        fine = self.fine(x)
+        coarse = F.interpolate(self.coarse(fine), scale_factor=2.0, mode="nearest")
+        return self.fuse(torch.cat([fine, coarse], dim=1))
+
+
+def stages(in_channels: int, widths, depth: int) -> list[nn.Module]:
+    """One stage a width: a stride-2 conv-BN-ReLU, then ``depth - 1`` more at that stride."""
+    layers, channels = [], in_channels
+    for width in widths:
+        layers += conv_bn_relu(channels, width, stride=2)
+        layers += [module for _ in range(depth - 1) for module in conv_bn_relu(width, width)]
+        channels = width
+    return layers
+
+
+def context_convs(channels: int, count: int, separable: bool) -> list[nn.Module]:
+    conv = separable_conv if separable else conv_bn_relu
+    return [module for _ in range(count) for module in conv(channels, channels)]
 
 
 def separable_conv(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -76,13 +114,23 @@ DETECTORS = {
         "fomo-small with 3 depthwise-separable context convs",
     ),
     "fomo-base": ({"widths": (16, 32, 64), "depth": 2, "context": 2}, "teacher: stages 16-32-64, two convs each"),
+    "fomo-lite-s4": (
+        {"widths": (8, 16, 32), "depth": 1, "context": 1, "fine": True},
+        "fomo-lite with 4 px cells (its stride-8 features upsampled onto stride 4's)",
+    ),
+    "fomo-base-s4": (
+        {"widths": (16, 32, 64), "depth": 2, "context": 2, "fine": True},
+        "teacher: fomo-base with 4 px cells (its stride-8 features upsampled onto stride 4's)",
+    ),
 }
 
 
 def create_detector(name: str, classes: int, in_channels: int = 3) -> CentroidNet:
     if name not in DETECTORS:
         raise ModelError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
-    return CentroidNet(classes, in_channels, **DETECTORS[name][0])
+    arguments = dict(DETECTORS[name][0])
+    network = FineCentroidNet if arguments.pop("fine", False) else CentroidNet
+    return network(classes, in_channels, **arguments)
 
 
 def centre_loss(logits: torch.Tensor, targets: torch.Tensor, object_weight: float) -> torch.Tensor:

@@ -68,10 +68,16 @@ class FitPlan:
 class LaterStage:
     """A stage that trains after this one, in the same command or pipeline. Its time is estimated before it
     starts from this stage's measured pace: ``step_equivalents`` says how many of this stage's optimiser steps
-    its work comes to (``distilled_student`` counts a student's in MACs)."""
+    its work comes to (``distilled_student`` counts a student's in MACs), and ``extra_seconds`` what it takes
+    beyond them (negative: less); ``basis`` says where those come from."""
 
     stage: str
     step_equivalents: float
+    extra_seconds: float = 0.0
+    basis: str = "the networks' MACs"
+
+    def seconds(self, seconds_per_step: float) -> float:
+        return max(seconds_per_step * self.step_equivalents + self.extra_seconds, 0.0)
 
 
 def distilled_student(teacher_macs: int, student_macs: int, steps: int, teacher_passes: int) -> LaterStage:
@@ -253,7 +259,7 @@ class PaceEstimate:
 
     def tell(self, seconds_per_step: float) -> None:
         seconds = seconds_per_step * (self.steps - self.count)
-        later = {stage.stage: seconds_per_step * stage.step_equivalents for stage in self.later}
+        later = {stage.stage: stage.seconds(seconds_per_step) for stage in self.later}
         total = seconds + sum(later.values())
         if total < SAY_PACE_SECONDS:
             return
@@ -264,7 +270,7 @@ class PaceEstimate:
         if later:
             after = ", ".join(f"the {name} about {duration(value)}" for name, value in later.items())
             log.step(
-                f"{self.stage}: then {after} (estimated from this pace and the networks' MACs; its own estimate "
+                f"{self.stage}: then {after} (estimated from this pace and {self.later[0].basis}; its own estimate "
                 f"follows when it starts): training in all about {duration(total)}"
             )
         if total > LONG_PLAN_SECONDS:
