@@ -79,8 +79,8 @@ class DetectSettings:
     )
     feature_weight: float = knob(
         0.0,
-        "Weight of a feature term for the student: its stride-8 features through a 1x1 projector (trained with it, "
-        "not exported) against the teacher's, mean squared error; 0 leaves it out.",
+        "Weight of a feature term for the student: the features its head reads, through a 1x1 projector (trained "
+        "with it, not exported) against the teacher's, mean squared error; 0 leaves it out.",
     )
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(batch_size=32))
     run: RunSettings = field(default_factory=RunSettings)
