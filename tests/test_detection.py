@@ -312,7 +312,7 @@ def test_losses_weight_objects_and_vanish_when_student_matches_teacher():
     assert heatmap_distillation_loss(student, teacher, 2.0, cells).item() != pytest.approx(even.item())
 
 
-@pytest.mark.parametrize("name", ["fomo-small", "fomo-lite-s4"])
+@pytest.mark.parametrize("name", ["fomo-small", "fomo-lite-s4", "fomo-lite-q4"])
 def test_a_detector_learns_squares_and_its_output_is_per_cell(tmp_path, name):
     from kd_edge.runtime.detections import score_frames
     from kd_edge.settings.detection import DetectSettings
@@ -344,7 +344,7 @@ def test_every_detector_gives_a_cell_per_stride_and_the_cheaper_ones_cost_less()
     for name in DETECTORS:
         model = create_detector(name, classes=2)
         assert model(torch.zeros(1, 3, 40, 72)).shape == (1, 3, 40 // model.stride, 72 // model.stride)
-        assert model.stride == (4 if name.endswith("-s4") else 8)
+        assert model.stride == (4 if name.endswith(("-s4", "-q4")) else 8)
         # a frame of any size is padded to sides every network takes (multiples of 8, stride 8's)
         (logits,) = scene_logits(model, [odd], Normalizer((0.5,) * 3, (0.25,) * 3, "cpu"))
         assert logits.shape == (3, 48 // model.stride, 88 // model.stride)
@@ -371,6 +371,11 @@ def test_a_student_of_other_cells_than_its_teacher_is_refused_before_anything_tr
     with pytest.raises(ConfigError, match="teacher fomo-base has 8 px cells and the student fomo-lite-s4 4 px"):
         train_detectors(settings, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    # cells alike, features not: fomo-lite-q4's stride-8 features against fomo-base-s4's stride-4 ones
+    quarters = replace(settings, teacher=DetectorNetwork(model="fomo-base-s4", steps=2),
+                       student=DetectorNetwork(model="fomo-lite-q4", steps=2), feature_weight=1.0)  # fmt: skip
+    with pytest.raises(ConfigError, match="fomo-base-s4 has 4 px feature cells and the student fomo-lite-q4 8 px"):
+        train_detectors(quarters, tmp_path / "run")
     train_detectors(replace(settings, alpha=1.0), tmp_path / "alone")
     assert load_checkpoint(tmp_path / "alone" / "student.pt").card.detection["stride"] == 4
 

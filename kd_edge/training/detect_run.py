@@ -76,16 +76,24 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
 
 def detector_stride(settings: DetectSettings, classes: int) -> int:
     """The input pixels per output cell of the run's networks: the teacher's and the student's must be the same
-    when the student learns from the teacher's heatmap, which is compared with its own cell by cell."""
-    student = create_detector(settings.student.model, classes).stride
-    teacher = create_detector(settings.teacher.model, classes).stride
-    if settings.alpha < 1.0 and teacher != student:
+    when the student learns from the teacher's heatmap, which is compared with its own cell by cell (and their
+    features' too, under --feature-weight)."""
+    student, teacher = (create_detector(n.model, classes) for n in (settings.student, settings.teacher))
+    if settings.alpha < 1.0:
+        same_cells(settings, teacher.stride, student.stride, "cells", "distillation compares their heatmaps")
+        if settings.feature_weight > 0:
+            why = "--feature-weight compares their features"
+            same_cells(settings, teacher.feature_stride, student.feature_stride, "feature cells", why)
+    return student.stride
+
+
+def same_cells(settings: DetectSettings, teacher: int, student: int, what: str, why: str) -> None:
+    if teacher != student:
         raise ConfigError(
-            f"the teacher {settings.teacher.model} has {teacher} px cells and the student {settings.student.model} "
-            f"{student} px: distillation compares their heatmaps cell by cell; choose networks of the same cells "
-            "(`kd-edge models`) or train the student alone (--alpha 1)"
+            f"the teacher {settings.teacher.model} has {teacher} px {what} and the student {settings.student.model} "
+            f"{student} px: {why} cell by cell; choose networks alike (`kd-edge models`) or train the student "
+            "alone (--alpha 1)"
         )
-    return student
 
 
 def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float) -> None:

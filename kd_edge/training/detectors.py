@@ -31,6 +31,7 @@ class CentroidNet(nn.Module):
     logits a cell (index 0: background)."""
 
     stride = 8  # input pixels per output cell
+    feature_stride = 8  # ... and per cell of the features the head reads
 
     def __init__(
         self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
@@ -40,6 +41,7 @@ class CentroidNet(nn.Module):
             *stages(in_channels, widths, depth), *context_convs(widths[-1], context, separable)
         )
         self.head = nn.Conv2d(widths[-1], classes + 1, 1)
+        self.feature_channels = widths[-1]
 
     def forward(self, x):
         return self.features_and_logits(x)[1]
@@ -49,10 +51,6 @@ class CentroidNet(nn.Module):
         features = self.features(x)
         return features, self.head(features)
 
-    @property
-    def feature_channels(self) -> int:
-        return self.head.in_channels
-
 
 class FineCentroidNet(CentroidNet):
     """A ``CentroidNet`` whose cells are 4 px: the stride-8 features (with their context) upsampled 2x and
@@ -60,7 +58,7 @@ class FineCentroidNet(CentroidNet):
     share a stride-8 cell, and one of them is lost; the smallest cars of aerial-cars are 6 px at 512 px.
     Its input's sides stay multiples of 8."""
 
-    stride = 4
+    stride = feature_stride = 4
 
     def __init__(
         self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
@@ -71,11 +69,24 @@ class FineCentroidNet(CentroidNet):
         self.coarse = nn.Sequential(*stages(fine, widths[-1:], depth), *context_convs(coarse, context, separable))
         self.fuse = nn.Sequential(nn.Conv2d(fine + coarse, fine, 1, bias=False), nn.BatchNorm2d(fine), nn.ReLU())
         self.head = nn.Conv2d(fine, classes + 1, 1)
+        self.feature_channels = fine
 
     def features(self, x):
         fine = self.fine(x)
         coarse = F.interpolate(self.coarse(fine), scale_factor=2.0, mode="nearest")
         return self.fuse(torch.cat([fine, coarse], dim=1))
+
+
+class ShuffledCentroidNet(CentroidNet):
+    """A ``CentroidNet`` whose head gives each stride-8 cell's four 4x4 quarters logits of their own: 4 x (classes + 1)
+    channels, moved into place by a pixel shuffle (DepthToSpace in ONNX). 4 px cells for a few more head MACs,
+    where ``FineCentroidNet`` fuses stride 4's features; its features stay at stride 8."""
+
+    stride = 4
+
+    def __init__(self, classes: int, in_channels: int = 3, **arguments):
+        super().__init__(classes, in_channels, **arguments)
+        self.head = nn.Sequential(nn.Conv2d(self.feature_channels, 4 * (classes + 1), 1), nn.PixelShuffle(2))
 
 
 def stages(in_channels: int, widths, depth: int) -> list[nn.Module]:
@@ -115,12 +126,16 @@ DETECTORS = {
     ),
     "fomo-base": ({"widths": (16, 32, 64), "depth": 2, "context": 2}, "teacher: stages 16-32-64, two convs each"),
     "fomo-lite-s4": (
-        {"widths": (8, 16, 32), "depth": 1, "context": 1, "fine": True},
+        {"widths": (8, 16, 32), "depth": 1, "context": 1, "cells": "fine"},
         "fomo-lite with 4 px cells (its stride-8 features upsampled onto stride 4's)",
     ),
     "fomo-base-s4": (
-        {"widths": (16, 32, 64), "depth": 2, "context": 2, "fine": True},
+        {"widths": (16, 32, 64), "depth": 2, "context": 2, "cells": "fine"},
         "teacher: fomo-base with 4 px cells (its stride-8 features upsampled onto stride 4's)",
+    ),
+    "fomo-lite-q4": (
+        {"widths": (8, 16, 32), "depth": 1, "context": 1, "cells": "shuffled"},
+        "fomo-lite with 4 px cells: each stride-8 cell's head gives its four quarters' logits",
     ),
 }
 
@@ -129,8 +144,8 @@ def create_detector(name: str, classes: int, in_channels: int = 3) -> CentroidNe
     if name not in DETECTORS:
         raise ModelError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
     arguments = dict(DETECTORS[name][0])
-    network = FineCentroidNet if arguments.pop("fine", False) else CentroidNet
-    return network(classes, in_channels, **arguments)
+    network = {"coarse": CentroidNet, "fine": FineCentroidNet, "shuffled": ShuffledCentroidNet}
+    return network[arguments.pop("cells", "coarse")](classes, in_channels, **arguments)
 
 
 def centre_loss(logits: torch.Tensor, targets: torch.Tensor, object_weight: float) -> torch.Tensor:
