@@ -8,8 +8,9 @@ graph. Objects from above are small and alike in size, so a centre is what a dro
 track, steer around).
 
 Plain 3x3 conv-BN-ReLU stages, stride 2 each, to stride 8, then a few convolutions there for
-context, then a 1x1 head: the operations CPUs (and INT8 on ARM) run fastest per MAC. A ``-s4``
-network brings those features back to stride 4 for its head, for objects closer than 8 px.
+context, then a 1x1 head: the operations CPUs (and INT8 on ARM) run fastest per MAC. For objects
+closer than 8 px, 4 px cells: a ``-s4`` network brings those features back to stride 4 for its head,
+a ``-q4`` network's head gives each stride-8 cell's quarters logits of their own.
 
 Kept apart from the classifiers' registry (``kd_edge.training.models``): a detector there would
 be offered to `kd-edge distill` on class labels.
