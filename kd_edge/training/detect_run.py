@@ -91,8 +91,8 @@ def same_cells(settings: DetectSettings, teacher: int, student: int, what: str, 
     if teacher != student:
         raise ConfigError(
             f"the teacher {settings.teacher.model} has {teacher} px {what} and the student {settings.student.model} "
-            f"{student} px: {why} cell by cell; choose networks alike (`kd-edge models`) or train the student "
-            "alone (--alpha 1)"
+            f"{student} px: {why} cell by cell; choose networks alike (`kd-edge models`, its cell px column: "
+            "fomo-base-s4 teaches 4 px students) or train the student alone (--alpha 1)"
         )
 
 
