@@ -26,13 +26,25 @@ from kd_edge.errors import ModelError
 from kd_edge.training.models import conv_bn_relu
 
 
-class CentroidNet(nn.Module):
-    """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8
-    (``separable``: each a depthwise 3x3 then a 1x1, a seventh of the MACs), and a 1x1 head to ``classes + 1``
-    logits a cell (index 0: background)."""
+class Detector(nn.Module):
+    """What every detector has: ``features`` (what its head reads) and ``head`` (to ``classes + 1`` logits a cell,
+    index 0 background), and the input pixels per cell of each."""
 
     stride = 8  # input pixels per output cell
     feature_stride = 8  # ... and per cell of the features the head reads
+
+    def forward(self, x):
+        return self.features_and_logits(x)[1]
+
+    def features_and_logits(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features the head reads, and the logits: what feature distillation compares."""
+        features = self.features(x)
+        return features, self.head(features)
+
+
+class CentroidNet(Detector):
+    """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8
+    (``separable``: each a depthwise 3x3 then a 1x1, a seventh of the MACs), and a 1x1 head."""
 
     def __init__(
         self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
@@ -44,16 +56,8 @@ class CentroidNet(nn.Module):
         self.head = nn.Conv2d(widths[-1], classes + 1, 1)
         self.feature_channels = widths[-1]
 
-    def forward(self, x):
-        return self.features_and_logits(x)[1]
 
-    def features_and_logits(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """The features the head reads, and the logits: what feature distillation compares."""
-        features = self.features(x)
-        return features, self.head(features)
-
-
-class FineCentroidNet(CentroidNet):
+class FineCentroidNet(Detector):
     """A ``CentroidNet`` whose cells are 4 px: the stride-8 features (with their context) upsampled 2x and
     concatenated with the last stride-4 stage's, fused by a 1x1 conv, then the head. Two cars closer than 8 px
     share a stride-8 cell, and one of them is lost; the smallest cars of aerial-cars are 6 px at 512 px.
@@ -64,7 +68,7 @@ class FineCentroidNet(CentroidNet):
     def __init__(
         self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
     ):
-        nn.Module.__init__(self)
+        super().__init__()
         fine, coarse = widths[-2], widths[-1]
         self.fine = nn.Sequential(*stages(in_channels, widths[:-1], depth))
         self.coarse = nn.Sequential(*stages(fine, widths[-1:], depth), *context_convs(coarse, context, separable))
@@ -141,7 +145,7 @@ DETECTORS = {
 }
 
 
-def create_detector(name: str, classes: int, in_channels: int = 3) -> CentroidNet:
+def create_detector(name: str, classes: int, in_channels: int = 3) -> Detector:
     if name not in DETECTORS:
         raise ModelError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
     arguments = dict(DETECTORS[name][0])
@@ -177,7 +181,7 @@ def object_cells(targets: torch.Tensor, teacher: torch.Tensor, object_weight: fl
     return torch.where((targets > 0) | (teacher.argmax(1) > 0), object_weight, 1.0)
 
 
-def feature_projector(student: CentroidNet, teacher: CentroidNet) -> nn.Conv2d:
+def feature_projector(student: Detector, teacher: Detector) -> nn.Conv2d:
     """The 1x1 convolution that maps the student's stride-8 features onto the teacher's channels (FitNets' hint
     regressor): trained with the student, used by the loss only, never exported."""
     return nn.Conv2d(student.feature_channels, teacher.feature_channels, 1)
