@@ -80,19 +80,19 @@ def detector_stride(settings: DetectSettings, classes: int) -> int:
     features' too, under --feature-weight)."""
     student, teacher = (create_detector(n.model, classes) for n in (settings.student, settings.teacher))
     if settings.alpha < 1.0:
-        same_cells(settings, teacher.stride, student.stride, "cells", "distillation compares their heatmaps")
+        remedy = "choose networks of the same cells (`kd-edge models`' cell px: fomo-base-s4 teaches 4 px students)"
+        same_cells(settings, teacher.stride, student.stride, "cells", "distillation compares their heatmaps", remedy)
         if settings.feature_weight > 0:
-            why = "--feature-weight compares their features"
-            same_cells(settings, teacher.feature_stride, student.feature_stride, "feature cells", why)
+            why, remedy = "--feature-weight compares their features", "drop --feature-weight"
+            same_cells(settings, teacher.feature_stride, student.feature_stride, "feature cells", why, remedy)
     return student.stride
 
 
-def same_cells(settings: DetectSettings, teacher: int, student: int, what: str, why: str) -> None:
+def same_cells(settings: DetectSettings, teacher: int, student: int, what: str, why: str, remedy: str) -> None:
     if teacher != student:
         raise ConfigError(
             f"the teacher {settings.teacher.model} has {teacher} px {what} and the student {settings.student.model} "
-            f"{student} px: {why} cell by cell; choose networks alike (`kd-edge models`, its cell px column: "
-            "fomo-base-s4 teaches 4 px students) or train the student alone (--alpha 1)"
+            f"{student} px: {why} cell by cell; {remedy}, or train the student alone (--alpha 1)"
         )
 
 
