@@ -1,13 +1,14 @@
-"""How many epochs should kd-edge's default teacher and student train on Fashion-MNIST? (issue 25)
+"""Which recipe should kd-edge's default teacher and student train with on Fashion-MNIST? (issue 25)
 
-    .venv/bin/python benchmarks/default_recipe.py --data-dir ../shared/datasets   # ~10 min on 2 cores
+    .venv/bin/python benchmarks/default_recipe.py --data-dir ../shared/datasets   # ~15 min on 2 cores
 
-Runs ``kd-edge distill --dataset fashion-mnist`` with each (teacher epochs, student epochs) of
---recipes, seeds 0, 1, 2 (paired: within a seed every recipe's teacher and student start from the
-same weights and see the data in the same order), each as its own process timed from outside.
-The choice is made on validation: the cheapest recipe whose student's mean validation accuracy
-is within one standard deviation (over the seeds) of the longest recipe's. Test accuracy is
-reported, never used to choose. Writes benchmarks/results/OUT.{md,json} (--out, default default-recipe).
+Runs ``kd-edge distill --dataset fashion-mnist`` with each recipe of --recipes (teacher and student
+epochs, then optionally the batch, alpha and temperature), seeds 0, 1, 2 (paired: within a seed every
+recipe's teacher and student start from the same weights and see the images in the same order), each
+as its own process timed from outside. The choice is made on validation: the cheapest recipe whose
+student's mean validation accuracy is within one standard deviation (over the seeds) of the longest
+recipe's (in epochs). Test accuracy is reported, never used to choose. Writes
+benchmarks/results/OUT.{md,json} (--out, default short-recipe).
 """
 
 from __future__ import annotations
@@ -22,21 +23,27 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+# A recipe is teacher:student epochs[:batch[:alpha[:temperature]]]; what it leaves out is kd-edge's default
+# under 64 px. The recipes compared by default: kd-edge's until 2026-12-06 (2 and 3 epochs, batch 256, alpha 0.5,
+# T 4) and shorter ones, the first of which is its default since.
+DEFAULTS = (None, None, 192, 0.9, 2.0)
+RECIPES = "2:3:256:0.5:4,1:2:192:0.9:2,1:2:256:0.9:2,1:2:128:0.9:2,1:2:192:0.5:4"
 
 
 def run(recipe: tuple[int, ...], seed: int, data_dir: Path, work: Path) -> dict:
-    teacher_epochs, student_epochs, batch = (*recipe, 256)[:3]
-    out = work / f"t{teacher_epochs}-s{student_epochs}-b{batch}-seed{seed}"
+    teacher_epochs, student_epochs, batch, alpha, temperature = full(recipe)
+    out = work / f"t{teacher_epochs}-s{student_epochs}-b{batch}-a{alpha:g}-T{temperature:g}-seed{seed}"
     kd_edge = str(Path(sys.executable).with_name("kd-edge"))
     command = [kd_edge, "distill", "--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out),
                "--force", "--seed", str(seed), "--teacher-epochs", str(teacher_epochs),
-               "--epochs", str(student_epochs), "--batch-size", str(batch)]  # fmt: skip
+               "--epochs", str(student_epochs), "--batch-size", str(batch), "--alpha", str(alpha),
+               "--temperature", str(temperature)]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     metrics = json.loads((out / "metrics.json").read_text())
     return {
-        "recipe": list(recipe),
+        "recipe": list(full(recipe)),  # every part, whatever the defaults become
         "seed": seed,
         "process_seconds": round(seconds, 1),
         "teacher_val": metrics["teacher"]["val_accuracy"],
@@ -47,8 +54,14 @@ def run(recipe: tuple[int, ...], seed: int, data_dir: Path, work: Path) -> dict:
     }
 
 
+def full(recipe) -> tuple:
+    """(teacher epochs, student epochs, batch, alpha, temperature): what a recipe leaves out is kd-edge's default."""
+    teacher_epochs, student_epochs, batch, alpha, temperature = (*recipe, *DEFAULTS[len(recipe) :])
+    return int(teacher_epochs), int(student_epochs), int(batch), float(alpha), float(temperature)
+
+
 def summary(rows: list[dict], recipe: list[int], key: str, scale: float = 100.0) -> tuple[float, float]:
-    values = [scale * r[key] for r in rows if r["recipe"] == recipe]
+    values = [scale * r[key] for r in rows if full(r["recipe"]) == full(recipe)]
     return statistics.mean(values), statistics.stdev(values)
 
 
@@ -60,21 +73,22 @@ def markdown(rows: list[dict], recipes: list[list[int]]) -> str:
         key=lambda r: summary(rows, r, "process_seconds", 1.0)[0],
     )
     lines = [
-        f"Fashion-MNIST, `kd-edge distill` defaults but the epochs, seeds 0, 1, 2 (paired), mean ± std; "
+        f"Fashion-MNIST, `kd-edge distill` defaults but the recipe's, seeds 0, 1, 2 (paired), mean ± std; "
         f"precision {rows[0]['precision']}. Chosen on validation: the cheapest recipe within one std of the "
-        f"longest's student validation accuracy ({best_val:.2f} - {best_std:.2f} %): **teacher {cheapest[0]}, "
-        f"student {cheapest[1]} epochs, batch {(*cheapest, 256)[2]}**.",
+        f"longest's student validation accuracy ({best_val:.2f} - {best_std:.2f} %): **teacher {full(cheapest)[0]}, "
+        f"student {full(cheapest)[1]} epochs, batch {full(cheapest)[2]}, alpha {full(cheapest)[3]:g}, "
+        f"temperature {full(cheapest)[4]:g}**.",
         "",
-        "| teacher epochs | student epochs | batch | whole run s | teacher val % | teacher test % | student val % | "
-        "student test % |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| teacher epochs | student epochs | batch | alpha | T | whole run s | teacher val % | teacher test % | "
+        "student val % | student test % |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for recipe in recipes:
         cells = [summary(rows, recipe, "process_seconds", 1.0)] + [
             summary(rows, recipe, key) for key in ("teacher_val", "teacher_test", "student_val", "student_test")
         ]
         figures = " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in cells)
-        lines.append(f"| {recipe[0]} | {recipe[1]} | {(*recipe, 256)[2]} | {figures} |")
+        lines.append("| " + " | ".join(f"{value:g}" for value in full(recipe)) + f" | {figures} |")
     return "\n".join(lines) + "\n"
 
 
@@ -82,13 +96,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     parser.add_argument(
-        "--recipes", default="2:3,2:2,1:3,1:2", help="teacher:student epochs[:batch, default 256], comma-separated"
+        "--recipes", default=RECIPES, help="teacher:student epochs[:batch[:alpha[:temperature]]], comma-separated"
     )
-    parser.add_argument("--out", default="default-recipe", help="results file names under benchmarks/results/")
+    parser.add_argument("--out", default="short-recipe", help="results file names under benchmarks/results/")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=HERE / "work" / "default-recipe")
     args = parser.parse_args()
-    recipes = [[int(x) for x in r.split(":")] for r in args.recipes.split(",")]
+    recipes = [[float(x) for x in r.split(":")] for r in args.recipes.split(",")]
     rows = []
     for seed in range(args.seeds):
         for recipe in recipes:  # seeds outermost: a drift of the machine's speed touches every recipe alike

@@ -57,8 +57,8 @@ def test_distill_from_a_given_teacher(tmp_path, easy_npz, teacher_run):
     assert metrics["teacher"]["source"] == str(teacher_run / "teacher.pt")
     assert metrics["student"]["distillation"] == {
         "mode": "offline",
-        "temperature": 4.0,
-        "alpha": 0.5,
+        "temperature": 2.0,  # the defaults under 64 px
+        "alpha": 0.9,
         "temperature_schedule": "constant",
         "alpha_schedule": "constant",
         "kd_loss": "kl",
@@ -171,7 +171,7 @@ def test_missing_data_says_where_to_put_it(tmp_path):
 
 
 def test_bad_option_value(tmp_path):
-    fails("distill", "--alpha", "1.5", "--out", tmp_path, match="--alpha must be in [0, 1]")
+    fails("distill", "--alpha", "1.5", "--out", tmp_path, match="--alpha takes a weight in [0, 1]")
 
 
 def test_teacher_for_other_classes_is_refused(tmp_path, teacher_run):

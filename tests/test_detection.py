@@ -287,7 +287,9 @@ def test_cutmix_is_no_detect_option_and_a_detect_config_asking_for_it_is_refused
     result = CliRunner().invoke(app, ["detect", "--dataset", f"yolo:{data}", "--cutmix", "0.5", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--cutmix" in result.output
     with pytest.raises(ConfigError, match="a detector's tiles do not take it"):
-        DetectSettings(dataset=f"yolo:{data}", optim=OptimSettings(cutmix=0.5))
+        DetectSettings(dataset=f"yolo:{data}", optim=OptimSettings(batch_size=32, cutmix=0.5))
+    with pytest.raises(ConfigError, match="give one batch size"):  # a classifier's A|B, by image size
+        DetectSettings(dataset=f"yolo:{data}", optim=OptimSettings(batch_size="16|32"))
 
 
 def test_losses_weight_objects_and_vanish_when_student_matches_teacher():

@@ -1,12 +1,13 @@
 """Every registered model runs forward and backward at each input shape it supports."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from kd_edge.errors import ConfigError, ModelError
-from kd_edge.settings import DataSettings, NetworkSettings
+from kd_edge.settings import DataSettings, KDSettings, NetworkSettings, OptimSettings
 from kd_edge.training.models import (
     InvertedResidual,
     ModelSpec,
@@ -163,8 +164,40 @@ def test_the_default_models_are_chosen_by_the_image_size():
         (lambda: NetworkSettings(model="cnn-small", steps="450|0"), "--steps"),
         (lambda: NetworkSettings(model="cnn-small", steps="many"), "--steps"),
         (lambda: DataSettings(augment="none|upside-down"), "--augment"),
+        (lambda: OptimSettings(batch_size="192|0"), "--batch-size"),
+        (lambda: OptimSettings(batch_size="big"), "--batch-size"),
+        (lambda: KDSettings(alpha="0.9|1.5"), "--alpha"),
+        (lambda: KDSettings(alpha="0.9|0.5|0.1"), "--alpha"),
+        (lambda: KDSettings(temperature="2|-4"), "--temperature"),
     ],
 )
 def test_a_malformed_size_choice_is_refused_naming_its_option(build, option):
     with pytest.raises(ConfigError, match=f"{option} takes .* or A\\|B"):
         build()
+
+
+def test_the_batch_alpha_and_temperature_are_chosen_by_the_image_size():
+    """Under 64 px the default recipe trains at batch 192 with alpha 0.9 and T 2, from 64 px at 256, 0.5 and 4
+    (benchmarks/results/short-recipe.md); a run records the numbers it trained with, and one number is both."""
+    from kd_edge.settings import DistillSettings
+    from kd_edge.training.distill import for_images
+
+    def chosen(settings, side):
+        resolved = for_images(settings, SimpleNamespace(dataset=SimpleNamespace(input_shape=(1, side, side))))
+        return resolved.optim.batch_size, resolved.kd.alpha, resolved.kd.temperature
+
+    settings = DistillSettings()
+    assert chosen(settings, 28) == (192, 0.9, 2.0) and chosen(settings, 64) == (256, 0.5, 4.0)
+    given = replace(settings, optim=OptimSettings(batch_size=64), kd=KDSettings(alpha="0.8|0.3", temperature=3))
+    assert chosen(given, 28) == (64, 0.8, 3.0) and chosen(given, 128) == (64, 0.3, 3.0)
+    assert OptimSettings(batch_size="128").batch_size == 128  # a single number is a number, from a flag or a file
+
+
+def test_a_student_alone_at_one_size_still_gets_a_teacher_for_the_other():
+    from kd_edge.settings import DistillSettings
+
+    assert not replace(DistillSettings(), kd=KDSettings(alpha=1)).needs_teacher
+    assert not replace(DistillSettings(), kd=KDSettings(alpha="1|1")).needs_teacher
+    assert replace(DistillSettings(), kd=KDSettings(alpha="1|0.5")).needs_teacher  # decided once the images are known
+    with pytest.raises(ConfigError, match="--mode online needs --alpha below 1"):
+        DistillSettings(mode="online", kd=KDSettings(alpha="0.5|1"))

@@ -272,13 +272,14 @@ def test_init_with_nothing_matching_is_refused_before_training(tmp_path, easy_np
 
 def test_the_default_budget_depends_on_the_dataset_size():
     recipe = DistillSettings()
-    teacher, student, batch = recipe.teacher.for_images(28), recipe.student.for_images(28), recipe.optim.batch_size
-    assert teacher.planned_epochs(54_000, batch) == 2 and student.planned_epochs(54_000, batch) == 3  # Fashion-MNIST
-    assert teacher.planned_epochs(4_000, batch) == 17 and student.planned_epochs(4_000, batch) == 30  # mnist-5k
+    teacher, student, batch = recipe.teacher.for_images(28), recipe.student.for_images(28), 192  # batch under 64 px
+    assert recipe.optim.for_images(28).batch_size == batch and recipe.optim.for_images(64).batch_size == 256
+    assert teacher.planned_epochs(54_000, batch) == 1 and student.planned_epochs(54_000, batch) == 2  # Fashion-MNIST
+    assert teacher.planned_epochs(4_000, batch) == 13 and student.planned_epochs(4_000, batch) == 23  # mnist-5k
     assert student.planned_epochs(10, batch) == 200  # capped
     assert NetworkSettings(model="cnn-small", epochs=4, steps=450).planned_epochs(4_000, batch) == 4  # --epochs wins
     camera = recipe.teacher.for_images(64), recipe.student.for_images(64)  # RSSCN7's 1,787 training images
-    assert [network.planned_epochs(1_787, batch) for network in camera] == [134, 200]
+    assert [network.planned_epochs(1_787, 256) for network in camera] == [134, 200]
 
 
 def test_the_planned_epochs_are_reported_and_the_budget_is_kept_as_given(tmp_path, easy_npz):

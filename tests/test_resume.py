@@ -136,8 +136,8 @@ def test_resuming_with_other_settings_is_refused(tmp_path, easy_npz, monkeypatch
     with pytest.raises(TrainingInterrupted):
         run_distill(easy_npz, out)
     monkeypatch.setattr(interrupt, "_requested", None)
-    with pytest.raises(ConfigError, match=r"kd.temperature: 4.0 then, 2.0 now"):
-        run_distill(easy_npz, out, resume=True, kd=KDSettings(temperature=2.0))
+    with pytest.raises(ConfigError, match=r"kd.temperature: 2.0 then, 3.0 now"):
+        run_distill(easy_npz, out, resume=True, kd=KDSettings(temperature=3.0))
 
 
 def test_resuming_with_another_teacher_file_is_refused(tmp_path, easy_npz, monkeypatch):

@@ -116,6 +116,11 @@ class DetectSettings:
             not self.optim.cutmix,
             "CutMix (optim.cutmix) mixes a classifier's images and labels; a detector's tiles do not take it: drop it",
         )
+        require(
+            isinstance(self.optim.batch_size, int),
+            f"--batch-size: a detector's tiles are all of one size, so give one batch size, not "
+            f"{self.optim.batch_size!r}",
+        )
 
     @property
     def root(self) -> str:

@@ -30,6 +30,34 @@ TEACHER_WEIGHTINGS = ("equal", "confidence")
 MAX_PLANNED_EPOCHS = 200
 
 
+def by_size(convert, option: str, valid, expected: str):
+    """The parser of a number that may differ by image size: one number, or ``A|B`` (A under ``CAMERA_SIZED`` px,
+    B from there) kept as text until the run's images choose (``by_image_size``); a clear error for anything else."""
+
+    def fits(part: str) -> bool:
+        try:
+            return valid(convert(part))
+        except ValueError:
+            return False
+
+    def parse(value):
+        parts = by_size_parts(value, option, fits, expected)
+        return convert(parts[0]) if len(parts) == 1 else "|".join(parts)
+
+    return parse
+
+
+step_budget = by_size(int, "--steps", lambda steps: steps >= 1, "a number of steps (>= 1)")
+parse_batch_size = by_size(int, "--batch-size", lambda size: size >= 1, "a batch size (>= 1)")
+parse_alpha = by_size(float, "--alpha", lambda alpha: 0.0 <= alpha <= 1.0, "a weight in [0, 1]")
+parse_temperature = by_size(float, "--temperature", lambda temperature: temperature > 0, "a positive temperature")
+
+
+def parts_of(value, convert) -> list:
+    """Both numbers of an ``A|B`` setting (one for a single number): what a check before the images are known reads."""
+    return [convert(part) for part in str(value).split("|")]
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """How a training run executes: where, how fast, how reproducibly."""
@@ -54,7 +82,11 @@ class RunSettings:
 class OptimSettings:
     """How a network learns: the optimiser, its schedule and the batch (teacher and student alike)."""
 
-    batch_size: int = knob(256, "Training batch size (per process under torchrun).")
+    batch_size: int | str = knob(
+        "192|256",
+        f"Training batch size (per process under torchrun); A|B: A under {CAMERA_SIZED} px, B from there.",
+        parse=parse_batch_size,
+    )
     optimizer: str = knob("adamw", "The optimiser.", choices=OPTIMIZERS)
     lr: float = knob(4e-3, "Peak learning rate.")
     weight_decay: float = knob(5e-4, "Weight decay.")
@@ -73,16 +105,14 @@ class OptimSettings:
 
     def __post_init__(self):
         check_choices(self)
-        require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))  # a library caller's number too
         require(0 <= self.cutmix <= 1, f"--cutmix is a probability, 0-1, got {self.cutmix}")
         require(self.lr > 0, f"--lr must be positive, got {self.lr}")
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
 
-
-def step_budget(value) -> int | str:
-    """A step count, or ``A|B`` (two counts, by image size) as text; a clear error for anything else."""
-    parts = by_size_parts(value, "--steps", lambda part: part.isdigit() and int(part) >= 1, "a number of steps (>= 1)")
-    return int(parts[0]) if len(parts) == 1 else "|".join(parts)
+    def for_images(self, side: int) -> OptimSettings:
+        """The batch size for images of ``side`` pixels (``by_image_size``)."""
+        return replace(self, batch_size=int(by_image_size(self.batch_size, side)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,8 +147,10 @@ class NetworkSettings:
         return replace(self, epochs=self.planned_epochs(train_size, batch_size))
 
 
-# kd-edge's recipe: BatchNorm CNNs, AdamW with a one-cycle schedule, cached soft labels. The budgets
-# are 2 and 3 epochs on Fashion-MNIST, 17 and 30 on mnist-5k. Camera-sized images (64 px and up) take
+# kd-edge's recipe: BatchNorm CNNs, AdamW with a one-cycle schedule, cached soft labels. Under 64 px, at
+# batch 192 (OptimSettings), the budgets are 1 and 2 epochs on Fashion-MNIST, 13 and 23 on mnist-5k: with
+# alpha 0.9 and T 2 (KDSettings) that student is as accurate as 2 and 3 epochs at batch 256, alpha 0.5 and T 4
+# made it, in 0.66x the time (benchmarks/results/short-recipe.md). Camera-sized images (64 px and up) take
 # the global-pooled CNNs, whose parameters do not grow with the image, and longer budgets under aerial
 # augmentation: on RSSCN7's 1,787 training images, 134 and 200 epochs (benchmarks/results/aerial.md).
 TEACHER = NetworkSettings(model="cnn-base|pooled-large", steps="250|800")
@@ -129,10 +161,18 @@ STUDENT = NetworkSettings(model="cnn-small|pooled-base", steps="450|1200")
 class KDSettings:
     """The distillation loss: ``alpha * CE + (1 - alpha) * T^2 * KL``; ``alpha = 1`` is the student alone."""
 
-    temperature: float = knob(
-        4.0, "Softmax temperature T of the soft labels (its value at the first epoch).", short="-T"
+    temperature: float | str = knob(
+        "2|4",
+        f"Softmax temperature T of the soft labels (its value at the first epoch); A|B: A under {CAMERA_SIZED} px, "
+        "B from there.",
+        short="-T",
+        parse=parse_temperature,
     )
-    alpha: float = knob(0.5, "Weight of the hard-label CE term; 1 trains the student alone.")
+    alpha: float | str = knob(
+        "0.9|0.5",
+        f"Weight of the hard-label CE term; 1 trains the student alone; A|B: A under {CAMERA_SIZED} px, B from there.",
+        parse=parse_alpha,
+    )
     kd_loss: str = knob("kl", "Soft-label term: kl (T^2 * KL) or mse (logit matching).", choices=KD_LOSSES)
     min_teacher_accuracy: float = knob(
         0.0, "Stop unless the teacher reaches this validation accuracy, 0-1 (0: only above chance)."
@@ -146,8 +186,8 @@ class KDSettings:
 
     def __post_init__(self):
         check_choices(self)
-        require(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
-        require(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
+        object.__setattr__(self, "temperature", parse_temperature(self.temperature))  # a library caller's number too
+        object.__setattr__(self, "alpha", parse_alpha(self.alpha))
         require(
             0.0 <= self.min_teacher_accuracy <= 1.0,
             f"--min-teacher-accuracy is a fraction in [0, 1], got {self.min_teacher_accuracy}",
@@ -160,6 +200,19 @@ class KDSettings:
     @property
     def scheduled(self) -> bool:
         return (self.temperature_schedule, self.alpha_schedule) != ("constant", "constant")
+
+    @property
+    def alone(self) -> bool:
+        """The student learns from the labels alone, at every image size: no teacher is needed."""
+        return self.alpha_schedule == "constant" and all(alpha == 1 for alpha in parts_of(self.alpha, float))
+
+    def for_images(self, side: int) -> KDSettings:
+        """Alpha and temperature for images of ``side`` pixels (``by_image_size``)."""
+        return replace(
+            self,
+            alpha=float(by_image_size(self.alpha, side)),
+            temperature=float(by_image_size(self.temperature, side)),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,12 +264,15 @@ class DistillSettings:
             "--teacher-weights mixes the teachers of --mode multi; drop it or add the mode",
         )
         require(
-            not (self.kd.alpha == 1 and self.kd.alpha_schedule == "constant" and self.kd.min_teacher_accuracy),
+            not (self.kd.alone and self.kd.min_teacher_accuracy),
             "--alpha 1 trains the student alone, without a teacher, so --min-teacher-accuracy would be ignored; "
             "drop it or lower --alpha",
         )
         if self.mode == "online":
-            require(self.kd.alpha < 1.0, "--mode online needs --alpha below 1: at 1 the networks ignore each other")
+            require(
+                max(parts_of(self.kd.alpha, float)) < 1.0,
+                "--mode online needs --alpha below 1: at 1 the networks ignore each other",
+            )
             require(
                 self.teacher.epochs == self.student.epochs,
                 "--mode online trains teacher and student together for --epochs; drop --teacher-epochs",
@@ -224,7 +280,7 @@ class DistillSettings:
 
     @property
     def needs_teacher(self) -> bool:
-        return self.mode != "offline" or self.kd.alpha < 1.0 or self.kd.alpha_schedule != "constant"
+        return self.mode != "offline" or not self.kd.alone
 
     def check_teachers(self, teachers: int) -> None:
         """Refuse a number of given teacher files this mode cannot use."""
@@ -243,7 +299,7 @@ class DistillSettings:
                 "--mode online trains the teacher together with the student, from scratch; drop --teacher, or use "
                 "--mode offline to distil from a trained one",
             )
-        if teachers and self.kd.alpha == 1 and self.kd.alpha_schedule == "constant":
+        if teachers and self.kd.alone:
             raise ConfigError(
                 "--alpha 1 trains the student alone, without a teacher, so --teacher would be ignored; drop it or "
                 "lower --alpha"
@@ -270,7 +326,8 @@ def teacher_mixing(text: str, teachers: int) -> str | tuple[float, ...]:
 
 PRESETS: dict[str, dict[str, object]] = {
     "default": {},  # the dataclasses' own defaults: kd-edge's recipe
-    "reference": {  # the reference script's recipe, exactly: seed CNNs, Adam lr 0.01, 5 epochs, batch 128
+    # the reference script's recipe, exactly: seed CNNs, Adam lr 0.01, 5 epochs, batch 128, T 4, alpha 0.5
+    "reference": {
         "teacher.model": "seed-teacher",
         "teacher.epochs": 5,
         "student.model": "seed-student",
@@ -280,6 +337,8 @@ PRESETS: dict[str, dict[str, object]] = {
         "optim.lr": 0.01,
         "optim.weight_decay": 0.0,
         "optim.schedule": "constant",
+        "kd.temperature": 4.0,
+        "kd.alpha": 0.5,
         "data.normalization": "half",
         "run.precision": "fp32",
     },

@@ -192,13 +192,15 @@ def distill_online(
 
 
 def for_images(settings: TeacherSettings | DistillSettings, splits):
-    """``settings`` with each A|B choice (models, augmentation) made for the run's images (``by_image_size``):
-    what the run folder's config.json records."""
+    """``settings`` with each A|B choice (models, budgets, augmentation, batch, alpha and temperature) made for the
+    run's images (``by_image_size``): what the run folder's config.json records."""
     side = min(splits.dataset.input_shape[1:])
     chosen = {"data": replace(settings.data, augment=by_image_size(settings.data.augment, side))}
     chosen["teacher"] = settings.teacher.for_images(side)
+    chosen["optim"] = settings.optim.for_images(side)
     if isinstance(settings, DistillSettings):
         chosen["student"] = settings.student.for_images(side)
+        chosen["kd"] = settings.kd.for_images(side)
     return replace(settings, **chosen)
 
 

@@ -60,6 +60,7 @@ class FitPlan:
 
     def __post_init__(self):
         self.networks = self.networks or [self.model]
+        self.optim = self.optim.for_images(min(self.train.images.shape[-2:]))  # a batch size of A|B chosen here
         if self.optim.cutmix and self.classes < 2:
             raise ValueError("CutMix (optim.cutmix) needs the plan's number of classes")
 
