@@ -67,6 +67,16 @@ def test_distill_from_a_given_teacher(tmp_path, easy_npz, teacher_run):
     assert (out / "student.pt").is_file() and not (out / "teacher.pt").exists()
 
 
+def test_a_size_choice_on_the_command_line_is_made_for_the_run_s_images(tmp_path, teacher_run):
+    out = tmp_path / "student"
+    ok("distill", "--epochs", "1", "--batch-size", "24|48", "--alpha", "0.7|0.2", "-T", "3|5",
+       "--teacher", teacher_run / "teacher.pt", "--out", out)  # fmt: skip
+    config = json.loads((out / "config.json").read_text())  # 16 px images: each A
+    assert (config["optim"]["batch_size"], config["kd"]["alpha"], config["kd"]["temperature"]) == (24, 0.7, 3.0)
+    distillation = json.loads((out / "metrics.json").read_text())["student"]["distillation"]
+    assert (distillation["alpha"], distillation["temperature"]) == (0.7, 3.0)  # what the loss trained with
+
+
 def test_distill_trains_the_teacher_first(tmp_path, easy_npz):
     out = tmp_path / "run"
     ok("distill", "--dataset", f"npz:{easy_npz}", *FAST, "--out", out, "--kd-loss", "mse", "-T", "2", "--alpha", "0.2")

@@ -98,9 +98,16 @@ def test_learnt_weights_sit_on_the_int8_grid(distilled_run):
     deployable = with_learnt_weights(model, folded)
     conv = deployable.get_submodule("features.4")  # the second conv: quantized (the 1-channel first one stays FP32)
     weight = conv.weight.detach().flatten(1)
-    scale = weight.abs().max(1).values / 64  # the 7-bit grid of reduce_range, the default
-    steps = weight / scale[:, None]
+    # The grid is the one its fake quantizer holds: each channel's scale as last observed, which a channel's largest
+    # weight need not reach once the optimiser has moved it.
+    (quantizer,) = [
+        model.get_submodule(node.target)
+        for node in model.graph.nodes
+        if node.op == "call_module" and node.args and getattr(node.args[0], "target", None) == "features.4.weight"
+    ]
+    steps = weight / quantizer.scale.flatten()[:, None]
     assert torch.allclose(steps, steps.round(), atol=1e-3)  # every weight is an integer number of steps
+    assert steps.round().abs().max() <= QuantizeSettings().weight_qmax  # within the grid (reduce_range's, the default)
 
 
 def test_the_fp32_first_convolution_trains_and_ships_as_trained(distilled_run):
