@@ -181,6 +181,29 @@ def test_a_teacher_for_other_classes_is_refused_among_several(tmp_path, easy_npz
 # --- online ----------------------------------------------------------------------------------------------
 
 
+def saved_val_accuracy(checkpoint_path, easy_npz) -> float:
+    """A saved network's accuracy on the validation split, computed here from its file."""
+    from kd_edge.data import load_dataset
+    from kd_edge.training.batches import DeviceSplit, Normalizer
+    from kd_edge.training.checkpoint import load_checkpoint
+    from kd_edge.training.evaluate import accuracy
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    normalize = Normalizer(checkpoint.card.mean, checkpoint.card.std, torch.device("cpu"))
+    val = DeviceSplit(load_dataset(f"npz:{easy_npz}").val, torch.device("cpu"))
+    return accuracy(checkpoint.build_model().eval(), val, normalize)
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_the_recorded_validation_accuracy_is_the_saved_network_s(tmp_path, easy_npz, mode):
+    """Offline, fit's own measurement of the selected epoch is recorded; online, each network is measured."""
+    metrics = run_distill(easy_npz, tmp_path / "run", mode=mode, kd=KDSettings(alpha=0.5))
+    for name in ("teacher", "student"):
+        assert metrics[name]["val_accuracy"] == saved_val_accuracy(tmp_path / "run" / f"{name}.pt", easy_npz)
+    history = metrics["student"]["history"]
+    assert metrics["student"]["val_accuracy"] == max(epoch["val_accuracy"] for epoch in history)
+
+
 def test_online_mode_trains_both_networks_from_each_other(tmp_path, easy_npz):
     metrics = run_distill(easy_npz, tmp_path / "run", mode="online")
     for name in ("teacher", "student"):

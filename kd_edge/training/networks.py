@@ -144,11 +144,16 @@ def train_and_save(
         for log in result.history
     ]
     optim = context.optim
+    # The network fit selected on holds the weights whose validation accuracy fit measured (an online pair's
+    # networks are measured here).
+    fitted = trained or networks[0].model
     for network in networks:
         network.info.update(
             epochs=epochs,
             best_epoch=result.best_epoch,
-            val_accuracy=accuracy(network.model, splits.val, normalize),
+            val_accuracy=result.best_val_accuracy
+            if network.model is fitted
+            else accuracy(network.model, splits.val, normalize),
             test_accuracy=accuracy(network.model, splits.test, normalize),
             train_seconds=round(result.seconds, 3),
             images_per_second=round(sum(log.images_per_second for log in result.history) / len(result.history), 1),
