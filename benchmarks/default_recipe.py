@@ -26,7 +26,6 @@ RESULTS = HERE / "results"
 # A recipe is teacher:student epochs[:batch[:alpha[:temperature]]]; what it leaves out is kd-edge's default
 # under 64 px. The recipes compared by default: kd-edge's until 2026-12-06 (2 and 3 epochs, batch 256, alpha 0.5,
 # T 4) and shorter ones, the first of which is its default since.
-DEFAULTS = (None, None, 192, 0.9, 2.0)
 RECIPES = "2:3:256:0.5:4,1:2:192:0.9:2,1:2:256:0.9:2,1:2:128:0.9:2,1:2:192:0.5:4"
 
 
@@ -54,9 +53,18 @@ def run(recipe: tuple[int, ...], seed: int, data_dir: Path, work: Path) -> dict:
     }
 
 
+def small_image_defaults() -> tuple:
+    """kd-edge's batch, alpha and temperature for 28 px images, read from its settings."""
+    from kd_edge.settings import DistillSettings
+
+    settings = DistillSettings()
+    kd = settings.kd.for_images(28)
+    return None, None, settings.optim.for_images(28).batch_size, kd.alpha, kd.temperature
+
+
 def full(recipe) -> tuple:
     """(teacher epochs, student epochs, batch, alpha, temperature): what a recipe leaves out is kd-edge's default."""
-    teacher_epochs, student_epochs, batch, alpha, temperature = (*recipe, *DEFAULTS[len(recipe) :])
+    teacher_epochs, student_epochs, batch, alpha, temperature = (*recipe, *small_image_defaults()[len(recipe) :])
     return int(teacher_epochs), int(student_epochs), int(batch), float(alpha), float(temperature)
 
 
