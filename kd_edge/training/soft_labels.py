@@ -168,7 +168,7 @@ def teachers_of_run(run_dir: Path, student: Checkpoint, device: torch.device) ->
     --teacher. None when the student learnt alone. A teacher that is gone is an error."""
     config = student.config
     kd = KDSettings(**{k: v for k, v in config.get("kd", {}).items() if k in KDSettings.__dataclass_fields__})
-    if kd.alpha >= 1.0 and kd.alpha_schedule == "constant":
+    if kd.alone:
         return None
     given = config.get("teacher_paths") or ([config["teacher_path"]] if config.get("teacher_path") else [])
     paths = [Path(path) for path in given] or [run_dir / "teacher.pt"]
