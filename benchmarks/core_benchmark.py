@@ -41,6 +41,8 @@ VARIANTS = {
     "e": (f"kd-edge defaults, {' '.join(LONG)}", LONG),
     "f": (f"kd-edge defaults, {' '.join(LONG)}, student alone (--alpha 1)", [*LONG, "--alpha", "1"]),
     "g": (f"kd-edge defaults, {' '.join(LONG)}, --student-model cnn-tiny", [*LONG, "--student-model", "cnn-tiny"]),
+    # What a CPU without native bf16 runs (--precision auto picks float32 there), on whatever host this is.
+    "h": ("kd-edge defaults in float32 (--precision fp32)", ["--precision", "fp32"]),
 }
 
 
