@@ -14,6 +14,7 @@ benchmarks/results/OUT.{md,json} (--out, default short-recipe).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -53,6 +54,7 @@ def run(recipe: tuple[int, ...], seed: int, data_dir: Path, work: Path) -> dict:
     }
 
 
+@functools.cache
 def small_image_defaults() -> tuple:
     """kd-edge's batch, alpha and temperature for 28 px images, read from its settings."""
     from kd_edge.settings import DistillSettings
@@ -76,16 +78,17 @@ def summary(rows: list[dict], recipe: list[int], key: str, scale: float = 100.0)
 def markdown(rows: list[dict], recipes: list[list[int]]) -> str:
     longest = max(recipes, key=lambda r: r[0] + r[1])
     best_val, best_std = summary(rows, longest, "student_val")
-    cheapest = min(
-        (r for r in recipes if summary(rows, r, "student_val")[0] >= best_val - best_std),
-        key=lambda r: summary(rows, r, "process_seconds", 1.0)[0],
+    teacher_epochs, student_epochs, batch, alpha, temperature = full(
+        min(
+            (r for r in recipes if summary(rows, r, "student_val")[0] >= best_val - best_std),
+            key=lambda r: summary(rows, r, "process_seconds", 1.0)[0],
+        )
     )
     lines = [
         f"Fashion-MNIST, `kd-edge distill` defaults but the recipe's, seeds 0, 1, 2 (paired), mean ± std; "
         f"precision {rows[0]['precision']}. Chosen on validation: the cheapest recipe within one std of the "
-        f"longest's student validation accuracy ({best_val:.2f} - {best_std:.2f} %): **teacher {full(cheapest)[0]}, "
-        f"student {full(cheapest)[1]} epochs, batch {full(cheapest)[2]}, alpha {full(cheapest)[3]:g}, "
-        f"temperature {full(cheapest)[4]:g}**.",
+        f"longest's student validation accuracy ({best_val:.2f} - {best_std:.2f} %): **teacher {teacher_epochs}, "
+        f"student {student_epochs} epochs, batch {batch}, alpha {alpha:g}, temperature {temperature:g}**.",
         "",
         "| teacher epochs | student epochs | batch | alpha | T | whole run s | teacher val % | teacher test % | "
         "student val % | student test % |",

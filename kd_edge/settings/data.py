@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kd_edge.settings.fields import check_choices, knob, require
 from kd_edge.settings.parse import number_list
@@ -68,6 +68,35 @@ def by_image_size(value, side: int) -> str:
     value as it is."""
     small, _, camera = str(value).partition("|")
     return (camera or small) if side >= CAMERA_SIZED else small
+
+
+def chosen_by_size(settings, side: int, **fields):
+    """``settings`` with each named ``A|B`` field made for images of ``side`` pixels, as the type ``fields`` gives
+    it (``batch_size=int``)."""
+    chosen = {name: kind(by_image_size(getattr(settings, name), side)) for name, kind in fields.items()}
+    return replace(settings, **chosen)
+
+
+def number_by_size(kind, option: str, valid, expected: str):
+    """The parser of a number that may differ by image size: one number, or ``A|B`` kept as text until the run's
+    images choose (``chosen_by_size``); a clear error for anything else."""
+
+    def fits(part: str) -> bool:
+        try:
+            return valid(kind(part))
+        except ValueError:
+            return False
+
+    def parse(value):
+        parts = by_size_parts(value, option, fits, expected)
+        return kind(parts[0]) if len(parts) == 1 else "|".join(parts)
+
+    return parse
+
+
+def numbers_by_size(value, kind) -> list:
+    """Both numbers of an ``A|B`` setting (one for a single number): what a check before the images are known reads."""
+    return [kind(part) for part in str(value).split("|")]
 
 
 @dataclass(frozen=True, kw_only=True)

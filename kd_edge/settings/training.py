@@ -12,7 +12,14 @@ import math
 from dataclasses import dataclass, field, replace
 
 from kd_edge.errors import ConfigError
-from kd_edge.settings.data import CAMERA_SIZED, DataSettings, by_image_size, by_size_parts
+from kd_edge.settings.data import (
+    CAMERA_SIZED,
+    DataSettings,
+    by_size_parts,
+    chosen_by_size,
+    number_by_size,
+    numbers_by_size,
+)
 from kd_edge.settings.fields import check_choices, knob, leaf_paths, require, with_changes
 from kd_edge.settings.schedules import parse_schedule
 
@@ -30,32 +37,10 @@ TEACHER_WEIGHTINGS = ("equal", "confidence")
 MAX_PLANNED_EPOCHS = 200
 
 
-def by_size(convert, option: str, valid, expected: str):
-    """The parser of a number that may differ by image size: one number, or ``A|B`` (A under ``CAMERA_SIZED`` px,
-    B from there) kept as text until the run's images choose (``by_image_size``); a clear error for anything else."""
-
-    def fits(part: str) -> bool:
-        try:
-            return valid(convert(part))
-        except ValueError:
-            return False
-
-    def parse(value):
-        parts = by_size_parts(value, option, fits, expected)
-        return convert(parts[0]) if len(parts) == 1 else "|".join(parts)
-
-    return parse
-
-
-step_budget = by_size(int, "--steps", lambda steps: steps >= 1, "a number of steps (>= 1)")
-parse_batch_size = by_size(int, "--batch-size", lambda size: size >= 1, "a batch size (>= 1)")
-parse_alpha = by_size(float, "--alpha", lambda alpha: 0.0 <= alpha <= 1.0, "a weight in [0, 1]")
-parse_temperature = by_size(float, "--temperature", lambda temperature: temperature > 0, "a positive temperature")
-
-
-def parts_of(value, convert) -> list:
-    """Both numbers of an ``A|B`` setting (one for a single number): what a check before the images are known reads."""
-    return [convert(part) for part in str(value).split("|")]
+step_budget = number_by_size(int, "--steps", lambda steps: steps >= 1, "a number of steps (>= 1)")
+parse_batch_size = number_by_size(int, "--batch-size", lambda size: size >= 1, "a batch size (>= 1)")
+parse_alpha = number_by_size(float, "--alpha", lambda alpha: 0.0 <= alpha <= 1.0, "a weight in [0, 1]")
+parse_temperature = number_by_size(float, "--temperature", lambda t: t > 0, "a positive temperature")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,8 +96,8 @@ class OptimSettings:
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
 
     def for_images(self, side: int) -> OptimSettings:
-        """The batch size for images of ``side`` pixels (``by_image_size``)."""
-        return replace(self, batch_size=int(by_image_size(self.batch_size, side)))
+        """The batch size for images of ``side`` pixels."""
+        return chosen_by_size(self, side, batch_size=int)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,8 +125,8 @@ class NetworkSettings:
         return min(max(math.ceil(int(self.steps) / steps_per_epoch), 1), MAX_PLANNED_EPOCHS)
 
     def for_images(self, side: int) -> NetworkSettings:
-        """The model and step budget for images of ``side`` pixels (``by_image_size``)."""
-        return replace(self, model=by_image_size(self.model, side), steps=int(by_image_size(self.steps, side)))
+        """The model and step budget for images of ``side`` pixels."""
+        return chosen_by_size(self, side, model=str, steps=int)
 
     def planned(self, train_size: int, batch_size: int) -> NetworkSettings:
         return replace(self, epochs=self.planned_epochs(train_size, batch_size))
@@ -204,15 +189,11 @@ class KDSettings:
     @property
     def alone(self) -> bool:
         """The student learns from the labels alone, at every image size: no teacher is needed."""
-        return self.alpha_schedule == "constant" and all(alpha == 1 for alpha in parts_of(self.alpha, float))
+        return self.alpha_schedule == "constant" and all(alpha == 1 for alpha in numbers_by_size(self.alpha, float))
 
     def for_images(self, side: int) -> KDSettings:
-        """Alpha and temperature for images of ``side`` pixels (``by_image_size``)."""
-        return replace(
-            self,
-            alpha=float(by_image_size(self.alpha, side)),
-            temperature=float(by_image_size(self.temperature, side)),
-        )
+        """Alpha and temperature for images of ``side`` pixels."""
+        return chosen_by_size(self, side, alpha=float, temperature=float)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,7 +251,7 @@ class DistillSettings:
         )
         if self.mode == "online":
             require(
-                max(parts_of(self.kd.alpha, float)) < 1.0,
+                max(numbers_by_size(self.kd.alpha, float)) < 1.0,
                 "--mode online needs --alpha below 1: at 1 the networks ignore each other",
             )
             require(

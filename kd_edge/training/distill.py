@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, replace
 
 from kd_edge.log import step
-from kd_edge.settings.data import by_image_size
+from kd_edge.settings.data import chosen_by_size
 from kd_edge.settings.training import DistillSettings, NetworkSettings, TeacherSettings
 from kd_edge.training.augment import changes_batches
 from kd_edge.training.batches import normalization
@@ -193,9 +193,9 @@ def distill_online(
 
 def for_images(settings: TeacherSettings | DistillSettings, splits):
     """``settings`` with each A|B choice (models, budgets, augmentation, batch, alpha and temperature) made for the
-    run's images (``by_image_size``): what the run folder's config.json records."""
+    run's images (``chosen_by_size``): what the run folder's config.json records."""
     side = min(splits.dataset.input_shape[1:])
-    chosen = {"data": replace(settings.data, augment=by_image_size(settings.data.augment, side))}
+    chosen = {"data": chosen_by_size(settings.data, side, augment=str)}
     chosen["teacher"] = settings.teacher.for_images(side)
     chosen["optim"] = settings.optim.for_images(side)
     if isinstance(settings, DistillSettings):
