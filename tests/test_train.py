@@ -412,3 +412,17 @@ def test_an_evaluation_gives_its_memory_back_where_training_steps_keep_theirs():
     inside, outside = (float(value) for value in probe.stdout.split())
     assert inside < 20, probe.stdout  # MB still held after the evaluation's 100 MB were freed
     assert outside > 80, probe.stdout  # the training path keeps them, as keep_freed_memory means it to
+
+
+def test_training_twice_gives_the_same_checkpoint_files_and_keeps_the_timings_in_metrics(tmp_path, easy_npz):
+    """Exports and bundles name their checkpoint by SHA-256: a run repeated must not change it by its timings."""
+    settings = DistillSettings(
+        data=DataSettings(dataset=f"npz:{easy_npz}"),
+        teacher=NetworkSettings(model="cnn-tiny", epochs=1, steps=1),
+        student=NetworkSettings(model="cnn-tiny", epochs=1, steps=1),
+        optim=OptimSettings(batch_size=BATCH),
+    )
+    first, second = (distill(settings, tmp_path / name) for name in ("first", "second"))
+    for name in ("teacher.pt", "student.pt"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
+    assert first["student"]["train_seconds"] > 0 and second["student"]["images_per_second"] > 0

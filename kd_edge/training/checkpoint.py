@@ -28,6 +28,9 @@ from kd_edge.training.models import ModelSpec
 
 FORMAT = "kd-edge-checkpoint"
 FORMAT_VERSION = 2  # 2: a model card replaces version 1's "data" dict
+# Measured on this machine at this hour: the run folder's metrics.json keeps them, the checkpoint does not, so
+# that training twice gives the same file, and its exports and bundles the same source_sha256 and bytes.
+MACHINE_TIMINGS = ("train_seconds", "images_per_second")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +64,7 @@ def save_checkpoint(path, model: nn.Module, spec: ModelSpec, card: ModelCard, me
         "model": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "card": card.to_dict(),
-        "metrics": metrics,
+        "metrics": {key: value for key, value in metrics.items() if key not in MACHINE_TIMINGS},
         "config": config,
     }
     buffer = io.BytesIO()
