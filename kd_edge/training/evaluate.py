@@ -12,7 +12,10 @@ from kd_edge.training import distributed
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import autocast, evaluation_memory
 
-EVAL_BATCH_SIZE = 256  # fits in cache: 2-3x the throughput of batch 1000 on CPU
+# Inside a training command an evaluation's large blocks are fresh mappings (``evaluation_memory``); after a
+# training, 64 images a batch ran a default Fashion-MNIST run's float32 evaluations in 1.7-1.9 s against 4.6 s at
+# 256 (benchmarks/results/training-memory-eval-batch.md).
+EVAL_BATCH_SIZE = 64
 
 
 @torch.no_grad()
