@@ -42,10 +42,16 @@ def run(label: str, source: Path, dataset: str) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{label}: {' '.join(command)} failed; see {WORK / f'{label}.log'}")
     metrics = json.loads((out / "metrics.json").read_text())
+    walls, stages = metrics["wall_time_s"], ("teacher", "student")
+    steps = sum(metrics[stage]["train_seconds"] for stage in stages)
     return {
         "label": label,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "seconds": seconds,
+        "step_seconds": steps,
+        "soft_label_seconds": walls.get("soft_labels", 0.0),
+        # what a stage does besides its steps: evaluations above all, then building and saving
+        "other_stage_seconds": sum(walls[stage] for stage in stages) - steps,
         "teacher_test_accuracy": metrics["teacher"]["test_accuracy"],
         "student_test_accuracy": metrics["student"]["test_accuracy"],
     }
@@ -56,12 +62,14 @@ def markdown(rows: list[dict], dataset: str) -> str:
         f"`kd-edge distill --dataset {dataset}` with defaults, each run a child process "
         "(`.venv/bin/python benchmarks/training_memory.py`).",
         "",
-        "| code | peak RSS (MB) | wall time (s) | teacher test acc | student test acc |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| code | peak RSS (MB) | wall time (s) | training steps (s) | soft labels (s) | the stages' evaluations "
+        "and saving (s) | teacher test acc | student test acc |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         lines.append(
-            f"| {row['label']} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | "
+            f"| {row['label']} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | {row['step_seconds']:.1f} | "
+            f"{row['soft_label_seconds']:.1f} | {row['other_stage_seconds']:.1f} | "
             f"{100 * row['teacher_test_accuracy']:.2f} % | {100 * row['student_test_accuracy']:.2f} % |"
         )
     return "\n".join(lines) + "\n"
