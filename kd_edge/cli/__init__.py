@@ -150,8 +150,8 @@ def main() -> None:
         app(prog_name="kd-edge")
     finally:
         # The interpreter's last garbage collection walks every object alive, 200,000 once torch is imported:
-        # 0.8 s of each exit (benchmarks/command_exit.py). Nothing kd-edge writes waits for it (files are closed and replaced atomically),
-        # so the objects alive now are left to the OS.
+        # 0.8 s of each exit (benchmarks/command_exit.py). Nothing kd-edge writes waits for it (files are closed
+        # and replaced atomically), so the objects alive now are left to the OS.
         gc.freeze()
 
 

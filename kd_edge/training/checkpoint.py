@@ -29,7 +29,7 @@ from kd_edge.training.models import ModelSpec
 FORMAT = "kd-edge-checkpoint"
 FORMAT_VERSION = 2  # 2: a model card replaces version 1's "data" dict
 # Measured on this machine at this hour: the run folder's metrics.json keeps them, the checkpoint does not, so
-# that training twice gives the same file, and its exports and bundles the same source_sha256 and bytes.
+# that training twice gives the same file, and its ONNX exports the same bytes.
 MACHINE_TIMINGS = ("train_seconds", "images_per_second")
 
 
