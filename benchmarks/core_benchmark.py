@@ -164,9 +164,7 @@ def rounds_markdown(rounds: list[dict]) -> str:
         for key, row in results.items():
             ratio = "n/a"
             if reference:
-                ratio = (
-                    f"{speedup(reference, row, 'process_seconds')}x; {speedup(reference, row, 'cpu_seconds')}x faster"
-                )
+                ratio = f"{speedup(reference, row, 'process_seconds')}; {speedup(reference, row, 'cpu_seconds')} faster"
             lines.append(
                 f"| {number} | ({key}) {VARIANTS[key][0]} | {percent(row['student_test_accuracy'])} | "
                 f"{row['process_seconds']:.1f} | {cpu_seconds(row)} | {ratio} |"
