@@ -24,7 +24,7 @@ from kd_edge.training import teachers as teachers_module
 from kd_edge.training.augment import random_shift
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.distill import distill, train_teacher
-from kd_edge.training.evaluate import EVAL_BATCH_SIZE, chance_threshold
+from kd_edge.training.evaluate import CPU_EVAL_BATCH_SIZE, chance_threshold
 from kd_edge.training.fit import FitHooks, FitPlan, cross_entropy_step, fit
 
 EPOCHS, BATCH = 2, 32
@@ -65,7 +65,7 @@ def test_soft_labels_are_computed_once(tmp_path, easy_npz, teacher_path, monkeyp
     )
     n_train = metrics["data"]["train"]
     # one pass over the train split, not one per epoch
-    assert sum(calls) == n_train and len(calls) == math.ceil(n_train / EVAL_BATCH_SIZE)
+    assert sum(calls) == n_train and len(calls) == math.ceil(n_train / CPU_EVAL_BATCH_SIZE)
     assert metrics["soft_labels"]["cached"] is True
     assert unchanged
 
@@ -215,10 +215,10 @@ def test_bf16_training_keeps_float32_weights_and_learns(tmp_path, easy_npz):
 def test_predicted_logits_are_each_images_own_in_order():
     """Batch by batch into one tensor (evaluate.predict_logits): every image's logits, the uneven last batch too."""
     from kd_edge.data.dataset import Split
-    from kd_edge.training.evaluate import EVAL_BATCH_SIZE, predict_logits
+    from kd_edge.training.evaluate import predict_logits
     from kd_edge.training.models import create_model
 
-    count = 2 * EVAL_BATCH_SIZE + 37
+    count = 2 * CPU_EVAL_BATCH_SIZE + 37
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (count, 1, 16, 16), dtype=torch.uint8, generator=generator)
     split = DeviceSplit(Split(images.numpy(), torch.zeros(count, dtype=torch.int64).numpy()), torch.device("cpu"))

@@ -12,10 +12,14 @@ from kd_edge.training import distributed
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.device import autocast, evaluation_memory
 
-# Inside a training command an evaluation's large blocks are fresh mappings (``evaluation_memory``), and smaller
-# batches' blocks stay in cache: a default Fashion-MNIST run's evaluations and saving took 0.9-1.7 s at 64 images a
-# batch against 1.3-2.1 s at 256 (benchmarks/results/training-memory-eval-batch.md).
-EVAL_BATCH_SIZE = 64
+# On a CPU, inside a training command, an evaluation's large blocks are fresh mappings (``evaluation_memory``), and
+# smaller batches' blocks stay in cache: a default Fashion-MNIST run's evaluations and saving took 0.9-1.7 s at 64
+# images a batch against 1.3-2.1 s at 256 (benchmarks/results/training-memory-eval-batch.md). A GPU keeps 256.
+CPU_EVAL_BATCH_SIZE, GPU_EVAL_BATCH_SIZE = 64, 256
+
+
+def evaluation_batch_size(device: torch.device) -> int:
+    return CPU_EVAL_BATCH_SIZE if device.type == "cpu" else GPU_EVAL_BATCH_SIZE
 
 
 @torch.no_grad()
@@ -29,7 +33,8 @@ def predict_logits(model: nn.Module, split: DeviceSplit, normalize: Normalizer, 
         with autocast(split.images.device, precision):
             if not len(indices):  # a rank with nothing to do still gives the right shape
                 return model(normalize(split.images[:1])).float()[:0]
-            return torch.cat([model(normalize(split.images[i])).float() for i in indices.split(EVAL_BATCH_SIZE)])
+            batch_size = evaluation_batch_size(split.images.device)
+            return torch.cat([model(normalize(split.images[i])).float() for i in indices.split(batch_size)])
 
     with evaluation_memory():
         logits = distributed.gather_rows(compute, len(split), split.images.device)

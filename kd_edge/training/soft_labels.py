@@ -22,7 +22,7 @@ from kd_edge.settings.schedules import parse_schedule, scheduled_value
 from kd_edge.settings.training import KDSettings, teacher_mixing
 from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.checkpoint import Checkpoint, file_sha256, load_checkpoint
-from kd_edge.training.evaluate import EVAL_BATCH_SIZE, predict_logits
+from kd_edge.training.evaluate import evaluation_batch_size, predict_logits
 from kd_edge.training.fit import StepFn
 from kd_edge.training.losses import confidence_weights, distillation_loss, ensemble_logits
 
@@ -81,7 +81,7 @@ class FrozenTeachers:
     def accuracy(self, split: DeviceSplit) -> float:
         """Top-1 accuracy of the mixture at T=1 (one teacher: its own)."""
         correct = 0
-        for _, images, labels in split.batches(EVAL_BATCH_SIZE):
+        for _, images, labels in split.batches(evaluation_batch_size(split.images.device)):
             correct += (self.target(None, images, 1.0, "kl").argmax(1) == labels).sum().item()
         return correct / len(split)
 
