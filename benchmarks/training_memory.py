@@ -1,6 +1,6 @@
 """Peak memory (RSS) and wall time of `kd-edge distill` with defaults, today's code against an earlier commit's.
 
-    .venv/bin/python benchmarks/training_memory.py [--before REV] [--rounds 1] [--dataset fashion-mnist]
+    .venv/bin/python benchmarks/training_memory.py [--before REV] [--rounds 1] [--dataset fashion-mnist] [--seeds 0]
 
 Each run is a child process (`python -m kd_edge distill ... --force`), timed from the outside; its peak
 resident set size is the kernel's (``wait4``'s ``ru_maxrss``). With ``--before``, REV is checked out in a
@@ -30,9 +30,10 @@ def worktree(rev: str) -> Path:
     return path
 
 
-def run(label: str, source: Path, dataset: str) -> dict:
+def run(label: str, source: Path, dataset: str, seed: int) -> dict:
     out = WORK / f"run-{label}"
     command = [sys.executable, "-m", "kd_edge", "distill", "--dataset", dataset, "--out", str(out), "--force"]
+    command += ["--seed", str(seed)]
     env = {**os.environ, "PYTHONPATH": str(source)}
     started = time.perf_counter()
     with open(WORK / f"{label}.log", "w") as log:
@@ -46,6 +47,7 @@ def run(label: str, source: Path, dataset: str) -> dict:
     steps = sum(metrics[stage]["train_seconds"] for stage in stages)
     return {
         "label": label,
+        "seed": seed,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "seconds": seconds,
         "step_seconds": steps,
@@ -53,8 +55,13 @@ def run(label: str, source: Path, dataset: str) -> dict:
         # what a stage does besides its steps: evaluations above all, then building and saving
         "other_stage_seconds": sum(walls[stage] for stage in stages) - steps,
         "teacher_test_accuracy": metrics["teacher"]["test_accuracy"],
+        "student_val_accuracy": metrics["student"]["val_accuracy"],
         "student_test_accuracy": metrics["student"]["test_accuracy"],
     }
+
+
+def percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def markdown(rows: list[dict], dataset: str) -> str:
@@ -62,15 +69,16 @@ def markdown(rows: list[dict], dataset: str) -> str:
         f"`kd-edge distill --dataset {dataset}` with defaults, each run a child process "
         "(`.venv/bin/python benchmarks/training_memory.py`).",
         "",
-        "| code | peak RSS (MB) | wall time (s) | training steps (s) | soft labels (s) | the stages' evaluations "
-        "and saving (s) | teacher test acc | student test acc |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| code | seed | peak RSS (MB) | wall time (s) | training steps (s) | soft labels (s) | the stages' "
+        "evaluations and saving (s) | teacher test acc | student val acc | student test acc |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         lines.append(
-            f"| {row['label']} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | {row['step_seconds']:.1f} | "
-            f"{row['soft_label_seconds']:.1f} | {row['other_stage_seconds']:.1f} | "
-            f"{100 * row['teacher_test_accuracy']:.2f} % | {100 * row['student_test_accuracy']:.2f} % |"
+            f"| {row['label']} | {row.get('seed', 0)} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | "
+            f"{row['step_seconds']:.1f} | {row['soft_label_seconds']:.1f} | {row['other_stage_seconds']:.1f} | "
+            f"{percent(row['teacher_test_accuracy'])} | {percent(row.get('student_val_accuracy'))} | "
+            f"{percent(row['student_test_accuracy'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -80,6 +88,7 @@ def main():
     parser.add_argument("--before", help="an earlier commit to compare with, e.g. dadd47a")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="each round runs each seed (paired)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "training-memory.md")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -87,9 +96,10 @@ def main():
     sources.append(("today", ROOT))
     rows = []
     for _ in range(args.rounds):
-        for label, source in sources:
-            rows.append(run(label.split(" ")[0], source, args.dataset) | {"label": label})
-            print(json.dumps(rows[-1]), flush=True)
+        for seed in args.seeds:
+            for label, source in sources:
+                rows.append(run(label.split(" ")[0], source, args.dataset, seed) | {"label": label})
+                print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(markdown(rows, args.dataset))
     print(markdown(rows, args.dataset))
 
