@@ -126,11 +126,3 @@ def pytest_collection_modifyitems(items):
     """Slow tests first: under two workers the long ones then overlap, instead of the run ending on one worker
     (single-threaded, see above) while the other waits."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
-def classifier_layer(model):
-    """A network's last linear layer: a forward hook there also counts the calls of the BatchNorm-folded copy that
-    evaluations run (the copy keeps its layers' hooks; a hook on the network itself would miss them)."""
-    import torch
-
-    return [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]

@@ -16,7 +16,7 @@ from kd_edge.training import distill as distill_module
 from kd_edge.training import networks, teachers
 from kd_edge.training.device import build_seeded
 from kd_edge.training.losses import confidence_weights, ensemble_logits
-from tests.conftest import classifier_layer, train_teacher_run
+from tests.conftest import train_teacher_run
 
 
 def settings_for(easy_npz, **changes) -> DistillSettings:
@@ -136,7 +136,7 @@ def test_multi_teacher_reports_each_teacher_and_the_ensemble(
 
     def counting(*args):
         teacher, view, info = original(*args)
-        classifier_layer(teacher).register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+        teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
         return teacher, view, info
 
     monkeypatch.setattr(teachers, "load_teacher", counting)

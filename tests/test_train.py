@@ -26,7 +26,6 @@ from kd_edge.training.batches import DeviceSplit, Normalizer
 from kd_edge.training.distill import distill, train_teacher
 from kd_edge.training.evaluate import CPU_EVAL_BATCH_SIZE, chance_threshold
 from kd_edge.training.fit import FitHooks, FitPlan, cross_entropy_step, fit
-from tests.conftest import classifier_layer
 
 EPOCHS, BATCH = 2, 32
 
@@ -45,7 +44,7 @@ def distill_counting_teacher_calls(tmp_path, easy_npz, teacher_path, monkeypatch
         teacher, stage, info = original(*args)
         snapshots["before"] = {k: v.clone() for k, v in teacher.state_dict().items()}
         snapshots["model"] = teacher
-        classifier_layer(teacher).register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+        teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
         return teacher, stage, info
 
     monkeypatch.setattr(teachers_module, "load_teacher", load_and_watch)  # (over any watcher the test set)

@@ -28,32 +28,18 @@ def predict_logits(model: nn.Module, split: DeviceSplit, normalize: Normalizer, 
     its share of the images and all ranks receive the whole."""
     was_training = model.training
     model.eval()
-    folded = batch_norm_folded(model)
 
     def compute(indices: torch.Tensor) -> torch.Tensor:
         with autocast(split.images.device, precision):
             if not len(indices):  # a rank with nothing to do still gives the right shape
-                return folded(normalize(split.images[:1])).float()[:0]
+                return model(normalize(split.images[:1])).float()[:0]
             batch_size = evaluation_batch_size(split.images.device)
-            return torch.cat([folded(normalize(split.images[i])).float() for i in indices.split(batch_size)])
+            return torch.cat([model(normalize(split.images[i])).float() for i in indices.split(batch_size)])
 
     with evaluation_memory():
         logits = distributed.gather_rows(compute, len(split), split.images.device)
     model.train(was_training)
     return logits
-
-
-def batch_norm_folded(model: nn.Module) -> nn.Module:
-    """A copy of the model in eval mode with each BatchNorm folded into the convolution before it (torch.fx's
-    ``fuse``), the same function to float32 rounding; the model itself where it cannot be traced. The folded
-    copy evaluated the Fashion-MNIST teacher 1.3x as fast in float32 and 1.4x in bf16 (benchmarks/
-    evaluation_memory_cost.py --fold); a copy costs about 10 ms."""
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(model)
-    except Exception:  # fx cannot trace every network: those are evaluated as they are
-        return model
 
 
 def accuracy(model: nn.Module, split: DeviceSplit, normalize: Normalizer) -> float:
