@@ -30,7 +30,7 @@ demo: venv
 
 # Lint first: a style fault fails in seconds, before the suite's minutes. Two workers (pytest-xdist), each
 # running torch on one thread (tests/conftest.py); a module whose fixture is costly stays on one worker
-# (xdist_group). Measured on a fresh clone: test 246 s (2026-12-06 at ea8501b, 646 tests); test-fast 32 s (521 tests, at 9b6d8b8).
+# (xdist_group). Measured on a fresh clone: test 247 s (2026-12-06 at 35f9ead, 648 tests); test-fast 39 s (523 tests).
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
