@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from markdown_out import percent
+from timed_child import run_timed
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -68,26 +68,13 @@ def unpack_for_torchvision(source: Path) -> Path:
     return WORK / "data"
 
 
-def run_timed(command: list[str], log: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds): the child's user and system time, its own processes' included. Time the host
-    gives to other tenants counts in the wall time, not in the CPU time, so the CPU time's ratio drifts less."""
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)}); see {log}")
-    return seconds, usage.ru_utime + usage.ru_stime
-
-
 def run_reference(torchvision_root: Path) -> dict:
     log = WORK / "a.log"
-    seconds, cpu = run_timed([sys.executable, str(HERE / "reference_fixed.py"), "--root", str(torchvision_root)], log)
+    child = run_timed([sys.executable, str(HERE / "reference_fixed.py"), "--root", str(torchvision_root)], log)
     result = json.loads(log.read_text().strip().splitlines()[-1])
     return {
-        "process_seconds": seconds,
-        "cpu_seconds": cpu,
+        "process_seconds": child.seconds,
+        "cpu_seconds": child.cpu_seconds,
         "teacher_test_accuracy": result["teacher_test_accuracy"],
         "student_test_accuracy": result["student_test_accuracy"],
         "teacher_seconds": result["teacher_seconds"],
@@ -110,28 +97,24 @@ def run_kd_edge(key: str, extra: list[str], data_dir: Path) -> dict:
         "--force",
         *extra,
     ]
-    seconds, cpu = run_timed(command, WORK / f"{key}.log")
+    child = run_timed(command, WORK / f"{key}.log")
     metrics = json.loads((out / "metrics.json").read_text())
     walls = metrics["wall_time_s"]
     teacher = metrics.get("teacher", {})
     return {
-        "process_seconds": seconds,
-        "cpu_seconds": cpu,
+        "process_seconds": child.seconds,
+        "cpu_seconds": child.cpu_seconds,
         "teacher_test_accuracy": teacher.get("test_accuracy"),
         "student_test_accuracy": metrics["student"]["test_accuracy"],
         "teacher_seconds": walls.get("teacher", 0.0),
         "student_seconds": walls.get("student", 0.0),
         "soft_label_seconds": walls.get("soft_labels", 0.0),
-        "other_seconds": seconds
+        "other_seconds": child.seconds
         - walls.get("teacher", 0.0)
         - walls.get("student", 0.0)
         - walls.get("soft_labels", 0.0),
         "command": "kd-edge " + " ".join(command[1:]),
     }
-
-
-def percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def markdown(results: dict) -> str:

@@ -1,4 +1,5 @@
-"""What a benchmark script does with its markdown: print it, and append it to ``--markdown FILE`` when given.
+"""What a benchmark script does with its markdown: print it, and append it to ``--markdown FILE`` when given; how it
+writes a fraction as a percentage.
 
 Imported by the scripts beside it (``python benchmarks/X.py`` puts this folder on the path)."""
 
@@ -13,3 +14,7 @@ def show(lines: list[str], markdown: Path | None) -> None:
     if markdown:
         with markdown.open("a") as handle:
             handle.write("\n" + text + "\n")
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"

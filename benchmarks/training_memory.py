@@ -15,8 +15,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from markdown_out import percent
+from timed_child import run_timed
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -34,22 +36,15 @@ def run(label: str, source: Path, dataset: str, seed: int) -> dict:
     out = WORK / f"run-{label}"
     command = [sys.executable, "-m", "kd_edge", "distill", "--dataset", dataset, "--out", str(out), "--force"]
     command += ["--seed", str(seed)]
-    env = {**os.environ, "PYTHONPATH": str(source)}
-    started = time.perf_counter()
-    with open(WORK / f"{label}.log", "w") as log:
-        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=source)
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{label}: {' '.join(command)} failed; see {WORK / f'{label}.log'}")
+    child = run_timed(command, WORK / f"{label}.log", env={**os.environ, "PYTHONPATH": str(source)}, cwd=source)
     metrics = json.loads((out / "metrics.json").read_text())
     walls, stages = metrics["wall_time_s"], ("teacher", "student")
     steps = sum(metrics[stage]["train_seconds"] for stage in stages)
     return {
         "label": label,
         "seed": seed,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "seconds": seconds,
+        "peak_rss_mb": child.peak_rss_mb,
+        "seconds": child.seconds,
         "step_seconds": steps,
         "soft_label_seconds": walls.get("soft_labels", 0.0),
         # what a stage does besides its steps: evaluations above all, then building and saving
@@ -58,10 +53,6 @@ def run(label: str, source: Path, dataset: str, seed: int) -> dict:
         "student_val_accuracy": metrics["student"]["val_accuracy"],
         "student_test_accuracy": metrics["student"]["test_accuracy"],
     }
-
-
-def percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def markdown(rows: list[dict], dataset: str) -> str:
@@ -75,9 +66,9 @@ def markdown(rows: list[dict], dataset: str) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row['label']} | {row.get('seed', 0)} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | "
+            f"| {row['label']} | {row['seed']} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | "
             f"{row['step_seconds']:.1f} | {row['soft_label_seconds']:.1f} | {row['other_stage_seconds']:.1f} | "
-            f"{percent(row['teacher_test_accuracy'])} | {percent(row.get('student_val_accuracy'))} | "
+            f"{percent(row['teacher_test_accuracy'])} | {percent(row['student_val_accuracy'])} | "
             f"{percent(row['student_test_accuracy'])} |"
         )
     return "\n".join(lines) + "\n"
