@@ -1,6 +1,7 @@
 """Peak memory (RSS) and wall time of `kd-edge distill` with defaults, today's code against an earlier commit's.
 
     .venv/bin/python benchmarks/training_memory.py [--before REV] [--rounds 1] [--dataset fashion-mnist] [--seeds 0]
+        [--precision auto]
 
 Each run is a child process (`python -m kd_edge distill ... --force`), timed from the outside; its peak
 resident set size is the kernel's (``wait4``'s ``ru_maxrss``). With ``--before``, REV is checked out in a
@@ -32,10 +33,10 @@ def worktree(rev: str) -> Path:
     return path
 
 
-def run(label: str, source: Path, dataset: str, seed: int) -> dict:
+def run(label: str, source: Path, dataset: str, seed: int, precision: str) -> dict:
     out = WORK / f"run-{label}"
     command = [sys.executable, "-m", "kd_edge", "distill", "--dataset", dataset, "--out", str(out), "--force"]
-    command += ["--seed", str(seed)]
+    command += ["--seed", str(seed), "--precision", precision]
     child = run_timed(command, WORK / f"{label}.log", env={**os.environ, "PYTHONPATH": str(source)}, cwd=source)
     metrics = json.loads((out / "metrics.json").read_text())
     walls, stages = metrics["wall_time_s"], ("teacher", "student")
@@ -55,10 +56,10 @@ def run(label: str, source: Path, dataset: str, seed: int) -> dict:
     }
 
 
-def markdown(rows: list[dict], dataset: str) -> str:
+def markdown(rows: list[dict], dataset: str, precision: str) -> str:
     lines = [
-        f"`kd-edge distill --dataset {dataset}` with defaults, each run a child process "
-        "(`.venv/bin/python benchmarks/training_memory.py`).",
+        f"`kd-edge distill --dataset {dataset} --precision {precision}`, otherwise with defaults, each run a child "
+        "process (`.venv/bin/python benchmarks/training_memory.py`).",
         "",
         "| code | seed | peak RSS (MB) | wall time (s) | training steps (s) | soft labels (s) | the stages' "
         "evaluations and saving (s) | teacher test acc | student val acc | student test acc |",
@@ -80,6 +81,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="each round runs each seed (paired)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="distill's --precision")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "training-memory.md")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -89,10 +91,11 @@ def main():
     for _ in range(args.rounds):
         for seed in args.seeds:
             for label, source in sources:
-                rows.append(run(label.split(" ")[0], source, args.dataset, seed) | {"label": label})
+                rows.append(run(label.split(" ")[0], source, args.dataset, seed, args.precision) | {"label": label})
                 print(json.dumps(rows[-1]), flush=True)
-    args.out.write_text(markdown(rows, args.dataset))
-    print(markdown(rows, args.dataset))
+    table = markdown(rows, args.dataset, args.precision)
+    args.out.write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

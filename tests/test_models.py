@@ -9,6 +9,7 @@ import torch
 from kd_edge.errors import ConfigError, ModelError
 from kd_edge.settings import DataSettings, KDSettings, NetworkSettings, OptimSettings
 from kd_edge.training.models import (
+    ConvStages,
     InvertedResidual,
     ModelSpec,
     count_macs,
@@ -120,6 +121,53 @@ def test_bad_family_members_say_how_to_write_them(name, message):
 def test_peak_activations_by_hand():
     # seed-student on 1x28x28: the largest layer is conv1, in 1x28x28 + out 16x28x28 floats
     assert peak_activation_bytes(create_model("seed-student"), (1, 28, 28)) == 4 * (28 * 28 + 16 * 28 * 28)
+
+
+def relu_input_sizes(model: torch.nn.Module, images: torch.Tensor) -> list[int]:
+    """The number of values each ReLU of ``model`` saw in one forward pass."""
+    sizes = []
+    hooks = [
+        m.register_forward_pre_hook(lambda module, inputs: sizes.append(inputs[0].numel()))
+        for m in model.modules()
+        if isinstance(m, torch.nn.ReLU)
+    ]
+    model(images)
+    for hook in hooks:
+        hook.remove()
+    return sizes
+
+
+@pytest.mark.parametrize("name,channels,size", [("cnn-base", 1, 28), ("cnn", 1, 28), ("pooled-small", 3, 64)])
+def test_training_pools_before_the_relu_with_the_same_numbers_and_gradients(name, channels, size):
+    """In training the max-pools run before their ReLUs (a quarter of the values); outputs and gradients are those
+    of the written order to the bit, and evaluation (what export captures) keeps the written order."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_channels=channels, image_size=size)
+    assert isinstance(model.features, ConvStages)
+    images, labels = torch.randn(4, channels, size, size), torch.randint(0, 7, (4,))
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+
+    def logits_and_gradients(forward):
+        model.load_state_dict(initial)
+        model.zero_grad()
+        logits = forward(images)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        return logits, [p.grad.clone() for p in model.parameters()]
+
+    def written_order(x):
+        for layer in model.features:
+            x = layer(x)
+        return model.head(x)
+
+    logits, gradients = logits_and_gradients(model)
+    written_logits, written_gradients = logits_and_gradients(written_order)
+    assert torch.equal(logits, written_logits)
+    assert all(torch.equal(a, b) for a, b in zip(gradients, written_gradients, strict=True))
+
+    training = relu_input_sizes(model, images)
+    evaluating = relu_input_sizes(model.eval(), images)
+    changed = [(a, b) for a, b in zip(training, evaluating, strict=True) if a != b]
+    assert changed and all(b == 4 * a for a, b in changed)  # those ReLUs ran on pooled values, a quarter as many
 
 
 def test_every_registry_model_keeps_batchnorm_statistics_that_follow_a_short_run():

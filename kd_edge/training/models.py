@@ -295,6 +295,31 @@ def seed_family(num_classes, in_channels, image_size, width: float = 1.0, depth:
 # --- a configurable small CNN family ---------------------------------------------------------
 
 
+class ConvStages(nn.Sequential):
+    """Conv-BN-ReLU layers and 2x2 max-pools, run in order, except that in training a max-pool that follows a
+    ReLU runs before it.
+
+    ReLU(max-pool(x)) is max-pool(ReLU(x)) to the bit, and so are the gradients (ReLU never reorders values, so a
+    window's maximum is the same element either way; where it is not positive both give 0), but the ReLU and its
+    gradient then touch a quarter of the values: training steps of the cnn and pooled families were 7-14 %
+    faster (benchmarks/results/pool-before-relu.md). Evaluation and export keep the written order, so the ONNX
+    graph, where ONNX Runtime fuses each ReLU into its convolution, is what it was.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in pools_before_relus(list(self)) if self.training else self:
+            x = layer(x)
+        return x
+
+
+def pools_before_relus(layers: list[nn.Module]) -> list[nn.Module]:
+    """``layers`` with each ReLU that a max-pool follows moved after that max-pool."""
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return layers
+
+
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
     # No conv bias: BatchNorm's shift replaces it, and export folds BN into the conv.
     return [
@@ -322,7 +347,7 @@ class SmallCNN(nn.Module):
                 layers += conv_bn_relu(channels, width)
                 channels = width
             layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+        self.features = ConvStages(*layers)
         side = image_size // 2 ** len(widths)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -372,7 +397,7 @@ class PooledCNN(nn.Module):
             for _ in range(depth):
                 layers += conv_bn_relu(channels, width)
                 channels = width
-        self.features = nn.Sequential(*layers)
+        self.features = ConvStages(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
     def forward(self, x):
