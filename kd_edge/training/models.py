@@ -301,8 +301,8 @@ class ConvStages(nn.Sequential):
 
     ReLU(max-pool(x)) is max-pool(ReLU(x)) to the bit, and so are the gradients (ReLU never reorders values, so a
     window's maximum is the same element either way; where it is not positive both give 0), but the ReLU and its
-    gradient then touch a quarter of the values: training steps of the cnn and pooled families were 7-14 %
-    faster (benchmarks/results/pool-before-relu.md). Evaluation and export keep the written order, so the ONNX
+    gradient then touch a quarter of the values: training steps of the cnn and pooled families took 2-12 % less
+    time (benchmarks/results/pool-before-relu.md). Evaluation and export keep the written order, so the ONNX
     graph, where ONNX Runtime fuses each ReLU into its convolution, is what it was.
     """
 
