@@ -230,6 +230,46 @@ def test_predicted_logits_are_each_images_own_in_order():
     assert logits.shape == (count, 3) and torch.allclose(logits, one_by_one, atol=1e-5)
 
 
+def test_float32_logits_come_from_a_copy_with_batchnorm_folded_and_the_model_is_left_as_it_was():
+    """In float32, predict_logits runs a copy whose BatchNorms are folded into their convolutions (the cost of a
+    BatchNorm on a CPU): the same logits to float32's last bits; the model keeps its layers and its mode."""
+    from kd_edge.data.dataset import Split
+    from kd_edge.training.evaluate import predict_logits, with_batchnorm_folded
+    from kd_edge.training.models import create_model
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (50, 1, 16, 16), dtype=torch.uint8)
+    split = DeviceSplit(Split(images.numpy(), np.zeros(50, dtype=np.int64)), torch.device("cpu"))
+    normalize = Normalizer((0.5,), (0.5,), torch.device("cpu"))
+    model = device.to_channels_last(create_model("cnn-small", num_classes=3, image_size=16))
+    for module in model.modules():  # statistics far from the initial identity, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.2, 3)
+    logits = predict_logits(model, split, normalize, "fp32")
+    assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded = with_batchnorm_folded(model.eval())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        assert torch.equal(logits, torch.cat([folded(normalize(images[i : i + 64])) for i in range(0, 50, 64)]))
+        assert torch.allclose(logits, model(normalize(images)), atol=1e-4)
+
+
+def test_a_network_torch_fx_cannot_trace_is_evaluated_as_it_is():
+    from kd_edge.training.evaluate import with_batchnorm_folded
+
+    class Branching(torch.nn.Module):  # control flow on the input: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.norm(self.conv(x)) if x.sum() > 0 else self.conv(x)
+
+    model = Branching().eval()
+    assert with_batchnorm_folded(model) is model
+
+
 def test_a_student_no_better_than_chance_stops_the_run_with_an_explanation(tmp_path):
     """Labels that the images do not predict: the student stays at chance on validation; the run says so and
     exits 1 instead of ending with a hint to export it, and keeps its files."""
