@@ -232,27 +232,35 @@ def test_predicted_logits_are_each_images_own_in_order():
 
 def test_float32_logits_come_from_a_copy_with_batchnorm_folded_and_the_model_is_left_as_it_was():
     """In float32, predict_logits runs a copy whose BatchNorms are folded into their convolutions (the cost of a
-    BatchNorm on a CPU): the same logits to float32's last bits; the model keeps its layers and its mode."""
+    BatchNorm on a CPU): the same logits to float32's last bits; the model keeps its layers and its mode. A split
+    too small to repay the fold is evaluated as it is."""
     from kd_edge.data.dataset import Split
-    from kd_edge.training.evaluate import predict_logits, with_batchnorm_folded
+    from kd_edge.training.evaluate import FOLD_FROM_IMAGES, predict_logits, with_batchnorm_folded
     from kd_edge.training.models import create_model
 
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (50, 1, 16, 16), dtype=torch.uint8)
-    split = DeviceSplit(Split(images.numpy(), np.zeros(50, dtype=np.int64)), torch.device("cpu"))
+    images = torch.randint(0, 256, (FOLD_FROM_IMAGES, 1, 16, 16), dtype=torch.uint8)
     normalize = Normalizer((0.5,), (0.5,), torch.device("cpu"))
     model = device.to_channels_last(create_model("cnn-small", num_classes=3, image_size=16))
     for module in model.modules():  # statistics far from the initial identity, as after training
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1)
             module.running_var.uniform_(0.2, 3)
-    logits = predict_logits(model, split, normalize, "fp32")
+
+    def logits_of(count: int, network=None) -> torch.Tensor:
+        if network is None:
+            split = DeviceSplit(Split(images[:count].numpy(), np.zeros(count, dtype=np.int64)), torch.device("cpu"))
+            return predict_logits(model, split, normalize, "fp32")
+        with torch.no_grad():
+            return torch.cat([network(normalize(images[i : min(i + 64, count)])) for i in range(0, count, 64)])
+
+    logits = logits_of(FOLD_FROM_IMAGES)
     assert model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     folded = with_batchnorm_folded(model.eval())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    with torch.no_grad():
-        assert torch.equal(logits, torch.cat([folded(normalize(images[i : i + 64])) for i in range(0, 50, 64)]))
-        assert torch.allclose(logits, model(normalize(images)), atol=1e-4)
+    assert torch.equal(logits, logits_of(FOLD_FROM_IMAGES, folded))
+    assert torch.allclose(logits, logits_of(FOLD_FROM_IMAGES, model), atol=1e-4)
+    assert torch.equal(logits_of(100), logits_of(100, model))  # too few images to fold
 
 
 def test_a_network_torch_fx_cannot_trace_is_evaluated_as_it_is():

@@ -16,6 +16,10 @@ from kd_edge.training.device import autocast, evaluation_memory, to_channels_las
 # smaller batches' blocks stay in cache: a default Fashion-MNIST run's evaluations and saving took 0.9-1.7 s at 64
 # images a batch against 1.3-2.1 s at 256 (benchmarks/results/training-memory-eval-batch.md). A GPU keeps 256.
 CPU_EVAL_BATCH_SIZE, GPU_EVAL_BATCH_SIZE = 64, 256
+# Folding BatchNorm into a copy (``with_batchnorm_folded``) costs 10-40 ms, torch.fx tracing the network, which an
+# evaluation of a few hundred images does not repay: mobilenet-v3-small on 224 images took 0.09 s folded against
+# 0.05 s (benchmarks/results/folded-evaluation.md).
+FOLD_FROM_IMAGES = 1_000
 
 
 def evaluation_batch_size(device: torch.device) -> int:
@@ -26,9 +30,9 @@ def with_batchnorm_folded(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (in eval mode) with each BatchNorm folded into the convolution before it, as export folds
     it; ``model`` itself where it has no BatchNorm or torch.fx cannot trace it.
 
-    On a CPU in float32 a BatchNorm costs as much as the convolution it follows: the soft labels of a
-    Fashion-MNIST teacher took 3.0-3.2 s folded against 3.9-5.8 s (benchmarks/results/folded-fp32-evaluation.md).
-    The logits move in the last bits of float32."""
+    On a CPU in float32 a BatchNorm costs nearly as much as the convolution it follows: the default Fashion-MNIST
+    teacher's soft labels took 3.4 s folded against 4.9 s (benchmarks/results/folded-evaluation.md). The logits
+    move in float32's last bits (2e-7)."""
     from torch.fx.experimental.optimization import fuse
     from torch.fx.proxy import TraceError
 
@@ -42,12 +46,13 @@ def with_batchnorm_folded(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: DeviceSplit, normalize: Normalizer, precision: str) -> torch.Tensor:
-    """The model's float32 logits for every image of ``split``, in order; in float32 they come from a copy with
-    its BatchNorms folded. Under torchrun each rank computes its share of the images and all ranks receive the
-    whole."""
+    """The model's float32 logits for every image of ``split``, in order; in float32, for a thousand images or
+    more, they come from a copy with its BatchNorms folded. Under torchrun each rank computes its share of the
+    images and all ranks receive the whole."""
     was_training = model.training
     model.eval()
-    network = with_batchnorm_folded(model) if precision == "fp32" else model
+    fold = precision == "fp32" and len(split) >= FOLD_FROM_IMAGES
+    network = with_batchnorm_folded(model) if fold else model
 
     def compute(indices: torch.Tensor) -> torch.Tensor:
         with autocast(split.images.device, precision):
