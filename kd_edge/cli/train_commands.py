@@ -183,12 +183,15 @@ def training_process(device: str):
     """Process-wide settings for a training command (never set by the library itself): the allocator's and,
     under torchrun, the process group (gloo on CPU, nccl on CUDA). (SIGINT and SIGTERM asking for a clean stop
     are the command line's, for the command's whole life: ``kd_edge.cli.user_errors``.)"""
-    from kd_edge.training.device import keep_freed_memory
+    from kd_edge.training.device import give_back_freed_memory, keep_freed_memory
     from kd_edge.training.distributed import process_group
 
     keep_freed_memory()
-    with process_group(device):
-        yield
+    try:
+        with process_group(device):
+            yield
+    finally:
+        give_back_freed_memory()
 
 
 def relaunch_under_torchrun(nproc: int) -> None:
