@@ -36,7 +36,7 @@ def with_batchnorm_folded(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
     from torch.fx.proxy import TraceError
 
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) for m in model.modules()):
         return model
     try:
         return to_channels_last(fuse(model))  # fuse works on a copy
