@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from markdown_out import save, table
 
 import kd_edge.training.device as device
 import kd_edge.training.evaluate as evaluate
@@ -72,20 +73,18 @@ def measure(case, rounds: int) -> dict:
             "ratio": folded / as_is, "difference": difference}  # fmt: skip
 
 
-def markdown(rows: list[dict], rounds: int) -> str:
-    lines = [
+def markdown(rows: list[dict], rounds: int) -> list[str]:
+    header = ["model", "images", "as it is (s)", "BatchNorm folded (s)", "time ratio", "largest logit difference"]
+    cells = [
+        [row["model"], row["images"], f"{row['as_is_s']:.2f}", f"{row['folded_s']:.2f}", f"{row['ratio']:.2f}",
+         f"{row['difference']:.1e}"]
+        for row in rows
+    ]  # fmt: skip
+    intro = (
         f"`predict_logits` in float32, {rounds} alternating rounds after a warm-up, medians "
-        "(`.venv/bin/python benchmarks/folded_evaluation.py`).",
-        "",
-        "| model | images | as it is (s) | BatchNorm folded (s) | time ratio | largest logit difference |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['images']} | {row['as_is_s']:.2f} | {row['folded_s']:.2f} | "
-            f"{row['ratio']:.2f} | {row['difference']:.1e} |"
-        )
-    return "\n".join(lines) + "\n"
+        "(`.venv/bin/python benchmarks/folded_evaluation.py`)."
+    )
+    return [intro, "", *table(header, cells, right=4)]
 
 
 def main():
@@ -98,9 +97,7 @@ def main():
     for case in CASES:
         rows.append(measure(case, args.rounds))
         print(rows[-1], flush=True)
-    table = markdown(rows, args.rounds)
-    args.out.write_text(table)
-    print(table)
+    save(markdown(rows, args.rounds), args.out)
 
 
 if __name__ == "__main__":

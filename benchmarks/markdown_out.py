@@ -1,5 +1,5 @@
-"""What a benchmark script does with its markdown: print it, and append it to ``--markdown FILE`` when given; how it
-writes a fraction as a percentage.
+"""What a benchmark script does with its markdown: a table, printed, and appended to ``--markdown FILE`` (``show``) or
+written to its results file (``save``); a fraction as a percentage.
 
 Imported by the scripts beside it (``python benchmarks/X.py`` puts this folder on the path)."""
 
@@ -18,3 +18,16 @@ def show(lines: list[str], markdown: Path | None) -> None:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def table(header: list[str], rows: list[list[str]], right: int = 0) -> list[str]:
+    """A markdown table's lines; its last ``right`` columns (the numbers) are right-aligned."""
+    rule = ["---"] * (len(header) - right) + ["---:"] * right
+    return [f"| {' | '.join(cells)} |" for cells in (header, rule, *rows)]
+
+
+def save(lines: list[str], path: Path) -> None:
+    """Write the lines to ``path``, replacing it, and print them."""
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    print(text)

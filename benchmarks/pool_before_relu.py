@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from markdown_out import save, table
 from torch import nn
 
 from kd_edge.training.device import to_channels_last
@@ -72,21 +73,19 @@ def compare(case, bf16: bool, rounds: int, steps: int) -> dict:
     }
 
 
-def markdown(rows: list[dict], rounds: int, steps: int) -> str:
-    lines = [
+def markdown(rows: list[dict], rounds: int, steps: int) -> list[str]:
+    header = ["model", "input", "precision", "written order, ms a step", "max-pool first, ms a step",
+              "time ratio (wall)", "time ratio (CPU)"]  # fmt: skip
+    cells = [
+        [row["model"], row["input"], row["precision"], f"{row['written_ms']:.1f}", f"{row['pooled_first_ms']:.1f}",
+         f"{row['wall_ratio']:.3f}", f"{row['cpu_ratio']:.3f}"]
+        for row in rows
+    ]  # fmt: skip
+    intro = (
         f"Training steps (AdamW), {rounds} alternating rounds of {steps} steps each, medians "
-        "(`.venv/bin/python benchmarks/pool_before_relu.py`). Losses agreed to the bit in every case.",
-        "",
-        "| model | input | precision | written order, ms a step | max-pool first, ms a step | time ratio (wall) | "
-        "time ratio (CPU) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['input']} | {row['precision']} | {row['written_ms']:.1f} | "
-            f"{row['pooled_first_ms']:.1f} | {row['wall_ratio']:.3f} | {row['cpu_ratio']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
+        "(`.venv/bin/python benchmarks/pool_before_relu.py`). Losses agreed to the bit in every case."
+    )
+    return [intro, "", *table(header, cells, right=4)]
 
 
 def main():
@@ -100,9 +99,7 @@ def main():
         for bf16 in (False, True):
             rows.append(compare(case, bf16, args.rounds, args.steps))
             print(rows[-1], flush=True)
-    table = markdown(rows, args.rounds, args.steps)
-    args.out.write_text(table)
-    print(table)
+    save(markdown(rows, args.rounds, args.steps), args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from markdown_out import percent
+from markdown_out import percent, save, table
 from timed_child import run_timed
 
 HERE = Path(__file__).resolve().parent
@@ -56,23 +56,22 @@ def run(label: str, source: Path, dataset: str, seed: int, precision: str) -> di
     }
 
 
-def markdown(rows: list[dict], dataset: str, precision: str) -> str:
-    lines = [
+def markdown(rows: list[dict], dataset: str, precision: str) -> list[str]:
+    header = ["code", "seed", "peak RSS (MB)", "wall time (s)", "training steps (s)", "soft labels (s)",
+              "the stages' evaluations and saving (s)", "teacher test acc", "student val acc",
+              "student test acc"]  # fmt: skip
+    cells = [
+        [row["label"], str(row["seed"]), f"{row['peak_rss_mb']:.0f}", f"{row['seconds']:.1f}",
+         f"{row['step_seconds']:.1f}", f"{row['soft_label_seconds']:.1f}", f"{row['other_stage_seconds']:.1f}",
+         percent(row["teacher_test_accuracy"]), percent(row["student_val_accuracy"]),
+         percent(row["student_test_accuracy"])]
+        for row in rows
+    ]  # fmt: skip
+    intro = (
         f"`kd-edge distill --dataset {dataset} --precision {precision}`, otherwise with defaults, each run a child "
-        "process (`.venv/bin/python benchmarks/training_memory.py`).",
-        "",
-        "| code | seed | peak RSS (MB) | wall time (s) | training steps (s) | soft labels (s) | the stages' "
-        "evaluations and saving (s) | teacher test acc | student val acc | student test acc |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['label']} | {row['seed']} | {row['peak_rss_mb']:.0f} | {row['seconds']:.1f} | "
-            f"{row['step_seconds']:.1f} | {row['soft_label_seconds']:.1f} | {row['other_stage_seconds']:.1f} | "
-            f"{percent(row['teacher_test_accuracy'])} | {percent(row['student_val_accuracy'])} | "
-            f"{percent(row['student_test_accuracy'])} |"
-        )
-    return "\n".join(lines) + "\n"
+        "process (`.venv/bin/python benchmarks/training_memory.py`)."
+    )
+    return [intro, "", *table(header, cells, right=9)]
 
 
 def main():
@@ -93,9 +92,7 @@ def main():
             for label, source in sources:
                 rows.append(run(label.split(" ")[0], source, args.dataset, seed, args.precision) | {"label": label})
                 print(json.dumps(rows[-1]), flush=True)
-    table = markdown(rows, args.dataset, args.precision)
-    args.out.write_text(table)
-    print(table)
+    save(markdown(rows, args.dataset, args.precision), args.out)
 
 
 if __name__ == "__main__":
