@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/folded_evaluation.py [--rounds 7]
 
 In one process set up as a training command (``keep_freed_memory``), ``predict_logits`` in float32 on random uint8
-images, with and without the fold, alternating: the default Fashion-MNIST teacher's soft labels (54,000 images,
-28 px grey, cnn-base), a student's validation pass (6,000, cnn-small), and RSSCN7's validation split as its default
-teacher and a depthwise student (which trains in float32) see it (224 images, 64 px RGB, pooled-large and
-mobilenet-v3-small). Medians over the rounds, the first left out (warm-up), and the largest difference of the
-logits. Writes benchmarks/results/folded-evaluation.md.
+images, with and without the fold (forced either way, whatever ``FOLD_FROM_IMAGES`` says), alternating: the
+default Fashion-MNIST teacher's soft labels (54,000 images, 28 px grey, cnn-base), a student's validation pass
+(6,000, cnn-small), and RSSCN7's validation split as its default teacher and a depthwise student (which trains in
+float32) see it (224 images, 64 px RGB, pooled-large and mobilenet-v3-small). Medians over the rounds, the first
+left out (warm-up), and the largest difference of the logits. Writes benchmarks/results/folded-evaluation.md.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ CASES = (
 
 
 def timed_logits(model, split, normalize, folded: bool) -> tuple[float, torch.Tensor]:
-    fold = evaluate.with_batchnorm_folded
-    if not folded:
-        evaluate.with_batchnorm_folded = lambda network: network
+    """``predict_logits`` in float32 with the fold forced on or off, whatever the split's size."""
+    floor = evaluate.FOLD_FROM_IMAGES
+    evaluate.FOLD_FROM_IMAGES = 0 if folded else len(split) + 1
     try:
         start = time.perf_counter()
         logits = evaluate.predict_logits(model, split, normalize, "fp32")
         return time.perf_counter() - start, logits
     finally:
-        evaluate.with_batchnorm_folded = fold
+        evaluate.FOLD_FROM_IMAGES = floor
 
 
 def measure(case, rounds: int) -> dict:
