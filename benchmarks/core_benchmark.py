@@ -7,6 +7,11 @@ Markdown table and the raw JSON to benchmarks/results/.
     .venv/bin/python benchmarks/core_benchmark.py                 # all variants (~20 min on 2 cores)
     .venv/bin/python benchmarks/core_benchmark.py --only a,c,d    # some of them
     .venv/bin/python benchmarks/core_benchmark.py --only a,c --rounds 3   # a, c, a, c, a, c: core-rounds.md
+    .venv/bin/python benchmarks/core_benchmark.py --only a,c --rounds 3 --isa avx2 --name core-rounds-avx2
+
+--isa avx2 runs every variant, the reference too, as on a CPU with AVX2 and FMA but no AVX-512 (nor native
+bf16), the kind the builds run on: oneDNN, ATen's kernels and MKL are each told to use no newer instructions.
+The clock, caches and memory stay this host's, so it is an approximation of such a host, not one.
 
 Data: --data-dir (default ../shared/datasets, holding fashion-mnist/*.gz), or
 Debian's /usr/share/datasets. The reference script reads torchvision's layout,
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -44,6 +50,12 @@ VARIANTS = {
     "g": (f"kd-edge defaults, {' '.join(LONG)}, --student-model cnn-tiny", [*LONG, "--student-model", "cnn-tiny"]),
     # What a CPU without native bf16 runs (--precision auto picks float32 there), on whatever host this is.
     "h": ("kd-edge defaults in float32 (--precision fp32)", ["--precision", "fp32"]),
+}
+
+
+# The environment that caps each library's instructions at a named ISA (each reads it when it first runs).
+ISA_CAPS = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
 
 
@@ -200,13 +212,18 @@ def main():
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the chosen variants in turn this many times; writes core-rounds.md"
     )
+    parser.add_argument(
+        "--isa", choices=sorted(ISA_CAPS), help="run every variant with its libraries capped at this ISA"
+    )
+    parser.add_argument("--name", default="core-rounds", help="with --rounds: the results' file name, without suffix")
     args = parser.parse_args()
 
+    os.environ.update(ISA_CAPS.get(args.isa, {}))  # the children inherit it
     source = find_fashion(args.data_dir.resolve())
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.rounds > 1:
-        run_rounds(args.only.split(","), args.rounds, source)
+        run_rounds(args.only.split(","), args.rounds, source, args.name)
         return
     # --only reruns some variants and keeps the others' earlier results.
     previous = RESULTS / "core.json"
@@ -224,7 +241,7 @@ def main():
     print(markdown(results))
 
 
-def run_rounds(keys: list[str], rounds: int, source: Path) -> None:
+def run_rounds(keys: list[str], rounds: int, source: Path, name: str) -> None:
     """The variants in turn, ``rounds`` times (a, c, a, c, ...): the machine's drift falls on all alike."""
     done = []
     for number in range(1, rounds + 1):
@@ -237,8 +254,8 @@ def run_rounds(keys: list[str], rounds: int, source: Path) -> None:
             )
             print(json.dumps(results[key]), flush=True)
         done.append(results)
-        (RESULTS / "core-rounds.json").write_text(json.dumps(done, indent=2) + "\n")
-    (RESULTS / "core-rounds.md").write_text(rounds_markdown(done))
+        (RESULTS / f"{name}.json").write_text(json.dumps(done, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(rounds_markdown(done))
     print(rounds_markdown(done))
 
 

@@ -174,6 +174,19 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert device.resolve_precision("bf16", cpu) == "bf16" and device.resolve_precision("fp32", cpu) == "fp32"
 
 
+def test_auto_precision_is_float32_where_onednn_is_capped_below_bf16(monkeypatch):
+    """An emulated older CPU (ONEDNN_MAX_CPU_ISA=AVX2) ran bf16 steps 9x slower than float32 ones."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "has_native_bf16", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert device.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert device.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")  # the older name
+    assert device.resolve_precision("auto", cpu) == "fp32"
+
+
 def test_auto_precision_keeps_depthwise_networks_in_float32_on_a_cpu(monkeypatch, tmp_path, easy_npz):
     """bf16 autocast made them slower on a CPU with native bf16 (benchmarks/results/training-speed.md)."""
     from kd_edge.training.models import create_model
