@@ -45,9 +45,9 @@ def torch_optim(model, settings: OptimSettings):
         decay = settings.weight_decay
         optimizer = torch.optim.SGD(params, settings.lr, momentum=0.9, nesterov=True, weight_decay=decay)
     elif settings.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, settings.lr, weight_decay=settings.weight_decay)
+        optimizer = torch.optim.Adam(params, settings.lr, weight_decay=settings.weight_decay, fused=True)
     else:
-        optimizer = torch.optim.AdamW(params, settings.lr, weight_decay=settings.weight_decay)
+        optimizer = torch.optim.AdamW(params, settings.lr, weight_decay=settings.weight_decay, fused=True)
     if settings.schedule == "onecycle":
         return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=STEPS)
     if settings.schedule == "cosine":
