@@ -52,8 +52,9 @@ class RunSettings:
     threads: int | None = knob(None, "Torch CPU threads.", none="torch's choice")
     precision: str = knob(
         "auto",
-        "auto: bf16 where the hardware has it natively (on a CPU, not for networks with depthwise convolutions, "
-        "which train faster in fp32), else fp32; bf16 runs autocast (weights stay fp32).",
+        "auto: bf16 where the hardware has it natively and oneDNN may use it (not under ONEDNN_MAX_CPU_ISA=AVX2); on "
+        "a CPU, not for networks with depthwise convolutions, which train faster in fp32; else fp32. bf16 runs "
+        "autocast (weights stay fp32).",
         choices=PRECISIONS,
     )
     deterministic: bool = knob(False, "Only deterministic torch kernels: the same --seed gives the same metrics.")
