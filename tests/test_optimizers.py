@@ -124,3 +124,16 @@ def test_a_distill_run_does_not_import_torch_dynamo(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "no dynamo"
+
+
+def test_a_loaded_state_goes_to_its_parameters_device():
+    """A training state is read onto the CPU; the moments and step counts of parameters elsewhere (a GPU) must
+    follow them there, where the update reads them ("meta" stands in for a GPU here)."""
+    settings = OptimSettings(optimizer="adamw", schedule="constant", lr=0.05)
+    model = small_network()
+    optimizer = make_optimizer(model, settings)
+    train(model, optimizer, None, batches()[:2])
+    elsewhere = make_optimizer(small_network().to("meta"), settings)
+    elsewhere.load_state_dict(optimizer.state_dict())
+    tensors = [value for state in elsewhere.state for value in state.values() if torch.is_tensor(value)]
+    assert len(tensors) == 3 * len(elsewhere.params) and all(value.device.type == "meta" for value in tensors)

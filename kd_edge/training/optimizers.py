@@ -78,7 +78,12 @@ class Optimizer:
             )
         if not moments_only:
             self.param_groups[0].update(saved["param_groups"][0])
-        self.state = [dict(saved["state"].get(i, {})) for i in range(len(self.params))]
+        # A training state is read onto the CPU (checkpoint.py); each tensor goes where its parameter is.
+        self.state = [on_device(saved["state"].get(i, {}), param.device) for i, param in enumerate(self.params)]
+
+
+def on_device(state: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in state.items()}
 
 
 def fused_adam_update(reached: list[tuple[torch.Tensor, dict]], group: dict, decoupled: bool) -> None:
@@ -87,20 +92,19 @@ def fused_adam_update(reached: list[tuple[torch.Tensor, dict]], group: dict, dec
     does, the update took 1.37 ms of a 44 ms float32 cnn-base step against 0.54 ms fused, 3.1 ms against 1.7 ms for
     pooled-base at 64 px (benchmarks/results/fused-adam.md)."""
     for param, state in reached:
-        if not state:
+        if not state:  # the kernel reads the step count, too, on the parameter's device
             state["step"] = torch.zeros((), device=param.device)
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        # the kernel reads the step count on the parameter's device, where a state saved before it may not hold it
-        state["step"] = state["step"].to(param.device)
+    params = [param for param, _ in reached]
     states = [state for _, state in reached]
     steps = [state["step"] for state in states]
     torch._foreach_add_(steps, 1)
     (beta1, beta2), lr, weight_decay = group["betas"], group["lr"], group["weight_decay"]
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(
-        [param for param, _ in reached],
-        [param.grad for param, _ in reached],
+        params,
+        [param.grad for param in params],
         [state["exp_avg"] for state in states],
         [state["exp_avg_sq"] for state in states],
         [],  # amsgrad's maxima: none
