@@ -20,42 +20,27 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from core_benchmark import ISA_CAPS
 from markdown_out import save, table
+from training_steps import case_batch, timed_training_steps
 
 from kd_edge.settings import OptimSettings
-from kd_edge.training.device import to_channels_last
-from kd_edge.training.models import create_model
 from kd_edge.training.optimizers import make_optimizer
 
 HERE = Path(__file__).resolve().parent
-ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 # (model, channels, image side, batch): kd-edge's defaults below 64 px and from 64 px
 CASES = [("cnn-small", 1, 28, 192), ("cnn-base", 1, 28, 192), ("pooled-base", 3, 64, 256), ("pooled-large", 3, 64, 256)]
 
 
 def timed_steps(name, channels, side, batch, fused: bool, steps: int) -> tuple[float, float, float, float]:
-    """(wall s, CPU s, update wall s, final loss) of ``steps`` training steps after 3 untimed ones."""
-    torch.manual_seed(0)
-    model = to_channels_last(create_model(name, 10, channels, side))
-    images = torch.randn(batch, channels, side, side).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch,))
-    settings = OptimSettings(optimizer="adamw", lr=1e-3, weight_decay=0.05)
+    """(wall s, CPU s, update wall s, final loss) of ``steps`` training steps after the warm-up."""
+    model, images, labels = case_batch(name, channels, side, batch)
     if fused:
-        optimizer = make_optimizer(model, settings)
+        optimizer = make_optimizer(model, OptimSettings(optimizer="adamw", lr=1e-3, weight_decay=0.05))
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, foreach=False)
-    update = 0.0
-    for step in range(steps + 3):
-        if step == 3:
-            wall, cpu, update = time.perf_counter(), time.process_time(), 0.0
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        started = time.perf_counter()
-        optimizer.step()
-        update += time.perf_counter() - started
-    return time.perf_counter() - wall, time.process_time() - cpu, update, loss.item()
+    timed = timed_training_steps(model, optimizer, images, labels, steps)
+    return timed.wall_s, timed.cpu_s, timed.update_s, timed.final_loss
 
 
 def compare(case, rounds: int, steps: int) -> list[str]:
@@ -81,7 +66,7 @@ def compare(case, rounds: int, steps: int) -> list[str]:
 
 
 def command_line(args) -> str:
-    caps = " ".join(f"{name}={os.environ[name]}" for name in ISA_VARIABLES if name in os.environ)
+    caps = " ".join(f"{name}={os.environ[name]}" for name in ISA_CAPS["avx2"] if name in os.environ)
     command = f"{caps} .venv/bin/python benchmarks/fused_adam.py --rounds {args.rounds} --steps {args.steps}"
     return command.strip() + (f" --name {args.name}" if args.name != "fused-adam" else "")
 

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from markdown_out import save, table
 from torch import nn
-
-from kd_edge.training.device import to_channels_last
-from kd_edge.training.models import create_model
+from training_steps import case_batch, timed_training_steps
 
 HERE = Path(__file__).resolve().parent
 # (model, channels, image side, batch): kd-edge's defaults below 64 px and from 64 px
@@ -29,23 +25,13 @@ CASES = [("cnn-small", 1, 28, 192), ("cnn-base", 1, 28, 192), ("pooled-small", 3
 
 
 def timed_steps(name, channels, side, batch, written_order: bool, bf16: bool, steps: int) -> tuple[float, float, float]:
-    """(wall s, CPU s, final loss) of ``steps`` training steps after 3 untimed ones."""
-    torch.manual_seed(0)
-    model = to_channels_last(create_model(name, 10, channels, side))
+    """(wall s, CPU s, final loss) of ``steps`` training steps after the warm-up."""
+    model, images, labels = case_batch(name, channels, side, batch)
     if written_order:
         model.features.__class__ = nn.Sequential  # the same layers, run as written
-    images = torch.randn(batch, channels, side, side).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch,))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for step in range(steps + 3):
-        if step == 3:
-            wall, cpu = time.perf_counter(), time.process_time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - wall, time.process_time() - cpu, loss.item()
+    timed = timed_training_steps(model, optimizer, images, labels, steps, bf16)
+    return timed.wall_s, timed.cpu_s, timed.final_loss
 
 
 def compare(case, bf16: bool, rounds: int, steps: int) -> dict:
