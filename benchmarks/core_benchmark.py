@@ -210,7 +210,7 @@ def main():
         help="comma-separated variant keys: " + ", ".join(f"{k}={v[0]}" for k, v in VARIANTS.items()),
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="run the chosen variants in turn this many times; writes core-rounds.md"
+        "--rounds", type=int, default=1, help="run the chosen variants in turn this many times; writes NAME.md (--name)"
     )
     parser.add_argument(
         "--isa", choices=sorted(ISA_CAPS), help="run every variant with its libraries capped at this ISA"
