@@ -30,7 +30,7 @@ demo: venv
 
 # Lint first: a style fault fails in seconds, before the suite's minutes. Two workers (pytest-xdist), each
 # running torch on one thread (tests/conftest.py); a module whose fixture is costly stays on one worker
-# (xdist_group). Measured on a fresh clone: test 251 s, test-fast 37 s (2026-12-06 at 0e86b04, 654 and 529 tests).
+# (xdist_group). Measured on a fresh clone: test 225 s, test-fast 30 s (2026-12-06 at eed96d3, 655 and 530 tests).
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
