@@ -5,12 +5,14 @@
 Each run is the command a user types (a fresh process, default settings: the rpi4 profile at its 4
 threads, projected from 1 host thread, batch 1, 15 interleaved rounds). Reported per run: the form
 shipped, the nodes the quantizer kept in FP32, the INT8/FP32 ratio projected on the board (geometric
-mean of the rounds) and this host's own, its 95 % lower bound, the range of the per-round ratios and
-the wall time.
+mean of the rounds) and this host's own, its 95 % lower bound, the range of the per-round ratios, the
+wall time and the archive's SHA-256: every run writes the same --out, so the same form makes the same archive
+(the timings go beside it, to bundle.form-timing.json).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -25,7 +27,7 @@ RUNS = 5
 
 
 def one_bundle(run_dir: Path, number: int) -> dict:
-    out = WORK / f"bundle-{number}"
+    out = WORK / "bundle"  # one --out for every run: the archive names its folder
     started = time.perf_counter()
     command = [sys.executable, "-m", "kd_edge", "bundle", str(run_dir), "--out", str(out), "--force"]
     completed = subprocess.run(command, capture_output=True, text=True)
@@ -39,7 +41,7 @@ def one_bundle(run_dir: Path, number: int) -> dict:
                         "print(json.dumps(read_card(sys.argv[1]).to_dict()))", str(out / "model.int8.onnx")],
                        capture_output=True, text=True, check=True).stdout
     )  # fmt: skip
-    decision = bundle["form_decision"]
+    decision = json.loads((WORK / "bundle.form-timing.json").read_text())
     return {
         "form": bundle["deployable"]["form"],
         "fp32_nodes": int8_card["quantization"]["excluded_nodes"],
@@ -50,6 +52,7 @@ def one_bundle(run_dir: Path, number: int) -> dict:
         "threads": decision["threads"],
         "rounds": len(decision["round_ratios"]),
         "seconds": seconds,
+        "archive_sha256": hashlib.sha256((WORK / "bundle.tar.gz").read_bytes()).hexdigest(),
     }
 
 
@@ -77,19 +80,20 @@ def main():
         f"{runs[0]['rounds']} rounds).",
         "",
         "| run | form | nodes kept in FP32 | INT8/FP32 on rpi4 (projected) | 95 % lower bound | per-round ratios | "
-        "on this host (1 thread) | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "on this host (1 thread) | seconds | archive SHA-256 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for number, run in enumerate(runs, start=1):
         lines.append(
             f"| {number} | {run['form'].upper()} | {', '.join(run['fp32_nodes']) or 'none'} | {run['ratio']:.2f}x | "
             f"{run['lower_bound']:.2f}x | {run['round_ratios'][0]:.2f}x to {run['round_ratios'][1]:.2f}x | "
-            f"{run['host_ratio']:.2f}x | {run['seconds']:.0f} |"
+            f"{run['host_ratio']:.2f}x | {run['seconds']:.0f} | {run['archive_sha256'][:12]} |"
         )
     same = len({(r["form"], tuple(r["fp32_nodes"])) for r in runs}) == 1
     lines += [
         "",
-        f"Same form and same nodes in all {RUNS} runs: {'yes' if same else 'NO'}.",
+        f"Same form and same nodes in all {RUNS} runs: {'yes' if same else 'NO'}. The same archive, byte for byte: "
+        f"{'yes' if len({r['archive_sha256'] for r in runs}) == 1 else 'NO'}.",
         "",
         "The forms are timed on the machine that makes the bundle and their ratio projected on the board (each "
         "round scaled by the board's INT8/FP32 cost against this host's, measured once a round): an x86 host's "

@@ -81,10 +81,34 @@ def test_bundle_with_both_forms_records_the_decision(tmp_path, exported_student,
     opened = open_bundle(result.folder)
     assert set(opened.forms()) == {"int8", "fp32"} and opened.forms()["fp32"].name == "model.fp32.onnx"
     decision = opened.info["form_decision"]
-    assert opened.info["profile"] == "rpi4" and decision["rule"] == RULE
-    assert decision["round_ratios"] == pytest.approx([0.9, 0.10 / 0.11, 0.95])
-    assert decision["lower_bound"] < decision["ratio"] < 1 and decision["noise"] == pytest.approx(0.025)
+    assert opened.info["profile"] == "rpi4" and decision["rule"] == RULE and decision["form"] == "int8"
+    assert decision["timings"] == "b.form-timing.json" and result.timings == tmp_path / "b.form-timing.json"
+    timings = json.loads(result.timings.read_text())  # the measurements, beside the bundle
+    assert timings["round_ratios"] == pytest.approx([0.9, 0.10 / 0.11, 0.95]) and timings["rule"] == RULE
+    assert timings["lower_bound"] < timings["ratio"] < 1 and timings["noise"] == pytest.approx(0.025)
     assert "model.fp32.onnx" in (result.folder / "README.md").read_text()
+
+
+def test_a_timed_bundle_made_twice_is_one_archive_and_its_timings_sit_beside_it(
+    tmp_path, exported_student, int8_student, monkeypatch
+):
+    """The rounds' timings differ at every run; the form they decide does not. Only the decision goes into the
+    bundle, so the same models make the same archive, byte for byte; each run's timings are in OUT.form-timing.json."""
+    rounds = iter([([0.10, 0.11, 0.10], [0.09, 0.10, 0.095]), ([0.20, 0.18, 0.21], [0.15, 0.17, 0.16])])
+    monkeypatch.setattr(bundle_stage, "decide_form", lambda *args: rule_verdict(*next(rounds), threads=2))
+    made = []
+    for _ in range(2):
+        result = write_bundle(tmp_path / "b", BundleSettings(samples=9), fp32=exported_student, int8=int8_student,
+                              force=True)  # fmt: skip
+        made.append((result.archive.read_bytes(), json.loads(result.timings.read_text())["int8_p50_ms"]))
+    assert made[0][0] == made[1][0]
+    assert made[0][1] == [0.09, 0.10, 0.095] and made[1][1] == [0.15, 0.17, 0.16]
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        assert "b/b.form-timing.json" not in tar.getnames()
+    assert "p50_ms" not in json.loads((tmp_path / "b" / "model.json").read_text())["bundle"]["form_decision"]
+    untimed = write_bundle(tmp_path / "b", BundleSettings(samples=9, form="fp32"), fp32=exported_student,
+                           int8=int8_student, force=True)  # fmt: skip
+    assert untimed.timings is None and not (tmp_path / "b.form-timing.json").exists()  # none left from the last
 
 
 @pytest.mark.parametrize(
@@ -101,7 +125,7 @@ def test_bundle_with_both_forms_records_the_decision(tmp_path, exported_student,
 def test_the_rule_ships_fp32_only_when_int8_is_slower_beyond_the_noise(int8_ms, form):
     decision = rule_verdict([1.0] * len(int8_ms), int8_ms, threads=2, batch_size=1)
     assert decision.form == form and decision.ratio == pytest.approx(float(np.exp(np.log(int8_ms).mean())))
-    assert "2 thread(s), batch 1" in decision.reason
+    assert "2 thread(s), batch 1" in decision.measured
 
 
 @pytest.mark.parametrize(
@@ -150,7 +174,7 @@ def test_on_a_board_the_forms_are_compared_as_projected_there(monkeypatch, profi
     scale = cost("int8", 16) / cost("fp32", 8)
     assert timed_at == [1] and decision.threads == 4 and decision.board_scales == pytest.approx([scale] * 5)
     assert decision.ratio == pytest.approx(0.8 * scale) and scale > 1.5
-    assert decision.form == "fp32" and "projected on rpi4 at 4 thread(s)" in decision.reason
+    assert decision.form == "fp32" and "projected on rpi4 at 4 thread(s)" in decision.measured
 
 
 def test_the_host_throughput_is_measured_once_a_round():

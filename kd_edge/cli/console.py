@@ -99,6 +99,8 @@ def print_arm_result(result) -> None:
 def print_bundle_result(result) -> None:
     out = console()
     out.print(f"wrote {result.folder}/ and {result.archive}: model.onnx is {result.form.upper()}. Why: {result.reason}")
+    if result.timings is not None:  # kept out of the bundle, so that the same models give the same archive
+        out.print(f"the timings behind the choice: {result.timings}")
     out.print(
         f"next: copy {result.archive.name} to the board and run `kd-edge bench {result.archive.name} --threads 2`; "
         f"check it under aarch64 emulation here with `kd-edge verify-arm {result.folder}`"

@@ -4,9 +4,9 @@
 
 The deployable model is the INT8 one when it met its accuracy budget (``kd-edge
 quantize`` refuses otherwise) and is not slower than FP32 beyond the timing noise at
-the board's own setting (``kd_edge.deploy.form_choice``, the rule recorded in
-``model.json``); ``--form`` lets the user decide instead. The folder layout is in
-``kd_edge.runtime.bundle_files``.
+the board's own setting (``kd_edge.deploy.form_choice``, the rule and its verdict recorded in
+``model.json``, the timings beside the bundle in ``OUT.form-timing.json``: a bundle made twice is one
+archive); ``--form`` lets the user decide instead. The folder layout is in ``kd_edge.runtime.bundle_files``.
 
 Torch-free: this stage needs numpy, onnxruntime (and onnx to write nothing: the
 models are copied as they are).
@@ -48,6 +48,7 @@ from kd_edge.settings.deploy import BundleSettings
 
 BUNDLE_FORMAT = "kd-edge-bundle"
 BUNDLE_FORMAT_VERSION = 1
+TIMINGS_SUFFIX = ".form-timing.json"  # beside the folder and its archive, never in them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +56,9 @@ class BundleResult:
     folder: Path
     archive: Path
     form: str  # "int8" or "fp32": what model.onnx is
-    reason: str
+    reason: str  # the verdict and the measurements behind it
     decision: FormDecision  # how the form was chosen: the timing and the rule, when it was timed
+    timings: Path | None = None  # the decision's timings, beside the bundle, where they were measured
 
 
 def write_bundle(
@@ -80,7 +82,7 @@ def write_bundle(
 
     config = settings or BundleSettings()
     get_profile(config.profile)  # an unknown board is refused before any work
-    out, archive = check_outputs(out, force)
+    out, archive, timings = check_outputs(out, force)
     models = {name: OnnxModel(path) for name, path in (("fp32", fp32), ("int8", int8)) if path is not None}
     if not models:
         raise ConfigError("a bundle needs a model: give an FP32 or an INT8 .onnx")
@@ -112,18 +114,35 @@ def write_bundle(
             shutil.rmtree(out)
         folder.replace(out)
     write_archive(out, archive)
-    return BundleResult(folder=out, archive=archive, form=form, reason=decision.reason, decision=decision)
+    write_timings(timings, decision)
+    return BundleResult(
+        folder=out, archive=archive, form=form, reason=decision.explanation, decision=decision,
+        timings=timings if decision.timed else None,
+    )  # fmt: skip
 
 
-def check_outputs(out, force: bool) -> tuple[Path, Path]:
-    """The bundle folder and archive paths, refused now (before any work) when they exist and --force is not given."""
+def write_timings(path: Path, decision: FormDecision) -> None:
+    """The timed decision's measurements, beside the bundle; an earlier bundle's (under --force) goes, so that no
+    file beside this bundle speaks of another."""
+    from kd_edge.io import atomic_write
+
+    if decision.timed:
+        text = json.dumps({**decision.to_dict(), "method": TIMING_METHOD}, indent=2) + "\n"
+        atomic_write(path, lambda handle: handle.write(text.encode()))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def check_outputs(out, force: bool) -> tuple[Path, Path, Path]:
+    """The bundle folder, archive and timings paths, refused now (before any work) when they exist and --force is
+    not given."""
     out = Path(out)
-    archive = out.with_name(out.name + ".tar.gz")
-    for path in (out, archive):
+    archive, timings = (out.with_name(out.name + suffix) for suffix in (".tar.gz", TIMINGS_SUFFIX))
+    for path in (out, archive, timings):
         if path.exists() and not force:
             raise OutputError(f"{str(path)!r} already exists; pass --force to replace it or choose another --out")
     ensure_writable_dir(out.parent)
-    return out, archive
+    return out, archive, timings
 
 
 def samples_info(card, samples: dict[str, np.ndarray]) -> dict:
@@ -157,6 +176,12 @@ def choose(
     return decide_form(models["fp32"].path, models["int8"].path, images, config)
 
 
+TIMING_METHOD = (
+    "each model alone in a fresh process, ONNX Runtime's default session options but intra_op_num_threads, "
+    "interleaved rounds on the bundle's sample images (`kd-edge bench`'s harness)"
+)
+
+
 def bundle_info(folder: Path, decision: FormDecision, profile: str, others: list[dict], samples: dict) -> dict:
     deployable = {
         "file": MODEL_FILE,
@@ -173,9 +198,8 @@ def bundle_info(folder: Path, decision: FormDecision, profile: str, others: list
         "profile": profile,  # the board it was made for: `kd-edge bench BUNDLE` uses it
         "other_forms": others,
         "form_decision": {
-            **decision.to_dict(),
-            "method": "each model alone in a fresh process, ONNX Runtime's default session options but "
-            "intra_op_num_threads, interleaved rounds on the bundle's sample images (`kd-edge bench`'s harness)",
+            **decision.verdict_dict(),
+            **({"method": TIMING_METHOD, "timings": folder.name + TIMINGS_SUFFIX} if decision.timed else {}),
         },
         "samples": samples,
     }

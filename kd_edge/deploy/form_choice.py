@@ -50,10 +50,16 @@ T95 = {
 }  # fmt: skip
 
 
+# What a bundle's card keeps of a decision: what was decided and how. The timings go to a file beside the bundle
+# (``timing_dict``): they differ at every run, and the card would make the archive a new artifact each time.
+VERDICT_FIELDS = ("form", "reason", "profile", "threads", "batch_size", "rule")
+
+
 @dataclass(frozen=True, kw_only=True)
 class FormDecision:
     form: str  # "int8" or "fp32"
-    reason: str
+    reason: str  # the verdict, in words that do not change from one run to the next
+    measured: str | None = None  # the timings behind it, in words
     profile: str | None = None
     threads: int | None = None
     batch_size: int | None = None
@@ -68,6 +74,18 @@ class FormDecision:
 
     def to_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def verdict_dict(self) -> dict:
+        return {key: value for key, value in self.to_dict().items() if key in VERDICT_FIELDS}
+
+    @property
+    def timed(self) -> bool:
+        return self.measured is not None
+
+    @property
+    def explanation(self) -> str:
+        """The verdict and, where the forms were timed, the measurements behind it."""
+        return f"{self.reason}: {self.measured}" if self.timed else self.reason
 
 
 def decision_threads(settings: BundleSettings) -> int:
@@ -143,10 +161,10 @@ def rule_verdict(fp32_ms: list[float], int8_ms: list[float], scales: list[float]
         f"round ratios {min(ratios):.2f}x to {max(ratios):.2f}x; the noise floor is {1 + NOISE_FLOOR:.2f}x"
     )
     if bound > 1 + NOISE_FLOOR:
-        form, reason = "fp32", f"INT8 met its accuracy budget but is slower than FP32 beyond the noise: {measured}"
+        form, reason = "fp32", "INT8 met its accuracy budget but is slower than FP32 beyond the noise"
     else:
-        form, reason = "int8", f"INT8 met its accuracy budget and is not slower than FP32 beyond the noise: {measured}"
+        form, reason = "int8", "INT8 met its accuracy budget and is not slower than FP32 beyond the noise"
     return FormDecision(
-        form=form, reason=reason, fp32_p50_ms=list(fp32_ms), int8_p50_ms=list(int8_ms), round_ratios=ratios,
-        ratio=ratio, lower_bound=bound, noise=noise, rule=RULE, board_scales=scales, **setting,
+        form=form, reason=reason, measured=measured, fp32_p50_ms=list(fp32_ms), int8_p50_ms=list(int8_ms),
+        round_ratios=ratios, ratio=ratio, lower_bound=bound, noise=noise, rule=RULE, board_scales=scales, **setting,
     )  # fmt: skip

@@ -101,6 +101,7 @@ def run_bundle(settings: PipelineSettings, run_dir: Path, progress) -> dict:
             "form": result.form,
             "reason": result.reason,
             "decision": result.decision.to_dict(),
+            **({"timings": str(result.timings)} if result.timings else {}),
         }
     }
 
