@@ -36,7 +36,7 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
     from kd_edge.settings.detection import DetectSettings
 
     defaults = DetectSettings(dataset=f"yolo:{args.data}")
-    splits = detection_splits(args.data, defaults.frame_size, defaults.split, seed, defaults.group_by)
+    splits = detection_splits(args.data, args.frame_size, defaults.split, seed, defaults.group_by)
     return run_split(splits, seed, args, ROWS, keep)
 
 
@@ -65,8 +65,9 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
         kd_cells=args.kd_cells,
         feature_weight=args.feature_weight,
         scales=tuple(args.scales),
+        frame_size=args.frame_size,
     )  # kd-edge detect's defaults otherwise
-    classes, side = read_classes(data), settings.frame_size
+    classes, side = read_classes(data), 512  # MACs of a 512x512 frame, whatever --frame-size reads
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in splits["train"]])
     mean, std = channel_stats(pixels.T[None, :, :, None])
     out = {"split": {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()},
@@ -101,6 +102,8 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
 
 def arguments() -> argparse.ArgumentParser:
     """The recipe's options (kd-edge detect's defaults), which benchmarks/detection_decoding.py shares."""
+    from kd_edge.settings.detection import DetectSettings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -109,6 +112,7 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
+    parser.add_argument("--frame-size", type=int, default=DetectSettings.frame_size, help="frames' longer side (px)")
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
     # fomo-small, not kd-edge detect's default student: the student of detection.md's tables made by this script
     parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
@@ -137,6 +141,7 @@ def main() -> None:
         variant += f"-features-{args.feature_weight:g}" if args.feature_weight else ""
         variant += "" if args.scales == [0.75, 1.33] else f"-scales-{args.scales[0]:g}-{args.scales[1]:g}"
         variant += "" if args.student == "fomo-small" else f"-{args.student}"
+        variant += "" if args.frame_size == 512 else f"-frame-{args.frame_size}"  # 512: files of the first rounds
         path = args.work / f"seed{seed}-{args.teacher_steps}-{args.steps}{variant}.json"
         if not path.is_file():  # a finished seed is kept
             started = time.perf_counter()

@@ -97,9 +97,8 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     from kd_edge.data.yolo import read_yolo
-    from kd_edge.settings.detection import DetectSettings
 
-    scenes = read_yolo(args.data, DetectSettings(dataset=f"yolo:{args.data}").frame_size)
+    scenes = read_yolo(args.data, args.frame_size)
     folds = source_folds(scenes)
     chosen = args.folds if args.folds is not None else range(len(folds))
     arrays = {k: fold_logits(k, folds[k], args) for k in chosen}
