@@ -44,22 +44,14 @@ class Detector(nn.Module):
 
 class CentroidNet(Detector):
     """Stages of ``widths`` (each a stride-2 conv, then ``depth - 1`` more convs), ``context`` convs at stride 8
-    (``separable``: each a depthwise 3x3 then a 1x1, a seventh of the MACs; ``dilation`` 2: each 3x3 spans 5x5
-    cells, twice the context for the same MACs), and a 1x1 head."""
+    (``separable``: each a depthwise 3x3 then a 1x1, a seventh of the MACs), and a 1x1 head."""
 
     def __init__(
-        self,
-        classes: int,
-        in_channels: int = 3,
-        widths=(8, 16, 32),
-        depth: int = 1,
-        context: int = 2,
-        separable=False,
-        dilation: int = 1,
+        self, classes: int, in_channels: int = 3, widths=(8, 16, 32), depth: int = 1, context: int = 2, separable=False
     ):
         super().__init__()
         self.features = nn.Sequential(
-            *stages(in_channels, widths, depth), *context_convs(widths[-1], context, separable, dilation)
+            *stages(in_channels, widths, depth), *context_convs(widths[-1], context, separable)
         )
         self.head = nn.Conv2d(widths[-1], classes + 1, 1)
         self.feature_channels = widths[-1]
@@ -112,15 +104,15 @@ def stages(in_channels: int, widths, depth: int) -> list[nn.Module]:
     return layers
 
 
-def context_convs(channels: int, count: int, separable: bool, dilation: int = 1) -> list[nn.Module]:
+def context_convs(channels: int, count: int, separable: bool) -> list[nn.Module]:
     conv = separable_conv if separable else conv_bn_relu
-    return [module for _ in range(count) for module in conv(channels, channels, dilation=dilation)]
+    return [module for _ in range(count) for module in conv(channels, channels)]
 
 
-def separable_conv(in_channels: int, out_channels: int, dilation: int = 1) -> list[nn.Module]:
+def separable_conv(in_channels: int, out_channels: int) -> list[nn.Module]:
     """A depthwise 3x3 conv-BN-ReLU, then a 1x1 conv-BN-ReLU (MobileNet's block, without its expansion)."""
     return [
-        nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation, groups=in_channels, bias=False),
+        nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
         nn.BatchNorm2d(in_channels),
         nn.ReLU(inplace=True),
         nn.Conv2d(in_channels, out_channels, 1, bias=False),
@@ -133,10 +125,6 @@ def separable_conv(in_channels: int, out_channels: int, dilation: int = 1) -> li
 DETECTORS = {
     "fomo-small": ({"widths": (8, 16, 32), "depth": 1, "context": 2}, "stages 8-16-32, 2 context convs"),
     "fomo-lite": ({"widths": (8, 16, 32), "depth": 1, "context": 1}, "fomo-small with one context conv"),
-    "fomo-lite-d2": (
-        {"widths": (8, 16, 32), "depth": 1, "context": 1, "dilation": 2},
-        "fomo-lite whose context conv is dilated 2x: twice the context, same MACs",
-    ),
     "fomo-sep": (
         {"widths": (8, 16, 32), "depth": 1, "context": 3, "separable": True},
         "fomo-small with 3 depthwise-separable context convs",

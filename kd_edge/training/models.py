@@ -320,10 +320,10 @@ def pools_before_relus(layers: list[nn.Module]) -> list[nn.Module]:
     return layers
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
     # No conv bias: BatchNorm's shift replaces it, and export folds BN into the conv.
     return [
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     ]
