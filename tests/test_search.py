@@ -121,6 +121,8 @@ def test_a_search_on_tiny_data_chooses_and_bundles_a_student(tiny_search):
     assert (out / "bundle" / "model.onnx").is_file() and (out / "search.md").is_file()
     shipped = json.loads((out / "bundle" / "model.json").read_text())["bundle"]["deployable"]["form"]
     assert shipped == chosen["fastest_form"] == chosen["bundle_form"]  # the form the search timed faster
+    timings = json.loads((out / "bundle.form-timing.json").read_text())  # beside the bundle, not in its card
+    assert timings["form"] == shipped and " ms host" in timings["measured"]
 
 
 @pytest.mark.slow

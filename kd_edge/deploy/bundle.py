@@ -68,14 +68,14 @@ def write_bundle(
     fp32: Path | None,
     int8: Path | None,
     int8_refused: str | None = None,
-    chosen: tuple[str, str] | None = None,
+    chosen: FormDecision | None = None,
     data_dir: str | None = None,
     force: bool = False,
 ) -> BundleResult:
     """Choose the deployable form, then write the folder ``out`` and its archive (replaced only with ``force``).
 
     With both models and ``form`` auto, INT8 ships unless it is slower than FP32 beyond the noise (``decide_form``);
-    with one model, that one. ``chosen`` (form, reason) is a choice the caller measured already (``kd-edge search``).
+    with one model, that one. ``chosen`` is a decision the caller measured already (``kd-edge search``).
     The samples come from the test split of the model's dataset (``data_dir`` overrides its folder).
     """
     from kd_edge.runtime.bench.profiles import get_profile
@@ -162,11 +162,11 @@ def test_score(card) -> dict:
 
 
 def choose(
-    config: BundleSettings, models: dict, images: np.ndarray, int8_refused: str | None, chosen: tuple[str, str] | None
+    config: BundleSettings, models: dict, images: np.ndarray, int8_refused: str | None, chosen: FormDecision | None
 ) -> FormDecision:
     """The form to ship: the caller's choice, the only model there is, the user's --form, or the timed rule."""
     if chosen is not None:
-        return FormDecision(form=chosen[0], reason=chosen[1])
+        return chosen
     if "int8" not in models:
         return FormDecision(form="fp32", reason=int8_refused or "no INT8 model was given")
     if "fp32" not in models:

@@ -182,16 +182,18 @@ def finish(config: SearchSettings, out: Path, candidates, finalists, chosen, sta
 
 def chosen_summary(chosen: Candidate, out: Path, batch_size: int, data_dir: str | None) -> dict:
     from kd_edge.deploy.bundle import write_bundle
+    from kd_edge.deploy.form_choice import FormDecision
 
     files, latency = chosen.final["files"], chosen.final["latency"]
     metrics = json.loads((Path(chosen.final["run"]) / "metrics.json").read_text())
     form = fastest_form(latency)
     timings = ", ".join(f"{f} {entry['ms']:.4f} ms {entry['source']}" for f, entry in latency.items())
+    reason = f"the faster form at batch {batch_size} as kd-edge search timed it"
     bundle = write_bundle(
         out / "bundle",
         fp32=Path(files["fp32"]),
         int8=Path(files["int8"]) if "int8" in files else None,
-        chosen=(form, f"the faster form at batch {batch_size} as kd-edge search timed it ({timings})"),
+        chosen=FormDecision(form=form, reason=reason, measured=timings),
         data_dir=data_dir,
         force=True,
     )
