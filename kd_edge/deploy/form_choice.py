@@ -51,7 +51,8 @@ T95 = {
 
 
 # What a bundle's card keeps of a decision: what was decided and how. The timings go to a file beside the bundle
-# (``timing_dict``): they differ at every run, and the card would make the archive a new artifact each time.
+# (``kd_edge.deploy.bundle.write_timings``): they differ at every run, and in the card they would make the archive
+# a new artifact each time.
 VERDICT_FIELDS = ("form", "reason", "profile", "threads", "batch_size", "rule")
 
 
