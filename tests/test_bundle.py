@@ -17,6 +17,7 @@ from kd_edge.deploy import bundle as bundle_stage
 from kd_edge.deploy.bundle import write_bundle
 from kd_edge.deploy.form_choice import RULE, decision_threads, lower_bound, rule_verdict
 from kd_edge.errors import BundleError, ConfigError, OutputError
+from kd_edge.pipeline.document import form_sentence
 from kd_edge.runtime import OnnxModel
 from kd_edge.runtime.bundle_files import open_bundle
 from kd_edge.settings import BundleSettings
@@ -105,7 +106,11 @@ def test_a_timed_bundle_made_twice_is_one_archive_and_its_timings_sit_beside_it(
     assert made[0][1] == [0.09, 0.10, 0.095] and made[1][1] == [0.15, 0.17, 0.16]
     with tarfile.open(tmp_path / "b.tar.gz") as tar:
         assert "b/b.form-timing.json" not in tar.getnames()
-    assert "p50_ms" not in json.loads((tmp_path / "b" / "model.json").read_text())["bundle"]["form_decision"]
+    card = json.loads((tmp_path / "b" / "model.json").read_text())["bundle"]
+    assert "p50_ms" not in card["form_decision"]
+    # the pipeline's report still says what the timing was, from the file beside the bundle
+    assert form_sentence(tmp_path, card) == f"Deployable form: INT8. Why: {result.reason}"
+    assert "over 3 rounds" in result.reason
     untimed = write_bundle(tmp_path / "b", BundleSettings(samples=9, form="fp32"), fp32=exported_student,
                            int8=int8_student, force=True)  # fmt: skip
     assert untimed.timings is None and not (tmp_path / "b.form-timing.json").exists()  # none left from the last

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kd_edge.pipeline.document import NO_PLOT, Document, bundled_forms, deployable_on_test, pyplot, read_json, save
+from kd_edge.pipeline.document import (
+    NO_PLOT,
+    Document,
+    bundled_forms,
+    deployable_on_test,
+    form_sentence,
+    pyplot,
+    read_json,
+    save,
+)
 from kd_edge.runtime.detections import MIN_DISTANCE
 
 DRAWN_FRAMES = 4
@@ -58,7 +67,7 @@ def add_models(document: Document, run_dir: Path, metrics: dict) -> None:
         f"{profile.get('name')} profile; projections are estimates, not measurements."
     )
     if bundle:
-        document.text(f"Deployable form: {bundle['deployable']['form'].upper()}. Why: {bundle['reason']}")
+        document.text(form_sentence(run_dir, bundle))
 
 
 def add_training(document: Document, metrics: dict, figures: Path) -> None:

@@ -88,6 +88,15 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def form_sentence(run_dir: Path, bundle: dict) -> str:
+    """Which form the bundle ships and why, with the timings that decided it where they were measured (they sit
+    beside the bundle, not in its card)."""
+    decision = bundle.get("form_decision", {})
+    measured = read_json(run_dir / decision["timings"]).get("measured") if "timings" in decision else None
+    why = f"{bundle['reason']}: {measured}" if measured else bundle["reason"]
+    return f"Deployable form: {bundle['deployable']['form'].upper()}. Why: {why}"
+
+
 def pyplot():
     try:
         import matplotlib

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.pipeline.document import NO_PLOT, Document, bundled_forms, deployable_on_test, pyplot, read_json, save
+from kd_edge.pipeline.document import (
+    NO_PLOT,
+    Document,
+    bundled_forms,
+    deployable_on_test,
+    form_sentence,
+    pyplot,
+    read_json,
+    save,
+)
 
 FIGURES = "report"  # PNGs for report.md live in RUN_DIR/report/; report.html embeds them
 
@@ -106,7 +115,7 @@ def add_summary(document: Document, run_dir: Path, metrics: dict) -> None:
     ]
     document.table(headers, rows)
     if bundle:
-        document.text(f"Deployable form: {bundle['deployable']['form'].upper()}. Why: {bundle['reason']}")
+        document.text(form_sentence(run_dir, bundle))
     profile = read_json(run_dir / "bench.json").get("environment", {}).get("profile", {})
     if profile:
         document.text(
