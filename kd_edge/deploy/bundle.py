@@ -27,7 +27,7 @@ from kd_edge.deploy.board_wheel import write_wheel
 from kd_edge.deploy.form_choice import FormDecision, decide_form
 from kd_edge.errors import ConfigError, OutputError
 from kd_edge.interrupt import stop_if_requested
-from kd_edge.io import ensure_writable_dir
+from kd_edge.io import atomic_write, ensure_writable_dir
 from kd_edge.log import step
 from kd_edge.runtime.bundle_files import (
     CARD_FILE,
@@ -55,10 +55,18 @@ TIMINGS_SUFFIX = ".form-timing.json"  # beside the folder and its archive, never
 class BundleResult:
     folder: Path
     archive: Path
-    form: str  # "int8" or "fp32": what model.onnx is
-    reason: str  # the verdict and the measurements behind it
     decision: FormDecision  # how the form was chosen: the timing and the rule, when it was timed
     timings: Path | None = None  # the decision's timings, beside the bundle, where they were measured
+
+    @property
+    def form(self) -> str:
+        """What model.onnx is: "int8" or "fp32"."""
+        return self.decision.form
+
+    @property
+    def reason(self) -> str:
+        """The verdict and the measurements behind it."""
+        return self.decision.explanation
 
 
 def write_bundle(
@@ -115,17 +123,12 @@ def write_bundle(
         folder.replace(out)
     write_archive(out, archive)
     write_timings(timings, decision)
-    return BundleResult(
-        folder=out, archive=archive, form=form, reason=decision.explanation, decision=decision,
-        timings=timings if decision.timed else None,
-    )  # fmt: skip
+    return BundleResult(folder=out, archive=archive, decision=decision, timings=timings if decision.timed else None)
 
 
 def write_timings(path: Path, decision: FormDecision) -> None:
     """The timed decision's measurements, beside the bundle; an earlier bundle's (under --force) goes, so that no
     file beside this bundle speaks of another."""
-    from kd_edge.io import atomic_write
-
     if decision.timed:
         text = json.dumps({**decision.to_dict(), "method": TIMING_METHOD}, indent=2) + "\n"
         atomic_write(path, lambda handle: handle.write(text.encode()))
