@@ -116,7 +116,9 @@ def resolve_precision(name: str, device: torch.device, models: tuple[nn.Module, 
 # oneDNN, which runs torch's CPU convolutions and matmuls, can be told to use no instructions newer than a named
 # set (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA), as when emulating an older CPU. Capped at one of
 # these, it has no bf16 instructions to use: a bf16 cnn-base step took 441 ms against 51 ms in float32 under
-# ONEDNN_MAX_CPU_ISA=AVX2 on the AVX-512 BF16 host (26 ms in bf16 uncapped).
+# ONEDNN_MAX_CPU_ISA=AVX2 on the AVX-512 BF16 host (26 ms in bf16 uncapped). torch's own (private) check,
+# torch.ops.mkldnn._is_mkldnn_bf16_supported(), reads the same cap but counts AVX512_CORE, where oneDNN emulates
+# bf16, as supported; `auto` wants bf16 only where it is native, hence this list.
 ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
     {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE", "AVX512_CORE_VNNI"}
 )
