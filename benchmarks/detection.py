@@ -54,14 +54,14 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
     from kd_edge.settings.detection import DetectSettings
     from kd_edge.settings.training import RunSettings
     from kd_edge.training.batches import Normalizer
-    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
+    from kd_edge.training.detection_fit import DetectorPlan, detector_precision, fit_detector, scene_logits
     from kd_edge.training.detectors import create_detector
     from kd_edge.training.models import count_macs, count_parameters
 
     data, steps, teacher_steps = args.data, args.steps, args.teacher_steps
     settings = DetectSettings(
         dataset=f"yolo:{data}",
-        run=RunSettings(seed=seed),
+        run=RunSettings(seed=seed, precision=args.precision),
         kd_cells=args.kd_cells,
         feature_weight=args.feature_weight,
         scales=tuple(args.scales),
@@ -88,6 +88,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
         return model, {
             "test": summary.to_dict(), "val_f1": result.best_val_f1,
             "threshold": result.threshold, "best_step": result.best_step, "seconds": result.seconds,
+            "precision": detector_precision(settings, model),
             "parameters": count_parameters(model), "macs_512": count_macs(model, (3, side, side)),
         }  # fmt: skip
 
@@ -110,6 +111,7 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--teacher-steps", type=int, default=1500)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="as kd-edge detect's")
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
     parser.add_argument("--frame-size", type=int, default=DetectSettings.frame_size, help="frames' longer side (px)")

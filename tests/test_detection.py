@@ -471,7 +471,7 @@ def test_the_detector_teachers_pace_counts_the_student_after_it(tmp_path, monkey
     original = detect_run.fit_detector
     monkeypatch.setattr(detect_run, "fit_detector", lambda plan, teacher=None: plans.setdefault(plan.stage, plan) and
                         original(plan, teacher))  # fmt: skip
-    monkeypatch.setattr(detect_run, "step_seconds", lambda model, tiles: timed[model.feature_channels])
+    monkeypatch.setattr(detect_run, "step_seconds", lambda model, tiles, precision: timed[model.feature_channels])
     detect_run.train_detectors(settings, tmp_path / "run")
     (later,) = plans["teacher"].later
     assert later.stage == "student" and later.step_equivalents == 5
@@ -481,9 +481,50 @@ def test_the_detector_teachers_pace_counts_the_student_after_it(tmp_path, monkey
 
     # the timing itself: fomo-base's step takes longer than fomo-sep's (14x the MACs) and its own forward pass
     tiles = torch.zeros(8, 3, 64, 64)
-    big_step, big_forward = step_seconds(create_detector("fomo-base", 1), tiles)
-    small_step, _ = step_seconds(create_detector("fomo-sep", 1), tiles)
+    big_step, big_forward = step_seconds(create_detector("fomo-base", 1), tiles, "fp32")
+    small_step, _ = step_seconds(create_detector("fomo-sep", 1), tiles, "fp32")
     assert big_step > max(small_step, big_forward) > 0
+
+
+def test_detectors_train_in_the_precision_asked_and_auto_keeps_depthwise_ones_in_float32(tmp_path, monkeypatch):
+    """--precision bf16 runs the networks' forward passes (the student's and its teacher's in the student's step)
+    under bf16 autocast, fp32 in float32; auto resolves per network as the classifiers do: bf16 only on a CPU with
+    native bf16, never for a depthwise network. The run's metrics say which; the pipeline passes its own on."""
+    from kd_edge.settings.detection import DetectorNetwork, DetectSettings
+    from kd_edge.settings.pipeline import PipelineSettings
+    from kd_edge.settings.training import DataSettings, DistillSettings, OptimSettings, RunSettings
+    from kd_edge.training import detect_run, detection_fit, device
+
+    data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c"), frames=2)
+    seen = []
+    original = detection_fit.detector_loss
+
+    def recording(model, teacher, projector, inputs, targets, knobs):
+        seen.append(tuple(str(n.features_and_logits(inputs)[1].dtype) for n in (model, teacher) if n is not None))
+        return original(model, teacher, projector, inputs, targets, knobs)
+
+    monkeypatch.setattr(detection_fit, "detector_loss", recording)
+
+    def run(precision: str, student: str) -> dict:
+        seen.clear()
+        settings = DetectSettings(dataset=f"yolo:{data}", frame_size=48, tile=24, optim=OptimSettings(batch_size=4),
+                                  teacher=DetectorNetwork(model="fomo-base", steps=2),
+                                  student=DetectorNetwork(model=student, steps=2),
+                                  run=RunSettings(precision=precision))  # fmt: skip
+        metrics = detect_run.train_detectors(settings, tmp_path / f"{precision}-{student}", force=True)
+        return {"teacher": metrics["teacher"]["precision"], "student": metrics["student"]["precision"], "seen": seen}
+
+    bf16, fp32 = "torch.bfloat16", "torch.float32"
+    assert run("bf16", "fomo-lite") == {"teacher": "bf16", "student": "bf16", "seen": [(bf16,)] * 2 + [(bf16,) * 2] * 2}
+    assert run("fp32", "fomo-lite") == {"teacher": "fp32", "student": "fp32", "seen": [(fp32,)] * 2 + [(fp32,) * 2] * 2}
+    monkeypatch.setattr(device, "has_native_bf16", lambda: True)
+    assert run("auto", "fomo-sep") == {"teacher": "bf16", "student": "fp32", "seen": [(bf16,)] * 2 + [(fp32,) * 2] * 2}
+    monkeypatch.setattr(device, "has_native_bf16", lambda: False)
+    assert run("auto", "fomo-lite")["student"] == "fp32"
+
+    pipeline = PipelineSettings(distill=DistillSettings(data=DataSettings(dataset=f"yolo:{data}"),
+                                                        run=RunSettings(precision="fp32")))  # fmt: skip
+    assert pipeline.detection().run.precision == "fp32"
 
 
 @pytest.mark.slow

@@ -82,7 +82,7 @@ QAT_OPTIONS = (
 DETECT = {
     "rename": {"teacher.model": "teacher_model", "teacher.steps": "teacher_steps", "student.model": "student_model",
                "student.steps": "steps"},
-    "exclude": ("run.device", "run.precision", "run.deterministic", "optim.lr_scaling", "optim.cutmix"),
+    "exclude": ("run.device", "run.deterministic", "optim.lr_scaling", "optim.cutmix"),
 }  # fmt: skip
 PIPELINE_OPTIONS = (
     "distill.data.", "distill.run.", "bundle.profile",

@@ -30,7 +30,13 @@ from kd_edge.settings.data import FRAME_RESIZE
 from kd_edge.settings.detection import DetectorNetwork, DetectSettings
 from kd_edge.training.batches import Normalizer
 from kd_edge.training.checkpoint import load_checkpoint, save_checkpoint
-from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits, step_seconds
+from kd_edge.training.detection_fit import (
+    DetectorPlan,
+    detector_precision,
+    fit_detector,
+    scene_logits,
+    step_seconds,
+)
 from kd_edge.training.detectors import create_detector
 from kd_edge.training.device import seeded, torch_threads
 from kd_edge.training.fit import LaterStage
@@ -115,8 +121,10 @@ def student_after_teacher(settings: DetectSettings, card: ModelCard) -> LaterSta
     with seeded(0):  # fresh networks must not move the caller's RNG
         teacher, student = (create_detector(n.model, len(card.classes)) for n in (settings.teacher, settings.student))
     tiles = torch.zeros(settings.optim.batch_size, 3, settings.tile, settings.tile)
-    teacher_step, teacher_forward = step_seconds(teacher, tiles)
-    student_step, _ = step_seconds(student, tiles)
+    teacher_precision, student_precision = (detector_precision(settings, n) for n in (teacher, student))
+    teacher_step, _ = step_seconds(teacher, tiles, teacher_precision)
+    _, teacher_forward = step_seconds(teacher, tiles, student_precision)  # in the student's step, its precision
+    student_step, _ = step_seconds(student, tiles, student_precision)
     steps = settings.student.steps
     extra = steps * (student_step + teacher_forward - teacher_step)
     return LaterStage("student", steps, extra_seconds=extra, basis="both networks' steps timed on a batch")
@@ -128,10 +136,10 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
     classes = len(card.classes)
     with seeded(settings.run.seed):  # a student alone or distilled: the same initial weights
         model = create_detector(network.model, classes)
-    macs = count_macs(model, card.input_shape)
+    macs, precision = count_macs(model, card.input_shape), detector_precision(settings, model)
     step(f"{stage}: plan: {network.model} ({macs / 1e6:,.0f} M MACs a {settings.frame_size} px frame), "
          f"{network.steps} steps of {settings.optim.batch_size} {settings.tile} px tiles, {settings.augment} "
-         f"augmentation{', distilled from the teacher' if teacher is not None else ''}")  # fmt: skip
+         f"augmentation{', distilled from the teacher' if teacher is not None else ''}, {precision}")  # fmt: skip
     plan = DetectorPlan(
         model=model, train=splits["train"], val=splits["val"], classes=card.classes, steps=network.steps,
         settings=settings, mean=card.mean, std=card.std, stage=stage, later=later,
@@ -141,7 +149,8 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
     test = score_frames(logits, splits["test"], card.classes, result.threshold, model.stride)
     info = {
         "model": network.model, "parameters": count_parameters(model), "macs": macs, "steps": network.steps,
-        "val_f1": result.best_val_f1, "threshold": result.threshold, "best_step": result.best_step,
+        "precision": precision, "val_f1": result.best_val_f1, "threshold": result.threshold,
+        "best_step": result.best_step,
         "test": test.to_dict(), "history": result.history,
         "distilled": teacher is not None,
     }  # fmt: skip

@@ -34,6 +34,7 @@ from kd_edge.training.detectors import (
     heatmap_distillation_loss,
     object_cells,
 )
+from kd_edge.training.device import autocast, resolve_precision
 from kd_edge.training.fit import LaterStage, PaceEstimate
 from kd_edge.training.optimizers import make_optimizer, make_scheduler
 from kd_edge.training.progress import SilentProgress
@@ -71,9 +72,17 @@ class DetectorResult:
     history: list[dict]
 
 
+def detector_precision(settings: DetectSettings, model: nn.Module) -> str:
+    """What ``model``'s forward and backward passes run in: ``--precision`` as the classifiers resolve it (auto:
+    bf16 autocast on a CPU with native bf16, unless the network has depthwise convolutions; else fp32). Its
+    teacher's forward pass, when it learns from one, runs in the same. Evaluation is always float32."""
+    return resolve_precision(settings.run.precision, torch.device("cpu"), (model,))
+
+
 def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> DetectorResult:
     """Train ``plan.model`` for ``plan.steps`` steps and leave it holding its best-on-validation weights."""
     model, normalize, knobs = plan.model, Normalizer(plan.mean, plan.std, "cpu"), plan.settings
+    precision = detector_precision(knobs, model)
     projector = feature_projector(model, teacher) if teacher is not None and knobs.feature_weight > 0 else None
     optimizer = make_optimizer(model if projector is None else nn.ModuleList([model, projector]), knobs.optim)
     scheduler = make_scheduler(optimizer, knobs.optim, plan.steps)
@@ -92,17 +101,8 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         images, targets = draw_tiles(
             plan.train, batch, knobs.tile, model.stride, generator, knobs.augment, knobs.scales
         )
-        inputs = normalize(images)
-        features, logits = model.features_and_logits(inputs)
-        loss = centre_loss(logits, targets, knobs.object_weight)
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_features, soft = teacher.features_and_logits(inputs)
-            alpha = knobs.alpha
-            cells = object_cells(targets, soft, knobs.object_weight) if knobs.kd_cells == "objects" else None
-            loss = alpha * loss + (1 - alpha) * heatmap_distillation_loss(logits, soft, knobs.temperature, cells)
-            if projector is not None:
-                loss = loss + knobs.feature_weight * feature_distillation_loss(projector(features), teacher_features)
+        with autocast(images.device, precision):
+            loss = detector_loss(model, teacher, projector, normalize(images), targets, knobs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,6 +116,26 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
                 best = (f1, threshold, step, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[3])
     return DetectorResult(best[0], best[1], best[2], time.perf_counter() - started, history)
+
+
+def detector_loss(model, teacher, projector, inputs, targets, knobs: DetectSettings) -> torch.Tensor:
+    """The step's loss: the labels' centre loss, mixed with the teacher's heatmaps (and features) when there is
+    one. The networks' outputs are taken in float32 (under bf16 autocast they come in bf16)."""
+    features, logits = model.features_and_logits(inputs)
+    loss = centre_loss(logits.float(), targets, knobs.object_weight)
+    if teacher is None:
+        return loss
+    with torch.no_grad():
+        teacher_features, soft = teacher.features_and_logits(inputs)
+    soft = soft.float()
+    cells = object_cells(targets, soft, knobs.object_weight) if knobs.kd_cells == "objects" else None
+    loss = knobs.alpha * loss + (1 - knobs.alpha) * heatmap_distillation_loss(
+        logits.float(), soft, knobs.temperature, cells
+    )
+    if projector is not None:
+        projected = projector(features).float()
+        loss = loss + knobs.feature_weight * feature_distillation_loss(projected, teacher_features.float())
+    return loss
 
 
 @torch.no_grad()
@@ -139,19 +159,20 @@ def best_threshold(model: nn.Module, scenes: list[Scene], normalize: Normalizer,
     return float(results[threshold]), threshold
 
 
-def step_seconds(model: nn.Module, tiles: torch.Tensor, repeats: int = 3) -> tuple[float, float]:
-    """The fastest of ``repeats`` timings (after one to warm up) of ``model``'s training step on ``tiles`` (forward
-    and backward; the optimiser's update is small beside them) and of its forward pass without gradients. For a
-    network made to be timed: its batch-norm statistics move, and its gradients are dropped."""
+def step_seconds(model: nn.Module, tiles: torch.Tensor, precision: str, repeats: int = 3) -> tuple[float, float]:
+    """The fastest of ``repeats`` timings (after one to warm up) of ``model``'s training step on ``tiles`` in
+    ``precision`` (forward and backward; the optimiser's update is small beside them) and of its forward pass
+    without gradients. For a network made to be timed: its batch-norm statistics move, its gradients are dropped."""
     model.train()
     steps, forwards = [], []
     for _ in range(repeats + 1):
-        started = time.perf_counter()
-        model(tiles).sum().backward()
-        steps.append(time.perf_counter() - started)
-        with torch.no_grad():
+        with autocast(tiles.device, precision):
             started = time.perf_counter()
-            model(tiles)
-            forwards.append(time.perf_counter() - started)
+            model(tiles).float().sum().backward()
+            steps.append(time.perf_counter() - started)
+            with torch.no_grad():
+                started = time.perf_counter()
+                model(tiles)
+                forwards.append(time.perf_counter() - started)
     model.zero_grad(set_to_none=True)
     return min(steps[1:]), min(forwards[1:])
