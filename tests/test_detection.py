@@ -489,7 +489,7 @@ def test_the_detector_teachers_pace_counts_the_student_after_it(tmp_path, monkey
 def test_detectors_train_in_the_precision_asked_and_auto_keeps_depthwise_ones_in_float32(tmp_path, monkeypatch):
     """--precision bf16 runs the networks' forward passes (the student's and its teacher's in the student's step)
     under bf16 autocast, fp32 in float32; auto resolves per network as the classifiers do: bf16 only on a CPU with
-    native bf16, never for a depthwise network. The run's metrics say which; the pipeline passes its own on."""
+    native bf16, never for a depthwise network. The run's metrics say which; the pipeline takes [detect]'s."""
     from kd_edge.settings.detection import DetectorNetwork, DetectSettings
     from kd_edge.settings.pipeline import PipelineSettings
     from kd_edge.settings.training import DataSettings, DistillSettings, OptimSettings, RunSettings
@@ -522,9 +522,27 @@ def test_detectors_train_in_the_precision_asked_and_auto_keeps_depthwise_ones_in
     monkeypatch.setattr(device, "has_native_bf16", lambda: False)
     assert run("auto", "fomo-lite")["student"] == "fp32"
 
-    pipeline = PipelineSettings(distill=DistillSettings(data=DataSettings(dataset=f"yolo:{data}"),
-                                                        run=RunSettings(precision="fp32")))  # fmt: skip
+    pipeline = PipelineSettings(
+        distill=DistillSettings(data=DataSettings(dataset=f"yolo:{data}")),
+        detect=DetectSettings(run=RunSettings(precision="fp32")),
+    )  # [detect]'s, fmt: skip
     assert pipeline.detection().run.precision == "fp32"
+    from typer.testing import CliRunner
+
+    from kd_edge.cli import app
+
+    (tmp_path / "bad.toml").write_text('[detect]\nprecision = "fp16"\n')
+    args = [
+        "pipeline",
+        "--dataset",
+        f"yolo:{data}",
+        "--config",
+        str(tmp_path / "bad.toml"),
+        "--out",
+        str(tmp_path / "p"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "--precision must be one of auto, fp32, bf16" in result.output
 
 
 @pytest.mark.slow

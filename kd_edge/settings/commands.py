@@ -144,7 +144,11 @@ PIPELINE_TABLES: dict[str, tuple[Option, ...]] = {
     # A yolo: dataset's detectors: kd-edge detect's options, less the dataset, split, seed and threads, which are
     # [distill]'s (the pipeline's options).
     "detect": prefixed(
-        options_of(DetectSettings(), rename=DETECT["rename"], exclude=("dataset", "split", "run.", *DETECT["exclude"])),
+        options_of(
+            DetectSettings(),
+            rename=DETECT["rename"],
+            exclude=("dataset", "split", "run.seed", "run.threads", *DETECT["exclude"]),
+        ),
         "detect.",
     ),
 }

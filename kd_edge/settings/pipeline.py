@@ -19,8 +19,8 @@ class PipelineSettings:
     Pi 4 by default) at 1 and 2 threads. The quantizer does not time the forms: the bundle does.
 
     With a ``yolo:`` dataset the two networks are detectors, trained as ``kd-edge detect`` trains them
-    (``detect``: the config file's [detect] table); the dataset, its split, the seed, the threads and the
-    precision are the pipeline's own options (``distill.data``, ``distill.run``) all the same.
+    (``detect``: the config file's [detect] table); the dataset, its split, the seed and the threads are the
+    pipeline's own options (``distill.data``, ``distill.run``) all the same.
     """
 
     distill: DistillSettings = field(default_factory=DistillSettings)
@@ -35,9 +35,8 @@ class PipelineSettings:
         return self.distill.data.dataset.startswith("yolo:")
 
     def detection(self) -> DetectSettings:
-        """The detectors' settings: [detect]'s, with the pipeline's dataset, split, seed, threads and precision."""
-        own = self.distill.run
-        run = replace(self.detect.run, seed=own.seed, threads=own.threads, precision=own.precision)
+        """The detectors' settings: [detect]'s, with the pipeline's dataset, split, seed and threads."""
+        run = replace(self.detect.run, seed=self.distill.run.seed, threads=self.distill.run.threads)
         return replace(self.detect, dataset=self.distill.data.dataset, split=self.distill.data.split, run=run)
 
     def __post_init__(self):
