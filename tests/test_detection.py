@@ -490,6 +490,9 @@ def test_detectors_train_in_the_precision_asked_and_auto_keeps_depthwise_ones_in
     """--precision bf16 runs the networks' forward passes (the student's and its teacher's in the student's step)
     under bf16 autocast, fp32 in float32; auto resolves per network as the classifiers do: bf16 only on a CPU with
     native bf16, never for a depthwise network. The run's metrics say which; the pipeline takes [detect]'s."""
+    from typer.testing import CliRunner
+
+    from kd_edge.cli import app
     from kd_edge.settings.detection import DetectorNetwork, DetectSettings
     from kd_edge.settings.pipeline import PipelineSettings
     from kd_edge.settings.training import DataSettings, DistillSettings, OptimSettings, RunSettings
@@ -527,10 +530,6 @@ def test_detectors_train_in_the_precision_asked_and_auto_keeps_depthwise_ones_in
         detect=DetectSettings(run=RunSettings(precision="fp32")),
     )  # [detect]'s, fmt: skip
     assert pipeline.detection().run.precision == "fp32"
-    from typer.testing import CliRunner
-
-    from kd_edge.cli import app
-
     (tmp_path / "bad.toml").write_text('[detect]\nprecision = "fp16"\n')
     args = [
         "pipeline",
