@@ -122,8 +122,9 @@ def student_after_teacher(settings: DetectSettings, card: ModelCard) -> LaterSta
         teacher, student = (create_detector(n.model, len(card.classes)) for n in (settings.teacher, settings.student))
     tiles = torch.zeros(settings.optim.batch_size, 3, settings.tile, settings.tile)
     teacher_precision, student_precision = (detector_precision(settings, n) for n in (teacher, student))
-    teacher_step, _ = step_seconds(teacher, tiles, teacher_precision)
-    _, teacher_forward = step_seconds(teacher, tiles, student_precision)  # in the student's step, its precision
+    teacher_step, teacher_forward = step_seconds(teacher, tiles, teacher_precision)
+    if student_precision != teacher_precision:  # the student's step runs the teacher's forward pass in its own
+        _, teacher_forward = step_seconds(teacher, tiles, student_precision)
     student_step, _ = step_seconds(student, tiles, student_precision)
     steps = settings.student.steps
     extra = steps * (student_step + teacher_forward - teacher_step)
