@@ -54,7 +54,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
     from kd_edge.settings.detection import DetectSettings
     from kd_edge.settings.training import RunSettings
     from kd_edge.training.batches import Normalizer
-    from kd_edge.training.detection_fit import DetectorPlan, detector_precision, fit_detector, scene_logits
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector, scene_logits
     from kd_edge.training.detectors import create_detector
     from kd_edge.training.models import count_macs, count_parameters
 
@@ -88,7 +88,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
         return model, {
             "test": summary.to_dict(), "val_f1": result.best_val_f1,
             "threshold": result.threshold, "best_step": result.best_step, "seconds": result.seconds,
-            "precision": detector_precision(settings, model),
+            "precision": result.precision,
             "parameters": count_parameters(model), "macs_512": count_macs(model, (3, side, side)),
         }  # fmt: skip
 

@@ -27,7 +27,7 @@ MODELS = (
 )
 
 
-def classifier_loss(name: str, size: int):
+def classifier_case(name: str, size: int):
     """(model, images, the loss of one step) for a registry classifier."""
     channels, batch = (1 if size == 28 else 3), (256 if size <= 64 else 64)
     model = create_model(name, num_classes=10, in_channels=channels, image_size=size)
@@ -36,7 +36,7 @@ def classifier_loss(name: str, size: int):
     return model, images, lambda: F.cross_entropy(model(images), labels)
 
 
-def detector_loss(name: str, size: int):
+def detector_case(name: str, size: int):
     """(model, tiles, the loss of one step) for a detector, distilled from a teacher when named STUDENT/TEACHER."""
     from kd_edge.settings.detection import DetectSettings
     from kd_edge.training.detection_fit import detector_loss
@@ -55,7 +55,7 @@ def images_per_second(name: str, size: int, precision: str, seconds: float) -> f
     from kd_edge.training.detectors import DETECTORS
 
     torch.manual_seed(0)
-    model, images, loss_of_step = (detector_loss if name.split("/")[0] in DETECTORS else classifier_loss)(name, size)
+    model, images, loss_of_step = (detector_case if name.split("/")[0] in DETECTORS else classifier_case)(name, size)
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     batch = len(images)

@@ -150,7 +150,7 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
     test = score_frames(logits, splits["test"], card.classes, result.threshold, model.stride)
     info = {
         "model": network.model, "parameters": count_parameters(model), "macs": macs, "steps": network.steps,
-        "precision": precision, "val_f1": result.best_val_f1, "threshold": result.threshold,
+        "precision": result.precision, "val_f1": result.best_val_f1, "threshold": result.threshold,
         "best_step": result.best_step,
         "test": test.to_dict(), "history": result.history,
         "distilled": teacher is not None,

@@ -70,6 +70,7 @@ class DetectorResult:
     best_step: int
     seconds: float
     history: list[dict]
+    precision: str  # what the training steps ran in (``detector_precision``)
 
 
 def detector_precision(settings: DetectSettings, model: nn.Module) -> str:
@@ -115,23 +116,22 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
             if f1 > best[0]:
                 best = (f1, threshold, step, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[3])
-    return DetectorResult(best[0], best[1], best[2], time.perf_counter() - started, history)
+    return DetectorResult(best[0], best[1], best[2], time.perf_counter() - started, history, precision)
 
 
 def detector_loss(model, teacher, projector, inputs, targets, knobs: DetectSettings) -> torch.Tensor:
     """The step's loss: the labels' centre loss, mixed with the teacher's heatmaps (and features) when there is
     one. The networks' outputs are taken in float32 (under bf16 autocast they come in bf16)."""
     features, logits = model.features_and_logits(inputs)
-    loss = centre_loss(logits.float(), targets, knobs.object_weight)
+    logits = logits.float()
+    loss = centre_loss(logits, targets, knobs.object_weight)
     if teacher is None:
         return loss
     with torch.no_grad():
         teacher_features, soft = teacher.features_and_logits(inputs)
     soft = soft.float()
     cells = object_cells(targets, soft, knobs.object_weight) if knobs.kd_cells == "objects" else None
-    loss = knobs.alpha * loss + (1 - knobs.alpha) * heatmap_distillation_loss(
-        logits.float(), soft, knobs.temperature, cells
-    )
+    loss = knobs.alpha * loss + (1 - knobs.alpha) * heatmap_distillation_loss(logits, soft, knobs.temperature, cells)
     if projector is not None:
         projected = projector(features).float()
         loss = loss + knobs.feature_weight * feature_distillation_loss(projected, teacher_features.float())
@@ -166,13 +166,14 @@ def step_seconds(model: nn.Module, tiles: torch.Tensor, precision: str, repeats:
     model.train()
     steps, forwards = [], []
     for _ in range(repeats + 1):
-        with autocast(tiles.device, precision):
+        started = time.perf_counter()
+        with autocast(tiles.device, precision):  # the forward pass under autocast, the backward after, as in training
+            total = model(tiles).float().sum()
+        total.backward()
+        steps.append(time.perf_counter() - started)
+        with torch.no_grad(), autocast(tiles.device, precision):
             started = time.perf_counter()
-            model(tiles).float().sum().backward()
-            steps.append(time.perf_counter() - started)
-            with torch.no_grad():
-                started = time.perf_counter()
-                model(tiles)
-                forwards.append(time.perf_counter() - started)
+            model(tiles)
+            forwards.append(time.perf_counter() - started)
     model.zero_grad(set_to_none=True)
     return min(steps[1:]), min(forwards[1:])
