@@ -76,8 +76,6 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
     def train(name: str, model_steps: int, teacher=None) -> tuple[torch.nn.Module, dict]:
         torch.manual_seed(seed)
         model = create_detector(name, len(classes))
-        if args.pretrain:
-            pretrained(model, name, seed, args)
         plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=tuple(classes),
                             steps=model_steps, settings=settings, mean=mean, std=std)  # fmt: skip
         result = fit_detector(plan, teacher)
@@ -103,32 +101,6 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
     return out
 
 
-def pretrained(model, name: str, seed: int, args: argparse.Namespace) -> None:
-    """``model``'s features pretrained on the ``--pretrain`` folder's scenes (kd_edge.training.detector_pretrain),
-    once per network and seed: kept in ``--work`` and shared by the folds (a lock file makes a second process
-    wait for the first's)."""
-    import fcntl
-
-    import torch
-
-    from kd_edge.data.dataset import channel_stats
-    from kd_edge.training.batches import Normalizer
-    from kd_edge.training.detector_pretrain import PretrainPlan, load_pretrain_folder, pretrain_features
-
-    path = args.work / f"pretrained-{name}-seed{seed}-epochs{args.pretrain_epochs}.pt"
-    with open(args.work / "pretrain.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            scenes = load_pretrain_folder(args.pretrain, 2 * PretrainPlan.tile)
-            mean, std = channel_stats(scenes[0].numpy())
-            plan = PretrainPlan(epochs=args.pretrain_epochs, seed=seed, precision=args.pretrain_precision)
-            scores = pretrain_features(model, scenes, Normalizer(mean, std, "cpu"), plan)
-            print(f"pretrained {name} (seed {seed}): {scores}", flush=True)
-            torch.save(model.state_dict(), path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").rename(path)
-        model.load_state_dict(torch.load(path, weights_only=True))
-
-
 def arguments() -> argparse.ArgumentParser:
     """The recipe's options (kd-edge detect's defaults), which benchmarks/detection_decoding.py shares."""
     from kd_edge.settings.detection import DetectSettings
@@ -147,9 +119,6 @@ def arguments() -> argparse.ArgumentParser:
     # fomo-small, not kd-edge detect's default student: the student of detection.md's tables made by this script
     parser.add_argument("--student", default="fomo-small", help="the student detector (`kd-edge models`)")
     parser.add_argument("--teacher", default="fomo-base", help="the teacher detector, of the student's cells")
-    parser.add_argument("--pretrain", type=Path, help="a class-folder tree of aerial scenes to pretrain features on")
-    parser.add_argument("--pretrain-epochs", type=int, default=15)
-    parser.add_argument("--pretrain-precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--work", type=Path, default=Path("runs/detection"))
     parser.add_argument("--markdown", type=Path)
     return parser
