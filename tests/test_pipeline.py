@@ -329,6 +329,22 @@ def test_a_first_attempt_that_failed_does_not_lock_its_folder(tmp_path, easy_npz
     assert "other-typo.npz" in again.output and "not a pipeline run folder" not in again.output
 
 
+def test_a_first_stage_that_failed_midway_does_not_lock_its_folder(tmp_path, easy_npz):
+    """A teacher that diverged leaves its files beside the pipeline's kd-edge.toml: the same command runs there
+    again (and stops at the same point), where a folder of something else is refused."""
+    out, config = tmp_path / "run", tmp_path / "diverging.toml"
+    config.write_text(FAST.replace("epochs = 1", "epochs = 1\nlr = 1e9"))
+    first = pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", out, ok=False)
+    assert first.exit_code == 1 and "teacher" in first.output and not (out / "pipeline.json").exists()
+    assert {"kd-edge.toml", "config.json"} <= {p.name for p in out.iterdir()}
+    again = pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", out, ok=False)
+    assert again.exit_code == 1 and "not a pipeline run folder" not in again.output
+    assert again.output.splitlines()[-1] == first.output.splitlines()[-1]
+    (out / "kd-edge.toml").write_text("[distill]\n")  # a config of the user's own, not the pipeline's record
+    third = pipeline("--dataset", f"npz:{easy_npz}", "--config", config, "--out", out, ok=False)
+    assert third.exit_code == 1 and "not a pipeline run folder" in third.output
+
+
 def test_bundling_a_pipeline_run_reuses_its_exports_when_they_match(tmp_path, easy_run, monkeypatch):
     """`kd-edge bundle RUN` of a pipeline run: its student.onnx and student.int8.onnx, made from its student.pt
     with the same settings, are bundled as they are; other quantizer settings quantize again."""

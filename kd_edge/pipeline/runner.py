@@ -110,15 +110,23 @@ def read_state(run_dir: Path, force: bool) -> dict:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return {}  # an unreadable record only costs a rerun
-    # kd-edge.toml alone: a first attempt that stopped before its first stage finished (bad data, a typo)
+    # The pipeline's kd-edge.toml: a first attempt that stopped before its first stage finished (bad data, a typo,
+    # a teacher that diverged), whatever that stage had written by then; the stage runs again from its start.
     others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE]
-    if others and not force:
+    if others and not force and not written_by_pipeline(run_dir / CONFIG_FILE):
         raise OutputError(
             f"{str(run_dir)!r} holds {', '.join(sorted(others)[:5])} but no {STATE_FILE}: it is not a pipeline run "
             "folder. "
             "Choose another --out, or pass --force to run the pipeline there."
         )
     return {}
+
+
+def written_by_pipeline(config: Path) -> bool:
+    try:
+        return config.read_text().startswith(f"# {CONFIG_HEADER}\n")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def write_state(run_dir: Path, state: dict) -> None:
