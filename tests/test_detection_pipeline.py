@@ -97,6 +97,15 @@ def test_the_bundle_scores_its_frames_on_the_boards_own_code_and_predicts_from_i
              str(tmp_path / "images" / "frame-0001.png"), "--json", "--draw", str(tmp_path / "drawn.png")]  # fmt: skip
     on_board = subprocess.run(board, capture_output=True, text=True, check=True)
     assert json.loads(on_board.stdout) == [frame] and (tmp_path / "drawn.png").stat().st_size > 0
+    # --json FILE.json writes the same objects to that file, on either command line
+    image = tmp_path / "images" / "frame-0001.png"
+    result = CliRunner().invoke(
+        app, ["predict", str(detection_run / "bundle"), str(image), "--json", str(tmp_path / "host.json")]
+    )
+    subprocess.run([*board[:5], str(image), "--json", str(tmp_path / "board.json")], check=True, capture_output=True)
+    assert result.exit_code == 0, result.output
+    for written in ("host.json", "board.json"):
+        assert json.loads((tmp_path / written).read_text()) == [frame]
 
 
 def test_the_detector_bundle_agrees_on_aarch64(detection_run, tmp_path, arm_cache):

@@ -217,6 +217,12 @@ def test_predict_image_files_a_folder_and_an_npz(tmp_path, exported_student, eas
         first, second = (t["probability"] for t in row["top"])
         assert 1 >= first >= second >= 0
     assert rows[3]["note"] == "resized from 32x32 to 16x16"
+    # --json FILE.json (as `kd-edge bench --json FILE`): the same rows in the file, the table on the screen
+    written = invoke("predict", exported_student, folder, "--json", tmp_path / "p.json", "-k", "2")
+    assert written.exit_code == 0 and "predictions written to" in written.output, written.output
+    assert json.loads((tmp_path / "p.json").read_text()) == rows[:3]
+    refused = invoke("predict", exported_student, folder, tmp_path / "q.json")  # a .json is no image
+    assert refused.exit_code == 1 and "--json" in refused.output and not (tmp_path / "q.json").exists()
 
 
 def test_predict_says_what_is_wrong_with_float_pixels(tmp_path, exported_student):

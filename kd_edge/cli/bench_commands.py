@@ -90,7 +90,12 @@ def predict(
         ),
     ],
     json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print JSON (one object per input) instead of a table.")
+        bool,
+        typer.Option(
+            "--json",
+            metavar="[FILE.json]",
+            help="Print JSON (one object per input) instead of a table; --json FILE.json writes it to that file.",
+        ),
     ] = False,
     draw: Annotated[
         Path | None,
@@ -103,19 +108,17 @@ def predict(
     """The model's top classes, with probabilities, for each input; for a detector, the objects it finds (class,
     centre in the image's pixels, score). Needs no torch (runs on the board)."""
     from kd_edge.runtime import OnnxModel
-    from kd_edge.runtime.predict import predict_files
+    from kd_edge.runtime.predict import json_file_among, predict_files, send_json
 
+    json_file, inputs = json_file_among(inputs, json_output)
     onnx_model = OnnxModel(model, threads=settings.threads)
     if onnx_model.card.task == "detect":
-        predict_objects(onnx_model, inputs, settings.threshold, json_output, draw)
+        predict_objects(onnx_model, inputs, settings.threshold, draw, json_output, json_file)
         return
     if draw is not None or settings.threshold is not None:
         raise ConfigError(f"--draw and --threshold are for a detector's objects; {model} is a classifier")
     rows = predict_files(onnx_model, inputs, top_k=min(settings.top_k, len(onnx_model.classes)))
-    if json_output:
-        import json
-
-        typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+    if json_output and not send_json([row.to_dict() for row in rows], json_file):
         return
     from rich.table import Table
 
@@ -127,16 +130,14 @@ def predict(
     console().print(table)
 
 
-def predict_objects(model, inputs: list[Path], threshold: float | None, json_output: bool, draw: Path | None):
-    import json
-
+def predict_objects(model, inputs, threshold: float | None, draw: Path | None, json_output: bool, json_file):
     from kd_edge.runtime.detections import detect_files, draw_frames, frame_lines
+    from kd_edge.runtime.predict import send_json
 
     frames = detect_files(model, inputs, threshold)
     if draw is not None:
         draw_frames(frames, draw)
-    if json_output:
-        typer.echo(json.dumps([frame.to_dict() for frame in frames], indent=2))
+    if json_output and not send_json([frame.to_dict() for frame in frames], json_file):
         return
     for line in frame_lines(frames):
         console().print(line)

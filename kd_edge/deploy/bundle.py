@@ -306,7 +306,7 @@ def detector_text(card) -> dict[str, str]:
         "class, x, y, width, height in the frame's pixels) and the image's `sizes` within each padded frame.",
         "bench": "per-frame latency, 30 fps verdict",
         "check": "F1 of every form on samples.npz",
-        "predict": "~/kd-edge/bin/kd-edge predict . frame.jpg --json > objects.json   # objects in the image's "
+        "predict": "~/kd-edge/bin/kd-edge predict . frame.jpg --json objects.json   # objects in the image's "
         "pixels (needs Pillow)",
         "python": "from kd_edge.runtime.detections import decode\n\n"
         'logits = model.logits(model.preprocess(samples["images"][:1]))[0]   # (classes + 1, h, w), 0 is background\n'

@@ -2,7 +2,7 @@
 
     kd-edge bench bundle/ --threads 2 --rate 30      # latency, accuracy on samples.npz, the drone loop's verdict
     kd-edge predict bundle/ frame.npz                 # top classes per image (image files need Pillow)
-    kd-edge predict detector/ frame.jpg --json        # a detector's objects (class, x, y, score) in the image
+    kd-edge predict detector/ frame.jpg --json o.json # a detector's objects (class, x, y, score) in the image
     kd-edge check bundle/                             # every form's accuracy on samples.npz
     kd-edge profiles
 
@@ -15,7 +15,6 @@ command line's (``kd_edge.settings.commands``), so both take the same flags with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import typing
 from pathlib import Path
@@ -70,16 +69,17 @@ def bench(args: argparse.Namespace) -> None:
 
 def predict(args: argparse.Namespace) -> None:
     from kd_edge.runtime import OnnxModel
-    from kd_edge.runtime.predict import predict_files
+    from kd_edge.runtime.predict import json_file_among, predict_files, send_json
 
+    given = [*args.inputs, *([Path(args.json)] if isinstance(args.json, str) else [])]  # --json's value: a .json, or
+    args.json_file, args.inputs = json_file_among(given, args.json is not None)  # an input written after the flag
     settings = settings_from(args, COMMANDS["predict"])
     model = OnnxModel(args.model, threads=settings.threads)
     if model.card.task == "detect":
         predict_objects(model, args, settings.threshold)
         return
     rows = predict_files(model, args.inputs, top_k=min(settings.top_k, len(model.classes)))
-    if args.json:
-        print(json.dumps([row.to_dict() for row in rows], indent=2))
+    if args.json is not None and not send_json([row.to_dict() for row in rows], args.json_file):
         return
     for row in rows:
         top = ", ".join(f"{name} {p:.1%}" for name, p in row.top)
@@ -89,11 +89,13 @@ def predict(args: argparse.Namespace) -> None:
 def predict_objects(model, args: argparse.Namespace, threshold: float | None) -> None:
     """A detector's objects in each image, in the image's own pixels (``--draw`` marks them on a copy)."""
     from kd_edge.runtime.detections import detect_files, draw_frames, frame_lines
+    from kd_edge.runtime.predict import send_json
 
     frames = detect_files(model, args.inputs, threshold)
     if args.draw is not None:
         draw_frames(frames, args.draw)
-    print(json.dumps([frame.to_dict() for frame in frames], indent=2) if args.json else "\n".join(frame_lines(frames)))
+    if args.json is None or send_json([frame.to_dict() for frame in frames], args.json_file):
+        print("\n".join(frame_lines(frames)))
 
 
 def profiles(args: argparse.Namespace) -> None:
@@ -118,8 +120,10 @@ def parser() -> argparse.ArgumentParser:
     bench_parser.set_defaults(run=bench)
     predict_parser = commands.add_parser("predict", help="The model's top classes for each input.")
     predict_parser.add_argument("model", type=Path, help="an .onnx model, or a bundle folder or .tar.gz")
-    predict_parser.add_argument("inputs", nargs="+", type=Path, help="image files, folders of them, or .npz files")
-    predict_parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    predict_parser.add_argument("inputs", nargs="*", type=Path, help="image files, folders of them, or .npz files")
+    predict_parser.add_argument(
+        "--json", nargs="?", const=True, metavar="FILE.json", help="print JSON instead of lines, or write it to FILE"
+    )
     predict_parser.add_argument(
         "--draw", type=Path, help="a detector: each image with its objects marked, to this file or into this folder"
     )

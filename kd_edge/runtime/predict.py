@@ -16,7 +16,7 @@ import numpy as np
 
 from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.data.pixels import model_pixels
-from kd_edge.errors import DatasetError
+from kd_edge.errors import ConfigError, DatasetError
 from kd_edge.runtime.session import OnnxModel
 
 
@@ -32,6 +32,37 @@ class Prediction:
             "top": [{"class": name, "probability": p} for name, p in self.top],
             "note": self.note,
         }
+
+
+def json_file_among(paths: list[Path], json_requested: bool) -> tuple[Path | None, list[Path]]:
+    """(the file `--json FILE.json` names, or None to print the JSON; the inputs without it).
+
+    `--json` takes no value on kd-edge's command line, so ``FILE.json`` arrives among the inputs, where a .json can
+    never be an image: it is where the predictions go."""
+    files = [Path(p) for p in paths if Path(p).suffix.lower() == ".json"]
+    if files and not json_requested:
+        raise ConfigError(f"{str(files[0])!r} is not an image: `--json {files[0]}` writes the predictions there")
+    if len(files) > 1:
+        raise ConfigError(f"--json writes one file, got {', '.join(map(str, files))}")
+    inputs = [Path(p) for p in paths if Path(p).suffix.lower() != ".json"]
+    if not inputs:
+        raise DatasetError("no input to predict: give image files, folders of them, or an .npz")
+    return (files[0] if files else None), inputs
+
+
+def send_json(rows: list[dict], json_file: Path | None) -> bool:
+    """Print ``rows`` as JSON, or write them to ``json_file``: True when the table should still be printed (the
+    JSON went to a file)."""
+    import json
+
+    if json_file is None:
+        print(json.dumps(rows, indent=2))
+        return False
+    from kd_edge.io import atomic_write_json
+
+    atomic_write_json(json_file, rows)
+    print(f"predictions written to {json_file}")
+    return True
 
 
 def predict_files(model: OnnxModel, paths: list[Path], top_k: int) -> list[Prediction]:
