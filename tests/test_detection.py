@@ -566,6 +566,8 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["student"]["distilled"] and metrics["student"]["test"]["overall"]["f1"] > 0.8, metrics["student"]
+    for stage in ("teacher", "student"):  # beside each other, as a classifier's test_accuracy
+        assert metrics[stage]["test_f1"] == metrics[stage]["test"]["overall"]["f1"]
     groups = json.loads((run / "split.json").read_text())["groups"]
     assert sum(map(len, groups.values())) == 4 and not set(groups["train"]) & set(groups["test"])
     student = load_checkpoint(run / "student.pt")  # weights_only: plain numbers in its metrics

@@ -151,7 +151,7 @@ def train_one(run, stage: str, network: DetectorNetwork, settings: DetectSetting
     info = {
         "model": network.model, "parameters": count_parameters(model), "macs": macs, "steps": network.steps,
         "precision": result.precision, "val_f1": result.best_val_f1, "threshold": result.threshold,
-        "best_step": result.best_step,
+        "best_step": result.best_step, "test_f1": test.overall["f1"],  # a detector's test_accuracy
         "test": test.to_dict(), "history": result.history,
         "distilled": teacher is not None,
     }  # fmt: skip
