@@ -36,7 +36,9 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
     from kd_edge.settings.detection import DetectSettings
 
     defaults = DetectSettings(dataset=f"yolo:{args.data}")
-    splits = detection_splits(args.data, args.frame_size, defaults.split, seed, defaults.group_by)
+    splits = detection_splits(
+        args.data, args.frame_size, defaults.split, seed, defaults.group_by, defaults.empty_frames
+    )
     return run_split(splits, seed, args, ROWS, keep)
 
 

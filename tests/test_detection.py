@@ -91,6 +91,23 @@ def test_empty_and_missing_label_files_and_unreadable_images_are_named_together(
     assert "images/broken-0001.png: cannot be read" in message
 
 
+def test_frames_without_objects_are_kept_as_negatives_when_asked(tmp_path):
+    """--empty-frames keep: an empty or missing label file is a frame with no object; a bad line still stops."""
+    squares_dataset(tmp_path, groups=("ok",), frames=1)
+    write_scene(tmp_path, "empty-0001", [])
+    write_scene(tmp_path, "lost-0001", [])
+    (tmp_path / "labels" / "lost-0001.txt").unlink()
+    with pytest.raises(DatasetError, match=r"2 problem.*--empty-frames keep"):
+        read_yolo(tmp_path, 96)
+    scenes = {scene.file: scene for scene in read_yolo(tmp_path, 96, keep_empty=True)}
+    assert len(scenes) == 3 and len(scenes["ok-0000.png"].labels) > 0
+    for name in ("empty-0001.png", "lost-0001.png"):
+        assert scenes[name].truths().shape == (0, 5) and scenes[name].image.shape == (64, 96, 3)
+    (tmp_path / "labels" / "empty-0001.txt").write_text("0 0.5 0.5 0 0.1\n")
+    with pytest.raises(DatasetError, match=r"1 problem.*box of size"):
+        read_yolo(tmp_path, 96, keep_empty=True)
+
+
 def test_a_dataset_without_classes_or_images_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="is not a folder"):
         read_yolo(tmp_path / "nowhere", 96)
@@ -560,8 +577,11 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     from kd_edge.training.checkpoint import load_checkpoint
 
     data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c", "d"), frames=8)
+    for name in ("a-0100", "c-0100"):  # frames without objects, kept as negatives (and so read by every stage)
+        write_scene(data, name, [])
     run, runner = tmp_path / "run", CliRunner()
     common = ["--dataset", f"yolo:{data}", "--frame-size", "96", "--tile", "48", "--batch-size", "16"]
+    common += ["--empty-frames", "keep"]
     result = runner.invoke(app, ["detect", *common, "--teacher-steps", "150", "--steps", "150", "--out", str(run)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
@@ -574,6 +594,7 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     stride = create_detector(DetectSettings.student.model, 2).stride  # the default student's cells
     assert student.card.task == "detect" and student.card.detection["stride"] == stride
     assert student.card.detection["group_by"] == "prefix"  # later stages split the frames as training did
+    assert student.card.detection["empty_frames"] == "keep" and sum(metrics["data"]["without_objects"].values()) == 2
 
     result = runner.invoke(app, ["export", str(run), "--onnx", "--out", str(tmp_path / "exports")])
     assert result.exit_code == 0, result.output

@@ -6,8 +6,8 @@
 A label file holds one line per object, ``class x_center y_center width height``, the box
 normalised to 0-1 by the image's width and height, so it stays valid when the image is resized.
 Every bad line (a number that is not one, an unknown class, a centre outside the image, a box of
-zero size) and every empty label file is named with its file and line, all at once, before
-anything trains.
+zero size) is named with its file and line, all at once, before anything trains; so is every empty
+or missing label file, unless frames without objects are kept (``keep_empty``: negatives to learn from).
 
 Frames of one video are near-duplicates: the split is by group (``group_of``: the file name
 without its trailing frame number), so no video has frames on two sides.
@@ -74,8 +74,6 @@ def parse_labels(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray
     """(boxes, labels, problems) of one label file; a problem names the file, the line and what is wrong."""
     name = f"labels/{path.name}"
     lines = [(number, line.split()) for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-    if not lines:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), [f"{name}: empty (no object)"]
     boxes, labels, problems = [], [], []
     for number, fields in lines:
         where = f"{name} line {number}"
@@ -108,8 +106,9 @@ def line_problem(fields: list[str], classes: int) -> str | None:
     return None
 
 
-def read_yolo(root: Path, longest_side: int) -> list[Scene]:
-    """Every labelled image of ``root``, resized so that its longer side is ``longest_side`` pixels (RGB)."""
+def read_yolo(root: Path, longest_side: int, keep_empty: bool = False) -> list[Scene]:
+    """Every labelled image of ``root``, resized so that its longer side is ``longest_side`` pixels (RGB); with
+    ``keep_empty``, an image whose label file is empty or missing too, as a frame without objects."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
@@ -121,11 +120,13 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
     scenes, problems = [], []
     for path in files:
         label_file = root / "labels" / f"{path.stem}.txt"
-        if not label_file.is_file():
-            problems.append(f"images/{path.name}: no label file labels/{label_file.name}")
-            continue
-        boxes, labels, found = parse_labels(label_file, classes)
-        problems += found
+        if label_file.is_file():
+            boxes, labels, found = parse_labels(label_file, classes)
+            empty = f"labels/{label_file.name}: empty (no object)" if not (len(labels) or found) else None
+        else:
+            boxes, labels, found = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), []
+            empty = f"images/{path.name}: no label file labels/{label_file.name}"
+        problems += found if keep_empty or empty is None else [*found, empty]  # kept: a frame with no object
         try:
             with Image.open(path) as opened:
                 image = longer_side(opened, longest_side)
@@ -137,7 +138,8 @@ def read_yolo(root: Path, longest_side: int) -> list[Scene]:
         more = f"; and {len(problems) - LISTED_PROBLEMS} more" if len(problems) > LISTED_PROBLEMS else ""
         raise DatasetError(
             f"{len(problems)} problem(s) in {str(root)!r}: {'; '.join(problems[:LISTED_PROBLEMS])}{more}. Fix or "
-            "remove those files: each label line is `class x_center y_center width height`, normalised to 0-1."
+            "remove those files: each label line is `class x_center y_center width height`, normalised to 0-1 "
+            "(images with no object in them: --empty-frames keep)."
         )
     return scenes
 
@@ -192,10 +194,13 @@ def split_by_group(
     return {name: [scene for group in chosen[name] for scene in groups[group]] for name in SPLIT_NAMES}
 
 
-def detection_splits(root: Path, frame_size: int, fractions, seed: int, group_by: str) -> dict[str, list[Scene]]:
+def detection_splits(
+    root: Path, frame_size: int, fractions, seed: int, group_by: str, empty_frames: str
+) -> dict[str, list[Scene]]:
     """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
-    check, quantize's calibration) read, from the card's data reference, seed and grouping."""
-    return split_by_group(read_yolo(root, frame_size), tuple(fractions), seed, group_by)
+    check, quantize's calibration) read, from the card's data reference, seed, grouping and empty-frame rule."""
+    scenes = read_yolo(root, frame_size, keep_empty=empty_frames == "keep")
+    return split_by_group(scenes, tuple(fractions), seed, group_by)
 
 
 def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
@@ -204,4 +209,5 @@ def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
     root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
     rule = card.detection
     grouping = rule.get("group_by", "prefix")  # cards written before --group-by existed were split by source
-    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], grouping)
+    empty_frames = rule.get("empty_frames", "refuse")  # and before --empty-frames, refused empty label files
+    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], grouping, empty_frames)

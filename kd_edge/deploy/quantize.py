@@ -36,7 +36,7 @@ from kd_edge.log import progress, quiet_third_party, step
 from kd_edge.runtime.card import write_card
 from kd_edge.runtime.detections import pad_square, score_frames
 from kd_edge.runtime.session import OnnxModel
-from kd_edge.settings.deploy import QuantizeSettings
+from kd_edge.settings.deploy import METHODS, QuantizeSettings
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 MIN_CALIBRATION_PER_CLASS = 5
@@ -421,8 +421,9 @@ def quantize_detector(source: Path, fp32: OnnxModel, config: QuantizeSettings, o
         if fp32_val - int8_val > config.max_f1_drop:
             raise QuantizationError(
                 f"INT8 loses {fp32_val - int8_val:.3f} F1 on the validation frames ({fp32_val:.3f} to {int8_val:.3f}), "
-                f"more than --max-f1-drop {config.max_f1_drop}; the FP32 model is kept. Try --method percentile or "
-                "--per-tensor, or keep nodes in FP32 with --exclude"
+                f"more than --max-f1-drop {config.max_f1_drop}; the FP32 model is kept (calibrated with {method}). "
+                f"Try --method {' or '.join(m for m in METHODS if m not in ('auto', method))}, or --per-tensor, or "
+                "keep nodes in FP32 with --exclude"
             )
         step("quantize: scoring FP32 and INT8 on the test frames (reported only)")
         int8_test = frames_f1(int8, splits["test"])

@@ -50,6 +50,13 @@ class DetectSettings:
         "a video's near-duplicate frames never sit on two sides) or file (each image alone: independent photos).",
         choices=("prefix", "file"),
     )
+    empty_frames: str = knob(
+        "refuse",
+        "An image whose label file is empty or missing: refuse (stop, naming each, as a label file lost or left "
+        "unfinished looks the same) or keep (a frame with no object in it: a negative the detectors learn from, as in "
+        "YOLO's convention).",
+        choices=("refuse", "keep"),
+    )
     augment: str = knob(
         "aerial",
         "aerial: random scale (--scales), the 8 flips and quarter turns, brightness and contrast jitter, on the "

@@ -54,7 +54,9 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         root = Path(settings.root)
         classes = read_classes(root)
         stride = detector_stride(settings, len(classes))  # an unknown name fails now, not after the teacher
-        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed, settings.group_by)
+        splits = detection_splits(
+            root, settings.frame_size, settings.split, settings.run.seed, settings.group_by, settings.empty_frames
+        )
         config = {"stage": "detect", **asdict(settings)}
         run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
         if run.finished("student"):
@@ -67,7 +69,8 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
             classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
             task="detect", resize=FRAME_RESIZE,
-            detection={"stride": stride, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by},
+            detection={"stride": stride, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by,
+                       "empty_frames": settings.empty_frames},
         )  # fmt: skip
         teacher = None
         if settings.alpha < 1.0 and run.finished("teacher"):
@@ -108,8 +111,11 @@ def record_split(run: RunFolder, splits: dict[str, list[Scene]], seconds: float)
     atomic_write_json(run.dir / SPLIT_FILE, {"files": files, "groups": groups})
     sizes = {name: len(scenes) for name, scenes in splits.items()}
     objects = {name: int(sum(len(scene.labels) for scene in scenes)) for name, scenes in splits.items()}
-    step(f"data: {sizes} images, {objects} objects, groups by split {groups}")
-    run.record("data", {**sizes, "objects": objects, "groups": groups, "files": SPLIT_FILE}, seconds)
+    empty = {name: sum(not len(scene.labels) for scene in scenes) for name, scenes in splits.items()}
+    kept = f", {empty} of them without objects" if any(empty.values()) else ""
+    step(f"data: {sizes} images{kept}, {objects} objects, groups by split {groups}")
+    record = {**sizes, "objects": objects, "without_objects": empty, "groups": groups, "files": SPLIT_FILE}
+    run.record("data", record, seconds)
 
 
 def student_after_teacher(settings: DetectSettings, card: ModelCard) -> LaterStage:
