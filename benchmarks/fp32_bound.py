@@ -20,7 +20,8 @@ import json
 import os
 import time
 
-ISA_CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+from core_benchmark import ISA_CAPS
+
 MATRIX_OPS = ("convolution_backward", "mkldnn_convolution", "aten::mm", "aten::addmm", "_fused_adamw")
 NETWORKS = {"teacher": "cnn-base", "student": "cnn-small"}
 
