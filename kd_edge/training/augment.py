@@ -108,21 +108,6 @@ def jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (((pixels - mean) * contrast + mean) * brightness).round_().clamp_(0, 255).to(torch.uint8)
 
 
-SATURATION = (0.6, 1.4)  # colour's distance from grey, scaled by a factor in this range
-COLOUR_CAST = 0.1  # each channel's gain within 1 +- this (white balance)
-
-
-def colour(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(N, 3, H, W) uint8 with each image's saturation and white balance changed: a camera's and a light's colour,
-    which differ between drone sources more than brightness does."""
-    n = len(images)
-    pixels = images.float()
-    grey = (pixels * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    saturation = SATURATION[0] + (SATURATION[1] - SATURATION[0]) * torch.rand(n, 1, 1, 1, generator=generator)
-    cast = 1 + COLOUR_CAST * (2 * torch.rand(n, 3, 1, 1, generator=generator) - 1)
-    return ((grey + (pixels - grey) * saturation) * cast).round_().clamp_(0, 255).to(torch.uint8)
-
-
 def changes_batches(policy: str, cutmix_probability: float) -> bool:
     """Whether training sees other pixels than the split's: then frozen teachers run on every batch, and no soft
     labels can be cached by index."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_edge.data.yolo import Scene
-from kd_edge.training.augment import colour, dihedral, jitter
+from kd_edge.training.augment import dihedral, jitter
 
 
 def centre_map(centres: np.ndarray, labels: np.ndarray, side: int, stride: int) -> torch.Tensor:
@@ -81,5 +81,5 @@ def draw_tiles(
         targets.append(target)
     images = torch.stack(images)
     if augment == "aerial":
-        images = colour(jitter(images, generator), generator)
+        images = jitter(images, generator)
     return images, torch.stack(targets)
