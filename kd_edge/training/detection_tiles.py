@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_edge.data.yolo import Scene
-from kd_edge.training.augment import dihedral, jitter
+from kd_edge.training.augment import dihedral
 
 
 def centre_map(centres: np.ndarray, labels: np.ndarray, side: int, stride: int) -> torch.Tensor:
@@ -79,7 +79,5 @@ def draw_tiles(
             image, target = dihedral(image[None], code)[0], dihedral(target[None, None], code)[0, 0]
         images.append(image)
         targets.append(target)
-    images = torch.stack(images)
-    if augment == "aerial":
-        images = jitter(images, generator)
+    images = torch.stack(images)  # experiment: no brightness and contrast jitter
     return images, torch.stack(targets)
