@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_edge.data.yolo import Scene
-from kd_edge.training.augment import dihedral
+from kd_edge.training.augment import dihedral, jitter
 
 
 def centre_map(centres: np.ndarray, labels: np.ndarray, side: int, stride: int) -> torch.Tensor:
@@ -79,5 +79,7 @@ def draw_tiles(
             image, target = dihedral(image[None], code)[0], dihedral(target[None, None], code)[0, 0]
         images.append(image)
         targets.append(target)
-    images = torch.stack(images)  # experiment: no brightness and contrast jitter
+    images = torch.stack(images)
+    if augment == "aerial":
+        images = jitter(images, generator)
     return images, torch.stack(targets)
