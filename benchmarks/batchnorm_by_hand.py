@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 from core_benchmark import ISA_CAPS
 
@@ -85,21 +84,9 @@ def with_batchnorm_by_hand(model):
     return model
 
 
-def step_ms(model, optimizer, images, labels, steps: int) -> float:
-    import torch.nn.functional as F
-
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return 1e3 * (time.perf_counter() - started) / steps
-
-
 def compare(name: str, rounds: int, steps: int) -> None:
     import torch.nn.functional as F
-    from training_steps import case_batch
+    from training_steps import case_batch, timed_training_steps
 
     from kd_edge.settings.training import OptimSettings
     from kd_edge.training.optimizers import make_optimizer
@@ -117,7 +104,8 @@ def compare(name: str, rounds: int, steps: int) -> None:
     times = {"torch": [], "by hand": []}
     for _ in range(rounds + 1):  # the first round warms both up and is not kept
         for key, model, optimizer in zip(times, (torch_bn, by_hand), optimizers, strict=True):
-            times[key].append(step_ms(model, optimizer, images, labels, steps))
+            timed = timed_training_steps(model, optimizer, images, labels, steps)
+            times[key].append(1e3 * timed.wall_s / steps)
     medians = {key: sorted(values[1:])[rounds // 2] for key, values in times.items()}
     print(
         f"{name}: loss {losses[0].item():.6f} against {losses[1].item():.6f}, gradients within {worst:.1e} of the "
