@@ -225,6 +225,21 @@ def test_predict_image_files_a_folder_and_an_npz(tmp_path, exported_student, eas
     assert refused.exit_code == 1 and "--json" in refused.output and not (tmp_path / "q.json").exists()
 
 
+def test_predict_json_equals_file_writes_there(tmp_path, exported_student, easy_npz, monkeypatch, capsys):
+    """`--json=FILE.json`, as the board's command line and `kd-edge bench --json=FILE` take it."""
+    from kd_edge.cli import main
+
+    Image.fromarray(np.load(easy_npz)["images"][0]).save(tmp_path / "x.png")
+    out = tmp_path / "p.json"
+    monkeypatch.setattr(
+        sys, "argv", ["kd-edge", "predict", str(exported_student), str(tmp_path / "x.png"), f"--json={out}"]
+    )
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0, capsys.readouterr()
+    assert json.loads(out.read_text())[0]["top"][0]["class"] in ("a", "b", "c")
+
+
 def test_predict_says_what_is_wrong_with_float_pixels(tmp_path, exported_student):
     np.savez(tmp_path / "floats.npz", images=np.random.default_rng(0).random((2, 16, 16), dtype=np.float32))
     result = invoke("predict", exported_student, tmp_path / "floats.npz")

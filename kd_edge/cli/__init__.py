@@ -145,9 +145,23 @@ def register() -> None:
 register()
 
 
+def predict_json_value_split(args: list[str]) -> list[str]:
+    """``predict ... --json=FILE.json`` as ``--json FILE.json``.
+
+    predict's ``--json`` is a flag to click (alone, it prints the JSON), so ``--json=FILE`` would be refused as a
+    value given to a flag; written with a space, the file arrives among the inputs, where predict takes it
+    (runtime/predict.json_file_among). The board's command line takes both spellings; so does this one."""
+    if next((arg for arg in args if not arg.startswith("-")), None) != "predict":
+        return args
+    split = []
+    for arg in args:
+        split += ["--json", arg.removeprefix("--json=")] if arg.startswith("--json=") else [arg]
+    return split
+
+
 def main() -> None:
     try:
-        app(prog_name="kd-edge")
+        app(args=predict_json_value_split(sys.argv[1:]), prog_name="kd-edge")
     finally:
         # The interpreter's last garbage collection walks every object alive, 200,000 once torch is imported:
         # 0.8 s of each exit (benchmarks/command_exit.py). Nothing kd-edge writes waits for it (files are closed
