@@ -1,6 +1,6 @@
 """Can BatchNorm's training passes be made cheaper from torch's own operations? A trial for issue 25 (not adopted).
 
-    .venv/bin/python benchmarks/batchnorm_by_hand.py [--isa avx2] [--rounds 5]
+    .venv/bin/python benchmarks/batchnorm_by_hand.py [--isa avx2] [--rounds 5] [--compiled]
 
 BatchNorm's forward and backward are about a quarter of a float32 training step of the default Fashion-MNIST
 networks (results/fp32-bound.md), and torch's CPU kernels for them run at several times a copy's time. Here a
@@ -10,6 +10,10 @@ sums of squares, and in the backward pass of the gradient and of gradient times 
 of ones (``torch.mm``), the normalisation and the input's gradient as fused multiply-adds (``torch.addcmul``).
 Each network's training steps (kd-edge's AdamW, batch 192) are timed with torch's BatchNorm and with this one,
 alternating, after checking that both give the same loss and gradients.
+
+``--compiled`` adds a third contender: each BatchNorm-ReLU(-max-pool) region compiled by ``torch.compile``
+(inductor writes one C++ kernel for the region's forward and one for its backward), the convolutions left to
+oneDNN as in eager mode: the fusion the float32 bound asks for, without kd-edge shipping a kernel of its own.
 """
 
 from __future__ import annotations
@@ -84,7 +88,28 @@ def with_batchnorm_by_hand(model):
     return model
 
 
-def compare(name: str, rounds: int, steps: int) -> None:
+def with_compiled_regions(model):
+    """``model`` with each BatchNorm, its ReLU and the max-pool after them run as one ``torch.compile``d module (the
+    max-pool first, as kd-edge's ConvStages runs it in training)."""
+    import torch
+    from torch import nn
+
+    layers, regions = list(model.features), []
+    while layers:
+        layer = layers.pop(0)
+        if type(layer) is not nn.BatchNorm2d:
+            regions.append(layer)
+            continue
+        relu = layers.pop(0)
+        pool = [layers.pop(0)] if layers and isinstance(layers[0], nn.MaxPool2d) else []
+        regions.append(torch.compile(nn.Sequential(layer, *pool, relu)))
+    model.features = nn.Sequential(*regions)
+    return model
+
+
+def compare(name: str, rounds: int, steps: int, compiled: bool) -> None:
+    import time
+
     import torch.nn.functional as F
     from training_steps import case_batch, timed_training_steps
 
@@ -92,25 +117,35 @@ def compare(name: str, rounds: int, steps: int) -> None:
     from kd_edge.training.optimizers import make_optimizer
 
     torch_bn, images, labels = case_batch(name, 1, 28, 192)
-    by_hand = with_batchnorm_by_hand(case_batch(name, 1, 28, 192)[0])
-    losses = [F.cross_entropy(model(images), labels) for model in (torch_bn, by_hand)]
-    for loss in losses:
+    contenders = {"by hand": with_batchnorm_by_hand(case_batch(name, 1, 28, 192)[0])}
+    if compiled:
+        contenders["compiled"] = with_compiled_regions(case_batch(name, 1, 28, 192)[0])
+    reference_loss = F.cross_entropy(torch_bn(images), labels)
+    reference_loss.backward()
+    for key, model in contenders.items():
+        started = time.perf_counter()  # a compiled model compiles on its first forward and backward
+        loss = F.cross_entropy(model(images), labels)
         loss.backward()
-    worst = max(
-        ((a.grad - b.grad).abs().max() / a.grad.abs().max()).item()
-        for a, b in zip(torch_bn.parameters(), by_hand.parameters(), strict=True)
-    )
-    optimizers = [make_optimizer(model, OptimSettings()) for model in (torch_bn, by_hand)]
-    times = {"torch": [], "by hand": []}
-    for _ in range(rounds + 1):  # the first round warms both up and is not kept
-        for key, model, optimizer in zip(times, (torch_bn, by_hand), optimizers, strict=True):
-            timed = timed_training_steps(model, optimizer, images, labels, steps)
+        worst = max(
+            ((a.grad - b.grad).abs().max() / a.grad.abs().max()).item()
+            for a, b in zip(torch_bn.parameters(), model.parameters(), strict=True)
+        )
+        print(
+            f"{name} {key}: loss {loss.item():.6f} against torch's {reference_loss.item():.6f}, gradients within "
+            f"{worst:.1e} of the largest; first step {time.perf_counter() - started:.1f} s"
+        )
+    models = {"torch": torch_bn, **contenders}
+    optimizers = {key: make_optimizer(model, OptimSettings()) for key, model in models.items()}
+    times = {key: [] for key in models}
+    for _ in range(rounds + 1):  # the first round warms every contender up and is not kept
+        for key, model in models.items():
+            timed = timed_training_steps(model, optimizers[key], images, labels, steps)
             times[key].append(1e3 * timed.wall_s / steps)
     medians = {key: sorted(values[1:])[rounds // 2] for key, values in times.items()}
     print(
-        f"{name}: loss {losses[0].item():.6f} against {losses[1].item():.6f}, gradients within {worst:.1e} of the "
-        f"largest; a step {medians['torch']:.1f} ms with torch's BatchNorm, {medians['by hand']:.1f} ms by hand: "
-        f"{medians['by hand'] / medians['torch']:.3f}x (median of {rounds} alternating rounds of {steps} steps)"
+        f"{name}: a step {medians['torch']:.1f} ms with torch's BatchNorm, "
+        + ", ".join(f"{medians[key]:.1f} ms {key} ({medians[key] / medians['torch']:.3f}x)" for key in contenders)
+        + f" (median of {rounds} alternating rounds of {steps} steps)"
     )
 
 
@@ -119,6 +154,7 @@ def main():
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap oneDNN, ATen and MKL at this ISA")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compiled", action="store_true", help="add the torch.compile'd regions as a contender")
     args = parser.parse_args()
     os.environ.update(ISA_CAPS.get(args.isa, {}))  # before torch loads its libraries
 
@@ -126,7 +162,7 @@ def main():
 
     keep_freed_memory()
     for name in ("cnn-base", "cnn-small"):
-        compare(name, args.rounds, args.steps)
+        compare(name, args.rounds, args.steps, args.compiled)
 
 
 if __name__ == "__main__":
