@@ -281,6 +281,11 @@ def test_cli_resume_message_and_exit_code(tmp_path, easy_npz, monkeypatch):
     assert again.exit_code == 1 and "--resume to continue it" in again.output
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
+    assert "holds no earlier run" not in resumed.output
+    # --resume where --out holds no run: it starts from the beginning, and says so
+    fresh = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "mistyped"), "--resume"])
+    assert fresh.exit_code == 0 and "holds no earlier run" in fresh.output, fresh.output
+    assert (tmp_path / "mistyped" / "student.pt").is_file()
 
 
 def test_a_signal_that_came_after_the_last_safe_point_still_sets_the_exit_code():

@@ -33,7 +33,8 @@ ResumeOpt = Annotated[
     typer.Option(
         "--resume",
         metavar="",
-        help="Continue the interrupted run in --out from its saved state (same settings; a finished teacher is kept).",
+        help="Continue the interrupted run in --out from its saved state (same settings; a finished teacher is kept); "
+        "where --out holds no run, start one, and say so.",
     ),
 ]
 ConfigOpt = Annotated[

@@ -32,6 +32,7 @@ def teacher(
     from kd_edge.training.distill import train_teacher
 
     relaunch_under_torchrun(nproc)
+    say_if_nothing_to_resume(out, resume)
     with training_process(settings.run.device):
         metrics = train_teacher(settings, out, force=force, resume=resume, progress=make_progress())
     print_summary(metrics, out)
@@ -73,12 +74,24 @@ def distill(
     refuse_teacher_options(teachers, given)
     settings.check_teachers(len(teachers))
     relaunch_under_torchrun(nproc)
+    say_if_nothing_to_resume(out, resume)
     with training_process(settings.run.device):
         metrics = distill_student(
             settings, out, teachers=teachers, force=force, resume=resume, progress=make_progress()
         )
     print_summary(metrics, out)
     next_step(f"kd-edge export {out} --onnx --int8 --out runs/exports (or kd-edge bundle {out} --out runs/bundle)")
+
+
+def say_if_nothing_to_resume(out: Path, resume: bool) -> None:
+    """--resume where --out holds no earlier run (a mistyped folder, a run that never started) starts from the
+    beginning; say so, rather than let a long training start over unnoticed. Not an error: a script that always
+    passes --resume, to continue whatever a preemption stopped, must start its first run too."""
+    from kd_edge.log import step
+    from kd_edge.training.run_folder import CONFIG_FILE
+
+    if resume and not (out / CONFIG_FILE).is_file():
+        step(f"--resume: {out} holds no earlier run (no {CONFIG_FILE}), so this one starts from the beginning")
 
 
 def refuse_teacher_options(teachers: tuple[str, ...], given: set[str]) -> None:
@@ -148,6 +161,7 @@ def detect(
     require_training_extra()
     from kd_edge.training.detect_run import train_detectors
 
+    say_if_nothing_to_resume(out, resume)
     with training_process("cpu"):
         metrics = train_detectors(settings, out, force=force, resume=resume)
     student = metrics["student"]["test"]["overall"]
