@@ -66,6 +66,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
         run=RunSettings(seed=seed, precision=args.precision),
         kd_cells=args.kd_cells,
         feature_weight=args.feature_weight,
+        object_weight=args.object_weight,
         scales=tuple(args.scales),
         frame_size=args.frame_size,
     )  # kd-edge detect's defaults otherwise
@@ -116,6 +117,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="as kd-edge detect's")
     parser.add_argument("--kd-cells", default="objects", choices=("equal", "objects"))
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
+    parser.add_argument(
+        "--object-weight", type=float, default=DetectSettings.object_weight, help="an object cell's weight in the loss"
+    )
     parser.add_argument("--frame-size", type=int, default=DetectSettings.frame_size, help="frames' longer side (px)")
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")
     # fomo-small, not kd-edge detect's default student: the student of detection.md's tables made by this script
