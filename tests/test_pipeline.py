@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -287,6 +288,28 @@ def test_report_without_matplotlib_still_writes_the_tables(tmp_path, easy_run, m
     report.write_report(out)
     markdown = (out / "report.md").read_text()
     assert "matplotlib is not installed" in markdown and "| teacher (PyTorch) |" in markdown and "![" not in markdown
+
+
+def test_a_long_training_is_listed_in_about_twenty_rows_with_the_kept_epoch(tmp_path, easy_run, monkeypatch):
+    """A small folder's default is 200 epochs a network: the report lists about 20 of them, always the kept one."""
+    from kd_edge.pipeline import report
+
+    out = shutil.copytree(easy_run, tmp_path / "run")
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["teacher"]["history"] = [
+        {"epoch": e, "loss": 1 / e, "train_accuracy": 0.5, "val_accuracy": 0.5 + (e == 33) / 4} for e in range(1, 201)
+    ]
+    metrics["teacher"]["best_epoch"] = 33
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setattr(report, "pyplot", lambda: None)
+    report.write_report(out)
+    text = (out / "report.md").read_text()
+    listed = re.findall(r"^\| teacher \| (\d+)( \(kept\))? \|", text, re.MULTILINE)
+    epochs = [int(epoch) for epoch, _ in listed]
+    assert 18 <= len(epochs) <= 22 and epochs[0] == 1 and epochs[-1] == 200 and epochs == sorted(epochs)
+    assert [int(epoch) for epoch, kept in listed if kept] == [33]
+    student_rows = re.findall(r"^\| student \| \d+( \(kept\))? \|", text, re.MULTILINE)
+    assert len(student_rows) == len(metrics["student"]["history"])  # a short history, listed whole
 
 
 def test_a_folder_of_something_else_is_not_taken_over(tmp_path, easy_npz):

@@ -124,20 +124,41 @@ def add_summary(document: Document, run_dir: Path, metrics: dict) -> None:
         )
 
 
+# A network's epochs listed in full up to this many; beyond, about this many of them (the plot shows every one).
+EPOCH_ROWS = 20
+
+
+def epochs_listed(history: list[dict], kept: int | None) -> list[dict]:
+    """Every epoch of a short history; of a long one (a small folder's 200 epochs), evenly spaced epochs, the
+    first and the last, and the kept one (the best on validation)."""
+    if len(history) <= EPOCH_ROWS:
+        return history
+    stride = -(-len(history) // EPOCH_ROWS)
+    return [e for i, e in enumerate(history) if i % stride == 0 or i == len(history) - 1 or e["epoch"] == kept]
+
+
 def add_training(document: Document, metrics: dict, figures: Path) -> None:
     document.heading("Training")
-    rows = []
+    rows, thinned = [], False
     for stage in ("teacher", "student"):
-        for epoch in metrics.get(stage, {}).get("history", []):
+        history, kept = metrics.get(stage, {}).get("history", []), metrics.get(stage, {}).get("best_epoch")
+        listed = epochs_listed(history, kept)
+        thinned |= len(listed) < len(history)
+        for epoch in listed:
             rows.append(
                 [
                     stage,
-                    epoch["epoch"],
+                    f"{epoch['epoch']} (kept)" if epoch["epoch"] == kept else str(epoch["epoch"]),
                     f"{epoch['loss']:.4f}",
                     percent(epoch.get("train_accuracy")),
                     percent(epoch["val_accuracy"]),
                 ]
             )
+    if thinned:
+        document.text(
+            f"Over {EPOCH_ROWS} epochs, about {EPOCH_ROWS} of a network's are listed, with the one kept (the best on "
+            "validation); the plot shows every epoch, metrics.json holds them."
+        )
     document.table(["network", "epoch", "loss", "train accuracy", "validation accuracy"], rows)
     plt = pyplot()
     if plt is None or not rows:
