@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -223,6 +224,12 @@ def test_predict_image_files_a_folder_and_an_npz(tmp_path, exported_student, eas
     assert json.loads((tmp_path / "p.json").read_text()) == rows[:3]
     refused = invoke("predict", exported_student, folder, tmp_path / "q.json")  # a .json is no image
     assert refused.exit_code == 1 and "--json" in refused.output and not (tmp_path / "q.json").exists()
+    # a class-folder tree: its folders are named, to give instead
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    shutil.copy(folder / "0.png", tree / "a" / "0.png")
+    nested = invoke("predict", exported_student, tree)
+    assert nested.exit_code == 1 and "holds folders (a)" in nested.output and str(tree / "a") in nested.output
 
 
 def test_predict_json_equals_file_writes_there(tmp_path, exported_student, easy_npz, monkeypatch, capsys):

@@ -37,6 +37,20 @@ SOURCES_MAX_BYTES = 1 << 30  # and only while it fits in this much memory
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, by name. A folder of folders of images (a class-folder tree) is
+    refused with what to give instead: predicting reads a folder's own images, not its subfolders'."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not files and subfolders:
+        shown = ", ".join(subfolders[:4]) + (", ..." if len(subfolders) > 4 else "")
+        raise DatasetError(
+            f"{str(folder)!r} holds folders ({shown}) rather than images: give those folders (for example "
+            f"{folder / subfolders[0]}); a folder's own images are read, not its subfolders'"
+        )
+    return files
+
+
 @dataclass(frozen=True)
 class Reading:
     """How a folder's images are read: resized to ``image_size`` squares, as ``channels`` 1 or 3 (``surveyed``

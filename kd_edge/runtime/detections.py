@@ -239,7 +239,7 @@ def detect_files(model, paths: list[Path], threshold: float | None = None) -> li
     them, at the card's threshold unless ``threshold`` is given, in each original image's pixels."""
     from PIL import Image, UnidentifiedImageError
 
-    from kd_edge.data.folders import IMAGE_SUFFIXES
+    from kd_edge.data.folders import images_in
     from kd_edge.errors import DatasetError
 
     rule = model.card.detection
@@ -248,7 +248,7 @@ def detect_files(model, paths: list[Path], threshold: float | None = None) -> li
     for path in map(Path, paths):
         if not path.exists():
             raise DatasetError(f"{str(path)!r} does not exist; give image files or folders of them")
-        files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+        files += images_in(path) if path.is_dir() else [path]
     if not files:
         raise DatasetError(f"no images in {', '.join(map(str, paths))}; give image files or folders of them")
     results = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.folders import IMAGE_SUFFIXES
+from kd_edge.data.folders import images_in
 from kd_edge.data.pixels import model_pixels
 from kd_edge.errors import ConfigError, DatasetError
 from kd_edge.runtime.session import OnnxModel
@@ -94,7 +94,7 @@ def read_input(model: OnnxModel, path: Path) -> tuple[np.ndarray, list[str], lis
                 )
             images = model.check_images(archive["images"])
         return images, [f"{path.name}[{i}]" for i in range(len(images))], [None] * len(images)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    files = images_in(path) if path.is_dir() else [path]
     pairs = [read_image(model, file) for file in files]
     if not pairs:
         return np.zeros((0, *model.input_shape), np.uint8), [], []
