@@ -62,6 +62,27 @@ def test_a_class_folder_without_images_is_named(tmp_path):
         load_dataset(f"folder:{root}")
 
 
+def test_a_class_too_rare_for_every_split_is_named(tmp_path, caplog):
+    """A class of two images cannot give training, validation and test one each: where validation would be left
+    with one class (nothing could be chosen on it), the tree is refused; otherwise the split that goes without the
+    class says so."""
+    two = make_plain_tree(tmp_path / "two", per_class=30, classes=("field", "roof"))
+    for extra in sorted((two / "roof").iterdir())[2:]:
+        extra.unlink()
+    with pytest.raises(DatasetError, match=r"validation split .* one class only: class\(es\) 'roof' \(2\) have fewer"):
+        load_dataset(f"folder:{two}")
+    three = make_plain_tree(tmp_path / "three", per_class=30)
+    for extra in sorted((three / "river").iterdir())[2:]:
+        extra.unlink()
+    with caplog.at_level("INFO", logger="kd_edge"):
+        dataset = load_dataset(f"folder:{three}")
+    assert 2 not in dataset.val.labels.tolist()
+    assert "'river' have too few images (fewer than 3) for the val split" in caplog.text
+    one = make_plain_tree(tmp_path / "one", per_class=5, classes=("field",))
+    with pytest.raises(DatasetError, match=r"one class folder \('field'\): a classifier needs two or more"):
+        load_dataset(f"folder:{one}")
+
+
 def write_idx(path, array):
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
     data = header + array.astype(np.uint8).tobytes()
