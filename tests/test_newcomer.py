@@ -234,8 +234,11 @@ def test_predict_image_files_a_folder_and_an_npz(tmp_path, exported_student, eas
 
 def test_predict_json_equals_file_writes_there(tmp_path, exported_student, easy_npz, monkeypatch, capsys):
     """`--json=FILE.json`, as the board's command line and `kd-edge bench --json=FILE` take it."""
+    import gc
+
     from kd_edge.cli import main
 
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # main's exit shortcut would keep this test process's objects
     Image.fromarray(np.load(easy_npz)["images"][0]).save(tmp_path / "x.png")
     out = tmp_path / "p.json"
     monkeypatch.setattr(
