@@ -81,6 +81,11 @@ def test_a_class_too_rare_for_every_split_is_named(tmp_path, caplog):
     one = make_plain_tree(tmp_path / "one", per_class=5, classes=("field",))
     with pytest.raises(DatasetError, match=r"one class folder \('field'\): a classifier needs two or more"):
         load_dataset(f"folder:{one}")
+    # an .npz pool is split the same way, and refused the same way
+    images = np.zeros((32, 8, 8), np.uint8)
+    np.savez(tmp_path / "pool.npz", images=images, labels=np.repeat([0, 1], [30, 2]), classes=np.array(["a", "b"]))
+    with pytest.raises(DatasetError, match=r"one class only: class\(es\) 'b' \(2\) have fewer than 3 images"):
+        load_dataset(f"npz:{tmp_path / 'pool.npz'}")
 
 
 def write_idx(path, array):

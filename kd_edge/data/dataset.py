@@ -147,6 +147,31 @@ def three_way_split(labels: np.ndarray, fractions) -> dict[str, np.ndarray]:
     return {"train": rest[keep], "val": rest[val], "test": test}
 
 
+def check_rare_classes(classes, labels: dict[str, np.ndarray], source: str) -> None:
+    """A class of one or two images stays in training (``three_way_split``), so validation or test goes without
+    it: say which. Where validation is left with one class, nothing could be chosen on it (chance there is 100 %):
+    refuse. ``labels``: each split's; ``source``: the data, as the messages name it."""
+    if len(np.unique(labels["val"])) < 2:
+        counts = np.bincount(np.concatenate(list(labels.values())), minlength=len(classes))
+        rare = [f"{name!r} ({count})" for name, count in zip(classes, counts, strict=True) if count < 3]
+        why = (
+            f"class(es) {', '.join(rare)} have fewer than 3 images, too few for training, validation and test to "
+            "have one each. Add images to them, or remove them"
+            if rare
+            else "a classifier needs two classes or more"
+        )
+        raise DatasetError(f"the validation split of {source} would hold one class only: {why}")
+    from kd_edge.log import step
+
+    for split in ("val", "test"):
+        missing = [name for index, name in enumerate(classes) if index not in set(labels[split].tolist())]
+        if missing:
+            step(
+                f"data: class(es) {', '.join(map(repr, missing))} have too few images (fewer than 3) for the {split} "
+                "split, which goes without them; add images to judge them"
+            )
+
+
 def carve_validation(train: Split, fraction: float = VAL_FRACTION) -> tuple[Split, Split]:
     keep, held = stratified_split(train.labels, fraction)
     return train.subset(keep), train.subset(held)

@@ -26,10 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, three_way_split
+from kd_edge.data.dataset import (
+    ImageDataset,
+    Split,
+    carve_validation,
+    channel_stats,
+    check_rare_classes,
+    three_way_split,
+)
 from kd_edge.data.pixels import model_pixels  # the very function `kd-edge predict` reads images with
 from kd_edge.errors import DatasetError
-from kd_edge.log import step
 from kd_edge.settings.data import FOLDER_RESIZE, default_side
 
 GREY_MODES = ("1", "L", "LA", "I;16", "I")
@@ -90,7 +96,9 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
     require_every_class(items, classes, root)
     decoded = decode_cached(root, items, reading)
     parts = three_way_split(decoded.split.labels, reading.split)
-    check_rare_classes(classes, {name: decoded.split.labels[indices] for name, indices in parts.items()}, root)
+    check_rare_classes(
+        classes, {name: decoded.split.labels[indices] for name, indices in parts.items()}, repr(str(root))
+    )
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
     dataset = assemble(root, classes, splits, {**files, "skipped": decoded.skipped})
@@ -200,26 +208,6 @@ def require_every_class(items: list[tuple[str, int]], classes: list[str], folder
             f"class folder(s) {', '.join(repr(name) for name in empty)} in {str(folder)!r} hold no images: add "
             f"images to them, or remove them ({', '.join(sorted(IMAGE_SUFFIXES))} files, at any depth)"
         )
-
-
-def check_rare_classes(classes: list[str], labels: dict[str, np.ndarray], root: Path) -> None:
-    """A class of one or two images stays in training, so validation or test goes without it: say which. Where
-    validation is left with one class, nothing could be chosen on it (chance there is 100 %): refuse."""
-    if len(np.unique(labels["val"])) < 2:
-        counts = np.bincount(np.concatenate(list(labels.values())), minlength=len(classes))
-        rare = [f"{name!r} ({count})" for name, count in zip(classes, counts, strict=True) if count < 3]
-        raise DatasetError(
-            f"the validation split of {str(root)!r} would hold one class only: class(es) {', '.join(rare)} have fewer "
-            "than 3 images, too few for training, validation and test to have one each. Add images to them, or "
-            "remove them"
-        )
-    for split in ("val", "test"):
-        missing = [name for index, name in enumerate(classes) if index not in set(labels[split].tolist())]
-        if missing:
-            step(
-                f"data: class(es) {', '.join(map(repr, missing))} have too few images (fewer than 3) for the {split} "
-                f"split, which goes without them; add images to judge them"
-            )
 
 
 def is_image_file(path: Path, class_folder: Path) -> bool:
