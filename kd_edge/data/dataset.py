@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kd_edge.errors import DatasetError
+from kd_edge.log import step
 
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0
@@ -147,6 +148,13 @@ def three_way_split(labels: np.ndarray, fractions) -> dict[str, np.ndarray]:
     return {"train": rest[keep], "val": rest[val], "test": test}
 
 
+def checked_three_way_split(labels: np.ndarray, fractions, classes, source: str) -> dict[str, np.ndarray]:
+    """``three_way_split``, checked for classes too rare to reach every split (``check_rare_classes``)."""
+    parts = three_way_split(labels, fractions)
+    check_rare_classes(classes, {name: labels[indices] for name, indices in parts.items()}, source)
+    return parts
+
+
 def check_rare_classes(classes, labels: dict[str, np.ndarray], source: str) -> None:
     """A class of one or two images stays in training (``three_way_split``), so validation or test goes without
     it: say which. Where validation is left with one class, nothing could be chosen on it (chance there is 100 %):
@@ -161,10 +169,9 @@ def check_rare_classes(classes, labels: dict[str, np.ndarray], source: str) -> N
             else "a classifier needs two classes or more"
         )
         raise DatasetError(f"the validation split of {source} would hold one class only: {why}")
-    from kd_edge.log import step
-
     for split in ("val", "test"):
-        missing = [name for index, name in enumerate(classes) if index not in set(labels[split].tolist())]
+        present = set(labels[split].tolist())
+        missing = [name for index, name in enumerate(classes) if index not in present]
         if missing:
             step(
                 f"data: class(es) {', '.join(map(repr, missing))} have too few images (fewer than 3) for the {split} "

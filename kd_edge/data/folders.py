@@ -26,14 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.dataset import (
-    ImageDataset,
-    Split,
-    carve_validation,
-    channel_stats,
-    check_rare_classes,
-    three_way_split,
-)
+from kd_edge.data.dataset import ImageDataset, Split, carve_validation, channel_stats, checked_three_way_split
 from kd_edge.data.pixels import model_pixels  # the very function `kd-edge predict` reads images with
 from kd_edge.errors import DatasetError
 from kd_edge.settings.data import FOLDER_RESIZE, default_side
@@ -47,9 +40,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, by name. A folder of folders of images (a class-folder tree) is
     refused with what to give instead: predicting reads a folder's own images, not its subfolders'."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if not files and subfolders:
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    subfolders = [p.name for p in entries if p.is_dir()] if not files else []
+    if subfolders:
         shown = ", ".join(subfolders[:4]) + (", ..." if len(subfolders) > 4 else "")
         raise DatasetError(
             f"{str(folder)!r} holds folders ({shown}) rather than images: give those folders (for example "
@@ -95,10 +89,7 @@ def load_plain_tree(root: Path, reading: Reading) -> ImageDataset:
     items = list_images(root, classes)
     require_every_class(items, classes, root)
     decoded = decode_cached(root, items, reading)
-    parts = three_way_split(decoded.split.labels, reading.split)
-    check_rare_classes(
-        classes, {name: decoded.split.labels[indices] for name, indices in parts.items()}, repr(str(root))
-    )
+    parts = checked_three_way_split(decoded.split.labels, reading.split, classes, repr(str(root)))
     splits = {name: decoded.split.subset(indices) for name, indices in parts.items()}
     files = {name: [decoded.files[i] for i in indices] for name, indices in parts.items()}
     dataset = assemble(root, classes, splits, {**files, "skipped": decoded.skipped})

@@ -21,8 +21,7 @@ from kd_edge.data.dataset import (
     Split,
     carve_validation,
     channel_stats,
-    check_rare_classes,
-    three_way_split,
+    checked_three_way_split,
 )
 from kd_edge.errors import DatasetError
 
@@ -75,8 +74,7 @@ def make_dataset(
 def split_pool(name, classes, images: np.ndarray, labels: np.ndarray) -> ImageDataset:
     """Split one labelled pool 80/10/10 into train/val/test, stratified by class."""
     pool = Split(images, labels)
-    indices = three_way_split(labels, (0.8, 0.1, 0.1))
-    check_rare_classes(classes, {split: labels[chosen] for split, chosen in indices.items()}, name)
+    indices = checked_three_way_split(labels, (0.8, 0.1, 0.1), classes, name)
     parts = {split: pool.subset(chosen) for split, chosen in indices.items()}
     return make_dataset(name, classes, parts["train"], parts["test"], parts["val"])
 
