@@ -149,7 +149,7 @@ def test_a_step_that_reports_nothing_gets_a_heartbeat():
     assert len(messages) == count  # it stops with the block
 
 
-def test_onnx_runtime_calibration_logging_is_quiet_unless_verbose(tmp_path, exported_student):
+def test_onnx_runtime_calibration_logging_is_quiet_unless_verbose(tmp_path, exported_student, monkeypatch):
     import shutil
 
     model = shutil.copy(exported_student, tmp_path / "m.onnx")
@@ -165,6 +165,7 @@ def test_onnx_runtime_calibration_logging_is_quiet_unless_verbose(tmp_path, expo
     ]
     quiet = runner.invoke(app, args)
     assert quiet.exit_code == 0 and "histogram" not in quiet.output
+    monkeypatch.setenv("KD_EDGE_VERBOSE", "")  # --verbose sets it for the process: undone after the test
     loud = runner.invoke(app, ["--verbose", *args, "--force"])
     assert loud.exit_code == 0 and "histogram" in loud.output
 
