@@ -1,6 +1,7 @@
 """Dataset loaders on the built-in data and on small IDX, npz, CIFAR and ImageFolder data made here."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,6 +381,36 @@ def test_a_photo_reaches_the_deployed_model_as_it_reached_training(tmp_path):
     with Image.open(tmp_path / "photos" / ds.files["test"][0]) as photo:  # decoded in full, then resized
         full = np.asarray(photo.convert("RGB").resize((32, 32), Image.BICUBIC)).transpose(2, 0, 1)
     assert np.abs(full.astype(int) - ds.test.images[0]).mean() < 1.0
+
+
+def save_sideways(upright: np.ndarray, path: Path) -> None:
+    """``upright`` as a phone held upright stores it: the pixels turned a quarter, EXIF orientation 6 (a viewer
+    turns them back)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif)
+
+
+def test_a_photo_stored_sideways_is_read_upright_as_a_viewer_shows_it(tmp_path):
+    """Training, `kd-edge predict` and `bench --frames` read a JPEG with an EXIF orientation as it is shown (and as
+    a labelling tool drew its boxes), not as its pixels are stored; decoded at a reduced scale all the same."""
+    from PIL import Image
+
+    from kd_edge.data.pixels import model_pixels, shown_size
+
+    upright = np.full((200, 300, 3), 40, np.uint8)
+    upright[20:80, 200:280] = (230, 20, 20)  # a red block top right
+    Image.fromarray(upright).save(tmp_path / "upright.jpg", quality=95)
+    save_sideways(upright, tmp_path / "sideways.jpg")
+    with Image.open(tmp_path / "sideways.jpg") as photo:
+        assert photo.size == (200, 300) and shown_size(photo) == (300, 200)
+        sideways = model_pixels(photo, (3, 20, 30), "bicubic")
+    with Image.open(tmp_path / "upright.jpg") as photo:
+        expected = model_pixels(photo, (3, 20, 30), "bicubic")
+    assert np.abs(sideways.astype(int) - expected).mean() < 2.0
+    assert sideways[5, 24, 0] > 200 and sideways[15, 5, 0] < 60  # the block where a viewer shows it
 
 
 def test_splits_whose_images_differ_are_read_alike_at_the_median_size(tmp_path):

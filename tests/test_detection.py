@@ -55,6 +55,27 @@ def test_labels_are_read_and_images_scaled_to_the_working_size(tmp_path):
     assert scene.labels.tolist() == [1] and scene.boxes[0].tolist() == pytest.approx([0.5, 0.5, 8 / 96, 8 / 64])
 
 
+def test_a_frame_stored_sideways_is_read_upright_so_its_labels_fit(tmp_path):
+    """A phone's or drone app's JPEG with an EXIF orientation: its YOLO labels were drawn on the image as shown, so
+    the frame is read as shown (the stored pixels turned back), and the object is where its label says."""
+    from PIL import Image
+
+    from tests.test_data import save_sideways
+
+    write_scene(tmp_path / "flat", "one-0001", [(0, 72, 16, 12)])
+    with Image.open(tmp_path / "flat" / "images" / "one-0001.png") as image:
+        upright = np.asarray(image.convert("RGB"))
+    (tmp_path / "images").mkdir()
+    save_sideways(upright, tmp_path / "images" / "one-0001.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "one-0001.txt").write_text((tmp_path / "flat" / "labels" / "one-0001.txt").read_text())
+    (tmp_path / "classes.txt").write_text("car\nbus\n")
+    (scene,) = read_yolo(tmp_path, longest_side=96)
+    assert scene.image.shape == (64, 96, 3)
+    x, y = scene.boxes[0, 0] * 96, scene.boxes[0, 1] * 64
+    assert scene.image[round(y), round(x), 0] > 200 and scene.image[round(y), round(x), 2] < 60  # red, under it
+
+
 @pytest.mark.parametrize(
     "line, problem",
     [
@@ -575,6 +596,7 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     from kd_edge.runtime import OnnxModel
     from kd_edge.settings.detection import DetectSettings
     from kd_edge.training.checkpoint import load_checkpoint
+    from tests.test_data import save_sideways
 
     data = squares_dataset(tmp_path / "squares", groups=("a", "b", "c", "d"), frames=8)
     for name in ("a-0100", "c-0100"):  # frames without objects, kept as negatives (and so read by every stage)
@@ -617,6 +639,14 @@ def test_detect_export_predict_from_the_command_line(tmp_path):
     (frame,) = json.loads(runner.invoke(app, ["predict", str(onnx_file), str(tmp_path / "big.jpg"), "--json"]).output)
     assert (frame["width"], frame["height"]) == (384, 256)
     for name, x, y in (("car", 120, 40), ("bus", 300, 180)):  # a cell is 32 px here
+        assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 22.7
+
+    with Image.open(tmp_path / "big" / "images" / "frame-0001.png") as image:  # a phone's JPEG, stored sideways
+        save_sideways(np.asarray(image.convert("RGB")), tmp_path / "sideways.jpg")
+    args = ["predict", str(onnx_file), str(tmp_path / "sideways.jpg"), "--json", "--draw", str(tmp_path / "s.png")]
+    (frame,) = json.loads(runner.invoke(app, args).output)
+    assert (frame["width"], frame["height"]) == (384, 256) == Image.open(tmp_path / "s.png").size  # as shown
+    for name, x, y in (("car", 120, 40), ("bus", 300, 180)):  # where a viewer shows them
         assert min(np.hypot(d["x"] - x, d["y"] - y) for d in frame["detections"] if d["class"] == name) <= 22.7
 
     result = runner.invoke(app, ["quantize", str(onnx_file)])  # calibrated on training frames, judged by F1

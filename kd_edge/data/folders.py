@@ -281,7 +281,7 @@ def decode(root: Path, items: list[tuple[str, int]], reading: Reading) -> Decode
 
 def cache_key(root: Path, items: list[tuple[str, int]], reading: Reading) -> str:
     """A digest of every file's relative path, label and bytes, and of how they are read (the split aside)."""
-    digest = hashlib.sha256(f"v7 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
+    digest = hashlib.sha256(f"v8 {reading.image_size} {reading.channels} {reading.bad_images}\n".encode())
     for file, label in items:
         digest.update(f"{file}\0{label}\0".encode())
         digest.update(hashlib.sha256((root / file).read_bytes()).digest())

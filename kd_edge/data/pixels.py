@@ -1,5 +1,6 @@
-"""A photo as a model takes it: decoded (a camera-sized JPEG at a reduced scale), converted to the model's
-channels and resized with the filter its training used. Training (``kd_edge.data``), `kd-edge predict` and
+"""A photo as a model takes it: decoded (a camera-sized JPEG at a reduced scale), turned upright (its EXIF
+orientation, as a viewer shows it and as labelling tools draw boxes on it), converted to the model's channels and
+resized with the filter its training used. Training (``kd_edge.data``), `kd-edge predict` and
 `bench --frames` all read images through here, so a model sees on the board the pixels it was trained on.
 
 Numpy, and Pillow where an image is read: runs on a board (the runtime reads photos through here).
@@ -16,7 +17,7 @@ def model_pixels(image, input_shape, resize: str) -> np.ndarray:
     uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads
     folder images through this too."""
     channels, height, width = input_shape
-    load_reduced(image, (width, height))
+    image = load_reduced(image, (width, height))
     converted = image.convert("L" if channels == 1 else "RGB")
     if converted.size != (width, height):
         converted = converted.resize((width, height), pillow_filter(resize))
@@ -24,13 +25,35 @@ def model_pixels(image, input_shape, resize: str) -> np.ndarray:
     return pixels[..., None] if channels == 1 else pixels
 
 
-def load_reduced(image, size: tuple[int, int]) -> None:
-    """Decode an opened image for resizing to ``size``: a JPEG at the smallest of its built-in scales (1/2, 1/4,
-    1/8) that keeps at least twice ``size`` on each side, any other image (or one loaded already) as it is. A 12 MP
-    photo for a 64 px model is read in 13 ms instead of 140, its pixels 0.1 level from a full decode's on average
-    (benchmarks/results/frame-decode.md); images up to twice the input decode in full, as before."""
+def load_reduced(image, size: tuple[int, int]):
+    """An opened image decoded for resizing to ``size`` (width, height as shown), and upright: a JPEG at the
+    smallest of its built-in scales (1/2, 1/4, 1/8) that keeps at least twice ``size`` on each side, any other image
+    (or one loaded already) as it is. A 12 MP photo for a 64 px model is read in 13 ms instead of 140, its pixels 0.1
+    level from a full decode's on average (benchmarks/results/frame-decode.md); images up to twice the input decode
+    in full. Returns ``image`` itself, or its upright copy where its EXIF orientation turns it."""
+    if orientation(image) in SIDEWAYS:
+        size = size[::-1]  # the stored pixels are the shown ones turned a quarter
     image.draft(None, (2 * size[0], 2 * size[1]))
     image.load()
+    if orientation(image) in (None, 1):
+        return image
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)  # a copy without the orientation tag: turned once only
+
+
+# EXIF orientations (tag 0x0112) under which a viewer shows the stored pixels turned a quarter: width and height swap.
+SIDEWAYS = (5, 6, 7, 8)
+
+
+def orientation(image) -> int | None:
+    """The image's EXIF orientation (1 to 8; 1 or None: shown as stored). A phone held upright stores 6 or 8."""
+    return image.getexif().get(0x0112)
+
+
+def shown_size(image) -> tuple[int, int]:
+    """(width, height) of the image as a viewer shows it (its EXIF orientation applied), from its header."""
+    return image.size[::-1] if orientation(image) in SIDEWAYS else image.size
 
 
 def pillow_filter(name: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.data.folders import images_in
-from kd_edge.data.pixels import model_pixels
+from kd_edge.data.pixels import model_pixels, shown_size
 from kd_edge.errors import ConfigError, DatasetError
 from kd_edge.runtime.session import OnnxModel
 
@@ -112,7 +112,7 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
 
     try:
         with Image.open(path) as image:
-            original = image.size  # before model_pixels decodes it, maybe at a reduced scale
+            original = shown_size(image)  # before model_pixels decodes it, maybe at a reduced scale
             pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(

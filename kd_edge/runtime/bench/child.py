@@ -125,7 +125,7 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
         raise KdEdgeError("--frames decodes images with Pillow: pip install 'kd-edge[images]'") from None
     import io
 
-    from kd_edge.data.pixels import load_reduced, model_pixels
+    from kd_edge.data.pixels import load_reduced, model_pixels, shown_size
     from kd_edge.data.yolo import fitted
     from kd_edge.runtime.detections import letterbox
 
@@ -136,8 +136,8 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
         for encoded in frames:
             started = time.perf_counter()
             with Image.open(io.BytesIO(encoded)) as image:
-                sizes.add(image.size)
-                load_reduced(image, fitted(image.size, width) if detector else (width, height))
+                sizes.add(shown_size(image))
+                image = load_reduced(image, fitted(shown_size(image), width) if detector else (width, height))
                 decoded = time.perf_counter()
                 if detector:  # as `kd-edge predict` reads a frame for it
                     pixels = letterbox(image, width)[0]
