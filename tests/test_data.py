@@ -413,6 +413,25 @@ def test_a_photo_stored_sideways_is_read_upright_as_a_viewer_shows_it(tmp_path):
     assert sideways[5, 24, 0] > 200 and sideways[15, 5, 0] < 60  # the block where a viewer shows it
 
 
+def test_a_16_bit_grey_photo_is_read_by_its_top_byte_not_clipped_to_white(tmp_path):
+    """A thermal or multispectral camera's 16-bit PNG: read as a viewer shows it (Pillow's own conversion made
+    every level above 255 white); floating-point pixels are refused by name, with what to do."""
+    from PIL import Image
+
+    from kd_edge.data.pixels import model_pixels
+
+    levels = np.linspace(0, 65535, 32 * 48).reshape(32, 48).astype(np.uint16)
+    Image.fromarray(levels).save(tmp_path / "thermal.png")
+    for channels in (1, 3):
+        with Image.open(tmp_path / "thermal.png") as photo:
+            pixels = model_pixels(photo, (channels, 32, 48), "bicubic")
+        expected = (levels >> 8).astype(np.uint8)[..., None]
+        np.testing.assert_array_equal(pixels, np.repeat(expected, channels, axis=2))
+    Image.fromarray(levels.astype(np.float32) / 65535).save(tmp_path / "reflectance.tif")
+    with Image.open(tmp_path / "reflectance.tif") as photo, pytest.raises(ValueError, match="8 or 16 bits"):
+        model_pixels(photo, (1, 32, 48), "bicubic")
+
+
 def test_splits_whose_images_differ_are_read_alike_at_the_median_size(tmp_path):
     make_image_folder(tmp_path / "mixed", splits=("train",), size=12)  # 20 images
     make_image_folder(tmp_path / "mixed", splits=("val", "test"), size=16)  # 40

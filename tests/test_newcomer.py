@@ -260,6 +260,10 @@ def test_predict_says_what_is_wrong_with_float_pixels(tmp_path, exported_student
         and "astype('uint8')" in result.output
     )
 
+    Image.fromarray(np.ones((16, 16), np.float32)).save(tmp_path / "floats.tif")  # a float TIFF: no fixed range
+    result = invoke("predict", exported_student, tmp_path / "floats.tif")
+    assert result.exit_code == 1 and "save the image with 8 or 16 bits" in result.output, result.output
+
 
 @pytest.mark.slow
 def test_predict_needs_no_torch(tmp_path, exported_student, easy_npz):

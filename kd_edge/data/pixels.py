@@ -17,7 +17,7 @@ def model_pixels(image, input_shape, resize: str) -> np.ndarray:
     uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads
     folder images through this too."""
     channels, height, width = input_shape
-    image = load_reduced(image, (width, height))
+    image = eight_bit(load_reduced(image, (width, height)))
     converted = image.convert("L" if channels == 1 else "RGB")
     if converted.size != (width, height):
         converted = converted.resize((width, height), pillow_filter(resize))
@@ -40,6 +40,21 @@ def load_reduced(image, size: tuple[int, int]):
     from PIL import ImageOps
 
     return ImageOps.exif_transpose(image)  # a copy without the orientation tag: turned once only
+
+
+def eight_bit(image):
+    """A decoded image whose levels Pillow's own conversions read right: 16-bit grey (a thermal or multispectral
+    camera's PNG or TIFF, modes I;16 and I) as 8-bit grey by its top byte, as a viewer shows it (Pillow's
+    conversion to L or RGB clips every level above 255 to white); any other image as it is. Floating-point pixels
+    (mode F) have no range to read as 8 bits: refused (ValueError) with what to do."""
+    if image.mode == "F":
+        raise ValueError("floating-point pixels (mode F) have no fixed range; save the image with 8 or 16 bits")
+    if not image.mode.startswith("I"):
+        return image
+    from PIL import Image
+
+    levels = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+    return Image.fromarray((levels >> 8).astype(np.uint8))
 
 
 # EXIF orientations (tag 0x0112) under which a viewer shows the stored pixels turned a quarter: width and height swap.

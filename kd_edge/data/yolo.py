@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_edge.data.folders import IMAGE_SUFFIXES
-from kd_edge.data.pixels import load_reduced, pillow_filter, shown_size
+from kd_edge.data.pixels import eight_bit, load_reduced, pillow_filter, shown_size
 from kd_edge.errors import DatasetError
 from kd_edge.settings.data import FRAME_RESIZE
 
@@ -155,7 +155,7 @@ def longer_side(image, side: int) -> np.ndarray:
     longer side is ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the
     board sees what training saw, and YOLO labels (drawn on the image as shown) fit it."""
     size = fitted(shown_size(image), side)
-    rgb = load_reduced(image, size).convert("RGB")
+    rgb = eight_bit(load_reduced(image, size)).convert("RGB")
     return np.array(rgb if rgb.size == size else rgb.resize(size, pillow_filter(FRAME_RESIZE)), dtype=np.uint8)
 
 

@@ -114,7 +114,7 @@ def read_image(model: OnnxModel, path: Path) -> tuple[np.ndarray, str | None]:
         with Image.open(path) as image:
             original = shown_size(image)  # before model_pixels decodes it, maybe at a reduced scale
             pixels = model_pixels(image, model.input_shape, model.card.resize_filter)
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DatasetError(
             f"cannot read {str(path)!r} as an image ({exc}); give PNG, JPEG or another format Pillow reads"
         ) from exc
