@@ -139,6 +139,82 @@ def test_a_dataset_without_classes_or_images_is_refused(tmp_path):
         read_yolo(tmp_path, 96)
 
 
+def exported_dataset(root: Path, splits: dict[str, tuple[str, ...]], kind_first: bool = False) -> Path:
+    """A YOLO export as Ultralytics or Roboflow write it: class names in data.yaml, each split's frames (2 a group)
+    in SPLIT/images and SPLIT/labels, or with ``kind_first`` in images/SPLIT and labels/SPLIT."""
+    for split, groups in splits.items():
+        for group in groups:
+            for frame in range(2):
+                write_scene(root / split, f"{group}-{frame:04d}", [(frame % 2, 30 + 10 * frame, 30, 8)])
+        if kind_first:
+            for kind in ("images", "labels"):
+                (root / kind).mkdir(exist_ok=True)
+                (root / split / kind).rename(root / kind / split)
+    (root / "data.yaml").write_text("path: .\ntrain: train/images\nnc: 2\nnames:\n  0: car\n  1: bus\n")
+    return root
+
+
+def test_an_ultralytics_or_roboflow_export_keeps_its_splits_and_names(tmp_path):
+    """data.yaml's names and the given train/valid/test folders are used as they are; the splits are what every
+    later stage reads again (card_splits calls the same function)."""
+    from kd_edge.data.yolo import detection_splits, read_classes
+
+    given = {"train": ("a", "b", "c"), "valid": ("d",), "test": ("e",)}
+    root = exported_dataset(tmp_path / "roboflow", given)
+    assert read_classes(root) == ["car", "bus"]
+    splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+    assert {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()} == {
+        "train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}  # fmt: skip
+    assert splits["train"][0].image.shape == (64, 96, 3) and splits["test"][1].labels.tolist() == [1]
+    (root / "data.yaml").write_text("names: [lorry]\n")  # a list; classes.txt, where there is one, comes first
+    assert read_classes(root) == ["lorry"]
+    (root / "classes.txt").write_text("car\nbus\n")
+    assert read_classes(root) == ["car", "bus"]
+
+
+def test_a_given_split_without_validation_has_it_carved_from_train_by_source(tmp_path, caplog):
+    """images/train and images/val only (Ultralytics' own layout): val is the reported split, as for class folders,
+    and selection gets sources of train's own; a source on two given sides is named."""
+    from kd_edge.data.yolo import detection_splits
+
+    root = exported_dataset(tmp_path / "coco", {"train": ("a", "b", "c", "d", "e"), "val": ("f", "a")}, True)
+    with caplog.at_level("INFO", logger="kd_edge"):
+        splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+    groups = {name: {s.group for s in scenes} for name, scenes in splits.items()}
+    assert groups["test"] == {"f", "a"} and groups["train"] | groups["val"] == {"a", "b", "c", "d", "e"}
+    assert groups["val"] and not groups["train"] & groups["val"]
+    assert "1 source(s) have frames in more than one given split (a)" in caplog.text
+    (root / "labels" / "val" / "f-0000.txt").write_text("0 1.5 0.5 0.1 0.1\n")
+    with pytest.raises(DatasetError, match=r"labels/val/f-0000\.txt line 1: centre"):
+        detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+    only_train = exported_dataset(tmp_path / "only", {"train": ("a", "b", "c")})
+    with pytest.raises(DatasetError, match="gives the split train only"):
+        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+    (only_train / "data.yaml").write_text("nc: 2\n")
+    with pytest.raises(DatasetError, match="no list of class names"):
+        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+
+
+@pytest.mark.slow
+def test_detect_and_export_read_a_roboflow_export_as_given(tmp_path):
+    """The user's path on a Roboflow export: `kd-edge detect` trains on its given splits, and `export`'s parity
+    check reads the same validation frames again from the card."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from kd_edge.cli import app
+
+    data = exported_dataset(tmp_path / "rf", {"train": tuple("abcdef"), "valid": ("g",), "test": ("h",)})
+    args = ["detect", "--dataset", f"yolo:{data}", "--frame-size", "96", "--tile", "48", "--batch-size", "8"]
+    result = CliRunner().invoke(app, [*args, "--teacher-steps", "10", "--steps", "10", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "split.json").read_text())["groups"] == {
+        "train": list("abcdef"), "val": ["g"], "test": ["h"]}  # fmt: skip
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "r"), "--onnx", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 0 and "on 2 validation images" in result.output, result.output
+
+
 @pytest.mark.parametrize(
     "file, group",
     [("DJI_0005-0019.jpg", "DJI_0005"), ("DJI-00760-00001.jpg", "DJI-00760"), ("MOS155.jpg", "MOS"),

@@ -3,6 +3,10 @@
     scenes = read_yolo(Path("aerial-cars"), longest_side=512)
     splits = split_by_group(scenes, (0.8, 0.1, 0.1), seed=0, group_by="prefix")
 
+Or as Ultralytics and Roboflow export it: the class names in ``data.yaml`` (``names:``) and the splits given,
+``train/images`` and ``train/labels`` beside ``valid/`` (or ``val/``) and ``test/``, or ``images/train`` and
+``labels/train`` beside ``images/val``...; validation is then carved from train by group where it is absent.
+
 A label file holds one line per object, ``class x_center y_center width height``, the box
 normalised to 0-1 by the image's width and height, so it stays valid when the image is resized.
 Every bad line (a number that is not one, an unknown class, a centre outside the image, a box of
@@ -26,6 +30,7 @@ import numpy as np
 from kd_edge.data.folders import IMAGE_SUFFIXES
 from kd_edge.data.pixels import eight_bit, load_reduced, pillow_filter, shown_size
 from kd_edge.errors import DatasetError
+from kd_edge.log import step
 from kd_edge.settings.data import FRAME_RESIZE
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -58,21 +63,46 @@ def group_of(file: str) -> str:
 
 
 def read_classes(root: Path) -> list[str]:
+    """The class names, in label-index order: ``classes.txt`` (one a line), else ``data.yaml``'s ``names``."""
     if not root.is_dir():
         raise DatasetError(f"{str(root)!r} is not a folder; give yolo:PATH with PATH/images/, PATH/labels/ and "
                            "PATH/classes.txt")  # fmt: skip
     path = root / "classes.txt"
     if not path.is_file():
-        raise DatasetError(f"{str(root)!r} has no classes.txt: write one class name a line, in label-index order")
+        for yaml_file in (root / "data.yaml", root / "data.yml"):
+            if yaml_file.is_file():
+                return yaml_names(yaml_file)
+        raise DatasetError(f"{str(root)!r} has no classes.txt: write one class name a line, in label-index order "
+                           "(or give Ultralytics' data.yaml with its `names:`)")  # fmt: skip
     classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not classes:
         raise DatasetError(f"{str(path)!r} is empty: write one class name a line, in label-index order")
     return classes
 
 
-def parse_labels(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(boxes, labels, problems) of one label file; a problem names the file, the line and what is wrong."""
-    name = f"labels/{path.name}"
+def yaml_names(path: Path) -> list[str]:
+    """The ``names`` of an Ultralytics data.yaml: a list, or a mapping from label index to name."""
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise DatasetError(f"reading {str(path)!r} needs PyYAML: pip install pyyaml, or write classes.txt") from None
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{str(path)!r} is not valid YAML ({exc}); fix it, or write classes.txt") from exc
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, dict) and sorted(names) == list(range(len(names))):
+        names = [names[index] for index in range(len(names))]
+    if not isinstance(names, list) or not names or not all(isinstance(name, (str, int)) for name in names):
+        raise DatasetError(f"{str(path)!r} has no list of class names: write `names: [car, bus]` or `names: {{0: "
+                           "car, 1: bus}}` in label-index order, or write classes.txt")  # fmt: skip
+    return [str(name) for name in names]
+
+
+def parse_labels(path: Path, classes: list[str], name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(boxes, labels, problems) of one label file (``name``: as problems name it); a problem names the file, the
+    line and what is wrong."""
     lines = [(number, line.split()) for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
     boxes, labels, problems = [], [], []
     for number, fields in lines:
@@ -107,33 +137,48 @@ def line_problem(fields: list[str], classes: int) -> str | None:
 
 
 def read_yolo(root: Path, longest_side: int, keep_empty: bool = False) -> list[Scene]:
-    """Every labelled image of ``root``, resized so that its longer side is ``longest_side`` pixels (RGB); with
-    ``keep_empty``, an image whose label file is empty or missing too, as a frame without objects."""
+    """Every labelled image of ``root/images`` (labels in ``root/labels``), resized so that its longer side is
+    ``longest_side`` pixels (RGB); with ``keep_empty``, an image whose label file is empty or missing too, as a
+    frame without objects."""
+    root = Path(root)
+    scenes, problems = read_frames(root, root / "images", root / "labels", read_classes(root), longest_side, keep_empty)
+    refuse_problems(root, problems)
+    return scenes
+
+
+def read_frames(
+    root: Path, images_dir: Path, labels_dir: Path, classes: list[str], longest_side: int, keep_empty: bool
+) -> tuple[list[Scene], list[str]]:
+    """The scenes of one images folder and its labels folder, and the problems found (named relative to ``root``)."""
     from PIL import Image, UnidentifiedImageError
 
-    root = Path(root)
-    classes = read_classes(root)
-    images = root / "images"
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else []
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images_dir.is_dir() else []
     if not files:
-        raise DatasetError(f"{str(images)!r} holds no image: a YOLO dataset is images/, labels/ and classes.txt")
+        raise DatasetError(f"{str(images_dir)!r} holds no image: a YOLO dataset is images/, labels/ and classes.txt")
+    images_name, labels_name = images_dir.relative_to(root).as_posix(), labels_dir.relative_to(root).as_posix()
     scenes, problems = [], []
     for path in files:
-        label_file = root / "labels" / f"{path.stem}.txt"
+        label_file = labels_dir / f"{path.stem}.txt"
+        label_name = f"{labels_name}/{label_file.name}"
         if label_file.is_file():
-            boxes, labels, found = parse_labels(label_file, classes)
-            empty = f"labels/{label_file.name}: empty (no object)" if not (len(labels) or found) else None
+            boxes, labels, found = parse_labels(label_file, classes, label_name)
+            empty = f"{label_name}: empty (no object)" if not (len(labels) or found) else None
         else:
             boxes, labels, found = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), []
-            empty = f"images/{path.name}: no label file labels/{label_file.name}"
+            empty = f"{images_name}/{path.name}: no label file {label_name}"
         problems += found if keep_empty or empty is None else [*found, empty]  # kept: a frame with no object
         try:
             with Image.open(path) as opened:
                 image = longer_side(opened, longest_side)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-            problems.append(f"images/{path.name}: cannot be read ({exc or type(exc).__name__})")
+            problems.append(f"{images_name}/{path.name}: cannot be read ({exc or type(exc).__name__})")
             continue
         scenes.append(Scene(path.name, group_of(path.name), image, boxes, labels))
+    return scenes, problems
+
+
+def refuse_problems(root: Path, problems: list[str]) -> None:
+    """Stop, naming every problem found (the first ten, then a count), and what to do."""
     if problems:
         more = f"; and {len(problems) - LISTED_PROBLEMS} more" if len(problems) > LISTED_PROBLEMS else ""
         raise DatasetError(
@@ -141,7 +186,6 @@ def read_yolo(root: Path, longest_side: int, keep_empty: bool = False) -> list[S
             "remove those files: each label line is `class x_center y_center width height`, normalised to 0-1 "
             "(images with no object in them: --empty-frames keep)."
         )
-    return scenes
 
 
 def fitted(size: tuple[int, int], side: int) -> tuple[int, int]:
@@ -160,46 +204,103 @@ def longer_side(image, side: int) -> np.ndarray:
 
 
 def split_by_group(
-    scenes: list[Scene], fractions: tuple[float, ...], seed: int, group_by: str
+    scenes: list[Scene], fractions: tuple[float, ...], seed: int, group_by: str, names: tuple[str, ...] = SPLIT_NAMES
 ) -> dict[str, list[Scene]]:
-    """Whole groups to train, val and test, as near ``fractions`` of the images as whole groups allow. A group is
-    a source (``group_by`` prefix: ``Scene.group``) or every image alone (file: for independent photos).
+    """Whole groups to each of ``names`` (train, val and test), as near ``fractions`` of the images as whole groups
+    allow. A group is a source (``group_by`` prefix: ``Scene.group``) or every image alone (file: for independent
+    photos).
 
     Groups are shuffled with ``seed``, then each goes to the split furthest below its share; a split left
-    empty takes the smallest group of train, so that each has at least one."""
+    empty takes the smallest group of the first, so that each has at least one."""
     groups: dict[str, list[Scene]] = {}
     for scene in scenes:
         groups.setdefault(scene.group if group_by == "prefix" else scene.file, []).append(scene)
-    if len(groups) < 3:
+    if len(groups) < len(names):
         raise DatasetError(
-            f"{len(groups)} group(s) of images ({', '.join(groups)}): a split by group needs at least 3, one for "
-            "each of train, val and test. Name frames of different sources differently (the group is the file name "
-            "without its trailing number), or split image by image with --group-by file."
+            f"{len(groups)} group(s) of images ({', '.join(groups)}): a split by group needs at least {len(names)}, "
+            f"one for each of {', '.join(names)}. Name frames of different sources differently (the group is the "
+            "file name without its trailing number), or split image by image with --group-by file."
         )
     order = sorted(groups)
     random.Random(seed).shuffle(order)
-    chosen: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
-    sizes = dict.fromkeys(SPLIT_NAMES, 0)
+    chosen: dict[str, list[str]] = {name: [] for name in names}
+    sizes = dict.fromkeys(names, 0)
     for group in order:
-        deficit = {name: fractions[i] * len(scenes) - sizes[name] for i, name in enumerate(SPLIT_NAMES)}
+        deficit = {name: fractions[i] * len(scenes) - sizes[name] for i, name in enumerate(names)}
         name = max(deficit, key=deficit.get)
         chosen[name].append(group)
         sizes[name] += len(groups[group])
-    for name in ("val", "test"):
+    for name in names[1:]:
         if not chosen[name]:
-            smallest = min(chosen["train"], key=lambda group: len(groups[group]))
-            chosen["train"].remove(smallest)
+            smallest = min(chosen[names[0]], key=lambda group: len(groups[group]))
+            chosen[names[0]].remove(smallest)
             chosen[name].append(smallest)
-    return {name: [scene for group in chosen[name] for scene in groups[group]] for name in SPLIT_NAMES}
+    return {name: [scene for group in chosen[name] for scene in groups[group]] for name in names}
 
 
 def detection_splits(
     root: Path, frame_size: int, fractions, seed: int, group_by: str, empty_frames: str
 ) -> dict[str, list[Scene]]:
-    """The frames of a YOLO folder, split by group: what training and every later stage (export's parity
-    check, quantize's calibration) read, from the card's data reference, seed, grouping and empty-frame rule."""
-    scenes = read_yolo(root, frame_size, keep_empty=empty_frames == "keep")
-    return split_by_group(scenes, tuple(fractions), seed, group_by)
+    """The frames of a YOLO folder, split by group (or as given): what training and every later stage (export's
+    parity check, quantize's calibration) read, from the card's data reference, seed, grouping and empty-frame
+    rule."""
+    classes, given = read_classes(root), given_splits(root)
+    if not given:
+        scenes = read_yolo(root, frame_size, keep_empty=empty_frames == "keep")
+        return split_by_group(scenes, tuple(fractions), seed, group_by)
+    if "train" not in given or len(given) == 1:
+        raise DatasetError(
+            f"{str(root)!r} gives the split{'s' if len(given) > 1 else ''} {', '.join(given)} only: given splits need "
+            "train and at least one of val (or valid) and test; or put every image in images/ and every label in "
+            "labels/ to have the frames split here, by source"
+        )
+    scenes, problems = {}, []
+    for name, (images_dir, labels_dir) in given.items():
+        scenes[name], found = read_frames(root, images_dir, labels_dir, classes, frame_size, empty_frames == "keep")
+        problems += found
+    refuse_problems(root, problems)
+    if "test" not in scenes:  # the given val is then the reported split; selection gets its own, carved from train
+        scenes["test"] = scenes.pop("val")
+    if "val" not in scenes:
+        share = fractions[1] / (fractions[0] + fractions[1])
+        scenes.update(split_by_group(scenes["train"], (1 - share, share), seed, group_by, ("train", "val")))
+    say_shared_groups(scenes, group_by)
+    return {name: scenes[name] for name in SPLIT_NAMES}
+
+
+VAL_FOLDERS = ("val", "valid", "validation")  # Roboflow writes valid/
+
+
+def given_splits(root: Path) -> dict[str, tuple[Path, Path]]:
+    """{split: (images folder, labels folder)} of a YOLO folder whose splits are given, as Ultralytics and Roboflow
+    write them: ``train/images`` and ``train/labels`` (beside ``valid/``, ``test/``), or ``images/train`` and
+    ``labels/train``; empty for a folder whose images/ holds the images themselves (split here)."""
+    if (root / "images").is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in (root / "images").iterdir()):
+        return {}
+    given = {}
+    for split, folders in (("train", ("train",)), ("val", VAL_FOLDERS), ("test", ("test",))):
+        for folder in folders:
+            for images_dir, labels_dir in ((root / folder / "images", root / folder / "labels"),
+                                           (root / "images" / folder, root / "labels" / folder)):  # fmt: skip
+                if split not in given and images_dir.is_dir():
+                    given[split] = (images_dir, labels_dir)
+    return given
+
+
+def say_shared_groups(splits: dict[str, list[Scene]], group_by: str) -> None:
+    """Given splits are kept as they are; where a source has frames on two sides (an export that split image by
+    image), test F1 reads high on near-duplicates, and the data step says which."""
+    if group_by != "prefix":
+        return
+    sides: dict[str, set[str]] = {}
+    for name, scenes in splits.items():
+        for scene in scenes:
+            sides.setdefault(scene.group, set()).add(name)
+    shared = sorted(group for group, names in sides.items() if len(names) > 1)
+    if shared:
+        step(f"data: {len(shared)} source(s) have frames in more than one given split ({', '.join(shared[:5])}"
+             f"{', ...' if len(shared) > 5 else ''}): near-duplicate frames make test F1 read high; put every image "
+             "in images/ and labels/ to have them split by source")  # fmt: skip
 
 
 def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:

@@ -31,7 +31,8 @@ class DetectSettings:
     ``alpha * weighted CE(labels) + (1 - alpha) * T^2 * KL(teacher's cells || student's)``."""
 
     dataset: str | None = knob(
-        None, "yolo:PATH: PATH/images/, PATH/labels/ (one `class x y w h` line a box, 0-1) and PATH/classes.txt.",
+        None, "yolo:PATH: PATH/images/, PATH/labels/ (one `class x y w h` line a box, 0-1) and PATH/classes.txt; or "
+        "an Ultralytics or Roboflow export (data.yaml's names, train/ with valid/ or test/: splits kept as given).",
         short="-d", required=True, none="required",
     )  # fmt: skip
     frame_size: int = knob(
@@ -41,7 +42,8 @@ class DetectSettings:
     split: tuple[float, ...] = knob(
         DEFAULT_SPLIT,
         "Fractions train,val,test of the images, by group: the file name without its frame number, so that no "
-        "video has frames on two sides; seeded by --seed.",
+        "video has frames on two sides; seeded by --seed. Given splits are kept; where validation is not given, "
+        "train's val share of train+val is carved from train.",
         parse=number_list("--split"),
     )
     group_by: str = knob(
