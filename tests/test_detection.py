@@ -195,6 +195,20 @@ def test_a_given_split_without_validation_has_it_carved_from_train_by_source(tmp
         detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
 
 
+def test_frames_and_labels_side_by_side_are_read_as_labelimg_and_cvat_save_them(tmp_path):
+    """LabelImg saves each frame's .txt beside it, with classes.txt (CVAT and darknet: obj.names) in the same folder."""
+    write_scene(tmp_path / "apart", "one-0001", [(1, 48, 32, 8)])
+    for kind in ("images", "labels"):
+        for file in (tmp_path / "apart" / kind).iterdir():
+            file.rename(tmp_path / file.name)
+    (tmp_path / "obj.names").write_text("car\nbus\n")
+    (scene,) = read_yolo(tmp_path, longest_side=48)
+    assert scene.labels.tolist() == [1] and scene.image.shape == (32, 48, 3)
+    (tmp_path / "one-0001.txt").write_text("2 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DatasetError, match=r"in '.*': one-0001\.txt line 1: class 2 unknown"):
+        read_yolo(tmp_path, longest_side=48)
+
+
 @pytest.mark.slow
 def test_detect_and_export_read_a_roboflow_export_as_given(tmp_path):
     """The user's path on a Roboflow export: `kd-edge detect` trains on its given splits, and `export`'s parity

@@ -63,12 +63,13 @@ def group_of(file: str) -> str:
 
 
 def read_classes(root: Path) -> list[str]:
-    """The class names, in label-index order: ``classes.txt`` (one a line), else ``data.yaml``'s ``names``."""
+    """The class names, in label-index order: ``classes.txt`` (one a line; darknet's and CVAT's ``obj.names`` are
+    the same), else ``data.yaml``'s ``names``."""
     if not root.is_dir():
         raise DatasetError(f"{str(root)!r} is not a folder; give yolo:PATH with PATH/images/, PATH/labels/ and "
                            "PATH/classes.txt")  # fmt: skip
-    path = root / "classes.txt"
-    if not path.is_file():
+    path = next((p for p in (root / "classes.txt", root / "obj.names") if p.is_file()), None)
+    if path is None:
         for yaml_file in (root / "data.yaml", root / "data.yml"):
             if yaml_file.is_file():
                 return yaml_names(yaml_file)
@@ -137,13 +138,21 @@ def line_problem(fields: list[str], classes: int) -> str | None:
 
 
 def read_yolo(root: Path, longest_side: int, keep_empty: bool = False) -> list[Scene]:
-    """Every labelled image of ``root/images`` (labels in ``root/labels``), resized so that its longer side is
-    ``longest_side`` pixels (RGB); with ``keep_empty``, an image whose label file is empty or missing too, as a
-    frame without objects."""
+    """Every labelled image of ``root/images`` (labels in ``root/labels``; or, without images/, both in ``root``
+    itself, as LabelImg saves them), resized so that its longer side is ``longest_side`` pixels (RGB); with
+    ``keep_empty``, an image whose label file is empty or missing too, as a frame without objects."""
     root = Path(root)
-    scenes, problems = read_frames(root, root / "images", root / "labels", read_classes(root), longest_side, keep_empty)
+    classes = read_classes(root)
+    side_by_side = not (root / "images").is_dir() and any(image_files(root))
+    images_dir, labels_dir = (root, root) if side_by_side else (root / "images", root / "labels")
+    scenes, problems = read_frames(root, images_dir, labels_dir, classes, longest_side, keep_empty)
     refuse_problems(root, problems)
     return scenes
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted (none where it is not a folder)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
 
 
 def read_frames(
@@ -152,26 +161,25 @@ def read_frames(
     """The scenes of one images folder and its labels folder, and the problems found (named relative to ``root``)."""
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if images_dir.is_dir() else []
+    files = image_files(images_dir)
     if not files:
         raise DatasetError(f"{str(images_dir)!r} holds no image: a YOLO dataset is images/, labels/ and classes.txt")
-    images_name, labels_name = images_dir.relative_to(root).as_posix(), labels_dir.relative_to(root).as_posix()
     scenes, problems = [], []
     for path in files:
         label_file = labels_dir / f"{path.stem}.txt"
-        label_name = f"{labels_name}/{label_file.name}"
+        image_name, label_name = (file.relative_to(root).as_posix() for file in (path, label_file))
         if label_file.is_file():
             boxes, labels, found = parse_labels(label_file, classes, label_name)
             empty = f"{label_name}: empty (no object)" if not (len(labels) or found) else None
         else:
             boxes, labels, found = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), []
-            empty = f"{images_name}/{path.name}: no label file {label_name}"
+            empty = f"{image_name}: no label file {label_name}"
         problems += found if keep_empty or empty is None else [*found, empty]  # kept: a frame with no object
         try:
             with Image.open(path) as opened:
                 image = longer_side(opened, longest_side)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-            problems.append(f"{images_name}/{path.name}: cannot be read ({exc or type(exc).__name__})")
+            problems.append(f"{image_name}: cannot be read ({exc or type(exc).__name__})")
             continue
         scenes.append(Scene(path.name, group_of(path.name), image, boxes, labels))
     return scenes, problems
@@ -275,7 +283,7 @@ def given_splits(root: Path) -> dict[str, tuple[Path, Path]]:
     """{split: (images folder, labels folder)} of a YOLO folder whose splits are given, as Ultralytics and Roboflow
     write them: ``train/images`` and ``train/labels`` (beside ``valid/``, ``test/``), or ``images/train`` and
     ``labels/train``; empty for a folder whose images/ holds the images themselves (split here)."""
-    if (root / "images").is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in (root / "images").iterdir()):
+    if any(image_files(root / "images")) or any(image_files(root)):
         return {}
     given = {}
     for split, folders in (("train", ("train",)), ("val", VAL_FOLDERS), ("test", ("test",))):
