@@ -67,6 +67,7 @@ def run_split(splits: dict, seed: int, args: argparse.Namespace, rows, keep: dic
         kd_cells=args.kd_cells,
         feature_weight=args.feature_weight,
         object_weight=args.object_weight,
+        ema_decay=args.ema_decay,
         scales=tuple(args.scales),
         frame_size=args.frame_size,
     )  # kd-edge detect's defaults otherwise
@@ -119,6 +120,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--feature-weight", type=float, default=0.0, help="the feature term's weight (0: none)")
     parser.add_argument(
         "--object-weight", type=float, default=DetectSettings.object_weight, help="an object cell's weight in the loss"
+    )
+    parser.add_argument(
+        "--ema-decay", type=float, default=DetectSettings.ema_decay, help="the weights' moving average (0: none)"
     )
     parser.add_argument("--frame-size", type=int, default=DetectSettings.frame_size, help="frames' longer side (px)")
     parser.add_argument("--scales", type=float, nargs=2, default=[0.75, 1.33], help="the crops' scale range")

@@ -91,6 +91,12 @@ class DetectSettings:
         "Weight of a feature term for the student: the features its head reads, through a 1x1 projector (trained "
         "with it, not exported) against the teacher's, mean squared error; 0 leaves it out.",
     )
+    ema_decay: float = knob(
+        0.0,
+        "Validation scores, keeps and exports an exponential moving average of each network's weights (and "
+        "BatchNorm statistics) with this decay a step, 0.99 averaging over about 100 steps; 0 uses the weights "
+        "as trained.",
+    )
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(batch_size=32))
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -115,6 +121,7 @@ class DetectSettings:
         require(self.temperature > 0, f"--temperature must be positive, got {self.temperature}")
         require(self.object_weight > 0, f"--object-weight must be positive, got {self.object_weight}")
         require(self.feature_weight >= 0, f"--feature-weight cannot be negative, got {self.feature_weight}")
+        require(0.0 <= self.ema_decay < 1.0, f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         check_split(self.split)
         require(
             len(self.scales) == 2 and 0 < self.scales[0] <= self.scales[1],

@@ -88,6 +88,8 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
     optimizer = make_optimizer(model if projector is None else nn.ModuleList([model, projector]), knobs.optim)
     scheduler = make_scheduler(optimizer, knobs.optim, plan.steps)
     generator = torch.Generator().manual_seed(knobs.run.seed)
+    average = weight_average(model, knobs.ema_decay)
+    scored = model if average is None else average.module  # what validation scores and the best weights come from
     if teacher is not None:
         teacher.eval().requires_grad_(False)
     best = (-1.0, 0.5, 0, None)
@@ -108,15 +110,27 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update_parameters(model)
         pace.step(loss.item(), len(images) / max(time.perf_counter() - started, 1e-9))
         if step % plan.evaluate_every == 0 or step == plan.steps:
-            f1, threshold = best_threshold(model, plan.val, normalize, plan.classes)
+            f1, threshold = best_threshold(scored, plan.val, normalize, plan.classes)
             history.append({"step": step, "loss": loss.item(), "val_f1": f1, "threshold": threshold})
             log.step(f"{plan.stage}: step {step}/{plan.steps}, loss {loss.item():.4f}, val F1 {f1:.3f} at {threshold}")
             if f1 > best[0]:
-                best = (f1, threshold, step, copy.deepcopy(model.state_dict()))
+                best = (f1, threshold, step, copy.deepcopy(scored.state_dict()))
     model.load_state_dict(best[3])
     return DetectorResult(best[0], best[1], best[2], time.perf_counter() - started, history, precision)
+
+
+def weight_average(model: nn.Module, decay: float):
+    """torch's running exponential average of ``model``'s parameters and buffers (BatchNorm's statistics), updated
+    after each step; None for ``decay`` 0. Its first update copies the weights."""
+    if decay == 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def detector_loss(model, teacher, projector, inputs, targets, knobs: DetectSettings) -> torch.Tensor:
