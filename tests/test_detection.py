@@ -545,6 +545,36 @@ def test_the_feature_term_changes_what_the_student_learns_and_nothing_it_exports
     assert not torch.equal(trained[0.0]["features.0.weight"], trained[1.0]["features.0.weight"])
 
 
+def test_the_moving_average_is_what_validation_scores_and_the_network_keeps(tmp_path):
+    """--ema-decay d: after two steps the network holds d * (weights after step 1) + (1 - d) * (after step 2), its
+    BatchNorm statistics too, while training itself follows the same steps as without it."""
+    from kd_edge.errors import ConfigError
+    from kd_edge.settings.detection import DetectSettings
+    from kd_edge.settings.training import OptimSettings
+    from kd_edge.training.detection_fit import DetectorPlan, fit_detector
+
+    scenes = read_yolo(squares_dataset(tmp_path, groups=("a", "b", "c"), frames=3), 96)
+    splits = split_by_group(scenes, (0.34, 0.33, 0.33), seed=0, group_by="prefix")
+
+    def trained(steps: int, decay: float) -> dict:
+        torch.manual_seed(1)
+        model = create_detector("fomo-small", 2)
+        optim = OptimSettings(batch_size=8, schedule="constant")  # step 1 alike however many steps follow
+        settings = DetectSettings(dataset="yolo:squares", frame_size=96, tile=48, ema_decay=decay, optim=optim)
+        plan = DetectorPlan(model=model, train=splits["train"], val=splits["val"], classes=tuple(CLASSES),
+                            steps=steps, settings=settings, mean=(0.5,) * 3, std=(0.25,) * 3,
+                            evaluate_every=steps)  # fmt: skip
+        fit_detector(plan)
+        return model.state_dict()
+
+    first, second, averaged = trained(1, 0.0), trained(2, 0.0), trained(2, 0.75)
+    for name in ("features.0.weight", "features.1.running_mean"):
+        assert not torch.allclose(first[name], second[name])
+        torch.testing.assert_close(averaged[name], 0.75 * first[name] + 0.25 * second[name])
+    with pytest.raises(ConfigError, match=r"--ema-decay must be in \[0, 1\)"):
+        DetectSettings(dataset="yolo:x", ema_decay=1.0)
+
+
 def test_a_detect_run_stopped_in_the_student_resumes_with_its_finished_teacher(tmp_path, monkeypatch):
     """SIGTERM while the student trains: the teacher and its metrics are kept; a rerun without --resume says how to
     continue, and --resume trains only the student."""

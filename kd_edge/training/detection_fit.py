@@ -109,7 +109,8 @@ def fit_detector(plan: DetectorPlan, teacher: nn.Module | None = None) -> Detect
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
+        if scheduler is not None:  # None: --schedule constant
+            scheduler.step()
         if average is not None:
             average.update_parameters(model)
         pace.step(loss.item(), len(images) / max(time.perf_counter() - started, 1e-9))
