@@ -163,7 +163,10 @@ def read_frames(
 
     files = image_files(images_dir)
     if not files:
-        raise DatasetError(f"{str(images_dir)!r} holds no image: a YOLO dataset is images/, labels/ and classes.txt")
+        raise DatasetError(
+            f"{str(images_dir)!r} holds no image: a YOLO dataset is images/, labels/ and classes.txt, or an "
+            "Ultralytics or Roboflow export (data.yaml, train/images, valid/images...)"
+        )
     scenes, problems = [], []
     for path in files:
         label_file = labels_dir / f"{path.stem}.txt"
