@@ -124,6 +124,8 @@ def test_help_of_every_command():
         result = ok(*command, "--help")
         assert "Usage" in result.output
     assert "--temperature" in ok("distill", "--help").output
+    listed = ok("datasets").output  # every kind of --dataset, the detectors' frames included
+    assert all(kind in listed for kind in ("mnist-5k", "folder:PATH", "npz:PATH", "yolo:PATH", "data.yaml"))
 
 
 def test_help_does_not_import_torch():

@@ -51,6 +51,8 @@ DATASETS = {
     "cifar10": "CIFAR-10, python or binary version, from --data-dir or $KD_EDGE_DATA",
     "folder:PATH": "a class-folder tree PATH/<class>/* (split here, --split), or PATH/train/<class>/* with val/, test/",
     "npz:PATH": "an .npz file with `images` (N,H,W) or (N,C,H,W) uint8 and `labels`; optional `classes`",
+    "yolo:PATH": "frames with YOLO boxes, for `kd-edge detect` (and pipeline): PATH/images/, PATH/labels/ and "
+    "classes.txt, or an Ultralytics or Roboflow export (data.yaml, train/, valid/, test/)",
 }
 
 
