@@ -83,6 +83,8 @@ def test_a_frame_stored_sideways_is_read_upright_so_its_labels_fit(tmp_path):
         ("0 1.5 0.5 0.1 0.1", "line 2: centre (1.5, 0.5) outside the image"),
         ("0 0.5 0.5 0 0.1", "line 2: box of size 0.0 x 0.1"),
         ("0 0.5 0.5 0.1", "line 2: 4 fields, expected 5"),
+        ("0 0.5 0.5 0.1 0.1 0.2", "line 2: 6 fields, expected 5"),
+        ("0 0.9 0.5 1.2 0.5 1.0 0.7", "line 2: centre (1.05, 0.6) outside the image"),  # a polygon's box
         ("car 0.5 0.5 0.1 0.1", "line 2: not numbers"),
         ("0 nan 0.5 0.1 0.1", "line 2: not finite"),
     ],
@@ -95,6 +97,17 @@ def test_each_bad_label_line_is_named_with_its_file_and_line(tmp_path, line, pro
     with pytest.raises(DatasetError, match="1 problem") as error:
         read_yolo(tmp_path, 96)
     assert problem in str(error.value)
+
+
+def test_a_segmentation_exports_polygon_is_read_as_the_box_around_it(tmp_path):
+    """Roboflow and Ultralytics write a segmentation project's labels as `class x1 y1 x2 y2 ...`: the object's box."""
+    write_scene(tmp_path, "one-0001", [])
+    polygons = "1 0.25 0.5 0.75 0.25 0.5 0.75\n0 0.1 0.1 0.2 0.1 0.2 0.3 0.1 0.3\n"  # a triangle, a rectangle
+    (tmp_path / "labels" / "one-0001.txt").write_text(polygons)
+    (tmp_path / "classes.txt").write_text("car\nbus\n")
+    (scene,) = read_yolo(tmp_path, longest_side=96)
+    assert scene.labels.tolist() == [1, 0]
+    np.testing.assert_allclose(scene.boxes, [[0.5, 0.5, 0.5, 0.5], [0.15, 0.2, 0.1, 0.2]], rtol=1e-6)
 
 
 def test_empty_and_missing_label_files_and_unreadable_images_are_named_together(tmp_path):

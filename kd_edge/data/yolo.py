@@ -108,6 +108,7 @@ def parse_labels(path: Path, classes: list[str], name: str) -> tuple[np.ndarray,
     boxes, labels, problems = [], [], []
     for number, fields in lines:
         where = f"{name} line {number}"
+        fields = polygon_box(fields) if len(fields) > 5 and len(fields) % 2 else fields
         problem = line_problem(fields, len(classes))
         if problem:
             problems.append(f"{where}: {problem}")
@@ -115,6 +116,17 @@ def parse_labels(path: Path, classes: list[str], name: str) -> tuple[np.ndarray,
         labels.append(int(float(fields[0])))
         boxes.append([float(value) for value in fields[1:]])
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64), problems
+
+
+def polygon_box(fields: list[str]) -> list[str]:
+    """``class x1 y1 x2 y2 x3 y3 ...``, a polygon as segmentation exports write it, as the box around it (``class
+    x_center y_center width height``), as Ultralytics reads it; the fields as they are where they are not numbers."""
+    try:
+        xs, ys = [float(value) for value in fields[1::2]], [float(value) for value in fields[2::2]]
+    except ValueError:
+        return fields
+    left, right, top, bottom = min(xs), max(xs), min(ys), max(ys)
+    return [fields[0], *(str(value) for value in ((left + right) / 2, (top + bottom) / 2, right - left, bottom - top))]
 
 
 def line_problem(fields: list[str], classes: int) -> str | None:
