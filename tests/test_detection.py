@@ -245,7 +245,9 @@ def test_detect_and_export_read_a_roboflow_export_as_given(tmp_path):
 @pytest.mark.parametrize(
     "file, group",
     [("DJI_0005-0019.jpg", "DJI_0005"), ("DJI-00760-00001.jpg", "DJI-00760"), ("MOS155.jpg", "MOS"),
-     ("MunichStreet02-MOS74.jpg", "MunichStreet02-MOS"), ("DJI_0031.jpg", "DJI"), ("street.png", "street")],
+     ("MunichStreet02-MOS74.jpg", "MunichStreet02-MOS"), ("DJI_0031.jpg", "DJI"), ("street.png", "street"),
+     ("DJI_0005-0019_jpg.rf.3f2a9c0d1e8b7a6f5c4d3e2f1a0b9c8d.jpg", "DJI_0005"),  # Roboflow's export names
+     ("MOS155_JPG.rf.0123456789abcdef0123456789abcdef.jpg", "MOS")],
 )  # fmt: skip
 def test_the_group_is_the_name_without_its_frame_number(file, group):
     assert group_of(file) == group

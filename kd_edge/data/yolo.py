@@ -34,6 +34,7 @@ from kd_edge.log import step
 from kd_edge.settings.data import FRAME_RESIZE
 
 SPLIT_NAMES = ("train", "val", "test")
+ROBOFLOW_SUFFIX = re.compile(r"_(jpe?g|png|bmp|tiff?|webp)\.rf\.[0-9a-f]+$", re.IGNORECASE)  # ..._jpg.rf.<hash>
 LISTED_PROBLEMS = 10  # problems named in an error; the rest are counted
 
 
@@ -57,8 +58,9 @@ class Scene:
 
 def group_of(file: str) -> str:
     """The source an image comes from: its name without the trailing frame number and its separator
-    (``DJI_0005-0019.jpg`` -> ``DJI_0005``, ``MOS155.jpg`` -> ``MOS``)."""
-    stem = Path(file).stem
+    (``DJI_0005-0019.jpg`` -> ``DJI_0005``, ``MOS155.jpg`` -> ``MOS``), and without the suffix Roboflow's exports
+    add (``DJI_0005-0019_jpg.rf.<hash>.jpg`` is ``DJI_0005-0019.jpg``'s)."""
+    stem = ROBOFLOW_SUFFIX.sub("", Path(file).stem)
     return re.sub(r"[-_ ]?\d+$", "", stem) or stem
 
 
