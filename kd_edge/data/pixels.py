@@ -1,7 +1,8 @@
 """A photo as a model takes it: decoded (a camera-sized JPEG at a reduced scale), turned upright (its EXIF
-orientation, as a viewer shows it and as labelling tools draw boxes on it), converted to the model's channels and
-resized with the filter its training used. Training (``kd_edge.data``), `kd-edge predict` and
-`bench --frames` all read images through here, so a model sees on the board the pixels it was trained on.
+orientation, as a viewer shows it and as labelling tools draw boxes on it), 16-bit grey read by its top byte,
+converted to the model's channels and resized with the filter its training used. Training (``kd_edge.data``),
+`kd-edge predict` and `bench --frames` all read images through here, so a model sees on the board the pixels it was
+trained on.
 
 Numpy, and Pillow where an image is read: runs on a board (the runtime reads photos through here).
 """
