@@ -36,9 +36,8 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
     from kd_edge.settings.detection import DetectSettings
 
     defaults = DetectSettings(dataset=f"yolo:{args.data}")
-    splits = detection_splits(
-        args.data, args.frame_size, defaults.split, seed, defaults.group_by, defaults.empty_frames
-    )
+    rules = (defaults.group_by, defaults.empty_frames, defaults.given_splits)
+    splits = detection_splits(args.data, args.frame_size, defaults.split, seed, *rules)
     return run_split(splits, seed, args, ROWS, keep)
 
 

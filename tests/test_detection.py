@@ -175,7 +175,7 @@ def test_an_ultralytics_or_roboflow_export_keeps_its_splits_and_names(tmp_path):
     given = {"train": ("a", "b", "c"), "valid": ("d",), "test": ("e",)}
     root = exported_dataset(tmp_path / "roboflow", given)
     assert read_classes(root) == ["car", "bus"]
-    splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+    splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
     assert {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()} == {
         "train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}  # fmt: skip
     assert splits["train"][0].image.shape == (64, 96, 3) and splits["test"][1].labels.tolist() == [1]
@@ -192,20 +192,35 @@ def test_a_given_split_without_validation_has_it_carved_from_train_by_source(tmp
 
     root = exported_dataset(tmp_path / "coco", {"train": ("a", "b", "c", "d", "e"), "val": ("f", "a")}, True)
     with caplog.at_level("INFO", logger="kd_edge"):
-        splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+        splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
     groups = {name: {s.group for s in scenes} for name, scenes in splits.items()}
     assert groups["test"] == {"f", "a"} and groups["train"] | groups["val"] == {"a", "b", "c", "d", "e"}
     assert groups["val"] and not groups["train"] & groups["val"]
     assert "1 source(s) have frames in more than one given split (a)" in caplog.text
     (root / "labels" / "val" / "f-0000.txt").write_text("0 1.5 0.5 0.1 0.1\n")
     with pytest.raises(DatasetError, match=r"labels/val/f-0000\.txt line 1: centre"):
-        detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+        detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
     only_train = exported_dataset(tmp_path / "only", {"train": ("a", "b", "c")})
-    with pytest.raises(DatasetError, match="gives the split train only"):
-        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+    with pytest.raises(DatasetError, match=r"gives the split train only.*--given-splits pool"):
+        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
     (only_train / "data.yaml").write_text("nc: 2\n")
     with pytest.raises(DatasetError, match="no list of class names"):
-        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse")
+        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
+
+
+def test_an_exports_splits_pooled_are_split_here_by_source(tmp_path):
+    """--given-splits pool: an export that put one video's frames on several sides is split again, whole sources to
+    each side, as a plain YOLO folder is; a train-only export too."""
+    from kd_edge.data.yolo import detection_splits
+
+    root = exported_dataset(tmp_path / "rf", {"train": ("a", "b", "c", "d"), "valid": ("a", "e"), "test": ("b", "f")})
+    splits = detection_splits(root, 96, (0.5, 0.25, 0.25), 0, "prefix", "refuse", "pool")
+    groups = {name: {s.group for s in scenes} for name, scenes in splits.items()}
+    assert set().union(*groups.values()) == set("abcdef") and sum(map(len, splits.values())) == 16
+    assert all(groups.values()) and not (groups["train"] & groups["val"] or groups["train"] & groups["test"])
+    assert not groups["val"] & groups["test"] and len([s for s in splits["train"] if s.group == "a"]) in (0, 4)
+    only_train = exported_dataset(tmp_path / "only", {"train": ("a", "b", "c")})
+    assert sum(map(len, detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "pool").values())) == 6
 
 
 def test_frames_and_labels_side_by_side_are_read_as_labelimg_and_cvat_save_them(tmp_path):
@@ -240,6 +255,13 @@ def test_detect_and_export_read_a_roboflow_export_as_given(tmp_path):
         "train": list("abcdef"), "val": ["g"], "test": ["h"]}  # fmt: skip
     result = CliRunner().invoke(app, ["export", str(tmp_path / "r"), "--onnx", "--out", str(tmp_path / "x")])
     assert result.exit_code == 0 and "on 2 validation images" in result.output, result.output
+    pooled = ["--given-splits", "pool", "--split", "0.5,0.25,0.25", "--teacher-steps", "2", "--steps", "2"]
+    result = CliRunner().invoke(app, [*args, *pooled, "--out", str(tmp_path / "p")])  # split again, by source
+    assert result.exit_code == 0, result.output
+    groups = json.loads((tmp_path / "p" / "split.json").read_text())["groups"]
+    assert sorted(g for side in groups.values() for g in side) == list("abcdefgh") and len(groups["val"]) == 2
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "p"), "--onnx", "--out", str(tmp_path / "y")])
+    assert result.exit_code == 0 and "on 4 validation images" in result.output, result.output  # the card's split
 
 
 @pytest.mark.parametrize(

@@ -264,26 +264,28 @@ def split_by_group(
 
 
 def detection_splits(
-    root: Path, frame_size: int, fractions, seed: int, group_by: str, empty_frames: str
+    root: Path, frame_size: int, fractions, seed: int, group_by: str, empty_frames: str, given_splits: str
 ) -> dict[str, list[Scene]]:
-    """The frames of a YOLO folder, split by group (or as given): what training and every later stage (export's
-    parity check, quantize's calibration) read, from the card's data reference, seed, grouping and empty-frame
-    rule."""
-    classes, given = read_classes(root), given_splits(root)
+    """The frames of a YOLO folder, split by group (or as an export gives them, unless ``given_splits`` is pool):
+    what training and every later stage (export's parity check, quantize's calibration) read, from the card's data
+    reference, seed, grouping, empty-frame and given-split rules."""
+    classes, given = read_classes(root), given_folders(root)
     if not given:
         scenes = read_yolo(root, frame_size, keep_empty=empty_frames == "keep")
         return split_by_group(scenes, tuple(fractions), seed, group_by)
-    if "train" not in given or len(given) == 1:
+    if given_splits == "keep" and ("train" not in given or len(given) == 1):
         raise DatasetError(
             f"{str(root)!r} gives the split{'s' if len(given) > 1 else ''} {', '.join(given)} only: given splits need "
-            "train and at least one of val (or valid) and test; or put every image in images/ and every label in "
-            "labels/ to have the frames split here, by source"
+            "train and at least one of val (or valid) and test; or pass --given-splits pool to split its frames "
+            "here, by source"
         )
     scenes, problems = {}, []
     for name, (images_dir, labels_dir) in given.items():
         scenes[name], found = read_frames(root, images_dir, labels_dir, classes, frame_size, empty_frames == "keep")
         problems += found
     refuse_problems(root, problems)
+    if given_splits == "pool":  # an export split image by image: its frames split again, by group
+        return split_by_group([scene for part in scenes.values() for scene in part], tuple(fractions), seed, group_by)
     if "test" not in scenes:  # the given val is then the reported split; selection gets its own, carved from train
         scenes["test"] = scenes.pop("val")
     if "val" not in scenes:
@@ -296,7 +298,7 @@ def detection_splits(
 VAL_FOLDERS = ("val", "valid", "validation")  # Roboflow writes valid/
 
 
-def given_splits(root: Path) -> dict[str, tuple[Path, Path]]:
+def given_folders(root: Path) -> dict[str, tuple[Path, Path]]:
     """{split: (images folder, labels folder)} of a YOLO folder whose splits are given, as Ultralytics and Roboflow
     write them: ``train/images`` and ``train/labels`` (beside ``valid/``, ``test/``), or ``images/train`` and
     ``labels/train``; empty for a folder whose images/ holds the images themselves (split here)."""
@@ -324,8 +326,8 @@ def say_shared_groups(splits: dict[str, list[Scene]], group_by: str) -> None:
     shared = sorted(group for group, names in sides.items() if len(names) > 1)
     if shared:
         step(f"data: {len(shared)} source(s) have frames in more than one given split ({', '.join(shared[:5])}"
-             f"{', ...' if len(shared) > 5 else ''}): near-duplicate frames make test F1 read high; put every image "
-             "in images/ and labels/ to have them split by source")  # fmt: skip
+             f"{', ...' if len(shared) > 5 else ''}): near-duplicate frames make test F1 read high; --given-splits "
+             "pool splits the frames here, by source")  # fmt: skip
 
 
 def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
@@ -335,4 +337,5 @@ def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
     rule = card.detection
     grouping = rule.get("group_by", "prefix")  # cards written before --group-by existed were split by source
     empty_frames = rule.get("empty_frames", "refuse")  # and before --empty-frames, refused empty label files
-    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], grouping, empty_frames)
+    given = rule.get("given_splits", "keep")  # and before --given-splits, kept an export's splits (or had none)
+    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], grouping, empty_frames, given)

@@ -52,6 +52,12 @@ class DetectSettings:
         "a video's near-duplicate frames never sit on two sides) or file (each image alone: independent photos).",
         choices=("prefix", "file"),
     )
+    given_splits: str = knob(
+        "keep",
+        "An Ultralytics or Roboflow export's own train/valid/test folders: keep them, or pool them and split the "
+        "frames here by --group-by (exports split image by image, so one video's frames sit on both sides).",
+        choices=("keep", "pool"),
+    )
     empty_frames: str = knob(
         "refuse",
         "An image whose label file is empty or missing: refuse (stop, naming each, as a label file lost or left "

@@ -54,9 +54,8 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         root = Path(settings.root)
         classes = read_classes(root)
         stride = detector_stride(settings, len(classes))  # an unknown name fails now, not after the teacher
-        splits = detection_splits(
-            root, settings.frame_size, settings.split, settings.run.seed, settings.group_by, settings.empty_frames
-        )
+        rules = (settings.group_by, settings.empty_frames, settings.given_splits)  # the card records each
+        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed, *rules)
         config = {"stage": "detect", **asdict(settings)}
         run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
         if run.finished("student"):
@@ -70,7 +69,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
             task="detect", resize=FRAME_RESIZE,
             detection={"stride": stride, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by,
-                       "empty_frames": settings.empty_frames},
+                       "empty_frames": settings.empty_frames, "given_splits": settings.given_splits},
         )  # fmt: skip
         teacher = None
         if settings.alpha < 1.0 and run.finished("teacher"):
