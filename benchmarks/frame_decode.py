@@ -47,9 +47,8 @@ def target_size(kind: str, side: int, size: tuple[int, int]) -> tuple[int, int]:
 def read(encoded: bytes, kind: str, side: int, resize: str, reduced: bool) -> np.ndarray:
     with Image.open(io.BytesIO(encoded)) as image:
         size = target_size(kind, side, image.size)
-        if reduced:
-            load_reduced(image, size)
-        return np.asarray(image.convert("RGB").resize(size, pillow_filter(resize)))
+        decoded = load_reduced(image, size) if reduced else image  # kd-edge's image: the same one, unless turned
+        return np.asarray(decoded.convert("RGB").resize(size, pillow_filter(resize)))
 
 
 def median_ms(photos: list[bytes], rounds: int, *how) -> float:

@@ -37,12 +37,16 @@ SOURCES_MAX_BYTES = 1 << 30  # and only while it fits in this much memory
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, by name (none where it is not a folder)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+
+
 def images_in(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, by name. A folder of folders of images (a class-folder tree) is
-    refused with what to give instead: predicting reads a folder's own images, not its subfolders'."""
-    entries = sorted(folder.iterdir())
-    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
-    subfolders = [p.name for p in entries if p.is_dir()] if not files else []
+    """``image_files``, where a folder of folders of images (a class-folder tree) is refused with what to give
+    instead: predicting reads a folder's own images, not its subfolders'."""
+    files = image_files(folder)
+    subfolders = [] if files else sorted(p.name for p in folder.iterdir() if p.is_dir())
     if subfolders:
         shown = ", ".join(subfolders[:4]) + (", ..." if len(subfolders) > 4 else "")
         raise DatasetError(

@@ -18,7 +18,7 @@ def model_pixels(image, input_shape, resize: str) -> np.ndarray:
     uint8, the layout of an exported model's input (``OnnxModel.preprocess`` takes either layout). Training reads
     folder images through this too."""
     channels, height, width = input_shape
-    image = eight_bit(load_reduced(image, (width, height)))
+    image = load_reduced(image, (width, height))
     converted = image.convert("L" if channels == 1 else "RGB")
     if converted.size != (width, height):
         converted = converted.resize((width, height), pillow_filter(resize))
@@ -27,20 +27,22 @@ def model_pixels(image, input_shape, resize: str) -> np.ndarray:
 
 
 def load_reduced(image, size: tuple[int, int]):
-    """An opened image decoded for resizing to ``size`` (width, height as shown), and upright: a JPEG at the
-    smallest of its built-in scales (1/2, 1/4, 1/8) that keeps at least twice ``size`` on each side, any other image
-    (or one loaded already) as it is. A 12 MP photo for a 64 px model is read in 13 ms instead of 140, its pixels 0.1
-    level from a full decode's on average (benchmarks/results/frame-decode.md); images up to twice the input decode
-    in full. Returns ``image`` itself, or its upright copy where its EXIF orientation turns it."""
-    if orientation(image) in SIDEWAYS:
+    """An opened image decoded for resizing to ``size`` (width, height as shown), upright and in levels Pillow's
+    conversions read right (``eight_bit``): a JPEG at the smallest of its built-in scales (1/2, 1/4, 1/8) that keeps
+    at least twice ``size`` on each side, any other image (or one loaded already) as it is. A 12 MP photo for a 64 px
+    model is read in 13 ms instead of 140, its pixels 0.1 level from a full decode's on average
+    (benchmarks/results/frame-decode.md); images up to twice the input decode in full. Returns ``image`` itself, or
+    its upright or 8-bit copy."""
+    turn = orientation(image)
+    if turn in SIDEWAYS:
         size = size[::-1]  # the stored pixels are the shown ones turned a quarter
     image.draft(None, (2 * size[0], 2 * size[1]))
     image.load()
-    if orientation(image) in (None, 1):
-        return image
-    from PIL import ImageOps
+    if turn not in (None, 1):
+        from PIL import ImageOps
 
-    return ImageOps.exif_transpose(image)  # a copy without the orientation tag: turned once only
+        image = ImageOps.exif_transpose(image)  # a copy without the orientation tag: turned once only
+    return eight_bit(image)
 
 
 def eight_bit(image):

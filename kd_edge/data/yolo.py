@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.folders import IMAGE_SUFFIXES
-from kd_edge.data.pixels import eight_bit, load_reduced, pillow_filter, shown_size
+from kd_edge.data.folders import image_files
+from kd_edge.data.pixels import load_reduced, pillow_filter, shown_size
 from kd_edge.errors import DatasetError
 from kd_edge.log import step
 from kd_edge.settings.data import FRAME_RESIZE
@@ -156,17 +156,24 @@ def read_yolo(root: Path, longest_side: int, keep_empty: bool = False) -> list[S
     itself, as LabelImg saves them), resized so that its longer side is ``longest_side`` pixels (RGB); with
     ``keep_empty``, an image whose label file is empty or missing too, as a frame without objects."""
     root = Path(root)
-    classes = read_classes(root)
-    side_by_side = not (root / "images").is_dir() and any(image_files(root))
-    images_dir, labels_dir = (root, root) if side_by_side else (root / "images", root / "labels")
+    return read_unsplit(root, read_classes(root), longest_side, keep_empty)
+
+
+def read_unsplit(root: Path, classes: list[str], longest_side: int, keep_empty: bool) -> list[Scene]:
+    """``read_yolo`` with the classes read: the frames of a folder to be split here."""
+    images_dir, labels_dir = flat_folders(root) or (root / "images", root / "labels")  # none: read_frames says so
     scenes, problems = read_frames(root, images_dir, labels_dir, classes, longest_side, keep_empty)
     refuse_problems(root, problems)
     return scenes
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted (none where it is not a folder)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+def flat_folders(root: Path) -> tuple[Path, Path] | None:
+    """(images folder, labels folder) of a YOLO folder to be split here: images/ and labels/, or, without images
+    in images/, both in ``root`` itself (LabelImg's way); None where neither holds images (an export's splits)."""
+    for images_dir, labels_dir in ((root / "images", root / "labels"), (root, root)):
+        if image_files(images_dir):
+            return images_dir, labels_dir
+    return None
 
 
 def read_frames(
@@ -224,7 +231,7 @@ def longer_side(image, side: int) -> np.ndarray:
     longer side is ``side``: (H, W, 3) uint8, a writable copy. Training reads its frames through this too, so the
     board sees what training saw, and YOLO labels (drawn on the image as shown) fit it."""
     size = fitted(shown_size(image), side)
-    rgb = eight_bit(load_reduced(image, size)).convert("RGB")
+    rgb = load_reduced(image, size).convert("RGB")
     return np.array(rgb if rgb.size == size else rgb.resize(size, pillow_filter(FRAME_RESIZE)), dtype=np.uint8)
 
 
@@ -269,10 +276,9 @@ def detection_splits(
     """The frames of a YOLO folder, split by group (or as an export gives them, unless ``given_splits`` is pool):
     what training and every later stage (export's parity check, quantize's calibration) read, from the card's data
     reference, seed, grouping, empty-frame and given-split rules."""
-    classes, given = read_classes(root), given_folders(root)
+    classes, given, keep_empty = read_classes(root), given_folders(root), empty_frames == "keep"
     if not given:
-        scenes = read_yolo(root, frame_size, keep_empty=empty_frames == "keep")
-        return split_by_group(scenes, tuple(fractions), seed, group_by)
+        return split_by_group(read_unsplit(root, classes, frame_size, keep_empty), tuple(fractions), seed, group_by)
     if given_splits == "keep" and ("train" not in given or len(given) == 1):
         raise DatasetError(
             f"{str(root)!r} gives the split{'s' if len(given) > 1 else ''} {', '.join(given)} only: given splits need "
@@ -281,7 +287,7 @@ def detection_splits(
         )
     scenes, problems = {}, []
     for name, (images_dir, labels_dir) in given.items():
-        scenes[name], found = read_frames(root, images_dir, labels_dir, classes, frame_size, empty_frames == "keep")
+        scenes[name], found = read_frames(root, images_dir, labels_dir, classes, frame_size, keep_empty)
         problems += found
     refuse_problems(root, problems)
     if given_splits == "pool":  # an export split image by image: its frames split again, by group
@@ -302,7 +308,7 @@ def given_folders(root: Path) -> dict[str, tuple[Path, Path]]:
     """{split: (images folder, labels folder)} of a YOLO folder whose splits are given, as Ultralytics and Roboflow
     write them: ``train/images`` and ``train/labels`` (beside ``valid/``, ``test/``), or ``images/train`` and
     ``labels/train``; empty for a folder whose images/ holds the images themselves (split here)."""
-    if any(image_files(root / "images")) or any(image_files(root)):
+    if flat_folders(root):
         return {}
     given = {}
     for split, folders in (("train", ("train",)), ("val", VAL_FOLDERS), ("test", ("test",))):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd_edge.data.pixels import eight_bit, load_reduced, shown_size
+from kd_edge.data.pixels import load_reduced, shown_size
 
 MATCH_FRACTION = 0.5  # a detection's centre must be within this fraction of the box's size of its centre
 MIN_DISTANCE = 4.0  # ... or within this many input pixels, where that is more: half a stride-8 cell
@@ -272,7 +272,7 @@ def draw_objects(frame: FrameObjects, out: Path) -> Path:
     from PIL import Image, ImageDraw
 
     with Image.open(frame.file) as image:
-        canvas = eight_bit(load_reduced(image, shown_size(image))).convert("RGB")  # upright, full size: as detected
+        canvas = load_reduced(image, shown_size(image)).convert("RGB")  # upright, full size: as detected
     pen = ImageDraw.Draw(canvas)
     radius = max(3, round(max(canvas.size) / 100))
     for d in frame.objects:

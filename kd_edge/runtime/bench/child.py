@@ -136,8 +136,9 @@ def frame_path(model: OnnxModel, frames: tuple[bytes, ...], passes: int = 3) -> 
         for encoded in frames:
             started = time.perf_counter()
             with Image.open(io.BytesIO(encoded)) as image:
-                sizes.add(shown_size(image))
-                image = load_reduced(image, fitted(shown_size(image), width) if detector else (width, height))
+                size = shown_size(image)
+                sizes.add(size)
+                image = load_reduced(image, fitted(size, width) if detector else (width, height))
                 decoded = time.perf_counter()
                 if detector:  # as `kd-edge predict` reads a frame for it
                     pixels = letterbox(image, width)[0]
