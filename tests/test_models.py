@@ -198,7 +198,7 @@ def test_the_default_models_are_chosen_by_the_image_size():
     from kd_edge.settings import DistillSettings
 
     settings = DistillSettings()
-    assert [settings.teacher.for_images(28).model, settings.student.for_images(28).model] == ["cnn-base", "cnn-small"]
+    assert [settings.teacher.for_images(28).model, settings.student.for_images(28).model] == ["cnn-small", "cnn-small"]
     chosen = [settings.teacher.for_images(64).model, settings.student.for_images(128).model]
     assert chosen == ["pooled-large", "pooled-base"]
     assert replace(settings.student, model="resnet18").for_images(128).model == "resnet18"
