@@ -36,8 +36,7 @@ def run_seed(seed: int, args: argparse.Namespace, keep: dict | None = None) -> d
     from kd_edge.settings.detection import DetectSettings
 
     defaults = DetectSettings(dataset=f"yolo:{args.data}")
-    rules = (defaults.group_by, defaults.empty_frames, defaults.given_splits)
-    splits = detection_splits(args.data, args.frame_size, defaults.split, seed, *rules)
+    splits = detection_splits(args.data, args.frame_size, defaults.split, {**defaults.split_rule(), "seed": seed})
     return run_split(splits, seed, args, ROWS, keep)
 
 

@@ -167,6 +167,13 @@ def exported_dataset(root: Path, splits: dict[str, tuple[str, ...]], kind_first:
     return root
 
 
+def rule(given_splits: str) -> dict:
+    """The split rule of seed 0 and kd-edge detect's defaults, with ``given_splits``."""
+    from kd_edge.settings.detection import DetectSettings
+
+    return {**DetectSettings().split_rule(), "given_splits": given_splits}
+
+
 def test_an_ultralytics_or_roboflow_export_keeps_its_splits_and_names(tmp_path):
     """data.yaml's names and the given train/valid/test folders are used as they are; the splits are what every
     later stage reads again (card_splits calls the same function)."""
@@ -175,7 +182,7 @@ def test_an_ultralytics_or_roboflow_export_keeps_its_splits_and_names(tmp_path):
     given = {"train": ("a", "b", "c"), "valid": ("d",), "test": ("e",)}
     root = exported_dataset(tmp_path / "roboflow", given)
     assert read_classes(root) == ["car", "bus"]
-    splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
+    splits = detection_splits(root, 96, (0.8, 0.1, 0.1), rule("keep"))
     assert {name: sorted({s.group for s in scenes}) for name, scenes in splits.items()} == {
         "train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}  # fmt: skip
     assert splits["train"][0].image.shape == (64, 96, 3) and splits["test"][1].labels.tolist() == [1]
@@ -192,20 +199,20 @@ def test_a_given_split_without_validation_has_it_carved_from_train_by_source(tmp
 
     root = exported_dataset(tmp_path / "coco", {"train": ("a", "b", "c", "d", "e"), "val": ("f", "a")}, True)
     with caplog.at_level("INFO", logger="kd_edge"):
-        splits = detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
+        splits = detection_splits(root, 96, (0.8, 0.1, 0.1), rule("keep"))
     groups = {name: {s.group for s in scenes} for name, scenes in splits.items()}
     assert groups["test"] == {"f", "a"} and groups["train"] | groups["val"] == {"a", "b", "c", "d", "e"}
     assert groups["val"] and not groups["train"] & groups["val"]
     assert "1 source(s) have frames in more than one given split (a)" in caplog.text
     (root / "labels" / "val" / "f-0000.txt").write_text("0 1.5 0.5 0.1 0.1\n")
     with pytest.raises(DatasetError, match=r"labels/val/f-0000\.txt line 1: centre"):
-        detection_splits(root, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
+        detection_splits(root, 96, (0.8, 0.1, 0.1), rule("keep"))
     only_train = exported_dataset(tmp_path / "only", {"train": ("a", "b", "c")})
     with pytest.raises(DatasetError, match=r"gives the split train only.*--given-splits pool"):
-        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
+        detection_splits(only_train, 96, (0.8, 0.1, 0.1), rule("keep"))
     (only_train / "data.yaml").write_text("nc: 2\n")
     with pytest.raises(DatasetError, match="no list of class names"):
-        detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "keep")
+        detection_splits(only_train, 96, (0.8, 0.1, 0.1), rule("keep"))
 
 
 def test_an_exports_splits_pooled_are_split_here_by_source(tmp_path):
@@ -214,13 +221,13 @@ def test_an_exports_splits_pooled_are_split_here_by_source(tmp_path):
     from kd_edge.data.yolo import detection_splits
 
     root = exported_dataset(tmp_path / "rf", {"train": ("a", "b", "c", "d"), "valid": ("a", "e"), "test": ("b", "f")})
-    splits = detection_splits(root, 96, (0.5, 0.25, 0.25), 0, "prefix", "refuse", "pool")
+    splits = detection_splits(root, 96, (0.5, 0.25, 0.25), rule("pool"))
     groups = {name: {s.group for s in scenes} for name, scenes in splits.items()}
     assert set().union(*groups.values()) == set("abcdef") and sum(map(len, splits.values())) == 16
     assert all(groups.values()) and not (groups["train"] & groups["val"] or groups["train"] & groups["test"])
     assert not groups["val"] & groups["test"] and len([s for s in splits["train"] if s.group == "a"]) in (0, 4)
     only_train = exported_dataset(tmp_path / "only", {"train": ("a", "b", "c")})
-    assert sum(map(len, detection_splits(only_train, 96, (0.8, 0.1, 0.1), 0, "prefix", "refuse", "pool").values())) == 6
+    assert sum(map(len, detection_splits(only_train, 96, (0.8, 0.1, 0.1), rule("pool")).values())) == 6
 
 
 def test_frames_and_labels_side_by_side_are_read_as_labelimg_and_cvat_save_them(tmp_path):

@@ -270,13 +270,12 @@ def split_by_group(
     return {name: [scene for group in chosen[name] for scene in groups[group]] for name in names}
 
 
-def detection_splits(
-    root: Path, frame_size: int, fractions, seed: int, group_by: str, empty_frames: str, given_splits: str
-) -> dict[str, list[Scene]]:
-    """The frames of a YOLO folder, split by group (or as an export gives them, unless ``given_splits`` is pool):
-    what training and every later stage (export's parity check, quantize's calibration) read, from the card's data
-    reference, seed, grouping, empty-frame and given-split rules."""
-    classes, given, keep_empty = read_classes(root), given_folders(root), empty_frames == "keep"
+def detection_splits(root: Path, frame_size: int, fractions, rule: dict) -> dict[str, list[Scene]]:
+    """The frames of a YOLO folder, split by group (or as an export gives them, unless its ``given_splits`` is pool):
+    what training and every later stage (export's parity check, quantize's calibration) read, under ``rule``
+    (``DetectSettings.split_rule``, as the model card records it)."""
+    seed, group_by, given_splits = rule["seed"], rule["group_by"], rule["given_splits"]
+    classes, given, keep_empty = read_classes(root), given_folders(root), rule["empty_frames"] == "keep"
     if not given:
         return split_by_group(read_unsplit(root, classes, frame_size, keep_empty), tuple(fractions), seed, group_by)
     if given_splits == "keep" and ("train" not in given or len(given) == 1):
@@ -340,8 +339,9 @@ def card_splits(card, data_dir: str | None = None) -> dict[str, list[Scene]]:
     """The splits a detector's model card says it trained on (its data reference, frame size and seed), read from
     ``data_dir`` when the folder has moved: what export's parity check and quantize's calibration read."""
     root = Path(data_dir or card.data.dataset.removeprefix("yolo:"))
-    rule = card.detection
-    grouping = rule.get("group_by", "prefix")  # cards written before --group-by existed were split by source
-    empty_frames = rule.get("empty_frames", "refuse")  # and before --empty-frames, refused empty label files
-    given = rule.get("given_splits", "keep")  # and before --given-splits, kept an export's splits (or had none)
-    return detection_splits(root, card.input_shape[1], card.data.split, rule["seed"], grouping, empty_frames, given)
+    return detection_splits(root, card.input_shape[1], card.data.split, {**EARLIER_CARDS_RULE, **card.detection})
+
+
+# What cards written before each rule existed did: split by source (--group-by), refused empty label files
+# (--empty-frames) and kept an export's splits, or had none (--given-splits).
+EARLIER_CARDS_RULE = {"group_by": "prefix", "empty_frames": "refuse", "given_splits": "keep"}

@@ -147,3 +147,8 @@ class DetectSettings:
     @property
     def root(self) -> str:
         return self.dataset.removeprefix("yolo:")
+
+    def split_rule(self) -> dict:
+        """What decides the split of the frames, as the model card records it for every later stage to read."""
+        return {"seed": self.run.seed, "group_by": self.group_by, "empty_frames": self.empty_frames,
+                "given_splits": self.given_splits}  # fmt: skip

@@ -54,8 +54,8 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
         root = Path(settings.root)
         classes = read_classes(root)
         stride = detector_stride(settings, len(classes))  # an unknown name fails now, not after the teacher
-        rules = (settings.group_by, settings.empty_frames, settings.given_splits)  # the card records each
-        splits = detection_splits(root, settings.frame_size, settings.split, settings.run.seed, *rules)
+        rule = settings.split_rule()  # the card records it
+        splits = detection_splits(root, settings.frame_size, settings.split, rule)
         config = {"stage": "detect", **asdict(settings)}
         run = RunFolder(out, config, [TEACHER_FILE, STUDENT_FILE], force=force, resume=resume)
         if run.finished("student"):
@@ -68,8 +68,7 @@ def train_detectors(settings: DetectSettings, out, *, force: bool = False, resum
             classes=tuple(classes), input_shape=(3, settings.frame_size, settings.frame_size), mean=mean, std=std,
             data=DataRef(dataset=settings.dataset, image_size=settings.frame_size, split=tuple(settings.split)),
             task="detect", resize=FRAME_RESIZE,
-            detection={"stride": stride, "threshold": 0.5, "seed": settings.run.seed, "group_by": settings.group_by,
-                       "empty_frames": settings.empty_frames, "given_splits": settings.given_splits},
+            detection={"stride": stride, "threshold": 0.5, **rule},
         )  # fmt: skip
         teacher = None
         if settings.alpha < 1.0 and run.finished("teacher"):
