@@ -30,7 +30,7 @@ demo: venv
 
 # Lint first: a style fault fails in seconds, before the suite's minutes. Two workers (pytest-xdist), each
 # running torch on one thread (tests/conftest.py); a module whose fixture is costly stays on one worker
-# (xdist_group). Measured on a fresh clone: test 236 s, test-fast 31 s (2026-12-07 at 76a6eb8, 676 and 548 tests).
+# (xdist_group). Measured on a fresh clone: test 232 s, test-fast 31 s (2026-12-07 at ce040f3, 676 and 548 tests).
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
